@@ -1,0 +1,17 @@
+//! The sparsec intermediate representation: typed tensor dataflow graphs with a parameter table,
+//! the training specification, a verifier, and a stable, parseable text form.
+
+pub mod module;
+pub mod op;
+pub mod parse;
+pub mod print;
+pub mod spec;
+pub mod types;
+pub mod verify;
+
+pub use module::{Arg, Func, Init, Inst, Module, Param, ParamId, Storage, Value, FORMAT_VERSION};
+pub use op::{Attr, Op};
+pub use parse::{parse_module, parse_module_unverified, ParseError};
+pub use print::print_module;
+pub use types::{DType, Encoding, Type};
+pub use verify::{verify, VerifyError, MAX_RANK};

@@ -1,0 +1,188 @@
+//! Modules, parameters and functions: the containers of the IR.
+
+use crate::op::Op;
+use crate::spec::{DataSpec, DropbackScope, MethodSpec, TrainSpec};
+use crate::types::Type;
+
+/// Version of the text form; bumped whenever a dump of the same program would change.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// A whole program: graph, parameters and the training specification.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Module {
+    pub name: String,
+    /// The compiler stage that produced this module (`ir`, `train`, `opt`, ...).
+    pub stage: String,
+    /// Extra `key=value` facts for the header line, in order (saturation statistics, ...).
+    pub header: Vec<(String, String)>,
+    pub data: Option<DataSpec>,
+    pub train: Option<TrainSpec>,
+    pub method: Option<MethodSpec>,
+    pub params: Vec<Param>,
+    pub funcs: Vec<Func>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ParamId(pub u32);
+
+/// A trainable tensor, named as in a PyTorch `state_dict` (`fc1.weight`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Param {
+    pub name: String,
+    /// Its logical type (always dense in shape; the storage says what is kept).
+    pub ty: Type,
+    pub init: Init,
+    /// The regeneration stream (unique per parameter, declaration order). Dense parameters draw
+    /// their initial values from it too, so dense and Dropback runs start from the same weights.
+    pub stream: u64,
+    pub storage: Storage,
+}
+
+/// Initial value of a parameter.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Init {
+    Zeros,
+    /// Uniform in `[lo, hi)`, drawn with the regeneration spec (ir/src/regen.rs).
+    Uniform {
+        lo: f32,
+        hi: f32,
+    },
+}
+
+/// What of a parameter is kept in memory (DESIGN.md, "The IR").
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Storage {
+    /// Stored in full.
+    Dense,
+    /// Never stored: every read regenerates the initial value.
+    Seeded,
+    /// The Dropback form: the regenerated initial value overridden by at most `k` tracked values.
+    Tracked { k: u64, scope: DropbackScope },
+    /// A fixed sparsity pattern (ADMM after the hard prune).
+    Masked,
+}
+
+/// An SSA value: a function argument or the result of an instruction, by position.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Value {
+    Arg(u32),
+    Inst(u32),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Inst {
+    pub op: Op,
+    pub operands: Vec<Value>,
+    pub ty: Type,
+    /// The source construct this instruction comes from (a layer name), for readers of dumps.
+    pub loc: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Arg {
+    pub name: String,
+    pub ty: Type,
+}
+
+/// A function: arguments, instructions in topological order, results.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Func {
+    pub name: String,
+    pub args: Vec<Arg>,
+    pub insts: Vec<Inst>,
+    pub results: Vec<Value>,
+}
+
+impl Module {
+    pub fn new(name: impl Into<String>, stage: impl Into<String>) -> Module {
+        Module {
+            name: name.into(),
+            stage: stage.into(),
+            header: Vec::new(),
+            data: None,
+            train: None,
+            method: None,
+            params: Vec::new(),
+            funcs: Vec::new(),
+        }
+    }
+
+    pub fn param(&self, id: ParamId) -> &Param {
+        &self.params[id.0 as usize]
+    }
+
+    pub fn param_by_name(&self, name: &str) -> Option<ParamId> {
+        self.params
+            .iter()
+            .position(|p| p.name == name)
+            .map(|i| ParamId(i as u32))
+    }
+
+    pub fn add_param(&mut self, param: Param) -> ParamId {
+        self.params.push(param);
+        ParamId(self.params.len() as u32 - 1)
+    }
+
+    pub fn func(&self, name: &str) -> Option<&Func> {
+        self.funcs.iter().find(|f| f.name == name)
+    }
+
+    /// Total number of parameter elements.
+    pub fn param_count(&self) -> u64 {
+        self.params.iter().map(|p| p.ty.num_elements() as u64).sum()
+    }
+}
+
+impl Func {
+    pub fn new(name: impl Into<String>) -> Func {
+        Func {
+            name: name.into(),
+            args: Vec::new(),
+            insts: Vec::new(),
+            results: Vec::new(),
+        }
+    }
+
+    pub fn value_type(&self, v: Value) -> &Type {
+        match v {
+            Value::Arg(i) => &self.args[i as usize].ty,
+            Value::Inst(i) => &self.insts[i as usize].ty,
+        }
+    }
+
+    pub fn add_arg(&mut self, name: impl Into<String>, ty: Type) -> Value {
+        self.args.push(Arg {
+            name: name.into(),
+            ty,
+        });
+        Value::Arg(self.args.len() as u32 - 1)
+    }
+
+    /// Append an instruction, typing it with [`Op::infer`].
+    pub fn push(
+        &mut self,
+        params: &[Param],
+        op: Op,
+        operands: &[Value],
+        loc: Option<&str>,
+    ) -> Result<Value, String> {
+        for &v in operands {
+            let ok = match v {
+                Value::Arg(i) => (i as usize) < self.args.len(),
+                Value::Inst(i) => (i as usize) < self.insts.len(),
+            };
+            if !ok {
+                return Err(format!("operand {v:?} is not defined yet"));
+            }
+        }
+        let types: Vec<&Type> = operands.iter().map(|&v| self.value_type(v)).collect();
+        let ty = op.infer(&types, params)?;
+        self.insts.push(Inst {
+            op,
+            operands: operands.to_vec(),
+            ty,
+            loc: loc.map(str::to_owned),
+        });
+        Ok(Value::Inst(self.insts.len() as u32 - 1))
+    }
+}

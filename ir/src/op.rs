@@ -1,0 +1,681 @@
+//! The operations of the IR and their typing rules.
+//!
+//! Every op has a stable text name and a list of named attributes; the printer and parser treat
+//! attributes generically through [`Op::attrs`] and [`Op::from_parts`], so adding an op means
+//! touching this file only. [`Op::infer`] is the single typing rule used by builders and the
+//! verifier alike.
+
+use crate::module::{Param, ParamId};
+use crate::types::{DType, Encoding, Type};
+
+/// An attribute value in the text form: `3`, `[1, 1]`, `0.5`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Attr {
+    Int(u64),
+    Ints(Vec<u64>),
+    F32(f32),
+}
+
+pub type Hw = [usize; 2];
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    /// Read a parameter's current value (a dense read, whatever its storage).
+    Param(ParamId),
+    /// A tensor of the given shape filled with one value.
+    Const {
+        value: f32,
+        shape: Vec<usize>,
+    },
+    /// Same elements, new shape (row-major order kept).
+    Reshape {
+        shape: Vec<usize>,
+    },
+    /// `a · b` with optional transposes: `[m,k]·[k,n]`, `_nt`: `[m,k]·[n,k]ᵀ`, `_tn`: `[k,m]ᵀ·[k,n]`.
+    MatMul {
+        ta: bool,
+        tb: bool,
+    },
+    /// `x + b` with `b: [C]` broadcast along axis 1 of `x: [B, C, ...]`.
+    BiasAdd,
+    Add,
+    Sub,
+    Mul,
+    /// `x * s` with `s: f32[]`.
+    Scale,
+    Relu,
+    Tanh,
+    Sigmoid,
+    /// `(dy, x) ↦ dy · [x > 0]`.
+    ReluGrad,
+    /// `(dy, y) ↦ dy · (1 − y²)` where `y = tanh(x)`.
+    TanhGrad,
+    /// `(dy, y) ↦ dy · y · (1 − y)` where `y = sigmoid(x)`.
+    SigmoidGrad,
+    /// `(x: [B,C,H,W], w: [O,C,KH,KW]) ↦ [B,O,H',W']` (cross-correlation, as PyTorch).
+    Conv2d {
+        stride: Hw,
+        padding: Hw,
+    },
+    /// `(dy: [B,O,H',W'], w) ↦ dx: [B,C,H,W]`; `input` gives `H, W`, which strides make ambiguous.
+    Conv2dInputGrad {
+        stride: Hw,
+        padding: Hw,
+        input: Hw,
+    },
+    /// `(x, dy) ↦ dw: [O,C,KH,KW]`.
+    Conv2dWeightGrad {
+        stride: Hw,
+        padding: Hw,
+        kernel: Hw,
+    },
+    MaxPool2d {
+        kernel: Hw,
+        stride: Hw,
+    },
+    /// `(dy, x) ↦ dx`: the gradient flows to the first maximum of each window.
+    MaxPool2dGrad {
+        kernel: Hw,
+        stride: Hw,
+    },
+    AvgPool2d {
+        kernel: Hw,
+        stride: Hw,
+    },
+    /// `dy ↦ dx` of shape `[B, C, input...]`.
+    AvgPool2dGrad {
+        kernel: Hw,
+        stride: Hw,
+        input: Hw,
+    },
+    /// Sum over the listed axes (strictly increasing), which disappear from the shape.
+    ReduceSum {
+        axes: Vec<usize>,
+    },
+    /// `(logits: [B,C], labels: i32[B]) ↦ f32[]`: mean softmax cross-entropy over the batch.
+    SoftmaxXent,
+    /// `(logits, labels) ↦ (softmax(logits) − onehot(labels)) / B`.
+    SoftmaxXentGrad,
+    /// `x: [B, C] ↦ i32[B]`: index of the first maximum of each row.
+    Argmax,
+}
+
+impl Op {
+    /// Every op's text name, for error messages and "did you mean".
+    pub const NAMES: &'static [&'static str] = &[
+        "param",
+        "const",
+        "reshape",
+        "matmul",
+        "matmul_nt",
+        "matmul_tn",
+        "matmul_tt",
+        "bias_add",
+        "add",
+        "sub",
+        "mul",
+        "scale",
+        "relu",
+        "tanh",
+        "sigmoid",
+        "relu_grad",
+        "tanh_grad",
+        "sigmoid_grad",
+        "conv2d",
+        "conv2d_input_grad",
+        "conv2d_weight_grad",
+        "maxpool2d",
+        "maxpool2d_grad",
+        "avgpool2d",
+        "avgpool2d_grad",
+        "reduce_sum",
+        "softmax_xent",
+        "softmax_xent_grad",
+        "argmax",
+    ];
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Param(_) => "param",
+            Op::Const { .. } => "const",
+            Op::Reshape { .. } => "reshape",
+            Op::MatMul {
+                ta: false,
+                tb: false,
+            } => "matmul",
+            Op::MatMul {
+                ta: false,
+                tb: true,
+            } => "matmul_nt",
+            Op::MatMul {
+                ta: true,
+                tb: false,
+            } => "matmul_tn",
+            Op::MatMul { ta: true, tb: true } => "matmul_tt",
+            Op::BiasAdd => "bias_add",
+            Op::Add => "add",
+            Op::Sub => "sub",
+            Op::Mul => "mul",
+            Op::Scale => "scale",
+            Op::Relu => "relu",
+            Op::Tanh => "tanh",
+            Op::Sigmoid => "sigmoid",
+            Op::ReluGrad => "relu_grad",
+            Op::TanhGrad => "tanh_grad",
+            Op::SigmoidGrad => "sigmoid_grad",
+            Op::Conv2d { .. } => "conv2d",
+            Op::Conv2dInputGrad { .. } => "conv2d_input_grad",
+            Op::Conv2dWeightGrad { .. } => "conv2d_weight_grad",
+            Op::MaxPool2d { .. } => "maxpool2d",
+            Op::MaxPool2dGrad { .. } => "maxpool2d_grad",
+            Op::AvgPool2d { .. } => "avgpool2d",
+            Op::AvgPool2dGrad { .. } => "avgpool2d_grad",
+            Op::ReduceSum { .. } => "reduce_sum",
+            Op::SoftmaxXent => "softmax_xent",
+            Op::SoftmaxXentGrad => "softmax_xent_grad",
+            Op::Argmax => "argmax",
+        }
+    }
+
+    /// Number of value operands. `param` and `const` take none (their payload is printed inline).
+    pub fn arity(&self) -> usize {
+        match self {
+            Op::Param(_) | Op::Const { .. } => 0,
+            Op::Reshape { .. }
+            | Op::Relu
+            | Op::Tanh
+            | Op::Sigmoid
+            | Op::MaxPool2d { .. }
+            | Op::AvgPool2d { .. }
+            | Op::AvgPool2dGrad { .. }
+            | Op::ReduceSum { .. }
+            | Op::Argmax => 1,
+            Op::MatMul { .. }
+            | Op::BiasAdd
+            | Op::Add
+            | Op::Sub
+            | Op::Mul
+            | Op::Scale
+            | Op::ReluGrad
+            | Op::TanhGrad
+            | Op::SigmoidGrad
+            | Op::Conv2d { .. }
+            | Op::Conv2dInputGrad { .. }
+            | Op::Conv2dWeightGrad { .. }
+            | Op::MaxPool2dGrad { .. }
+            | Op::SoftmaxXent
+            | Op::SoftmaxXentGrad => 2,
+        }
+    }
+
+    /// Attributes in their fixed print order. `reshape` and `const` take their shape from the
+    /// printed result type, `param` its parameter from the `@name` operand, so none of those
+    /// three appear here (`const`'s value is printed inline too).
+    pub fn attrs(&self) -> Vec<(&'static str, Attr)> {
+        let hw = |v: &Hw| Attr::Ints(v.iter().map(|&x| x as u64).collect());
+        match self {
+            Op::Conv2d { stride, padding } => {
+                vec![("stride", hw(stride)), ("padding", hw(padding))]
+            }
+            Op::Conv2dInputGrad {
+                stride,
+                padding,
+                input,
+            } => vec![
+                ("stride", hw(stride)),
+                ("padding", hw(padding)),
+                ("input", hw(input)),
+            ],
+            Op::Conv2dWeightGrad {
+                stride,
+                padding,
+                kernel,
+            } => vec![
+                ("stride", hw(stride)),
+                ("padding", hw(padding)),
+                ("kernel", hw(kernel)),
+            ],
+            Op::MaxPool2d { kernel, stride }
+            | Op::MaxPool2dGrad { kernel, stride }
+            | Op::AvgPool2d { kernel, stride } => {
+                vec![("kernel", hw(kernel)), ("stride", hw(stride))]
+            }
+            Op::AvgPool2dGrad {
+                kernel,
+                stride,
+                input,
+            } => vec![
+                ("kernel", hw(kernel)),
+                ("stride", hw(stride)),
+                ("input", hw(input)),
+            ],
+            Op::ReduceSum { axes } => {
+                vec![("axes", Attr::Ints(axes.iter().map(|&a| a as u64).collect()))]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Rebuild an op from its text name and attributes. `param` and `const` are parsed by their
+    /// own syntax and are not accepted here; `reshape` gets its shape from `result`.
+    pub fn from_parts(name: &str, attrs: &[(String, Attr)], result: &Type) -> Result<Op, String> {
+        let mut reader = AttrReader::new(name, attrs);
+        let op = match name {
+            "reshape" => Op::Reshape {
+                shape: result.shape.clone(),
+            },
+            "matmul" => Op::MatMul {
+                ta: false,
+                tb: false,
+            },
+            "matmul_nt" => Op::MatMul {
+                ta: false,
+                tb: true,
+            },
+            "matmul_tn" => Op::MatMul {
+                ta: true,
+                tb: false,
+            },
+            "matmul_tt" => Op::MatMul { ta: true, tb: true },
+            "bias_add" => Op::BiasAdd,
+            "add" => Op::Add,
+            "sub" => Op::Sub,
+            "mul" => Op::Mul,
+            "scale" => Op::Scale,
+            "relu" => Op::Relu,
+            "tanh" => Op::Tanh,
+            "sigmoid" => Op::Sigmoid,
+            "relu_grad" => Op::ReluGrad,
+            "tanh_grad" => Op::TanhGrad,
+            "sigmoid_grad" => Op::SigmoidGrad,
+            "conv2d" => Op::Conv2d {
+                stride: reader.hw("stride")?,
+                padding: reader.hw("padding")?,
+            },
+            "conv2d_input_grad" => Op::Conv2dInputGrad {
+                stride: reader.hw("stride")?,
+                padding: reader.hw("padding")?,
+                input: reader.hw("input")?,
+            },
+            "conv2d_weight_grad" => Op::Conv2dWeightGrad {
+                stride: reader.hw("stride")?,
+                padding: reader.hw("padding")?,
+                kernel: reader.hw("kernel")?,
+            },
+            "maxpool2d" => Op::MaxPool2d {
+                kernel: reader.hw("kernel")?,
+                stride: reader.hw("stride")?,
+            },
+            "maxpool2d_grad" => Op::MaxPool2dGrad {
+                kernel: reader.hw("kernel")?,
+                stride: reader.hw("stride")?,
+            },
+            "avgpool2d" => Op::AvgPool2d {
+                kernel: reader.hw("kernel")?,
+                stride: reader.hw("stride")?,
+            },
+            "avgpool2d_grad" => Op::AvgPool2dGrad {
+                kernel: reader.hw("kernel")?,
+                stride: reader.hw("stride")?,
+                input: reader.hw("input")?,
+            },
+            "reduce_sum" => Op::ReduceSum {
+                axes: reader.ints("axes")?,
+            },
+            "softmax_xent" => Op::SoftmaxXent,
+            "softmax_xent_grad" => Op::SoftmaxXentGrad,
+            "argmax" => Op::Argmax,
+            "param" | "const" => return Err(format!("`{name}` has its own syntax")),
+            _ => return Err(format!("unknown op `{name}`")),
+        };
+        reader.finish()?;
+        Ok(op)
+    }
+
+    /// The result type of this op applied to operands of the given types, or why it is ill-typed.
+    pub fn infer(&self, operands: &[&Type], params: &[Param]) -> Result<Type, String> {
+        if operands.len() != self.arity() {
+            return Err(format!(
+                "`{}` takes {} operand(s), got {}",
+                self.name(),
+                self.arity(),
+                operands.len()
+            ));
+        }
+        // Every op computes on dense values; sparse and regenerated forms enter through their
+        // own ops (added with Dropback), never implicitly.
+        for (i, t) in operands.iter().enumerate() {
+            if t.encoding != Encoding::Dense {
+                return Err(format!(
+                    "operand {} of `{}` must be dense, found {t}",
+                    i + 1,
+                    self.name()
+                ));
+            }
+        }
+        let f32s = |n: usize| -> Result<(), String> {
+            for (i, t) in operands.iter().enumerate().take(n) {
+                if t.dtype != DType::F32 {
+                    return Err(format!(
+                        "operand {} of `{}` must be f32, found {t}",
+                        i + 1,
+                        self.name()
+                    ));
+                }
+            }
+            Ok(())
+        };
+        let same_shape = || -> Result<Type, String> {
+            f32s(2)?;
+            if operands[0].shape != operands[1].shape {
+                return Err(format!(
+                    "`{}` needs operands of one shape, found {} and {}",
+                    self.name(),
+                    operands[0],
+                    operands[1]
+                ));
+            }
+            Ok(operands[0].clone())
+        };
+        let rank = |i: usize, r: usize| -> Result<&[usize], String> {
+            let t = operands[i];
+            if t.rank() != r {
+                return Err(format!(
+                    "operand {} of `{}` must have rank {r}, found {t}",
+                    i + 1,
+                    self.name()
+                ));
+            }
+            Ok(&t.shape)
+        };
+        match self {
+            Op::Param(id) => params
+                .get(id.0 as usize)
+                .map(|p| p.ty.with_encoding(Encoding::Dense))
+                .ok_or_else(|| format!("no parameter #{}", id.0)),
+            Op::Const { value, shape } => {
+                if !value.is_finite() {
+                    return Err(format!("constant {value} is not finite"));
+                }
+                checked_type(DType::F32, shape.clone())
+            }
+            Op::Reshape { shape } => {
+                let from = operands[0];
+                let to = checked_type(from.dtype, shape.clone())?;
+                if to.num_elements() != from.num_elements() {
+                    return Err(format!(
+                        "cannot reshape {from} to {to}: element counts differ"
+                    ));
+                }
+                Ok(to)
+            }
+            Op::MatMul { ta, tb } => {
+                f32s(2)?;
+                let a = rank(0, 2)?;
+                let b = rank(1, 2)?;
+                let (m, ka) = if *ta { (a[1], a[0]) } else { (a[0], a[1]) };
+                let (kb, n) = if *tb { (b[1], b[0]) } else { (b[0], b[1]) };
+                if ka != kb {
+                    return Err(format!(
+                        "`{}`: inner dimensions differ ({ka} vs {kb}) for {} and {}",
+                        self.name(),
+                        operands[0],
+                        operands[1]
+                    ));
+                }
+                Ok(Type::f32(vec![m, n]))
+            }
+            Op::BiasAdd => {
+                f32s(2)?;
+                let x = operands[0];
+                let b = rank(1, 1)?;
+                if x.rank() < 2 || x.shape[1] != b[0] {
+                    return Err(format!(
+                        "`bias_add` needs x: [B, C, ...] and b: [C], found {x} and {}",
+                        operands[1]
+                    ));
+                }
+                Ok(x.clone())
+            }
+            Op::Add | Op::Sub | Op::Mul | Op::ReluGrad | Op::TanhGrad | Op::SigmoidGrad => {
+                same_shape()
+            }
+            Op::Scale => {
+                f32s(2)?;
+                rank(1, 0)?;
+                Ok(operands[0].clone())
+            }
+            Op::Relu | Op::Tanh | Op::Sigmoid => {
+                f32s(1)?;
+                Ok(operands[0].clone())
+            }
+            Op::Conv2d { stride, padding } => {
+                f32s(2)?;
+                let x = rank(0, 4)?;
+                let w = rank(1, 4)?;
+                if x[1] != w[1] {
+                    return Err(format!(
+                        "`conv2d`: input has {} channels, weight expects {}",
+                        x[1], w[1]
+                    ));
+                }
+                let h = window_out(x[2], w[2], stride[0], padding[0])?;
+                let wd = window_out(x[3], w[3], stride[1], padding[1])?;
+                Ok(Type::f32(vec![x[0], w[0], h, wd]))
+            }
+            Op::Conv2dInputGrad {
+                stride,
+                padding,
+                input,
+            } => {
+                f32s(2)?;
+                let dy = rank(0, 4)?;
+                let w = rank(1, 4)?;
+                let out_h = window_out(input[0], w[2], stride[0], padding[0])?;
+                let out_w = window_out(input[1], w[3], stride[1], padding[1])?;
+                if dy[1] != w[0] || dy[2] != out_h || dy[3] != out_w {
+                    return Err(format!(
+                        "`conv2d_input_grad`: dy {} does not match weight {} and input {}x{}",
+                        operands[0], operands[1], input[0], input[1]
+                    ));
+                }
+                Ok(Type::f32(vec![dy[0], w[1], input[0], input[1]]))
+            }
+            Op::Conv2dWeightGrad {
+                stride,
+                padding,
+                kernel,
+            } => {
+                f32s(2)?;
+                let x = rank(0, 4)?;
+                let dy = rank(1, 4)?;
+                let out_h = window_out(x[2], kernel[0], stride[0], padding[0])?;
+                let out_w = window_out(x[3], kernel[1], stride[1], padding[1])?;
+                if dy[0] != x[0] || dy[2] != out_h || dy[3] != out_w {
+                    return Err(format!(
+                        "`conv2d_weight_grad`: dy {} does not match x {}",
+                        operands[1], operands[0]
+                    ));
+                }
+                Ok(Type::f32(vec![dy[1], x[1], kernel[0], kernel[1]]))
+            }
+            Op::MaxPool2d { kernel, stride } | Op::AvgPool2d { kernel, stride } => {
+                f32s(1)?;
+                let x = rank(0, 4)?;
+                let h = window_out(x[2], kernel[0], stride[0], 0)?;
+                let w = window_out(x[3], kernel[1], stride[1], 0)?;
+                Ok(Type::f32(vec![x[0], x[1], h, w]))
+            }
+            Op::MaxPool2dGrad { kernel, stride } => {
+                f32s(2)?;
+                let dy = rank(0, 4)?;
+                let x = rank(1, 4)?;
+                let h = window_out(x[2], kernel[0], stride[0], 0)?;
+                let w = window_out(x[3], kernel[1], stride[1], 0)?;
+                if dy != [x[0], x[1], h, w] {
+                    return Err(format!(
+                        "`maxpool2d_grad`: dy {} does not match x {}",
+                        operands[0], operands[1]
+                    ));
+                }
+                Ok(operands[1].clone())
+            }
+            Op::AvgPool2dGrad {
+                kernel,
+                stride,
+                input,
+            } => {
+                f32s(1)?;
+                let dy = rank(0, 4)?;
+                let h = window_out(input[0], kernel[0], stride[0], 0)?;
+                let w = window_out(input[1], kernel[1], stride[1], 0)?;
+                if dy[2] != h || dy[3] != w {
+                    return Err(format!(
+                        "`avgpool2d_grad`: dy {} does not match input {}x{}",
+                        operands[0], input[0], input[1]
+                    ));
+                }
+                Ok(Type::f32(vec![dy[0], dy[1], input[0], input[1]]))
+            }
+            Op::ReduceSum { axes } => {
+                f32s(1)?;
+                let x = operands[0];
+                if axes.windows(2).any(|p| p[0] >= p[1]) || axes.iter().any(|&a| a >= x.rank()) {
+                    return Err(format!(
+                        "`reduce_sum`: axes {axes:?} must be strictly increasing and below the rank of {x}"
+                    ));
+                }
+                let shape = (0..x.rank())
+                    .filter(|a| !axes.contains(a))
+                    .map(|a| x.shape[a])
+                    .collect::<Vec<_>>();
+                Ok(Type::f32(shape))
+            }
+            Op::SoftmaxXent | Op::SoftmaxXentGrad => {
+                f32s(1)?;
+                let logits = rank(0, 2)?;
+                let labels = rank(1, 1)?;
+                if operands[1].dtype != DType::I32 || labels[0] != logits[0] {
+                    return Err(format!(
+                        "`{}` needs logits [B, C] and labels i32[B], found {} and {}",
+                        self.name(),
+                        operands[0],
+                        operands[1]
+                    ));
+                }
+                Ok(match self {
+                    Op::SoftmaxXent => Type::scalar_f32(),
+                    _ => operands[0].clone(),
+                })
+            }
+            Op::Argmax => {
+                f32s(1)?;
+                let x = rank(0, 2)?;
+                Ok(Type::i32(vec![x[0]]))
+            }
+        }
+    }
+}
+
+/// Largest element count of one tensor the IR accepts (2^31), so sizes always fit the index
+/// types of every backend.
+pub const MAX_ELEMENTS: usize = 1 << 31;
+
+/// A type whose element count is checked against [`MAX_ELEMENTS`] without overflow.
+pub fn checked_type(dtype: DType, shape: Vec<usize>) -> Result<Type, String> {
+    let mut n: usize = 1;
+    for &d in &shape {
+        n = n
+            .checked_mul(d)
+            .filter(|&n| n <= MAX_ELEMENTS)
+            .ok_or_else(|| format!("shape {shape:?} has more than 2^31 elements"))?;
+    }
+    Ok(Type::dense(dtype, shape))
+}
+
+/// Output length of a sliding window (PyTorch's floor rule), or why there is none.
+pub fn window_out(
+    input: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+) -> Result<usize, String> {
+    if kernel == 0 || stride == 0 {
+        return Err("kernel and stride must be at least 1".into());
+    }
+    let padded = padding
+        .checked_mul(2)
+        .and_then(|p| p.checked_add(input))
+        .ok_or("padding too large")?;
+    if padded < kernel {
+        return Err(format!(
+            "kernel {kernel} is larger than the padded input {padded}"
+        ));
+    }
+    Ok((padded - kernel) / stride + 1)
+}
+
+/// Reads named attributes once each, in any order, and rejects leftovers.
+struct AttrReader<'a> {
+    op: &'a str,
+    attrs: &'a [(String, Attr)],
+    used: Vec<bool>,
+}
+
+impl<'a> AttrReader<'a> {
+    fn new(op: &'a str, attrs: &'a [(String, Attr)]) -> Self {
+        AttrReader {
+            op,
+            attrs,
+            used: vec![false; attrs.len()],
+        }
+    }
+
+    fn take(&mut self, key: &str) -> Result<&'a Attr, String> {
+        let mut found = None;
+        for (i, (k, v)) in self.attrs.iter().enumerate() {
+            if k == key {
+                if found.is_some() {
+                    return Err(format!("`{}`: attribute `{key}` given twice", self.op));
+                }
+                self.used[i] = true;
+                found = Some(v);
+            }
+        }
+        found.ok_or_else(|| format!("`{}` needs attribute `{key}`", self.op))
+    }
+
+    fn ints(&mut self, key: &str) -> Result<Vec<usize>, String> {
+        match self.take(key)? {
+            Attr::Ints(v) => v
+                .iter()
+                .map(|&x| usize::try_from(x).map_err(|_| format!("`{key}`: {x} is too large")))
+                .collect(),
+            other => Err(format!(
+                "`{}`: attribute `{key}` must be a list of integers, found {other:?}",
+                self.op
+            )),
+        }
+    }
+
+    fn hw(&mut self, key: &str) -> Result<Hw, String> {
+        match self.ints(key)?.as_slice() {
+            &[h, w] => Ok([h, w]),
+            other => Err(format!(
+                "`{}`: attribute `{key}` must have two entries, found {}",
+                self.op,
+                other.len()
+            )),
+        }
+    }
+
+    fn finish(self) -> Result<(), String> {
+        match self.used.iter().position(|u| !u) {
+            Some(i) => Err(format!(
+                "`{}` has no attribute `{}`",
+                self.op, self.attrs[i].0
+            )),
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,358 @@
+//! The verifier: structural and type invariants every module must satisfy. It runs after every
+//! pass in debug builds and tests, and [`crate::parse::parse_module`] runs it on every parsed file,
+//! so a module read from text is as trustworthy as one built by [`crate::Func::push`].
+//!
+//! Types are re-derived: every instruction's recorded type must equal [`crate::Op::infer`] of its
+//! operands' types.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use crate::module::{Func, Init, Module, Storage, Value};
+use crate::op::{checked_type, Op};
+use crate::spec::{KeepRatio, Method, Schedule};
+use crate::types::{DType, Encoding, Type};
+
+/// Largest rank of any type the IR accepts. Real networks use at most 4; the bound keeps every
+/// per-axis computation on a hostile file small.
+pub const MAX_RANK: usize = 16;
+
+/// What an error is about, by index, so that a caller holding source spans (the parser) can point
+/// at the offending text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Site {
+    /// The header or `module` line.
+    Module,
+    Data,
+    Train,
+    Method,
+    Param(usize),
+    /// A function as a whole (its name).
+    Func(usize),
+    Arg {
+        func: usize,
+        arg: usize,
+    },
+    /// An instruction: its operands or its op.
+    Inst {
+        func: usize,
+        inst: usize,
+    },
+    /// An instruction's recorded result type.
+    InstType {
+        func: usize,
+        inst: usize,
+    },
+    /// A function's `return`.
+    Results {
+        func: usize,
+    },
+}
+
+/// One broken invariant. Displays as `@forward %12: message`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifyError {
+    pub site: Site,
+    /// The site in words: `@forward %12`, `@forward arg %x`, `@forward return`,
+    /// `param @fc1.weight`, `method`, ...
+    pub context: String,
+    pub message: String,
+}
+
+impl fmt::Display for VerifyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.context, self.message)
+    }
+}
+
+impl std::error::Error for VerifyError {}
+
+/// Check every invariant of `m`; all violations are reported, in module order.
+pub fn verify(m: &Module) -> Result<(), Vec<VerifyError>> {
+    let mut v = Verifier { errors: Vec::new() };
+    v.spec(m);
+    v.params(m);
+    let mut func_names = HashSet::new();
+    for (i, f) in m.funcs.iter().enumerate() {
+        if f.name.is_empty() {
+            v.err(
+                Site::Func(i),
+                format!("func #{i}"),
+                "function name is empty",
+            );
+        } else if !func_names.insert(f.name.as_str()) {
+            v.err(
+                Site::Func(i),
+                format!("@{}", f.name),
+                "duplicate function name",
+            );
+        }
+        v.func(m, i, f);
+    }
+    if v.errors.is_empty() {
+        Ok(())
+    } else {
+        Err(v.errors)
+    }
+}
+
+/// Whether `t` is within the IR's size limits: rank at most [`MAX_RANK`], at most 2^31 elements.
+pub fn check_type_limits(t: &Type) -> Result<(), String> {
+    if t.rank() > MAX_RANK {
+        return Err(format!("rank {} exceeds the limit of {MAX_RANK}", t.rank()));
+    }
+    checked_type(t.dtype, t.shape.clone()).map(|_| ())
+}
+
+struct Verifier {
+    errors: Vec<VerifyError>,
+}
+
+impl Verifier {
+    fn err(&mut self, site: Site, context: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(VerifyError {
+            site,
+            context: context.into(),
+            message: message.into(),
+        });
+    }
+
+    fn finite(&mut self, site: Site, context: &str, what: &str, x: f64) {
+        if !x.is_finite() {
+            self.err(site, context, format!("`{what}` is not finite ({x:?})"));
+        }
+    }
+
+    fn spec(&mut self, m: &Module) {
+        if m.stage.is_empty() {
+            self.err(Site::Module, "module", "stage is empty");
+        }
+        if let Some(t) = &m.train {
+            let o = &t.optimizer;
+            if t.batch == 0 {
+                self.err(Site::Train, "train", "`batch` must be at least 1");
+            }
+            for (what, x) in [
+                ("lr", o.lr),
+                ("momentum", o.momentum),
+                ("weight_decay", o.weight_decay),
+            ] {
+                self.finite(Site::Train, "train", what, x);
+            }
+            match &t.schedule {
+                Schedule::Constant => {}
+                Schedule::Step { every, gamma } => {
+                    if *every == 0 {
+                        self.err(Site::Train, "train", "`step` schedule needs `every` ≥ 1");
+                    }
+                    self.finite(Site::Train, "train", "gamma", *gamma);
+                }
+                Schedule::MultiStep { gamma, .. } => {
+                    self.finite(Site::Train, "train", "gamma", *gamma)
+                }
+            }
+        }
+        if let Some(spec) = &m.method {
+            let ctx = "method";
+            if spec.layers.is_empty() {
+                self.err(Site::Method, ctx, "`on` lists no layers");
+            }
+            let mut seen = HashSet::new();
+            for l in &spec.layers {
+                if l.is_empty() {
+                    self.err(Site::Method, ctx, "`on` lists an empty layer name");
+                } else if !seen.insert(l.as_str()) {
+                    self.err(Site::Method, ctx, format!("`on` lists layer `{l}` twice"));
+                }
+            }
+            match &spec.method {
+                Method::Dropback { k, decay_init, .. } => {
+                    if *k == 0 {
+                        self.err(Site::Method, ctx, "dropback `k` must be at least 1");
+                    }
+                    if let Some(d) = decay_init {
+                        self.finite(Site::Method, ctx, "decay_init", *d);
+                    }
+                }
+                Method::Admm {
+                    keep,
+                    rho,
+                    rho_growth,
+                    stages,
+                    ..
+                } => {
+                    match keep {
+                        KeepRatio::All(r) => self.finite(Site::Method, ctx, "keep", *r),
+                        KeepRatio::PerLayer(layers) => {
+                            for (name, r) in layers {
+                                if name.is_empty() {
+                                    self.err(Site::Method, ctx, "`keep` names an empty layer");
+                                }
+                                self.finite(Site::Method, ctx, "keep", *r);
+                            }
+                        }
+                    }
+                    self.finite(Site::Method, ctx, "rho", *rho);
+                    self.finite(Site::Method, ctx, "rho_growth", *rho_growth);
+                    for s in stages {
+                        self.finite(Site::Method, ctx, "stages", *s);
+                    }
+                }
+                Method::PruneTrain {
+                    ratio, threshold, ..
+                } => {
+                    self.finite(Site::Method, ctx, "ratio", *ratio);
+                    self.finite(Site::Method, ctx, "threshold", *threshold);
+                }
+                Method::ActivationDensity { .. } => {}
+            }
+        }
+    }
+
+    fn params(&mut self, m: &Module) {
+        let mut names = HashSet::new();
+        let mut streams = HashSet::new();
+        for (i, p) in m.params.iter().enumerate() {
+            let site = Site::Param(i);
+            let ctx = if p.name.is_empty() {
+                format!("param #{i}")
+            } else {
+                format!("param @{}", p.name)
+            };
+            if p.name.is_empty() {
+                self.err(site.clone(), &ctx, "parameter name is empty");
+            } else if !names.insert(p.name.as_str()) {
+                self.err(site.clone(), &ctx, "duplicate parameter name");
+            }
+            if p.ty.dtype != DType::F32 {
+                self.err(
+                    site.clone(),
+                    &ctx,
+                    format!("parameter type {} is not f32", p.ty),
+                );
+            }
+            if p.ty.encoding != Encoding::Dense {
+                self.err(
+                    site.clone(),
+                    &ctx,
+                    format!(
+                        "parameter type {} must be dense (the storage says what is kept)",
+                        p.ty
+                    ),
+                );
+            }
+            if let Err(e) = check_type_limits(&p.ty) {
+                self.err(site.clone(), &ctx, e);
+            }
+            if let Init::Uniform { lo, hi } = p.init {
+                if !lo.is_finite() || !hi.is_finite() {
+                    self.err(
+                        site.clone(),
+                        &ctx,
+                        format!("init bounds ({lo:?}, {hi:?}) are not finite"),
+                    );
+                } else if lo >= hi {
+                    self.err(
+                        site.clone(),
+                        &ctx,
+                        format!("init bounds need lo < hi, found ({lo:?}, {hi:?})"),
+                    );
+                }
+            }
+            if !streams.insert(p.stream) {
+                self.err(
+                    site.clone(),
+                    &ctx,
+                    format!("stream {} is used by another parameter", p.stream),
+                );
+            }
+            if let Storage::Tracked { k: 0, .. } = p.storage {
+                self.err(site, &ctx, "`tracked` needs k ≥ 1");
+            }
+        }
+    }
+
+    fn func(&mut self, m: &Module, fi: usize, f: &Func) {
+        let fname = &f.name;
+        let mut arg_names = HashSet::new();
+        for (ai, a) in f.args.iter().enumerate() {
+            let site = Site::Arg { func: fi, arg: ai };
+            let ctx = format!("@{fname} arg %{}", a.name);
+            if a.name.is_empty() {
+                self.err(site.clone(), &ctx, "argument name is empty");
+            } else if !arg_names.insert(a.name.as_str()) {
+                self.err(site.clone(), &ctx, "duplicate argument name");
+            }
+            if let Err(e) = check_type_limits(&a.ty) {
+                self.err(site, &ctx, e);
+            }
+        }
+        let defined = |v: Value, before: usize| match v {
+            Value::Arg(i) => (i as usize) < f.args.len(),
+            Value::Inst(i) => (i as usize) < before,
+        };
+        for (ii, inst) in f.insts.iter().enumerate() {
+            let ctx = format!("@{fname} %{ii}");
+            let site = Site::Inst { func: fi, inst: ii };
+            if let Err(e) = check_type_limits(&inst.ty) {
+                self.err(
+                    Site::InstType { func: fi, inst: ii },
+                    &ctx,
+                    format!("result type {}: {e}", inst.ty),
+                );
+                continue;
+            }
+            if let Some(&bad) = inst.operands.iter().find(|&&v| !defined(v, ii)) {
+                let what = match bad {
+                    Value::Arg(i) => format!("argument #{i} does not exist"),
+                    Value::Inst(i) if (i as usize) < f.insts.len() => {
+                        format!("operand %{i} is used before it is defined")
+                    }
+                    Value::Inst(i) => format!("operand %{i} does not exist"),
+                };
+                self.err(site, &ctx, what);
+                continue;
+            }
+            if let Op::Param(id) = inst.op {
+                if id.0 as usize >= m.params.len() {
+                    self.err(
+                        site,
+                        &ctx,
+                        format!(
+                            "`param` refers to parameter #{}, which does not exist",
+                            id.0
+                        ),
+                    );
+                    continue;
+                }
+            }
+            let types: Vec<&Type> = inst.operands.iter().map(|&v| f.value_type(v)).collect();
+            match inst.op.infer(&types, &m.params) {
+                Ok(t) if t == inst.ty => {}
+                Ok(t) => self.err(
+                    Site::InstType { func: fi, inst: ii },
+                    &ctx,
+                    format!(
+                        "`{}` produces {t}, but the instruction says {}",
+                        inst.op.name(),
+                        inst.ty
+                    ),
+                ),
+                Err(e) => self.err(site, &ctx, e),
+            }
+        }
+        for &r in &f.results {
+            if !defined(r, f.insts.len()) {
+                let what = match r {
+                    Value::Arg(i) => format!("argument #{i}"),
+                    Value::Inst(i) => format!("%{i}"),
+                };
+                self.err(
+                    Site::Results { func: fi },
+                    format!("@{fname} return"),
+                    format!("returns {what}, which does not exist"),
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,629 @@
+//! Modules built by hand with `Func::push`, shared by the IR tests.
+#![allow(dead_code)]
+
+use sparsec_ir::op::Hw;
+use sparsec_ir::spec::{
+    DataSpec, DropbackScope, KeepRatio, Method, MethodSpec, Optimizer, Schedule, TrainSpec,
+};
+use sparsec_ir::{Encoding, Func, Init, Module, Op, Param, Storage, Type, Value};
+
+pub fn param(name: &str, shape: &[usize], init: Init, stream: u64, storage: Storage) -> Param {
+    Param {
+        name: name.into(),
+        ty: Type::f32(shape.to_vec()),
+        init,
+        stream,
+        storage,
+    }
+}
+
+fn uniform(bound: f32) -> Init {
+    Init::Uniform {
+        lo: -bound,
+        hi: bound,
+    }
+}
+
+/// Push or panic with the op's name.
+fn push(f: &mut Func, m: &Module, op: Op, operands: &[Value], loc: Option<&str>) -> Value {
+    let name = op.name();
+    f.push(&m.params, op, operands, loc)
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+fn p(f: &mut Func, m: &Module, name: &str) -> Value {
+    let id = m.param_by_name(name).expect("param");
+    push(f, m, Op::Param(id), &[], None)
+}
+
+pub fn train_spec(schedule: Schedule) -> TrainSpec {
+    TrainSpec {
+        epochs: 10,
+        batch: 4,
+        seed: 1,
+        log_every: 100,
+        optimizer: Optimizer {
+            lr: 0.1,
+            momentum: 0.9,
+            weight_decay: 0.0,
+            nesterov: false,
+        },
+        schedule,
+    }
+}
+
+/// A two-layer MLP: `forward`, and `train_step` with a hand-written backward pass and SGD update.
+/// Together with [`conv_net`] it uses every op in `Op::NAMES`.
+pub fn mlp() -> Module {
+    let mut m = Module::new("mlp", "ir");
+    m.data = Some(DataSpec::FashionMnist { dir: None });
+    m.train = Some(train_spec(Schedule::Constant));
+    m.method = Some(MethodSpec {
+        method: Method::Dropback {
+            k: 100,
+            scope: DropbackScope::Global,
+            freeze_after: Some(5),
+            decay_init: Some(0.9),
+        },
+        layers: vec!["fc1".into(), "fc2".into()],
+    });
+    m.add_param(param(
+        "fc1.weight",
+        &[8, 16],
+        uniform(0.25),
+        0,
+        Storage::Seeded,
+    ));
+    m.add_param(param(
+        "fc1.bias",
+        &[8],
+        Init::Zeros,
+        1,
+        Storage::Tracked {
+            k: 100,
+            scope: DropbackScope::Global,
+        },
+    ));
+    m.add_param(param(
+        "fc2.weight",
+        &[3, 8],
+        uniform(0.35355338),
+        2,
+        Storage::Dense,
+    ));
+    m.add_param(param("fc2.bias", &[3], Init::Zeros, 3, Storage::Masked));
+
+    for name in ["forward", "train_step"] {
+        let mut f = Func::new(name);
+        let x = f.add_arg("x", Type::f32(vec![4, 1, 4, 4]));
+        let labels = f.add_arg("labels", Type::i32(vec![4]));
+        let flat = push(
+            &mut f,
+            &m,
+            Op::Reshape { shape: vec![4, 16] },
+            &[x],
+            Some("flat"),
+        );
+        let w1 = p(&mut f, &m, "fc1.weight");
+        let h1 = push(
+            &mut f,
+            &m,
+            Op::MatMul {
+                ta: false,
+                tb: true,
+            },
+            &[flat, w1],
+            Some("fc1"),
+        );
+        let b1 = p(&mut f, &m, "fc1.bias");
+        let z1 = push(&mut f, &m, Op::BiasAdd, &[h1, b1], Some("fc1"));
+        let a1 = push(&mut f, &m, Op::Relu, &[z1], None);
+        let a2 = push(&mut f, &m, Op::Tanh, &[a1], None);
+        let a3 = push(&mut f, &m, Op::Sigmoid, &[a2], None);
+        let w2 = p(&mut f, &m, "fc2.weight");
+        let h2 = push(
+            &mut f,
+            &m,
+            Op::MatMul {
+                ta: false,
+                tb: true,
+            },
+            &[a3, w2],
+            Some("fc2"),
+        );
+        let b2 = p(&mut f, &m, "fc2.bias");
+        let logits = push(&mut f, &m, Op::BiasAdd, &[h2, b2], Some("fc2"));
+        let loss = push(&mut f, &m, Op::SoftmaxXent, &[logits, labels], Some("loss"));
+        if name == "forward" {
+            let pred = push(&mut f, &m, Op::Argmax, &[logits], None);
+            f.results = vec![loss, logits, pred];
+        } else {
+            let g = push(
+                &mut f,
+                &m,
+                Op::SoftmaxXentGrad,
+                &[logits, labels],
+                Some("loss"),
+            );
+            let dw2 = push(
+                &mut f,
+                &m,
+                Op::MatMul {
+                    ta: true,
+                    tb: false,
+                },
+                &[g, a3],
+                None,
+            );
+            let db2 = push(&mut f, &m, Op::ReduceSum { axes: vec![0] }, &[g], None);
+            let da3 = push(
+                &mut f,
+                &m,
+                Op::MatMul {
+                    ta: false,
+                    tb: false,
+                },
+                &[g, w2],
+                None,
+            );
+            let da3t = push(
+                &mut f,
+                &m,
+                Op::MatMul { ta: true, tb: true },
+                &[w2, g],
+                None,
+            );
+            let da3tt = push(&mut f, &m, Op::Reshape { shape: vec![4, 8] }, &[da3t], None);
+            let da3 = push(&mut f, &m, Op::Add, &[da3, da3tt], None);
+            let da2 = push(&mut f, &m, Op::SigmoidGrad, &[da3, a3], None);
+            let da1 = push(&mut f, &m, Op::TanhGrad, &[da2, a2], None);
+            let dz1 = push(&mut f, &m, Op::ReluGrad, &[da1, z1], None);
+            let dw1 = push(
+                &mut f,
+                &m,
+                Op::MatMul {
+                    ta: true,
+                    tb: false,
+                },
+                &[dz1, flat],
+                None,
+            );
+            let db1 = push(&mut f, &m, Op::ReduceSum { axes: vec![0] }, &[dz1], None);
+            let lr = push(
+                &mut f,
+                &m,
+                Op::Const {
+                    value: 0.1,
+                    shape: vec![],
+                },
+                &[],
+                None,
+            );
+            let step = push(&mut f, &m, Op::Scale, &[dw1, lr], Some("sgd"));
+            let new_w1 = push(&mut f, &m, Op::Sub, &[w1, step], Some("sgd"));
+            let sq = push(&mut f, &m, Op::Mul, &[dw2, dw2], None);
+            let half = push(
+                &mut f,
+                &m,
+                Op::Const {
+                    value: -0.035714287,
+                    shape: vec![3, 8],
+                },
+                &[],
+                None,
+            );
+            let sq = push(&mut f, &m, Op::Mul, &[sq, half], None);
+            let tiny = push(
+                &mut f,
+                &m,
+                Op::Const {
+                    value: 1e-8,
+                    shape: vec![],
+                },
+                &[],
+                None,
+            );
+            let db2 = push(&mut f, &m, Op::Scale, &[db2, tiny], None);
+            f.results = vec![loss, new_w1, db1, sq, db2];
+        }
+        m.funcs.push(f);
+    }
+    m
+}
+
+fn conv_weight_init() -> Init {
+    uniform(1.0 / 3.0)
+}
+
+/// A small conv net with conv2d / maxpool2d / avgpool2d and their gradients.
+pub fn conv_net() -> Module {
+    let mut m = Module::new("lenet", "train");
+    m.header = vec![
+        ("iterations".into(), "12".into()),
+        ("eclasses".into(), "340".into()),
+        ("stop".into(), "saturated".into()),
+        ("extraction".into(), "ast-size".into()),
+    ];
+    m.data = Some(DataSpec::Synthetic {
+        train_samples: 1024,
+        test_samples: 256,
+        seed: 0,
+    });
+    m.train = Some(train_spec(Schedule::Step {
+        every: 5,
+        gamma: 0.1,
+    }));
+    m.add_param(param(
+        "conv1.weight",
+        &[4, 1, 3, 3],
+        conv_weight_init(),
+        0,
+        Storage::Dense,
+    ));
+    m.add_param(param("conv1.bias", &[4], Init::Zeros, 1, Storage::Dense));
+    m.add_param(param(
+        "fc.weight",
+        &[3, 16],
+        uniform(0.25),
+        2,
+        Storage::Dense,
+    ));
+    let s: Hw = [1, 1];
+    let pad: Hw = [1, 1];
+    let k2: Hw = [2, 2];
+
+    let mut f = Func::new("train_step");
+    let x = f.add_arg("x", Type::f32(vec![2, 1, 8, 8]));
+    let labels = f.add_arg("labels", Type::i32(vec![2]));
+    let w = p(&mut f, &m, "conv1.weight");
+    let c = push(
+        &mut f,
+        &m,
+        Op::Conv2d {
+            stride: s,
+            padding: pad,
+        },
+        &[x, w],
+        Some("conv1"),
+    );
+    let b = p(&mut f, &m, "conv1.bias");
+    let z = push(&mut f, &m, Op::BiasAdd, &[c, b], Some("conv1"));
+    let r = push(&mut f, &m, Op::Relu, &[z], Some("conv1"));
+    let mp = push(
+        &mut f,
+        &m,
+        Op::MaxPool2d {
+            kernel: k2,
+            stride: k2,
+        },
+        &[r],
+        Some("pool1"),
+    );
+    let ap = push(
+        &mut f,
+        &m,
+        Op::AvgPool2d {
+            kernel: k2,
+            stride: k2,
+        },
+        &[mp],
+        Some("pool2"),
+    );
+    let flat = push(&mut f, &m, Op::Reshape { shape: vec![2, 16] }, &[ap], None);
+    let fw = p(&mut f, &m, "fc.weight");
+    let logits = push(
+        &mut f,
+        &m,
+        Op::MatMul {
+            ta: false,
+            tb: true,
+        },
+        &[flat, fw],
+        Some("fc"),
+    );
+    let loss = push(&mut f, &m, Op::SoftmaxXent, &[logits, labels], None);
+    let g = push(&mut f, &m, Op::SoftmaxXentGrad, &[logits, labels], None);
+    let dflat = push(
+        &mut f,
+        &m,
+        Op::MatMul {
+            ta: false,
+            tb: false,
+        },
+        &[g, fw],
+        None,
+    );
+    let dap = push(
+        &mut f,
+        &m,
+        Op::Reshape {
+            shape: vec![2, 4, 2, 2],
+        },
+        &[dflat],
+        None,
+    );
+    let dmp = push(
+        &mut f,
+        &m,
+        Op::AvgPool2dGrad {
+            kernel: k2,
+            stride: k2,
+            input: [4, 4],
+        },
+        &[dap],
+        Some("pool2"),
+    );
+    let dr = push(
+        &mut f,
+        &m,
+        Op::MaxPool2dGrad {
+            kernel: k2,
+            stride: k2,
+        },
+        &[dmp, r],
+        Some("pool1"),
+    );
+    let dz = push(&mut f, &m, Op::ReluGrad, &[dr, z], None);
+    let dw = push(
+        &mut f,
+        &m,
+        Op::Conv2dWeightGrad {
+            stride: s,
+            padding: pad,
+            kernel: [3, 3],
+        },
+        &[x, dz],
+        Some("conv1"),
+    );
+    let db = push(
+        &mut f,
+        &m,
+        Op::ReduceSum {
+            axes: vec![0, 2, 3],
+        },
+        &[dz],
+        None,
+    );
+    let dx = push(
+        &mut f,
+        &m,
+        Op::Conv2dInputGrad {
+            stride: s,
+            padding: pad,
+            input: [8, 8],
+        },
+        &[dz, w],
+        None,
+    );
+    // A strided, unpadded convolution whose input size the gradient must be told.
+    let w2 = push(
+        &mut f,
+        &m,
+        Op::Const {
+            value: 0.5,
+            shape: vec![2, 1, 3, 3],
+        },
+        &[],
+        None,
+    );
+    let y2 = push(
+        &mut f,
+        &m,
+        Op::Conv2d {
+            stride: [2, 2],
+            padding: [0, 0],
+        },
+        &[x, w2],
+        None,
+    );
+    let dx2 = push(
+        &mut f,
+        &m,
+        Op::Conv2dInputGrad {
+            stride: [2, 2],
+            padding: [0, 0],
+            input: [8, 8],
+        },
+        &[y2, w2],
+        None,
+    );
+    f.results = vec![loss, dw, db, dx, dx2];
+    m.funcs.push(f);
+    m
+}
+
+/// Names and strings that need quoting, encoded argument types, empty functions.
+pub fn odd_module() -> Module {
+    let mut m = Module::new("réseau \"v2\"", "opt");
+    m.header = vec![
+        ("stop".into(), "node limit".into()),
+        ("weird key".into(), "a\"b\\c\nd\te\u{1}".into()),
+        ("empty".into(), String::new()),
+        ("neg".into(), "-3.5".into()),
+    ];
+    m.data = Some(DataSpec::Idx {
+        dir: "/data/with space/\"quoted\"".into(),
+    });
+    m.train = Some(train_spec(Schedule::MultiStep {
+        milestones: vec![3, 6],
+        gamma: 0.1,
+    }));
+    m.method = Some(MethodSpec {
+        method: Method::Admm {
+            keep: KeepRatio::PerLayer(vec![("conv1".into(), 0.2), ("0".into(), 0.009)]),
+            rho: 0.0015,
+            rho_growth: 1.3,
+            rounds: 4,
+            epochs_per_round: 3,
+            retrain_epochs: 2,
+            stages: vec![10.0, 30.0],
+        },
+        layers: vec!["conv1".into(), "0".into(), "has space".into()],
+    });
+    m.add_param(param("0", &[2, 3], uniform(1e-8), 7, Storage::Dense));
+    m.add_param(param(
+        "has space.weight",
+        &[],
+        Init::Zeros,
+        3,
+        Storage::Seeded,
+    ));
+    let mut f = Func::new("fn with space");
+    let a = f.add_arg("0", Type::f32(vec![2, 3]));
+    let r = f.add_arg(
+        "regen",
+        Type::f32(vec![300, 784]).with_encoding(Encoding::Regen),
+    );
+    let s = f.add_arg(
+        "sp",
+        Type::f32(vec![300, 784]).with_encoding(Encoding::Sparse { capacity: 10664 }),
+    );
+    let w = push(
+        &mut f,
+        &m,
+        Op::Param(sparsec_ir::ParamId(0)),
+        &[],
+        Some("layer \"q\""),
+    );
+    let sum = push(&mut f, &m, Op::Add, &[a, w], Some("0"));
+    let big = push(
+        &mut f,
+        &m,
+        Op::Const {
+            value: 3.4028235e38,
+            shape: vec![2, 3],
+        },
+        &[],
+        None,
+    );
+    let sum = push(&mut f, &m, Op::Sub, &[sum, big], None);
+    f.results = vec![sum, r, s, a];
+    m.funcs.push(f);
+    m.funcs.push(Func::new("empty"));
+    m
+}
+
+/// Every `DataSpec`, `Schedule` and `Method` variant, on copies of the MLP.
+pub fn spec_variants() -> Vec<Module> {
+    let datas = [
+        None,
+        Some(DataSpec::FashionMnist { dir: None }),
+        Some(DataSpec::FashionMnist {
+            dir: Some("data/fashion".into()),
+        }),
+        Some(DataSpec::Idx {
+            dir: "mnist".into(),
+        }),
+        Some(DataSpec::Synthetic {
+            train_samples: 1024,
+            test_samples: 256,
+            seed: u64::MAX,
+        }),
+    ];
+    let schedules = [
+        Schedule::Constant,
+        Schedule::Step {
+            every: 5,
+            gamma: 0.1,
+        },
+        Schedule::MultiStep {
+            milestones: vec![3, 6],
+            gamma: 0.5,
+        },
+        Schedule::MultiStep {
+            milestones: vec![],
+            gamma: 1e-8,
+        },
+    ];
+    let layers = vec!["fc1".to_string(), "fc2".to_string()];
+    let methods = [
+        None,
+        Some(Method::Dropback {
+            k: 10664,
+            scope: DropbackScope::Global,
+            freeze_after: None,
+            decay_init: None,
+        }),
+        Some(Method::Dropback {
+            k: 1,
+            scope: DropbackScope::PerLayer,
+            freeze_after: Some(5),
+            decay_init: None,
+        }),
+        Some(Method::Dropback {
+            k: 1,
+            scope: DropbackScope::PerLayer,
+            freeze_after: None,
+            decay_init: Some(0.9),
+        }),
+        Some(Method::Admm {
+            keep: KeepRatio::All(0.1),
+            rho: 0.0015,
+            rho_growth: 1.3,
+            rounds: 4,
+            epochs_per_round: 3,
+            retrain_epochs: 2,
+            stages: vec![10.0, 30.0],
+        }),
+        Some(Method::Admm {
+            keep: KeepRatio::PerLayer(vec![]),
+            rho: 0.0,
+            rho_growth: 1.0,
+            rounds: 0,
+            epochs_per_round: 0,
+            retrain_epochs: 0,
+            stages: vec![],
+        }),
+        Some(Method::PruneTrain {
+            ratio: 0.25,
+            interval: 2,
+            threshold: 0.0001,
+        }),
+        Some(Method::ActivationDensity {
+            resize_at: vec![2, 4],
+            min_width: 1,
+        }),
+        Some(Method::ActivationDensity {
+            resize_at: vec![],
+            min_width: 0,
+        }),
+    ];
+    let mut out = Vec::new();
+    for (i, data) in datas.iter().enumerate() {
+        for (j, schedule) in schedules.iter().enumerate() {
+            for (k, method) in methods.iter().enumerate() {
+                // Not the full product: enough that every variant meets the others.
+                if (i + j + k) % 3 != 0 && i != 0 {
+                    continue;
+                }
+                let mut m = mlp();
+                m.data = data.clone();
+                m.train = if j == 3 && k == 0 {
+                    None
+                } else {
+                    let mut t = train_spec(schedule.clone());
+                    t.optimizer.nesterov = k % 2 == 1;
+                    t.optimizer.weight_decay = 5e-4;
+                    Some(t)
+                };
+                m.method = method.clone().map(|method| MethodSpec {
+                    method,
+                    layers: layers.clone(),
+                });
+                out.push(m);
+            }
+        }
+    }
+    out
+}
+
+/// A module with no parameters and no functions.
+pub fn bare() -> Module {
+    Module::new("bare", "ir")
+}
+
+pub fn all_modules() -> Vec<Module> {
+    let mut v = vec![mlp(), conv_net(), odd_module(), bare()];
+    v.extend(spec_variants());
+    v
+}

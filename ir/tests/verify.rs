@@ -1,0 +1,229 @@
+//! The verifier rejects each broken invariant with a message naming where.
+
+mod common;
+
+use sparsec_ir::spec::{DataSpec, Method, MethodSpec};
+use sparsec_ir::verify::Site;
+use sparsec_ir::{
+    verify, Encoding, Func, Init, Inst, Module, Op, ParamId, Storage, Type, Value, VerifyError,
+};
+
+#[track_caller]
+fn expect(m: &Module, fragment: &str) -> Vec<VerifyError> {
+    let errors = verify(m).expect_err("expected a verifier error");
+    assert!(
+        errors.iter().any(|e| e.to_string().contains(fragment)),
+        "no error contains {fragment:?}: {:?}",
+        errors.iter().map(|e| e.to_string()).collect::<Vec<_>>()
+    );
+    errors
+}
+
+#[test]
+fn hand_built_modules_verify() {
+    for m in common::all_modules() {
+        assert_eq!(verify(&m), Ok(()), "{}", m.name);
+    }
+}
+
+#[test]
+fn parameters() {
+    let mut m = common::mlp();
+    m.params[1].name = "fc1.weight".into();
+    expect(&m, "param @fc1.weight: duplicate parameter name");
+
+    let mut m = common::mlp();
+    m.params[0].name.clear();
+    expect(&m, "param #0: parameter name is empty");
+
+    let mut m = common::mlp();
+    m.params[0].ty = Type::i32(vec![8, 16]);
+    expect(&m, "is not f32");
+
+    let mut m = common::mlp();
+    m.params[0].ty = m.params[0].ty.with_encoding(Encoding::Regen);
+    expect(&m, "must be dense");
+
+    let mut m = common::mlp();
+    m.params[0].ty = Type::f32(vec![1 << 20, 1 << 20]);
+    expect(&m, "more than 2^31 elements");
+
+    let mut m = common::mlp();
+    m.params[0].init = Init::Uniform { lo: 0.5, hi: 0.5 };
+    expect(&m, "lo < hi");
+    m.params[0].init = Init::Uniform {
+        lo: f32::NEG_INFINITY,
+        hi: 0.5,
+    };
+    expect(&m, "not finite");
+    m.params[0].init = Init::Uniform {
+        lo: f32::NAN,
+        hi: 0.5,
+    };
+    expect(&m, "not finite");
+
+    let mut m = common::mlp();
+    m.params[2].stream = 0;
+    let errors = expect(
+        &m,
+        "param @fc2.weight: stream 0 is used by another parameter",
+    );
+    assert_eq!(errors[0].site, Site::Param(2));
+
+    let mut m = common::mlp();
+    m.params[1].storage = Storage::Tracked {
+        k: 0,
+        scope: sparsec_ir::spec::DropbackScope::Global,
+    };
+    expect(&m, "param @fc1.bias: `tracked` needs k ≥ 1");
+}
+
+#[test]
+fn functions_and_arguments() {
+    let mut m = common::mlp();
+    m.funcs[1].name = "forward".into();
+    let errors = expect(&m, "@forward: duplicate function name");
+    assert_eq!(errors[0].site, Site::Func(1));
+
+    let mut m = common::mlp();
+    m.funcs[0].args[1].name = "x".into();
+    expect(&m, "@forward arg %x: duplicate argument name");
+
+    let mut m = common::mlp();
+    m.funcs[0].args[0].ty = Type::f32(vec![1; 17]);
+    expect(&m, "rank 17 exceeds the limit of 16");
+}
+
+#[test]
+fn instructions() {
+    // Operand defined later (SSA order).
+    let mut m = common::mlp();
+    m.funcs[0].insts[2].operands[0] = Value::Inst(5);
+    let errors = expect(&m, "@forward %2: operand %5 is used before it is defined");
+    assert_eq!(errors[0].site, Site::Inst { func: 0, inst: 2 });
+
+    // Operand out of range.
+    let mut m = common::mlp();
+    m.funcs[0].insts[2].operands[0] = Value::Inst(999);
+    expect(&m, "@forward %2: operand %999 does not exist");
+    m.funcs[0].insts[2].operands[0] = Value::Arg(9);
+    expect(&m, "@forward %2: argument #9 does not exist");
+
+    // Wrong recorded type.
+    let mut m = common::mlp();
+    m.funcs[0].insts[2].ty = Type::f32(vec![4, 9]);
+    let errors = expect(
+        &m,
+        "@forward %2: `matmul_nt` produces f32[4, 8], but the instruction says f32[4, 9]",
+    );
+    assert_eq!(errors[0].site, Site::InstType { func: 0, inst: 2 });
+
+    // Ill-typed operands.
+    let mut m = common::mlp();
+    m.funcs[0].insts[2].operands[0] = Value::Arg(1);
+    expect(
+        &m,
+        "@forward %2: operand 1 of `matmul_nt` must be f32, found i32[4]",
+    );
+
+    // Wrong operand count.
+    let mut m = common::mlp();
+    m.funcs[0].insts[2].operands.pop();
+    expect(&m, "`matmul_nt` takes 2 operand(s), got 1");
+
+    // `param` of a parameter that does not exist.
+    let mut m = common::mlp();
+    m.funcs[0].insts[1].op = Op::Param(ParamId(42));
+    expect(
+        &m,
+        "@forward %1: `param` refers to parameter #42, which does not exist",
+    );
+
+    // A huge recorded type is rejected before anything else.
+    let mut m = common::mlp();
+    m.funcs[0].insts[0].ty = Type::f32(vec![usize::MAX, usize::MAX]);
+    expect(&m, "more than 2^31 elements");
+
+    // Non-finite constants.
+    let mut f = Func::new("g");
+    f.insts.push(Inst {
+        op: Op::Const {
+            value: f32::NAN,
+            shape: vec![],
+        },
+        operands: vec![],
+        ty: Type::scalar_f32(),
+        loc: None,
+    });
+    let mut m = common::bare();
+    m.funcs.push(f);
+    expect(&m, "@g %0: constant NaN is not finite");
+}
+
+#[test]
+fn results() {
+    let mut m = common::mlp();
+    m.funcs[0].results.push(Value::Inst(1000));
+    let errors = expect(&m, "@forward return: returns %1000, which does not exist");
+    assert_eq!(errors[0].site, Site::Results { func: 0 });
+    let mut m = common::mlp();
+    m.funcs[0].results.push(Value::Arg(2));
+    expect(&m, "returns argument #2");
+}
+
+#[test]
+fn spec() {
+    let mut m = common::mlp();
+    m.method.as_mut().unwrap().layers.clear();
+    expect(&m, "method: `on` lists no layers");
+
+    let mut m = common::mlp();
+    m.method = Some(MethodSpec {
+        method: Method::PruneTrain {
+            ratio: f64::NAN,
+            interval: 1,
+            threshold: 0.1,
+        },
+        layers: vec!["fc1".into(), "fc1".into()],
+    });
+    expect(&m, "`ratio` is not finite");
+    expect(&m, "lists layer `fc1` twice");
+
+    let mut m = common::mlp();
+    m.train.as_mut().unwrap().batch = 0;
+    m.train.as_mut().unwrap().optimizer.lr = f64::INFINITY;
+    expect(&m, "train: `batch` must be at least 1");
+    expect(&m, "train: `lr` is not finite");
+
+    let mut m = common::mlp();
+    m.data = Some(DataSpec::Synthetic {
+        train_samples: 0,
+        test_samples: 0,
+        seed: 0,
+    });
+    assert_eq!(verify(&m), Ok(()));
+}
+
+/// All violations are reported, not just the first, in module order. Later instructions are
+/// checked against the recorded types, so a wrong type can also break its users.
+#[test]
+fn reports_every_error() {
+    let mut m = common::mlp();
+    m.params[0].stream = 1;
+    m.funcs[0].insts[2].ty = Type::f32(vec![1]);
+    m.funcs[1].results.push(Value::Inst(10_000));
+    let sites: Vec<Site> = verify(&m)
+        .unwrap_err()
+        .into_iter()
+        .map(|e| e.site)
+        .collect();
+    assert_eq!(
+        sites,
+        [
+            Site::Param(1),
+            Site::InstType { func: 0, inst: 2 },
+            Site::Inst { func: 0, inst: 4 },
+            Site::Results { func: 1 },
+        ]
+    );
+}
