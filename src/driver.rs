@@ -1,0 +1,176 @@
+//! From a file on disk to the program at a given stage. Every failure is a value: bad input
+//! becomes located diagnostics (exit 1), bad usage a one-line message (exit 2).
+
+use std::path::Path;
+
+use codespan_reporting::diagnostic::{Diagnostic, Label};
+use codespan_reporting::term::termcolor::ColorChoice;
+use sparsec_frontend::diag::codes;
+use sparsec_ir::Module;
+
+use crate::cli::Stage;
+
+/// Why a command did not produce its output.
+pub enum Failure {
+    /// The input is wrong: diagnostics to show, exit code 1.
+    Input(Diagnostics),
+    /// The command line asks for something that cannot be done: exit code 2.
+    Usage(String),
+}
+
+/// Diagnostics together with the file they point into.
+pub struct Diagnostics {
+    file_name: String,
+    source: String,
+    diagnostics: Vec<Diagnostic<()>>,
+}
+
+impl Diagnostics {
+    fn new(file: &SourceFile, diagnostics: Vec<Diagnostic<()>>) -> Self {
+        Diagnostics {
+            file_name: file.name.clone(),
+            source: file.text.clone(),
+            diagnostics,
+        }
+    }
+
+    /// An error about the file as a whole (it cannot be read), with no location in it.
+    fn unlocated(file_name: &str, diagnostic: Diagnostic<()>) -> Self {
+        Diagnostics {
+            file_name: file_name.to_owned(),
+            source: String::new(),
+            diagnostics: vec![diagnostic],
+        }
+    }
+
+    pub fn render(&self, color: ColorChoice) -> String {
+        sparsec_frontend::diag::render(&self.diagnostics, &self.file_name, &self.source, color)
+    }
+}
+
+/// What kind of program a file holds, by its extension: `.ir` is an IR dump, anything else a
+/// model file.
+#[derive(Copy, Clone, PartialEq, Eq)]
+enum SourceKind {
+    Model,
+    Ir,
+}
+
+struct SourceFile {
+    name: String,
+    text: String,
+    kind: SourceKind,
+}
+
+fn read_source(path: &Path) -> Result<SourceFile, Failure> {
+    let name = path.display().to_string();
+    let kind = match path.extension() {
+        Some(ext) if ext == "ir" => SourceKind::Ir,
+        _ => SourceKind::Model,
+    };
+    let bytes = std::fs::read(path).map_err(|e| {
+        Failure::Input(Diagnostics::unlocated(
+            &name,
+            Diagnostic::error()
+                .with_code(codes::UNREADABLE_FILE)
+                .with_message(format!("cannot read `{name}`: {}", io_reason(&e))),
+        ))
+    })?;
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok(SourceFile { name, text, kind }),
+        Err(e) => {
+            // Point at the first bad byte; everything before it is valid and shown as is.
+            let at = e.utf8_error().valid_up_to();
+            let file = SourceFile {
+                name,
+                text: String::from_utf8_lossy(e.as_bytes()).into_owned(),
+                kind,
+            };
+            let diagnostic = Diagnostic::error()
+                .with_code(codes::NOT_UTF8)
+                .with_message("the file is not valid UTF-8")
+                .with_labels(vec![Label::primary((), at..at + 1)
+                    .with_message("this byte does not start a UTF-8 character")]);
+            Err(Failure::Input(Diagnostics::new(&file, vec![diagnostic])))
+        }
+    }
+}
+
+fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        std::io::ErrorKind::IsADirectory => "it is a directory".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// The IR of a file: lowered from a model file, or parsed and verified from a dump.
+fn module_of(file: &SourceFile) -> Result<Module, Failure> {
+    match file.kind {
+        SourceKind::Model => {
+            let model = sparsec_frontend::check_source(&file.text)
+                .map_err(|diags| Failure::Input(Diagnostics::new(file, diags)))?;
+            sparsec_frontend::lower::lower(&model).map_err(|message| {
+                Failure::Input(Diagnostics::new(
+                    file,
+                    vec![Diagnostic::bug()
+                        .with_code(codes::INTERNAL)
+                        .with_message(message)],
+                ))
+            })
+        }
+        SourceKind::Ir => {
+            // `parse_module` also runs the verifier and locates its findings in the text.
+            let module = sparsec_ir::parse::parse_module(&file.text).map_err(|e| {
+                let diagnostic = Diagnostic::error()
+                    .with_code(codes::IR_INVALID)
+                    .with_message(e.message.clone())
+                    .with_labels(vec![Label::primary((), e.span.clone())]);
+                Failure::Input(Diagnostics::new(file, vec![diagnostic]))
+            })?;
+            Ok(module)
+        }
+    }
+}
+
+/// `sparsec check FILE`: a one-line summary on success.
+pub fn check(path: &Path) -> Result<String, Failure> {
+    let file = read_source(path)?;
+    let module = module_of(&file)?;
+    let method = module
+        .method
+        .as_ref()
+        .map_or("dense".to_owned(), |m| m.method.name().to_owned());
+    Ok(format!(
+        "{}: ok: model `{}`, {} parameters, {}\n",
+        file.name,
+        module.name,
+        module.param_count(),
+        method
+    ))
+}
+
+/// `sparsec emit --stage STAGE FILE`.
+pub fn emit(stage: Stage, path: &Path) -> Result<String, Failure> {
+    let file = read_source(path)?;
+    match stage {
+        Stage::Ast => {
+            if file.kind == SourceKind::Ir {
+                return Err(Failure::Usage(format!(
+                    "`{}` is an IR dump; the ast stage needs a model file (.net)",
+                    file.name
+                )));
+            }
+            let (ast, diags) = sparsec_frontend::parse(&file.text);
+            match ast {
+                Some(ast) if diags.is_empty() => Ok(sparsec_frontend::print_ast(&ast, &file.text)),
+                _ => Err(Failure::Input(Diagnostics::new(&file, diags))),
+            }
+        }
+        Stage::Ir => {
+            let module = module_of(&file)?;
+            Ok(sparsec_ir::print::print_module(&module))
+        }
+    }
+}

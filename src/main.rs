@@ -1,0 +1,36 @@
+//! `sparsec`: the command-line driver.
+
+mod cli;
+mod driver;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Command};
+use driver::Failure;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let color = cli.color.choice();
+    let result = match &cli.command {
+        Command::Check { file } => driver::check(file),
+        Command::Emit { stage, file } => driver::emit(*stage, file),
+    };
+    match result {
+        Ok(out) => {
+            // A closed pipe (`sparsec emit ... | head`) is not an error worth a panic.
+            let _ = std::io::stdout().write_all(out.as_bytes());
+            ExitCode::SUCCESS
+        }
+        Err(Failure::Input(diagnostics)) => {
+            let _ = std::io::stderr().write_all(diagnostics.render(color).as_bytes());
+            ExitCode::from(1)
+        }
+        Err(Failure::Usage(message)) => {
+            let _ = writeln!(std::io::stderr(), "error: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
