@@ -91,6 +91,8 @@ impl Net {
 struct TrainFacts {
     epochs: Option<u64>,
     epochs_span: Option<Span>,
+    /// Where the batch size is written (the `train` keyword when it is the default).
+    batch_span: Span,
 }
 
 fn plural(n: u64, one: &str, many: &str) -> String {
@@ -601,6 +603,7 @@ impl Checker {
                 TrainFacts {
                     epochs: None,
                     epochs_span: None,
+                    batch_span: start,
                 },
             ),
         };
@@ -610,6 +613,9 @@ impl Checker {
         };
         if let (Some(net), Some(spec)) = (&net, &data_spec) {
             self.data_fits(net, spec, data);
+        }
+        if let (Some(net), Some(train)) = (&net, &train_spec) {
+            self.batch_fits(net, train.batch, facts.batch_span);
         }
 
         let net = net?;
@@ -1916,6 +1922,37 @@ impl Checker {
 
     // ----- train ----------------------------------------------------------------------------
 
+    /// Every value of the network times the batch must still fit in one tensor.
+    fn batch_fits(&mut self, net: &Net, batch: u64, batch_span: Span) {
+        let values = std::iter::once((net.input.name.as_str(), net.input.shape.as_slice())).chain(
+            net.layers
+                .iter()
+                .map(|l| (l.name.as_str(), l.out_shape.as_slice())),
+        );
+        let largest =
+            values.max_by_key(|(_, shape)| shape.iter().map(|&d| d as u64).product::<u64>());
+        let Some((name, shape)) = largest else {
+            return;
+        };
+        let per_sample: u64 = shape.iter().map(|&d| d as u64).product();
+        if per_sample
+            .checked_mul(batch)
+            .is_none_or(|n| n > MAX_TENSOR_ELEMENTS)
+        {
+            self.push(
+                error(
+                    "E0309",
+                    format!("a batch of {batch} makes `{name}` too large"),
+                    batch_span,
+                    format!("{batch} × {per_sample} elements is more than 2^31"),
+                )
+                .note(format!(
+                    "a tensor is limited to 2^31 ({MAX_TENSOR_ELEMENTS}) elements; `{name}` has {per_sample} per sample"
+                )),
+            );
+        }
+    }
+
     fn train(&mut self, t: &TrainItem) -> (Option<TrainSpec>, TrainFacts) {
         let opts = self.block_opts(Some(&t.block), TRAIN_KEYS, "`train`");
         let epochs = opts
@@ -1924,6 +1961,7 @@ impl Checker {
         let facts = TrainFacts {
             epochs,
             epochs_span: opts.get("epochs").map(|v| v.span),
+            batch_span: opts.get("batch").map_or(t.keyword, |v| v.span),
         };
         let batch = opts
             .get("batch")
