@@ -1,15 +1,12 @@
 //! `sparsec`: the command-line driver.
 
-mod cli;
-mod driver;
-
 use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use cli::{Cli, Command};
-use driver::Failure;
+use sparsec::cli::{Cli, Command};
+use sparsec::driver::{self, Failure};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

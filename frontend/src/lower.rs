@@ -2,7 +2,7 @@
 //! logits of a batch, and the parameter table in PyTorch `state_dict` names and layouts.
 
 use sparsec_ir::spec::Method;
-use sparsec_ir::{Func, Init, Module, Op, Param, Storage, Type, Value};
+use sparsec_ir::{Func, Init, Module, Op, Param, Role, Storage, Type, Value};
 
 use crate::model::{CheckedModel, Layer, LayerKind};
 
@@ -80,6 +80,7 @@ fn declare_params(model: &CheckedModel, module: &mut Module) {
             init,
             stream,
             storage,
+            role: Role::Weight,
         });
         stream += 1;
     };

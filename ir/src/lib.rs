@@ -5,11 +5,14 @@ pub mod module;
 pub mod op;
 pub mod parse;
 pub mod print;
+pub mod regen;
 pub mod spec;
 pub mod types;
 pub mod verify;
 
-pub use module::{Arg, Func, Init, Inst, Module, Param, ParamId, Storage, Value, FORMAT_VERSION};
+pub use module::{
+    Arg, Func, Init, Inst, Module, Param, ParamId, Role, Storage, Value, FORMAT_VERSION,
+};
 pub use op::{Attr, Op};
 pub use parse::{parse_module, parse_module_unverified, ParseError};
 pub use print::print_module;

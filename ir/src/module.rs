@@ -36,6 +36,16 @@ pub struct Param {
     /// their initial values from it too, so dense and Dropback runs start from the same weights.
     pub stream: u64,
     pub storage: Storage,
+    pub role: Role,
+}
+
+/// What a parameter-table entry is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// A weight or bias of the network: trained, saved in the `state_dict`.
+    Weight,
+    /// SGD's momentum buffer for the given weight: optimizer state, saved for resuming.
+    Momentum(ParamId),
 }
 
 /// Initial value of a parameter.
@@ -127,9 +137,13 @@ impl Module {
         self.funcs.iter().find(|f| f.name == name)
     }
 
-    /// Total number of parameter elements.
+    /// Total number of elements of the network's weights (optimizer state not counted).
     pub fn param_count(&self) -> u64 {
-        self.params.iter().map(|p| p.ty.num_elements() as u64).sum()
+        self.params
+            .iter()
+            .filter(|p| p.role == Role::Weight)
+            .map(|p| p.ty.num_elements() as u64)
+            .sum()
     }
 }
 

@@ -22,6 +22,10 @@ pub type Hw = [usize; 2];
 pub enum Op {
     /// Read a parameter's current value (a dense read, whatever its storage).
     Param(ParamId),
+    /// Give a parameter its value for the next step. Stores take effect when the function
+    /// returns, so every `param` read in the function sees the value from before the call; the
+    /// result is the stored value. At most one store per parameter and function.
+    Store(ParamId),
     /// A tensor of the given shape filled with one value.
     Const {
         value: f32,
@@ -104,6 +108,7 @@ impl Op {
     /// Every op's text name, for error messages and "did you mean".
     pub const NAMES: &'static [&'static str] = &[
         "param",
+        "store",
         "const",
         "reshape",
         "matmul",
@@ -137,6 +142,7 @@ impl Op {
     pub fn name(&self) -> &'static str {
         match self {
             Op::Param(_) => "param",
+            Op::Store(_) => "store",
             Op::Const { .. } => "const",
             Op::Reshape { .. } => "reshape",
             Op::MatMul {
@@ -181,7 +187,8 @@ impl Op {
     pub fn arity(&self) -> usize {
         match self {
             Op::Param(_) | Op::Const { .. } => 0,
-            Op::Reshape { .. }
+            Op::Store(_)
+            | Op::Reshape { .. }
             | Op::Relu
             | Op::Tanh
             | Op::Sigmoid
@@ -325,7 +332,7 @@ impl Op {
             "softmax_xent" => Op::SoftmaxXent,
             "softmax_xent_grad" => Op::SoftmaxXentGrad,
             "argmax" => Op::Argmax,
-            "param" | "const" => return Err(format!("`{name}` has its own syntax")),
+            "param" | "store" | "const" => return Err(format!("`{name}` has its own syntax")),
             _ => return Err(format!("unknown op `{name}`")),
         };
         reader.finish()?;
@@ -393,6 +400,18 @@ impl Op {
                 .get(id.0 as usize)
                 .map(|p| p.ty.with_encoding(Encoding::Dense))
                 .ok_or_else(|| format!("no parameter #{}", id.0)),
+            Op::Store(id) => {
+                let param = params
+                    .get(id.0 as usize)
+                    .ok_or_else(|| format!("no parameter #{}", id.0))?;
+                if operands[0].shape != param.ty.shape || operands[0].dtype != param.ty.dtype {
+                    return Err(format!(
+                        "cannot store {} into @{}, which is {}",
+                        operands[0], param.name, param.ty
+                    ));
+                }
+                Ok(operands[0].clone())
+            }
             Op::Const { value, shape } => {
                 if !value.is_finite() {
                     return Err(format!("constant {value} is not finite"));

@@ -16,7 +16,7 @@ use std::fmt;
 use std::ops::Range;
 
 use crate::module::{
-    Arg, Func, Init, Inst, Module, Param, ParamId, Storage, Value, FORMAT_VERSION,
+    Arg, Func, Init, Inst, Module, Param, ParamId, Role, Storage, Value, FORMAT_VERSION,
 };
 use crate::op::{checked_type, Attr, Op};
 use crate::print::{is_bare_name, is_word_char};
@@ -663,7 +663,7 @@ impl<'a> Parser<'a> {
                     self.spans.method = start..self.prev_end;
                 }
                 "param" => {
-                    let (p, name_span) = self.param()?;
+                    let (p, name_span) = self.param(&param_ids)?;
                     if param_ids.contains_key(&p.name) {
                         return Err(ParseError::new(
                             name_span,
@@ -938,7 +938,7 @@ impl<'a> Parser<'a> {
     }
 
     /// `param @name : TYPE init=INIT stream=N storage=STORAGE`
-    fn param(&mut self) -> PResult<(Param, Range<usize>)> {
+    fn param(&mut self, param_ids: &HashMap<String, ParamId>) -> PResult<(Param, Range<usize>)> {
         self.keyword("param")?;
         let at = self.punct('@')?.start;
         let (name, name_span) = self.name("a parameter name")?;
@@ -991,6 +991,23 @@ impl<'a> Parser<'a> {
                 ))
             }
         };
+        let role = if self.is_word("role") {
+            self.key("role")?;
+            self.keyword("momentum")?;
+            self.punct('(')?;
+            let at = self.punct('@')?.start;
+            let (of, span) = self.name("a parameter name")?;
+            let id = *param_ids.get(&of).ok_or_else(|| {
+                ParseError::new(
+                    at..span.end,
+                    format!("unknown parameter @{of} (a momentum buffer follows its weight)"),
+                )
+            })?;
+            self.punct(')')?;
+            Role::Momentum(id)
+        } else {
+            Role::Weight
+        };
         Ok((
             Param {
                 name,
@@ -998,6 +1015,7 @@ impl<'a> Parser<'a> {
                 init,
                 stream,
                 storage,
+                role,
             },
             name_span,
         ))
@@ -1214,6 +1232,19 @@ impl<'a> Parser<'a> {
                     Some(&id) => special = Some(Op::Param(id)),
                     None => return Err(ParseError::new(span, format!("unknown parameter @{p}"))),
                 }
+            }
+            "store" => {
+                let at = self.punct('@')?.start;
+                let (p, span) = self.name("a parameter name")?;
+                let span = at..span.end;
+                match param_ids.get(&p) {
+                    Some(&id) => special = Some(Op::Store(id)),
+                    None => return Err(ParseError::new(span, format!("unknown parameter @{p}"))),
+                }
+                self.punct(',')?;
+                let first = self.span.start;
+                operands.push(self.value(f, index, arg_ids)?.0);
+                operands_span = first..self.prev_end;
             }
             "const" => {
                 let value = self.f32("a constant value")?;

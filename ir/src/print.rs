@@ -7,7 +7,7 @@
 
 use std::fmt::{self, Write};
 
-use crate::module::{Func, Init, Inst, Module, Param, Storage, Value, FORMAT_VERSION};
+use crate::module::{Func, Init, Inst, Module, Param, Role, Storage, Value, FORMAT_VERSION};
 use crate::op::{Attr, Op};
 use crate::spec::{DataSpec, DropbackScope, KeepRatio, Method, MethodSpec, Schedule, TrainSpec};
 
@@ -44,7 +44,7 @@ fn write_module(out: &mut impl Write, m: &Module) -> fmt::Result {
     if !m.params.is_empty() {
         writeln!(out)?;
         for p in &m.params {
-            write_param(out, p)?;
+            write_param(out, m, p)?;
         }
     }
     for func in &m.funcs {
@@ -166,7 +166,7 @@ fn write_method(out: &mut impl Write, spec: &MethodSpec) -> fmt::Result {
     writeln!(out)
 }
 
-fn write_param(out: &mut impl Write, p: &Param) -> fmt::Result {
+fn write_param(out: &mut impl Write, m: &Module, p: &Param) -> fmt::Result {
     write!(out, "param @{} : {} init=", Name(&p.name), p.ty)?;
     match p.init {
         Init::Zeros => write!(out, "zeros")?,
@@ -180,6 +180,12 @@ fn write_param(out: &mut impl Write, p: &Param) -> fmt::Result {
             write!(out, "tracked(k={k}, scope={})", scope_name(scope))?
         }
         Storage::Masked => write!(out, "masked")?,
+    }
+    if let Role::Momentum(of) = p.role {
+        match m.params.get(of.0 as usize) {
+            Some(w) => write!(out, " role=momentum(@{})", Name(&w.name))?,
+            None => write!(out, " role=momentum(@?{})", of.0)?,
+        }
     }
     writeln!(out)
 }
@@ -245,6 +251,10 @@ fn write_inst(
         Op::Param(id) => match m.params.get(id.0 as usize) {
             Some(p) => write!(out, " @{}", Name(&p.name))?,
             None => write!(out, " @?{}", id.0)?,
+        },
+        Op::Store(id) => match m.params.get(id.0 as usize) {
+            Some(p) => write!(out, " @{},", Name(&p.name))?,
+            None => write!(out, " @?{},", id.0)?,
         },
         Op::Const { value, .. } => write!(out, " {value:?}")?,
         _ => {}

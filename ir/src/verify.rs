@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 use std::fmt;
 
-use crate::module::{Func, Init, Module, Storage, Value};
+use crate::module::{Func, Init, Module, Role, Storage, Value};
 use crate::op::{checked_type, Op};
 use crate::spec::{KeepRatio, Method, Schedule};
 use crate::types::{DType, Encoding, Type};
@@ -267,13 +267,24 @@ impl Verifier {
                 );
             }
             if let Storage::Tracked { k: 0, .. } = p.storage {
-                self.err(site, &ctx, "`tracked` needs k ≥ 1");
+                self.err(site.clone(), &ctx, "`tracked` needs k ≥ 1");
+            }
+            if let Role::Momentum(of) = p.role {
+                match m.params.get(of.0 as usize) {
+                    Some(w) if w.role == Role::Weight && w.ty.shape == p.ty.shape => {}
+                    _ => self.err(
+                        site,
+                        &ctx,
+                        "a momentum buffer must follow a weight of the same shape",
+                    ),
+                }
             }
         }
     }
 
     fn func(&mut self, m: &Module, fi: usize, f: &Func) {
         let fname = &f.name;
+        let mut stored = HashSet::new();
         let mut arg_names = HashSet::new();
         for (ai, a) in f.args.iter().enumerate() {
             let site = Site::Arg { func: fi, arg: ai };
@@ -313,17 +324,27 @@ impl Verifier {
                 self.err(site, &ctx, what);
                 continue;
             }
-            if let Op::Param(id) = inst.op {
+            if let Op::Param(id) | Op::Store(id) = inst.op {
                 if id.0 as usize >= m.params.len() {
                     self.err(
                         site,
                         &ctx,
                         format!(
-                            "`param` refers to parameter #{}, which does not exist",
+                            "`{}` refers to parameter #{}, which does not exist",
+                            inst.op.name(),
                             id.0
                         ),
                     );
                     continue;
+                }
+            }
+            if let Op::Store(id) = inst.op {
+                if !stored.insert(id) {
+                    self.err(
+                        site.clone(),
+                        &ctx,
+                        format!("@{} is stored twice", m.params[id.0 as usize].name),
+                    );
                 }
             }
             let types: Vec<&Type> = inst.operands.iter().map(|&v| f.value_type(v)).collect();

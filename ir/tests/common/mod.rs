@@ -5,7 +5,7 @@ use sparsec_ir::op::Hw;
 use sparsec_ir::spec::{
     DataSpec, DropbackScope, KeepRatio, Method, MethodSpec, Optimizer, Schedule, TrainSpec,
 };
-use sparsec_ir::{Encoding, Func, Init, Module, Op, Param, Storage, Type, Value};
+use sparsec_ir::{Encoding, Func, Init, Module, Op, Param, ParamId, Role, Storage, Type, Value};
 
 pub fn param(name: &str, shape: &[usize], init: Init, stream: u64, storage: Storage) -> Param {
     Param {
@@ -14,6 +14,7 @@ pub fn param(name: &str, shape: &[usize], init: Init, stream: u64, storage: Stor
         init,
         stream,
         storage,
+        role: Role::Weight,
     }
 }
 
@@ -92,6 +93,15 @@ pub fn mlp() -> Module {
         Storage::Dense,
     ));
     m.add_param(param("fc2.bias", &[3], Init::Zeros, 3, Storage::Masked));
+    let mut momentum = param(
+        "fc1.weight.momentum",
+        &[8, 16],
+        Init::Zeros,
+        4,
+        Storage::Dense,
+    );
+    momentum.role = Role::Momentum(ParamId(0));
+    m.add_param(momentum);
 
     for name in ["forward", "train_step"] {
         let mut f = Func::new(name);
@@ -201,6 +211,10 @@ pub fn mlp() -> Module {
             );
             let step = push(&mut f, &m, Op::Scale, &[dw1, lr], Some("sgd"));
             let new_w1 = push(&mut f, &m, Op::Sub, &[w1, step], Some("sgd"));
+            let new_w1 = push(&mut f, &m, Op::Store(ParamId(0)), &[new_w1], Some("sgd"));
+            let buf = push(&mut f, &m, Op::Param(ParamId(4)), &[], None);
+            let buf = push(&mut f, &m, Op::Add, &[buf, step], None);
+            push(&mut f, &m, Op::Store(ParamId(4)), &[buf], None);
             let sq = push(&mut f, &m, Op::Mul, &[dw2, dw2], None);
             let half = push(
                 &mut f,

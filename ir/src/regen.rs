@@ -1,0 +1,95 @@
+//! THE regeneration spec: how a seeded parameter's initial values are produced, bit for bit.
+//!
+//! Every consumer (initialisation, the interpreter, the JIT, tests, and anyone reading a
+//! checkpoint without sparsec) must produce exactly these values:
+//! - generator: ChaCha8 as in `rand_chacha::ChaCha8Rng`;
+//! - key: a 32-byte seed whose first 8 bytes are the model seed (little-endian), the rest zero;
+//! - stream: the parameter's stream id (`set_stream`);
+//! - element `i` of the parameter (row-major, PyTorch layout) uses word `i` of that stream
+//!   (`set_word_pos(i)`, then `next_u32()`), so any element can be regenerated alone;
+//! - word → f32: `u = (w >> 8) as f32 * 2^-24` (exact, in [0, 1)), then `lo + (hi - lo) * u`
+//!   evaluated in f32 as written: subtraction, product and sum each rounded to f32, no FMA.
+//!
+//! `rand` distributions are deliberately not used: their outputs may change between versions.
+
+use rand_chacha::ChaCha8Rng;
+use rand_core::{Rng, SeedableRng};
+
+use crate::module::Init;
+
+/// The generator for one parameter's stream, positioned at word 0.
+pub fn stream_rng(seed: u64, stream: u64) -> ChaCha8Rng {
+    let mut key = [0u8; 32];
+    key[..8].copy_from_slice(&seed.to_le_bytes());
+    let mut rng = ChaCha8Rng::from_seed(key);
+    rng.set_stream(stream);
+    rng.set_word_pos(0);
+    rng
+}
+
+/// Map one 32-bit word to a value in `[lo, hi)` (see the module docs).
+#[inline]
+pub fn word_to_f32(word: u32, lo: f32, hi: f32) -> f32 {
+    let u = (word >> 8) as f32 * (1.0 / 16_777_216.0);
+    let width = hi - lo;
+    let scaled = width * u;
+    lo + scaled
+}
+
+/// Element `index` of the uniform stream `(seed, stream)` in `[lo, hi)`, regenerated alone.
+pub fn uniform_at(seed: u64, stream: u64, index: u64, lo: f32, hi: f32) -> f32 {
+    let mut rng = stream_rng(seed, stream);
+    rng.set_word_pos(u128::from(index));
+    word_to_f32(rng.next_u32(), lo, hi)
+}
+
+/// Fill `out` with elements `0..out.len()` of the uniform stream `(seed, stream)`.
+pub fn fill_uniform(seed: u64, stream: u64, lo: f32, hi: f32, out: &mut [f32]) {
+    let mut rng = stream_rng(seed, stream);
+    for x in out.iter_mut() {
+        *x = word_to_f32(rng.next_u32(), lo, hi);
+    }
+}
+
+/// The initial value of a parameter: `Init` evaluated with its seed and stream.
+pub fn init_values(init: Init, seed: u64, stream: u64, len: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; len];
+    if let Init::Uniform { lo, hi } = init {
+        fill_uniform(seed, stream, lo, hi, &mut out);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_elements_match_the_sequential_stream() {
+        let mut all = vec![0.0f32; 1000];
+        fill_uniform(42, 3, -0.5, 0.5, &mut all);
+        for i in [0usize, 1, 15, 16, 17, 63, 64, 65, 999] {
+            assert_eq!(
+                uniform_at(42, 3, i as u64, -0.5, 0.5).to_bits(),
+                all[i].to_bits()
+            );
+        }
+    }
+
+    #[test]
+    fn words_map_into_the_half_open_range() {
+        assert_eq!(word_to_f32(0, -1.0, 1.0), -1.0);
+        assert!(word_to_f32(u32::MAX, -1.0, 1.0) < 1.0);
+        assert_eq!(word_to_f32(1 << 31, 0.0, 1.0), 0.5);
+    }
+
+    #[test]
+    fn streams_and_seeds_differ() {
+        let a = init_values(Init::Uniform { lo: 0.0, hi: 1.0 }, 1, 0, 8);
+        let b = init_values(Init::Uniform { lo: 0.0, hi: 1.0 }, 1, 1, 8);
+        let c = init_values(Init::Uniform { lo: 0.0, hi: 1.0 }, 2, 0, 8);
+        assert_ne!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(init_values(Init::Zeros, 1, 0, 3), vec![0.0; 3]);
+    }
+}
