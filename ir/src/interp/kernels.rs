@@ -1,0 +1,497 @@
+//! The interpreter's kernels on flat row-major slices. Shapes are checked when the interpreter is
+//! prepared, so these functions only index within the sizes they are given.
+
+use super::float::Float;
+use super::gemm::{gemm, GemmScratch, View};
+use crate::verify::MAX_RANK;
+
+/// `out[b, c, ..] = x[b, c, ..] + bias[c]` for `x: [B, C, inner]`.
+pub(crate) fn bias_add<T: Float>(x: &[T], bias: &[T], inner: usize, out: &mut [T]) {
+    let channels = bias.len();
+    if inner == 0 || channels == 0 {
+        return;
+    }
+    for (xb, ob) in x
+        .chunks_exact(channels * inner)
+        .zip(out.chunks_exact_mut(channels * inner))
+    {
+        for ((xc, oc), &bc) in xb
+            .chunks_exact(inner)
+            .zip(ob.chunks_exact_mut(inner))
+            .zip(bias)
+        {
+            for (o, &v) in oc.iter_mut().zip(xc) {
+                *o = v + bc;
+            }
+        }
+    }
+}
+
+#[inline(always)]
+pub(crate) fn map1<T: Float>(x: &[T], out: &mut [T], f: impl Fn(T) -> T) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = f(v);
+    }
+}
+
+#[inline(always)]
+pub(crate) fn map2<T: Float>(x: &[T], y: &[T], out: &mut [T], f: impl Fn(T, T) -> T) {
+    for ((o, &a), &b) in out.iter_mut().zip(x).zip(y) {
+        *o = f(a, b);
+    }
+}
+
+/// `reduce_sum`, with the input's dimensions pre-merged: `dims[d]` elements along merged axis `d`,
+/// `reduced[d]` whether it is summed away, `out_strides[d]` its stride in the output (0 when
+/// reduced). Every output element is the sum of its inputs added one at a time in row-major input
+/// order, starting from 0.
+#[derive(Clone, Debug)]
+pub(crate) struct ReducePlan {
+    pub dims: Vec<usize>,
+    pub reduced: Vec<bool>,
+    pub out_strides: Vec<usize>,
+}
+
+impl ReducePlan {
+    pub fn new(shape: &[usize], axes: &[usize]) -> ReducePlan {
+        let mut dims: Vec<usize> = Vec::new();
+        let mut reduced: Vec<bool> = Vec::new();
+        for (a, &d) in shape.iter().enumerate() {
+            if d == 1 {
+                continue;
+            }
+            let r = axes.contains(&a);
+            match (dims.last_mut(), reduced.last()) {
+                (Some(last), Some(&lr)) if lr == r => *last *= d,
+                _ => {
+                    dims.push(d);
+                    reduced.push(r);
+                }
+            }
+        }
+        if dims.is_empty() {
+            dims.push(1);
+            reduced.push(false);
+        }
+        let mut out_strides = vec![0; dims.len()];
+        let mut stride = 1;
+        for d in (0..dims.len()).rev() {
+            if !reduced[d] {
+                out_strides[d] = stride;
+                stride *= dims[d];
+            }
+        }
+        ReducePlan {
+            dims,
+            reduced,
+            out_strides,
+        }
+    }
+}
+
+pub(crate) fn reduce_sum<T: Float>(x: &[T], plan: &ReducePlan, out: &mut [T]) {
+    out.fill(T::zero());
+    if x.is_empty() {
+        return;
+    }
+    let nd = plan.dims.len();
+    let inner = plan.dims[nd - 1];
+    let inner_reduced = plan.reduced[nd - 1];
+    let outer = &plan.dims[..nd - 1];
+    let mut idx = [0usize; MAX_RANK + 1];
+    let mut out_off = 0usize;
+    for src in x.chunks_exact(inner) {
+        if inner_reduced {
+            let mut s = out[out_off];
+            for &v in src {
+                s += v;
+            }
+            out[out_off] = s;
+        } else {
+            for (o, &v) in out[out_off..][..inner].iter_mut().zip(src) {
+                *o += v;
+            }
+        }
+        // Advance the odometer over the outer (merged) dimensions.
+        for d in (0..outer.len()).rev() {
+            idx[d] += 1;
+            out_off += plan.out_strides[d];
+            if idx[d] < outer[d] {
+                break;
+            }
+            out_off -= plan.out_strides[d] * outer[d];
+            idx[d] = 0;
+        }
+    }
+}
+
+/// Geometry of a 2-D convolution `x: [b, c, h, w] ⋆ w: [o, c, kh, kw] → [b, o, oh, ow]`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ConvGeom {
+    pub b: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub o: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub sh: usize,
+    pub sw: usize,
+    pub ph: usize,
+    pub pw: usize,
+    pub oh: usize,
+    pub ow: usize,
+}
+
+impl ConvGeom {
+    /// Rows of the im2col matrix: `c · kh · kw`.
+    pub fn ckk(&self) -> usize {
+        self.c * self.kh * self.kw
+    }
+    /// Output positions per image: `oh · ow`.
+    pub fn p(&self) -> usize {
+        self.oh * self.ow
+    }
+    fn chw(&self) -> usize {
+        self.c * self.h * self.w
+    }
+}
+
+/// Input row `ih` read by output row `o` through kernel row `k`, or `None` in the padding.
+#[inline(always)]
+fn src_index(o: usize, stride: usize, k: usize, pad: usize, len: usize) -> Option<usize> {
+    (o * stride + k).checked_sub(pad).filter(|&i| i < len)
+}
+
+/// One image `x_b: [c, h, w]` into `cols: [c·kh·kw, oh·ow]` (zero where the window is in padding).
+fn im2col<T: Float>(x_b: &[T], g: &ConvGeom, cols: &mut [T]) {
+    let p = g.p();
+    for c in 0..g.c {
+        for ki in 0..g.kh {
+            for kj in 0..g.kw {
+                let row = (c * g.kh + ki) * g.kw + kj;
+                let dst = &mut cols[row * p..][..p];
+                for (oh, drow) in dst.chunks_exact_mut(g.ow).enumerate() {
+                    let Some(ih) = src_index(oh, g.sh, ki, g.ph, g.h) else {
+                        drow.fill(T::zero());
+                        continue;
+                    };
+                    let src = &x_b[(c * g.h + ih) * g.w..][..g.w];
+                    for (ow, d) in drow.iter_mut().enumerate() {
+                        *d = match src_index(ow, g.sw, kj, g.pw, g.w) {
+                            Some(iw) => src[iw],
+                            None => T::zero(),
+                        };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Scatter-add `cols: [c·kh·kw, oh·ow]` into one image `dx_b: [c, h, w]` (the adjoint of
+/// [`im2col`]); contributions arrive in (kernel row, kernel column, oh, ow) order.
+fn col2im<T: Float>(cols: &[T], g: &ConvGeom, dx_b: &mut [T]) {
+    let p = g.p();
+    for c in 0..g.c {
+        let plane = &mut dx_b[c * g.h * g.w..][..g.h * g.w];
+        for ki in 0..g.kh {
+            for kj in 0..g.kw {
+                let row = (c * g.kh + ki) * g.kw + kj;
+                let src = &cols[row * p..][..p];
+                for (oh, srow) in src.chunks_exact(g.ow).enumerate() {
+                    let Some(ih) = src_index(oh, g.sh, ki, g.ph, g.h) else {
+                        continue;
+                    };
+                    let drow = &mut plane[ih * g.w..][..g.w];
+                    for (ow, &v) in srow.iter().enumerate() {
+                        if let Some(iw) = src_index(ow, g.sw, kj, g.pw, g.w) {
+                            drow[iw] += v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn grow<T: Float>(v: &mut Vec<T>, len: usize) -> &mut [T] {
+    if v.len() < len {
+        v.resize(len, T::zero());
+    }
+    &mut v[..len]
+}
+
+/// `y[b] = W · im2col(x[b])`: each output is `Σ` over (c, ki, kj) in that order (the GEMM order).
+pub(crate) fn conv2d<T: Float>(
+    x: &[T],
+    w: &[T],
+    g: &ConvGeom,
+    y: &mut [T],
+    cols: &mut Vec<T>,
+    gs: &mut GemmScratch<T>,
+) {
+    let (ckk, p) = (g.ckk(), g.p());
+    let cols = grow(cols, ckk * p);
+    for bi in 0..g.b {
+        im2col(&x[bi * g.chw()..][..g.chw()], g, cols);
+        let yb = &mut y[bi * g.o * p..][..g.o * p];
+        gemm(
+            g.o,
+            p,
+            ckk,
+            View::rows(w, ckk),
+            View::rows(cols, p),
+            yb,
+            p,
+            false,
+            gs,
+        );
+    }
+}
+
+/// `dx[b] = col2im(Wᵀ · dy[b])`, the exact adjoint of [`conv2d`] in `x`.
+pub(crate) fn conv2d_input_grad<T: Float>(
+    dy: &[T],
+    w: &[T],
+    g: &ConvGeom,
+    dx: &mut [T],
+    cols: &mut Vec<T>,
+    gs: &mut GemmScratch<T>,
+) {
+    let (ckk, p) = (g.ckk(), g.p());
+    let cols = grow(cols, ckk * p);
+    dx.fill(T::zero());
+    for bi in 0..g.b {
+        let dyb = &dy[bi * g.o * p..][..g.o * p];
+        gemm(
+            ckk,
+            p,
+            g.o,
+            View::transposed(w, ckk),
+            View::rows(dyb, p),
+            cols,
+            p,
+            false,
+            gs,
+        );
+        col2im(cols, g, &mut dx[bi * g.chw()..][..g.chw()]);
+    }
+}
+
+/// `dW = Σ_b dy[b] · im2col(x[b])ᵀ`, one running sum per element over (b, oh, ow) in order.
+pub(crate) fn conv2d_weight_grad<T: Float>(
+    x: &[T],
+    dy: &[T],
+    g: &ConvGeom,
+    dw: &mut [T],
+    cols: &mut Vec<T>,
+    gs: &mut GemmScratch<T>,
+) {
+    let (ckk, p) = (g.ckk(), g.p());
+    let cols = grow(cols, ckk * p);
+    dw.fill(T::zero());
+    for bi in 0..g.b {
+        im2col(&x[bi * g.chw()..][..g.chw()], g, cols);
+        let dyb = &dy[bi * g.o * p..][..g.o * p];
+        gemm(
+            g.o,
+            ckk,
+            p,
+            View::rows(dyb, p),
+            View::transposed(cols, p),
+            dw,
+            ckk,
+            true,
+            gs,
+        );
+    }
+}
+
+/// Geometry of a pooling window over `[b, c, h, w] → [b, c, oh, ow]` (no padding).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PoolGeom {
+    pub h: usize,
+    pub w: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub sh: usize,
+    pub sw: usize,
+    pub oh: usize,
+    pub ow: usize,
+}
+
+/// Index within the plane of the first maximum of window `(oh, ow)`: the window is scanned in
+/// row-major order and a later element replaces the candidate only when strictly greater.
+#[inline(always)]
+fn window_argmax<T: Float>(plane: &[T], g: &PoolGeom, oh: usize, ow: usize) -> usize {
+    let (h0, w0) = (oh * g.sh, ow * g.sw);
+    let mut best = h0 * g.w + w0;
+    let mut best_v = plane[best];
+    for ki in 0..g.kh {
+        let row = (h0 + ki) * g.w + w0;
+        for (kj, &v) in plane[row..][..g.kw].iter().enumerate() {
+            if v > best_v {
+                best_v = v;
+                best = row + kj;
+            }
+        }
+    }
+    best
+}
+
+pub(crate) fn maxpool2d<T: Float>(x: &[T], g: &PoolGeom, y: &mut [T]) {
+    let (hw, ohw) = (g.h * g.w, g.oh * g.ow);
+    for (plane, out) in x.chunks_exact(hw).zip(y.chunks_exact_mut(ohw)) {
+        for oh in 0..g.oh {
+            for ow in 0..g.ow {
+                out[oh * g.ow + ow] = plane[window_argmax(plane, g, oh, ow)];
+            }
+        }
+    }
+}
+
+pub(crate) fn maxpool2d_grad<T: Float>(dy: &[T], x: &[T], g: &PoolGeom, dx: &mut [T]) {
+    let (hw, ohw) = (g.h * g.w, g.oh * g.ow);
+    dx.fill(T::zero());
+    for ((plane, d), dxp) in x
+        .chunks_exact(hw)
+        .zip(dy.chunks_exact(ohw))
+        .zip(dx.chunks_exact_mut(hw))
+    {
+        for oh in 0..g.oh {
+            for ow in 0..g.ow {
+                let i = window_argmax(plane, g, oh, ow);
+                dxp[i] += d[oh * g.ow + ow];
+            }
+        }
+    }
+}
+
+/// Window mean: the window's elements summed in row-major order from 0, then divided by `kh·kw`.
+pub(crate) fn avgpool2d<T: Float>(x: &[T], g: &PoolGeom, y: &mut [T]) {
+    let (hw, ohw) = (g.h * g.w, g.oh * g.ow);
+    let count = T::from_usize(g.kh * g.kw);
+    for (plane, out) in x.chunks_exact(hw).zip(y.chunks_exact_mut(ohw)) {
+        for oh in 0..g.oh {
+            for ow in 0..g.ow {
+                let mut s = T::zero();
+                for ki in 0..g.kh {
+                    let row = (oh * g.sh + ki) * g.w + ow * g.sw;
+                    for &v in &plane[row..][..g.kw] {
+                        s += v;
+                    }
+                }
+                out[oh * g.ow + ow] = s / count;
+            }
+        }
+    }
+}
+
+/// Every input element receives `dy / (kh·kw)` from each window containing it, windows in
+/// row-major order.
+pub(crate) fn avgpool2d_grad<T: Float>(dy: &[T], g: &PoolGeom, dx: &mut [T]) {
+    let (hw, ohw) = (g.h * g.w, g.oh * g.ow);
+    let count = T::from_usize(g.kh * g.kw);
+    dx.fill(T::zero());
+    for (d, dxp) in dy.chunks_exact(ohw).zip(dx.chunks_exact_mut(hw)) {
+        for oh in 0..g.oh {
+            for ow in 0..g.ow {
+                let v = d[oh * g.ow + ow] / count;
+                for ki in 0..g.kh {
+                    let row = (oh * g.sh + ki) * g.w + ow * g.sw;
+                    for e in &mut dxp[row..][..g.kw] {
+                        *e += v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Every label must be a class index in `0..classes`.
+pub(crate) fn check_labels(labels: &[i32], classes: usize) -> Result<(), String> {
+    for (i, &l) in labels.iter().enumerate() {
+        if l < 0 || l as usize >= classes {
+            return Err(format!(
+                "label {l} of example {i} is not a class index (expected 0..{classes})"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Row maximum (first maximum; a later element replaces it only when strictly greater) and
+/// `Σ_j exp(x_j − max)` added in column order.
+#[inline(always)]
+fn row_max_sum<T: Float>(row: &[T]) -> (T, T) {
+    let mut mx = row[0];
+    for &v in &row[1..] {
+        if v > mx {
+            mx = v;
+        }
+    }
+    let mut s = T::zero();
+    for &v in row {
+        s += (v - mx).exp();
+    }
+    (mx, s)
+}
+
+/// Mean cross-entropy: per row `ln(Σ exp(x − max)) − (x[label] − max)` in `T`; the per-row
+/// losses are summed in `f64` (for `f32` and `f64` alike) and the mean rounded to `T` once.
+pub(crate) fn softmax_xent<T: Float>(logits: &[T], labels: &[i32], classes: usize) -> T {
+    let batch = labels.len();
+    if batch == 0 || classes == 0 {
+        return T::zero();
+    }
+    let mut total = 0.0f64;
+    for (row, &l) in logits.chunks_exact(classes).zip(labels) {
+        let (mx, s) = row_max_sum(row);
+        let loss = s.ln() - (row[l as usize] - mx);
+        total += loss.to_f64();
+    }
+    T::from_f64(total / batch as f64)
+}
+
+/// `(exp(x − max) / Σ − onehot) / B`, every step rounded to `T`.
+pub(crate) fn softmax_xent_grad<T: Float>(
+    logits: &[T],
+    labels: &[i32],
+    classes: usize,
+    out: &mut [T],
+) {
+    let batch = T::from_usize(labels.len());
+    if classes == 0 {
+        return;
+    }
+    for ((row, o), &l) in logits
+        .chunks_exact(classes)
+        .zip(out.chunks_exact_mut(classes))
+        .zip(labels)
+    {
+        let (mx, s) = row_max_sum(row);
+        for (j, (oj, &v)) in o.iter_mut().zip(row).enumerate() {
+            let p = (v - mx).exp() / s;
+            let t = if j == l as usize { p - T::one() } else { p };
+            *oj = t / batch;
+        }
+    }
+}
+
+/// Index of the first maximum of each row (a later element wins only when strictly greater).
+pub(crate) fn argmax<T: Float>(x: &[T], classes: usize, out: &mut [i32]) {
+    if classes == 0 {
+        out.fill(0);
+        return;
+    }
+    for (row, o) in x.chunks_exact(classes).zip(out.iter_mut()) {
+        let mut best = 0usize;
+        for (j, &v) in row.iter().enumerate().skip(1) {
+            if v > row[best] {
+                best = j;
+            }
+        }
+        *o = best as i32;
+    }
+}
