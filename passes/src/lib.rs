@@ -1,3 +1,6 @@
-//! Compiler passes over the sparsec IR: autodiff, equality saturation, partitioning.
-//! Empty until the training-step issue lands; the crate exists so the dependency
-//! direction (passes → ir) is fixed from the start.
+//! Compiler passes over the sparsec IR: autodiff (the training step), and later equality
+//! saturation and partitioning. Dependencies point one way: passes → ir.
+
+pub mod autodiff;
+
+pub use autodiff::{build_train_step, train_step_name, TRAIN_STEP};
