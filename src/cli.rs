@@ -28,6 +28,19 @@ pub enum Command {
         /// A model file (.net) or an IR dump (.ir).
         file: PathBuf,
     },
+    /// Train a model; writes a run directory (summary.json, metrics.jsonl, checkpoints).
+    Train(TrainArgs),
+    /// Test accuracy and loss of trained weights.
+    Eval {
+        /// The model file the weights were trained with (.net or .ir).
+        file: PathBuf,
+        /// A run directory (its latest checkpoint is used) or a `model.safetensors` file.
+        #[arg(long, value_name = "RUN_DIR")]
+        weights: PathBuf,
+        /// IDX data directory (overrides the model file's data search order).
+        #[arg(long, value_name = "DIR")]
+        data: Option<PathBuf>,
+    },
     /// Print the program after a compiler stage.
     Emit {
         /// The stage to stop after.
@@ -38,12 +51,44 @@ pub enum Command {
     },
 }
 
+#[derive(clap::Args, Debug)]
+pub struct TrainArgs {
+    /// The model file (.net or .ir). Optional with --resume, which uses the run's own copy.
+    pub file: Option<PathBuf>,
+    /// IDX data directory (default: $SPARSEC_DATA, then /usr/share/datasets/fashion-mnist,
+    /// then the subset bundled with sparsec).
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Run directory to create (default: runs/<model>-<date>-<time>).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Override a training setting: epochs, batch, seed, log_every, lr, momentum, weight_decay,
+    /// nesterov, max_steps (stop after that many steps; 0 writes the initial checkpoint),
+    /// shuffle (false: batches in file order). Repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Execution backend.
+    #[arg(long, value_enum, default_value_t = Backend::Interp)]
+    pub backend: Backend,
+    /// Continue an interrupted run from its latest checkpoint, exactly.
+    #[arg(long, value_name = "RUN_DIR")]
+    pub resume: Option<PathBuf>,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    /// The reference interpreter.
+    Interp,
+}
+
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Stage {
     /// The syntax tree of a model file, with source positions.
     Ast,
     /// The IR right after lowering: the forward graph, parameters and training spec.
     Ir,
+    /// The IR with the whole training step: forward, loss, backward and optimizer update.
+    Train,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]

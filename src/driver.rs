@@ -9,6 +9,7 @@ use sparsec_frontend::diag::codes;
 use sparsec_ir::Module;
 
 use crate::cli::Stage;
+use crate::overrides::{self, RunOptions};
 
 /// Why a command did not produce its output.
 pub enum Failure {
@@ -16,6 +17,9 @@ pub enum Failure {
     Input(Diagnostics),
     /// The command line asks for something that cannot be done: exit code 2.
     Usage(String),
+    /// The input is wrong in a way with no location in a file (data, a run directory, a
+    /// diverging run): a one-line message, exit code 1.
+    Message(String),
 }
 
 /// Diagnostics together with the file they point into.
@@ -105,46 +109,131 @@ fn io_reason(e: &std::io::Error) -> String {
     }
 }
 
-/// The IR of a file: lowered from a model file, or parsed and verified from a dump.
-fn module_of(file: &SourceFile) -> Result<Module, Failure> {
-    match file.kind {
+/// A program ready for the later stages: where it came from and its IR after lowering.
+pub struct Program {
+    pub file_name: String,
+    /// The text it was compiled from (model file or IR dump), kept so a run can be resumed
+    /// from its own copy.
+    pub source: String,
+    pub is_ir: bool,
+    pub module: Module,
+    pub run: RunOptions,
+}
+
+/// Read, check and lower a file, with `--set` overrides applied to its training settings.
+pub fn load_program(path: &Path, sets: &[(String, String)]) -> Result<Program, Failure> {
+    let file = read_source(path)?;
+    program_from_source(
+        &file.name.clone(),
+        file.text.clone(),
+        file.kind == SourceKind::Ir,
+        sets,
+    )
+}
+
+/// Compile a program from text (a model file, or an IR dump when `is_ir`).
+pub fn program_from_source(
+    file_name: &str,
+    source: String,
+    is_ir: bool,
+    sets: &[(String, String)],
+) -> Result<Program, Failure> {
+    let file = SourceFile {
+        name: file_name.to_owned(),
+        text: source,
+        kind: if is_ir {
+            SourceKind::Ir
+        } else {
+            SourceKind::Model
+        },
+    };
+    let (module, run) = match file.kind {
         SourceKind::Model => {
-            let model = sparsec_frontend::check_source(&file.text)
-                .map_err(|diags| Failure::Input(Diagnostics::new(file, diags)))?;
-            sparsec_frontend::lower::lower(&model).map_err(|message| {
+            let mut model = sparsec_frontend::check_source(&file.text)
+                .map_err(|diags| Failure::Input(Diagnostics::new(&file, diags)))?;
+            let run = overrides::apply(&mut model.train, sets).map_err(Failure::Usage)?;
+            let module = sparsec_frontend::lower::lower(&model).map_err(|message| {
+                if !sets.is_empty() {
+                    // The checker vetted the file's own values; an override can still make a
+                    // shape too large (a huge batch).
+                    return Failure::Usage(format!("with these --set values: {message}"));
+                }
                 Failure::Input(Diagnostics::new(
-                    file,
+                    &file,
                     vec![Diagnostic::bug()
                         .with_code(codes::INTERNAL)
                         .with_message(message)],
                 ))
-            })
+            })?;
+            (module, run)
         }
         SourceKind::Ir => {
             // `parse_module` also runs the verifier and locates its findings in the text.
-            let module = sparsec_ir::parse::parse_module(&file.text).map_err(|e| {
+            let mut module = sparsec_ir::parse::parse_module(&file.text).map_err(|e| {
                 let diagnostic = Diagnostic::error()
                     .with_code(codes::IR_INVALID)
                     .with_message(e.message.clone())
                     .with_labels(vec![Label::primary((), e.span.clone())]);
-                Failure::Input(Diagnostics::new(file, vec![diagnostic]))
+                Failure::Input(Diagnostics::new(&file, vec![diagnostic]))
             })?;
-            Ok(module)
+            let run = match module.train.as_mut() {
+                Some(train) => {
+                    let batch = train.batch;
+                    let run = overrides::apply(train, sets).map_err(Failure::Usage)?;
+                    if train.batch != batch {
+                        return Err(Failure::Usage(format!(
+                            "the batch size of an IR dump is part of its shapes; change it in the model file (`{}` has batch {batch})",
+                            file.name
+                        )));
+                    }
+                    run
+                }
+                None if sets.is_empty() => RunOptions::default(),
+                None => {
+                    return Err(Failure::Usage(format!(
+                        "`{}` has no `train` line, so there are no settings to override",
+                        file.name
+                    )))
+                }
+            };
+            (module, run)
         }
+    };
+    Ok(Program {
+        file_name: file.name,
+        source: file.text,
+        is_ir,
+        module,
+        run,
+    })
+}
+
+/// The whole training step (stage `train`) of a program at stage `ir`.
+pub fn train_step_module(program: &Program) -> Result<Module, Failure> {
+    if program.module.stage == "train" {
+        return Ok(program.module.clone());
     }
+    sparsec_passes::build_train_step(&program.module).map_err(|message| {
+        Failure::Input(Diagnostics::unlocated(
+            &program.file_name,
+            Diagnostic::error()
+                .with_code(codes::INTERNAL)
+                .with_message(format!("cannot build the training step: {message}")),
+        ))
+    })
 }
 
 /// `sparsec check FILE`: a one-line summary on success.
 pub fn check(path: &Path) -> Result<String, Failure> {
-    let file = read_source(path)?;
-    let module = module_of(&file)?;
+    let program = load_program(path, &[])?;
+    let module = &program.module;
     let method = module
         .method
         .as_ref()
         .map_or("dense".to_owned(), |m| m.method.name().to_owned());
     Ok(format!(
         "{}: ok: model `{}`, {} parameters, {}\n",
-        file.name,
+        program.file_name,
         module.name,
         module.param_count(),
         method
@@ -169,8 +258,16 @@ pub fn emit(stage: Stage, path: &Path) -> Result<String, Failure> {
             }
         }
         Stage::Ir => {
-            let module = module_of(&file)?;
-            Ok(sparsec_ir::print::print_module(&module))
+            let program =
+                program_from_source(&file.name, file.text, file.kind == SourceKind::Ir, &[])?;
+            Ok(sparsec_ir::print::print_module(&program.module))
+        }
+        Stage::Train => {
+            let program =
+                program_from_source(&file.name, file.text, file.kind == SourceKind::Ir, &[])?;
+            Ok(sparsec_ir::print::print_module(&train_step_module(
+                &program,
+            )?))
         }
     }
 }

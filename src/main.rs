@@ -7,6 +7,8 @@ use clap::Parser;
 
 use sparsec::cli::{Cli, Command};
 use sparsec::driver::{self, Failure};
+use sparsec::overrides;
+use sparsec::train::{self, TrainRequest};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -14,6 +16,22 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Check { file } => driver::check(file),
         Command::Emit { stage, file } => driver::emit(*stage, file),
+        Command::Train(args) => overrides::parse(&args.set)
+            .map_err(Failure::Usage)
+            .and_then(|sets| {
+                train::train(&TrainRequest {
+                    file: args.file.clone(),
+                    data: args.data.clone(),
+                    out: args.out.clone(),
+                    sets,
+                    resume: args.resume.clone(),
+                })
+            }),
+        Command::Eval {
+            file,
+            weights,
+            data,
+        } => train::eval(file, weights, data.as_deref()),
     };
     match result {
         Ok(out) => {
@@ -23,6 +41,10 @@ fn main() -> ExitCode {
         }
         Err(Failure::Input(diagnostics)) => {
             let _ = std::io::stderr().write_all(diagnostics.render(color).as_bytes());
+            ExitCode::from(1)
+        }
+        Err(Failure::Message(message)) => {
+            let _ = writeln!(std::io::stderr(), "error: {message}");
             ExitCode::from(1)
         }
         Err(Failure::Usage(message)) => {

@@ -1,0 +1,333 @@
+//! Checkpoints: everything needed to resume a run exactly, written atomically.
+//!
+//! A checkpoint is a directory `checkpoints/step-NNNNNNNN/` holding
+//! - `model.safetensors`: the network's weights, and nothing else, under PyTorch `state_dict`
+//!   names and layouts (`fc1.weight` is `[out, in]`, conv `[out, in, kh, kw]`), so
+//!   `model.load_state_dict(safetensors.torch.load_file(path))` works as is; its metadata records
+//!   how every parameter was initialised (seed, stream, range) so it can be regenerated;
+//! - `train_state.safetensors`: optimizer state (`<weight>.momentum_buffer`) and, in its
+//!   metadata, the position in the schedule and the data order, the running epoch sums, the
+//!   resolved model file and the overrides.
+//!
+//! Both files are written into a temporary directory which is then renamed into place, and the
+//! run's `latest` file (the name of the newest complete checkpoint) is replaced by rename too:
+//! a run killed at any instant leaves the previous checkpoint intact and `latest` pointing at a
+//! complete one.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::{Dtype, TensorView};
+use safetensors::SafeTensors;
+use serde::{Deserialize, Serialize};
+use sparsec_ir::{Init, Module, Role};
+
+/// The single metadata key sparsec writes (one key keeps the header byte-for-byte stable).
+pub const METADATA_KEY: &str = "sparsec";
+pub const FORMAT: u32 = 1;
+
+/// How one parameter's initial value is regenerated (DESIGN.md, seeded regeneration).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InitRecord {
+    pub name: String,
+    pub seed: u64,
+    pub stream: u64,
+    /// `uniform` or `zeros`.
+    pub init: String,
+    pub lo: f32,
+    pub hi: f32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelMeta {
+    pub format: u32,
+    pub model: String,
+    pub step: u64,
+    pub params: Vec<InitRecord>,
+}
+
+/// Where training stands; with the weights and optimizer state it determines the rest of the run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainMeta {
+    pub format: u32,
+    /// Optimizer steps done.
+    pub step: u64,
+    /// The epoch in progress (0-based) and the next batch in its data order.
+    pub epoch: u64,
+    pub batch_in_epoch: u64,
+    /// Running sums over the epoch in progress (for its train loss and accuracy).
+    pub epoch_loss_sum: f64,
+    pub epoch_correct: u64,
+    pub epoch_seen: u64,
+    /// The model file (or IR dump) the run was started from, and how it was named.
+    pub source: String,
+    pub source_name: String,
+    pub source_is_ir: bool,
+    /// The `--set` overrides, in order.
+    pub sets: Vec<(String, String)>,
+    /// The data directory given with `--data`, if any.
+    pub data_dir: Option<String>,
+}
+
+/// The training state that a checkpoint saves: every parameter-table entry by index.
+pub struct Snapshot<'a> {
+    pub module: &'a Module,
+    pub values: &'a [Vec<f32>],
+    pub train: TrainMeta,
+}
+
+fn f32_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+fn momentum_name(weight: &str) -> String {
+    format!("{weight}.momentum_buffer")
+}
+
+fn init_records(module: &Module) -> Vec<InitRecord> {
+    let seed = module.train.as_ref().map_or(0, |t| t.seed);
+    module
+        .params
+        .iter()
+        .filter(|p| p.role == Role::Weight)
+        .map(|p| {
+            let (init, lo, hi) = match p.init {
+                Init::Zeros => ("zeros", 0.0, 0.0),
+                Init::Uniform { lo, hi } => ("uniform", lo, hi),
+            };
+            InitRecord {
+                name: p.name.clone(),
+                seed,
+                stream: p.stream,
+                init: init.into(),
+                lo,
+                hi,
+            }
+        })
+        .collect()
+}
+
+fn serialize(
+    tensors: Vec<(String, Vec<usize>, Vec<u8>)>,
+    meta: &impl Serialize,
+) -> Result<Vec<u8>, String> {
+    let json = serde_json::to_string(meta).map_err(|e| e.to_string())?;
+    let views = tensors
+        .iter()
+        .map(|(name, shape, bytes)| {
+            TensorView::new(Dtype::F32, shape.clone(), bytes)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| e.to_string())
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    safetensors::serialize(
+        views,
+        Some(HashMap::from([(METADATA_KEY.to_owned(), json)])),
+    )
+    .map_err(|e| e.to_string())
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut f = fs::File::create(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+/// The bytes of `model.safetensors`: the weights under their PyTorch names.
+pub fn model_file_bytes(
+    module: &Module,
+    values: &[Vec<f32>],
+    step: u64,
+) -> Result<Vec<u8>, String> {
+    let tensors = module
+        .params
+        .iter()
+        .zip(values)
+        .filter(|(p, _)| p.role == Role::Weight)
+        .map(|(p, v)| (p.name.clone(), p.ty.shape.clone(), f32_bytes(v)))
+        .collect();
+    let meta = ModelMeta {
+        format: FORMAT,
+        model: module.name.clone(),
+        step,
+        params: init_records(module),
+    };
+    serialize(tensors, &meta)
+}
+
+/// Write a checkpoint into `run_dir` and point `latest` at it. Returns its directory.
+pub fn save(run_dir: &Path, snap: &Snapshot<'_>) -> Result<PathBuf, String> {
+    let module = snap.module;
+    let model = model_file_bytes(module, snap.values, snap.train.step)?;
+    let state_tensors = module
+        .params
+        .iter()
+        .zip(snap.values)
+        .filter_map(|(p, v)| match p.role {
+            Role::Momentum(of) => Some((
+                momentum_name(&module.param(of).name),
+                p.ty.shape.clone(),
+                f32_bytes(v),
+            )),
+            Role::Weight => None,
+        })
+        .collect();
+    let state = serialize(state_tensors, &snap.train)?;
+
+    let name = format!("step-{:08}", snap.train.step);
+    let dir = run_dir.join("checkpoints");
+    let io = |what: &str, e: std::io::Error| format!("cannot write checkpoint ({what}): {e}");
+    fs::create_dir_all(&dir).map_err(|e| io("create checkpoints/", e))?;
+    let tmp = dir.join(format!(".tmp-{name}"));
+    let _ = fs::remove_dir_all(&tmp);
+    fs::create_dir(&tmp).map_err(|e| io("temporary directory", e))?;
+    write_synced(&tmp.join("model.safetensors"), &model).map_err(|e| io("model", e))?;
+    write_synced(&tmp.join("train_state.safetensors"), &state).map_err(|e| io("state", e))?;
+    let final_dir = dir.join(&name);
+    if final_dir.exists() {
+        // The same step saved again (a resumed run reaching its end): replace it.
+        fs::remove_dir_all(&final_dir).map_err(|e| io("old checkpoint", e))?;
+    }
+    fs::rename(&tmp, &final_dir).map_err(|e| io("rename", e))?;
+    write_atomically(
+        &run_dir.join("latest"),
+        format!("checkpoints/{name}\n").as_bytes(),
+    )
+    .map_err(|e| io("latest", e))?;
+    Ok(final_dir)
+}
+
+/// Replace a file by writing a sibling and renaming it over.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{file_name}.tmp"));
+    write_synced(&tmp, bytes)?;
+    fs::rename(&tmp, path)
+}
+
+/// The newest complete checkpoint of a run.
+pub fn latest(run_dir: &Path) -> Result<PathBuf, String> {
+    let pointer = run_dir.join("latest");
+    let text = fs::read_to_string(&pointer).map_err(|e| {
+        format!(
+            "`{}` is not a run directory with a checkpoint ({}: {e})",
+            run_dir.display(),
+            pointer.display()
+        )
+    })?;
+    let dir = run_dir.join(text.trim());
+    if !dir.join("model.safetensors").is_file() {
+        return Err(format!(
+            "`{}` names `{}`, which holds no model.safetensors",
+            pointer.display(),
+            text.trim()
+        ));
+    }
+    Ok(dir)
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, String> {
+    fs::read(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))
+}
+
+fn metadata<T: for<'de> Deserialize<'de>>(path: &Path, bytes: &[u8]) -> Result<T, String> {
+    let (_, meta) = SafeTensors::read_metadata(bytes)
+        .map_err(|e| format!("`{}` is not a safetensors file: {e}", path.display()))?;
+    let json = meta
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(METADATA_KEY))
+        .ok_or_else(|| {
+            format!(
+                "`{}` was not written by sparsec (no `{METADATA_KEY}` metadata)",
+                path.display()
+            )
+        })?;
+    serde_json::from_str(json)
+        .map_err(|e| format!("`{}`: bad sparsec metadata: {e}", path.display()))
+}
+
+fn tensor_f32(
+    path: &Path,
+    st: &SafeTensors<'_>,
+    name: &str,
+    shape: &[usize],
+) -> Result<Vec<f32>, String> {
+    let view = st
+        .tensor(name)
+        .map_err(|_| format!("`{}` has no tensor `{name}`", path.display()))?;
+    if view.dtype() != Dtype::F32 || view.shape() != shape {
+        return Err(format!(
+            "`{}`: tensor `{name}` is {:?}{:?}, the model needs F32{:?}",
+            path.display(),
+            view.dtype(),
+            view.shape(),
+            shape
+        ));
+    }
+    Ok(view
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect())
+}
+
+/// Read the weights of `model.safetensors` into `values` (indexed like `module.params`).
+pub fn load_weights(
+    path: &Path,
+    module: &Module,
+    values: &mut [Vec<f32>],
+) -> Result<ModelMeta, String> {
+    let bytes = read(path)?;
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| format!("`{}` is not a safetensors file: {e}", path.display()))?;
+    let meta: ModelMeta = metadata(path, &bytes)?;
+    for (p, v) in module.params.iter().zip(values.iter_mut()) {
+        if p.role == Role::Weight {
+            *v = tensor_f32(path, &st, &p.name, &p.ty.shape)?;
+        }
+    }
+    Ok(meta)
+}
+
+/// Read a whole checkpoint directory: weights and optimizer state into `values`, and where the
+/// run stood.
+pub fn load(dir: &Path, module: &Module, values: &mut [Vec<f32>]) -> Result<TrainMeta, String> {
+    let model_meta = load_weights(&dir.join("model.safetensors"), module, values)?;
+    let path = dir.join("train_state.safetensors");
+    let bytes = read(&path)?;
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| format!("`{}` is not a safetensors file: {e}", path.display()))?;
+    let meta: TrainMeta = metadata(&path, &bytes)?;
+    if meta.step != model_meta.step {
+        return Err(format!(
+            "`{}`: the weights are from step {} but the training state from step {}",
+            dir.display(),
+            model_meta.step,
+            meta.step
+        ));
+    }
+    for (p, v) in module.params.iter().zip(values.iter_mut()) {
+        if let Role::Momentum(of) = p.role {
+            *v = tensor_f32(
+                &path,
+                &st,
+                &momentum_name(&module.param(of).name),
+                &p.ty.shape,
+            )?;
+        }
+    }
+    Ok(meta)
+}
+
+/// Parse just the training metadata (to recover the source before the module exists).
+pub fn read_train_meta(dir: &Path) -> Result<TrainMeta, String> {
+    let path = dir.join("train_state.safetensors");
+    let bytes = read(&path)?;
+    metadata(&path, &bytes)
+}

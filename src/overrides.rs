@@ -1,0 +1,190 @@
+//! `--set KEY=VALUE`: overriding the training settings of a model file from the command line.
+//! A bad key or value is a usage error (exit 2), checked with the same ranges as the model file.
+
+use sparsec_ir::spec::TrainSpec;
+
+/// Settings that only the command line sets: they change how a run proceeds, not the model.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunOptions {
+    /// Stop after this many optimizer steps in total (0: write the initial checkpoint only).
+    pub max_steps: Option<u64>,
+    /// Visit the training set in a seeded random order each epoch (false: file order).
+    pub shuffle: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            max_steps: None,
+            shuffle: true,
+        }
+    }
+}
+
+/// The keys `--set` accepts, for messages and suggestions.
+pub const KEYS: &[&str] = &[
+    "epochs",
+    "batch",
+    "seed",
+    "log_every",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "nesterov",
+    "max_steps",
+    "shuffle",
+];
+
+/// Split `KEY=VALUE` strings, rejecting malformed ones and unknown keys.
+pub fn parse(sets: &[String]) -> Result<Vec<(String, String)>, String> {
+    sets.iter()
+        .map(|s| {
+            let (key, value) = s
+                .split_once('=')
+                .ok_or_else(|| format!("`--set {s}`: expected KEY=VALUE"))?;
+            let key = key.trim();
+            if !KEYS.contains(&key) {
+                let hint = KEYS
+                    .iter()
+                    .map(|k| (strsim::jaro_winkler(k, key), k))
+                    .filter(|(score, _)| *score > 0.8)
+                    .max_by(|a, b| a.0.total_cmp(&b.0))
+                    .map(|(_, k)| format!(" (did you mean `{k}`?)"))
+                    .unwrap_or_default();
+                return Err(format!(
+                    "`--set {s}`: unknown setting `{key}`{hint}; settings: {}",
+                    KEYS.join(", ")
+                ));
+            }
+            Ok((key.to_owned(), value.trim().to_owned()))
+        })
+        .collect()
+}
+
+/// Apply parsed overrides to a training spec; returns the run options they set.
+pub fn apply(train: &mut TrainSpec, pairs: &[(String, String)]) -> Result<RunOptions, String> {
+    let mut run = RunOptions::default();
+    for (key, value) in pairs {
+        let bad = |rule: &str| format!("`--set {key}={value}`: {key} must be {rule}");
+        let uint = |min: u64| -> Result<u64, String> {
+            value
+                .replace('_', "")
+                .parse::<u64>()
+                .ok()
+                .filter(|&v| v >= min)
+                .ok_or_else(|| bad(&format!("an integer ≥ {min}")))
+        };
+        let float = || -> Result<f64, String> {
+            value
+                .parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite())
+                .ok_or_else(|| bad("a finite number"))
+        };
+        let boolean = || -> Result<bool, String> {
+            match value.as_str() {
+                "true" => Ok(true),
+                "false" => Ok(false),
+                _ => Err(bad("`true` or `false`")),
+            }
+        };
+        match key.as_str() {
+            "epochs" => train.epochs = uint(1)?,
+            "batch" => train.batch = uint(1)?,
+            "seed" => train.seed = uint(0)?,
+            "log_every" => train.log_every = uint(1)?,
+            "lr" => {
+                let lr = float()?;
+                if lr <= 0.0 {
+                    return Err(bad("> 0"));
+                }
+                train.optimizer.lr = lr;
+            }
+            "momentum" => {
+                let m = float()?;
+                if !(0.0..1.0).contains(&m) {
+                    return Err(bad("in 0 ≤ momentum < 1"));
+                }
+                train.optimizer.momentum = m;
+            }
+            "weight_decay" => {
+                let wd = float()?;
+                if wd < 0.0 {
+                    return Err(bad("≥ 0"));
+                }
+                train.optimizer.weight_decay = wd;
+            }
+            "nesterov" => train.optimizer.nesterov = boolean()?,
+            "max_steps" => run.max_steps = Some(uint(0)?),
+            "shuffle" => run.shuffle = boolean()?,
+            _ => unreachable!("keys are checked by `parse`"),
+        }
+    }
+    if train.optimizer.nesterov && train.optimizer.momentum == 0.0 {
+        return Err("nesterov momentum needs momentum > 0".into());
+    }
+    Ok(run)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sparsec_ir::spec::{Optimizer, Schedule};
+
+    fn spec() -> TrainSpec {
+        TrainSpec {
+            epochs: 10,
+            batch: 64,
+            seed: 0,
+            log_every: 100,
+            optimizer: Optimizer {
+                lr: 0.1,
+                momentum: 0.0,
+                weight_decay: 0.0,
+                nesterov: false,
+            },
+            schedule: Schedule::Constant,
+        }
+    }
+
+    fn sets(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn overrides_apply_and_validate() {
+        let mut t = spec();
+        let pairs = parse(&sets(&[
+            "epochs=3",
+            "lr=0.5",
+            "max_steps=0",
+            "shuffle=false",
+        ]))
+        .unwrap();
+        let run = apply(&mut t, &pairs).unwrap();
+        assert_eq!((t.epochs, t.optimizer.lr), (3, 0.5));
+        assert_eq!(
+            run,
+            RunOptions {
+                max_steps: Some(0),
+                shuffle: false
+            }
+        );
+        for bad in [
+            "epochs=0",
+            "lr=-1",
+            "momentum=1",
+            "shuffle=maybe",
+            "batch=x",
+            "lr=nan",
+        ] {
+            let pairs = parse(&sets(&[bad])).unwrap();
+            assert!(apply(&mut spec(), &pairs).is_err(), "{bad}");
+        }
+        let err = parse(&sets(&["epoch=3"])).unwrap_err();
+        assert!(err.contains("did you mean `epochs`"), "{err}");
+        assert!(parse(&sets(&["epochs"])).is_err());
+        let pairs = parse(&sets(&["nesterov=true"])).unwrap();
+        assert!(apply(&mut spec(), &pairs).is_err());
+    }
+}

@@ -1,0 +1,253 @@
+//! Training end to end through the `sparsec` binary, on the bundled Fashion-MNIST subset and on
+//! synthetic data: smoke runs, exact resumption, divergence handling, evaluation.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn sparsec(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sparsec"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        // Always the bundled subset, whatever this machine has installed.
+        .env(
+            "SPARSEC_DATA",
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("data/fashion-mnist-subset"),
+        )
+        .output()
+        .expect("run sparsec")
+}
+
+fn fresh_dir(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn ok(out: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "sparsec failed ({:?}):\n{stdout}\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn summary(dir: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join("summary.json")).expect("summary.json");
+    serde_json::from_str(&text).expect("summary is JSON")
+}
+
+#[test]
+fn lenet300_one_epoch_on_the_bundled_subset_learns() {
+    let dir = fresh_dir("smoke-lenet300");
+    let out = sparsec(&[
+        "train",
+        "examples/lenet300.net",
+        "--out",
+        dir.to_str().unwrap(),
+        "--set",
+        "epochs=1",
+    ]);
+    ok(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("subset") || stderr.contains("fashion"),
+        "data line: {stderr}"
+    );
+    let s = summary(&dir);
+    // 6,000 training images, one epoch: far above the 10 % of guessing.
+    let acc = s["test_accuracy"].as_f64().unwrap();
+    assert!(acc > 0.65, "test accuracy {acc}");
+    assert_eq!(s["params_total"], 266_610);
+    assert_eq!(s["steps"], 6000 / 64);
+    for key in [
+        "model",
+        "method",
+        "backend",
+        "epochs",
+        "steps",
+        "test_accuracy",
+        "train_loss",
+        "samples_per_sec",
+        "params_total",
+        "weights_stored",
+        "weight_state_bytes",
+        "peak_rss_bytes",
+        "seed",
+        "compile_ms",
+        "wall_seconds",
+    ] {
+        assert!(s.get(key).is_some(), "summary lacks {key}");
+    }
+    let metrics = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+    let epoch_line = metrics
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["kind"] == "epoch")
+        .expect("an epoch line");
+    assert!(epoch_line["sparsity"]["fc1.weight"].is_number());
+    // eval agrees with the run's own final evaluation.
+    let eval = ok(&sparsec(&[
+        "eval",
+        "examples/lenet300.net",
+        "--weights",
+        dir.to_str().unwrap(),
+    ]));
+    assert!(
+        eval.contains(&format!("{:.2}%", 100.0 * acc)),
+        "eval says {eval}, the run said {acc}"
+    );
+}
+
+/// A run stopped by max_steps and resumed ends with the same bytes as one never stopped.
+#[test]
+fn a_stopped_and_resumed_run_equals_an_uninterrupted_one() {
+    let model = "tests/train/tiny_momentum.net";
+    let whole = fresh_dir("resume-whole");
+    ok(&sparsec(&[
+        "train",
+        model,
+        "--out",
+        whole.to_str().unwrap(),
+    ]));
+
+    let parts = fresh_dir("resume-parts");
+    let p = parts.to_str().unwrap();
+    // Stop mid-epoch (16 steps per epoch), then twice more, then to the end.
+    ok(&sparsec(&[
+        "train",
+        model,
+        "--out",
+        p,
+        "--set",
+        "max_steps=21",
+    ]));
+    assert_eq!(summary(&parts)["steps"], 21);
+    ok(&sparsec(&["train", "--resume", p, "--set", "max_steps=40"]));
+    ok(&sparsec(&["train", "--resume", p]));
+
+    let a = std::fs::read(whole.join("model.safetensors")).unwrap();
+    let b = std::fs::read(parts.join("model.safetensors")).unwrap();
+    assert!(a == b, "resumed weights differ from the uninterrupted run");
+    let m = |d: &Path| {
+        std::fs::read_to_string(d.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v.as_object_mut().unwrap().remove("wall");
+                v
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(m(&whole), m(&parts), "metrics differ");
+    assert_eq!(
+        summary(&whole)["test_accuracy"],
+        summary(&parts)["test_accuracy"]
+    );
+}
+
+#[test]
+fn max_steps_zero_writes_the_initial_checkpoint() {
+    let dir = fresh_dir("initial");
+    ok(&sparsec(&[
+        "train",
+        "tests/train/tiny_momentum.net",
+        "--out",
+        dir.to_str().unwrap(),
+        "--set",
+        "max_steps=0",
+    ]));
+    let latest = std::fs::read_to_string(dir.join("latest")).unwrap();
+    assert_eq!(latest.trim(), "checkpoints/step-00000000");
+    assert_eq!(summary(&dir)["steps"], 0);
+}
+
+#[test]
+fn a_diverging_run_stops_with_a_message_and_keeps_its_checkpoint() {
+    let dir = fresh_dir("diverge");
+    let out = sparsec(&[
+        "train",
+        "tests/train/tiny_momentum.net",
+        "--out",
+        dir.to_str().unwrap(),
+        "--set",
+        "lr=1e30",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("the loss became"), "{stderr}");
+    assert!(dir
+        .join("checkpoints/step-00000000/model.safetensors")
+        .is_file());
+    assert!(!stderr.contains("panicked"));
+}
+
+#[test]
+fn bad_requests_are_refused_without_touching_the_run() {
+    let dir = fresh_dir("refuse");
+    ok(&sparsec(&[
+        "train",
+        "tests/train/tiny_momentum.net",
+        "--out",
+        dir.to_str().unwrap(),
+        "--set",
+        "max_steps=3",
+    ]));
+    let before = std::fs::read(dir.join("model.safetensors")).unwrap();
+    // The run directory exists: training into it again is refused (exit 2).
+    let again = sparsec(&[
+        "train",
+        "tests/train/tiny_momentum.net",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(again.status.code(), Some(2));
+    // Unknown setting, bad value: exit 2.
+    assert_eq!(
+        sparsec(&["train", "tests/train/tiny_momentum.net", "--set", "epoch=3"])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(
+        sparsec(&["train", "tests/train/tiny_momentum.net", "--set", "lr=-1"])
+            .status
+            .code(),
+        Some(2)
+    );
+    // Resuming with a changed setting: exit 2.
+    assert_eq!(
+        sparsec(&[
+            "train",
+            "--resume",
+            dir.to_str().unwrap(),
+            "--set",
+            "lr=0.5"
+        ])
+        .status
+        .code(),
+        Some(2)
+    );
+    // A data directory without the files: exit 1 with a message.
+    let out = sparsec(&[
+        "train",
+        "examples/lenet300.net",
+        "--data",
+        "/nonexistent",
+        "--out",
+        fresh_dir("nodata").to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(dir.join("model.safetensors")).unwrap(),
+        before
+    );
+}
