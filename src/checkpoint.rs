@@ -69,6 +69,8 @@ pub struct TrainMeta {
     pub sets: Vec<(String, String)>,
     /// The data directory given with `--data`, if any.
     pub data_dir: Option<String>,
+    /// The data, training and method settings in force (after overrides), as the IR prints them.
+    pub resolved: String,
 }
 
 /// The training state that a checkpoint saves: every parameter-table entry by index.

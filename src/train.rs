@@ -220,6 +220,15 @@ impl Metrics {
     }
 }
 
+/// The settings in force after overrides, as the IR prints them (its data/train/method lines).
+fn resolved_settings(module: &Module) -> String {
+    sparsec_ir::print::print_module(module)
+        .lines()
+        .filter(|l| l.starts_with("train ") || l.starts_with("method ") || l.starts_with("data "))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Everything the loop needs, prepared once.
 struct Session {
     program: Program,
@@ -329,6 +338,7 @@ fn prepare(req: &TrainRequest) -> Result<Session, Failure> {
                     .cloned()
                     .collect(),
                 data_dir: data_dir.map(|d| d.display().to_string()),
+                resolved: resolved_settings(&module),
             }
         }
     };
@@ -485,7 +495,14 @@ pub fn train(req: &TrainRequest) -> Result<String, Failure> {
             meta.epoch_seen += batch as u64;
             samples_this_session += batch as u64;
             if meta.step % spec.log_every == 0 {
-                metrics.log(json!({"kind": "step", "epoch": epoch + 1, "step": meta.step, "loss": loss, "lr": lr}))?;
+                // Train accuracy is the running value over the epoch so far; test accuracy is
+                // measured once per epoch (a pass over the test set at every log step would
+                // cost more than the training it reports on).
+                metrics.log(json!({
+                    "kind": "step", "epoch": epoch + 1, "step": meta.step, "loss": loss, "lr": lr,
+                    "train_accuracy": meta.epoch_correct as f64 / meta.epoch_seen.max(1) as f64,
+                    "sparsity": sparsity(&module, &state),
+                }))?;
                 match &progress {
                     Some(bar) => bar.set_message(format!("epoch {} loss {loss:.4}", epoch + 1)),
                     None => eprintln!(
