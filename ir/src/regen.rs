@@ -93,3 +93,44 @@ mod tests {
         assert_eq!(init_values(Init::Zeros, 1, 0, 3), vec![0.0; 3]);
     }
 }
+
+#[cfg(test)]
+mod raw_words {
+    //! The spec against raw `rand_chacha` words, for random seeds, streams and indices.
+    use super::*;
+
+    /// A tiny independent generator to pick test cases (not part of the spec).
+    fn cases(n: usize) -> Vec<(u64, u64, u64)> {
+        let mut s = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        (0..n)
+            .map(|_| (next(), next() % 64, next() % (1 << 40)))
+            .collect()
+    }
+
+    #[test]
+    fn every_element_is_its_word_of_the_stream() {
+        for (seed, stream, index) in cases(200) {
+            let mut key = [0u8; 32];
+            key[..8].copy_from_slice(&seed.to_le_bytes());
+            let mut raw = ChaCha8Rng::from_seed(key);
+            raw.set_stream(stream);
+            raw.set_word_pos(u128::from(index));
+            let word = raw.next_u32();
+            let (lo, hi) = (-0.125f32, 0.375f32);
+            let u = (word >> 8) as f32 / 16_777_216.0;
+            let expected = lo + (hi - lo) * u;
+            let got = uniform_at(seed, stream, index, lo, hi);
+            assert_eq!(
+                got.to_bits(),
+                expected.to_bits(),
+                "seed {seed} stream {stream} i {index}"
+            );
+        }
+    }
+}
