@@ -292,6 +292,16 @@ fn prepare(req: &TrainRequest) -> Result<Session, Failure> {
             (program, run_dir, None)
         }
     };
+    if let Some(method) = &program.module.method {
+        // Training such a model densely would silently be a different experiment.
+        return Err(input_error(format!(
+            "`{}` declares the sparse-training method `{}`, which `sparsec train` does not carry \
+             out yet (see docs/dropback-plan.md); remove the `method` block to train the dense \
+             baseline",
+            program.file_name,
+            method.method.name()
+        )));
+    }
     let module = driver::train_step_module(&program)?;
     let compile_ms = started.elapsed().as_secs_f64() * 1e3;
     let data_dir = match &resume_from {
