@@ -4,9 +4,15 @@
 //! - `model.safetensors`: the network's weights, and nothing else, under PyTorch `state_dict`
 //!   names and layouts (`fc1.weight` is `[out, in]`, conv `[out, in, kh, kw]`), so
 //!   `model.load_state_dict(safetensors.torch.load_file(path))` works as is; its metadata records
-//!   how every parameter was initialised (seed, stream, range) so it can be regenerated;
-//! - `train_state.safetensors`: optimizer state (`<weight>.momentum_buffer`) and, in its
-//!   metadata, the position in the schedule and the data order, the running epoch sums, the
+//!   how every parameter was initialised (seed, stream, range) so it can be regenerated, and for
+//!   a model with tracked weights the `init_scale` the initial values had at that step
+//!   (`decay_init`; 1 otherwise). A tracked weight is saved here as its dense effective value,
+//!   so the file loads as a `state_dict` whatever the method;
+//! - `train_state.safetensors`: optimizer state (`<weight>.momentum_buffer`), the stored
+//!   entries of every Dropback-tracked weight (`<weight>.tracked_indices`, I32, the sorted flat
+//!   indices where it differs from its regenerated initial value, and `<weight>.tracked_values`,
+//!   F32, the values there; these, not `model.safetensors`, are what a resumed run reads) and, in
+//!   its metadata, the position in the schedule and the data order, the running epoch sums, the
 //!   resolved model file and the overrides.
 //!
 //! Both files are written into a temporary directory which is then renamed into place, and the
@@ -22,6 +28,7 @@ use std::path::{Path, PathBuf};
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
+use sparsec_ir::interp::{State, TrackedValues};
 use sparsec_ir::{Init, Module, Role};
 
 /// The single metadata key sparsec writes (one key keeps the header byte-for-byte stable).
@@ -46,6 +53,10 @@ pub struct ModelMeta {
     pub model: String,
     pub step: u64,
     pub params: Vec<InitRecord>,
+    /// For a model with tracked weights: the factor their initial values were multiplied by at
+    /// this step (`decay_init^step`, 1 without decay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_scale: Option<f32>,
 }
 
 /// Where training stands; with the weights and optimizer state it determines the rest of the run.
@@ -76,8 +87,16 @@ pub struct TrainMeta {
 /// The training state that a checkpoint saves: every parameter-table entry by index.
 pub struct Snapshot<'a> {
     pub module: &'a Module,
-    pub values: &'a [Vec<f32>],
+    pub state: &'a State<f32>,
     pub train: TrainMeta,
+}
+
+/// The names of a tracked weight's two tensors in `train_state.safetensors`.
+pub fn tracked_names(weight: &str) -> (String, String) {
+    (
+        format!("{weight}.tracked_indices"),
+        format!("{weight}.tracked_values"),
+    )
 }
 
 fn f32_bytes(values: &[f32]) -> Vec<u8> {
@@ -111,15 +130,14 @@ fn init_records(module: &Module) -> Vec<InitRecord> {
         .collect()
 }
 
-fn serialize(
-    tensors: Vec<(String, Vec<usize>, Vec<u8>)>,
-    meta: &impl Serialize,
-) -> Result<Vec<u8>, String> {
+type NamedTensor = (String, Dtype, Vec<usize>, Vec<u8>);
+
+fn serialize(tensors: Vec<NamedTensor>, meta: &impl Serialize) -> Result<Vec<u8>, String> {
     let json = serde_json::to_string(meta).map_err(|e| e.to_string())?;
     let views = tensors
         .iter()
-        .map(|(name, shape, bytes)| {
-            TensorView::new(Dtype::F32, shape.clone(), bytes)
+        .map(|(name, dtype, shape, bytes)| {
+            TensorView::new(*dtype, shape.clone(), bytes)
                 .map(|v| (name.clone(), v))
                 .map_err(|e| e.to_string())
         })
@@ -137,24 +155,32 @@ fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.sync_all()
 }
 
-/// The bytes of `model.safetensors`: the weights under their PyTorch names.
-pub fn model_file_bytes(
-    module: &Module,
-    values: &[Vec<f32>],
-    step: u64,
-) -> Result<Vec<u8>, String> {
+/// The bytes of `model.safetensors`: the weights (tracked ones densely, as their effective
+/// values) under their PyTorch names.
+pub fn model_file_bytes(module: &Module, state: &State<f32>, step: u64) -> Result<Vec<u8>, String> {
     let tensors = module
         .params
         .iter()
-        .zip(values)
-        .filter(|(p, _)| p.role == Role::Weight)
-        .map(|(p, v)| (p.name.clone(), p.ty.shape.clone(), f32_bytes(v)))
+        .enumerate()
+        .filter(|(_, p)| p.role == Role::Weight)
+        .map(|(i, p)| {
+            let bytes = match &state.tracked[i] {
+                None => f32_bytes(&state.values[i]),
+                Some(_) => f32_bytes(&state.dense_value(module, i)),
+            };
+            (p.name.clone(), Dtype::F32, p.ty.shape.clone(), bytes)
+        })
         .collect();
     let meta = ModelMeta {
         format: FORMAT,
         model: module.name.clone(),
         step,
         params: init_records(module),
+        init_scale: state
+            .tracked
+            .iter()
+            .any(Option::is_some)
+            .then_some(state.init_scale),
     };
     serialize(tensors, &meta)
 }
@@ -162,20 +188,25 @@ pub fn model_file_bytes(
 /// Write a checkpoint into `run_dir` and point `latest` at it. Returns its directory.
 pub fn save(run_dir: &Path, snap: &Snapshot<'_>) -> Result<PathBuf, String> {
     let module = snap.module;
-    let model = model_file_bytes(module, snap.values, snap.train.step)?;
-    let state_tensors = module
-        .params
-        .iter()
-        .zip(snap.values)
-        .filter_map(|(p, v)| match p.role {
-            Role::Momentum(of) => Some((
+    let model = model_file_bytes(module, snap.state, snap.train.step)?;
+    let mut state_tensors = Vec::new();
+    for (i, p) in module.params.iter().enumerate() {
+        match (p.role, &snap.state.tracked[i]) {
+            (Role::Momentum(of), _) => state_tensors.push((
                 momentum_name(&module.param(of).name),
+                Dtype::F32,
                 p.ty.shape.clone(),
-                f32_bytes(v),
+                f32_bytes(&snap.state.values[i]),
             )),
-            Role::Weight => None,
-        })
-        .collect();
+            (Role::Weight, Some(t)) => {
+                let (indices, values) = tracked_names(&p.name);
+                let idx: Vec<u8> = t.indices.iter().flat_map(|&i| i.to_le_bytes()).collect();
+                state_tensors.push((indices, Dtype::I32, vec![t.len()], idx));
+                state_tensors.push((values, Dtype::F32, vec![t.len()], f32_bytes(&t.values)));
+            }
+            (Role::Weight, None) => {}
+        }
+    }
     let state = serialize(state_tensors, &snap.train)?;
 
     let name = format!("step-{:08}", snap.train.step);
@@ -279,28 +310,56 @@ fn tensor_f32(
         .collect())
 }
 
-/// Read the weights of `model.safetensors` into `values` (indexed like `module.params`).
+fn tensor_i32(
+    path: &Path,
+    st: &SafeTensors<'_>,
+    name: &str,
+    len: usize,
+) -> Result<Vec<i32>, String> {
+    let view = st
+        .tensor(name)
+        .map_err(|_| format!("`{}` has no tensor `{name}`", path.display()))?;
+    if view.dtype() != Dtype::I32 || view.shape() != [len] {
+        return Err(format!(
+            "`{}`: tensor `{name}` is {:?}{:?}, expected I32[{len}]",
+            path.display(),
+            view.dtype(),
+            view.shape()
+        ));
+    }
+    Ok(view
+        .data()
+        .chunks_exact(4)
+        .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect())
+}
+
+/// Read the weights of `model.safetensors` into `state` (indexed like `module.params`). A
+/// tracked weight is read densely and kept as the entries that differ from its initial value
+/// (under the file's `init_scale`); for resuming, [`load`] reads its exact entries instead.
 pub fn load_weights(
     path: &Path,
     module: &Module,
-    values: &mut [Vec<f32>],
+    state: &mut State<f32>,
 ) -> Result<ModelMeta, String> {
     let bytes = read(path)?;
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|e| format!("`{}` is not a safetensors file: {e}", path.display()))?;
     let meta: ModelMeta = metadata(path, &bytes)?;
-    for (p, v) in module.params.iter().zip(values.iter_mut()) {
+    state.init_scale = meta.init_scale.unwrap_or(1.0);
+    for (i, p) in module.params.iter().enumerate() {
         if p.role == Role::Weight {
-            *v = tensor_f32(path, &st, &p.name, &p.ty.shape)?;
+            let v = tensor_f32(path, &st, &p.name, &p.ty.shape)?;
+            state.set_dense_value(module, i, v);
         }
     }
     Ok(meta)
 }
 
-/// Read a whole checkpoint directory: weights and optimizer state into `values`, and where the
-/// run stood.
-pub fn load(dir: &Path, module: &Module, values: &mut [Vec<f32>]) -> Result<TrainMeta, String> {
-    let model_meta = load_weights(&dir.join("model.safetensors"), module, values)?;
+/// Read a whole checkpoint directory: weights, tracked entries and optimizer state into
+/// `state`, and where the run stood.
+pub fn load(dir: &Path, module: &Module, state: &mut State<f32>) -> Result<TrainMeta, String> {
+    let model_meta = load_weights(&dir.join("model.safetensors"), module, state)?;
     let path = dir.join("train_state.safetensors");
     let bytes = read(&path)?;
     let st = SafeTensors::deserialize(&bytes)
@@ -314,14 +373,46 @@ pub fn load(dir: &Path, module: &Module, values: &mut [Vec<f32>]) -> Result<Trai
             meta.step
         ));
     }
-    for (p, v) in module.params.iter().zip(values.iter_mut()) {
+    let capacity = sparsec_ir::dropback::budgets(&module.params);
+    for (i, p) in module.params.iter().enumerate() {
         if let Role::Momentum(of) = p.role {
-            *v = tensor_f32(
+            state.values[i] = tensor_f32(
                 &path,
                 &st,
                 &momentum_name(&module.param(of).name),
                 &p.ty.shape,
             )?;
+        }
+        if state.tracked[i].is_some() {
+            let (iname, vname) = tracked_names(&p.name);
+            let len = st
+                .tensor(&vname)
+                .map_err(|_| format!("`{}` has no tensor `{vname}`", path.display()))?
+                .shape()
+                .first()
+                .copied()
+                .unwrap_or(0);
+            let values = tensor_f32(&path, &st, &vname, &[len])?;
+            let indices = tensor_i32(&path, &st, &iname, len)?;
+            let n = p.ty.num_elements();
+            let cap = capacity
+                .iter()
+                .find(|(id, _)| id.0 as usize == i)
+                .map_or(0, |&(_, c)| c);
+            let sorted = indices.windows(2).all(|w| w[0] < w[1]);
+            let in_range = indices.iter().all(|&j| j >= 0 && (j as usize) < n);
+            if !sorted || !in_range || len as u64 > cap {
+                return Err(format!(
+                    "`{}`: the tracked entries of `{}` must be at most {cap} sorted, distinct \
+                     indices below {n}",
+                    path.display(),
+                    p.name
+                ));
+            }
+            state.tracked[i] = Some(TrackedValues {
+                indices: indices.into_iter().map(|j| j as u32).collect(),
+                values,
+            });
         }
     }
     Ok(meta)

@@ -213,14 +213,32 @@ pub fn train_step_module(program: &Program) -> Result<Module, Failure> {
     if program.module.stage == "train" {
         return Ok(program.module.clone());
     }
-    sparsec_passes::build_train_step(&program.module).map_err(|message| {
+    let fail = |message: String| {
         Failure::Input(Diagnostics::unlocated(
             &program.file_name,
             Diagnostic::error()
                 .with_code(codes::INTERNAL)
                 .with_message(format!("cannot build the training step: {message}")),
         ))
-    })
+    };
+    if let (Some(spec), Some(train)) = (&program.module.method, &program.module.train) {
+        if matches!(spec.method, sparsec_ir::spec::Method::Dropback { .. })
+            && train.optimizer.momentum != 0.0
+        {
+            return Err(Failure::Message(format!(
+                "`{}`: Dropback trains with plain SGD: momentum {} would keep a dense buffer of \
+                 every weight, the O(N) state Dropback exists to avoid; set momentum to 0",
+                program.file_name, train.optimizer.momentum
+            )));
+        }
+    }
+    let module = sparsec_passes::build_train_step(&program.module).map_err(fail)?;
+    match module.method.as_ref().map(|s| &s.method) {
+        Some(sparsec_ir::spec::Method::Dropback { .. }) => {
+            sparsec_passes::apply_dropback(&module).map_err(fail)
+        }
+        _ => Ok(module),
+    }
 }
 
 /// `sparsec check FILE`: a one-line summary on success.

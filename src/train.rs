@@ -133,15 +133,80 @@ fn weight_names(module: &Module) -> impl Iterator<Item = (usize, &str)> {
         .map(|(i, p)| (i, p.name.as_str()))
 }
 
-/// Fraction of exactly-zero entries of each weight.
+/// Fraction of exactly-zero entries of each weight (of its effective value).
 fn sparsity(module: &Module, state: &State<f32>) -> serde_json::Map<String, serde_json::Value> {
     weight_names(module)
         .map(|(i, name)| {
-            let v = &state.values[i];
-            let zeros = v.iter().filter(|&&x| x == 0.0).count();
-            (name.to_owned(), json!(zeros as f64 / v.len().max(1) as f64))
+            let zeros = match &state.tracked[i] {
+                None => state.values[i].iter().filter(|&&x| x == 0.0).count(),
+                Some(_) => state
+                    .dense_value(module, i)
+                    .iter()
+                    .filter(|&&x| x == 0.0)
+                    .count(),
+            };
+            let n = module.params[i].ty.num_elements();
+            (name.to_owned(), json!(zeros as f64 / n.max(1) as f64))
         })
         .collect()
+}
+
+/// Number of tracked (stored) weights per layer (`fc1` = `fc1.weight` + `fc1.bias`), in
+/// parameter order, and their total; `None` when the model tracks nothing.
+fn tracked_per_layer(module: &Module, state: &State<f32>) -> Option<serde_json::Value> {
+    let mut layers = serde_json::Map::new();
+    let mut total = 0usize;
+    for (i, name) in weight_names(module) {
+        if let Some(t) = &state.tracked[i] {
+            let layer = name.rsplit_once('.').map_or(name, |(l, _)| l);
+            let n = layers.get(layer).and_then(|v| v.as_u64()).unwrap_or(0);
+            layers.insert(layer.to_owned(), json!(n + t.len() as u64));
+            total += t.len();
+        }
+    }
+    (!layers.is_empty()).then(|| json!({ "total": total, "layers": layers }))
+}
+
+/// `line` with a `tracked` entry when the model has tracked weights.
+fn with_tracked(
+    mut line: serde_json::Value,
+    module: &Module,
+    state: &State<f32>,
+) -> serde_json::Value {
+    if let (Some(t), Some(obj)) = (tracked_per_layer(module, state), line.as_object_mut()) {
+        obj.insert("tracked".into(), t);
+    }
+    line
+}
+
+/// `decay_init^step` as the factor of the initial values of tracked weights after `step` steps
+/// (1 without `decay_init`): computed in f64 from the step alone, rounded to f32 once, so a
+/// resumed run has the same factor.
+pub fn init_scale(module: &Module, step: u64) -> f32 {
+    match module.method.as_ref().map(|s| &s.method) {
+        Some(sparsec_ir::spec::Method::Dropback {
+            decay_init: Some(d),
+            ..
+        }) => d.powf(step as f64) as f32,
+        _ => 1.0,
+    }
+}
+
+/// What the weights take in memory between steps: `(weights_stored, weight_state_bytes)`.
+/// A dense parameter (weight or optimizer state) is all its values; a tracked weight is its
+/// stored entries, each a 4-byte value and a 4-byte index. Momentum is refused with Dropback, so
+/// tracked weights carry no optimizer state.
+fn stored_weights(module: &Module, state: &State<f32>) -> (u64, u64) {
+    let (mut weights, mut bytes) = (0u64, 0u64);
+    for (i, p) in module.params.iter().enumerate() {
+        let n = state.stored_len(i) as u64;
+        let per = if state.tracked[i].is_some() { 8 } else { 4 };
+        bytes += per * n;
+        if p.role == Role::Weight {
+            weights += n;
+        }
+    }
+    (weights, bytes)
 }
 
 fn peak_rss_bytes() -> u64 {
@@ -293,14 +358,16 @@ fn prepare(req: &TrainRequest) -> Result<Session, Failure> {
         }
     };
     if let Some(method) = &program.module.method {
-        // Training such a model densely would silently be a different experiment.
-        return Err(input_error(format!(
-            "`{}` declares the sparse-training method `{}`, which `sparsec train` does not carry \
-             out yet (see docs/dropback-plan.md); remove the `method` block to train the dense \
-             baseline",
-            program.file_name,
-            method.method.name()
-        )));
+        if !matches!(method.method, sparsec_ir::spec::Method::Dropback { .. }) {
+            // Training such a model densely would silently be a different experiment.
+            return Err(input_error(format!(
+                "`{}` declares the sparse-training method `{}`, which `sparsec train` does not \
+                 carry out yet (of dropback, admm, prunetrain and activation_density only \
+                 dropback is); remove the `method` block to train the dense baseline",
+                program.file_name,
+                method.method.name()
+            )));
+        }
     }
     let module = driver::train_step_module(&program)?;
     let compile_ms = started.elapsed().as_secs_f64() * 1e3;
@@ -316,9 +383,7 @@ fn prepare(req: &TrainRequest) -> Result<Session, Failure> {
 
     let mut state = State::<f32>::initial(&module);
     let meta = match resume_from {
-        Some((dir, _)) => {
-            checkpoint::load(&dir, &module, &mut state.values).map_err(input_error)?
-        }
+        Some((dir, _)) => checkpoint::load(&dir, &module, &mut state).map_err(input_error)?,
         None => {
             fs::create_dir_all(&run_dir)
                 .map_err(|e| input_error(format!("cannot create `{}`: {e}", run_dir.display())))?;
@@ -394,6 +459,25 @@ pub fn train(req: &TrainRequest) -> Result<String, Failure> {
     let mut metrics = Metrics::open(&run_dir, resumed.then_some(meta.step))?;
     let mut step_fn = Interpreter::<f32>::new(&module, "train_step")
         .map_err(|e| input_error(format!("cannot prepare the train step: {e}")))?;
+    // Dropback's `freeze_after`: from that epoch on, the step that keeps the tracked set.
+    let freeze_after = match module.method.as_ref().map(|s| &s.method) {
+        Some(sparsec_ir::spec::Method::Dropback { freeze_after, .. }) => *freeze_after,
+        _ => None,
+    };
+    let mut frozen_fn = match (freeze_after, module.func(sparsec_passes::TRAIN_STEP_FROZEN)) {
+        (Some(_), Some(_)) => Some(
+            Interpreter::<f32>::new(&module, sparsec_passes::TRAIN_STEP_FROZEN)
+                .map_err(|e| input_error(format!("cannot prepare the frozen train step: {e}")))?,
+        ),
+        (Some(_), None) => {
+            return Err(input_error(format!(
+                "the program sets freeze_after but has no @{}",
+                sparsec_passes::TRAIN_STEP_FROZEN
+            )))
+        }
+        _ => None,
+    };
+    state.init_scale = init_scale(&module, meta.step);
     let mut forward = Interpreter::<f32>::new(&module, sparsec_frontend::lower::FORWARD)
         .map_err(|e| input_error(format!("cannot prepare @forward: {e}")))?;
 
@@ -414,7 +498,7 @@ pub fn train(req: &TrainRequest) -> Result<String, Failure> {
             &run_dir,
             &Snapshot {
                 module: &module,
-                values: &state.values,
+                state,
                 train: meta.clone(),
             },
         )
@@ -461,6 +545,10 @@ pub fn train(req: &TrainRequest) -> Result<String, Failure> {
             }
             let start = meta.batch_in_epoch as usize * batch;
             data::order::fill_batch(train_set, &order, start, batch, &mut images, &mut labels);
+            let step_fn = match &mut frozen_fn {
+                Some(frozen) if freeze_after.is_some_and(|f| epoch >= f) => frozen,
+                _ => &mut step_fn,
+            };
             let outputs = step_fn
                 .run(
                     &mut state,
@@ -499,6 +587,7 @@ pub fn train(req: &TrainRequest) -> Result<String, Failure> {
                 .filter(|(row, &label)| row_stats(row).0 == label as usize)
                 .count();
             meta.step += 1;
+            state.init_scale = init_scale(&module, meta.step);
             meta.batch_in_epoch += 1;
             meta.epoch_loss_sum += f64::from(loss);
             meta.epoch_correct += correct as u64;
@@ -508,11 +597,16 @@ pub fn train(req: &TrainRequest) -> Result<String, Failure> {
                 // Train accuracy is the running value over the epoch so far; test accuracy is
                 // measured once per epoch (a pass over the test set at every log step would
                 // cost more than the training it reports on).
-                metrics.log(json!({
-                    "kind": "step", "epoch": epoch + 1, "step": meta.step, "loss": loss, "lr": lr,
-                    "train_accuracy": meta.epoch_correct as f64 / meta.epoch_seen.max(1) as f64,
-                    "sparsity": sparsity(&module, &state),
-                }))?;
+                metrics.log(with_tracked(
+                    json!({
+                        "kind": "step", "epoch": epoch + 1, "step": meta.step, "loss": loss,
+                        "lr": lr,
+                        "train_accuracy": meta.epoch_correct as f64 / meta.epoch_seen.max(1) as f64,
+                        "sparsity": sparsity(&module, &state),
+                    }),
+                    &module,
+                    &state,
+                ))?;
                 match &progress {
                     Some(bar) => bar.set_message(format!("epoch {} loss {loss:.4}", epoch + 1)),
                     None => eprintln!(
@@ -533,12 +627,16 @@ pub fn train(req: &TrainRequest) -> Result<String, Failure> {
         let (test_loss, test_acc) = evaluate(&module, &mut forward, &mut state, &splits.test)?;
         last_test = (test_loss, test_acc);
         last_train_loss = train_loss;
-        metrics.log(json!({
-            "kind": "epoch", "epoch": epoch + 1, "step": meta.step, "lr": lr,
-            "train_loss": train_loss, "train_accuracy": train_acc,
-            "test_loss": test_loss, "test_accuracy": test_acc,
-            "sparsity": sparsity(&module, &state),
-        }))?;
+        metrics.log(with_tracked(
+            json!({
+                "kind": "epoch", "epoch": epoch + 1, "step": meta.step, "lr": lr,
+                "train_loss": train_loss, "train_accuracy": train_acc,
+                "test_loss": test_loss, "test_accuracy": test_acc,
+                "sparsity": sparsity(&module, &state),
+            }),
+            &module,
+            &state,
+        ))?;
         let line = format!(
             "epoch {}/{}: train loss {train_loss:.4}, train accuracy {:.2}%, test loss {test_loss:.4}, test accuracy {:.2}%",
             epoch + 1,
@@ -574,11 +672,7 @@ pub fn train(req: &TrainRequest) -> Result<String, Failure> {
     }
 
     let params_total = module.param_count();
-    let state_bytes: u64 = module
-        .params
-        .iter()
-        .map(|p| 4 * p.ty.num_elements() as u64)
-        .sum();
+    let (weights_stored, state_bytes) = stored_weights(&module, &state);
     let method = module
         .method
         .as_ref()
@@ -598,7 +692,7 @@ pub fn train(req: &TrainRequest) -> Result<String, Failure> {
         "train_loss": last_train_loss,
         "samples_per_sec": if session_seconds > 0.0 { samples_this_session as f64 / session_seconds } else { 0.0 },
         "params_total": params_total,
-        "weights_stored": params_total,
+        "weights_stored": weights_stored,
         "weight_state_bytes": state_bytes,
         "peak_rss_bytes": peak_rss_bytes(),
         "seed": spec.seed,
@@ -606,12 +700,13 @@ pub fn train(req: &TrainRequest) -> Result<String, Failure> {
         "wall_seconds": wall.elapsed().as_secs_f64(),
         "checkpoint": checkpoint_dir.strip_prefix(&run_dir).unwrap_or(&checkpoint_dir),
     });
+    let summary = with_tracked(summary, &module, &state);
     let text = serde_json::to_string_pretty(&summary).unwrap_or_default() + "\n";
     checkpoint::write_atomically(&run_dir.join("summary.json"), text.as_bytes())
         .map_err(|e| input_error(format!("cannot write summary.json: {e}")))?;
     // The final weights, also as a plain state_dict file at the top of the run directory.
     let model_bytes =
-        checkpoint::model_file_bytes(&module, &state.values, meta.step).map_err(input_error)?;
+        checkpoint::model_file_bytes(&module, &state, meta.step).map_err(input_error)?;
     checkpoint::write_atomically(&run_dir.join("model.safetensors"), &model_bytes)
         .map_err(|e| input_error(format!("cannot write model.safetensors: {e}")))?;
     Ok(format!(
@@ -635,8 +730,7 @@ pub fn eval(file: &Path, weights: &Path, data_dir: Option<&Path>) -> Result<Stri
         weights.to_path_buf()
     };
     let mut state = State::<f32>::initial(module);
-    let meta =
-        checkpoint::load_weights(&weights_file, module, &mut state.values).map_err(input_error)?;
+    let meta = checkpoint::load_weights(&weights_file, module, &mut state).map_err(input_error)?;
     let splits = load_data(module, data_dir)?;
     eprintln!("{}", splits.description);
     let mut forward = Interpreter::<f32>::new(module, sparsec_frontend::lower::FORWARD)

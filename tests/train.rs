@@ -252,17 +252,23 @@ fn bad_requests_are_refused_without_touching_the_run() {
     );
 }
 
-/// A model with a sparse-training method is not trained densely behind the user's back.
+/// A model with a sparse-training method that is not carried out yet is not trained densely
+/// behind the user's back.
 #[test]
 fn methods_not_carried_out_yet_are_refused() {
-    let dir = fresh_dir("refuse-method");
-    let out = sparsec(&[
-        "train",
-        "examples/lenet300_dropback.net",
-        "--out",
-        dir.to_str().unwrap(),
-    ]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("dropback"));
-    assert!(!dir.exists(), "nothing is written for a refused run");
+    for (example, method) in [
+        ("examples/lenet5_admm.net", "admm"),
+        ("examples/lenet5_prunetrain.net", "prunetrain"),
+        (
+            "examples/lenet300_activation_density.net",
+            "activation_density",
+        ),
+    ] {
+        let dir = fresh_dir("refuse-method");
+        let out = sparsec(&["train", example, "--out", dir.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(&format!("`{method}`")), "{stderr}");
+        assert!(!dir.exists(), "nothing is written for a refused run");
+    }
 }

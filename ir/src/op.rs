@@ -5,7 +5,7 @@
 //! touching this file only. [`Op::infer`] is the single typing rule used by builders and the
 //! verifier alike.
 
-use crate::module::{Param, ParamId};
+use crate::module::{Param, ParamId, Role, Storage};
 use crate::types::{DType, Encoding, Type};
 
 /// An attribute value in the text form: `3`, `[1, 1]`, `0.5`.
@@ -102,6 +102,25 @@ pub enum Op {
     SoftmaxXentGrad,
     /// `x: [B, C] ↦ i32[B]`: index of the first maximum of each row.
     Argmax,
+    /// `dropback_score @p, %w1`: `|w1 − w0|` elementwise, `w0` the regenerated initial value
+    /// of the tracked parameter `p` (a bias has `w0 = 0`, so its score is `|w1|`).
+    DropbackScore(ParamId),
+    /// `topk_select %s1, %s2, ... {k=K}`: the exact top-`K` positions of the concatenation of the
+    /// score tensors (operand order, each row-major), ties to the lower global flat index. The
+    /// result is the selection as a sparse mask `i32[N]{sparse min(K, N)}` over the `N`
+    /// concatenated positions (its stored entries: the sorted selected indices, value 1).
+    TopkSelect {
+        k: u64,
+    },
+    /// `dropback_apply @p, %w1, %sel {offset=O}`: `w1[i]` where global position `O + i` is
+    /// selected in `sel`, else `w0[i]` (the regenerated initial value of `p`). Dense result.
+    DropbackApply {
+        param: ParamId,
+        offset: u64,
+    },
+    /// `tracked_set @p`: the positions `p` tracks now (its stored entries) as a sparse mask
+    /// `i32[len(p)]{sparse cap(p)}`, for a step whose tracked set is frozen.
+    TrackedSet(ParamId),
 }
 
 impl Op {
@@ -137,7 +156,32 @@ impl Op {
         "softmax_xent",
         "softmax_xent_grad",
         "argmax",
+        "dropback_score",
+        "topk_select",
+        "dropback_apply",
+        "tracked_set",
     ];
+
+    /// The ops that name a parameter inline (`op @p` or `op @p, %operands...`).
+    pub const PARAM_OPS: &'static [&'static str] = &[
+        "param",
+        "store",
+        "dropback_score",
+        "dropback_apply",
+        "tracked_set",
+    ];
+
+    /// The parameter an op names inline, if any.
+    pub fn param(&self) -> Option<ParamId> {
+        match *self {
+            Op::Param(id)
+            | Op::Store(id)
+            | Op::DropbackScore(id)
+            | Op::DropbackApply { param: id, .. }
+            | Op::TrackedSet(id) => Some(id),
+            _ => None,
+        }
+    }
 
     pub fn name(&self) -> &'static str {
         match self {
@@ -180,14 +224,22 @@ impl Op {
             Op::SoftmaxXent => "softmax_xent",
             Op::SoftmaxXentGrad => "softmax_xent_grad",
             Op::Argmax => "argmax",
+            Op::DropbackScore(_) => "dropback_score",
+            Op::TopkSelect { .. } => "topk_select",
+            Op::DropbackApply { .. } => "dropback_apply",
+            Op::TrackedSet(_) => "tracked_set",
         }
     }
 
-    /// Number of value operands. `param` and `const` take none (their payload is printed inline).
-    pub fn arity(&self) -> usize {
-        match self {
-            Op::Param(_) | Op::Const { .. } => 0,
-            Op::Store(_)
+    /// Number of value operands, or `None` for a variadic op (`topk_select`, at least one).
+    /// `param`, `const` and `tracked_set` take none (their payload is printed inline).
+    pub fn arity(&self) -> Option<usize> {
+        Some(match self {
+            Op::TopkSelect { .. } => return None,
+            Op::Param(_) | Op::Const { .. } | Op::TrackedSet(_) => 0,
+            Op::DropbackApply { .. } => 2,
+            Op::DropbackScore(_)
+            | Op::Store(_)
             | Op::Reshape { .. }
             | Op::Relu
             | Op::Tanh
@@ -212,7 +264,7 @@ impl Op {
             | Op::MaxPool2dGrad { .. }
             | Op::SoftmaxXent
             | Op::SoftmaxXentGrad => 2,
-        }
+        })
     }
 
     /// Attributes in their fixed print order. `reshape` and `const` take their shape from the
@@ -259,6 +311,8 @@ impl Op {
             Op::ReduceSum { axes } => {
                 vec![("axes", Attr::Ints(axes.iter().map(|&a| a as u64).collect()))]
             }
+            Op::TopkSelect { k } => vec![("k", Attr::Int(*k))],
+            Op::DropbackApply { offset, .. } => vec![("offset", Attr::Int(*offset))],
             _ => Vec::new(),
         }
     }
@@ -332,8 +386,37 @@ impl Op {
             "softmax_xent" => Op::SoftmaxXent,
             "softmax_xent_grad" => Op::SoftmaxXentGrad,
             "argmax" => Op::Argmax,
-            "param" | "store" | "const" => return Err(format!("`{name}` has its own syntax")),
+            "topk_select" => Op::TopkSelect {
+                k: reader.int("k")?,
+            },
+            "const" => return Err(format!("`{name}` has its own syntax")),
+            _ if Op::PARAM_OPS.contains(&name) => {
+                return Err(format!("`{name}` names a parameter inline (`{name} @p`)"))
+            }
             _ => return Err(format!("unknown op `{name}`")),
+        };
+        reader.finish()?;
+        Ok(op)
+    }
+
+    /// Rebuild an op that names a parameter inline ([`Op::PARAM_OPS`]) from its name, the
+    /// parameter and its attributes.
+    pub fn from_parts_param(
+        name: &str,
+        param: ParamId,
+        attrs: &[(String, Attr)],
+    ) -> Result<Op, String> {
+        let mut reader = AttrReader::new(name, attrs);
+        let op = match name {
+            "param" => Op::Param(param),
+            "store" => Op::Store(param),
+            "dropback_score" => Op::DropbackScore(param),
+            "dropback_apply" => Op::DropbackApply {
+                param,
+                offset: reader.int("offset")?,
+            },
+            "tracked_set" => Op::TrackedSet(param),
+            _ => return Err(format!("`{name}` does not name a parameter")),
         };
         reader.finish()?;
         Ok(op)
@@ -341,18 +424,25 @@ impl Op {
 
     /// The result type of this op applied to operands of the given types, or why it is ill-typed.
     pub fn infer(&self, operands: &[&Type], params: &[Param]) -> Result<Type, String> {
-        if operands.len() != self.arity() {
-            return Err(format!(
-                "`{}` takes {} operand(s), got {}",
-                self.name(),
-                self.arity(),
-                operands.len()
-            ));
+        match self.arity() {
+            Some(n) if operands.len() != n => {
+                return Err(format!(
+                    "`{}` takes {n} operand(s), got {}",
+                    self.name(),
+                    operands.len()
+                ))
+            }
+            None if operands.is_empty() => {
+                return Err(format!("`{}` takes at least one operand", self.name()))
+            }
+            _ => {}
         }
         // Every op computes on dense values; sparse and regenerated forms enter through their
-        // own ops (added with Dropback), never implicitly.
+        // own ops, never implicitly: the selection operand of `dropback_apply` is the only
+        // sparse operand.
         for (i, t) in operands.iter().enumerate() {
-            if t.encoding != Encoding::Dense {
+            let sparse_ok = matches!(self, Op::DropbackApply { .. }) && i == 1;
+            if t.encoding != Encoding::Dense && !sparse_ok {
                 return Err(format!(
                     "operand {} of `{}` must be dense, found {t}",
                     i + 1,
@@ -383,6 +473,19 @@ impl Op {
                 ));
             }
             Ok(operands[0].clone())
+        };
+        let tracked = |id: ParamId| -> Result<&Param, String> {
+            let p = params
+                .get(id.0 as usize)
+                .ok_or_else(|| format!("no parameter #{}", id.0))?;
+            if !matches!(p.storage, Storage::Tracked { .. }) || p.role != Role::Weight {
+                return Err(format!(
+                    "`{}` needs a tracked weight, but @{} is not one",
+                    self.name(),
+                    p.name
+                ));
+            }
+            Ok(p)
         };
         let rank = |i: usize, r: usize| -> Result<&[usize], String> {
             let t = operands[i];
@@ -592,6 +695,63 @@ impl Op {
                 let x = rank(0, 2)?;
                 Ok(Type::i32(vec![x[0]]))
             }
+            Op::DropbackScore(id) | Op::DropbackApply { param: id, .. } => {
+                let p = tracked(*id)?;
+                f32s(1)?;
+                if operands[0].shape != p.ty.shape {
+                    return Err(format!(
+                        "`{}`: operand {} does not have the shape of @{}, {}",
+                        self.name(),
+                        operands[0],
+                        p.name,
+                        p.ty
+                    ));
+                }
+                if let Op::DropbackApply { offset, .. } = self {
+                    let sel = operands[1];
+                    let end = offset.checked_add(p.ty.num_elements() as u64);
+                    if sel.dtype != DType::I32
+                        || sel.rank() != 1
+                        || !matches!(sel.encoding, Encoding::Sparse { .. })
+                    {
+                        return Err(format!(
+                            "`dropback_apply` needs a selection i32[N]{{sparse K}}, found {sel}"
+                        ));
+                    }
+                    if end.is_none_or(|e| e > sel.shape[0] as u64) {
+                        return Err(format!(
+                            "`dropback_apply`: @{} ({} elements) at offset {offset} does not \
+                             fit in the selection {sel}",
+                            p.name,
+                            p.ty.num_elements()
+                        ));
+                    }
+                }
+                Ok(p.ty.with_encoding(Encoding::Dense))
+            }
+            Op::TopkSelect { k } => {
+                let mut n: u64 = 0;
+                for (i, t) in operands.iter().enumerate() {
+                    if t.dtype != DType::F32 {
+                        return Err(format!(
+                            "operand {} of `topk_select` must be f32, found {t}",
+                            i + 1
+                        ));
+                    }
+                    n = n.saturating_add(t.num_elements() as u64);
+                }
+                let ty = checked_type(DType::I32, vec![n.min(usize::MAX as u64) as usize])
+                    .map_err(|e| format!("`topk_select`: the scores together: {e}"))?;
+                Ok(ty.with_encoding(Encoding::Sparse {
+                    capacity: (*k).min(n),
+                }))
+            }
+            Op::TrackedSet(id) => {
+                let p = tracked(*id)?;
+                let cap = crate::dropback::capacity(params, *id).unwrap_or(0);
+                Ok(Type::i32(vec![p.ty.num_elements()])
+                    .with_encoding(Encoding::Sparse { capacity: cap }))
+            }
         }
     }
 }
@@ -672,6 +832,16 @@ impl<'a> AttrReader<'a> {
                 .collect(),
             other => Err(format!(
                 "`{}`: attribute `{key}` must be a list of integers, found {other:?}",
+                self.op
+            )),
+        }
+    }
+
+    fn int(&mut self, key: &str) -> Result<u64, String> {
+        match self.take(key)? {
+            Attr::Int(v) => Ok(*v),
+            other => Err(format!(
+                "`{}`: attribute `{key}` must be an integer, found {other:?}",
                 self.op
             )),
         }

@@ -26,6 +26,9 @@ use crate::spec::{
 use crate::types::{DType, Encoding, Type};
 use crate::verify::{verify, Site, MAX_RANK};
 
+/// Named attributes as written.
+type Attrs = Vec<(String, Attr)>;
+
 /// A syntax error (or, from [`parse_module`], the first verifier error), located by byte offsets
 /// into the parsed text.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -1187,6 +1190,25 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// `{k=v, ...}` (at the `{`); returns the attributes and their span.
+    fn attrs(&mut self) -> PResult<(Attrs, Range<usize>)> {
+        let open = self.bump()?.1.start;
+        let mut attrs = Vec::new();
+        if !self.is_punct('}') {
+            loop {
+                attrs.push(self.attr()?);
+                if !self.eat_punct(',')? {
+                    break;
+                }
+            }
+        }
+        if !self.is_punct('}') {
+            return self.unexpected("`,` or `}`");
+        }
+        self.bump()?;
+        Ok((attrs, open..self.prev_end))
+    }
+
     /// `%N = op operands {attrs} : TYPE  loc(NAME)`; returns the spans of the instruction and of
     /// its type.
     fn inst(
@@ -1224,27 +1246,33 @@ impl<'a> Parser<'a> {
         let mut attrs_span = None;
         let mut special = None;
         match op_name {
-            "param" => {
+            _ if Op::PARAM_OPS.contains(&op_name) => {
                 let at = self.punct('@')?.start;
                 let (p, span) = self.name("a parameter name")?;
                 let span = at..span.end;
-                match param_ids.get(&p) {
-                    Some(&id) => special = Some(Op::Param(id)),
+                let id = match param_ids.get(&p) {
+                    Some(&id) => id,
                     None => return Err(ParseError::new(span, format!("unknown parameter @{p}"))),
+                };
+                if self.eat_punct(',')? {
+                    let first = self.span.start;
+                    loop {
+                        operands.push(self.value(f, index, arg_ids)?.0);
+                        if !self.eat_punct(',')? {
+                            break;
+                        }
+                    }
+                    operands_span = first..self.prev_end;
                 }
-            }
-            "store" => {
-                let at = self.punct('@')?.start;
-                let (p, span) = self.name("a parameter name")?;
-                let span = at..span.end;
-                match param_ids.get(&p) {
-                    Some(&id) => special = Some(Op::Store(id)),
-                    None => return Err(ParseError::new(span, format!("unknown parameter @{p}"))),
+                if self.is_punct('{') {
+                    let (a, aspan) = self.attrs()?;
+                    attrs = a;
+                    attrs_span = Some(aspan);
                 }
-                self.punct(',')?;
-                let first = self.span.start;
-                operands.push(self.value(f, index, arg_ids)?.0);
-                operands_span = first..self.prev_end;
+                special = Some(
+                    Op::from_parts_param(op_name, id, &attrs)
+                        .map_err(|e| ParseError::new(attrs_span.clone().unwrap_or(span), e))?,
+                );
             }
             "const" => {
                 let value = self.f32("a constant value")?;
@@ -1265,20 +1293,9 @@ impl<'a> Parser<'a> {
                     operands_span = first..self.prev_end;
                 }
                 if self.is_punct('{') {
-                    let open = self.bump()?.1.start;
-                    if !self.is_punct('}') {
-                        loop {
-                            attrs.push(self.attr()?);
-                            if !self.eat_punct(',')? {
-                                break;
-                            }
-                        }
-                    }
-                    if !self.is_punct('}') {
-                        return self.unexpected("`,` or `}`");
-                    }
-                    self.bump()?;
-                    attrs_span = Some(open..self.prev_end);
+                    let (a, aspan) = self.attrs()?;
+                    attrs = a;
+                    attrs_span = Some(aspan);
                 }
             }
             _ => {
@@ -1300,15 +1317,20 @@ impl<'a> Parser<'a> {
             None => Op::from_parts(op_name, &attrs, &ty)
                 .map_err(|e| ParseError::new(attrs_span.clone().unwrap_or(op_span.clone()), e))?,
         };
-        if operands.len() != op.arity() {
-            return Err(ParseError::new(
-                operands_span,
-                format!(
-                    "`{op_name}` takes {} operand(s), found {}",
-                    op.arity(),
-                    operands.len()
-                ),
-            ));
+        match op.arity() {
+            Some(n) if operands.len() != n => {
+                return Err(ParseError::new(
+                    operands_span,
+                    format!("`{op_name}` takes {n} operand(s), found {}", operands.len()),
+                ))
+            }
+            None if operands.is_empty() => {
+                return Err(ParseError::new(
+                    operands_span,
+                    format!("`{op_name}` takes at least one operand"),
+                ))
+            }
+            _ => {}
         }
         let loc = if self.is_word("loc") {
             self.bump()?;

@@ -247,17 +247,17 @@ fn write_inst(
     inst: &Inst,
 ) -> fmt::Result {
     write!(out, "  %{index} = {}", inst.op.name())?;
-    match &inst.op {
-        Op::Param(id) => match m.params.get(id.0 as usize) {
+    if let Some(id) = inst.op.param() {
+        match m.params.get(id.0 as usize) {
             Some(p) => write!(out, " @{}", Name(&p.name))?,
             None => write!(out, " @?{}", id.0)?,
-        },
-        Op::Store(id) => match m.params.get(id.0 as usize) {
-            Some(p) => write!(out, " @{},", Name(&p.name))?,
-            None => write!(out, " @?{},", id.0)?,
-        },
-        Op::Const { value, .. } => write!(out, " {value:?}")?,
-        _ => {}
+        }
+        if !inst.operands.is_empty() {
+            write!(out, ",")?;
+        }
+    }
+    if let Op::Const { value, .. } = &inst.op {
+        write!(out, " {value:?}")?;
     }
     for (i, &v) in inst.operands.iter().enumerate() {
         write!(out, "{}", if i == 0 { " " } else { ", " })?;

@@ -324,7 +324,7 @@ impl Verifier {
                 self.err(site, &ctx, what);
                 continue;
             }
-            if let Op::Param(id) | Op::Store(id) = inst.op {
+            if let Some(id) = inst.op.param() {
                 if id.0 as usize >= m.params.len() {
                     self.err(
                         site,

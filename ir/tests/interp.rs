@@ -235,9 +235,7 @@ fn param_const_reshape_and_results() {
     f.results = vec![p, c, r, rl, rp, x, l];
     m.funcs.push(f);
     let mut interp = Interpreter::<f32>::new(&m, "f").unwrap();
-    let mut state = State {
-        values: vec![vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]],
-    };
+    let mut state = State::dense(vec![vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]]);
     let xs = [0.5f32, 1.5, 2.5, 3.5, 4.5, 5.5];
     let ls = [3, 1, 4, 1];
     let out = interp
@@ -1004,9 +1002,7 @@ fn stores_are_deferred_to_the_end_of_the_function() {
     f.results = vec![a1, c1, sa, sb, sum, sum2];
     m.funcs.push(f);
     let mut interp = Interpreter::<f64>::new(&m, "f").unwrap();
-    let mut state = State {
-        values: vec![vec![1.0, 2.0], vec![10.0, 20.0], vec![100.0, 200.0]],
-    };
+    let mut state = State::dense(vec![vec![1.0, 2.0], vec![10.0, 20.0], vec![100.0, 200.0]]);
     let out = interp
         .run(&mut state, &[Input::Float(&[5.0, 6.0])])
         .unwrap();
@@ -1048,9 +1044,12 @@ fn initial_state_is_the_regeneration_spec() {
         assert_eq!(s32.values.len(), m.params.len());
         for (i, p) in m.params.iter().enumerate() {
             let want = regen::init_values(p.init, seed, p.stream, p.ty.num_elements());
-            assert_eq!(s32.values[i], want, "{}", p.name);
+            assert_eq!(s32.dense_value(&m, i), want, "{}", p.name);
             let want64: Vec<f64> = want.iter().map(|&v| f64::from(v)).collect();
-            assert_eq!(s64.values[i], want64, "{}", p.name);
+            assert_eq!(s64.dense_value(&m, i), want64, "{}", p.name);
+            // A tracked parameter starts with nothing stored: its value is regenerated.
+            let tracked = matches!(p.storage, sparsec_ir::Storage::Tracked { .. });
+            assert_eq!(s32.stored_len(i), if tracked { 0 } else { want.len() });
         }
     }
     // No training spec: seed 0.
@@ -1105,6 +1104,10 @@ fn shared_modules_run() {
                         }
                     }
                     (Output::Int(a), Output::Int(b)) => assert_eq!(a, b),
+                    (Output::Sparse { indices: a, .. }, Output::Sparse { indices: b, .. }) => {
+                        assert_eq!(a.len(), b.len());
+                        assert!(b.windows(2).all(|w| w[0] < w[1]));
+                    }
                     _ => panic!("dtype mismatch"),
                 }
             }

@@ -425,7 +425,11 @@ pub fn vjp_rule(op: &Op) -> Option<Rule> {
         | Op::MaxPool2dGrad { .. }
         | Op::AvgPool2dGrad { .. }
         | Op::SoftmaxXentGrad
-        | Op::Argmax => return None,
+        | Op::Argmax
+        | Op::DropbackScore(_)
+        | Op::TopkSelect { .. }
+        | Op::DropbackApply { .. }
+        | Op::TrackedSet(_) => return None,
     })
 }
 

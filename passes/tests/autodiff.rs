@@ -733,7 +733,12 @@ fn grad_weight_read_twice_and_residual() {
 
 /// Whole examples on a batch of 3, weights as initialised (biases zero), inputs in [0, 1).
 fn example_check(name: &str, samples: usize) {
-    let m = lower(&example(name), Some(3));
+    let mut m = lower(&example(name), Some(3));
+    // The gradient of the dense step is checked: Dropback's tracked storage (whose stores keep
+    // at most k values) would reject the undropped SGD update.
+    for p in &mut m.params {
+        p.storage = sparsec_ir::Storage::Dense;
+    }
     let st = State::<f64>::initial(&m);
     let mut rng = Rng::new(11);
     let batch = Batch::random(&m, &mut rng, 0.0, 1.0);
@@ -831,9 +836,7 @@ fn sgd_matches_pytorch_for_two_steps() {
         for (k, lr) in [(0, 0.1), (1, 0.05)] {
             let batch = Batch::random(&t, &mut rng, -1.0, 1.0);
             // The gradient at the current weights (checked against finite differences above).
-            let mut g_state = State::<f64> {
-                values: hand.clone(),
-            };
+            let mut g_state = State::<f64>::dense(hand.clone());
             step(&grad_step, &mut g_state, &batch, 1.0);
             for (i, p) in hand.iter_mut().enumerate() {
                 let g: Vec<f64> = p

@@ -41,8 +41,19 @@
 //! allocates nothing but the returned outputs once the scratch buffers have grown on the first
 //! call.
 //!
-//! Values with a non-dense encoding (`{regen}`, `{sparse N}`) are not supported yet and are
-//! rejected by [`Interpreter::new`].
+//! Of the non-dense encodings only selections (`i32[N]{sparse K}`, from `topk_select` and
+//! `tracked_set`) are executed: they are held as their sorted positions. Other encoded values
+//! (`{regen}`, sparse floats) are rejected by [`Interpreter::new`].
+//!
+//! # Tracked parameters (Dropback)
+//!
+//! The [`State`] keeps a tracked parameter as its stored entries only. In a run, the first use
+//! of such a parameter regenerates its initial value `w0` (times `state.init_scale`) into a
+//! scratch buffer, which `param` (w0 with the entries written over it), `dropback_score`
+//! (`|w1 − w0|`, `−0` as `+0`), `dropback_apply` and the final `store` (keep the entries that
+//! differ bitwise from `w0`, at most the parameter's budget) share. `topk_select` orders scores
+//! as described at [`topk_select`]. The scratch buffers belong to the [`Interpreter`]; only the
+//! state persists between steps.
 
 mod float;
 mod gemm;
@@ -55,7 +66,7 @@ pub use float::Float;
 use crate::module::{Module, Value};
 use crate::op::Op;
 use crate::regen;
-use crate::types::{DType, Type};
+use crate::types::{DType, Encoding, Type};
 use crate::verify::MAX_RANK;
 use gemm::{gemm, GemmScratch, View};
 use kernels::{ConvGeom, PoolGeom, ReducePlan};
@@ -79,6 +90,11 @@ pub enum Input<'a, T> {
 pub enum Output<T> {
     Float(Tensor<T>),
     Int(Tensor<i32>),
+    /// A sparse selection mask (`i32[N]{sparse K}`): its sorted selected positions.
+    Sparse {
+        shape: Vec<usize>,
+        indices: Vec<u32>,
+    },
 }
 
 impl<T> Output<T> {
@@ -86,7 +102,7 @@ impl<T> Output<T> {
     pub fn as_float(&self) -> Option<&Tensor<T>> {
         match self {
             Output::Float(t) => Some(t),
-            Output::Int(_) => None,
+            _ => None,
         }
     }
 
@@ -94,21 +110,21 @@ impl<T> Output<T> {
     pub fn as_int(&self) -> Option<&Tensor<i32>> {
         match self {
             Output::Int(t) => Some(t),
-            Output::Float(_) => None,
+            _ => None,
         }
     }
 
     pub fn into_float(self) -> Option<Tensor<T>> {
         match self {
             Output::Float(t) => Some(t),
-            Output::Int(_) => None,
+            _ => None,
         }
     }
 
     pub fn into_int(self) -> Option<Tensor<i32>> {
         match self {
             Output::Int(t) => Some(t),
-            Output::Float(_) => None,
+            _ => None,
         }
     }
 
@@ -116,34 +132,156 @@ impl<T> Output<T> {
         match self {
             Output::Float(t) => &t.shape,
             Output::Int(t) => &t.shape,
+            Output::Sparse { shape, .. } => shape,
         }
     }
 }
 
-/// The values of a module's parameters: one row-major buffer (PyTorch layout) per parameter, by
-/// `ParamId` index.
+/// The values of a module's parameters, by `ParamId` index.
+///
+/// A dense parameter is one row-major buffer (PyTorch layout) in `values`. A *tracked*
+/// parameter (Dropback, storage `tracked`) keeps only its stored entries in `tracked`: the
+/// sorted flat indices where its value differs from its regenerated initial value `w0`, and the
+/// values there; its `values` buffer is empty. Its effective (dense) value is `w0` with those
+/// entries written over it, where `w0` is the parameter's `Init` under the regeneration spec
+/// ([`regen`]) times `init_scale` (one `f32` product; the scale is 1 unless `decay_init`
+/// shrinks the initial values between steps), converted to `T`. So the state of a tracked
+/// parameter is O(stored entries), never O(its size).
 #[derive(Clone, Debug, PartialEq)]
 pub struct State<T> {
     pub values: Vec<Vec<T>>,
+    pub tracked: Vec<Option<TrackedValues<T>>>,
+    /// The factor the regenerated initial values of tracked parameters are multiplied by.
+    pub init_scale: f32,
+}
+
+/// The stored entries of a tracked parameter: sorted, distinct flat indices and their values.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TrackedValues<T> {
+    pub indices: Vec<u32>,
+    pub values: Vec<T>,
+}
+
+impl<T> TrackedValues<T> {
+    pub fn len(&self) -> usize {
+        self.indices.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.indices.is_empty()
+    }
+}
+
+/// Whether a parameter is kept in the tracked (sparse) form.
+pub fn is_tracked(p: &crate::module::Param) -> bool {
+    matches!(p.storage, crate::module::Storage::Tracked { .. })
+}
+
+/// The module's seed (`train.seed`, 0 without a training spec).
+pub fn module_seed(m: &Module) -> u64 {
+    m.train.as_ref().map_or(0, |t| t.seed)
+}
+
+/// Parameter `p`'s initial value times `scale` (one `f32` product per element), as `T`.
+pub fn initial_value<T: Float>(m: &Module, p: usize, scale: f32) -> Vec<T> {
+    let param = &m.params[p];
+    regen::init_values(
+        param.init,
+        module_seed(m),
+        param.stream,
+        param.ty.num_elements(),
+    )
+    .into_iter()
+    .map(|x| T::from_f32(x * scale))
+    .collect()
+}
+
+/// Whether two values are the same bits (so `-0` differs from `+0`, and a NaN is kept).
+#[inline]
+fn same_bits<T: Float>(a: T, b: T) -> bool {
+    a.to_f64().to_bits() == b.to_f64().to_bits()
+}
+
+/// The entries of `value` that differ (bitwise) from `w0`.
+fn diff_entries<T: Float>(value: &[T], w0: &[T]) -> TrackedValues<T> {
+    let mut t = TrackedValues {
+        indices: Vec::new(),
+        values: Vec::new(),
+    };
+    for (i, (&v, &w)) in value.iter().zip(w0).enumerate() {
+        if !same_bits(v, w) {
+            t.indices.push(i as u32);
+            t.values.push(v);
+        }
+    }
+    t
 }
 
 impl<T: Float> State<T> {
-    /// Every parameter's `Init` evaluated with the regeneration spec
+    /// Every dense parameter's `Init` evaluated with the regeneration spec
     /// ([`regen::init_values`]) under the module's seed (`train.seed`, 0 without a training
-    /// spec) and the parameter's stream, converted from `f32`.
+    /// spec) and the parameter's stream, converted from `f32`; every tracked parameter with no
+    /// stored entries (its effective value is its initial value) and `init_scale` 1.
     pub fn initial(m: &Module) -> State<T> {
-        let seed = m.train.as_ref().map_or(0, |t| t.seed);
-        let values = m
-            .params
-            .iter()
-            .map(|p| {
-                regen::init_values(p.init, seed, p.stream, p.ty.num_elements())
-                    .into_iter()
-                    .map(T::from_f32)
-                    .collect()
-            })
-            .collect();
-        State { values }
+        let mut values = Vec::with_capacity(m.params.len());
+        let mut tracked = Vec::with_capacity(m.params.len());
+        for (i, p) in m.params.iter().enumerate() {
+            if is_tracked(p) {
+                values.push(Vec::new());
+                tracked.push(Some(TrackedValues::default()));
+            } else {
+                values.push(initial_value(m, i, 1.0));
+                tracked.push(None);
+            }
+        }
+        State {
+            values,
+            tracked,
+            init_scale: 1.0,
+        }
+    }
+
+    /// A state holding every parameter densely (for modules without tracked parameters).
+    pub fn dense(values: Vec<Vec<T>>) -> State<T> {
+        State {
+            tracked: vec![None; values.len()],
+            values,
+            init_scale: 1.0,
+        }
+    }
+
+    /// Parameter `p`'s effective value as a dense buffer (a copy; regenerated for a tracked one).
+    pub fn dense_value(&self, m: &Module, p: usize) -> Vec<T> {
+        match &self.tracked[p] {
+            None => self.values[p].clone(),
+            Some(t) => {
+                let mut out = initial_value(m, p, self.init_scale);
+                for (&i, &v) in t.indices.iter().zip(&t.values) {
+                    out[i as usize] = v;
+                }
+                out
+            }
+        }
+    }
+
+    /// Give parameter `p` the effective value `value` (a tracked parameter keeps the entries
+    /// that differ from its initial value under the current `init_scale`, however many).
+    pub fn set_dense_value(&mut self, m: &Module, p: usize, value: Vec<T>) {
+        match &mut self.tracked[p] {
+            None => self.values[p] = value,
+            Some(t) => {
+                let w0 = initial_value::<T>(m, p, self.init_scale);
+                *t = diff_entries(&value, &w0);
+            }
+        }
+    }
+
+    /// Number of values stored for parameter `p`: its size when dense, its entries when tracked.
+    pub fn stored_len(&self, p: usize) -> usize {
+        match &self.tracked[p] {
+            None => self.values[p].len(),
+            Some(t) => t.len(),
+        }
     }
 }
 
@@ -180,6 +318,8 @@ enum Loc {
     F(usize),
     /// An `i32` buffer owned by the interpreter.
     I(usize),
+    /// A sparse selection (sorted positions) owned by the interpreter.
+    S(usize),
 }
 
 #[derive(Clone, Debug)]
@@ -224,6 +364,27 @@ enum Kernel {
     Argmax {
         classes: usize,
     },
+    /// Regenerate a tracked parameter's initial value (times the state's `init_scale`).
+    Regen {
+        init: crate::module::Init,
+        stream: u64,
+    },
+    /// `w0` (operand 0) with the parameter's stored entries written over it.
+    Overlay {
+        param: usize,
+    },
+    /// `|w1 − w0|` with operands `(w1, w0)`.
+    DropbackScore,
+    /// Operands `(w1, sel, w0)`.
+    DropbackApply {
+        offset: usize,
+    },
+    TopkSelect {
+        k: usize,
+    },
+    TrackedSet {
+        param: usize,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -253,8 +414,16 @@ pub struct Interpreter<T> {
     results: Vec<(Loc, Vec<usize>, DType)>,
     /// `(parameter, value)` written to the state after a successful run.
     stores: Vec<(usize, Loc)>,
+    /// Per parameter: tracked, with its capacity (the most entries a store may leave).
+    capacity: Vec<Option<u64>>,
+    /// Per tracked parameter: the buffer its regenerated initial value is written to in a run.
+    w0: Vec<Option<Loc>>,
+    seed: u64,
     fbufs: Vec<Vec<T>>,
     ibufs: Vec<Vec<i32>>,
+    sbufs: Vec<Vec<u32>>,
+    regen_scratch: Vec<f32>,
+    topk_scratch: Vec<(u64, u32)>,
     cols: Vec<T>,
     gemm: GemmScratch<T>,
 }
@@ -333,8 +502,24 @@ impl<T: Float> Interpreter<T> {
             steps: Vec::new(),
             results: Vec::new(),
             stores: Vec::new(),
+            capacity: {
+                let budgets = crate::dropback::budgets(&m.params);
+                (0..m.params.len())
+                    .map(|i| {
+                        budgets
+                            .iter()
+                            .find(|(id, _)| id.0 as usize == i)
+                            .map(|&(_, c)| c)
+                    })
+                    .collect()
+            },
+            w0: vec![None; m.params.len()],
+            seed: module_seed(m),
             fbufs: Vec::new(),
             ibufs: Vec::new(),
+            sbufs: Vec::new(),
+            regen_scratch: Vec::new(),
+            topk_scratch: Vec::new(),
             cols: Vec::new(),
             gemm: GemmScratch::default(),
         };
@@ -365,17 +550,48 @@ impl<T: Float> Interpreter<T> {
                     inst.ty
                 )));
             }
-            check_type(&inst.ty).map_err(&here)?;
+            check_value_type(&inst.ty).map_err(&here)?;
             for t in &types {
-                check_type(t).map_err(&here)?;
+                check_value_type(t).map_err(&here)?;
             }
             let shape = |k: usize| types[k].shape.as_slice();
             let out_shape = inst.ty.shape.as_slice();
             let kernel = match &inst.op {
+                Op::Param(id) if interp.capacity[id.0 as usize].is_some() => {
+                    let p = id.0 as usize;
+                    let w0 = interp.w0_of(m, p, i);
+                    let out = interp.alloc_float(inst.ty.num_elements());
+                    interp.steps.push(Step {
+                        inst: i,
+                        kernel: Kernel::Overlay { param: p },
+                        operands: vec![w0],
+                        out,
+                    });
+                    locs.push(out);
+                    continue;
+                }
                 Op::Param(id) => {
                     locs.push(Loc::Param(id.0 as usize));
                     continue;
                 }
+                Op::DropbackScore(id) => {
+                    let w0 = interp.w0_of(m, id.0 as usize, i);
+                    operands.push(w0);
+                    Kernel::DropbackScore
+                }
+                Op::DropbackApply { param, offset } => {
+                    let w0 = interp.w0_of(m, param.0 as usize, i);
+                    operands.push(w0);
+                    Kernel::DropbackApply {
+                        offset: *offset as usize,
+                    }
+                }
+                Op::TopkSelect { k } => Kernel::TopkSelect {
+                    k: usize::try_from(*k).unwrap_or(usize::MAX),
+                },
+                Op::TrackedSet(id) => Kernel::TrackedSet {
+                    param: id.0 as usize,
+                },
                 Op::Const { value, .. } => {
                     let loc = interp.alloc_float(inst.ty.num_elements());
                     if let Loc::F(j) = loc {
@@ -392,6 +608,10 @@ impl<T: Float> Interpreter<T> {
                     let p = id.0 as usize;
                     if interp.stores.iter().any(|&(q, _)| q == p) {
                         return Err(here(format!("a second store to @{}", m.params[p].name)));
+                    }
+                    if interp.capacity[p].is_some() {
+                        // A tracked parameter keeps what differs from w0 (compared at the end).
+                        interp.w0_of(m, p, i);
                     }
                     let loc = match operands[0] {
                         Loc::Param(_) => {
@@ -507,9 +727,13 @@ impl<T: Float> Interpreter<T> {
                     classes: shape(0)[1],
                 },
             };
-            let out = match inst.ty.dtype {
-                DType::F32 => interp.alloc_float(inst.ty.num_elements()),
-                DType::I32 => interp.alloc_int(inst.ty.num_elements()),
+            let out = match (inst.ty.dtype, inst.ty.is_dense()) {
+                (_, false) => {
+                    interp.sbufs.push(Vec::new());
+                    Loc::S(interp.sbufs.len() - 1)
+                }
+                (DType::F32, true) => interp.alloc_float(inst.ty.num_elements()),
+                (DType::I32, true) => interp.alloc_int(inst.ty.num_elements()),
             };
             interp.steps.push(Step {
                 inst: i,
@@ -526,11 +750,32 @@ impl<T: Float> Interpreter<T> {
                 _ => return Err(ctx(format!("result {r} ({v:?}) is not defined"))),
             };
             let ty = f.value_type(v);
-            check_type(ty).map_err(|e| ctx(format!("result {r}: {e}")))?;
+            check_value_type(ty).map_err(|e| ctx(format!("result {r}: {e}")))?;
             interp.results.push((loc, ty.shape.clone(), ty.dtype));
         }
         interp.cols = vec![T::zero(); max_cols];
         Ok(interp)
+    }
+
+    /// The buffer holding tracked parameter `p`'s initial value during a run, regenerated by a
+    /// step placed before its first use (instruction `inst`).
+    fn w0_of(&mut self, m: &Module, p: usize, inst: usize) -> Loc {
+        if let Some(loc) = self.w0[p] {
+            return loc;
+        }
+        let param = &m.params[p];
+        let out = self.alloc_float(param.ty.num_elements());
+        self.steps.push(Step {
+            inst,
+            kernel: Kernel::Regen {
+                init: param.init,
+                stream: param.stream,
+            },
+            operands: Vec::new(),
+            out,
+        });
+        self.w0[p] = Some(out);
+        out
     }
 
     fn alloc_float(&mut self, len: usize) -> Loc {
@@ -551,6 +796,10 @@ impl<T: Float> Interpreter<T> {
     /// Run the function once on `inputs` (one per argument, in order). Parameters are read from
     /// `state`; the function's stores are written to it after the whole function has run, and
     /// only when it succeeded. Returns the function's results in order.
+    ///
+    /// A store to a tracked parameter keeps the entries of the stored value that differ
+    /// (bitwise) from the parameter's initial value in this run (`init_scale` included); more
+    /// than the parameter's capacity is an error and leaves the state unchanged.
     pub fn run(
         &mut self,
         state: &mut State<T>,
@@ -562,13 +811,25 @@ impl<T: Float> Interpreter<T> {
             steps,
             fbufs,
             ibufs,
+            sbufs,
             cols,
             gemm,
             results,
             stores,
+            capacity,
+            w0,
+            seed,
+            regen_scratch,
+            topk_scratch,
+            param_names,
             ..
         } = self;
         let params = &state.values[..];
+        let tracked = &state.tracked[..];
+        let regen = RegenCx {
+            seed: *seed,
+            scale: state.init_scale,
+        };
         for step in steps.iter() {
             let r = match step.out {
                 Loc::F(j) => {
@@ -576,10 +837,12 @@ impl<T: Float> Interpreter<T> {
                     let env = Env {
                         inputs,
                         params,
+                        tracked,
                         fbufs,
                         ibufs,
+                        sbufs,
                     };
-                    let r = exec_float(step, &env, &mut out, cols, gemm);
+                    let r = exec_float(step, &env, &mut out, cols, gemm, regen, regen_scratch);
                     fbufs[j] = out;
                     r
                 }
@@ -588,11 +851,27 @@ impl<T: Float> Interpreter<T> {
                     let env = Env {
                         inputs,
                         params,
+                        tracked,
                         fbufs,
                         ibufs,
+                        sbufs,
                     };
                     exec_int(step, &env, &mut out);
                     ibufs[j] = out;
+                    Ok(())
+                }
+                Loc::S(j) => {
+                    let mut out = std::mem::take(&mut sbufs[j]);
+                    let env = Env {
+                        inputs,
+                        params,
+                        tracked,
+                        fbufs,
+                        ibufs,
+                        sbufs,
+                    };
+                    exec_sparse(step, &env, &mut out, topk_scratch);
+                    sbufs[j] = out;
                     Ok(())
                 }
                 Loc::Arg(_) | Loc::Param(_) => unreachable!("steps write interpreter buffers"),
@@ -602,34 +881,65 @@ impl<T: Float> Interpreter<T> {
         let env = Env {
             inputs,
             params,
+            tracked,
             fbufs,
             ibufs,
+            sbufs,
         };
         let outputs = results
             .iter()
-            .map(|(loc, shape, dtype)| match dtype {
-                DType::I32 => Output::Int(Tensor {
+            .map(|(loc, shape, dtype)| match (loc, dtype) {
+                (Loc::S(j), _) => Output::Sparse {
+                    shape: shape.clone(),
+                    indices: sbufs[*j].clone(),
+                },
+                (_, DType::I32) => Output::Int(Tensor {
                     shape: shape.clone(),
                     data: env.int(*loc).to_vec(),
                 }),
-                DType::F32 => Output::Float(Tensor {
+                (_, DType::F32) => Output::Float(Tensor {
                     shape: shape.clone(),
                     data: env.float(*loc).to_vec(),
                 }),
             })
             .collect();
+        // Tracked stores first, into new entry lists, so that one over its capacity leaves the
+        // state untouched.
+        let mut new_tracked = Vec::new();
+        for &(p, loc) in stores.iter() {
+            if let (Some(cap), Some(w0)) = (capacity[p], w0[p]) {
+                let entries = diff_entries(env.float(loc), env.float(w0));
+                if entries.len() as u64 > cap {
+                    return Err(InterpError::new(format!(
+                        "@{func}: the store to the tracked @{} leaves {} values differing from \
+                         its initial value, more than its budget of {cap}",
+                        param_names[p],
+                        entries.len()
+                    )));
+                }
+                new_tracked.push((p, entries));
+            }
+        }
         // Stores last. No store reads a parameter buffer (those were copied), so the order of
         // the writes does not matter.
         for &(p, loc) in stores.iter() {
+            if capacity[p].is_some() {
+                continue;
+            }
             let src: &[T] = match loc {
                 Loc::Arg(a) => match inputs[a] {
                     Input::Float(s) => s,
                     Input::Int(_) => unreachable!("stores are f32"),
                 },
                 Loc::F(j) => &fbufs[j],
-                Loc::Param(_) | Loc::I(_) => unreachable!("stores of params are copied"),
+                Loc::Param(_) | Loc::I(_) | Loc::S(_) => {
+                    unreachable!("stores of params are copied")
+                }
             };
             state.values[p].copy_from_slice(src);
+        }
+        for (p, entries) in new_tracked {
+            state.tracked[p] = Some(entries);
         }
         Ok(outputs)
     }
@@ -663,49 +973,109 @@ impl<T: Float> Interpreter<T> {
                 )));
             }
         }
-        if state.values.len() != self.param_lens.len() {
+        if state.values.len() != self.param_lens.len()
+            || state.tracked.len() != self.param_lens.len()
+        {
             return Err(InterpError::new(format!(
                 "the state holds {} parameter(s), the module has {}",
                 state.values.len(),
                 self.param_lens.len()
             )));
         }
-        for ((v, &len), name) in state
+        for (p, ((v, &len), name)) in state
             .values
             .iter()
             .zip(&self.param_lens)
             .zip(&self.param_names)
+            .enumerate()
         {
-            if v.len() != len {
-                return Err(InterpError::new(format!(
-                    "the state's @{name} has {} element(s), the parameter has {len}",
-                    v.len()
-                )));
+            match (&state.tracked[p], self.capacity[p]) {
+                (None, None) if v.len() != len => {
+                    return Err(InterpError::new(format!(
+                        "the state's @{name} has {} element(s), the parameter has {len}",
+                        v.len()
+                    )));
+                }
+                (None, None) => {}
+                (Some(t), Some(_)) => {
+                    let sorted = t.indices.windows(2).all(|w| w[0] < w[1]);
+                    let in_range = t.indices.last().is_none_or(|&i| (i as usize) < len);
+                    if t.indices.len() != t.values.len() || !sorted || !in_range {
+                        return Err(InterpError::new(format!(
+                            "the state's tracked @{name} needs as many values as sorted, \
+                             distinct indices below {len}"
+                        )));
+                    }
+                }
+                (None, Some(_)) => {
+                    return Err(InterpError::new(format!(
+                        "the state holds @{name} densely, but the parameter is tracked"
+                    )))
+                }
+                (Some(_), None) => {
+                    return Err(InterpError::new(format!(
+                        "the state holds @{name} as tracked, but the parameter is not"
+                    )))
+                }
             }
+        }
+        if !state.init_scale.is_finite() {
+            return Err(InterpError::new(format!(
+                "the state's init_scale {} is not finite",
+                state.init_scale
+            )));
         }
         Ok(())
     }
 }
 
-/// What the interpreter executes: dense values of bounded rank.
+/// What the interpreter executes: dense values of bounded rank, and selections
+/// (`i32[N]{sparse K}`).
+fn check_value_type(t: &Type) -> Result<(), String> {
+    match t.encoding {
+        Encoding::Dense => {}
+        Encoding::Sparse { .. } if t.dtype == DType::I32 && t.rank() == 1 => {}
+        _ => {
+            return Err(format!(
+                "the interpreter does not execute this encoded value ({t})"
+            ))
+        }
+    }
+    check_type_limits(t)
+}
+
+/// What arguments may be: dense values of bounded rank.
 fn check_type(t: &Type) -> Result<(), String> {
     if !t.is_dense() {
         return Err(format!(
             "the interpreter does not execute encoded values yet ({t})"
         ));
     }
+    check_type_limits(t)
+}
+
+fn check_type_limits(t: &Type) -> Result<(), String> {
     if t.rank() > MAX_RANK {
         return Err(format!("{t} has rank above {MAX_RANK}"));
     }
     crate::op::checked_type(t.dtype, t.shape.clone()).map(|_| ())
 }
 
+/// What regenerating a tracked parameter's initial value needs besides the parameter.
+#[derive(Clone, Copy)]
+struct RegenCx {
+    seed: u64,
+    scale: f32,
+}
+
 /// Read access to every value during a step.
 struct Env<'r, T> {
     inputs: &'r [Input<'r, T>],
     params: &'r [Vec<T>],
+    tracked: &'r [Option<TrackedValues<T>>],
     fbufs: &'r [Vec<T>],
     ibufs: &'r [Vec<i32>],
+    sbufs: &'r [Vec<u32>],
 }
 
 impl<'r, T> Env<'r, T> {
@@ -717,7 +1087,7 @@ impl<'r, T> Env<'r, T> {
             },
             Loc::Param(p) => &self.params[p],
             Loc::F(j) => &self.fbufs[j],
-            Loc::I(_) => unreachable!("operand types are checked"),
+            Loc::I(_) | Loc::S(_) => unreachable!("operand types are checked"),
         }
     }
 
@@ -728,8 +1098,60 @@ impl<'r, T> Env<'r, T> {
                 Input::Float(_) => unreachable!("argument types are checked"),
             },
             Loc::I(j) => &self.ibufs[j],
-            Loc::Param(_) | Loc::F(_) => unreachable!("operand types are checked"),
+            Loc::Param(_) | Loc::F(_) | Loc::S(_) => unreachable!("operand types are checked"),
         }
+    }
+
+    fn sparse(&self, loc: Loc) -> &'r [u32] {
+        match loc {
+            Loc::S(j) => &self.sbufs[j],
+            _ => unreachable!("operand types are checked"),
+        }
+    }
+}
+
+/// The exact top-`k` positions of the concatenation of `scores` (in order, each row-major),
+/// sorted ascending, written to `out`. Larger scores first, ordered as `f64` values with
+/// `−0 = +0` and every NaN above every number; equal scores go to the lower position. With
+/// `k ≥` the total every position is selected. `scratch` is reused between calls.
+pub fn topk_select<T: Float>(
+    scores: &[&[T]],
+    k: usize,
+    scratch: &mut Vec<(u64, u32)>,
+    out: &mut Vec<u32>,
+) {
+    scratch.clear();
+    out.clear();
+    let mut pos: u32 = 0;
+    for s in scores {
+        for &x in s.iter() {
+            scratch.push((order_key(x.to_f64()), pos));
+            pos = pos.wrapping_add(1);
+        }
+    }
+    let n = scratch.len();
+    if k == 0 {
+        return;
+    }
+    let better = |a: &(u64, u32), b: &(u64, u32)| b.0.cmp(&a.0).then(a.1.cmp(&b.1));
+    if k < n {
+        scratch.select_nth_unstable_by(k - 1, better);
+        scratch.truncate(k);
+    }
+    out.extend(scratch.iter().map(|&(_, i)| i));
+    out.sort_unstable();
+}
+
+/// A key whose unsigned order is the numeric order of `x` (`−0 = +0`, NaN above everything).
+fn order_key(x: f64) -> u64 {
+    if x.is_nan() {
+        return u64::MAX;
+    }
+    let bits = (x + 0.0).to_bits();
+    if bits >> 63 == 1 {
+        !bits
+    } else {
+        bits | (1 << 63)
     }
 }
 
@@ -739,10 +1161,50 @@ fn exec_float<T: Float>(
     out: &mut [T],
     cols: &mut Vec<T>,
     gs: &mut GemmScratch<T>,
+    regen: RegenCx,
+    regen_scratch: &mut Vec<f32>,
 ) -> Result<(), String> {
     let x = |i: usize| env.float(step.operands[i]);
     match &step.kernel {
         Kernel::Copy => out.copy_from_slice(x(0)),
+        &Kernel::Regen { init, stream } => {
+            regen_scratch.clear();
+            regen_scratch.resize(out.len(), 0.0);
+            if let crate::module::Init::Uniform { lo, hi } = init {
+                regen::fill_uniform(regen.seed, stream, lo, hi, regen_scratch);
+            }
+            for (o, &w) in out.iter_mut().zip(regen_scratch.iter()) {
+                *o = T::from_f32(w * regen.scale);
+            }
+        }
+        &Kernel::Overlay { param } => {
+            out.copy_from_slice(x(0));
+            if let Some(t) = &env.tracked[param] {
+                for (&i, &v) in t.indices.iter().zip(&t.values) {
+                    out[i as usize] = v;
+                }
+            }
+        }
+        Kernel::DropbackScore => kernels::map2(x(0), x(1), out, |a, b| {
+            let d = a - b;
+            // |d| with −0 mapped to +0.
+            if d < T::zero() {
+                -d
+            } else {
+                d + T::zero()
+            }
+        }),
+        &Kernel::DropbackApply { offset } => {
+            let (w1, w0) = (x(0), x(2));
+            out.copy_from_slice(w0);
+            let sel = env.sparse(step.operands[1]);
+            let lo = sel.partition_point(|&i| (i as usize) < offset);
+            let hi = sel.partition_point(|&i| (i as usize) < offset + out.len());
+            for &i in &sel[lo..hi] {
+                let j = i as usize - offset;
+                out[j] = w1[j];
+            }
+        }
         &Kernel::MatMul { m, n, k, ta, tb } => {
             let a = if ta {
                 View::transposed(x(0), m)
@@ -801,9 +1263,32 @@ fn exec_float<T: Float>(
             kernels::check_labels(labels, classes)?;
             kernels::softmax_xent_grad(x(0), labels, classes, out);
         }
-        Kernel::Argmax { .. } => unreachable!("argmax produces i32"),
+        Kernel::Argmax { .. } | Kernel::TopkSelect { .. } | Kernel::TrackedSet { .. } => {
+            unreachable!("{:?} does not produce f32", step.kernel)
+        }
     }
     Ok(())
+}
+
+fn exec_sparse<T: Float>(
+    step: &Step,
+    env: &Env<'_, T>,
+    out: &mut Vec<u32>,
+    scratch: &mut Vec<(u64, u32)>,
+) {
+    match &step.kernel {
+        &Kernel::TopkSelect { k } => {
+            let scores: Vec<&[T]> = step.operands.iter().map(|&l| env.float(l)).collect();
+            topk_select(&scores, k, scratch, out);
+        }
+        &Kernel::TrackedSet { param } => {
+            out.clear();
+            if let Some(t) = &env.tracked[param] {
+                out.extend_from_slice(&t.indices);
+            }
+        }
+        other => unreachable!("{other:?} does not produce a selection"),
+    }
 }
 
 fn exec_int<T: Float>(step: &Step, env: &Env<'_, T>, out: &mut [i32]) {

@@ -238,7 +238,34 @@ pub fn mlp() -> Module {
                 None,
             );
             let db2 = push(&mut f, &m, Op::Scale, &[db2, tiny], None);
-            f.results = vec![loss, new_w1, db1, sq, db2];
+            // Dropback on the tracked bias: score, one top-k over it and another score tensor,
+            // apply, store; and the frozen form through `tracked_set`.
+            let nb1 = push(&mut f, &m, Op::Sub, &[b1, db1], Some("dropback"));
+            let s1 = push(&mut f, &m, Op::DropbackScore(ParamId(1)), &[nb1], None);
+            let sel = push(&mut f, &m, Op::TopkSelect { k: 5 }, &[s1, sq], None);
+            let ap = push(
+                &mut f,
+                &m,
+                Op::DropbackApply {
+                    param: ParamId(1),
+                    offset: 0,
+                },
+                &[nb1, sel],
+                None,
+            );
+            push(&mut f, &m, Op::Store(ParamId(1)), &[ap], None);
+            let ts = push(&mut f, &m, Op::TrackedSet(ParamId(1)), &[], None);
+            let frozen = push(
+                &mut f,
+                &m,
+                Op::DropbackApply {
+                    param: ParamId(1),
+                    offset: 0,
+                },
+                &[nb1, ts],
+                None,
+            );
+            f.results = vec![loss, new_w1, db1, sq, db2, sel, frozen];
         }
         m.funcs.push(f);
     }

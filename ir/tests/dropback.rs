@@ -1,0 +1,252 @@
+//! The Dropback ops: `topk_select` exactness and ties, `dropback_score` / `dropback_apply` /
+//! `tracked_set`, tracked parameters in the interpreter's state (O(k), overlay, capacity), and
+//! the text form of the ops.
+
+use sparsec_ir::interp::{initial_value, topk_select, Input, Interpreter, Output, State};
+use sparsec_ir::spec::{DropbackScope, Optimizer, Schedule, TrainSpec};
+use sparsec_ir::{
+    parse_module, print_module, Func, Init, Module, Op, Param, ParamId, Role, Storage, Type,
+};
+
+fn topk(scores: &[&[f32]], k: usize) -> Vec<u32> {
+    let (mut scratch, mut out) = (Vec::new(), Vec::new());
+    topk_select(scores, k, &mut scratch, &mut out);
+    out
+}
+
+#[test]
+fn topk_ties_go_to_the_lower_global_position() {
+    let a = [1.0f32, 3.0, 3.0, 2.0];
+    let b = [3.0f32, 0.0];
+    assert_eq!(topk(&[&a, &b], 3), vec![1, 2, 4]);
+    assert_eq!(topk(&[&a, &b], 2), vec![1, 2]);
+    assert_eq!(topk(&[&b, &a], 2), vec![0, 3]);
+    assert_eq!(topk(&[&a, &b], 4), vec![1, 2, 3, 4]);
+    // −0 and +0 are equal scores; NaN ranks above every number.
+    assert_eq!(topk(&[&[0.0, -0.0]], 1), vec![0]);
+    assert_eq!(topk(&[&[-0.0, 0.0]], 1), vec![0]);
+    assert_eq!(topk(&[&[1.0, f32::NAN, f32::INFINITY]], 2), vec![1, 2]);
+    // k = 0 selects nothing; k ≥ N everything.
+    assert!(topk(&[&a], 0).is_empty());
+    assert_eq!(topk(&[&a, &b], 100), vec![0, 1, 2, 3, 4, 5]);
+}
+
+#[test]
+fn topk_is_exact_against_a_full_sort() {
+    let mut s = 0x1234_5678_9abc_def0u64;
+    let mut next = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s
+    };
+    for case in 0..200 {
+        let lens = [next() % 50, next() % 300, next() % 20];
+        // Few distinct values: many ties.
+        let parts: Vec<Vec<f32>> = lens
+            .iter()
+            .map(|&n| (0..n).map(|_| (next() % 7) as f32 * 0.5).collect())
+            .collect();
+        let all: Vec<f32> = parts.iter().flatten().copied().collect();
+        let k = (next() % (all.len() as u64 + 3)) as usize;
+        let mut order: Vec<u32> = (0..all.len() as u32).collect();
+        order.sort_by(|&i, &j| all[j as usize].total_cmp(&all[i as usize]).then(i.cmp(&j)));
+        let mut want: Vec<u32> = order.into_iter().take(k).collect();
+        want.sort_unstable();
+        let refs: Vec<&[f32]> = parts.iter().map(Vec::as_slice).collect();
+        assert_eq!(topk(&refs, k), want, "case {case}");
+    }
+}
+
+fn param(name: &str, shape: &[usize], init: Init, stream: u64, k: u64) -> Param {
+    Param {
+        name: name.into(),
+        ty: Type::f32(shape.to_vec()),
+        init,
+        stream,
+        storage: Storage::Tracked {
+            k,
+            scope: DropbackScope::Global,
+        },
+        role: Role::Weight,
+    }
+}
+
+/// Two tracked parameters (`w: [2, 3]` uniform, `b: [2]` zeros, global k) and
+/// `@step(%w1, %b1)`: one global selection, applied and stored; returns the selection and
+/// the frozen form's results.
+fn module(k: u64) -> Module {
+    let mut m = Module::new("db", "train");
+    m.train = Some(TrainSpec {
+        epochs: 1,
+        batch: 1,
+        seed: 9,
+        log_every: 1,
+        optimizer: Optimizer {
+            lr: 0.1,
+            momentum: 0.0,
+            weight_decay: 0.0,
+            nesterov: false,
+        },
+        schedule: Schedule::Constant,
+    });
+    m.add_param(param(
+        "w",
+        &[2, 3],
+        Init::Uniform { lo: -1.0, hi: 1.0 },
+        0,
+        k,
+    ));
+    m.add_param(param("b", &[2], Init::Zeros, 1, k));
+    let mut f = Func::new("step");
+    let w1 = f.add_arg("w1", Type::f32(vec![2, 3]));
+    let b1 = f.add_arg("b1", Type::f32(vec![2]));
+    let (w, b) = (ParamId(0), ParamId(1));
+    let p = m.params.clone();
+    let push = |f: &mut Func, op, operands: &[_]| f.push(&p, op, operands, None).unwrap();
+    let read = push(&mut f, Op::Param(w), &[]);
+    let sw = push(&mut f, Op::DropbackScore(w), &[w1]);
+    let sb = push(&mut f, Op::DropbackScore(b), &[b1]);
+    let sel = push(&mut f, Op::TopkSelect { k }, &[sw, sb]);
+    let nw = push(
+        &mut f,
+        Op::DropbackApply {
+            param: w,
+            offset: 0,
+        },
+        &[w1, sel],
+    );
+    let nb = push(
+        &mut f,
+        Op::DropbackApply {
+            param: b,
+            offset: 6,
+        },
+        &[b1, sel],
+    );
+    push(&mut f, Op::Store(w), &[nw]);
+    push(&mut f, Op::Store(b), &[nb]);
+    let ts = push(&mut f, Op::TrackedSet(w), &[]);
+    f.results = vec![read, sel, nw, nb, ts];
+    m.funcs.push(f);
+    m
+}
+
+#[test]
+fn the_ops_print_parse_and_verify() {
+    let m = module(3);
+    let text = print_module(&m);
+    for line in [
+        "%1 = dropback_score @w, %w1 : f32[2, 3]",
+        "%3 = topk_select %1, %2 {k=3} : i32[8]{sparse 3}",
+        "%4 = dropback_apply @w, %w1, %3 {offset=0} : f32[2, 3]",
+        "%5 = dropback_apply @b, %b1, %3 {offset=6} : f32[2]",
+        "%8 = tracked_set @w : i32[6]{sparse 3}",
+    ] {
+        assert!(text.contains(line), "missing `{line}` in\n{text}");
+    }
+    assert_eq!(parse_module(&text).unwrap(), m);
+    // Ill-typed forms are rejected with a message: `b` at offset 6 leaves no room for `w`'s 6.
+    let broken = text.replace("{offset=0} : f32[2, 3]", "{offset=6} : f32[2, 3]");
+    let e = parse_module(&broken).unwrap_err();
+    assert!(e.message.contains("does not fit"), "{}", e.message);
+    let no_operands = text.replace("topk_select %1, %2 {k=3}", "topk_select {k=3}");
+    assert!(parse_module(&no_operands)
+        .unwrap_err()
+        .message
+        .contains("at least one operand"));
+    // Only tracked weights have a w0 to score against.
+    let mut dense = m.clone();
+    dense.params[1].storage = Storage::Dense;
+    assert!(sparsec_ir::verify(&dense).is_err());
+}
+
+fn run(
+    it: &mut Interpreter<f32>,
+    st: &mut State<f32>,
+    w1: &[f32],
+    b1: &[f32],
+) -> Result<Vec<Output<f32>>, sparsec_ir::interp::InterpError> {
+    it.run(st, &[Input::Float(w1), Input::Float(b1)])
+}
+
+#[test]
+fn tracked_state_is_the_selected_entries() {
+    let m = module(3);
+    let mut it = Interpreter::<f32>::new(&m, "step").unwrap();
+    let mut st = State::<f32>::initial(&m);
+    let w0: Vec<f32> = initial_value(&m, 0, 1.0);
+    // Moves: w by +0.1, +0.5, −0.3, 0, +0.5, 0; b by −0.5 and 0.2. Top 3 of the scores
+    // [.1, .5, .3, 0, .5, 0, .5, .2]: positions 1, 4, 6 (three ties at 0.5).
+    let d = [0.1f32, 0.5, -0.3, 0.0, 0.5, 0.0];
+    let w1: Vec<f32> = w0.iter().zip(d).map(|(a, b)| a + b).collect();
+    let b1 = [-0.5f32, 0.2];
+    let out = run(&mut it, &mut st, &w1, &b1).unwrap();
+    let Output::Sparse { indices, shape } = &out[1] else {
+        panic!("a selection")
+    };
+    assert_eq!((indices.clone(), shape.clone()), (vec![1, 4, 6], vec![8]));
+    // The param read saw w0 (nothing stored yet).
+    assert_eq!(out[0].as_float().unwrap().data, w0);
+    let want_w: Vec<f32> = (0..6)
+        .map(|i| if i == 1 || i == 4 { w1[i] } else { w0[i] })
+        .collect();
+    assert_eq!(out[2].as_float().unwrap().data, want_w);
+    assert_eq!(out[3].as_float().unwrap().data, vec![-0.5, 0.0]);
+    // The state: only the stored entries (O(k)), and no dense buffer.
+    let tw = st.tracked[0].as_ref().unwrap();
+    assert_eq!(tw.indices, vec![1, 4]);
+    assert_eq!(tw.values, vec![w1[1], w1[4]]);
+    assert!(st.values[0].is_empty());
+    assert_eq!(st.tracked[1].as_ref().unwrap().indices, vec![0]);
+    assert_eq!(st.dense_value(&m, 0), want_w);
+    // Next call: `param` overlays, `tracked_set` reports the stored positions.
+    let out = run(&mut it, &mut st, &w0, &[0.0, 0.0]).unwrap();
+    assert_eq!(out[0].as_float().unwrap().data, want_w);
+    let Output::Sparse { indices, .. } = &out[4] else {
+        panic!("a selection")
+    };
+    assert_eq!(indices, &vec![1, 4]);
+    // Everything back at w0: nothing stored.
+    assert!(st.tracked[0].as_ref().unwrap().is_empty());
+    assert!(st.tracked[1].as_ref().unwrap().is_empty());
+}
+
+#[test]
+fn init_scale_scales_the_regenerated_values() {
+    let m = module(3);
+    let mut it = Interpreter::<f32>::new(&m, "step").unwrap();
+    let mut st = State::<f32>::initial(&m);
+    st.init_scale = 0.5;
+    let w0: Vec<f32> = initial_value(&m, 0, 1.0);
+    let half: Vec<f32> = w0.iter().map(|x| x * 0.5).collect();
+    assert_eq!(initial_value::<f32>(&m, 0, 0.5), half);
+    let out = run(&mut it, &mut st, &half, &[0.0, 0.0]).unwrap();
+    assert_eq!(out[0].as_float().unwrap().data, half);
+    // w1 = w0·0.5 everywhere: every score is 0, nothing differs, nothing is stored.
+    assert!(st.tracked[0].as_ref().unwrap().is_empty());
+}
+
+#[test]
+fn a_store_beyond_the_budget_is_an_error_and_changes_nothing() {
+    // Without the selection: store the SGD result directly.
+    let mut m = module(2);
+    let f = &mut m.funcs[0];
+    f.insts.truncate(1);
+    let p = m.params.clone();
+    f.push(
+        &p,
+        Op::Store(ParamId(0)),
+        &[sparsec_ir::Value::Arg(0)],
+        None,
+    )
+    .unwrap();
+    f.results = vec![sparsec_ir::Value::Inst(0)];
+    let mut it = Interpreter::<f32>::new(&m, "step").unwrap();
+    let mut st = State::<f32>::initial(&m);
+    let before = st.clone();
+    let w1 = [5.0f32; 6];
+    let e = run(&mut it, &mut st, &w1, &[0.0, 0.0]).unwrap_err();
+    assert!(e.message.contains("budget of 2"), "{}", e.message);
+    assert_eq!(st, before);
+}
