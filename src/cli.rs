@@ -46,6 +46,14 @@ pub enum Command {
         /// The stage to stop after.
         #[arg(long, value_enum)]
         stage: Stage,
+        /// Print the program after this pass (autodiff, dropback, eqsat) or after `all`, instead
+        /// of only at the end. Repeatable.
+        #[arg(long, value_name = "PASS")]
+        print_after: Vec<String>,
+        /// Memory budget in bytes for the materialised values of each function: extraction
+        /// picks the fastest program that fits.
+        #[arg(long, value_name = "BYTES")]
+        memory_budget: Option<u64>,
         /// A model file (.net) or an IR dump (.ir).
         file: PathBuf,
     },
@@ -89,6 +97,9 @@ pub enum Stage {
     Ir,
     /// The IR with the whole training step: forward, loss, backward and optimizer update.
     Train,
+    /// The training step after equality saturation and extraction (regenerated weights, sparse
+    /// updates, fused forms), with the saturation statistics in the header.
+    Opt,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]

@@ -208,37 +208,100 @@ pub fn program_from_source(
     })
 }
 
-/// The whole training step (stage `train`) of a program at stage `ir`.
-pub fn train_step_module(program: &Program) -> Result<Module, Failure> {
-    if program.module.stage == "train" {
-        return Ok(program.module.clone());
-    }
-    let fail = |message: String| {
+/// The passes after lowering, in order, by the names `--print-after` takes.
+pub const PASSES: &[&str] = &["autodiff", "dropback", "eqsat"];
+
+/// How far to compile and what to show on the way.
+#[derive(Clone, Debug, Default)]
+pub struct CompileOptions {
+    /// Print the module after these passes (`all`: after every pass that runs).
+    pub print_after: Vec<String>,
+    /// Bytes that the materialised values of a function may take (extraction picks the
+    /// fastest program that fits).
+    pub memory_budget: Option<u64>,
+}
+
+/// The program at `stage` (`train` or `opt`), running the passes it needs from wherever the
+/// program starts (a model file starts at `ir`; an IR dump at its own stage). Dumps asked for
+/// with `print_after` are appended to `trace`.
+pub fn compile_to(
+    program: &Program,
+    stage: Stage,
+    options: &CompileOptions,
+    trace: &mut String,
+) -> Result<Module, Failure> {
+    let fail = |pass: &str, message: String| {
         Failure::Input(Diagnostics::unlocated(
             &program.file_name,
             Diagnostic::error()
                 .with_code(codes::INTERNAL)
-                .with_message(format!("cannot build the training step: {message}")),
+                .with_message(format!("pass `{pass}` failed: {message}")),
         ))
     };
-    if let (Some(spec), Some(train)) = (&program.module.method, &program.module.train) {
-        if matches!(spec.method, sparsec_ir::spec::Method::Dropback { .. })
-            && train.optimizer.momentum != 0.0
+    let mut module = program.module.clone();
+    let order = |s: &str| match s {
+        "ir" => 0,
+        "train" => 1,
+        "opt" => 2,
+        _ => 3,
+    };
+    let target = match stage {
+        Stage::Opt => 2,
+        _ => 1,
+    };
+    let show = |pass: &str, m: &Module, trace: &mut String| {
+        if options.print_after.iter().any(|p| p == pass || p == "all") {
+            trace.push_str(&format!("# after {pass}\n"));
+            trace.push_str(&sparsec_ir::print::print_module(m));
+        }
+    };
+    if order(&module.stage) < 1 && target >= 1 {
+        if let (Some(spec), Some(train)) = (&module.method, &module.train) {
+            if matches!(spec.method, sparsec_ir::spec::Method::Dropback { .. })
+                && train.optimizer.momentum != 0.0
+            {
+                return Err(Failure::Message(format!(
+                    "`{}`: Dropback trains with plain SGD: momentum {} would keep a dense buffer \
+                     of every weight, the O(N) state Dropback exists to avoid; set momentum to 0",
+                    program.file_name, train.optimizer.momentum
+                )));
+            }
+        }
+        module = sparsec_passes::build_train_step(&module).map_err(|e| fail("autodiff", e))?;
+        show("autodiff", &module, trace);
+        if let Some(sparsec_ir::spec::Method::Dropback { .. }) =
+            module.method.as_ref().map(|s| &s.method)
         {
-            return Err(Failure::Message(format!(
-                "`{}`: Dropback trains with plain SGD: momentum {} would keep a dense buffer of \
-                 every weight, the O(N) state Dropback exists to avoid; set momentum to 0",
-                program.file_name, train.optimizer.momentum
-            )));
+            module = sparsec_passes::apply_dropback(&module).map_err(|e| fail("dropback", e))?;
+            show("dropback", &module, trace);
         }
     }
-    let module = sparsec_passes::build_train_step(&program.module).map_err(fail)?;
-    match module.method.as_ref().map(|s| &s.method) {
-        Some(sparsec_ir::spec::Method::Dropback { .. }) => {
-            sparsec_passes::apply_dropback(&module).map_err(fail)
-        }
-        _ => Ok(module),
+    if order(&module.stage) < 2 && target >= 2 {
+        let opts = sparsec_passes::OptOptions {
+            memory_budget: options.memory_budget,
+            ..Default::default()
+        };
+        let (optimised, _) = sparsec_passes::optimize(&module, &opts).map_err(|e| {
+            if options.memory_budget.is_some() && e.contains("budget") {
+                Failure::Message(e)
+            } else {
+                fail("eqsat", e)
+            }
+        })?;
+        module = optimised;
+        show("eqsat", &module, trace);
     }
+    Ok(module)
+}
+
+/// The whole training step before optimisation (stage `train`) of a program at stage `ir`.
+pub fn train_step_module(program: &Program) -> Result<Module, Failure> {
+    compile_to(
+        program,
+        Stage::Train,
+        &CompileOptions::default(),
+        &mut String::new(),
+    )
 }
 
 /// `sparsec check FILE`: a one-line summary on success.
@@ -259,7 +322,15 @@ pub fn check(path: &Path) -> Result<String, Failure> {
 }
 
 /// `sparsec emit --stage STAGE FILE`.
-pub fn emit(stage: Stage, path: &Path) -> Result<String, Failure> {
+pub fn emit(stage: Stage, path: &Path, options: &CompileOptions) -> Result<String, Failure> {
+    for pass in &options.print_after {
+        if pass != "all" && !PASSES.contains(&pass.as_str()) {
+            return Err(Failure::Usage(format!(
+                "--print-after {pass}: no such pass; passes: {}, or all",
+                PASSES.join(", ")
+            )));
+        }
+    }
     let file = read_source(path)?;
     match stage {
         Stage::Ast => {
@@ -280,12 +351,15 @@ pub fn emit(stage: Stage, path: &Path) -> Result<String, Failure> {
                 program_from_source(&file.name, file.text, file.kind == SourceKind::Ir, &[])?;
             Ok(sparsec_ir::print::print_module(&program.module))
         }
-        Stage::Train => {
+        Stage::Train | Stage::Opt => {
             let program =
                 program_from_source(&file.name, file.text, file.kind == SourceKind::Ir, &[])?;
-            Ok(sparsec_ir::print::print_module(&train_step_module(
-                &program,
-            )?))
+            let mut out = String::new();
+            let module = compile_to(&program, stage, options, &mut out)?;
+            if options.print_after.is_empty() {
+                out.push_str(&sparsec_ir::print::print_module(&module));
+            }
+            Ok(out)
         }
     }
 }

@@ -15,7 +15,19 @@ fn main() -> ExitCode {
     let color = cli.color.choice();
     let result = match &cli.command {
         Command::Check { file } => driver::check(file),
-        Command::Emit { stage, file } => driver::emit(*stage, file),
+        Command::Emit {
+            stage,
+            file,
+            print_after,
+            memory_budget,
+        } => driver::emit(
+            *stage,
+            file,
+            &driver::CompileOptions {
+                print_after: print_after.clone(),
+                memory_budget: *memory_budget,
+            },
+        ),
         Command::Train(args) => overrides::parse(&args.set)
             .map_err(Failure::Usage)
             .and_then(|sets| {

@@ -10,6 +10,9 @@ pub struct RunOptions {
     pub max_steps: Option<u64>,
     /// Visit the training set in a seeded random order each epoch (false: file order).
     pub shuffle: bool,
+    /// Bytes the train step's materialised values may take (extraction picks the fastest
+    /// program that fits).
+    pub memory_budget: Option<u64>,
 }
 
 impl Default for RunOptions {
@@ -17,6 +20,7 @@ impl Default for RunOptions {
         RunOptions {
             max_steps: None,
             shuffle: true,
+            memory_budget: None,
         }
     }
 }
@@ -33,6 +37,7 @@ pub const KEYS: &[&str] = &[
     "nesterov",
     "max_steps",
     "shuffle",
+    "memory_budget",
 ];
 
 /// Split `KEY=VALUE` strings, rejecting malformed ones and unknown keys.
@@ -117,6 +122,7 @@ pub fn apply(train: &mut TrainSpec, pairs: &[(String, String)]) -> Result<RunOpt
             "nesterov" => train.optimizer.nesterov = boolean()?,
             "max_steps" => run.max_steps = Some(uint(0)?),
             "shuffle" => run.shuffle = boolean()?,
+            "memory_budget" => run.memory_budget = Some(uint(1)?),
             _ => unreachable!("keys are checked by `parse`"),
         }
     }
@@ -167,7 +173,8 @@ mod tests {
             run,
             RunOptions {
                 max_steps: Some(0),
-                shuffle: false
+                shuffle: false,
+                memory_budget: None,
             }
         );
         for bad in [

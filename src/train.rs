@@ -369,7 +369,15 @@ fn prepare(req: &TrainRequest) -> Result<Session, Failure> {
             )));
         }
     }
-    let module = driver::train_step_module(&program)?;
+    let module = driver::compile_to(
+        &program,
+        crate::cli::Stage::Opt,
+        &driver::CompileOptions {
+            print_after: Vec::new(),
+            memory_budget: program.run.memory_budget,
+        },
+        &mut String::new(),
+    )?;
     let compile_ms = started.elapsed().as_secs_f64() * 1e3;
     let data_dir = match &resume_from {
         Some((_, meta)) => meta

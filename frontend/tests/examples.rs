@@ -81,7 +81,7 @@ fn lenet300_dropback_method() {
     assert_eq!(spec.layers, vec!["fc1", "fc2", "fc3"]);
     assert_eq!(m.train.epochs, 20);
     assert_eq!(m.train.batch, 100);
-    assert_eq!(m.train.optimizer.lr, 0.4);
+    assert_eq!(m.train.optimizer.lr, 0.1);
 }
 
 #[test]

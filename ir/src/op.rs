@@ -121,6 +121,32 @@ pub enum Op {
     /// `tracked_set @p`: the positions `p` tracks now (its stored entries) as a sparse mask
     /// `i32[len(p)]{sparse cap(p)}`, for a step whose tracked set is frozen.
     TrackedSet(ParamId),
+    // ---- Forms introduced by equality saturation (passes/src/eqsat) ----
+    /// `regen @p`: the initial value of a tracked parameter, never materialised: `T{regen}`.
+    Regen(ParamId),
+    /// `tracked @p`: the tracked values of `p` at their positions, zero elsewhere:
+    /// `T{sparse cap(p)}`.
+    Tracked(ParamId),
+    /// `correction @p`: tracked value minus initial value at the tracked positions, zero
+    /// elsewhere (`T{sparse cap(p)}`), so that `W = regen + correction`.
+    Correction(ParamId),
+    /// `overlay %r, %t`: `r` with the stored entries of `t` written over it: the effective
+    /// weight `regen @p ⊕ tracked @p`, dense.
+    Overlay,
+    /// `matmul_nt_weight @p, %x`: `x · Wᵀ` for the effective weight of tracked `p`, the weight
+    /// regenerated tile by tile inside the product and never materialised.
+    MatMulNtWeight(ParamId),
+    /// `matmul_weight @p, %dy`: `dy · W` likewise (a layer's input gradient).
+    MatMulWeight(ParamId),
+    /// `dropback_score_sgd @p, %dy, %x, %lr`: `dropback_score @p, (W − lr · dyᵀx)`, the weight
+    /// gradient computed tile by tile and scored on the fly, never materialised.
+    DropbackScoreSgd(ParamId),
+    /// `dropback_apply_sgd @p, %dy, %x, %lr, %sel {offset=O}`: `dropback_apply @p, (W − lr ·
+    /// dyᵀx), %sel`: only the selected entries of the gradient are computed.
+    DropbackApplySgd {
+        param: ParamId,
+        offset: u64,
+    },
 }
 
 impl Op {
@@ -160,6 +186,14 @@ impl Op {
         "topk_select",
         "dropback_apply",
         "tracked_set",
+        "regen",
+        "tracked",
+        "correction",
+        "overlay",
+        "matmul_nt_weight",
+        "matmul_weight",
+        "dropback_score_sgd",
+        "dropback_apply_sgd",
     ];
 
     /// The ops that name a parameter inline (`op @p` or `op @p, %operands...`).
@@ -169,6 +203,13 @@ impl Op {
         "dropback_score",
         "dropback_apply",
         "tracked_set",
+        "regen",
+        "tracked",
+        "correction",
+        "matmul_nt_weight",
+        "matmul_weight",
+        "dropback_score_sgd",
+        "dropback_apply_sgd",
     ];
 
     /// The parameter an op names inline, if any.
@@ -178,7 +219,14 @@ impl Op {
             | Op::Store(id)
             | Op::DropbackScore(id)
             | Op::DropbackApply { param: id, .. }
-            | Op::TrackedSet(id) => Some(id),
+            | Op::TrackedSet(id)
+            | Op::Regen(id)
+            | Op::Tracked(id)
+            | Op::Correction(id)
+            | Op::MatMulNtWeight(id)
+            | Op::MatMulWeight(id)
+            | Op::DropbackScoreSgd(id)
+            | Op::DropbackApplySgd { param: id, .. } => Some(id),
             _ => None,
         }
     }
@@ -228,6 +276,14 @@ impl Op {
             Op::TopkSelect { .. } => "topk_select",
             Op::DropbackApply { .. } => "dropback_apply",
             Op::TrackedSet(_) => "tracked_set",
+            Op::Regen(_) => "regen",
+            Op::Tracked(_) => "tracked",
+            Op::Correction(_) => "correction",
+            Op::Overlay => "overlay",
+            Op::MatMulNtWeight(_) => "matmul_nt_weight",
+            Op::MatMulWeight(_) => "matmul_weight",
+            Op::DropbackScoreSgd(_) => "dropback_score_sgd",
+            Op::DropbackApplySgd { .. } => "dropback_apply_sgd",
         }
     }
 
@@ -236,8 +292,16 @@ impl Op {
     pub fn arity(&self) -> Option<usize> {
         Some(match self {
             Op::TopkSelect { .. } => return None,
-            Op::Param(_) | Op::Const { .. } | Op::TrackedSet(_) => 0,
-            Op::DropbackApply { .. } => 2,
+            Op::Param(_)
+            | Op::Const { .. }
+            | Op::TrackedSet(_)
+            | Op::Regen(_)
+            | Op::Tracked(_)
+            | Op::Correction(_) => 0,
+            Op::DropbackApply { .. } | Op::Overlay => 2,
+            Op::MatMulNtWeight(_) | Op::MatMulWeight(_) => 1,
+            Op::DropbackScoreSgd(_) => 3,
+            Op::DropbackApplySgd { .. } => 4,
             Op::DropbackScore(_)
             | Op::Store(_)
             | Op::Reshape { .. }
@@ -312,7 +376,9 @@ impl Op {
                 vec![("axes", Attr::Ints(axes.iter().map(|&a| a as u64).collect()))]
             }
             Op::TopkSelect { k } => vec![("k", Attr::Int(*k))],
-            Op::DropbackApply { offset, .. } => vec![("offset", Attr::Int(*offset))],
+            Op::DropbackApply { offset, .. } | Op::DropbackApplySgd { offset, .. } => {
+                vec![("offset", Attr::Int(*offset))]
+            }
             _ => Vec::new(),
         }
     }
@@ -386,6 +452,7 @@ impl Op {
             "softmax_xent" => Op::SoftmaxXent,
             "softmax_xent_grad" => Op::SoftmaxXentGrad,
             "argmax" => Op::Argmax,
+            "overlay" => Op::Overlay,
             "topk_select" => Op::TopkSelect {
                 k: reader.int("k")?,
             },
@@ -416,6 +483,16 @@ impl Op {
                 offset: reader.int("offset")?,
             },
             "tracked_set" => Op::TrackedSet(param),
+            "regen" => Op::Regen(param),
+            "tracked" => Op::Tracked(param),
+            "correction" => Op::Correction(param),
+            "matmul_nt_weight" => Op::MatMulNtWeight(param),
+            "matmul_weight" => Op::MatMulWeight(param),
+            "dropback_score_sgd" => Op::DropbackScoreSgd(param),
+            "dropback_apply_sgd" => Op::DropbackApplySgd {
+                param,
+                offset: reader.int("offset")?,
+            },
             _ => return Err(format!("`{name}` does not name a parameter")),
         };
         reader.finish()?;
@@ -438,10 +515,17 @@ impl Op {
             _ => {}
         }
         // Every op computes on dense values; sparse and regenerated forms enter through their
-        // own ops, never implicitly: the selection operand of `dropback_apply` is the only
-        // sparse operand.
+        // own ops, never implicitly. The exceptions: the selection operand of the Dropback
+        // applies, the two operands of `overlay`, and the weight operand of `matmul_nt` /
+        // `matmul` (a product with a regenerated or a sparse matrix, both orientations).
         for (i, t) in operands.iter().enumerate() {
-            let sparse_ok = matches!(self, Op::DropbackApply { .. }) && i == 1;
+            let sparse_ok = match self {
+                Op::DropbackApply { .. } => i == 1,
+                Op::DropbackApplySgd { .. } => i == 3,
+                Op::Overlay => true,
+                Op::MatMul { ta: false, .. } => i == 1,
+                _ => false,
+            };
             if t.encoding != Encoding::Dense && !sparse_ok {
                 return Err(format!(
                     "operand {} of `{}` must be dense, found {t}",
@@ -751,6 +835,84 @@ impl Op {
                 let cap = crate::dropback::capacity(params, *id).unwrap_or(0);
                 Ok(Type::i32(vec![p.ty.num_elements()])
                     .with_encoding(Encoding::Sparse { capacity: cap }))
+            }
+            Op::Regen(id) => Ok(tracked(*id)?.ty.with_encoding(Encoding::Regen)),
+            Op::Tracked(id) | Op::Correction(id) => {
+                let p = tracked(*id)?;
+                let capacity = crate::dropback::capacity(params, *id).unwrap_or(0);
+                Ok(p.ty.with_encoding(Encoding::Sparse { capacity }))
+            }
+            Op::Overlay => {
+                let (r, t) = (operands[0], operands[1]);
+                if r.encoding != Encoding::Regen
+                    || !matches!(t.encoding, Encoding::Sparse { .. })
+                    || r.shape != t.shape
+                    || r.dtype != DType::F32
+                    || t.dtype != DType::F32
+                {
+                    return Err(format!(
+                        "`overlay` needs a regenerated and a sparse f32 value of one shape, found {r} and {t}"
+                    ));
+                }
+                Ok(r.with_encoding(Encoding::Dense))
+            }
+            Op::MatMulNtWeight(id) | Op::MatMulWeight(id) => {
+                let p = tracked(*id)?;
+                f32s(1)?;
+                let x = rank(0, 2)?;
+                if p.ty.rank() != 2 {
+                    return Err(format!(
+                        "`{}` needs a matrix weight, @{} is {}",
+                        self.name(),
+                        p.name,
+                        p.ty
+                    ));
+                }
+                let (rows, cols) = (p.ty.shape[0], p.ty.shape[1]);
+                let (inner, out) = match self {
+                    Op::MatMulNtWeight(_) => (cols, rows),
+                    _ => (rows, cols),
+                };
+                if x[1] != inner {
+                    return Err(format!(
+                        "`{}`: {} does not fit the weight @{} {}",
+                        self.name(),
+                        operands[0],
+                        p.name,
+                        p.ty
+                    ));
+                }
+                Ok(Type::f32(vec![x[0], out]))
+            }
+            Op::DropbackScoreSgd(id) | Op::DropbackApplySgd { param: id, .. } => {
+                let p = tracked(*id)?;
+                f32s(3)?;
+                let dy = rank(0, 2)?;
+                let x = rank(1, 2)?;
+                rank(2, 0)?;
+                if p.ty.rank() != 2
+                    || dy[0] != x[0]
+                    || [dy[1], x[1]] != [p.ty.shape[0], p.ty.shape[1]]
+                {
+                    return Err(format!(
+                        "`{}`: dyᵀ·x of {} and {} is not the shape of @{} {}",
+                        self.name(),
+                        operands[0],
+                        operands[1],
+                        p.name,
+                        p.ty
+                    ));
+                }
+                if let Op::DropbackApplySgd { offset, .. } = self {
+                    // The same selection rules as `dropback_apply`.
+                    let as_apply = Op::DropbackApply {
+                        param: *id,
+                        offset: *offset,
+                    };
+                    let w1 = p.ty.with_encoding(Encoding::Dense);
+                    return as_apply.infer(&[&w1, operands[3]], params);
+                }
+                Ok(p.ty.with_encoding(Encoding::Dense))
             }
         }
     }

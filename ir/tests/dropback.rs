@@ -2,6 +2,8 @@
 //! `tracked_set`, tracked parameters in the interpreter's state (O(k), overlay, capacity), and
 //! the text form of the ops.
 
+mod common;
+
 use sparsec_ir::interp::{initial_value, topk_select, Input, Interpreter, Output, State};
 use sparsec_ir::spec::{DropbackScope, Optimizer, Schedule, TrainSpec};
 use sparsec_ir::{
@@ -249,4 +251,40 @@ fn a_store_beyond_the_budget_is_an_error_and_changes_nothing() {
     let e = run(&mut it, &mut st, &w1, &[0.0, 0.0]).unwrap_err();
     assert!(e.message.contains("budget of 2"), "{}", e.message);
     assert_eq!(st, before);
+}
+
+/// The optimised forms compute what the plain forms compute: the fused products bit for bit,
+/// the distributed one (regenerated product plus sparse correction) to rounding.
+#[test]
+fn optimised_forms_agree_with_the_plain_computation() {
+    let m = common::opt_forms();
+    let mut state = State::<f32>::initial(&m);
+    let mut it = Interpreter::<f32>::new(&m, "train_step").unwrap();
+    let x: Vec<f32> = (0..6).map(|i| 0.1 * i as f32 - 0.2).collect();
+    let dy: Vec<f32> = (0..8).map(|i| 0.05 * i as f32 - 0.1).collect();
+    for step in 0..3 {
+        let out = it
+            .run(
+                &mut state,
+                &[Input::Float(&x), Input::Float(&dy), Input::Float(&[0.5])],
+            )
+            .unwrap();
+        let vals: Vec<Vec<f32>> = out
+            .into_iter()
+            .map(|o| match o {
+                Output::Float(t) => t.data,
+                _ => panic!("float results"),
+            })
+            .collect();
+        let (dense, dist, fused) = (&vals[0], &vals[1], &vals[2]);
+        assert_eq!(dense, fused, "step {step}: fused product differs");
+        for (a, b) in dense.iter().zip(dist) {
+            assert!(
+                (a - b).abs() <= 1e-6,
+                "step {step}: distributed product {b} vs {a}"
+            );
+        }
+        let tracked = state.tracked[0].as_ref().map_or(0, |t| t.indices.len());
+        assert!(tracked <= 5, "at most k tracked");
+    }
 }

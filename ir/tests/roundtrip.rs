@@ -29,7 +29,15 @@ fn hand_built_modules_round_trip() {
 #[test]
 fn every_op_is_covered() {
     let mut used = BTreeSet::new();
-    for m in [common::mlp(), common::conv_net(), common::odd_module()] {
+    for m in [
+        common::mlp(),
+        common::conv_net(),
+        common::odd_module(),
+        common::opt_forms(),
+    ] {
+        let text = sparsec_ir::print_module(&m);
+        let back = sparsec_ir::parse_module(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(back, m, "{} does not round-trip", m.name);
         for f in &m.funcs {
             for inst in &f.insts {
                 used.insert(inst.op.name());

@@ -429,7 +429,16 @@ pub fn vjp_rule(op: &Op) -> Option<Rule> {
         | Op::DropbackScore(_)
         | Op::TopkSelect { .. }
         | Op::DropbackApply { .. }
-        | Op::TrackedSet(_) => return None,
+        | Op::TrackedSet(_)
+        // The optimised forms appear only after autodiff.
+        | Op::Regen(_)
+        | Op::Tracked(_)
+        | Op::Correction(_)
+        | Op::Overlay
+        | Op::MatMulNtWeight(_)
+        | Op::MatMulWeight(_)
+        | Op::DropbackScoreSgd(_)
+        | Op::DropbackApplySgd { .. } => return None,
     })
 }
 

@@ -373,6 +373,14 @@ enum Kernel {
     Overlay {
         param: usize,
     },
+    /// The stored entries of a tracked parameter at their positions, zero elsewhere.
+    TrackedValues {
+        param: usize,
+    },
+    /// Stored entry minus `w0` (operand 0) at the tracked positions, zero elsewhere.
+    Correction {
+        param: usize,
+    },
     /// `|w1 − w0|` with operands `(w1, w0)`.
     DropbackScore,
     /// Operands `(w1, sel, w0)`.
@@ -579,6 +587,93 @@ impl<T: Float> Interpreter<T> {
                     operands.push(w0);
                     Kernel::DropbackScore
                 }
+                // The optimised forms run as the plain computation they stand for, with the
+                // same kernels in the same order, so they agree bit for bit with the program
+                // before optimisation (the distributed products excepted: they round
+                // differently by design).
+                Op::Regen(id) => {
+                    let w0 = interp.w0_of(m, id.0 as usize, i);
+                    locs.push(w0);
+                    continue;
+                }
+                Op::Tracked(id) => {
+                    let out = interp.alloc_float(inst.ty.num_elements());
+                    interp.steps.push(Step {
+                        inst: i,
+                        kernel: Kernel::TrackedValues {
+                            param: id.0 as usize,
+                        },
+                        operands: Vec::new(),
+                        out,
+                    });
+                    locs.push(out);
+                    continue;
+                }
+                Op::Correction(id) => {
+                    let w0 = interp.w0_of(m, id.0 as usize, i);
+                    let out = interp.alloc_float(inst.ty.num_elements());
+                    interp.steps.push(Step {
+                        inst: i,
+                        kernel: Kernel::Correction {
+                            param: id.0 as usize,
+                        },
+                        operands: vec![w0],
+                        out,
+                    });
+                    locs.push(out);
+                    continue;
+                }
+                Op::Overlay => {
+                    // The reference keeps tracked values in the state, so the sparse operand
+                    // must be `tracked @p` itself.
+                    let p = match inst.operands[1] {
+                        Value::Inst(j) => match f.insts[j as usize].op {
+                            Op::Tracked(p) => p.0 as usize,
+                            _ => {
+                                return Err(here(
+                                    "`overlay` needs `tracked @p` as its second operand".into(),
+                                ))
+                            }
+                        },
+                        Value::Arg(_) => {
+                            return Err(here(
+                                "`overlay` needs `tracked @p` as its second operand".into(),
+                            ))
+                        }
+                    };
+                    let out = interp.effective_weight(m, p, i);
+                    locs.push(out);
+                    continue;
+                }
+                Op::MatMulNtWeight(id) | Op::MatMulWeight(id) => {
+                    let w = interp.effective_weight(m, id.0 as usize, i);
+                    let wshape = &m.params[id.0 as usize].ty.shape;
+                    operands.push(w);
+                    let nt = matches!(inst.op, Op::MatMulNtWeight(_));
+                    Kernel::MatMul {
+                        m: out_shape[0],
+                        n: out_shape[1],
+                        k: if nt { wshape[1] } else { wshape[0] },
+                        ta: false,
+                        tb: nt,
+                    }
+                }
+                Op::DropbackScoreSgd(id) => {
+                    let p = id.0 as usize;
+                    let w1 = interp.sgd_result(m, p, i, &operands, types[0].shape[0]);
+                    let w0 = interp.w0_of(m, p, i);
+                    operands = vec![w1, w0];
+                    Kernel::DropbackScore
+                }
+                Op::DropbackApplySgd { param, offset } => {
+                    let p = param.0 as usize;
+                    let w1 = interp.sgd_result(m, p, i, &operands, types[0].shape[0]);
+                    let w0 = interp.w0_of(m, p, i);
+                    operands = vec![w1, operands[3], w0];
+                    Kernel::DropbackApply {
+                        offset: *offset as usize,
+                    }
+                }
                 Op::DropbackApply { param, offset } => {
                     let w0 = interp.w0_of(m, param.0 as usize, i);
                     operands.push(w0);
@@ -776,6 +871,64 @@ impl<T: Float> Interpreter<T> {
         });
         self.w0[p] = Some(out);
         out
+    }
+
+    /// A buffer with the effective (dense) value of tracked parameter `p`: `w0` overlaid with
+    /// its stored entries.
+    fn effective_weight(&mut self, m: &Module, p: usize, inst: usize) -> Loc {
+        let w0 = self.w0_of(m, p, inst);
+        let out = self.alloc_float(m.params[p].ty.num_elements());
+        self.steps.push(Step {
+            inst,
+            kernel: Kernel::Overlay { param: p },
+            operands: vec![w0],
+            out,
+        });
+        out
+    }
+
+    /// `W − lr · dyᵀx` for tracked parameter `p` with operands `(dy, x, lr, ...)` and batch
+    /// `batch`: the SGD result the fused Dropback ops stand for, computed as autodiff writes it
+    /// (`matmul_tn`, `scale`, `sub`).
+    fn sgd_result(
+        &mut self,
+        m: &Module,
+        p: usize,
+        inst: usize,
+        operands: &[Loc],
+        batch: usize,
+    ) -> Loc {
+        let shape = m.params[p].ty.shape.clone();
+        let len = m.params[p].ty.num_elements();
+        let w = self.effective_weight(m, p, inst);
+        let grad = self.alloc_float(len);
+        self.steps.push(Step {
+            inst,
+            kernel: Kernel::MatMul {
+                m: shape[0],
+                n: shape[1],
+                k: batch,
+                ta: true,
+                tb: false,
+            },
+            operands: vec![operands[0], operands[1]],
+            out: grad,
+        });
+        let step = self.alloc_float(len);
+        self.steps.push(Step {
+            inst,
+            kernel: Kernel::Scale,
+            operands: vec![grad, operands[2]],
+            out: step,
+        });
+        let w1 = self.alloc_float(len);
+        self.steps.push(Step {
+            inst,
+            kernel: Kernel::Sub,
+            operands: vec![w, step],
+            out: w1,
+        });
+        w1
     }
 
     fn alloc_float(&mut self, len: usize) -> Loc {
@@ -1035,6 +1188,8 @@ fn check_value_type(t: &Type) -> Result<(), String> {
     match t.encoding {
         Encoding::Dense => {}
         Encoding::Sparse { .. } if t.dtype == DType::I32 && t.rank() == 1 => {}
+        // Regenerated and sparse weights are held densely by the reference interpreter.
+        Encoding::Regen | Encoding::Sparse { .. } if t.dtype == DType::F32 => {}
         _ => {
             return Err(format!(
                 "the interpreter does not execute this encoded value ({t})"
@@ -1175,6 +1330,23 @@ fn exec_float<T: Float>(
             }
             for (o, &w) in out.iter_mut().zip(regen_scratch.iter()) {
                 *o = T::from_f32(w * regen.scale);
+            }
+        }
+        &Kernel::TrackedValues { param } => {
+            out.fill(T::zero());
+            if let Some(t) = &env.tracked[param] {
+                for (&i, &v) in t.indices.iter().zip(&t.values) {
+                    out[i as usize] = v;
+                }
+            }
+        }
+        &Kernel::Correction { param } => {
+            out.fill(T::zero());
+            let w0 = x(0);
+            if let Some(t) = &env.tracked[param] {
+                for (&i, &v) in t.indices.iter().zip(&t.values) {
+                    out[i as usize] = v - w0[i as usize];
+                }
             }
         }
         &Kernel::Overlay { param } => {

@@ -668,3 +668,58 @@ pub fn all_modules() -> Vec<Module> {
     v.extend(spec_variants());
     v
 }
+
+/// The forms equality saturation introduces (regeneration, sparse corrections, fused Dropback
+/// products and updates), on one tracked weight.
+pub fn opt_forms() -> Module {
+    let mut m = Module::new("opt_forms", "opt");
+    m.train = Some(train_spec(Schedule::Constant));
+    let tracked = Storage::Tracked {
+        k: 5,
+        scope: DropbackScope::Global,
+    };
+    m.method = Some(MethodSpec {
+        method: Method::Dropback {
+            k: 5,
+            scope: DropbackScope::Global,
+            freeze_after: None,
+            decay_init: None,
+        },
+        layers: vec!["fc".into()],
+    });
+    let w = m.add_param(param("fc.weight", &[4, 3], uniform(0.5), 0, tracked));
+    let mut f = Func::new("train_step");
+    let x = f.add_arg("x", Type::f32(vec![2, 3]));
+    let dy = f.add_arg("dy", Type::f32(vec![2, 4]));
+    let lr = f.add_arg("lr", Type::scalar_f32());
+    let r = push(&mut f, &m, Op::Regen(w), &[], None);
+    let t = push(&mut f, &m, Op::Tracked(w), &[], None);
+    let c = push(&mut f, &m, Op::Correction(w), &[], None);
+    let eff = push(&mut f, &m, Op::Overlay, &[r, t], None);
+    let nt = Op::MatMul {
+        ta: false,
+        tb: true,
+    };
+    let y_dense = push(&mut f, &m, nt.clone(), &[x, eff], None);
+    let y_regen = push(&mut f, &m, nt.clone(), &[x, r], None);
+    let y_corr = push(&mut f, &m, nt, &[x, c], None);
+    let y_dist = push(&mut f, &m, Op::Add, &[y_regen, y_corr], None);
+    let y_fused = push(&mut f, &m, Op::MatMulNtWeight(w), &[x], Some("fc"));
+    let dx = push(&mut f, &m, Op::MatMulWeight(w), &[dy], Some("fc"));
+    let score = push(&mut f, &m, Op::DropbackScoreSgd(w), &[dy, x, lr], None);
+    let sel = push(&mut f, &m, Op::TopkSelect { k: 5 }, &[score], None);
+    let new = push(
+        &mut f,
+        &m,
+        Op::DropbackApplySgd {
+            param: w,
+            offset: 0,
+        },
+        &[dy, x, lr, sel],
+        None,
+    );
+    push(&mut f, &m, Op::Store(w), &[new], None);
+    f.results = vec![y_dense, y_dist, y_fused, dx];
+    m.funcs.push(f);
+    m
+}

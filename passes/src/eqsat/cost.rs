@@ -1,0 +1,141 @@
+//! The analytic cost of an e-node: integer, deterministic, from shapes alone.
+//!
+//! `time` adds floating-point operations, bytes moved through memory, regenerated words (each
+//! generated once per use of the op, then reused across the batch rows of a tile) and bytes
+//! materialised (written to a buffer that outlives the op), each weighted by a constant of
+//! [`CostModel`]. `memory` is the bytes a value occupies if it is materialised: dense values
+//! count fully, regenerated and streamed values not at all, sparse values by their capacity.
+
+use sparsec_ir::{Encoding, Op, Param, Storage, Type};
+
+/// The weights of the cost terms. The golden `opt` dumps pin the results of these constants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CostModel {
+    pub flop: u64,
+    pub byte_moved: u64,
+    /// One ChaCha8 word: a 20-ish-cycle quarter of a block, about eight flops' worth.
+    pub regen_word: u64,
+    pub byte_materialised: u64,
+}
+
+impl Default for CostModel {
+    fn default() -> Self {
+        CostModel {
+            flop: 1,
+            byte_moved: 1,
+            regen_word: 8,
+            byte_materialised: 2,
+        }
+    }
+}
+
+impl CostModel {
+    /// The constants by name, for dump headers.
+    pub fn entries(&self) -> [(&'static str, u64); 4] {
+        [
+            ("flop", self.flop),
+            ("byte", self.byte_moved),
+            ("regen_word", self.regen_word),
+            ("materialised_byte", self.byte_materialised),
+        ]
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct NodeCost {
+    pub time: u64,
+    pub memory: u64,
+}
+
+/// Bytes of a value as it is held: dense fully, sparse by capacity (index + value), else 0.
+pub fn held_bytes(ty: &Type) -> u64 {
+    match ty.encoding {
+        Encoding::Dense => 4 * ty.num_elements() as u64,
+        Encoding::Sparse { capacity } => 8 * capacity,
+        _ => 0,
+    }
+}
+
+/// Number of logical elements.
+fn n(ty: &Type) -> u64 {
+    ty.num_elements() as u64
+}
+
+/// The cost of one op, given its operand and result types.
+pub fn op_cost(
+    model: &CostModel,
+    op: &Op,
+    operands: &[&Type],
+    result: &Type,
+    params: &[Param],
+) -> NodeCost {
+    let out_bytes = held_bytes(result);
+    let in_bytes: u64 = operands.iter().map(|t| held_bytes(t)).sum();
+    let mut flops = 0u64;
+    let mut regen_words = 0u64;
+    let mut moved = in_bytes + out_bytes;
+    let mut materialised = out_bytes;
+    match op {
+        Op::Param(id) => {
+            let p = &params[id.0 as usize];
+            match p.storage {
+                // The stored weight itself: reading it moves it, but nothing new is written.
+                Storage::Dense | Storage::Masked => {
+                    materialised = 0;
+                    moved = 0;
+                }
+                // A dense read of a regenerated weight writes the whole weight out.
+                Storage::Seeded | Storage::Tracked { .. } => regen_words = n(&p.ty),
+            }
+        }
+        Op::Store(_) => {
+            materialised = 0;
+        }
+        Op::Const { .. } | Op::Reshape { .. } => {
+            // Reshape is a view; constants are folded into their users.
+            moved = 0;
+            materialised = 0;
+        }
+        Op::MatMul { ta, .. } => {
+            let a = operands[0];
+            let k = if *ta { a.shape[0] } else { a.shape[1] };
+            flops = 2 * n(result) * k as u64;
+        }
+        Op::Conv2d { .. } => {
+            let w = operands[1];
+            flops = 2 * n(result) * (w.shape[1] * w.shape[2] * w.shape[3]) as u64;
+        }
+        Op::Conv2dInputGrad { .. } => {
+            let w = operands[1];
+            flops = 2 * n(operands[0]) * (w.shape[1] * w.shape[2] * w.shape[3]) as u64;
+        }
+        Op::Conv2dWeightGrad { .. } => {
+            let dy = operands[1];
+            flops = 2 * n(dy) * (result.shape[1] * result.shape[2] * result.shape[3]) as u64;
+        }
+        _ => {
+            // Element-wise, reductions, pooling, losses and the Dropback ops: one pass over
+            // the largest operand or the result.
+            flops = operands
+                .iter()
+                .map(|t| n(t))
+                .chain(std::iter::once(n(result)))
+                .max()
+                .unwrap_or(0);
+            if let Some(id) = op.param() {
+                let p = &params[id.0 as usize];
+                if matches!(p.storage, Storage::Seeded | Storage::Tracked { .. }) {
+                    // Ops that compare with or fall back to the initial value regenerate it.
+                    regen_words = n(&p.ty);
+                }
+            }
+        }
+    }
+    NodeCost {
+        time: flops * model.flop
+            + moved * model.byte_moved
+            + regen_words * model.regen_word
+            + materialised * model.byte_materialised,
+        memory: materialised,
+    }
+}
