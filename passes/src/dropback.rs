@@ -1,5 +1,5 @@
 //! The `dropback` pass: after [`crate::build_train_step`], every tracked weight's SGD result
-//! goes through Dropback's selection before it is stored (METHODS.md §1, docs/dropback-plan.md).
+//! goes through Dropback's selection before it is stored (METHODS.md §1, docs/dropback.md).
 //!
 //! ```text
 //! %w1  = sub %w, %step                              (the SGD result, as autodiff built it)
@@ -23,7 +23,7 @@
 //! * **`decay_init`.** Nothing in the IR: the runtime sets the state's `init_scale` to
 //!   `decay^t` before step `t` (0-based), so every read of `w0` in that step (`param`,
 //!   `dropback_score`, `dropback_apply`, the final `store`) sees `decay^t · W0`: untracked
-//!   weights shrink by `decay` between steps (see docs/dropback-plan.md).
+//!   weights shrink by `decay` between steps (see docs/dropback.md).
 //! * **Momentum** is refused: its buffers would be dense O(N) state, which Dropback exists to
 //!   avoid (the paper's setting is plain SGD). Weight decay needs no state and is allowed.
 
