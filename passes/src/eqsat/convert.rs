@@ -146,7 +146,17 @@ pub fn graph_to_func(
                                 .ok_or_else(|| "a cycle in the selection".to_string())
                         })
                         .collect::<Result<Vec<_>, _>>()?;
-                    let v = func.push(&params, op, &values, locs.get(&class).copied())?;
+                    // A node the rules introduced has no source location; one that names a
+                    // parameter belongs to that parameter's layer (`fc1` for `@fc1.bias`).
+                    let loc = locs.get(&class).copied().map(str::to_owned).or_else(|| {
+                        op.param().map(|id| {
+                            let name = &params[id.0 as usize].name;
+                            name.rsplit_once('.')
+                                .map_or(name.as_str(), |(l, _)| l)
+                                .to_owned()
+                        })
+                    });
+                    let v = func.push(&params, op, &values, loc.as_deref())?;
                     emitted.insert(class, v);
                 }
             }

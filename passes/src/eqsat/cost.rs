@@ -47,6 +47,9 @@ pub struct NodeCost {
     pub memory: u64,
 }
 
+/// The cost of reading a seeded or tracked weight as an opaque dense value (see `op_cost`).
+pub const OPAQUE_READ: u64 = 1 << 48;
+
 /// Bytes of a value as it is held: dense fully, sparse by capacity (index + value), else 0.
 pub fn held_bytes(ty: &Type) -> u64 {
     match ty.encoding {
@@ -84,9 +87,21 @@ pub fn op_cost(
                     materialised = 0;
                     moved = 0;
                 }
-                // A dense read of a regenerated weight writes the whole weight out.
-                Storage::Seeded | Storage::Tracked { .. } => regen_words = n(&p.ty),
+                // A seeded or tracked weight has no dense copy to read: once phase A has
+                // spelled out how it is rebuilt (`overlay(regen, tracked)`), that form is what
+                // the program must say, so the opaque read is never the cheaper choice.
+                Storage::Seeded | Storage::Tracked { .. } => {
+                    return NodeCost {
+                        time: OPAQUE_READ,
+                        memory: out_bytes,
+                    }
+                }
             }
+        }
+        // The tracked values are the parameter's persistent state, not a new buffer.
+        Op::Tracked(_) => {
+            moved = 0;
+            materialised = 0;
         }
         Op::Store(_) => {
             materialised = 0;
