@@ -1,3 +1,53 @@
-//! Native code generation for sparsec (Cranelift JIT of fused training kernels).
-//! Empty until the native-speed issue lands; the crate exists so the dependency
-//! direction (backend → ir) is fixed from the start.
+//! Native code generation for sparsec: Cranelift JIT of fused training kernels.
+//!
+//! Part 1 (this crate today) holds the machinery and the first kernels; partitioning a graph
+//! into kernels, the kernel IR and the runtime come next.
+//!
+//! - [`jit`]: [`Jit`] owns a Cranelift JIT module and its functions, and is the one place where
+//!   generated code is entered.
+//! - [`codegen`]: the function context, loops, `f32x4` main loops with scalar tails, ChaCha8
+//!   and the matrix products, in Cranelift IR.
+//! - [`kernels`]: [`Kernels`], every kernel compiled for the host behind a safe, slice-checked
+//!   API.
+//!
+//! # Entry-point ABI
+//!
+//! Every generated function is `extern "C" fn(args: *const Args)` (the host's C calling
+//! convention; 64-bit hosts only). [`Args`] is a `#[repr(C)]` block of four buffer addresses,
+//! six 64-bit integers and four `f32`s; each kernel documents which slots it reads (see
+//! [`codegen::elementwise`], [`codegen::chacha`], [`codegen::gemm`]). One signature keeps the
+//! single `unsafe` call site simple, and a kernel that fuses more operands gets a bigger
+//! block, not a new calling convention.
+//!
+//! # The unsafe call
+//!
+//! [`Jit::call`] transmutes a finalized code pointer to `extern "C" fn(*const Args)` and calls
+//! it: the only `unsafe` in the crate. It is sound because (1) the function was declared with
+//! exactly that signature by [`Jit::define`], (2) it is finalized and every symbol it refers to
+//! is registered (anything else fails [`Jit::finalize`]: the process-wide `dlsym` fallback is
+//! shut off), (3) the code lives in the module that `&self` keeps alive, and (4) `Jit::call` is
+//! crate-private and reached only from [`Kernels`]' safe methods, which build `Args` from live
+//! slices whose lengths they check against the sizes they pass (outputs are `&mut` slices, so
+//! they cannot alias the inputs), and the generated code touches nothing outside those extents.
+//!
+//! # What is bit-exact, and why
+//!
+//! Every kernel here returns the same bits as the reference (`sparsec_ir::interp`,
+//! `sparsec_ir::regen`), on every CPU:
+//! - element-wise: the same single IEEE operations (`fadd`, `fsub`, `fmul`, compare-and-select
+//!   for `relu`/`relu_grad`); lanes are independent, so `f32x4` changes nothing;
+//! - regeneration: ChaCha8 is integer arithmetic, and the word → `f32` map is an exact
+//!   conversion and scaling, then `hi − lo`, the product and the sum each rounded once, as in
+//!   `regen::word_to_f32`;
+//! - matrix products: vectorised over output columns, each element still summed one product
+//!   at a time in ascending `k` from `+0`, the interpreter's documented order.
+//! - No FMA: Cranelift never contracts `fmul` + `fadd`, and no kernel emits `fma`
+//!   ([`Jit::has_fma`] reports whether the host could, for kernels that will opt in and be tested
+//!   against an FMA reference).
+
+pub mod codegen;
+pub mod jit;
+pub mod kernels;
+
+pub use jit::{Args, Jit, JitError};
+pub use kernels::{Kernels, Uniform};

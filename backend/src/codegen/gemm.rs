@@ -1,0 +1,304 @@
+//! Matrix products `C[m, n] = op(A) · op(B)`, bit-exact with the interpreter.
+//!
+//! **Order.** The interpreter's contract (`ir/src/interp/gemm.rs`) is that every element is
+//! `c[i][j] = ((0 + a(i,0)·b(0,j)) + a(i,1)·b(1,j)) + ... + a(i,k−1)·b(k−1,j)`: products rounded
+//! to `f32`, added one at a time in ascending `k`, starting from `+0`, no FMA. Vectorising over
+//! `k` would change that order, so the vectors run over `n` instead: a register tile of
+//! `MR × NR` outputs (`MR` = 4 rows of A, `NR` = 8 columns = two `f32x4`) is updated once per
+//! `k` with `acc += splat(a(i, k)) · b(k, j..j+8)`, each lane still its own ascending-`k` sum.
+//!
+//! **Blocking.** For each panel of `NR` columns, `B`'s part is packed once into a contiguous,
+//! zero-padded `[k][NR]` buffer (the transposition of `matmul_nt` happens here), then every
+//! strip of rows of A is run against it (4 rows at a time, then single rows). Padded columns
+//! are computed and dropped.
+//!
+//! **In-tile regeneration** ([`Layout::NtRegen`]): `B` is a seeded weight `[n, k]` that is
+//! never materialised. Its `NR` rows of the panel are words `j·k .. (j + NR)·k` of the stream,
+//! contiguous, so they are regenerated into a scratch buffer of `NR·k` values (the ChaCha8
+//! kernel, [`super::chacha`]) and then packed like a dense `B`: each regenerated value is used by
+//! all `m` rows of A.
+//!
+//! Slots: `A` = `ptr[0]`, `B` = `ptr[1]` (unused by `NtRegen`), `C` = `ptr[2]`, scratch =
+//! `ptr[3]` (`2·NR·k` floats); `int[0..3]` = m, n, k; `NtRegen` also `int[3]` = seed, `int[4]` =
+//! stream, `f32[0]` = lo, `f32[1]` = hi.
+
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::{types, InstBuilder, Value};
+use cranelift_frontend::Variable;
+
+use super::chacha::{emit_fill, UniformMap};
+use super::loops::{counted_loop, if_else, if_then};
+use super::{mem, FnCtx, F32X4};
+
+/// Rows of A per register tile.
+pub const MR: usize = 4;
+/// Columns of B per register tile (two `f32x4`).
+pub const NR: usize = 8;
+
+/// Which operands are transposed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// `matmul`: `A[m, k] · B[k, n]`.
+    Nn,
+    /// `matmul_nt`: `A[m, k] · B[n, k]ᵀ`.
+    Nt,
+    /// `matmul_tn`: `A[k, m]ᵀ · B[k, n]`.
+    Tn,
+    /// `matmul_nt` whose `B[n, k]` is the seeded uniform weight `(seed, stream, lo, hi)`,
+    /// regenerated tile by tile.
+    NtRegen,
+}
+
+impl Layout {
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::Nn => "matmul",
+            Layout::Nt => "matmul_nt",
+            Layout::Tn => "matmul_tn",
+            Layout::NtRegen => "matmul_nt_regen",
+        }
+    }
+
+    fn a_transposed(self) -> bool {
+        self == Layout::Tn
+    }
+
+    fn b_rows_are_k(self) -> bool {
+        matches!(self, Layout::Nn | Layout::Tn)
+    }
+}
+
+struct Dims {
+    a: Value,
+    c: Value,
+    m: Value,
+    n: Value,
+    k: Value,
+    zero: Value,
+}
+
+/// The body of a matrix-product kernel (slots in the module docs).
+pub fn emit_gemm(fx: &mut FnCtx<'_>, layout: Layout) {
+    let a = fx.arg_ptr(0);
+    let b = fx.arg_ptr(1);
+    let c = fx.arg_ptr(2);
+    let scratch = fx.arg_ptr(3);
+    let m = fx.arg_int(0);
+    let n = fx.arg_int(1);
+    let k = fx.arg_int(2);
+    let zero = fx.iconst(0);
+    let panel = scratch;
+    let nr_k = fx.b.ins().imul_imm_s(k, NR as i64);
+    let rows_buf = fx.elem(scratch, nr_k);
+    let regen = if layout == Layout::NtRegen {
+        let seed = fx.arg_int(3);
+        let stream = fx.arg_int(4);
+        let lo = fx.arg_f32(0);
+        let hi = fx.arg_f32(1);
+        Some((seed, stream, UniformMap::new(fx, lo, hi)))
+    } else {
+        None
+    };
+    let d = Dims {
+        a,
+        c,
+        m,
+        n,
+        k,
+        zero,
+    };
+    counted_loop(fx, zero, n, NR as i64, |fx, jb| {
+        let left = fx.b.ins().isub(n, jb);
+        let nr = fx.iconst(NR as i64);
+        let cols = fx.umin(left, nr);
+        // Where the panel's rows of B come from (NT layouts): B itself, or the regenerated tile.
+        let (src, row0) = match &regen {
+            Some((seed, stream, map)) => {
+                let start = fx.b.ins().imul(jb, k);
+                let len = fx.b.ins().imul(cols, k);
+                emit_fill(fx, map, *seed, *stream, start, rows_buf, len);
+                (rows_buf, zero)
+            }
+            None => (b, jb),
+        };
+        pack_panel(fx, layout, &d, src, row0, jb, cols, panel);
+        let m4 = fx.b.ins().band_imm_s(m, !(MR as i64 - 1));
+        counted_loop(fx, zero, m4, MR as i64, |fx, i| {
+            tile(fx, layout, &d, MR, i, jb, cols, panel)
+        });
+        counted_loop(fx, m4, m, 1, |fx, i| {
+            tile(fx, layout, &d, 1, i, jb, cols, panel)
+        });
+    });
+}
+
+/// Pack columns `jb .. jb + cols` of `op(B)` into `panel[kk·NR + r]`, zero for `r >= cols`.
+/// For the NT layouts, `src` holds B's rows from `row0` on (row `j` of B is column `j` of op(B)).
+#[allow(clippy::too_many_arguments)]
+fn pack_panel(
+    fx: &mut FnCtx<'_>,
+    layout: Layout,
+    d: &Dims,
+    src: Value,
+    row0: Value,
+    jb: Value,
+    cols: Value,
+    panel: Value,
+) {
+    let (k, n, zero) = (d.k, d.n, d.zero);
+    let partial =
+        fx.b.ins()
+            .icmp_imm_s(IntCC::UnsignedLessThan, cols, NR as i64);
+    if_then(fx, partial, |fx| {
+        let total = fx.b.ins().imul_imm_s(k, NR as i64);
+        let z = fx.f32const(0.0);
+        let z4 = fx.splat(z);
+        counted_loop(fx, zero, total, 4, |fx, t| fx.store_at(z4, panel, t, 0));
+    });
+    if layout.b_rows_are_k() {
+        // op(B)(kk, j) = B[kk·n + j]: rows of `cols` contiguous values.
+        if_else(
+            fx,
+            partial,
+            |fx| {
+                counted_loop(fx, zero, k, 1, |fx, kk| {
+                    let row = fx.b.ins().imul(kk, n);
+                    let row = fx.b.ins().iadd(row, jb);
+                    let from = fx.elem(src, row);
+                    let at = fx.b.ins().imul_imm_s(kk, NR as i64);
+                    let to = fx.elem(panel, at);
+                    counted_loop(fx, zero, cols, 1, |fx, r| {
+                        let v = fx.load_at(types::F32, from, r, 0);
+                        fx.store_at(v, to, r, 0);
+                    });
+                });
+            },
+            |fx| {
+                counted_loop(fx, zero, k, 1, |fx, kk| {
+                    let row = fx.b.ins().imul(kk, n);
+                    let row = fx.b.ins().iadd(row, jb);
+                    let at = fx.b.ins().imul_imm_s(kk, NR as i64);
+                    for h in 0..NR / 4 {
+                        let v = fx.load_at(F32X4, src, row, 16 * h as i32);
+                        fx.store_at(v, panel, at, 16 * h as i32);
+                    }
+                });
+            },
+        );
+    } else {
+        // op(B)(kk, j) = B[j·k + kk]: a transposing copy, one row of B at a time.
+        counted_loop(fx, zero, cols, 1, |fx, r| {
+            let row = fx.b.ins().iadd(row0, r);
+            let row = fx.b.ins().imul(row, k);
+            let from = fx.elem(src, row);
+            let to = fx.elem(panel, r);
+            counted_loop(fx, zero, k, 1, |fx, kk| {
+                let v = fx.load_at(types::F32, from, kk, 0);
+                let at = fx.b.ins().imul_imm_s(kk, NR as i64);
+                fx.store_at(v, to, at, 0);
+            });
+        });
+    }
+}
+
+/// One register tile: rows `i .. i + rows` of C, columns `jb .. jb + cols`, over all of `k`.
+#[allow(clippy::too_many_arguments)]
+fn tile(
+    fx: &mut FnCtx<'_>,
+    layout: Layout,
+    d: &Dims,
+    rows: usize,
+    i: Value,
+    jb: Value,
+    cols: Value,
+    panel: Value,
+) {
+    let (a, c, m, n, k, zero) = (d.a, d.c, d.m, d.n, d.k, d.zero);
+    let z = fx.f32const(0.0);
+    let z4 = fx.splat(z);
+    let acc: Vec<[Variable; NR / 4]> = (0..rows)
+        .map(|_| [fx.var(F32X4, z4), fx.var(F32X4, z4)])
+        .collect();
+    // Pointers carried across iterations (so nothing is recomputed per `k`): one per row of
+    // the tile into op(A) (one for transposed A, whose rows are adjacent), and the panel row.
+    // Element (i + r, kk) of op(A) is at a_ptr[r] (+ 4r bytes when A is transposed), which
+    // advances by `a_step` bytes per kk.
+    let (a_ptrs, a_step): (Vec<Variable>, Value) = if layout.a_transposed() {
+        let base = fx.elem(a, i);
+        (vec![fx.var(fx.ptr, base)], fx.b.ins().ishl_imm_u(m, 2))
+    } else {
+        let ptrs = (0..rows)
+            .map(|r| {
+                let row = fx.b.ins().iadd_imm_s(i, r as i64);
+                let off = fx.b.ins().imul(row, k);
+                let p = fx.elem(a, off);
+                fx.var(fx.ptr, p)
+            })
+            .collect();
+        (ptrs, fx.iconst(4))
+    };
+    let b_ptr = fx.var(fx.ptr, panel);
+    counted_loop(fx, zero, k, 1, |fx, _kk| {
+        let pb = fx.b.use_var(b_ptr);
+        let bv: Vec<Value> = (0..NR / 4)
+            .map(|h| fx.b.ins().load(F32X4, mem(), pb, 16 * h as i32))
+            .collect();
+        let pa: Vec<Value> = a_ptrs.iter().map(|&v| fx.b.use_var(v)).collect();
+        for (r, acc_r) in acc.iter().enumerate() {
+            let av = if layout.a_transposed() {
+                fx.b.ins().load(types::F32, mem(), pa[0], 4 * r as i32)
+            } else {
+                fx.b.ins().load(types::F32, mem(), pa[r], 0)
+            };
+            let av = fx.splat(av);
+            for (h, &var) in acc_r.iter().enumerate() {
+                let p = fx.b.ins().fmul(av, bv[h]);
+                let s = fx.b.use_var(var);
+                let s = fx.b.ins().fadd(s, p);
+                fx.b.def_var(var, s);
+            }
+        }
+        for (&var, &p) in a_ptrs.iter().zip(&pa) {
+            let next = fx.b.ins().iadd(p, a_step);
+            fx.b.def_var(var, next);
+        }
+        let next = fx.b.ins().iadd_imm_s(pb, (NR * 4) as i64);
+        fx.b.def_var(b_ptr, next);
+    });
+    let full = fx.b.ins().icmp_imm_s(IntCC::Equal, cols, NR as i64);
+    let tmp_slot = fx.stack_buffer((MR * NR * 4) as u32);
+    if_else(
+        fx,
+        full,
+        |fx| {
+            for (r, acc_r) in acc.iter().enumerate() {
+                let row = fx.b.ins().iadd_imm_s(i, r as i64);
+                let at = fx.b.ins().imul(row, n);
+                let at = fx.b.ins().iadd(at, jb);
+                for (h, &var) in acc_r.iter().enumerate() {
+                    let v = fx.b.use_var(var);
+                    fx.store_at(v, c, at, 16 * h as i32);
+                }
+            }
+        },
+        |fx| {
+            let tmp = fx.stack_addr(tmp_slot);
+            for (r, acc_r) in acc.iter().enumerate() {
+                for (h, &var) in acc_r.iter().enumerate() {
+                    let v = fx.b.use_var(var);
+                    fx.b.ins()
+                        .store(super::mem(), v, tmp, ((r * NR + 4 * h) * 4) as i32);
+                }
+                let row = fx.b.ins().iadd_imm_s(i, r as i64);
+                let at = fx.b.ins().imul(row, n);
+                let at = fx.b.ins().iadd(at, jb);
+                let dst = fx.elem(c, at);
+                let src = fx.b.ins().iadd_imm_s(tmp, (r * NR * 4) as i64);
+                counted_loop(fx, zero, cols, 1, |fx, j| {
+                    let v = fx.load_at(types::F32, src, j, 0);
+                    fx.store_at(v, dst, j, 0);
+                });
+            }
+        },
+    );
+}

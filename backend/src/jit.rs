@@ -1,0 +1,335 @@
+//! The JIT module wrapper: one [`Jit`] owns a Cranelift [`JITModule`] and every function compiled
+//! into it, and is the only place where generated code is entered (see [`Jit::call`]).
+//!
+//! - Target: the host ISA from `cranelift_native` (its CPU features detected at run time), with
+//!   `opt_level=speed`; the verifier runs in debug builds.
+//! - Entry points all have ONE signature, `extern "C" fn(args: *const Args)` (see [`Args`]).
+//! - Imported symbols: only those in [`imports`] are registered (`JITBuilder::symbol`), and the
+//!   process-wide `dlsym` fallback of `cranelift-jit` is shut off: any other name a function
+//!   refers to (a libcall Cranelift chose, a typo) makes [`Jit::finalize`] fail and names it.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use cranelift_codegen::ir::{types, AbiParam, FuncRef, InstBuilder, Signature, Type};
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_codegen::Context;
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{FuncId, Linkage, Module};
+
+use crate::codegen::FnCtx;
+
+/// The argument block every entry point receives, by pointer: `extern "C" fn(*const Args)`.
+///
+/// The meaning of each slot is fixed per kernel (documented on the kernel's builder in
+/// [`crate::kernels`]); unused slots are ignored. The layout is `#[repr(C)]`, so the byte offsets
+/// that generated code loads from are those of [`Args::PTR_OFFSET`], [`Args::INT_OFFSET`] and
+/// [`Args::F32_OFFSET`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Args {
+    /// Buffer addresses (`*const f32` / `*mut f32`, as integers).
+    pub ptr: [usize; 4],
+    /// Sizes, seeds, streams, offsets.
+    pub int: [u64; 6],
+    /// `f32` scalars.
+    pub f32: [f32; 4],
+}
+
+impl Args {
+    pub const PTR_OFFSET: i32 = std::mem::offset_of!(Args, ptr) as i32;
+    pub const INT_OFFSET: i32 = std::mem::offset_of!(Args, int) as i32;
+    pub const F32_OFFSET: i32 = std::mem::offset_of!(Args, f32) as i32;
+}
+
+/// The symbols generated code may import, by name. Empty today: every kernel of part 1
+/// (including the ChaCha8 generator) is written in Cranelift IR. A later `expf` for
+/// sigmoid/tanh/softmax goes here, and nowhere else.
+pub fn imports() -> Vec<(&'static str, *const u8)> {
+    Vec::new()
+}
+
+/// An error while building the JIT or compiling into it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JitError(pub String);
+
+impl fmt::Display for JitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for JitError {}
+
+fn err(what: &str, e: impl fmt::Display) -> JitError {
+    JitError(format!("{what}: {e}"))
+}
+
+/// What an unregistered symbol resolves to: never called, because [`Jit::finalize`] refuses to
+/// hand out code that refers to one.
+extern "C" fn unregistered_symbol() {
+    std::process::abort()
+}
+
+/// A Cranelift JIT module and the functions compiled into it.
+pub struct Jit {
+    module: JITModule,
+    ctx: Context,
+    fctx: FunctionBuilderContext,
+    has_fma: bool,
+    /// Functions defined since the last [`Jit::finalize`] (not callable yet).
+    pending: Vec<FuncId>,
+    /// Finalized, callable functions.
+    ready: Vec<FuncId>,
+    /// The CLIF text of every defined function, by name (before optimisation).
+    clif: HashMap<String, String>,
+    /// Names that generated code referred to but that are not in [`imports`].
+    unresolved: Arc<Mutex<Vec<String>>>,
+}
+
+impl fmt::Debug for Jit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Jit")
+            .field("has_fma", &self.has_fma)
+            .field("functions", &self.clif.len())
+            .finish()
+    }
+}
+
+impl Jit {
+    /// A JIT for the host CPU, with `opt_level=speed`.
+    pub fn new() -> Result<Jit, JitError> {
+        let mut flags = settings::builder();
+        flags
+            .set("opt_level", "speed")
+            .map_err(|e| err("opt_level", e))?;
+        let verify = if cfg!(debug_assertions) {
+            "true"
+        } else {
+            "false"
+        };
+        flags
+            .set("enable_verifier", verify)
+            .map_err(|e| err("enable_verifier", e))?;
+        // As `JITBuilder::with_flags` does: absolute, non-PIC relocations.
+        flags
+            .set("use_colocated_libcalls", "false")
+            .map_err(|e| err("use_colocated_libcalls", e))?;
+        flags.set("is_pic", "false").map_err(|e| err("is_pic", e))?;
+        let isa = cranelift_native::builder()
+            .map_err(|e| err("host ISA", e))?
+            .finish(settings::Flags::new(flags))
+            .map_err(|e| err("host ISA", e))?;
+        if isa.pointer_type() != types::I64 {
+            return Err(JitError(format!(
+                "unsupported host: {}-bit pointers (the kernels assume 64)",
+                isa.pointer_bits()
+            )));
+        }
+        let has_fma = isa.has_native_fma();
+        let mut builder = JITBuilder::with_isa(isa, cranelift_module::default_libcall_names());
+        for (name, ptr) in imports() {
+            builder.symbol(name, ptr);
+        }
+        let unresolved = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&unresolved);
+        // Tried before the dlsym fallback, and always answers: so nothing is ever resolved
+        // from the process's symbol table behind our back.
+        builder.symbol_lookup_fn(Box::new(move |name: &str| {
+            if let Ok(mut v) = sink.lock() {
+                v.push(name.to_owned());
+            }
+            Some(unregistered_symbol as *const u8)
+        }));
+        let module = JITModule::new(builder);
+        let ctx = module.make_context();
+        Ok(Jit {
+            module,
+            ctx,
+            fctx: FunctionBuilderContext::new(),
+            has_fma,
+            pending: Vec::new(),
+            ready: Vec::new(),
+            clif: HashMap::new(),
+            unresolved,
+        })
+    }
+
+    /// Whether the host has fused multiply-add (x86 `fma`, always on AArch64). The kernels of
+    /// part 1 never use it (they must round like the interpreter); a kernel that does must be
+    /// compared against an FMA reference.
+    pub fn has_fma(&self) -> bool {
+        self.has_fma
+    }
+
+    /// The CLIF text of the function `name` as generated (before Cranelift's optimisations).
+    pub fn clif(&self, name: &str) -> Option<&str> {
+        self.clif.get(name).map(String::as_str)
+    }
+
+    /// Declare the imported function `name` (which must be in [`imports`]) with the C calling
+    /// convention and the given parameter and result types, for [`Jit::define_with_imports`].
+    pub fn declare_import(
+        &mut self,
+        name: &str,
+        params: &[Type],
+        returns: &[Type],
+    ) -> Result<FuncId, JitError> {
+        if !imports().iter().any(|(n, _)| *n == name) {
+            return Err(JitError(format!(
+                "`{name}` is not a registered import (see sparsec_backend::jit::imports)"
+            )));
+        }
+        self.declare_import_unchecked(name, params, returns)
+    }
+
+    fn declare_import_unchecked(
+        &mut self,
+        name: &str,
+        params: &[Type],
+        returns: &[Type],
+    ) -> Result<FuncId, JitError> {
+        let mut sig = Signature::new(self.module.target_config().default_call_conv);
+        sig.params.extend(params.iter().map(|&t| AbiParam::new(t)));
+        sig.returns
+            .extend(returns.iter().map(|&t| AbiParam::new(t)));
+        self.module
+            .declare_function(name, Linkage::Import, &sig)
+            .map_err(|e| err(name, e))
+    }
+
+    /// Define a function `name` with the entry signature; `build` emits its body into a fresh
+    /// [`FnCtx`] (the final `return` is added here). Call [`Jit::finalize`] before calling it.
+    pub fn define(
+        &mut self,
+        name: &str,
+        build: impl FnOnce(&mut FnCtx<'_>),
+    ) -> Result<FuncId, JitError> {
+        self.define_with_imports(name, &[], build)
+    }
+
+    /// [`Jit::define`] for a function that calls the imported functions `imports` (from
+    /// [`Jit::declare_import`]): `fx.imports[i]` is the callee of `imports[i]`.
+    pub fn define_with_imports(
+        &mut self,
+        name: &str,
+        imports: &[FuncId],
+        build: impl FnOnce(&mut FnCtx<'_>),
+    ) -> Result<FuncId, JitError> {
+        let ptr = self.module.target_config().pointer_type();
+        let mut sig = Signature::new(self.module.target_config().default_call_conv);
+        sig.params.push(AbiParam::new(ptr));
+        let id = self
+            .module
+            .declare_function(name, Linkage::Local, &sig)
+            .map_err(|e| err(name, e))?;
+        self.module.clear_context(&mut self.ctx);
+        self.ctx.func.signature = sig;
+        let refs: Vec<FuncRef> = imports
+            .iter()
+            .map(|&f| self.module.declare_func_in_func(f, &mut self.ctx.func))
+            .collect();
+        {
+            let mut b = FunctionBuilder::new(&mut self.ctx.func, &mut self.fctx);
+            let entry = b.create_block();
+            b.append_block_params_for_function_params(entry);
+            b.switch_to_block(entry);
+            b.seal_block(entry);
+            let args = b.block_params(entry)[0];
+            let mut fx = FnCtx::new(b, ptr, args, self.has_fma);
+            fx.imports = refs;
+            build(&mut fx);
+            fx.b.ins().return_(&[]);
+            fx.b.seal_all_blocks();
+            fx.b.finalize(self.module.target_config());
+        }
+        self.clif
+            .insert(name.to_owned(), self.ctx.func.display().to_string());
+        self.module
+            .define_function(id, &mut self.ctx)
+            .map_err(|e| err(name, format!("{e:?}")))?;
+        self.module.clear_context(&mut self.ctx);
+        self.pending.push(id);
+        Ok(id)
+    }
+
+    /// Resolve relocations and make every defined function callable. Fails, naming them, when
+    /// the code refers to symbols that are not in [`imports`]; those functions stay uncallable.
+    pub fn finalize(&mut self) -> Result<(), JitError> {
+        self.module
+            .finalize_definitions()
+            .map_err(|e| err("finalize", e))?;
+        let unresolved: Vec<String> = match self.unresolved.lock() {
+            Ok(mut v) => std::mem::take(&mut *v),
+            Err(_) => vec!["<poisoned>".into()],
+        };
+        if !unresolved.is_empty() {
+            self.pending.clear();
+            return Err(JitError(format!(
+                "generated code refers to unregistered symbols: {}",
+                unresolved.join(", ")
+            )));
+        }
+        self.ready.append(&mut self.pending);
+        Ok(())
+    }
+
+    /// Run the finalized function `id` on `args`.
+    ///
+    /// The caller (a kernel wrapper of this crate) guarantees what the function's generated
+    /// code relies on: every pointer in `args` that the kernel reads or writes is valid for the
+    /// extents its size slots describe, outputs do not overlap inputs unless the kernel allows
+    /// it, and nothing else accesses them during the call. The wrappers check this from slices.
+    pub(crate) fn call(&self, id: FuncId, args: &Args) {
+        assert!(
+            self.ready.contains(&id),
+            "function {id:?} is not a finalized function of this JIT"
+        );
+        let code = self.module.get_finalized_function(id);
+        // SAFETY: `code` is the finalized machine code of a function that `define` declared with
+        // the signature `fn(ptr)` in the host's default calling convention, i.e. exactly
+        // `extern "C" fn(*const Args)` on the (64-bit) host; it is in `ready`, so its relocations
+        // are resolved and it refers to no unregistered symbol. The code lives as long as
+        // `self.module`, which this borrow keeps alive for the whole call. What it does with the
+        // memory behind `args` is the contract documented above, upheld by the (safe) kernel
+        // wrappers, which build `args` from live slices of checked lengths.
+        unsafe {
+            let f: extern "C" fn(*const Args) = std::mem::transmute(code);
+            f(args)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unregistered_symbol_fails_finalize_and_is_never_callable() {
+        let mut jit = Jit::new().unwrap();
+        assert!(jit.declare_import("not_registered", &[], &[]).is_err());
+        // Past the front-door check (as a libcall Cranelift chose itself would be):
+        let f = jit
+            .declare_import_unchecked("not_registered", &[], &[])
+            .unwrap();
+        let id = jit
+            .define_with_imports("calls_it", &[f], |fx| {
+                let callee = fx.imports[0];
+                fx.b.ins().call(callee, &[]);
+            })
+            .unwrap();
+        let e = jit.finalize().unwrap_err();
+        assert!(e.0.contains("not_registered"), "{e}");
+        assert!(!jit.ready.contains(&id));
+    }
+
+    #[test]
+    fn the_arg_block_layout_is_fixed() {
+        assert_eq!(Args::PTR_OFFSET, 0);
+        assert_eq!(Args::INT_OFFSET, 32);
+        assert_eq!(Args::F32_OFFSET, 80);
+        assert_eq!(std::mem::size_of::<Args>(), 96);
+    }
+}
