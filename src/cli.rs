@@ -40,6 +40,13 @@ pub enum Command {
         /// IDX data directory (overrides the model file's data search order).
         #[arg(long, value_name = "DIR")]
         data: Option<PathBuf>,
+        /// Execution backend.
+        #[arg(long, value_enum, default_value_t = Backend::Interp)]
+        backend: Backend,
+        /// Threads for the JIT's kernels, 1 or 2 (default: $SPARSEC_THREADS, else up to 2);
+        /// the results are the same bits whatever the count.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=2))]
+        threads: Option<u8>,
     },
     /// Print the program after a compiler stage.
     Emit {
@@ -75,9 +82,13 @@ pub struct TrainArgs {
     /// shuffle (false: batches in file order). Repeatable.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
-    /// Execution backend.
+    /// Execution backend: `jit` (Cranelift, the default) or `interp` (the reference).
     #[arg(long, value_enum, default_value_t = Backend::Interp)]
     pub backend: Backend,
+    /// Threads for the JIT's kernels, 1 or 2 (default: $SPARSEC_THREADS, else up to 2); the
+    /// results are the same bits whatever the count.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=2))]
+    pub threads: Option<u8>,
     /// Continue an interrupted run from its latest checkpoint, exactly.
     #[arg(long, value_name = "RUN_DIR")]
     pub resume: Option<PathBuf>,
@@ -85,8 +96,20 @@ pub struct TrainArgs {
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Backend {
+    /// Cranelift JIT of fused kernels (falls back to the interpreter's kernel per op where
+    /// listed by `emit --stage kernels`).
+    Jit,
     /// The reference interpreter.
     Interp,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Jit => "jit",
+            Backend::Interp => "interp",
+        }
+    }
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -100,6 +123,11 @@ pub enum Stage {
     /// The training step after equality saturation and extraction (regenerated weights, sparse
     /// updates, fused forms), with the saturation statistics in the header.
     Opt,
+    /// The optimised functions partitioned into fused kernels (the JIT's kernel IR): per
+    /// kernel its loops, operations, inputs and outputs, and how it runs (jit, host, interp).
+    Kernels,
+    /// The Cranelift IR of every compiled kernel, as generated (before Cranelift's passes).
+    Clif,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]

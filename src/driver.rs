@@ -246,7 +246,7 @@ pub fn compile_to(
         _ => 3,
     };
     let target = match stage {
-        Stage::Opt => 2,
+        Stage::Opt | Stage::Kernels | Stage::Clif => 2,
         _ => 1,
     };
     let show = |pass: &str, m: &Module, trace: &mut String| {
@@ -358,6 +358,24 @@ pub fn emit(stage: Stage, path: &Path, options: &CompileOptions) -> Result<Strin
             let module = compile_to(&program, stage, options, &mut out)?;
             if options.print_after.is_empty() {
                 out.push_str(&sparsec_ir::print::print_module(&module));
+            }
+            Ok(out)
+        }
+        Stage::Kernels | Stage::Clif => {
+            let program =
+                program_from_source(&file.name, file.text, file.kind == SourceKind::Ir, &[])?;
+            let mut out = String::new();
+            let module = compile_to(&program, Stage::Opt, options, &mut out)?;
+            for func in &module.funcs {
+                let jit =
+                    sparsec_backend::JitProgram::new(&module, &func.name, 1).map_err(|e| {
+                        Failure::Message(format!("`{}`: @{}: {e}", program.file_name, func.name))
+                    })?;
+                if stage == Stage::Kernels {
+                    out.push_str(&jit.plan().to_string());
+                } else {
+                    out.push_str(&jit.clif());
+                }
             }
             Ok(out)
         }

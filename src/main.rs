@@ -37,13 +37,23 @@ fn main() -> ExitCode {
                     out: args.out.clone(),
                     sets,
                     resume: args.resume.clone(),
+                    backend: args.backend,
+                    threads: args.threads.map(usize::from),
                 })
             }),
         Command::Eval {
             file,
             weights,
             data,
-        } => train::eval(file, weights, data.as_deref()),
+            backend,
+            threads,
+        } => train::eval(
+            file,
+            weights,
+            data.as_deref(),
+            *backend,
+            threads.map(usize::from),
+        ),
     };
     match result {
         Ok(out) => {

@@ -8,7 +8,10 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
+use sparsec_backend::JitProgram;
 use sparsec_ir::interp::{Input, Interpreter, Output, State};
+
+use crate::cli::Backend;
 use sparsec_ir::spec::{Schedule, TrainSpec};
 use sparsec_ir::{Module, Role};
 
@@ -23,6 +26,58 @@ pub struct TrainRequest {
     pub out: Option<PathBuf>,
     pub sets: Vec<(String, String)>,
     pub resume: Option<PathBuf>,
+    /// Where the steps run.
+    pub backend: Backend,
+    /// JIT threads (1 or 2); `None`: `SPARSEC_THREADS`, else up to 2.
+    pub threads: Option<usize>,
+}
+
+/// A function prepared for repeated execution on one backend.
+pub enum Runner {
+    Interp(Box<Interpreter<f32>>),
+    Jit(Box<JitProgram>),
+}
+
+impl Runner {
+    /// Prepare `func` of `module` on `backend` (compiling it, for the JIT).
+    pub fn new(
+        module: &Module,
+        func: &str,
+        backend: Backend,
+        threads: Option<usize>,
+    ) -> Result<Runner, String> {
+        match backend {
+            Backend::Interp => Interpreter::<f32>::new(module, func)
+                .map(|i| Runner::Interp(Box::new(i)))
+                .map_err(|e| e.to_string()),
+            Backend::Jit => JitProgram::new(
+                module,
+                func,
+                threads.unwrap_or_else(sparsec_backend::default_threads),
+            )
+            .map(|p| Runner::Jit(Box::new(p))),
+        }
+    }
+
+    /// Milliseconds the JIT spent compiling (0 for the interpreter).
+    pub fn compile_ms(&self) -> f64 {
+        match self {
+            Runner::Interp(_) => 0.0,
+            Runner::Jit(p) => p.compile_ms(),
+        }
+    }
+
+    /// Run once with the interpreter's contract.
+    pub fn run(
+        &mut self,
+        state: &mut State<f32>,
+        inputs: &[Input<'_, f32>],
+    ) -> Result<Vec<Output<f32>>, String> {
+        match self {
+            Runner::Interp(i) => i.run(state, inputs).map_err(|e| e.to_string()),
+            Runner::Jit(p) => p.run(state, inputs),
+        }
+    }
 }
 
 /// Training stopped for a reason that is the input's fault (exit 1), with a message.
@@ -73,7 +128,7 @@ fn load_data(module: &Module, dir: Option<&Path>) -> Result<Splits, Failure> {
 /// Mean loss and accuracy of the weights in `state` over a data set, with `@forward`.
 fn evaluate(
     module: &Module,
-    forward: &mut Interpreter<f32>,
+    forward: &mut Runner,
     state: &mut State<f32>,
     set: &Dataset,
 ) -> Result<(f64, f64), Failure> {
@@ -465,7 +520,7 @@ pub fn train(req: &TrainRequest) -> Result<String, Failure> {
     }
 
     let mut metrics = Metrics::open(&run_dir, resumed.then_some(meta.step))?;
-    let mut step_fn = Interpreter::<f32>::new(&module, "train_step")
+    let mut step_fn = Runner::new(&module, "train_step", req.backend, req.threads)
         .map_err(|e| input_error(format!("cannot prepare the train step: {e}")))?;
     // Dropback's `freeze_after`: from that epoch on, the step that keeps the tracked set.
     let freeze_after = match module.method.as_ref().map(|s| &s.method) {
@@ -474,8 +529,13 @@ pub fn train(req: &TrainRequest) -> Result<String, Failure> {
     };
     let mut frozen_fn = match (freeze_after, module.func(sparsec_passes::TRAIN_STEP_FROZEN)) {
         (Some(_), Some(_)) => Some(
-            Interpreter::<f32>::new(&module, sparsec_passes::TRAIN_STEP_FROZEN)
-                .map_err(|e| input_error(format!("cannot prepare the frozen train step: {e}")))?,
+            Runner::new(
+                &module,
+                sparsec_passes::TRAIN_STEP_FROZEN,
+                req.backend,
+                req.threads,
+            )
+            .map_err(|e| input_error(format!("cannot prepare the frozen train step: {e}")))?,
         ),
         (Some(_), None) => {
             return Err(input_error(format!(
@@ -486,8 +546,16 @@ pub fn train(req: &TrainRequest) -> Result<String, Failure> {
         _ => None,
     };
     state.init_scale = init_scale(&module, meta.step);
-    let mut forward = Interpreter::<f32>::new(&module, sparsec_frontend::lower::FORWARD)
-        .map_err(|e| input_error(format!("cannot prepare @forward: {e}")))?;
+    let mut forward = Runner::new(
+        &module,
+        sparsec_frontend::lower::FORWARD,
+        req.backend,
+        req.threads,
+    )
+    .map_err(|e| input_error(format!("cannot prepare @forward: {e}")))?;
+    let jit_compile_ms = step_fn.compile_ms()
+        + forward.compile_ms()
+        + frozen_fn.as_ref().map_or(0.0, Runner::compile_ms);
 
     let batch = spec.batch as usize;
     let train_set = &splits.train;
@@ -688,7 +756,9 @@ pub fn train(req: &TrainRequest) -> Result<String, Failure> {
     let summary = json!({
         "model": module.name,
         "method": method,
-        "backend": "interp",
+        "backend": req.backend.name(),
+        "threads": match &step_fn { Runner::Jit(p) => p.threads(), Runner::Interp(_) => 1 },
+        "jit_compile_ms": jit_compile_ms,
         "status": stop_reason,
         "data": splits.description,
         "epochs": spec.epochs,
@@ -704,7 +774,7 @@ pub fn train(req: &TrainRequest) -> Result<String, Failure> {
         "weight_state_bytes": state_bytes,
         "peak_rss_bytes": peak_rss_bytes(),
         "seed": spec.seed,
-        "compile_ms": compile_ms,
+        "compile_ms": compile_ms + jit_compile_ms,
         "wall_seconds": wall.elapsed().as_secs_f64(),
         "checkpoint": checkpoint_dir.strip_prefix(&run_dir).unwrap_or(&checkpoint_dir),
     });
@@ -727,7 +797,13 @@ pub fn train(req: &TrainRequest) -> Result<String, Failure> {
 }
 
 /// `sparsec eval FILE --weights RUN_DIR|FILE.safetensors`.
-pub fn eval(file: &Path, weights: &Path, data_dir: Option<&Path>) -> Result<String, Failure> {
+pub fn eval(
+    file: &Path,
+    weights: &Path,
+    data_dir: Option<&Path>,
+    backend: Backend,
+    threads: Option<usize>,
+) -> Result<String, Failure> {
     let program = driver::load_program(file, &[])?;
     let module = &program.module;
     let weights_file = if weights.is_dir() {
@@ -741,7 +817,7 @@ pub fn eval(file: &Path, weights: &Path, data_dir: Option<&Path>) -> Result<Stri
     let meta = checkpoint::load_weights(&weights_file, module, &mut state).map_err(input_error)?;
     let splits = load_data(module, data_dir)?;
     eprintln!("{}", splits.description);
-    let mut forward = Interpreter::<f32>::new(module, sparsec_frontend::lower::FORWARD)
+    let mut forward = Runner::new(module, sparsec_frontend::lower::FORWARD, backend, threads)
         .map_err(|e| input_error(format!("cannot prepare @forward: {e}")))?;
     let (loss, acc) = evaluate(module, &mut forward, &mut state, &splits.test)?;
     Ok(format!(

@@ -31,9 +31,9 @@ use crate::codegen::FnCtx;
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Args {
     /// Buffer addresses (`*const f32` / `*mut f32`, as integers).
-    pub ptr: [usize; 4],
+    pub ptr: [usize; 12],
     /// Sizes, seeds, streams, offsets.
-    pub int: [u64; 6],
+    pub int: [u64; 8],
     /// `f32` scalars.
     pub f32: [f32; 4],
 }
@@ -283,6 +283,12 @@ impl Jit {
     /// extents its size slots describe, outputs do not overlap inputs unless the kernel allows
     /// it, and nothing else accesses them during the call. The wrappers check this from slices.
     pub(crate) fn call(&self, id: FuncId, args: &Args) {
+        self.entry(id).call(args)
+    }
+
+    /// The entry point of the finalized function `id`, callable from any thread (the runtime
+    /// runs one kernel on several threads at once, each on its own disjoint output range).
+    pub(crate) fn entry(&self, id: FuncId) -> Entry<'_> {
         assert!(
             self.ready.contains(&id),
             "function {id:?} is not a finalized function of this JIT"
@@ -292,13 +298,29 @@ impl Jit {
         // the signature `fn(ptr)` in the host's default calling convention, i.e. exactly
         // `extern "C" fn(*const Args)` on the (64-bit) host; it is in `ready`, so its relocations
         // are resolved and it refers to no unregistered symbol. The code lives as long as
-        // `self.module`, which this borrow keeps alive for the whole call. What it does with the
-        // memory behind `args` is the contract documented above, upheld by the (safe) kernel
-        // wrappers, which build `args` from live slices of checked lengths.
-        unsafe {
-            let f: extern "C" fn(*const Args) = std::mem::transmute(code);
-            f(args)
+        // `self.module` (and is in fact never unmapped), and the returned `Entry` borrows `self`.
+        // What the code does with the memory behind the `Args` it is called with is the
+        // contract documented on `Jit::call`, upheld by the (safe) kernel wrappers and the
+        // runtime, which build `Args` from live slices of checked lengths.
+        let f: extern "C" fn(*const Args) = unsafe { std::mem::transmute(code) };
+        Entry {
+            f,
+            _jit: std::marker::PhantomData,
         }
+    }
+}
+
+/// A finalized entry point, borrowed from its [`Jit`]. Plain data (a code address), so it can
+/// be shared between threads; calling it is subject to the contract of [`Jit::call`].
+#[derive(Clone, Copy)]
+pub(crate) struct Entry<'a> {
+    f: extern "C" fn(*const Args),
+    _jit: std::marker::PhantomData<&'a ()>,
+}
+
+impl Entry<'_> {
+    pub(crate) fn call(self, args: &Args) {
+        (self.f)(args)
     }
 }
 
@@ -328,8 +350,8 @@ mod tests {
     #[test]
     fn the_arg_block_layout_is_fixed() {
         assert_eq!(Args::PTR_OFFSET, 0);
-        assert_eq!(Args::INT_OFFSET, 32);
-        assert_eq!(Args::F32_OFFSET, 80);
-        assert_eq!(std::mem::size_of::<Args>(), 96);
+        assert_eq!(Args::INT_OFFSET, 96);
+        assert_eq!(Args::F32_OFFSET, 160);
+        assert_eq!(std::mem::size_of::<Args>(), 176);
     }
 }

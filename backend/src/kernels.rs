@@ -153,10 +153,8 @@ impl Kernels {
         let plane = product(bias.len(), inner);
         let outer = x.len().checked_div(plane).unwrap_or(0);
         check("bias_add", x.len(), product(outer, plane));
-        let mut args = Args {
-            ptr: [addr(x), addr(bias), addr_mut(out), 0],
-            ..Args::default()
-        };
+        let mut args = Args { ..Args::default() };
+        args.ptr[..3].copy_from_slice(&[addr(x), addr(bias), addr_mut(out)]);
         args.int[..3].copy_from_slice(&[outer as u64, bias.len() as u64, inner as u64]);
         self.jit.call(self.bias_add, &args);
     }
@@ -169,7 +167,7 @@ impl Kernels {
         let mut args = Args::default();
         args.ptr[0] = addr_mut(out);
         args.int[..4].copy_from_slice(&[u.seed, u.stream, start, out.len() as u64]);
-        args.f32[..2].copy_from_slice(&[u.lo, u.hi]);
+        args.f32[..3].copy_from_slice(&[u.lo, u.hi, 1.0]);
         self.jit.call(self.regen, &args);
     }
 
@@ -190,11 +188,13 @@ impl Kernels {
         }
         check(name, c.len(), product(m, n));
         let mut scratch = vec![0.0f32; product(2 * NR, k)];
-        let mut args = Args {
-            ptr: [addr(a), addr(b), addr_mut(c), addr_mut(&mut scratch)],
-            ..Args::default()
-        };
+        let mut args = Args { ..Args::default() };
+        args.ptr[..4].copy_from_slice(&[addr(a), addr(b), addr_mut(c), addr_mut(&mut scratch)]);
         args.int[..3].copy_from_slice(&[m as u64, n as u64, k as u64]);
+        // All panels; no epilogue (the other output slots are never written).
+        args.int[5] = 0;
+        args.int[6] = n as u64;
+        args.f32[2] = 1.0;
         if let Some(u) = weight {
             args.int[3] = u.seed;
             args.int[4] = u.stream;

@@ -1,7 +1,10 @@
 //! Native code generation for sparsec: Cranelift JIT of fused training kernels.
 //!
-//! Part 1 (this crate today) holds the machinery and the first kernels; partitioning a graph
-//! into kernels, the kernel IR and the runtime come next.
+//! - [`partition`] and [`kernel_ir`]: a function of the optimised graph as fused kernels
+//!   (products with their regeneration prologue and bias/relu epilogue, element-wise chains,
+//!   reductions, Dropback ops, interpreter fallbacks), printable.
+//! - [`runtime`]: [`JitProgram`], a function compiled once and run with the interpreter's
+//!   contract, its kernels split over up to two threads with identical results.
 //!
 //! - [`jit`]: [`Jit`] owns a Cranelift JIT module and its functions, and is the one place where
 //!   generated code is entered.
@@ -47,7 +50,13 @@
 
 pub mod codegen;
 pub mod jit;
+pub mod kernel_ir;
 pub mod kernels;
+pub mod partition;
+pub mod runtime;
 
 pub use jit::{Args, Jit, JitError};
+pub use kernel_ir::KernelProgram;
 pub use kernels::{Kernels, Uniform};
+pub use partition::partition;
+pub use runtime::{default_threads, JitProgram};

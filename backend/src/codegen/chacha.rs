@@ -130,17 +130,21 @@ pub struct UniformMap {
     lo: Value,
     width: Value,
     scale: Value,
+    init_scale: Value,
 }
 
 impl UniformMap {
     /// `lo` and `hi` are `f32` values; `width = hi − lo` is rounded to `f32` once, here.
-    pub fn new(fx: &mut FnCtx<'_>, lo: Value, hi: Value) -> UniformMap {
+    /// `init_scale` (an `f32`) multiplies every value, one more rounding, as the interpreter's
+    /// `w · init_scale` (exact when it is 1).
+    pub fn new(fx: &mut FnCtx<'_>, lo: Value, hi: Value, init_scale: Value) -> UniformMap {
         let width = fx.b.ins().fsub(hi, lo);
         let scale = fx.f32const(1.0 / 16_777_216.0);
         UniformMap {
             lo: fx.splat(lo),
             width: fx.splat(width),
             scale: fx.splat(scale),
+            init_scale: fx.splat(init_scale),
         }
     }
 
@@ -151,7 +155,8 @@ impl UniformMap {
         let f = fx.b.ins().fcvt_from_sint(F32X4, top);
         let u = fx.b.ins().fmul(f, self.scale);
         let scaled = fx.b.ins().fmul(self.width, u);
-        fx.b.ins().fadd(self.lo, scaled)
+        let w = fx.b.ins().fadd(self.lo, scaled);
+        fx.b.ins().fmul(w, self.init_scale)
     }
 }
 
@@ -254,7 +259,7 @@ pub fn emit_fill(
 }
 
 /// The regeneration kernel. Slots: out = `ptr[0]`; `int[0..4]` = seed, stream, start, len;
-/// `f32[0..2]` = lo, hi.
+/// `f32[0..3]` = lo, hi, init_scale (each value is `word_to_f32(..) · init_scale`).
 pub fn emit_regen(fx: &mut FnCtx<'_>) {
     let out = fx.arg_ptr(0);
     let seed = fx.arg_int(0);
@@ -263,6 +268,7 @@ pub fn emit_regen(fx: &mut FnCtx<'_>) {
     let len = fx.arg_int(3);
     let lo = fx.arg_f32(0);
     let hi = fx.arg_f32(1);
-    let map = UniformMap::new(fx, lo, hi);
+    let init_scale = fx.arg_f32(2);
+    let map = UniformMap::new(fx, lo, hi, init_scale);
     emit_fill(fx, &map, seed, stream, start, out, len);
 }

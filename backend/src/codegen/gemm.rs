@@ -18,9 +18,26 @@
 //! kernel, [`super::chacha`]) and then packed like a dense `B`: each regenerated value is used by
 //! all `m` rows of A.
 //!
-//! Slots: `A` = `ptr[0]`, `B` = `ptr[1]` (unused by `NtRegen`), `C` = `ptr[2]`, scratch =
-//! `ptr[3]` (`2·NR·k` floats); `int[0..3]` = m, n, k; `NtRegen` also `int[3]` = seed, `int[4]` =
-//! stream, `f32[0]` = lo, `f32[1]` = hi.
+//! **Epilogue** ([`GemmSpec`]): the tile's sums can go through `+ bias[j]` and `relu` in
+//! registers before they are stored; each of the three stages (the product, after the bias,
+//! after `relu`) is stored only where the program needs it. The same single IEEE operations as
+//! the interpreter's `bias_add` and `relu`, so fusing changes no bit.
+//!
+//! **Overlay** (`NtRegen` with `overlay`): a tracked (Dropback) weight is its regenerated
+//! initial value with its stored entries written over it. After a panel's rows are
+//! regenerated, the entries that fall in them (a contiguous run of the sorted entry list, whose
+//! bounds per panel the caller passes) are written into the scratch rows.
+//!
+//! **Column range**: the kernel computes the panels of columns `int[5] .. int[6]` (`int[5]` a
+//! multiple of `NR`), so several threads can each take a range of panels: every output element
+//! is computed by exactly one of them, in the same order, whatever the split.
+//!
+//! Slots: `A` = `ptr[0]`, `B` = `ptr[1]` (unused by `NtRegen`), `C` (the product) = `ptr[2]`,
+//! scratch = `ptr[3]` (`2·NR·k` floats), bias = `ptr[4]` (padded to a multiple of `NR`), the
+//! biased sums = `ptr[5]`, after relu = `ptr[6]`; overlay: entry indices (`u32`) = `ptr[7]`,
+//! values = `ptr[8]`, per-panel entry bounds (`u64`, one per panel plus one) = `ptr[9]`;
+//! `int[0..3]` = m, n, k; `NtRegen` also `int[3]` = seed, `int[4]` = stream, `f32[0]` = lo,
+//! `f32[1]` = hi, `f32[2]` = init_scale; `int[5]`, `int[6]` = the column range.
 
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{types, InstBuilder, Value};
@@ -36,7 +53,7 @@ pub const MR: usize = 4;
 pub const NR: usize = 8;
 
 /// Which operands are transposed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Layout {
     /// `matmul`: `A[m, k] · B[k, n]`.
     Nn,
@@ -68,17 +85,53 @@ impl Layout {
     }
 }
 
+/// A matrix-product kernel: the layout and what is fused around it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct GemmSpec {
+    pub layout: Layout,
+    /// Add `bias[j]` (`ptr[4]`) to every sum.
+    pub bias: bool,
+    /// Then `relu`.
+    pub relu: bool,
+    /// Store the plain product (`ptr[2]`), the biased sums (`ptr[5]`), the relu (`ptr[6]`).
+    pub store: [bool; 3],
+    /// `NtRegen` only: write the tracked entries over the regenerated rows.
+    pub overlay: bool,
+}
+
+impl GemmSpec {
+    /// The plain product, stored in `ptr[2]`.
+    pub fn plain(layout: Layout) -> GemmSpec {
+        GemmSpec {
+            layout,
+            bias: false,
+            relu: false,
+            store: [true, false, false],
+            overlay: false,
+        }
+    }
+}
+
 struct Dims {
     a: Value,
-    c: Value,
     m: Value,
     n: Value,
     k: Value,
     zero: Value,
+    /// Where the three epilogue stages go (used when `spec.store` says so).
+    outs: [Value; 3],
+    bias: Value,
+    spec: GemmSpec,
 }
 
-/// The body of a matrix-product kernel (slots in the module docs).
+/// The body of a plain matrix-product kernel (slots in the module docs).
 pub fn emit_gemm(fx: &mut FnCtx<'_>, layout: Layout) {
+    emit_gemm_fused(fx, &GemmSpec::plain(layout))
+}
+
+/// The body of a matrix-product kernel with its prologue and epilogue (module docs).
+pub fn emit_gemm_fused(fx: &mut FnCtx<'_>, spec: &GemmSpec) {
+    let layout = spec.layout;
     let a = fx.arg_ptr(0);
     let b = fx.arg_ptr(1);
     let c = fx.arg_ptr(2);
@@ -95,19 +148,31 @@ pub fn emit_gemm(fx: &mut FnCtx<'_>, layout: Layout) {
         let stream = fx.arg_int(4);
         let lo = fx.arg_f32(0);
         let hi = fx.arg_f32(1);
-        Some((seed, stream, UniformMap::new(fx, lo, hi)))
+        let init_scale = fx.arg_f32(2);
+        Some((seed, stream, UniformMap::new(fx, lo, hi, init_scale)))
     } else {
         None
     };
+    let overlay = if spec.overlay && regen.is_some() {
+        Some((fx.arg_ptr(7), fx.arg_ptr(8), fx.arg_ptr(9)))
+    } else {
+        None
+    };
+    let outs = [c, fx.arg_ptr(5), fx.arg_ptr(6)];
+    let bias = fx.arg_ptr(4);
     let d = Dims {
         a,
-        c,
         m,
         n,
         k,
         zero,
+        outs,
+        bias,
+        spec: *spec,
     };
-    counted_loop(fx, zero, n, NR as i64, |fx, jb| {
+    let j_begin = fx.arg_int(5);
+    let j_end = fx.arg_int(6);
+    counted_loop(fx, j_begin, j_end, NR as i64, |fx, jb| {
         let left = fx.b.ins().isub(n, jb);
         let nr = fx.iconst(NR as i64);
         let cols = fx.umin(left, nr);
@@ -117,6 +182,21 @@ pub fn emit_gemm(fx: &mut FnCtx<'_>, layout: Layout) {
                 let start = fx.b.ins().imul(jb, k);
                 let len = fx.b.ins().imul(cols, k);
                 emit_fill(fx, map, *seed, *stream, start, rows_buf, len);
+                if let Some((idx, val, bounds)) = overlay {
+                    // Entries e0 .. e1 of the sorted list fall in rows jb .. jb + cols.
+                    let p = fx.b.ins().ushr_imm_u(jb, NR.trailing_zeros() as i64);
+                    let at = fx.b.ins().ishl_imm_u(p, 3);
+                    let at = fx.b.ins().iadd(bounds, at);
+                    let e0 = fx.b.ins().load(types::I64, mem(), at, 0);
+                    let e1 = fx.b.ins().load(types::I64, mem(), at, 8);
+                    counted_loop(fx, e0, e1, 1, |fx, e| {
+                        let ia = fx.elem(idx, e);
+                        let i = fx.b.ins().uload32(mem(), ia, 0);
+                        let v = fx.load_at(types::F32, val, e, 0);
+                        let j = fx.b.ins().isub(i, start);
+                        fx.store_at(v, rows_buf, j, 0);
+                    });
+                }
                 (rows_buf, zero)
             }
             None => (b, jb),
@@ -213,7 +293,7 @@ fn tile(
     cols: Value,
     panel: Value,
 ) {
-    let (a, c, m, n, k, zero) = (d.a, d.c, d.m, d.n, d.k, d.zero);
+    let (a, m, n, k, zero) = (d.a, d.m, d.n, d.k, d.zero);
     let z = fx.f32const(0.0);
     let z4 = fx.splat(z);
     let acc: Vec<[Variable; NR / 4]> = (0..rows)
@@ -265,40 +345,88 @@ fn tile(
         let next = fx.b.ins().iadd_imm_s(pb, (NR * 4) as i64);
         fx.b.def_var(b_ptr, next);
     });
+    // The epilogue, in registers: stage 0 is the product, 1 after the bias, 2 after relu.
+    let spec = d.spec;
+    let mut stages: Vec<(usize, Vec<[Value; NR / 4]>)> = Vec::new();
+    let mut cur: Vec<[Value; NR / 4]> = acc
+        .iter()
+        .map(|r| [fx.b.use_var(r[0]), fx.b.use_var(r[1])])
+        .collect();
+    if spec.store[0] {
+        stages.push((0, cur.clone()));
+    }
+    if spec.bias {
+        let bv: Vec<Value> = (0..NR / 4)
+            .map(|h| fx.load_at(F32X4, d.bias, jb, 16 * h as i32))
+            .collect();
+        for row in cur.iter_mut() {
+            for (h, v) in row.iter_mut().enumerate() {
+                *v = fx.b.ins().fadd(*v, bv[h]);
+            }
+        }
+        if spec.store[1] {
+            stages.push((1, cur.clone()));
+        }
+    }
+    if spec.relu {
+        for row in cur.iter_mut() {
+            for v in row.iter_mut() {
+                *v = relu4(fx, *v, z4);
+            }
+        }
+        if spec.store[2] {
+            stages.push((2, cur.clone()));
+        }
+    }
     let full = fx.b.ins().icmp_imm_s(IntCC::Equal, cols, NR as i64);
     let tmp_slot = fx.stack_buffer((MR * NR * 4) as u32);
     if_else(
         fx,
         full,
         |fx| {
-            for (r, acc_r) in acc.iter().enumerate() {
-                let row = fx.b.ins().iadd_imm_s(i, r as i64);
-                let at = fx.b.ins().imul(row, n);
-                let at = fx.b.ins().iadd(at, jb);
-                for (h, &var) in acc_r.iter().enumerate() {
-                    let v = fx.b.use_var(var);
-                    fx.store_at(v, c, at, 16 * h as i32);
+            for (stage, vals) in &stages {
+                let dst = d.outs[*stage];
+                for (r, row_v) in vals.iter().enumerate() {
+                    let row = fx.b.ins().iadd_imm_s(i, r as i64);
+                    let at = fx.b.ins().imul(row, n);
+                    let at = fx.b.ins().iadd(at, jb);
+                    for (h, &v) in row_v.iter().enumerate() {
+                        fx.store_at(v, dst, at, 16 * h as i32);
+                    }
                 }
             }
         },
         |fx| {
             let tmp = fx.stack_addr(tmp_slot);
-            for (r, acc_r) in acc.iter().enumerate() {
-                for (h, &var) in acc_r.iter().enumerate() {
-                    let v = fx.b.use_var(var);
-                    fx.b.ins()
-                        .store(super::mem(), v, tmp, ((r * NR + 4 * h) * 4) as i32);
+            for (stage, vals) in &stages {
+                let out = d.outs[*stage];
+                for (r, row_v) in vals.iter().enumerate() {
+                    for (h, &v) in row_v.iter().enumerate() {
+                        fx.b.ins()
+                            .store(super::mem(), v, tmp, ((r * NR + 4 * h) * 4) as i32);
+                    }
+                    let row = fx.b.ins().iadd_imm_s(i, r as i64);
+                    let at = fx.b.ins().imul(row, n);
+                    let at = fx.b.ins().iadd(at, jb);
+                    let dst = fx.elem(out, at);
+                    let src = fx.b.ins().iadd_imm_s(tmp, (r * NR * 4) as i64);
+                    counted_loop(fx, zero, cols, 1, |fx, j| {
+                        let v = fx.load_at(types::F32, src, j, 0);
+                        fx.store_at(v, dst, j, 0);
+                    });
                 }
-                let row = fx.b.ins().iadd_imm_s(i, r as i64);
-                let at = fx.b.ins().imul(row, n);
-                let at = fx.b.ins().iadd(at, jb);
-                let dst = fx.elem(c, at);
-                let src = fx.b.ins().iadd_imm_s(tmp, (r * NR * 4) as i64);
-                counted_loop(fx, zero, cols, 1, |fx, j| {
-                    let v = fx.load_at(types::F32, src, j, 0);
-                    fx.store_at(v, dst, j, 0);
-                });
             }
         },
     );
+}
+
+/// `relu` of an `f32x4`: `if x <= 0 { 0 } else { x }`, lane by lane (the interpreter's rule).
+fn relu4(fx: &mut FnCtx<'_>, x: Value, z4: Value) -> Value {
+    let le = fx.b.ins().fcmp(
+        cranelift_codegen::ir::condcodes::FloatCC::LessThanOrEqual,
+        x,
+        z4,
+    );
+    let mask = fx.vbitcast(F32X4, le);
+    fx.b.ins().bitselect(mask, z4, x)
 }

@@ -8,6 +8,7 @@
 //! product and a sum into an FMA, so the generated code rounds exactly like the interpreter.
 
 pub mod chacha;
+pub mod chain;
 pub mod elementwise;
 pub mod gemm;
 pub mod loops;

@@ -1469,3 +1469,225 @@ fn exec_int<T: Float>(step: &Step, env: &Env<'_, T>, out: &mut [i32]) {
         other => unreachable!("{other:?} produces f32"),
     }
 }
+
+/// An operand of [`eval_op`].
+#[derive(Clone, Copy, Debug)]
+pub enum OpArg<'a, T> {
+    Float(&'a [T]),
+    Int(&'a [i32]),
+}
+
+/// The result buffer of [`eval_op`].
+#[derive(Debug)]
+pub enum OpOut<'a, T> {
+    Float(&'a mut [T]),
+    Int(&'a mut [i32]),
+}
+
+/// Scratch space [`eval_op`] reuses between calls (im2col columns, GEMM packing).
+#[derive(Default)]
+pub struct OpScratch<T> {
+    cols: Vec<T>,
+    gemm: GemmScratch<T>,
+}
+
+impl<T> fmt::Debug for OpScratch<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpScratch").finish_non_exhaustive()
+    }
+}
+
+/// Execute ONE plain instruction (no parameter, state or selection involved) with the
+/// interpreter's own kernels, so the result is the bits [`Interpreter::run`] computes for it.
+/// `shapes` are the operands' shapes, `out_shape` the result's; operand and result lengths are
+/// checked against them. For backends that fall back to the reference for some operations.
+///
+/// Handles `matmul*`, `bias_add`, the element-wise ops and their gradients, convolutions,
+/// pooling, `reduce_sum`, `softmax_xent`, `softmax_xent_grad` and `argmax`; anything else is an
+/// error.
+pub fn eval_op<T: Float>(
+    op: &Op,
+    shapes: &[&[usize]],
+    out_shape: &[usize],
+    args: &[OpArg<'_, T>],
+    out: OpOut<'_, T>,
+    scratch: &mut OpScratch<T>,
+) -> Result<(), String> {
+    let name = op.name();
+    if shapes.len() != args.len() {
+        return Err(format!(
+            "`{name}`: {} shapes for {} operands",
+            shapes.len(),
+            args.len()
+        ));
+    }
+    for (i, (s, a)) in shapes.iter().zip(args).enumerate() {
+        let len = match a {
+            OpArg::Float(x) => x.len(),
+            OpArg::Int(x) => x.len(),
+        };
+        if len != s.iter().product::<usize>() {
+            return Err(format!(
+                "`{name}`: operand {i} has {len} elements, shape {s:?}"
+            ));
+        }
+    }
+    let out_len: usize = out_shape.iter().product();
+    let got = match &out {
+        OpOut::Float(o) => o.len(),
+        OpOut::Int(o) => o.len(),
+    };
+    if got != out_len {
+        return Err(format!(
+            "`{name}`: result has {got} elements, shape {out_shape:?}"
+        ));
+    }
+    let f = |i: usize| -> Result<&[T], String> {
+        match args.get(i) {
+            Some(OpArg::Float(x)) => Ok(x),
+            _ => Err(format!("`{name}`: operand {i} is not f32")),
+        }
+    };
+    let int = |i: usize| -> Result<&[i32], String> {
+        match args.get(i) {
+            Some(OpArg::Int(x)) => Ok(x),
+            _ => Err(format!("`{name}`: operand {i} is not i32")),
+        }
+    };
+    let out = match out {
+        OpOut::Int(o) => {
+            return match op {
+                Op::Argmax => {
+                    kernels::argmax(f(0)?, shapes[0][1], o);
+                    Ok(())
+                }
+                _ => Err(format!("`{name}` does not produce i32")),
+            };
+        }
+        OpOut::Float(o) => o,
+    };
+    let OpScratch { cols, gemm: gs } = scratch;
+    let geom_cols = |g: &ConvGeom, cols: &mut Vec<T>| {
+        let need = g.ckk() * g.p();
+        if cols.len() < need {
+            cols.resize(need, T::zero());
+        }
+    };
+    match op {
+        Op::MatMul { ta, tb } => {
+            let (m, n) = (out_shape[0], out_shape[1]);
+            let k = if *ta { shapes[0][0] } else { shapes[0][1] };
+            let a = if *ta {
+                View::transposed(f(0)?, m)
+            } else {
+                View::rows(f(0)?, k)
+            };
+            let b = if *tb {
+                View::transposed(f(1)?, k)
+            } else {
+                View::rows(f(1)?, n)
+            };
+            gemm(m, n, k, a, b, out, n, false, gs);
+        }
+        Op::BiasAdd => {
+            kernels::bias_add(f(0)?, f(1)?, shapes[0][2..].iter().product(), out);
+        }
+        Op::Add => kernels::map2(f(0)?, f(1)?, out, |a, b| a + b),
+        Op::Sub => kernels::map2(f(0)?, f(1)?, out, |a, b| a - b),
+        Op::Mul => kernels::map2(f(0)?, f(1)?, out, |a, b| a * b),
+        Op::Scale => {
+            let s = f(1)?[0];
+            kernels::map1(f(0)?, out, |a| a * s);
+        }
+        Op::Relu => kernels::map1(f(0)?, out, |a| if a <= T::zero() { T::zero() } else { a }),
+        Op::Tanh => kernels::map1(f(0)?, out, T::tanh),
+        Op::Sigmoid => kernels::map1(f(0)?, out, |a| T::one() / (T::one() + (-a).exp())),
+        Op::ReluGrad => kernels::map2(f(0)?, f(1)?, out, |dy, v| {
+            if v > T::zero() {
+                dy
+            } else {
+                T::zero()
+            }
+        }),
+        Op::TanhGrad => kernels::map2(f(0)?, f(1)?, out, |dy, y| dy * (T::one() - y * y)),
+        Op::SigmoidGrad => kernels::map2(f(0)?, f(1)?, out, |dy, y| dy * y * (T::one() - y)),
+        Op::Conv2d { stride, padding } => {
+            let w = shapes[1];
+            let g = conv_geom(
+                shapes[0],
+                w[0],
+                [w[2], w[3]],
+                *stride,
+                *padding,
+                [out_shape[2], out_shape[3]],
+            );
+            geom_cols(&g, cols);
+            kernels::conv2d(f(0)?, f(1)?, &g, out, cols, gs);
+        }
+        Op::Conv2dInputGrad {
+            stride, padding, ..
+        } => {
+            let (dy, w) = (shapes[0], shapes[1]);
+            let g = conv_geom(
+                out_shape,
+                w[0],
+                [w[2], w[3]],
+                *stride,
+                *padding,
+                [dy[2], dy[3]],
+            );
+            geom_cols(&g, cols);
+            kernels::conv2d_input_grad(f(0)?, f(1)?, &g, out, cols, gs);
+        }
+        Op::Conv2dWeightGrad {
+            stride,
+            padding,
+            kernel,
+        } => {
+            let dy = shapes[1];
+            let g = conv_geom(shapes[0], dy[1], *kernel, *stride, *padding, [dy[2], dy[3]]);
+            geom_cols(&g, cols);
+            kernels::conv2d_weight_grad(f(0)?, f(1)?, &g, out, cols, gs);
+        }
+        Op::MaxPool2d { kernel, stride } => {
+            let g = pool_geom(shapes[0], *kernel, *stride, [out_shape[2], out_shape[3]]);
+            kernels::maxpool2d(f(0)?, &g, out);
+        }
+        Op::AvgPool2d { kernel, stride } => {
+            let g = pool_geom(shapes[0], *kernel, *stride, [out_shape[2], out_shape[3]]);
+            kernels::avgpool2d(f(0)?, &g, out);
+        }
+        Op::MaxPool2dGrad { kernel, stride } => {
+            let dy = shapes[0];
+            let g = pool_geom(shapes[1], *kernel, *stride, [dy[2], dy[3]]);
+            kernels::maxpool2d_grad(f(0)?, f(1)?, &g, out);
+        }
+        Op::AvgPool2dGrad {
+            kernel,
+            stride,
+            input,
+        } => {
+            let dy = shapes[0];
+            let x = [dy[0], dy[1], input[0], input[1]];
+            let g = pool_geom(&x, *kernel, *stride, [dy[2], dy[3]]);
+            kernels::avgpool2d_grad(f(0)?, &g, out);
+        }
+        Op::ReduceSum { axes } => {
+            kernels::reduce_sum(f(0)?, &ReducePlan::new(shapes[0], axes), out);
+        }
+        Op::SoftmaxXent => {
+            let classes = shapes[0][1];
+            let labels = int(1)?;
+            kernels::check_labels(labels, classes)?;
+            out[0] = kernels::softmax_xent(f(0)?, labels, classes);
+        }
+        Op::SoftmaxXentGrad => {
+            let classes = shapes[0][1];
+            let labels = int(1)?;
+            kernels::check_labels(labels, classes)?;
+            kernels::softmax_xent_grad(f(0)?, labels, classes, out);
+        }
+        _ => return Err(format!("`{name}` is not a plain operation")),
+    }
+    Ok(())
+}

@@ -1,0 +1,227 @@
+//! Fused element-wise chains and column reductions, generated per kernel of a program.
+//!
+//! A **chain** ([`ChainSpec`]) is a small expression DAG over same-length buffers: every node
+//! is one element-wise operation of the IR on inputs, scalars or earlier nodes, and the nodes
+//! the rest of the program needs are stored. Each element is loaded once, every node is
+//! computed in registers (`f32x4` main loop, scalar tail) with the interpreter's single IEEE
+//! operations, and only the outputs are written: the same bits as running the ops one by one.
+//!
+//! Chain slots: inputs `ptr[0 .. inputs]`, outputs `ptr[inputs ..]`, scalars `f32[0 ..]`;
+//! `int[0]`, `int[1]` = the element range `start .. end` (threads take disjoint ranges).
+//!
+//! A **column reduction** ([`emit_reduce_rows`]) is `reduce_sum` over the leading axes of
+//! `x: [R, C]`: `out[c] = ((0 + x[0, c]) + x[1, c]) + ...`, the interpreter's row-major order,
+//! vectorised over `c`. Slots: `x` = `ptr[0]`, out = `ptr[1]`; `int[0..4]` = R, C, and the column
+//! range `c0 .. c1`.
+
+use cranelift_codegen::ir::condcodes::FloatCC;
+use cranelift_codegen::ir::{types, InstBuilder, Type, Value};
+
+use super::loops::counted_loop;
+use super::{FnCtx, F32X4};
+
+/// One element-wise operation of a chain (the IR op it computes, bit for bit).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EwOp {
+    /// `a + b`
+    Add,
+    /// `a − b`
+    Sub,
+    /// `a · b`
+    Mul,
+    /// `a · s` (`scale`, `s` a scalar operand)
+    Scale,
+    /// `if a <= 0 { 0 } else { a }`
+    Relu,
+    /// `if b > 0 { a } else { 0 }` (`relu_grad dy, x`)
+    ReluGrad,
+    /// `a · (1 − b·b)` (`tanh_grad dy, y`)
+    TanhGrad,
+    /// `(a · b) · (1 − b)` (`sigmoid_grad dy, y`)
+    SigmoidGrad,
+    /// `|a − b|` with `−0` as `+0` (`dropback_score`: `w1`, `w0`)
+    AbsDiff,
+}
+
+impl EwOp {
+    pub fn name(self) -> &'static str {
+        match self {
+            EwOp::Add => "add",
+            EwOp::Sub => "sub",
+            EwOp::Mul => "mul",
+            EwOp::Scale => "scale",
+            EwOp::Relu => "relu",
+            EwOp::ReluGrad => "relu_grad",
+            EwOp::TanhGrad => "tanh_grad",
+            EwOp::SigmoidGrad => "sigmoid_grad",
+            EwOp::AbsDiff => "abs_diff",
+        }
+    }
+
+    pub fn arity(self) -> usize {
+        match self {
+            EwOp::Relu => 1,
+            _ => 2,
+        }
+    }
+}
+
+/// Where a chain node's operand comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Operand {
+    /// Input buffer `i` (`ptr[i]`), element by element.
+    Input(usize),
+    /// Scalar `i` (`f32[i]`), the same for every element.
+    Scalar(usize),
+    /// An earlier node's value.
+    Node(usize),
+}
+
+/// A fused element-wise kernel.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ChainSpec {
+    pub inputs: usize,
+    pub scalars: usize,
+    pub nodes: Vec<(EwOp, Vec<Operand>)>,
+    /// The nodes stored, in output-slot order.
+    pub outputs: Vec<usize>,
+}
+
+/// Most buffers (inputs + outputs) and scalars a chain may have ([`crate::Args`]).
+pub const MAX_CHAIN_BUFFERS: usize = 12;
+pub const MAX_CHAIN_SCALARS: usize = 4;
+
+fn select(fx: &mut FnCtx<'_>, ty: Type, cond: Value, x: Value, y: Value) -> Value {
+    if ty.is_vector() {
+        let mask = fx.vbitcast(ty, cond);
+        fx.b.ins().bitselect(mask, x, y)
+    } else {
+        fx.b.ins().select(cond, x, y)
+    }
+}
+
+fn emit_op(
+    fx: &mut FnCtx<'_>,
+    ty: Type,
+    op: EwOp,
+    a: Value,
+    b: Value,
+    zero: Value,
+    one: Value,
+) -> Value {
+    match op {
+        EwOp::Add => fx.b.ins().fadd(a, b),
+        EwOp::Sub => fx.b.ins().fsub(a, b),
+        EwOp::Mul | EwOp::Scale => fx.b.ins().fmul(a, b),
+        EwOp::Relu => {
+            let le = fx.b.ins().fcmp(FloatCC::LessThanOrEqual, a, zero);
+            select(fx, ty, le, zero, a)
+        }
+        EwOp::ReluGrad => {
+            let gt = fx.b.ins().fcmp(FloatCC::GreaterThan, b, zero);
+            select(fx, ty, gt, a, zero)
+        }
+        EwOp::TanhGrad => {
+            let yy = fx.b.ins().fmul(b, b);
+            let t = fx.b.ins().fsub(one, yy);
+            fx.b.ins().fmul(a, t)
+        }
+        EwOp::SigmoidGrad => {
+            let p = fx.b.ins().fmul(a, b);
+            let t = fx.b.ins().fsub(one, b);
+            fx.b.ins().fmul(p, t)
+        }
+        EwOp::AbsDiff => {
+            let d = fx.b.ins().fsub(a, b);
+            let neg = fx.b.ins().fneg(d);
+            let pos = fx.b.ins().fadd(d, zero);
+            let lt = fx.b.ins().fcmp(FloatCC::LessThan, d, zero);
+            select(fx, ty, lt, neg, pos)
+        }
+    }
+}
+
+/// The body of a chain kernel (slots in the module docs).
+pub fn emit_chain(fx: &mut FnCtx<'_>, spec: &ChainSpec) {
+    let ins: Vec<Value> = (0..spec.inputs).map(|i| fx.arg_ptr(i)).collect();
+    let outs: Vec<Value> = (0..spec.outputs.len())
+        .map(|o| fx.arg_ptr(spec.inputs + o))
+        .collect();
+    let scalars: Vec<Value> = (0..spec.scalars).map(|i| fx.arg_f32(i)).collect();
+    let scalars4: Vec<Value> = scalars.iter().map(|&s| fx.splat(s)).collect();
+    let start = fx.arg_int(0);
+    let end = fx.arg_int(1);
+    let zero = fx.f32const(0.0);
+    let one = fx.f32const(1.0);
+    let zero4 = fx.splat(zero);
+    let one4 = fx.splat(one);
+    let len = fx.b.ins().isub(end, start);
+    let len4 = fx.b.ins().band_imm_s(len, !3i64);
+    let main_end = fx.b.ins().iadd(start, len4);
+    let body = |fx: &mut FnCtx<'_>, i: Value, ty: Type| {
+        let (sc, z, o) = if ty == F32X4 {
+            (&scalars4, zero4, one4)
+        } else {
+            (&scalars, zero, one)
+        };
+        let mut loaded: Vec<Option<Value>> = vec![None; spec.inputs];
+        let mut vals: Vec<Value> = Vec::with_capacity(spec.nodes.len());
+        for (op, operands) in &spec.nodes {
+            let mut get = |fx: &mut FnCtx<'_>, k: usize| -> Value {
+                match operands.get(k).copied() {
+                    Some(Operand::Input(j)) => {
+                        *loaded[j].get_or_insert_with(|| fx.load_at(ty, ins[j], i, 0))
+                    }
+                    Some(Operand::Scalar(j)) => sc[j],
+                    Some(Operand::Node(j)) => vals[j],
+                    None => z,
+                }
+            };
+            let a = get(fx, 0);
+            let b = get(fx, 1);
+            let v = emit_op(fx, ty, *op, a, b, z, o);
+            vals.push(v);
+        }
+        for (slot, &node) in spec.outputs.iter().enumerate() {
+            fx.store_at(vals[node], outs[slot], i, 0);
+        }
+    };
+    counted_loop(fx, start, main_end, 4, |fx, i| body(fx, i, F32X4));
+    counted_loop(fx, main_end, end, 1, |fx, i| body(fx, i, types::F32));
+}
+
+/// The body of a column reduction (slots in the module docs).
+pub fn emit_reduce_rows(fx: &mut FnCtx<'_>) {
+    let x = fx.arg_ptr(0);
+    let out = fx.arg_ptr(1);
+    let rows = fx.arg_int(0);
+    let cols = fx.arg_int(1);
+    let c0 = fx.arg_int(2);
+    let c1 = fx.arg_int(3);
+    let zero_i = fx.iconst(0);
+    let zero = fx.f32const(0.0);
+    let zero4 = fx.splat(zero);
+    let len = fx.b.ins().isub(c1, c0);
+    let len4 = fx.b.ins().band_imm_s(len, !3i64);
+    let main_end = fx.b.ins().iadd(c0, len4);
+    let body = |fx: &mut FnCtx<'_>, c: Value, ty: Type| {
+        let z = if ty == F32X4 { zero4 } else { zero };
+        let acc = fx.var(ty, z);
+        let p = fx.elem(x, c);
+        let ptr = fx.var(fx.ptr, p);
+        let stride = fx.b.ins().ishl_imm_u(cols, 2);
+        counted_loop(fx, zero_i, rows, 1, |fx, _r| {
+            let pv = fx.b.use_var(ptr);
+            let v = fx.b.ins().load(ty, super::mem(), pv, 0);
+            let s = fx.b.use_var(acc);
+            let s = fx.b.ins().fadd(s, v);
+            fx.b.def_var(acc, s);
+            let next = fx.b.ins().iadd(pv, stride);
+            fx.b.def_var(ptr, next);
+        });
+        let s = fx.b.use_var(acc);
+        fx.store_at(s, out, c, 0);
+    };
+    counted_loop(fx, c0, main_end, 4, |fx, c| body(fx, c, F32X4));
+    counted_loop(fx, main_end, c1, 1, |fx, c| body(fx, c, types::F32));
+}

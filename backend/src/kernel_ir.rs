@@ -1,0 +1,495 @@
+//! The kernel IR: a function of the optimised graph (stage `opt`) as a sequence of fused
+//! kernels over named buffers, between the graph and Cranelift ([`crate::partition`] builds it,
+//! [`crate::runtime`] compiles and runs it). Printable (`sparsec emit --stage kernels`): one
+//! kernel per block with its loops, its operations, its inputs and outputs, never an address.
+//!
+//! Every kernel is executed one of three ways ([`Exec`]):
+//! - `jit`: a Cranelift function generated for this kernel (matrix products with their
+//!   regeneration prologue and bias/relu epilogue, element-wise chains, column reductions,
+//!   regeneration, `bias_add`);
+//! - `host`: a few lines of Rust in the runtime for data movement that is not arithmetic
+//!   (writing tracked entries over a regenerated weight, copies, `dropback_apply`'s selection,
+//!   `topk_select`, the barrier of a Dropback step);
+//! - `interp`: the interpreter's own kernel for that one instruction
+//!   (`sparsec_ir::interp::eval_op`), the documented fallback for what Cranelift does not do
+//!   yet (`softmax_xent` and its gradient, convolutions, pooling, `tanh`/`sigmoid`, `argmax`,
+//!   general `reduce_sum`, `matmul_tt`).
+
+use std::fmt;
+
+use sparsec_ir::{DType, Op};
+
+use crate::codegen::chain::ChainSpec;
+use crate::codegen::gemm::GemmSpec;
+
+/// A value of the kernel program: a function argument, a parameter's state buffer, or a
+/// buffer the runtime owns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Loc {
+    Arg(usize),
+    Param(usize),
+    /// A float buffer.
+    F(usize),
+    /// An `i32` buffer.
+    I(usize),
+    /// A selection (sorted positions).
+    S(usize),
+}
+
+/// A runtime-owned buffer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Buffer {
+    /// The value it holds, as the dump names it (`%5`, `%24.w1`, `w0(@fc1.weight)`).
+    pub name: String,
+    pub dtype: DType,
+    pub len: usize,
+    /// A `const`: filled once when the program is built.
+    pub fill: Option<f32>,
+}
+
+/// How a kernel runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exec {
+    Jit,
+    Host,
+    Interp,
+}
+
+impl Exec {
+    pub fn name(self) -> &'static str {
+        match self {
+            Exec::Jit => "jit",
+            Exec::Host => "host",
+            Exec::Interp => "interp",
+        }
+    }
+}
+
+/// What a kernel computes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Body {
+    /// A matrix product `[m, n]` over `k`, with its prologue and epilogue. `b` is the dense
+    /// right operand, or (`NtRegen`) absent: the tracked weight `regen` is regenerated and
+    /// overlaid panel by panel. `outs` are the stored stages (product, biased, relu).
+    Gemm {
+        spec: GemmSpec,
+        m: usize,
+        n: usize,
+        k: usize,
+        a: Loc,
+        b: Option<Loc>,
+        regen: Option<usize>,
+        bias: Option<Loc>,
+        outs: [Option<Loc>; 3],
+    },
+    /// A fused element-wise chain over `len` elements.
+    Chain {
+        spec: ChainSpec,
+        len: usize,
+        inputs: Vec<Loc>,
+        scalars: Vec<Loc>,
+        outputs: Vec<Loc>,
+    },
+    /// `reduce_sum` over the leading axes of `[rows, cols]`.
+    ReduceRows {
+        rows: usize,
+        cols: usize,
+        x: Loc,
+        out: Loc,
+    },
+    /// `bias_add` of `[outer, channels, inner]`.
+    BiasAdd {
+        inner: usize,
+        x: Loc,
+        bias: Loc,
+        out: Loc,
+    },
+    /// A tracked parameter's initial value times `init_scale`, regenerated.
+    Regen { param: usize, out: Loc },
+    /// A tracked parameter's effective value: `w0` with its stored entries written over it.
+    Overlay { param: usize, w0: Loc, out: Loc },
+    /// The stored entries at their positions, zero elsewhere (`tracked @p`).
+    TrackedValues { param: usize, out: Loc },
+    /// Entry minus `w0` at the stored positions, zero elsewhere (`correction @p`).
+    Correction { param: usize, w0: Loc, out: Loc },
+    /// `w0` with `w1` at the selected positions in `offset .. offset + len`.
+    DropbackApply {
+        offset: usize,
+        w1: Loc,
+        sel: Loc,
+        w0: Loc,
+        out: Loc,
+    },
+    /// The top-`k` positions of the concatenated scores (a barrier: needs every score).
+    TopkSelect {
+        k: usize,
+        scores: Vec<Loc>,
+        out: Loc,
+    },
+    /// The stored positions of a tracked parameter.
+    TrackedSet { param: usize, out: Loc },
+    /// A copy (a store whose operand is a parameter read).
+    Copy { src: Loc, out: Loc },
+    /// One instruction on the interpreter's kernel.
+    Interp {
+        op: Op,
+        shapes: Vec<Vec<usize>>,
+        out_shape: Vec<usize>,
+        operands: Vec<Loc>,
+        out: Loc,
+    },
+}
+
+/// One fused kernel.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Kernel {
+    /// The IR instructions it carries out (`%i`), ascending.
+    pub insts: Vec<usize>,
+    pub body: Body,
+}
+
+impl Kernel {
+    pub fn exec(&self) -> Exec {
+        match &self.body {
+            Body::Gemm { .. }
+            | Body::Chain { .. }
+            | Body::ReduceRows { .. }
+            | Body::BiasAdd { .. }
+            | Body::Regen { .. } => Exec::Jit,
+            Body::Interp { .. } => Exec::Interp,
+            _ => Exec::Host,
+        }
+    }
+
+    /// A short name: the kind of kernel.
+    pub fn kind(&self) -> String {
+        match &self.body {
+            Body::Gemm { spec, .. } => format!("gemm.{}", spec.layout.name()),
+            Body::Chain { .. } => "chain".into(),
+            Body::ReduceRows { .. } => "reduce_rows".into(),
+            Body::BiasAdd { .. } => "bias_add".into(),
+            Body::Regen { .. } => "regen".into(),
+            Body::Overlay { .. } => "overlay".into(),
+            Body::TrackedValues { .. } => "tracked_values".into(),
+            Body::Correction { .. } => "correction".into(),
+            Body::DropbackApply { .. } => "dropback_apply".into(),
+            Body::TopkSelect { .. } => "topk_select".into(),
+            Body::TrackedSet { .. } => "tracked_set".into(),
+            Body::Copy { .. } => "copy".into(),
+            Body::Interp { op, .. } => format!("interp.{}", op.name()),
+        }
+    }
+}
+
+/// A function as kernels.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KernelProgram {
+    pub func: String,
+    /// Parameter names, for printing.
+    pub param_names: Vec<String>,
+    /// Argument names, for printing.
+    pub arg_names: Vec<String>,
+    pub buffers: Vec<Buffer>,
+    pub kernels: Vec<Kernel>,
+    /// The function's results.
+    pub results: Vec<Loc>,
+    /// `(parameter, value)` written to the state after a successful run.
+    pub stores: Vec<(usize, Loc)>,
+    /// Per tracked parameter stored: the buffer of its initial value in the run (for keeping
+    /// what differs from it).
+    pub store_w0: Vec<(usize, Loc)>,
+}
+
+impl KernelProgram {
+    fn loc(&self, l: Loc) -> String {
+        match l {
+            Loc::Arg(a) => format!("%{}", self.arg_names[a]),
+            Loc::Param(p) => format!("@{}", self.param_names[p]),
+            Loc::F(b) | Loc::I(b) | Loc::S(b) => self.buffers[b].name.clone(),
+        }
+    }
+
+    fn locs(&self, ls: &[Loc]) -> String {
+        ls.iter()
+            .map(|&l| self.loc(l))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The instructions that run on the interpreter's kernels, as `%i op`.
+    pub fn fallbacks(&self) -> Vec<String> {
+        self.kernels
+            .iter()
+            .filter_map(|k| match &k.body {
+                Body::Interp { op, .. } => Some(format!(
+                    "{} {}",
+                    k.insts
+                        .iter()
+                        .map(|i| format!("%{i}"))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    op.name()
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The body of kernel `k` as printed lines (without its header).
+    fn body_lines(&self, k: &Kernel) -> Vec<String> {
+        let mut out = Vec::new();
+        match &k.body {
+            Body::Gemm {
+                spec,
+                m,
+                n,
+                k: kk,
+                a,
+                b,
+                regen,
+                bias,
+                outs,
+            } => {
+                out.push(format!(
+                    "for jb in 0..{n} step 8 (column panels; threads split here)"
+                ));
+                match (b, regen) {
+                    (_, Some(p)) => {
+                        out.push(format!(
+                            "  regen rows jb..jb+8 of @{} [{n}, {kk}] into scratch (ChaCha8){}",
+                            self.param_names[*p],
+                            if spec.overlay {
+                                ", overlay its tracked entries"
+                            } else {
+                                ""
+                            }
+                        ));
+                        out.push("  pack panel [k][8]".into());
+                    }
+                    (Some(b), None) => out.push(format!("  pack panel of {} [k][8]", self.loc(*b))),
+                    (None, None) => {}
+                }
+                out.push(format!("  for i in 0..{m} step 4 (then 1)"));
+                out.push(format!(
+                    "    acc[4x8] = sum over kk in 0..{kk} ascending of {}[i, kk] * panel[kk]",
+                    self.loc(*a)
+                ));
+                let stages = ["acc", "acc + bias", "relu"];
+                if let Some(bias) = bias {
+                    out.push(format!("    acc + {}[jb..jb+8]", self.loc(*bias)));
+                }
+                if spec.relu {
+                    out.push("    relu".into());
+                }
+                for (s, o) in outs.iter().enumerate() {
+                    if let Some(o) = o {
+                        out.push(format!("    store {} -> {}", stages[s], self.loc(*o)));
+                    }
+                }
+            }
+            Body::Chain {
+                spec,
+                len,
+                inputs,
+                scalars,
+                outputs,
+            } => {
+                out.push(format!(
+                    "for i in 0..{len} step 4 (f32x4, scalar tail; threads split here)"
+                ));
+                for (j, l) in inputs.iter().enumerate() {
+                    out.push(format!("  in{j} = {}[i]", self.loc(*l)));
+                }
+                for (j, l) in scalars.iter().enumerate() {
+                    out.push(format!("  s{j} = {}[0]", self.loc(*l)));
+                }
+                for (j, (op, operands)) in spec.nodes.iter().enumerate() {
+                    let args: Vec<String> = operands
+                        .iter()
+                        .map(|o| match o {
+                            crate::codegen::chain::Operand::Input(i) => format!("in{i}"),
+                            crate::codegen::chain::Operand::Scalar(i) => format!("s{i}"),
+                            crate::codegen::chain::Operand::Node(i) => format!("v{i}"),
+                        })
+                        .collect();
+                    out.push(format!("  v{j} = {} {}", op.name(), args.join(", ")));
+                }
+                for (slot, node) in spec.outputs.iter().enumerate() {
+                    out.push(format!("  {}[i] = v{node}", self.loc(outputs[slot])));
+                }
+            }
+            Body::ReduceRows {
+                rows,
+                cols,
+                x,
+                out: o,
+            } => {
+                out.push(format!("for c in 0..{cols} step 4 (threads split here)"));
+                out.push(format!(
+                    "  {}[c] = sum over r in 0..{rows} ascending of {}[r, c]",
+                    self.loc(*o),
+                    self.loc(*x)
+                ));
+            }
+            Body::BiasAdd {
+                inner,
+                x,
+                bias,
+                out: o,
+            } => out.push(format!(
+                "{} = {} + {}[channel] (inner {inner})",
+                self.loc(*o),
+                self.loc(*x),
+                self.loc(*bias)
+            )),
+            Body::Regen { param, out: o } => out.push(format!(
+                "{} = regen @{} (ChaCha8 stream, x init_scale; threads split here)",
+                self.loc(*o),
+                self.param_names[*param]
+            )),
+            Body::Overlay { param, w0, out: o } => out.push(format!(
+                "{} = {} with the tracked entries of @{} written over it",
+                self.loc(*o),
+                self.loc(*w0),
+                self.param_names[*param]
+            )),
+            Body::TrackedValues { param, out: o } => out.push(format!(
+                "{} = tracked entries of @{} (zero elsewhere)",
+                self.loc(*o),
+                self.param_names[*param]
+            )),
+            Body::Correction { param, w0, out: o } => out.push(format!(
+                "{} = entries of @{} minus {} (zero elsewhere)",
+                self.loc(*o),
+                self.param_names[*param],
+                self.loc(*w0)
+            )),
+            Body::DropbackApply {
+                offset,
+                w1,
+                sel,
+                w0,
+                out: o,
+            } => out.push(format!(
+                "{} = {} with {} at the positions of {} from {offset}",
+                self.loc(*o),
+                self.loc(*w0),
+                self.loc(*w1),
+                self.loc(*sel)
+            )),
+            Body::TopkSelect { k, scores, out: o } => out.push(format!(
+                "{} = top {k} of ({}) (barrier)",
+                self.loc(*o),
+                self.locs(scores)
+            )),
+            Body::TrackedSet { param, out: o } => out.push(format!(
+                "{} = tracked positions of @{}",
+                self.loc(*o),
+                self.param_names[*param]
+            )),
+            Body::Copy { src, out: o } => {
+                out.push(format!("{} = copy {}", self.loc(*o), self.loc(*src)))
+            }
+            Body::Interp {
+                op,
+                operands,
+                out: o,
+                ..
+            } => out.push(format!(
+                "{} = {} {} (interpreter kernel)",
+                self.loc(*o),
+                op.name(),
+                self.locs(operands)
+            )),
+        }
+        out
+    }
+
+    /// The inputs and outputs of a kernel (buffers and state it reads and writes).
+    pub fn io(k: &Kernel) -> (Vec<Loc>, Vec<Loc>) {
+        match &k.body {
+            Body::Gemm {
+                a, b, bias, outs, ..
+            } => {
+                let mut i = vec![*a];
+                i.extend(b.iter().copied());
+                i.extend(bias.iter().copied());
+                (i, outs.iter().flatten().copied().collect())
+            }
+            Body::Chain {
+                inputs,
+                scalars,
+                outputs,
+                ..
+            } => {
+                let mut i = inputs.clone();
+                i.extend(scalars.iter().copied());
+                (i, outputs.clone())
+            }
+            Body::ReduceRows { x, out, .. } => (vec![*x], vec![*out]),
+            Body::BiasAdd { x, bias, out, .. } => (vec![*x, *bias], vec![*out]),
+            Body::Regen { out, .. }
+            | Body::TrackedValues { out, .. }
+            | Body::TrackedSet { out, .. } => (vec![], vec![*out]),
+            Body::Overlay { w0, out, .. } | Body::Correction { w0, out, .. } => {
+                (vec![*w0], vec![*out])
+            }
+            Body::DropbackApply {
+                w1, sel, w0, out, ..
+            } => (vec![*w1, *sel, *w0], vec![*out]),
+            Body::TopkSelect { scores, out, .. } => (scores.clone(), vec![*out]),
+            Body::Copy { src, out } => (vec![*src], vec![*out]),
+            Body::Interp { operands, out, .. } => (operands.clone(), vec![*out]),
+        }
+    }
+}
+
+impl fmt::Display for KernelProgram {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count = |e: Exec| self.kernels.iter().filter(|k| k.exec() == e).count();
+        writeln!(
+            f,
+            "kernels @{}: {} kernels (jit {}, host {}, interp {})",
+            self.func,
+            self.kernels.len(),
+            count(Exec::Jit),
+            count(Exec::Host),
+            count(Exec::Interp)
+        )?;
+        for (i, k) in self.kernels.iter().enumerate() {
+            let insts: Vec<String> = k.insts.iter().map(|i| format!("%{i}")).collect();
+            let (ins, outs) = KernelProgram::io(k);
+            writeln!(
+                f,
+                "  k{i} {} [{}] insts({}) in({}) out({})",
+                k.kind(),
+                k.exec().name(),
+                insts.join(" "),
+                self.locs(&ins),
+                self.locs(&outs)
+            )?;
+            for line in self.body_lines(k) {
+                writeln!(f, "    {line}")?;
+            }
+        }
+        let stores: Vec<String> = self
+            .stores
+            .iter()
+            .map(|&(p, l)| format!("@{} <- {}", self.param_names[p], self.loc(l)))
+            .collect();
+        if !stores.is_empty() {
+            writeln!(f, "  stores (after the run): {}", stores.join(", "))?;
+        }
+        writeln!(f, "  results: {}", self.locs(&self.results))?;
+        let fb = self.fallbacks();
+        writeln!(
+            f,
+            "  fallback (interpreter kernels): {}",
+            if fb.is_empty() {
+                "none".to_owned()
+            } else {
+                fb.join(", ")
+            }
+        )
+    }
+}

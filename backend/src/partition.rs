@@ -1,0 +1,919 @@
+//! Partitioning a function of the optimised graph into fused kernels ([`partition`]).
+//!
+//! 1. **Nodes.** Every instruction becomes a node; the optimised Dropback forms are spelled
+//!    out as the computation the interpreter runs for them (`dropback_score_sgd` is
+//!    `|(W − (dyᵀx)·lr) − w0|`, and `dropback_apply_sgd` shares that `W − (dyᵀx)·lr`), a
+//!    tracked parameter's initial value `w0` and effective value `W` are one node each per
+//!    function, `reshape` and `store` are aliases.
+//! 2. **Schedule.** Compute nodes (products, reductions, Dropback ops, fallbacks) keep their
+//!    order; element-wise nodes are placed lazily, just before their first user, so that an
+//!    update like `0.9·m + g` waits for `g` and fuses with it (parameters are read as they were
+//!    at the call, so the order of reads does not matter).
+//! 3. **Group.** A `bias_add` (dense layer) and then a `relu` whose operand is a product's
+//!    latest value join the product's epilogue; an element-wise node joins the element-wise
+//!    chain that produced its latest operand when the lengths match (every other operand is
+//!    then ready when that chain runs); anything else starts a kernel. `topk_select` is a
+//!    barrier: it needs every score.
+//! 4. **Materialise.** A value gets a buffer only when a later kernel, a store or a result
+//!    reads it; a product's raw sums that only its epilogue uses never leave registers.
+
+use std::collections::HashMap;
+
+use sparsec_ir::interp::is_tracked;
+use sparsec_ir::module::Init;
+use sparsec_ir::{DType, Module, Op, Value};
+
+use crate::codegen::chain::{ChainSpec, EwOp, Operand, MAX_CHAIN_BUFFERS, MAX_CHAIN_SCALARS};
+use crate::codegen::gemm::{GemmSpec, Layout};
+use crate::kernel_ir::{Body, Buffer, Kernel, KernelProgram, Loc};
+
+#[derive(Clone, Debug, PartialEq)]
+enum Nk {
+    Arg(usize),
+    Param(usize),
+    Const(f32),
+    W0(usize),
+    Eff(usize),
+    TrackedVals(usize),
+    Correction(usize),
+    Gemm {
+        layout: Layout,
+        m: usize,
+        n: usize,
+        k: usize,
+    },
+    GemmRegen {
+        p: usize,
+        m: usize,
+        n: usize,
+        k: usize,
+    },
+    Ew(EwOp),
+    BiasAdd {
+        inner: usize,
+    },
+    ReduceRows {
+        rows: usize,
+        cols: usize,
+    },
+    Apply {
+        offset: usize,
+    },
+    Topk {
+        k: usize,
+    },
+    TrackedSet(usize),
+    Copy,
+    Interp {
+        op: Op,
+        shapes: Vec<Vec<usize>>,
+        out_shape: Vec<usize>,
+    },
+}
+
+#[derive(Clone, Debug)]
+struct Node {
+    kind: Nk,
+    ops: Vec<usize>,
+    len: usize,
+    dtype: DType,
+    sparse: bool,
+    name: String,
+    inst: Option<usize>,
+}
+
+impl Node {
+    fn free(&self) -> bool {
+        matches!(self.kind, Nk::Arg(_) | Nk::Param(_) | Nk::Const(_))
+    }
+
+    fn lazy(&self) -> bool {
+        matches!(
+            self.kind,
+            Nk::Arg(_) | Nk::Param(_) | Nk::Const(_) | Nk::Ew(_) | Nk::W0(_) | Nk::Eff(_)
+        )
+    }
+}
+
+struct Builder<'m> {
+    m: &'m Module,
+    nodes: Vec<Node>,
+    params: HashMap<usize, usize>,
+    w0: HashMap<usize, usize>,
+    eff: HashMap<usize, usize>,
+    sgd: HashMap<(usize, usize, usize, usize), usize>,
+}
+
+impl Builder<'_> {
+    fn push(
+        &mut self,
+        kind: Nk,
+        ops: Vec<usize>,
+        len: usize,
+        name: String,
+        inst: Option<usize>,
+    ) -> usize {
+        self.nodes.push(Node {
+            kind,
+            ops,
+            len,
+            dtype: DType::F32,
+            sparse: false,
+            name,
+            inst,
+        });
+        self.nodes.len() - 1
+    }
+
+    fn pname(&self, p: usize) -> &str {
+        &self.m.params[p].name
+    }
+
+    fn plen(&self, p: usize) -> usize {
+        self.m.params[p].ty.num_elements()
+    }
+
+    fn param(&mut self, p: usize) -> usize {
+        if let Some(&n) = self.params.get(&p) {
+            return n;
+        }
+        let name = format!("@{}", self.pname(p));
+        let n = self.push(Nk::Param(p), vec![], self.plen(p), name, None);
+        self.params.insert(p, n);
+        n
+    }
+
+    fn w0(&mut self, p: usize, inst: usize) -> usize {
+        if let Some(&n) = self.w0.get(&p) {
+            return n;
+        }
+        let name = format!("w0(@{})", self.pname(p));
+        let n = self.push(Nk::W0(p), vec![], self.plen(p), name, Some(inst));
+        self.w0.insert(p, n);
+        n
+    }
+
+    /// The effective value of parameter `p`: its state buffer, or (tracked) `w0` overlaid.
+    fn weight(&mut self, p: usize, inst: usize) -> usize {
+        if !is_tracked(&self.m.params[p]) {
+            return self.param(p);
+        }
+        if let Some(&n) = self.eff.get(&p) {
+            return n;
+        }
+        let w0 = self.w0(p, inst);
+        let name = format!("w(@{})", self.pname(p));
+        let n = self.push(Nk::Eff(p), vec![w0], self.plen(p), name, Some(inst));
+        self.eff.insert(p, n);
+        n
+    }
+
+    /// `W − (dyᵀx)·lr` for parameter `p` (shared by the score and the apply of one step).
+    fn sgd(
+        &mut self,
+        p: usize,
+        dy: usize,
+        x: usize,
+        lr: usize,
+        batch: usize,
+        inst: usize,
+    ) -> usize {
+        if let Some(&n) = self.sgd.get(&(p, dy, x, lr)) {
+            return n;
+        }
+        let shape = self.m.params[p].ty.shape.clone();
+        let len = self.plen(p);
+        let w = self.weight(p, inst);
+        let grad = self.push(
+            Nk::Gemm {
+                layout: Layout::Tn,
+                m: shape[0],
+                n: shape[1],
+                k: batch,
+            },
+            vec![dy, x],
+            len,
+            format!("%{inst}.grad"),
+            Some(inst),
+        );
+        let step = self.push(
+            Nk::Ew(EwOp::Scale),
+            vec![grad, lr],
+            len,
+            format!("%{inst}.step"),
+            Some(inst),
+        );
+        let w1 = self.push(
+            Nk::Ew(EwOp::Sub),
+            vec![w, step],
+            len,
+            format!("%{inst}.w1"),
+            Some(inst),
+        );
+        self.sgd.insert((p, dy, x, lr), w1);
+        w1
+    }
+}
+
+/// What a kernel is made of while grouping.
+enum Group {
+    Gemm {
+        gemm: usize,
+        bias: Option<usize>,
+        relu: Option<usize>,
+    },
+    Chain {
+        len: usize,
+        nodes: Vec<usize>,
+    },
+    Single(usize),
+}
+
+/// Partition function `func` of `m` into kernels.
+pub fn partition(m: &Module, func: &str) -> Result<KernelProgram, String> {
+    let f = m
+        .func(func)
+        .ok_or_else(|| format!("no function @{func} in the module"))?;
+    let mut b = Builder {
+        m,
+        nodes: Vec::new(),
+        params: HashMap::new(),
+        w0: HashMap::new(),
+        eff: HashMap::new(),
+        sgd: HashMap::new(),
+    };
+    let mut args = Vec::new();
+    for (i, a) in f.args.iter().enumerate() {
+        let n = b.push(
+            Nk::Arg(i),
+            vec![],
+            a.ty.num_elements(),
+            format!("%{}", a.name),
+            None,
+        );
+        b.nodes[n].dtype = a.ty.dtype;
+        args.push(n);
+    }
+    let mut val: Vec<usize> = Vec::with_capacity(f.insts.len());
+    let mut stores: Vec<(usize, usize)> = Vec::new();
+    let mut store_w0: Vec<(usize, usize)> = Vec::new();
+    for (i, inst) in f.insts.iter().enumerate() {
+        let here = |e: String| format!("@{func} %{i}: {e}");
+        let ops: Vec<usize> = inst
+            .operands
+            .iter()
+            .map(|&v| match v {
+                Value::Arg(a) => args
+                    .get(a as usize)
+                    .copied()
+                    .ok_or_else(|| here("bad operand".into())),
+                Value::Inst(j) => val
+                    .get(j as usize)
+                    .copied()
+                    .ok_or_else(|| here("bad operand".into())),
+            })
+            .collect::<Result<_, _>>()?;
+        let shape_of = |v: Value| f.value_type(v).shape.clone();
+        let out_shape = inst.ty.shape.clone();
+        let len = inst.ty.num_elements();
+        let name = format!("%{i}");
+        let ew = |b: &mut Builder<'_>, op: EwOp, ops: Vec<usize>| {
+            b.push(Nk::Ew(op), ops, len, name.clone(), Some(i))
+        };
+        let node = match &inst.op {
+            Op::Param(id) => b.weight(id.0 as usize, i),
+            Op::Store(id) => {
+                let p = id.0 as usize;
+                let mut v = ops[0];
+                if matches!(b.nodes[v].kind, Nk::Param(_)) {
+                    v = b.push(Nk::Copy, vec![v], len, name.clone(), Some(i));
+                }
+                if is_tracked(&m.params[p]) {
+                    let w0 = b.w0(p, i);
+                    store_w0.push((p, w0));
+                }
+                stores.push((p, v));
+                v
+            }
+            Op::Const { value, .. } => {
+                b.push(Nk::Const(*value), vec![], len, name.clone(), Some(i))
+            }
+            Op::Reshape { .. } => ops[0],
+            Op::Regen(id) => b.w0(id.0 as usize, i),
+            Op::Tracked(id) => b.push(
+                Nk::TrackedVals(id.0 as usize),
+                vec![],
+                len,
+                name.clone(),
+                Some(i),
+            ),
+            Op::Correction(id) => {
+                let w0 = b.w0(id.0 as usize, i);
+                b.push(
+                    Nk::Correction(id.0 as usize),
+                    vec![w0],
+                    len,
+                    name.clone(),
+                    Some(i),
+                )
+            }
+            Op::Overlay => {
+                let p = match inst.operands[1] {
+                    Value::Inst(j) => match f.insts[j as usize].op {
+                        Op::Tracked(p) => p.0 as usize,
+                        _ => {
+                            return Err(here(
+                                "`overlay` needs `tracked @p` as its second operand".into(),
+                            ))
+                        }
+                    },
+                    Value::Arg(_) => {
+                        return Err(here(
+                            "`overlay` needs `tracked @p` as its second operand".into(),
+                        ))
+                    }
+                };
+                b.weight(p, i)
+            }
+            Op::MatMul { ta, tb } => {
+                let a = shape_of(inst.operands[0]);
+                let k = if *ta { a[0] } else { a[1] };
+                let layout = match (ta, tb) {
+                    (false, false) => Some(Layout::Nn),
+                    (false, true) => Some(Layout::Nt),
+                    (true, false) => Some(Layout::Tn),
+                    (true, true) => None,
+                };
+                match layout {
+                    Some(layout) => b.push(
+                        Nk::Gemm {
+                            layout,
+                            m: out_shape[0],
+                            n: out_shape[1],
+                            k,
+                        },
+                        ops,
+                        len,
+                        name.clone(),
+                        Some(i),
+                    ),
+                    None => interp(&mut b, inst, &ops, f, len, &name, i),
+                }
+            }
+            Op::MatMulNtWeight(id) => {
+                let p = id.0 as usize;
+                let ws = m.params[p].ty.shape.clone();
+                let (mm, n, k) = (out_shape[0], out_shape[1], ws[1]);
+                if is_tracked(&m.params[p]) && matches!(m.params[p].init, Init::Uniform { .. }) {
+                    b.push(
+                        Nk::GemmRegen { p, m: mm, n, k },
+                        ops,
+                        len,
+                        name.clone(),
+                        Some(i),
+                    )
+                } else {
+                    let w = b.weight(p, i);
+                    b.push(
+                        Nk::Gemm {
+                            layout: Layout::Nt,
+                            m: mm,
+                            n,
+                            k,
+                        },
+                        vec![ops[0], w],
+                        len,
+                        name.clone(),
+                        Some(i),
+                    )
+                }
+            }
+            Op::MatMulWeight(id) => {
+                let p = id.0 as usize;
+                let k = m.params[p].ty.shape[0];
+                let w = b.weight(p, i);
+                b.push(
+                    Nk::Gemm {
+                        layout: Layout::Nn,
+                        m: out_shape[0],
+                        n: out_shape[1],
+                        k,
+                    },
+                    vec![ops[0], w],
+                    len,
+                    name.clone(),
+                    Some(i),
+                )
+            }
+            Op::DropbackScore(id) => {
+                let w0 = b.w0(id.0 as usize, i);
+                ew(&mut b, EwOp::AbsDiff, vec![ops[0], w0])
+            }
+            Op::DropbackScoreSgd(id) => {
+                let p = id.0 as usize;
+                let batch = shape_of(inst.operands[0])[0];
+                let w1 = b.sgd(p, ops[0], ops[1], ops[2], batch, i);
+                let w0 = b.w0(p, i);
+                ew(&mut b, EwOp::AbsDiff, vec![w1, w0])
+            }
+            Op::DropbackApplySgd { param, offset } => {
+                let p = param.0 as usize;
+                let batch = shape_of(inst.operands[0])[0];
+                let w1 = b.sgd(p, ops[0], ops[1], ops[2], batch, i);
+                let w0 = b.w0(p, i);
+                b.push(
+                    Nk::Apply {
+                        offset: *offset as usize,
+                    },
+                    vec![w1, ops[3], w0],
+                    len,
+                    name.clone(),
+                    Some(i),
+                )
+            }
+            Op::DropbackApply { param, offset } => {
+                let w0 = b.w0(param.0 as usize, i);
+                b.push(
+                    Nk::Apply {
+                        offset: *offset as usize,
+                    },
+                    vec![ops[0], ops[1], w0],
+                    len,
+                    name.clone(),
+                    Some(i),
+                )
+            }
+            Op::TopkSelect { k } => {
+                let n = b.push(
+                    Nk::Topk {
+                        k: usize::try_from(*k).unwrap_or(usize::MAX),
+                    },
+                    ops,
+                    len,
+                    name.clone(),
+                    Some(i),
+                );
+                b.nodes[n].dtype = DType::I32;
+                b.nodes[n].sparse = true;
+                n
+            }
+            Op::TrackedSet(id) => {
+                let n = b.push(
+                    Nk::TrackedSet(id.0 as usize),
+                    vec![],
+                    len,
+                    name.clone(),
+                    Some(i),
+                );
+                b.nodes[n].dtype = DType::I32;
+                b.nodes[n].sparse = true;
+                n
+            }
+            Op::BiasAdd => {
+                let inner = shape_of(inst.operands[0])[2..].iter().product();
+                b.push(Nk::BiasAdd { inner }, ops, len, name.clone(), Some(i))
+            }
+            Op::Add => ew(&mut b, EwOp::Add, ops),
+            Op::Sub => ew(&mut b, EwOp::Sub, ops),
+            Op::Mul => ew(&mut b, EwOp::Mul, ops),
+            Op::Scale => ew(&mut b, EwOp::Scale, ops),
+            Op::Relu => ew(&mut b, EwOp::Relu, ops),
+            Op::ReluGrad => ew(&mut b, EwOp::ReluGrad, ops),
+            Op::TanhGrad => ew(&mut b, EwOp::TanhGrad, ops),
+            Op::SigmoidGrad => ew(&mut b, EwOp::SigmoidGrad, ops),
+            Op::ReduceSum { axes } => {
+                let s = shape_of(inst.operands[0]);
+                let r = axes.len();
+                let mut sorted = axes.clone();
+                sorted.sort_unstable();
+                if sorted.iter().copied().eq(0..r) && r < s.len() {
+                    let rows = s[..r].iter().product();
+                    let cols = s[r..].iter().product();
+                    b.push(
+                        Nk::ReduceRows { rows, cols },
+                        ops,
+                        len,
+                        name.clone(),
+                        Some(i),
+                    )
+                } else {
+                    interp(&mut b, inst, &ops, f, len, &name, i)
+                }
+            }
+            _ => interp(&mut b, inst, &ops, f, len, &name, i),
+        };
+        val.push(node);
+    }
+    let results: Vec<usize> = f
+        .results
+        .iter()
+        .map(|&v| match v {
+            Value::Arg(a) => args[a as usize],
+            Value::Inst(j) => val[j as usize],
+        })
+        .collect();
+    build_program(m, f, b.nodes, &results, &stores, &store_w0)
+}
+
+fn interp(
+    b: &mut Builder<'_>,
+    inst: &sparsec_ir::Inst,
+    ops: &[usize],
+    f: &sparsec_ir::Func,
+    len: usize,
+    name: &str,
+    i: usize,
+) -> usize {
+    let shapes = inst
+        .operands
+        .iter()
+        .map(|&v| f.value_type(v).shape.clone())
+        .collect();
+    let n = b.push(
+        Nk::Interp {
+            op: inst.op.clone(),
+            shapes,
+            out_shape: inst.ty.shape.clone(),
+        },
+        ops.to_vec(),
+        len,
+        name.to_owned(),
+        Some(i),
+    );
+    b.nodes[n].dtype = inst.ty.dtype;
+    n
+}
+
+fn build_program(
+    m: &Module,
+    f: &sparsec_ir::Func,
+    nodes: Vec<Node>,
+    results: &[usize],
+    stores: &[(usize, usize)],
+    store_w0: &[(usize, usize)],
+) -> Result<KernelProgram, String> {
+    // 2. Schedule (only what a store or a result depends on).
+    let mut live = vec![false; nodes.len()];
+    let mut stack: Vec<usize> = stores
+        .iter()
+        .chain(store_w0)
+        .map(|&(_, n)| n)
+        .chain(results.iter().copied())
+        .collect();
+    while let Some(n) = stack.pop() {
+        if !live[n] {
+            live[n] = true;
+            stack.extend(nodes[n].ops.iter().copied());
+        }
+    }
+    let mut order: Vec<usize> = Vec::new();
+    let mut placed = vec![false; nodes.len()];
+    fn place(n: usize, nodes: &[Node], placed: &mut [bool], order: &mut Vec<usize>) {
+        if placed[n] {
+            return;
+        }
+        placed[n] = true;
+        for &o in &nodes[n].ops {
+            place(o, nodes, placed, order);
+        }
+        order.push(n);
+    }
+    for (n, node) in nodes.iter().enumerate() {
+        if !node.lazy() && live[n] {
+            if matches!(node.kind, Nk::Gemm { .. } | Nk::GemmRegen { .. }) {
+                // A bias that the product's epilogue will add must be ready before it runs
+                // (a tracked bias is regenerated and overlaid lazily otherwise: after it).
+                for u in &nodes {
+                    if matches!(u.kind, Nk::BiasAdd { inner: 1 }) && u.ops[0] == n {
+                        place(u.ops[1], &nodes, &mut placed, &mut order);
+                    }
+                }
+            }
+            place(n, &nodes, &mut placed, &mut order);
+        }
+    }
+    for &(_, n) in stores.iter().chain(store_w0) {
+        place(n, &nodes, &mut placed, &mut order);
+    }
+    for &n in results {
+        place(n, &nodes, &mut placed, &mut order);
+    }
+
+    // 3. Group.
+    let mut groups: Vec<Group> = Vec::new();
+    let mut kof: Vec<Option<usize>> = vec![None; nodes.len()];
+    let tail = |g: &Group| match g {
+        Group::Gemm { gemm, bias, relu } => Some(relu.or(*bias).unwrap_or(*gemm)),
+        _ => None,
+    };
+    for &n in &order {
+        let node = &nodes[n];
+        if node.free() {
+            continue;
+        }
+        let latest = node.ops.iter().filter_map(|&o| kof[o]).max();
+        let joined = match (&node.kind, latest) {
+            (Nk::BiasAdd { inner: 1 }, Some(k)) => match &mut groups[k] {
+                g @ Group::Gemm {
+                    bias: None,
+                    relu: None,
+                    ..
+                } if tail(g) == Some(node.ops[0]) && kof[node.ops[1]] != Some(k) => {
+                    if let Group::Gemm { bias, .. } = g {
+                        *bias = Some(n);
+                    }
+                    Some(k)
+                }
+                _ => None,
+            },
+            (Nk::Ew(EwOp::Relu), Some(k)) => match &mut groups[k] {
+                g @ Group::Gemm { relu: None, .. } if tail(g) == Some(node.ops[0]) => {
+                    if let Group::Gemm { relu, .. } = g {
+                        *relu = Some(n);
+                    }
+                    Some(k)
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        let joined = joined.or(match (&node.kind, latest) {
+            (Nk::Ew(op), Some(k)) => match &mut groups[k] {
+                Group::Chain {
+                    len,
+                    nodes: members,
+                } if *len == node.len => {
+                    let scalar_here = *op == EwOp::Scale && kof[node.ops[1]] == Some(k);
+                    let mut ins: Vec<usize> = Vec::new();
+                    let mut scalars: Vec<usize> = Vec::new();
+                    for &mm in members.iter().chain(std::iter::once(&n)) {
+                        for (j, &o) in nodes[mm].ops.iter().enumerate() {
+                            if members.contains(&o) {
+                                continue;
+                            }
+                            let list = if nodes[mm].kind == Nk::Ew(EwOp::Scale) && j == 1 {
+                                &mut scalars
+                            } else {
+                                &mut ins
+                            };
+                            if !list.contains(&o) {
+                                list.push(o);
+                            }
+                        }
+                    }
+                    let fits = ins.len() + members.len() < MAX_CHAIN_BUFFERS
+                        && scalars.len() <= MAX_CHAIN_SCALARS;
+                    if fits && !scalar_here {
+                        members.push(n);
+                        Some(k)
+                    } else {
+                        None
+                    }
+                }
+                _ => None,
+            },
+            _ => None,
+        });
+        let k = match joined {
+            Some(k) => k,
+            None => {
+                groups.push(match &node.kind {
+                    Nk::Gemm { .. } | Nk::GemmRegen { .. } => Group::Gemm {
+                        gemm: n,
+                        bias: None,
+                        relu: None,
+                    },
+                    Nk::Ew(_) => Group::Chain {
+                        len: node.len,
+                        nodes: vec![n],
+                    },
+                    _ => Group::Single(n),
+                });
+                groups.len() - 1
+            }
+        };
+        kof[n] = Some(k);
+    }
+
+    // 4. Materialise.
+    let mut need = vec![false; nodes.len()];
+    for &(_, n) in stores.iter().chain(store_w0) {
+        need[n] = true;
+    }
+    for &n in results {
+        need[n] = true;
+    }
+    for &n in &order {
+        for &o in &nodes[n].ops {
+            if kof[o] != kof[n] || kof[o].is_none() {
+                need[o] = true;
+            }
+        }
+    }
+    // Scale's scalar operand is read from a buffer even inside its own chain.
+    let mut buffers: Vec<Buffer> = Vec::new();
+    let mut loc: Vec<Option<Loc>> = vec![None; nodes.len()];
+    for &n in &order {
+        let node = &nodes[n];
+        loc[n] = match node.kind {
+            Nk::Arg(a) => Some(Loc::Arg(a)),
+            Nk::Param(p) => Some(Loc::Param(p)),
+            _ if need[n] => {
+                buffers.push(Buffer {
+                    name: node.name.clone(),
+                    dtype: node.dtype,
+                    len: node.len,
+                    fill: match node.kind {
+                        Nk::Const(v) => Some(v),
+                        _ => None,
+                    },
+                });
+                let j = buffers.len() - 1;
+                Some(match (node.sparse, node.dtype) {
+                    (true, _) => Loc::S(j),
+                    (false, DType::I32) => Loc::I(j),
+                    (false, DType::F32) => Loc::F(j),
+                })
+            }
+            _ => None,
+        };
+    }
+    let at = |n: usize| -> Result<Loc, String> {
+        loc[n].ok_or_else(|| format!("internal: {} has no buffer", nodes[n].name))
+    };
+    let mut kernels = Vec::new();
+    for g in &groups {
+        let mut insts: Vec<usize> = Vec::new();
+        let mut note = |n: usize| {
+            if let Some(i) = nodes[n].inst {
+                if !insts.contains(&i) {
+                    insts.push(i);
+                }
+            }
+        };
+        let body = match g {
+            Group::Gemm { gemm, bias, relu } => {
+                note(*gemm);
+                bias.iter().chain(relu).for_each(|&x| note(x));
+                let node = &nodes[*gemm];
+                let (layout, mm, n, k, regen) = match node.kind {
+                    Nk::Gemm { layout, m, n, k } => (layout, m, n, k, None),
+                    Nk::GemmRegen { p, m, n, k } => (Layout::NtRegen, m, n, k, Some(p)),
+                    _ => unreachable!("a gemm group starts with a product"),
+                };
+                let outs = [Some(*gemm), *bias, *relu]
+                    .map(|x| x.and_then(|x| if need[x] { loc[x] } else { None }));
+                Body::Gemm {
+                    spec: GemmSpec {
+                        layout,
+                        bias: bias.is_some(),
+                        relu: relu.is_some(),
+                        store: outs.map(|o| o.is_some()),
+                        overlay: regen.is_some(),
+                    },
+                    m: mm,
+                    n,
+                    k,
+                    a: at(node.ops[0])?,
+                    b: if regen.is_some() {
+                        None
+                    } else {
+                        Some(at(node.ops[1])?)
+                    },
+                    regen,
+                    bias: match bias {
+                        Some(bn) => Some(at(nodes[*bn].ops[1])?),
+                        None => None,
+                    },
+                    outs,
+                }
+            }
+            Group::Chain {
+                len,
+                nodes: members,
+            } => {
+                let mut inputs: Vec<usize> = Vec::new();
+                let mut scalars: Vec<usize> = Vec::new();
+                let mut spec_nodes = Vec::new();
+                for &mm in members {
+                    note(mm);
+                    let Nk::Ew(op) = nodes[mm].kind else {
+                        unreachable!("chains hold element-wise nodes")
+                    };
+                    let mut operands = Vec::new();
+                    for (j, &o) in nodes[mm].ops.iter().enumerate() {
+                        let operand = if let Some(pos) = members.iter().position(|&x| x == o) {
+                            Operand::Node(pos)
+                        } else if op == EwOp::Scale && j == 1 {
+                            if !scalars.contains(&o) {
+                                scalars.push(o);
+                            }
+                            Operand::Scalar(scalars.iter().position(|&x| x == o).unwrap_or(0))
+                        } else {
+                            if !inputs.contains(&o) {
+                                inputs.push(o);
+                            }
+                            Operand::Input(inputs.iter().position(|&x| x == o).unwrap_or(0))
+                        };
+                        operands.push(operand);
+                    }
+                    spec_nodes.push((op, operands));
+                }
+                let out_nodes: Vec<usize> =
+                    (0..members.len()).filter(|&j| need[members[j]]).collect();
+                Body::Chain {
+                    spec: ChainSpec {
+                        inputs: inputs.len(),
+                        scalars: scalars.len(),
+                        nodes: spec_nodes,
+                        outputs: out_nodes.clone(),
+                    },
+                    len: *len,
+                    inputs: inputs.iter().map(|&x| at(x)).collect::<Result<_, _>>()?,
+                    scalars: scalars.iter().map(|&x| at(x)).collect::<Result<_, _>>()?,
+                    outputs: out_nodes
+                        .iter()
+                        .map(|&j| at(members[j]))
+                        .collect::<Result<_, _>>()?,
+                }
+            }
+            Group::Single(n) => {
+                let n = *n;
+                note(n);
+                let node = &nodes[n];
+                let out = at(n)?;
+                let op = |j: usize| at(node.ops[j]);
+                match &node.kind {
+                    Nk::W0(p) => Body::Regen { param: *p, out },
+                    Nk::Eff(p) => Body::Overlay {
+                        param: *p,
+                        w0: op(0)?,
+                        out,
+                    },
+                    Nk::TrackedVals(p) => Body::TrackedValues { param: *p, out },
+                    Nk::Correction(p) => Body::Correction {
+                        param: *p,
+                        w0: op(0)?,
+                        out,
+                    },
+                    Nk::BiasAdd { inner } => Body::BiasAdd {
+                        inner: *inner,
+                        x: op(0)?,
+                        bias: op(1)?,
+                        out,
+                    },
+                    Nk::ReduceRows { rows, cols } => Body::ReduceRows {
+                        rows: *rows,
+                        cols: *cols,
+                        x: op(0)?,
+                        out,
+                    },
+                    Nk::Apply { offset } => Body::DropbackApply {
+                        offset: *offset,
+                        w1: op(0)?,
+                        sel: op(1)?,
+                        w0: op(2)?,
+                        out,
+                    },
+                    Nk::Topk { k } => Body::TopkSelect {
+                        k: *k,
+                        scores: (0..node.ops.len()).map(op).collect::<Result<_, _>>()?,
+                        out,
+                    },
+                    Nk::TrackedSet(p) => Body::TrackedSet { param: *p, out },
+                    Nk::Copy => Body::Copy { src: op(0)?, out },
+                    Nk::Interp {
+                        op: o,
+                        shapes,
+                        out_shape,
+                    } => Body::Interp {
+                        op: o.clone(),
+                        shapes: shapes.clone(),
+                        out_shape: out_shape.clone(),
+                        operands: (0..node.ops.len()).map(op).collect::<Result<_, _>>()?,
+                        out,
+                    },
+                    other => return Err(format!("internal: {other:?} as a kernel")),
+                }
+            }
+        };
+        insts.sort_unstable();
+        kernels.push(Kernel { insts, body });
+    }
+    Ok(KernelProgram {
+        func: f.name.clone(),
+        param_names: m.params.iter().map(|p| p.name.clone()).collect(),
+        arg_names: f.args.iter().map(|a| a.name.clone()).collect(),
+        buffers,
+        kernels,
+        results: results.iter().map(|&n| at(n)).collect::<Result<_, _>>()?,
+        stores: stores
+            .iter()
+            .map(|&(p, n)| Ok((p, at(n)?)))
+            .collect::<Result<_, String>>()?,
+        store_w0: store_w0
+            .iter()
+            .map(|&(p, n)| Ok((p, at(n)?)))
+            .collect::<Result<_, String>>()?,
+    })
+}

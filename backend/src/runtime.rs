@@ -1,0 +1,866 @@
+//! [`JitProgram`]: a function of a module partitioned into kernels ([`crate::partition`]),
+//! compiled once into one [`Jit`], and run with the interpreter's contract:
+//! `run(&mut State<f32>, inputs) -> outputs`, parameters read as they were at the call, stores
+//! written to the state after the whole function ran (tracked parameters keep the entries that
+//! differ bitwise from their regenerated initial value, within their budget).
+//!
+//! **Threads.** A JIT kernel above a size threshold is split over `threads` (1 or 2) threads:
+//! products by column panels, chains by element ranges, column reductions by columns,
+//! regeneration by word ranges. Each output element is computed by exactly one thread, in the
+//! same order as with one thread, and no summation is ever split, so the bits do not depend on
+//! the thread count.
+
+use std::time::Instant;
+
+use cranelift_module::FuncId;
+use sparsec_ir::interp::{
+    eval_op, topk_select, Input, OpArg, OpOut, OpScratch, Output, State, Tensor,
+};
+use sparsec_ir::module::Init;
+use sparsec_ir::{DType, Module};
+
+use crate::codegen::chacha::emit_regen;
+use crate::codegen::chain::{emit_chain, emit_reduce_rows};
+use crate::codegen::elementwise::emit_bias_add;
+use crate::codegen::gemm::{emit_gemm_fused, NR};
+use crate::jit::{Args, Entry, Jit};
+use crate::kernel_ir::{Body, KernelProgram, Loc};
+use crate::partition::partition;
+
+/// Work (elements, or multiply-adds for products) below which a kernel runs on one thread.
+const SPLIT_MIN_WORK: usize = 1 << 15;
+
+/// The thread count from `SPARSEC_THREADS` (1 or 2), else the available parallelism capped at 2.
+pub fn default_threads() -> usize {
+    if let Some(n) = std::env::var("SPARSEC_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+    {
+        return n.clamp(1, 2);
+    }
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 2)
+}
+
+struct ParamInfo {
+    init: Init,
+    stream: u64,
+    len: usize,
+    tracked: bool,
+    capacity: Option<u64>,
+    name: String,
+}
+
+/// A compiled function of a module.
+pub struct JitProgram {
+    plan: KernelProgram,
+    jit: Jit,
+    /// Per kernel: its compiled function (JIT kernels) and the CLIF name.
+    fns: Vec<Option<(FuncId, String)>>,
+    threads: usize,
+    compile_ms: f64,
+    seed: u64,
+    params: Vec<ParamInfo>,
+    args: Vec<(String, DType, usize)>,
+    result_shapes: Vec<Vec<usize>>,
+    fbufs: Vec<Vec<f32>>,
+    ibufs: Vec<Vec<i32>>,
+    sbufs: Vec<Vec<u32>>,
+    gemm_scratch: Vec<Vec<f32>>,
+    bias_pad: Vec<f32>,
+    bounds: Vec<u64>,
+    op_scratch: OpScratch<f32>,
+    topk_scratch: Vec<(u64, u32)>,
+    /// Seconds per kernel, when `SPARSEC_PROFILE` is set.
+    profile: Option<Vec<f64>>,
+}
+
+impl Drop for JitProgram {
+    /// With `SPARSEC_PROFILE` set, the time spent in each kernel goes to stderr.
+    fn drop(&mut self) {
+        if let Some(p) = &self.profile {
+            let total: f64 = p.iter().sum();
+            eprintln!("profile @{}: {:.3} s in kernels", self.plan.func, total);
+            for (i, t) in p.iter().enumerate() {
+                if *t > 0.01 * total {
+                    eprintln!(
+                        "  k{i} {:<24} {:>8.3} s {:>5.1}%",
+                        self.plan.kernels[i].kind(),
+                        t,
+                        100.0 * t / total.max(1e-12)
+                    );
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for JitProgram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JitProgram")
+            .field("func", &self.plan.func)
+            .field("kernels", &self.plan.kernels.len())
+            .field("threads", &self.threads)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Read access to the values of a run.
+struct Env<'r> {
+    inputs: &'r [Input<'r, f32>],
+    state: &'r State<f32>,
+    fbufs: &'r [Vec<f32>],
+    ibufs: &'r [Vec<i32>],
+    sbufs: &'r [Vec<u32>],
+}
+
+impl<'r> Env<'r> {
+    fn float(&self, l: Loc) -> &'r [f32] {
+        match l {
+            Loc::Arg(a) => match self.inputs[a] {
+                Input::Float(s) => s,
+                Input::Int(_) => &[],
+            },
+            Loc::Param(p) => &self.state.values[p],
+            Loc::F(j) => &self.fbufs[j],
+            Loc::I(_) | Loc::S(_) => &[],
+        }
+    }
+
+    fn int(&self, l: Loc) -> &'r [i32] {
+        match l {
+            Loc::Arg(a) => match self.inputs[a] {
+                Input::Int(s) => s,
+                Input::Float(_) => &[],
+            },
+            Loc::I(j) => &self.ibufs[j],
+            _ => &[],
+        }
+    }
+
+    fn sparse(&self, l: Loc) -> &'r [u32] {
+        match l {
+            Loc::S(j) => &self.sbufs[j],
+            _ => &[],
+        }
+    }
+}
+
+fn addr(s: &[f32]) -> usize {
+    s.as_ptr() as usize
+}
+
+/// `args` split into `parts` by the range in int slots `lo`/`hi`, cut at multiples of `align`.
+fn split(args: Args, lo: usize, hi: usize, parts: usize, align: u64) -> Vec<Args> {
+    let (a, b) = (args.int[lo], args.int[hi]);
+    if parts < 2 || b <= a {
+        return vec![args];
+    }
+    let mid = a + ((b - a) / 2) / align * align;
+    if mid <= a || mid >= b {
+        return vec![args];
+    }
+    let mut first = args;
+    let mut second = args;
+    first.int[hi] = mid;
+    second.int[lo] = mid;
+    vec![first, second]
+}
+
+/// Call `entry` once per argument block, the blocks on separate threads.
+fn run_parts(entry: Entry<'_>, parts: &[Args]) {
+    match parts {
+        [] => {}
+        [one] => entry.call(one),
+        [first, rest @ ..] => std::thread::scope(|s| {
+            for p in rest {
+                s.spawn(move || entry.call(p));
+            }
+            entry.call(first);
+        }),
+    }
+}
+
+fn check(what: &str, got: usize, want: usize) -> Result<(), String> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(format!(
+            "internal: {what} has {got} elements, the kernel needs {want}"
+        ))
+    }
+}
+
+impl JitProgram {
+    /// Partition and compile function `func` of `m` (stage `opt`, or any stage) for `threads`
+    /// threads (clamped to 1..=2).
+    pub fn new(m: &Module, func: &str, threads: usize) -> Result<JitProgram, String> {
+        let started = Instant::now();
+        let plan = partition(m, func)?;
+        let mut jit = Jit::new().map_err(|e| e.to_string())?;
+        let mut fns = Vec::with_capacity(plan.kernels.len());
+        let mut shared: Vec<(&'static str, FuncId)> = Vec::new();
+        let mut shared_fn =
+            |jit: &mut Jit, name: &'static str, build: fn(&mut crate::codegen::FnCtx<'_>)| {
+                if let Some(&(_, id)) = shared.iter().find(|(n, _)| *n == name) {
+                    return Ok::<FuncId, String>(id);
+                }
+                let id = jit.define(name, build).map_err(|e| e.to_string())?;
+                shared.push((name, id));
+                Ok(id)
+            };
+        for (i, k) in plan.kernels.iter().enumerate() {
+            let name = format!("{}_k{i}", plan.func);
+            let f = match &k.body {
+                Body::Gemm { spec, .. } => Some((
+                    jit.define(&name, |fx| emit_gemm_fused(fx, spec))
+                        .map_err(|e| e.to_string())?,
+                    name,
+                )),
+                Body::Chain { spec, .. } => Some((
+                    jit.define(&name, |fx| emit_chain(fx, spec))
+                        .map_err(|e| e.to_string())?,
+                    name,
+                )),
+                Body::ReduceRows { .. } => Some((
+                    shared_fn(&mut jit, "reduce_rows", emit_reduce_rows)?,
+                    "reduce_rows".into(),
+                )),
+                Body::BiasAdd { .. } => Some((
+                    shared_fn(&mut jit, "bias_add", emit_bias_add)?,
+                    "bias_add".into(),
+                )),
+                Body::Regen { .. } => Some((
+                    shared_fn(&mut jit, "regen_uniform", emit_regen)?,
+                    "regen_uniform".into(),
+                )),
+                _ => None,
+            };
+            fns.push(f);
+        }
+        jit.finalize().map_err(|e| e.to_string())?;
+        let f = m.func(func).ok_or_else(|| format!("no function @{func}"))?;
+        let budgets = sparsec_ir::dropback::budgets(&m.params);
+        let params = m
+            .params
+            .iter()
+            .enumerate()
+            .map(|(i, p)| ParamInfo {
+                init: p.init,
+                stream: p.stream,
+                len: p.ty.num_elements(),
+                tracked: sparsec_ir::interp::is_tracked(p),
+                capacity: budgets
+                    .iter()
+                    .find(|(id, _)| id.0 as usize == i)
+                    .map(|&(_, c)| c),
+                name: p.name.clone(),
+            })
+            .collect();
+        let n_kernels = plan.kernels.len();
+        let mut fbufs = Vec::new();
+        let mut ibufs = Vec::new();
+        let mut sbufs = Vec::new();
+        for b in &plan.buffers {
+            // Every buffer has its own index space slot; unused kinds stay empty.
+            let f_len = if b.dtype == DType::F32 { b.len } else { 0 };
+            fbufs.push(vec![b.fill.unwrap_or(0.0); f_len]);
+            ibufs.push(if b.dtype == DType::I32 {
+                vec![0; b.len]
+            } else {
+                Vec::new()
+            });
+            sbufs.push(Vec::new());
+        }
+        let threads = threads.clamp(1, 2);
+        Ok(JitProgram {
+            args: f
+                .args
+                .iter()
+                .map(|a| (a.name.clone(), a.ty.dtype, a.ty.num_elements()))
+                .collect(),
+            result_shapes: f
+                .results
+                .iter()
+                .map(|&v| f.value_type(v).shape.clone())
+                .collect(),
+            seed: sparsec_ir::interp::module_seed(m),
+            params,
+            plan,
+            jit,
+            fns,
+            threads,
+            compile_ms: started.elapsed().as_secs_f64() * 1e3,
+            fbufs,
+            ibufs,
+            sbufs,
+            gemm_scratch: vec![Vec::new(); threads],
+            bias_pad: Vec::new(),
+            bounds: Vec::new(),
+            op_scratch: OpScratch::default(),
+            topk_scratch: Vec::new(),
+            profile: std::env::var_os("SPARSEC_PROFILE").map(|_| vec![0.0; n_kernels]),
+        })
+    }
+
+    /// Milliseconds spent partitioning and compiling.
+    pub fn compile_ms(&self) -> f64 {
+        self.compile_ms
+    }
+
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Run on `threads` threads from now on (1 or 2; the results do not change).
+    pub fn set_threads(&mut self, threads: usize) {
+        self.threads = threads.clamp(1, 2);
+        self.gemm_scratch.resize(self.threads, Vec::new());
+    }
+
+    /// The kernel program.
+    pub fn plan(&self) -> &KernelProgram {
+        &self.plan
+    }
+
+    /// The CLIF text of every compiled kernel, in kernel order (shared kernels once).
+    pub fn clif(&self) -> String {
+        let mut out = String::new();
+        let mut seen: Vec<&str> = Vec::new();
+        for (i, f) in self.fns.iter().enumerate() {
+            if let Some((_, name)) = f {
+                if seen.contains(&name.as_str()) {
+                    continue;
+                }
+                seen.push(name);
+                out.push_str(&format!(
+                    "; kernel k{i} {} of @{}\n",
+                    self.plan.kernels[i].kind(),
+                    self.plan.func
+                ));
+                out.push_str(self.jit.clif(name).unwrap_or(""));
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    fn check_call(&self, state: &State<f32>, inputs: &[Input<'_, f32>]) -> Result<(), String> {
+        let func = &self.plan.func;
+        if inputs.len() != self.args.len() {
+            return Err(format!(
+                "@{func} takes {} argument(s), got {}",
+                self.args.len(),
+                inputs.len()
+            ));
+        }
+        for ((name, dtype, len), input) in self.args.iter().zip(inputs) {
+            let (d, l) = match input {
+                Input::Float(s) => (DType::F32, s.len()),
+                Input::Int(s) => (DType::I32, s.len()),
+            };
+            if d != *dtype || l != *len {
+                return Err(format!(
+                    "@{func} argument %{name} is {}[{len}], got {}[{l}]",
+                    dtype.name(),
+                    d.name()
+                ));
+            }
+        }
+        if state.values.len() != self.params.len() || state.tracked.len() != self.params.len() {
+            return Err(format!(
+                "the state holds {} parameter(s), the module has {}",
+                state.values.len(),
+                self.params.len()
+            ));
+        }
+        for (p, info) in self.params.iter().enumerate() {
+            match (&state.tracked[p], info.tracked) {
+                (None, false) if state.values[p].len() == info.len => {}
+                (Some(t), true) => {
+                    let sorted = t.indices.windows(2).all(|w| w[0] < w[1]);
+                    let in_range = t.indices.last().is_none_or(|&i| (i as usize) < info.len);
+                    if t.indices.len() != t.values.len() || !sorted || !in_range {
+                        return Err(format!(
+                            "the state's tracked @{} needs as many values as sorted, distinct \
+                             indices below {}",
+                            info.name, info.len
+                        ));
+                    }
+                }
+                _ => {
+                    return Err(format!(
+                        "the state's @{} does not match the parameter",
+                        info.name
+                    ))
+                }
+            }
+        }
+        if !state.init_scale.is_finite() {
+            return Err(format!(
+                "the state's init_scale {} is not finite",
+                state.init_scale
+            ));
+        }
+        Ok(())
+    }
+
+    /// Run the function once: the interpreter's contract (see the module docs).
+    pub fn run(
+        &mut self,
+        state: &mut State<f32>,
+        inputs: &[Input<'_, f32>],
+    ) -> Result<Vec<Output<f32>>, String> {
+        self.check_call(state, inputs)?;
+        let threads = self.threads;
+        let profile = self.profile.is_some();
+        for i in 0..self.plan.kernels.len() {
+            let t0 = profile.then(Instant::now);
+            let (_, outs) = KernelProgram::io(&self.plan.kernels[i]);
+            // Take the outputs out of the buffer table, so the inputs can be borrowed from it.
+            let mut f_out: Vec<(usize, Vec<f32>)> = Vec::new();
+            let mut i_out: Vec<(usize, Vec<i32>)> = Vec::new();
+            let mut s_out: Vec<(usize, Vec<u32>)> = Vec::new();
+            for o in &outs {
+                match *o {
+                    Loc::F(j) => f_out.push((j, std::mem::take(&mut self.fbufs[j]))),
+                    Loc::I(j) => i_out.push((j, std::mem::take(&mut self.ibufs[j]))),
+                    Loc::S(j) => s_out.push((j, std::mem::take(&mut self.sbufs[j]))),
+                    _ => return Err("internal: a kernel writes an argument or parameter".into()),
+                }
+            }
+            let r = {
+                let env = Env {
+                    inputs,
+                    state,
+                    fbufs: &self.fbufs,
+                    ibufs: &self.ibufs,
+                    sbufs: &self.sbufs,
+                };
+                let k = &self.plan.kernels[i];
+                let entry = self.fns[i].as_ref().map(|(id, _)| self.jit.entry(*id));
+                let mut ctx = Ctx {
+                    seed: self.seed,
+                    params: &self.params,
+                    threads,
+                    gemm_scratch: &mut self.gemm_scratch,
+                    bias_pad: &mut self.bias_pad,
+                    bounds: &mut self.bounds,
+                    op_scratch: &mut self.op_scratch,
+                    topk_scratch: &mut self.topk_scratch,
+                };
+                exec(
+                    &k.body, entry, &env, &mut ctx, &mut f_out, &mut i_out, &mut s_out,
+                )
+                .map_err(|e| {
+                    let at: Vec<String> = k.insts.iter().map(|i| format!("%{i}")).collect();
+                    format!("@{} {}: {e}", self.plan.func, at.join(" "))
+                })
+            };
+            for (j, v) in f_out {
+                self.fbufs[j] = v;
+            }
+            for (j, v) in i_out {
+                self.ibufs[j] = v;
+            }
+            for (j, v) in s_out {
+                self.sbufs[j] = v;
+            }
+            if let (Some(t0), Some(p)) = (t0, self.profile.as_mut()) {
+                p[i] += t0.elapsed().as_secs_f64();
+            }
+            r?;
+        }
+        let env = Env {
+            inputs,
+            state,
+            fbufs: &self.fbufs,
+            ibufs: &self.ibufs,
+            sbufs: &self.sbufs,
+        };
+        let outputs = self
+            .plan
+            .results
+            .iter()
+            .zip(&self.result_shapes)
+            .map(|(&l, shape)| match l {
+                Loc::S(_) => Output::Sparse {
+                    shape: shape.clone(),
+                    indices: env.sparse(l).to_vec(),
+                },
+                Loc::I(_) => Output::Int(Tensor {
+                    shape: shape.clone(),
+                    data: env.int(l).to_vec(),
+                }),
+                Loc::Arg(a) if matches!(inputs[a], Input::Int(_)) => Output::Int(Tensor {
+                    shape: shape.clone(),
+                    data: env.int(l).to_vec(),
+                }),
+                _ => Output::Float(Tensor {
+                    shape: shape.clone(),
+                    data: env.float(l).to_vec(),
+                }),
+            })
+            .collect();
+        // Tracked stores first, so that one over its budget leaves the state untouched.
+        let mut new_tracked = Vec::new();
+        for &(p, l) in &self.plan.stores {
+            let info = &self.params[p];
+            if !info.tracked {
+                continue;
+            }
+            let w0 = self
+                .plan
+                .store_w0
+                .iter()
+                .find(|(q, _)| *q == p)
+                .map(|&(_, w)| env.float(w))
+                .ok_or("internal: no w0 for a tracked store")?;
+            let value = env.float(l);
+            let mut t = sparsec_ir::interp::TrackedValues::default();
+            for (i, (&v, &w)) in value.iter().zip(w0).enumerate() {
+                if v.to_bits() != w.to_bits() {
+                    t.indices.push(i as u32);
+                    t.values.push(v);
+                }
+            }
+            let cap = info.capacity.unwrap_or(u64::MAX);
+            if t.len() as u64 > cap {
+                return Err(format!(
+                    "@{}: the store to the tracked @{} leaves {} values differing from its \
+                     initial value, more than its budget of {cap}",
+                    self.plan.func,
+                    info.name,
+                    t.len()
+                ));
+            }
+            new_tracked.push((p, t));
+        }
+        let mut dense: Vec<(usize, Vec<f32>)> = Vec::new();
+        for &(p, l) in &self.plan.stores {
+            if !self.params[p].tracked {
+                dense.push((p, env.float(l).to_vec()));
+            }
+        }
+        for (p, v) in dense {
+            state.values[p].copy_from_slice(&v);
+        }
+        for (p, t) in new_tracked {
+            state.tracked[p] = Some(t);
+        }
+        Ok(outputs)
+    }
+}
+
+struct Ctx<'a> {
+    seed: u64,
+    params: &'a [ParamInfo],
+    threads: usize,
+    gemm_scratch: &'a mut Vec<Vec<f32>>,
+    bias_pad: &'a mut Vec<f32>,
+    bounds: &'a mut Vec<u64>,
+    op_scratch: &'a mut OpScratch<f32>,
+    topk_scratch: &'a mut Vec<(u64, u32)>,
+}
+
+fn out_f(outs: &mut [(usize, Vec<f32>)], l: Loc) -> Result<&mut Vec<f32>, String> {
+    let Loc::F(j) = l else {
+        return Err("internal: not a float buffer".into());
+    };
+    outs.iter_mut()
+        .find(|(k, _)| *k == j)
+        .map(|(_, v)| v)
+        .ok_or_else(|| "internal: output not taken".into())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn exec(
+    body: &Body,
+    entry: Option<Entry<'_>>,
+    env: &Env<'_>,
+    cx: &mut Ctx<'_>,
+    f_out: &mut [(usize, Vec<f32>)],
+    i_out: &mut [(usize, Vec<i32>)],
+    s_out: &mut [(usize, Vec<u32>)],
+) -> Result<(), String> {
+    let entry = || entry.ok_or_else(|| "internal: kernel not compiled".to_owned());
+    let parts = cx.threads;
+    match body {
+        Body::Gemm {
+            spec,
+            m,
+            n,
+            k,
+            a,
+            b,
+            regen,
+            bias,
+            outs,
+        } => {
+            let (m, n, k) = (*m, *n, *k);
+            let mut args = Args::default();
+            let av = env.float(*a);
+            check("a matrix operand", av.len(), m * k)?;
+            args.ptr[0] = addr(av);
+            if let Some(b) = b {
+                let bv = env.float(*b);
+                check("a matrix operand", bv.len(), n * k)?;
+                args.ptr[1] = addr(bv);
+            }
+            if let Some(bias) = bias {
+                let bv = env.float(*bias);
+                check("a bias", bv.len(), n)?;
+                cx.bias_pad.clear();
+                cx.bias_pad.extend_from_slice(bv);
+                cx.bias_pad.resize(n.div_ceil(NR) * NR, 0.0);
+                args.ptr[4] = addr(cx.bias_pad);
+            }
+            for (s, o) in outs.iter().enumerate() {
+                if let Some(o) = o {
+                    let v = out_f(f_out, *o)?;
+                    check("a product", v.len(), m * n)?;
+                    args.ptr[[2, 5, 6][s]] = v.as_mut_ptr() as usize;
+                }
+            }
+            args.int[..3].copy_from_slice(&[m as u64, n as u64, k as u64]);
+            args.int[5] = 0;
+            args.int[6] = n as u64;
+            args.f32[2] = 1.0;
+            if let Some(p) = regen {
+                let info = &cx.params[*p];
+                let Init::Uniform { lo, hi } = info.init else {
+                    return Err("internal: regeneration of a zero-initialised weight".into());
+                };
+                check("a regenerated weight", info.len, n * k)?;
+                args.int[3] = cx.seed;
+                args.int[4] = info.stream;
+                args.f32[..3].copy_from_slice(&[lo, hi, env.state.init_scale]);
+                if spec.overlay {
+                    let t = env.state.tracked[*p]
+                        .as_ref()
+                        .ok_or("internal: a tracked weight without entries")?;
+                    let panels = n.div_ceil(NR);
+                    cx.bounds.clear();
+                    for q in 0..=panels {
+                        let start = (q * NR * k).min(n * k) as u32;
+                        cx.bounds
+                            .push(t.indices.partition_point(|&i| i < start) as u64);
+                    }
+                    args.ptr[7] = t.indices.as_ptr() as usize;
+                    args.ptr[8] = addr(&t.values);
+                    args.ptr[9] = cx.bounds.as_ptr() as usize;
+                }
+            }
+            let split_it = parts > 1 && m * n * k >= SPLIT_MIN_WORK * 8 && n > NR;
+            let blocks = split(args, 5, 6, if split_it { parts } else { 1 }, NR as u64);
+            cx.gemm_scratch
+                .resize(blocks.len().max(cx.gemm_scratch.len()), Vec::new());
+            let mut blocks = blocks;
+            for (blk, s) in blocks.iter_mut().zip(cx.gemm_scratch.iter_mut()) {
+                if s.len() < 2 * NR * k {
+                    s.resize(2 * NR * k, 0.0);
+                }
+                blk.ptr[3] = s.as_mut_ptr() as usize;
+            }
+            run_parts(entry()?, &blocks);
+        }
+        Body::Chain {
+            spec,
+            len,
+            inputs,
+            scalars,
+            outputs,
+        } => {
+            let mut args = Args::default();
+            for (j, l) in inputs.iter().enumerate() {
+                let v = env.float(*l);
+                check("a chain input", v.len(), *len)?;
+                args.ptr[j] = addr(v);
+            }
+            for (j, l) in outputs.iter().enumerate() {
+                let v = out_f(f_out, *l)?;
+                check("a chain output", v.len(), *len)?;
+                args.ptr[spec.inputs + j] = v.as_mut_ptr() as usize;
+            }
+            for (j, l) in scalars.iter().enumerate() {
+                args.f32[j] = *env.float(*l).first().ok_or("internal: an empty scalar")?;
+            }
+            args.int[0] = 0;
+            args.int[1] = *len as u64;
+            let n = if *len >= SPLIT_MIN_WORK { parts } else { 1 };
+            run_parts(entry()?, &split(args, 0, 1, n, 16));
+        }
+        Body::ReduceRows { rows, cols, x, out } => {
+            let mut args = Args::default();
+            let xv = env.float(*x);
+            check("a reduced operand", xv.len(), rows * cols)?;
+            let o = out_f(f_out, *out)?;
+            check("a reduction", o.len(), *cols)?;
+            args.ptr[0] = addr(xv);
+            args.ptr[1] = o.as_mut_ptr() as usize;
+            args.int[..4].copy_from_slice(&[*rows as u64, *cols as u64, 0, *cols as u64]);
+            let n = if rows * cols >= SPLIT_MIN_WORK {
+                parts
+            } else {
+                1
+            };
+            run_parts(entry()?, &split(args, 2, 3, n, 4));
+        }
+        Body::BiasAdd {
+            inner,
+            x,
+            bias,
+            out,
+        } => {
+            let xv = env.float(*x);
+            let bv = env.float(*bias);
+            let o = out_f(f_out, *out)?;
+            check("bias_add", o.len(), xv.len())?;
+            let plane = bv.len() * inner;
+            let outer = xv.len().checked_div(plane).unwrap_or(0);
+            check("bias_add", xv.len(), outer * plane)?;
+            let mut args = Args::default();
+            args.ptr[..3].copy_from_slice(&[addr(xv), addr(bv), o.as_mut_ptr() as usize]);
+            args.int[..3].copy_from_slice(&[outer as u64, bv.len() as u64, *inner as u64]);
+            entry()?.call(&args);
+        }
+        Body::Regen { param, out } => {
+            let info = &cx.params[*param];
+            let o = out_f(f_out, *out)?;
+            check("a regenerated value", o.len(), info.len)?;
+            match info.init {
+                Init::Zeros => o.fill(0.0 * env.state.init_scale),
+                Init::Uniform { lo, hi } => {
+                    let mut args = Args::default();
+                    args.ptr[0] = o.as_mut_ptr() as usize;
+                    // The fill kernel's range is (start, len): split by hand at a block of 4.
+                    let len = o.len() as u64;
+                    let mid = if parts > 1 && o.len() >= SPLIT_MIN_WORK {
+                        (len / 2) & !63
+                    } else {
+                        len
+                    };
+                    args.f32[..3].copy_from_slice(&[lo, hi, env.state.init_scale]);
+                    args.int[..4].copy_from_slice(&[cx.seed, info.stream, 0, mid]);
+                    let mut blocks = vec![args];
+                    if mid < len {
+                        let mut second = args;
+                        second.ptr[0] = o[mid as usize..].as_mut_ptr() as usize;
+                        second.int[2] = mid;
+                        second.int[3] = len - mid;
+                        blocks.push(second);
+                    }
+                    run_parts(entry()?, &blocks);
+                }
+            }
+        }
+        Body::Overlay { param, w0, out } => {
+            let o = out_f(f_out, *out)?;
+            o.copy_from_slice(env.float(*w0));
+            if let Some(t) = &env.state.tracked[*param] {
+                for (&i, &v) in t.indices.iter().zip(&t.values) {
+                    o[i as usize] = v;
+                }
+            }
+        }
+        Body::TrackedValues { param, out } => {
+            let o = out_f(f_out, *out)?;
+            o.fill(0.0);
+            if let Some(t) = &env.state.tracked[*param] {
+                for (&i, &v) in t.indices.iter().zip(&t.values) {
+                    o[i as usize] = v;
+                }
+            }
+        }
+        Body::Correction { param, w0, out } => {
+            let o = out_f(f_out, *out)?;
+            o.fill(0.0);
+            let w0 = env.float(*w0);
+            if let Some(t) = &env.state.tracked[*param] {
+                for (&i, &v) in t.indices.iter().zip(&t.values) {
+                    o[i as usize] = v - w0[i as usize];
+                }
+            }
+        }
+        Body::DropbackApply {
+            offset,
+            w1,
+            sel,
+            w0,
+            out,
+        } => {
+            let o = out_f(f_out, *out)?;
+            let (w1, w0) = (env.float(*w1), env.float(*w0));
+            o.copy_from_slice(w0);
+            let sel = env.sparse(*sel);
+            let lo = sel.partition_point(|&i| (i as usize) < *offset);
+            let hi = sel.partition_point(|&i| (i as usize) < offset + o.len());
+            for &i in &sel[lo..hi] {
+                let j = i as usize - offset;
+                o[j] = w1[j];
+            }
+        }
+        Body::TopkSelect { k, scores, out } => {
+            let Loc::S(j) = out else {
+                return Err("internal: a selection buffer".into());
+            };
+            let o = s_out
+                .iter_mut()
+                .find(|(x, _)| x == j)
+                .map(|(_, v)| v)
+                .ok_or("internal: output not taken")?;
+            let s: Vec<&[f32]> = scores.iter().map(|&l| env.float(l)).collect();
+            topk_select(&s, *k, cx.topk_scratch, o);
+        }
+        Body::TrackedSet { param, out } => {
+            let Loc::S(j) = out else {
+                return Err("internal: a selection buffer".into());
+            };
+            let o = s_out
+                .iter_mut()
+                .find(|(x, _)| x == j)
+                .map(|(_, v)| v)
+                .ok_or("internal: output not taken")?;
+            o.clear();
+            if let Some(t) = &env.state.tracked[*param] {
+                o.extend_from_slice(&t.indices);
+            }
+        }
+        Body::Copy { src, out } => {
+            let o = out_f(f_out, *out)?;
+            o.copy_from_slice(env.float(*src));
+        }
+        Body::Interp {
+            op,
+            shapes,
+            out_shape,
+            operands,
+            out,
+        } => {
+            let args: Vec<OpArg<'_, f32>> = operands
+                .iter()
+                .zip(shapes)
+                .map(|(&l, _)| match l {
+                    Loc::I(_) => OpArg::Int(env.int(l)),
+                    Loc::Arg(a) if matches!(env.inputs[a], Input::Int(_)) => OpArg::Int(env.int(l)),
+                    _ => OpArg::Float(env.float(l)),
+                })
+                .collect();
+            let shapes: Vec<&[usize]> = shapes.iter().map(Vec::as_slice).collect();
+            let o = match out {
+                Loc::F(_) => OpOut::Float(out_f(f_out, *out)?.as_mut_slice()),
+                Loc::I(j) => OpOut::Int(
+                    i_out
+                        .iter_mut()
+                        .find(|(x, _)| x == j)
+                        .map(|(_, v)| v.as_mut_slice())
+                        .ok_or("internal: output not taken")?,
+                ),
+                _ => return Err("internal: a fallback writes a selection".into()),
+            };
+            eval_op(op, &shapes, out_shape, &args, o, cx.op_scratch)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,245 @@
+//! The JIT (`sparsec_backend::JitProgram`) against the reference interpreter: every example's
+//! optimised train step (dense and Dropback) and forward pass at batch sizes 1, 3 and 64, a few
+//! steps each, outputs and states compared bit for bit; thread counts 1 and 2 give the same
+//! bits; and a short `sparsec train --backend jit` run matches the interpreter's.
+
+use std::path::Path;
+use std::process::Command;
+
+use sparsec::cli::Stage;
+use sparsec::driver::{compile_to, program_from_source, CompileOptions};
+use sparsec_backend::JitProgram;
+use sparsec_ir::interp::{Input, Interpreter, Output, State};
+use sparsec_ir::{DType, Module};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The example at stage `opt` with `batch`, or `None` when it does not compile (a method the
+/// passes do not carry out).
+fn opt_module(example: &str, batch: usize) -> Option<Module> {
+    let text = std::fs::read_to_string(root().join("examples").join(example)).expect("example");
+    let sets = vec![("batch".to_owned(), batch.to_string())];
+    let program = program_from_source(example, text, false, &sets).ok()?;
+    compile_to(
+        &program,
+        Stage::Opt,
+        &CompileOptions::default(),
+        &mut String::new(),
+    )
+    .ok()
+}
+
+/// Deterministic pseudo-random inputs for `func` (images in [0, 1), labels below `classes`,
+/// `lr` a small positive scalar).
+fn inputs(m: &Module, func: &str, step: u64) -> (Vec<Vec<f32>>, Vec<Vec<i32>>) {
+    let f = m.func(func).expect("function");
+    let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ step.wrapping_mul(0x1234_5678_9abc);
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let classes = f
+        .results
+        .get(1)
+        .map(|&v| f.value_type(v).shape[1])
+        .unwrap_or(10);
+    let (mut fl, mut il) = (Vec::new(), Vec::new());
+    for a in &f.args {
+        let n = a.ty.num_elements();
+        match a.ty.dtype {
+            DType::F32 if a.ty.shape.is_empty() => fl.push(vec![0.05]),
+            DType::F32 => fl.push(
+                (0..n)
+                    .map(|_| (next() >> 40) as f32 / 16_777_216.0)
+                    .collect(),
+            ),
+            DType::I32 => il.push((0..n).map(|_| (next() % classes as u64) as i32).collect()),
+        }
+    }
+    (fl, il)
+}
+
+fn as_inputs<'a>(
+    m: &Module,
+    func: &str,
+    fl: &'a [Vec<f32>],
+    il: &'a [Vec<i32>],
+) -> Vec<Input<'a, f32>> {
+    let f = m.func(func).expect("function");
+    let (mut i, mut j) = (0, 0);
+    f.args
+        .iter()
+        .map(|a| match a.ty.dtype {
+            DType::F32 => {
+                i += 1;
+                Input::Float(&fl[i - 1][..])
+            }
+            DType::I32 => {
+                j += 1;
+                Input::Int(&il[j - 1][..])
+            }
+        })
+        .collect()
+}
+
+fn bits(outputs: &[Output<f32>]) -> Vec<Vec<u32>> {
+    outputs
+        .iter()
+        .map(|o| match o {
+            Output::Float(t) => t.data.iter().map(|x| x.to_bits()).collect(),
+            Output::Int(t) => t.data.iter().map(|&x| x as u32).collect(),
+            Output::Sparse { indices, .. } => indices.clone(),
+        })
+        .collect()
+}
+
+fn state_bits(s: &State<f32>) -> Vec<Vec<u32>> {
+    let mut out: Vec<Vec<u32>> = s
+        .values
+        .iter()
+        .map(|v| v.iter().map(|x| x.to_bits()).collect())
+        .collect();
+    for t in s.tracked.iter().flatten() {
+        out.push(t.indices.clone());
+        out.push(t.values.iter().map(|x| x.to_bits()).collect());
+    }
+    out
+}
+
+/// `steps` steps of `func` on the interpreter and on the JIT with 1 and 2 threads, from the
+/// initial state: the same bits everywhere.
+fn compare(example: &str, m: &Module, func: &str, steps: u64) {
+    let mut reference = Interpreter::<f32>::new(m, func).expect("interpreter");
+    let mut ref_state = State::<f32>::initial(m);
+    let mut jits: Vec<(JitProgram, State<f32>)> = [1, 2]
+        .iter()
+        .map(|&t| {
+            (
+                JitProgram::new(m, func, t).expect("jit"),
+                State::<f32>::initial(m),
+            )
+        })
+        .collect();
+    for step in 0..steps {
+        let (fl, il) = inputs(m, func, step);
+        let ins = as_inputs(m, func, &fl, &il);
+        let want = reference
+            .run(&mut ref_state, &ins)
+            .expect("interpreter run");
+        for (jit, state) in &mut jits {
+            let got = jit.run(state, &ins).expect("jit run");
+            let what = format!("{example} @{func} step {step} threads {}", jit.threads());
+            assert_eq!(bits(&got), bits(&want), "{what}: outputs differ");
+            assert_eq!(
+                state_bits(state),
+                state_bits(&ref_state),
+                "{what}: states differ"
+            );
+        }
+    }
+}
+
+#[test]
+fn jit_matches_the_interpreter_on_every_example_bit_for_bit() {
+    let mut compared = 0;
+    for example in [
+        "lenet300.net",
+        "lenet300_dropback.net",
+        "lenet300_dropback_freeze.net",
+        "lenet300_activation_density.net",
+        "lenet5.net",
+        "lenet5_admm.net",
+        "lenet5_prunetrain.net",
+        "resnet_tiny.net",
+    ] {
+        for batch in [1, 3, 64] {
+            let Some(m) = opt_module(example, batch) else {
+                continue;
+            };
+            let conv = example.starts_with("lenet5") || example.starts_with("resnet");
+            // The convolutional examples run mostly on fallbacks: fewer steps, one batch size.
+            if conv && batch != 3 {
+                continue;
+            }
+            for f in &m.funcs {
+                compare(example, &m, &f.name, if conv { 1 } else { 3 });
+            }
+            compared += 1;
+        }
+    }
+    assert!(
+        compared >= 6,
+        "only {compared} example/batch pairs compiled"
+    );
+}
+
+#[test]
+fn the_lenet300_steps_run_their_products_and_chains_in_jit_code() {
+    for example in ["lenet300.net", "lenet300_dropback.net"] {
+        let m = opt_module(example, 64).expect("compiles");
+        let jit = JitProgram::new(&m, "train_step", 1).expect("jit");
+        let text = jit.plan().to_string();
+        assert!(!text.contains("interp.matmul"), "{text}");
+        let fallbacks = jit.plan().fallbacks();
+        assert!(
+            fallbacks
+                .iter()
+                .all(|f| f.ends_with("softmax_xent") || f.ends_with("softmax_xent_grad")),
+            "{fallbacks:?}"
+        );
+        if example.contains("dropback") {
+            assert!(text.contains("gemm.matmul_nt_regen [jit]"), "{text}");
+        }
+    }
+}
+
+fn train(backend: &str, out: &Path) -> serde_json::Value {
+    let _ = std::fs::remove_dir_all(out);
+    let status = Command::new(env!("CARGO_BIN_EXE_sparsec"))
+        .args([
+            "train",
+            "examples/lenet300_dropback.net",
+            "--backend",
+            backend,
+        ])
+        .args([
+            "--set",
+            "epochs=1",
+            "--set",
+            "max_steps=30",
+            "--set",
+            "batch=50",
+        ])
+        .arg("--data")
+        .arg(root().join("data/fashion-mnist-subset"))
+        .arg("--out")
+        .arg(out)
+        .current_dir(root())
+        .env("SPARSEC_DATA", root().join("data/fashion-mnist-subset"))
+        .output()
+        .expect("run sparsec");
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let text = std::fs::read_to_string(out.join("summary.json")).expect("summary");
+    serde_json::from_str(&text).expect("json")
+}
+
+#[test]
+fn a_short_jit_training_run_matches_the_interpreter_run() {
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let jit = train("jit", &tmp.join("jit-run"));
+    let interp = train("interp", &tmp.join("interp-run"));
+    assert_eq!(jit["backend"], "jit");
+    assert_eq!(interp["backend"], "interp");
+    for key in ["test_accuracy", "test_loss", "steps", "weights_stored"] {
+        assert_eq!(jit[key], interp[key], "{key}");
+    }
+    assert!(jit["compile_ms"].as_f64().unwrap_or(0.0) > 0.0);
+}
