@@ -41,7 +41,7 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         data: Option<PathBuf>,
         /// Execution backend.
-        #[arg(long, value_enum, default_value_t = Backend::Interp)]
+        #[arg(long, value_enum, default_value_t = Backend::Jit)]
         backend: Backend,
         /// Threads for the JIT's kernels, 1 or 2 (default: $SPARSEC_THREADS, else up to 2);
         /// the results are the same bits whatever the count.
@@ -83,7 +83,7 @@ pub struct TrainArgs {
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
     /// Execution backend: `jit` (Cranelift, the default) or `interp` (the reference).
-    #[arg(long, value_enum, default_value_t = Backend::Interp)]
+    #[arg(long, value_enum, default_value_t = Backend::Jit)]
     pub backend: Backend,
     /// Threads for the JIT's kernels, 1 or 2 (default: $SPARSEC_THREADS, else up to 2); the
     /// results are the same bits whatever the count.

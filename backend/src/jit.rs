@@ -19,6 +19,9 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{FuncId, Linkage, Module};
 
+use sparsec_ir::interp::{gemm_f32, GemmBuffers};
+
+use crate::codegen::gemm::GEMM_IMPORT;
 use crate::codegen::FnCtx;
 
 /// The argument block every entry point receives, by pointer: `extern "C" fn(*const Args)`.
@@ -44,11 +47,76 @@ impl Args {
     pub const F32_OFFSET: i32 = std::mem::offset_of!(Args, f32) as i32;
 }
 
-/// The symbols generated code may import, by name. Empty today: every kernel of part 1
-/// (including the ChaCha8 generator) is written in Cranelift IR. A later `expf` for
-/// sigmoid/tanh/softmax goes here, and nowhere else.
+/// The symbols generated code may import, by name, and nothing else: [`sparsec_gemm_f32`]
+/// (the interpreter's GEMM, for the large products, see `codegen::gemm`). A later `expf` for
+/// sigmoid/tanh/softmax goes here too.
 pub fn imports() -> Vec<(&'static str, *const u8)> {
-    Vec::new()
+    vec![(GEMM_IMPORT, sparsec_gemm_f32 as *const u8)]
+}
+
+/// `c[i·ldc + j] = Σ_kk op(a)(i, kk)·op(b)(kk, j)` for `i < m`, `j < n`: the interpreter's
+/// `sparsec_ir::interp::gemm_f32` (same kernel, same summation order, so the same bits) for
+/// generated code, registered as [`GEMM_IMPORT`]. `flags` bit 0: `a` is `[k, m]` (transposed),
+/// else `[m, k]`; bit 1: `op(b)(kk, j) = b[j·ldb + kk]`, else `b[kk·ldb + j]`. `buffers` is the
+/// calling thread's packing buffers.
+///
+/// # Safety
+///
+/// The pointers must be valid for the extents these sizes describe (`a`: `m·k` floats; `b`:
+/// `(n−1)·ldb + k` or `(k−1)·ldb + n`; `c`: `(m−1)·ldc + n`, writable), `c` must not overlap `a`
+/// or `b`, `buffers` must point to a live `GemmBuffers` that nothing else uses during the call,
+/// and no other thread may access the written elements of `c` meanwhile. Only generated code
+/// calls it, with the extents of the slices the runtime checked (the contract of [`Jit::call`]);
+/// two threads pass disjoint column ranges of `c` and their own `buffers`.
+#[allow(clippy::too_many_arguments)]
+unsafe extern "C" fn sparsec_gemm_f32(
+    m: u64,
+    n: u64,
+    k: u64,
+    flags: u64,
+    a: *const f32,
+    b: *const f32,
+    ldb: u64,
+    c: *mut f32,
+    ldc: u64,
+    buffers: *mut GemmBuffers,
+) {
+    let (m, n, k, ldb, ldc) = (
+        m as usize,
+        n as usize,
+        k as usize,
+        ldb as usize,
+        ldc as usize,
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    let (ta, tb) = (flags & 1 != 0, flags & 2 != 0);
+    let b_len = match (k, tb) {
+        (0, _) => 0,
+        (_, true) => (n - 1) * ldb + k,
+        (_, false) => (k - 1) * ldb + n,
+    };
+    // SAFETY: the caller's contract above: every pointer is valid (and `c`, `buffers` exclusively
+    // ours) for exactly these extents during the call; empty slices are never built from the
+    // pointers (which may then be null).
+    let (a, b, c, buffers) = unsafe {
+        (
+            if k == 0 {
+                &[][..]
+            } else {
+                std::slice::from_raw_parts(a, m * k)
+            },
+            if k == 0 {
+                &[][..]
+            } else {
+                std::slice::from_raw_parts(b, b_len)
+            },
+            std::slice::from_raw_parts_mut(c, (m - 1) * ldc + n),
+            &mut *buffers,
+        )
+    };
+    gemm_f32(m, n, k, ta, a, tb, b, ldb, c, ldc, buffers);
 }
 
 /// An error while building the JIT or compiling into it.

@@ -20,7 +20,7 @@ use std::fmt;
 use sparsec_ir::{DType, Op};
 
 use crate::codegen::chain::ChainSpec;
-use crate::codegen::gemm::GemmSpec;
+use crate::codegen::gemm::{GemmSpec, Layout, GEMM_IMPORT, REGEN_BLOCK};
 
 /// A value of the kernel program: a function argument, a parameter's state buffer, or a
 /// buffer the runtime owns.
@@ -239,6 +239,75 @@ impl KernelProgram {
     fn body_lines(&self, k: &Kernel) -> Vec<String> {
         let mut out = Vec::new();
         match &k.body {
+            Body::Gemm {
+                spec,
+                m,
+                n,
+                k: kk,
+                a,
+                b,
+                regen,
+                bias,
+                outs,
+            } if spec.import => {
+                let call = |b: &str| {
+                    format!(
+                        "call {GEMM_IMPORT}: the interpreter's packed GEMM, {m}x{n}x{kk} = {} >= 2^15 \
+                         multiply-adds, C[i, j] = sum over kk in 0..{kk} ascending of {}[i, kk] * {b}",
+                        m * n * kk,
+                        self.loc(*a)
+                    )
+                };
+                let first = spec.store.iter().position(|&s| s).unwrap_or(0);
+                let stages = ["acc", "acc + bias", "relu"];
+                let c = outs[first].map_or("?".to_owned(), |o| self.loc(o));
+                match (b, regen) {
+                    (_, Some(p)) => {
+                        out.push(format!(
+                            "for jb in 0..{n} step {REGEN_BLOCK} (column blocks; threads split at multiples of 8)"
+                        ));
+                        out.push(format!(
+                            "  regen rows jb..jb+{REGEN_BLOCK} of @{} [{n}, {kk}] into scratch (ChaCha8){}",
+                            self.param_names[*p],
+                            if spec.overlay {
+                                ", overlay its tracked entries"
+                            } else {
+                                ""
+                            }
+                        ));
+                        out.push(format!("  {} -> {c}[:, jb..]", call("scratch[j, kk]")));
+                    }
+                    (Some(b), None) => {
+                        let bt = if spec.layout == Layout::Nt {
+                            format!("{}[j, kk]", self.loc(*b))
+                        } else {
+                            format!("{}[kk, j]", self.loc(*b))
+                        };
+                        out.push(format!(
+                            "{} -> {c} (threads split columns at multiples of 8)",
+                            call(&bt)
+                        ));
+                    }
+                    (None, None) => {}
+                }
+                if spec.bias || spec.relu {
+                    out.push(format!(
+                        "for i in 0..{m}, j in the columns (f32x4, scalar tail): epilogue in JIT code"
+                    ));
+                    out.push(format!("  acc = {c}[i, j]"));
+                    if let Some(bias) = bias {
+                        out.push(format!("  acc + {}[j]", self.loc(*bias)));
+                    }
+                    if spec.relu {
+                        out.push("  relu".into());
+                    }
+                    for (s, o) in outs.iter().enumerate().skip(1) {
+                        if let Some(o) = o {
+                            out.push(format!("  store {} -> {}", stages[s], self.loc(*o)));
+                        }
+                    }
+                }
+            }
             Body::Gemm {
                 spec,
                 m,

@@ -25,7 +25,9 @@
 //! # The unsafe call
 //!
 //! [`Jit::call`] transmutes a finalized code pointer to `extern "C" fn(*const Args)` and calls
-//! it: the only `unsafe` in the crate. It is sound because (1) the function was declared with
+//! it: one of the crate's two `unsafe` blocks (the other turns the raw pointers that generated
+//! code passes to the imported GEMM, `jit::sparsec_gemm_f32`, into slices, under the same
+//! contract). It is sound because (1) the function was declared with
 //! exactly that signature by [`Jit::define`], (2) it is finalized and every symbol it refers to
 //! is registered (anything else fails [`Jit::finalize`]: the process-wide `dlsym` fallback is
 //! shut off), (3) the code lives in the module that `&self` keeps alive, and (4) `Jit::call` is

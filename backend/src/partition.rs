@@ -24,7 +24,7 @@ use sparsec_ir::module::Init;
 use sparsec_ir::{DType, Module, Op, Value};
 
 use crate::codegen::chain::{ChainSpec, EwOp, Operand, MAX_CHAIN_BUFFERS, MAX_CHAIN_SCALARS};
-use crate::codegen::gemm::{GemmSpec, Layout};
+use crate::codegen::gemm::{use_import, GemmSpec, Layout};
 use crate::kernel_ir::{Body, Buffer, Kernel, KernelProgram, Loc};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -770,6 +770,7 @@ fn build_program(
                         relu: relu.is_some(),
                         store: outs.map(|o| o.is_some()),
                         overlay: regen.is_some(),
+                        import: use_import(mm, n, k),
                     },
                     m: mm,
                     n,

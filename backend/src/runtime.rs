@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use cranelift_module::FuncId;
 use sparsec_ir::interp::{
-    eval_op, topk_select, Input, OpArg, OpOut, OpScratch, Output, State, Tensor,
+    eval_op, topk_select, GemmBuffers, Input, OpArg, OpOut, OpScratch, Output, State, Tensor,
 };
 use sparsec_ir::module::Init;
 use sparsec_ir::{DType, Module};
@@ -22,7 +22,7 @@ use sparsec_ir::{DType, Module};
 use crate::codegen::chacha::emit_regen;
 use crate::codegen::chain::{emit_chain, emit_reduce_rows};
 use crate::codegen::elementwise::emit_bias_add;
-use crate::codegen::gemm::{emit_gemm_fused, NR};
+use crate::codegen::gemm::{emit_gemm_fused, GEMM_IMPORT, GEMM_IMPORT_PARAMS, NR, REGEN_BLOCK};
 use crate::jit::{Args, Entry, Jit};
 use crate::kernel_ir::{Body, KernelProgram, Loc};
 use crate::partition::partition;
@@ -68,6 +68,8 @@ pub struct JitProgram {
     ibufs: Vec<Vec<i32>>,
     sbufs: Vec<Vec<u32>>,
     gemm_scratch: Vec<Vec<f32>>,
+    /// Per thread: the packing buffers of the imported GEMM.
+    gemm_bufs: Vec<GemmBuffers>,
     bias_pad: Vec<f32>,
     bounds: Vec<u64>,
     op_scratch: OpScratch<f32>,
@@ -210,9 +212,31 @@ impl JitProgram {
                 shared.push((name, id));
                 Ok(id)
             };
+        let mut gemm_import = None;
         for (i, k) in plan.kernels.iter().enumerate() {
             let name = format!("{}_k{i}", plan.func);
             let f = match &k.body {
+                Body::Gemm { spec, .. } if spec.import => {
+                    let callee = match gemm_import {
+                        Some(id) => id,
+                        None => {
+                            let id = jit
+                                .declare_import(
+                                    GEMM_IMPORT,
+                                    &[cranelift_codegen::ir::types::I64; GEMM_IMPORT_PARAMS],
+                                    &[],
+                                )
+                                .map_err(|e| e.to_string())?;
+                            gemm_import = Some(id);
+                            id
+                        }
+                    };
+                    Some((
+                        jit.define_with_imports(&name, &[callee], |fx| emit_gemm_fused(fx, spec))
+                            .map_err(|e| e.to_string())?,
+                        name,
+                    ))
+                }
                 Body::Gemm { spec, .. } => Some((
                     jit.define(&name, |fx| emit_gemm_fused(fx, spec))
                         .map_err(|e| e.to_string())?,
@@ -296,6 +320,7 @@ impl JitProgram {
             ibufs,
             sbufs,
             gemm_scratch: vec![Vec::new(); threads],
+            gemm_bufs: (0..threads).map(|_| GemmBuffers::default()).collect(),
             bias_pad: Vec::new(),
             bounds: Vec::new(),
             op_scratch: OpScratch::default(),
@@ -445,6 +470,7 @@ impl JitProgram {
                     params: &self.params,
                     threads,
                     gemm_scratch: &mut self.gemm_scratch,
+                    gemm_bufs: &mut self.gemm_bufs,
                     bias_pad: &mut self.bias_pad,
                     bounds: &mut self.bounds,
                     op_scratch: &mut self.op_scratch,
@@ -558,6 +584,7 @@ struct Ctx<'a> {
     params: &'a [ParamInfo],
     threads: usize,
     gemm_scratch: &'a mut Vec<Vec<f32>>,
+    gemm_bufs: &'a mut Vec<GemmBuffers>,
     bias_pad: &'a mut Vec<f32>,
     bounds: &'a mut Vec<u64>,
     op_scratch: &'a mut OpScratch<f32>,
@@ -656,12 +683,30 @@ fn exec(
             let blocks = split(args, 5, 6, if split_it { parts } else { 1 }, NR as u64);
             cx.gemm_scratch
                 .resize(blocks.len().max(cx.gemm_scratch.len()), Vec::new());
+            let blocks_len = blocks.len();
+            if cx.gemm_bufs.len() < blocks_len {
+                cx.gemm_bufs.resize_with(blocks_len, GemmBuffers::default);
+            }
+            if spec.import && !spec.store.contains(&true) {
+                return Err("internal: a product kernel that stores nothing".into());
+            }
+            // Scratch per thread: two packed panels, or a block of regenerated rows.
+            let need = if spec.import {
+                REGEN_BLOCK * k
+            } else {
+                2 * NR * k
+            };
             let mut blocks = blocks;
-            for (blk, s) in blocks.iter_mut().zip(cx.gemm_scratch.iter_mut()) {
-                if s.len() < 2 * NR * k {
-                    s.resize(2 * NR * k, 0.0);
+            for ((blk, s), g) in blocks
+                .iter_mut()
+                .zip(cx.gemm_scratch.iter_mut())
+                .zip(cx.gemm_bufs.iter_mut())
+            {
+                if s.len() < need {
+                    s.resize(need, 0.0);
                 }
                 blk.ptr[3] = s.as_mut_ptr() as usize;
+                blk.ptr[10] = g as *mut GemmBuffers as usize;
             }
             run_parts(entry()?, &blocks);
         }

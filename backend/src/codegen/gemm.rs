@@ -44,13 +44,32 @@ use cranelift_codegen::ir::{types, InstBuilder, Value};
 use cranelift_frontend::Variable;
 
 use super::chacha::{emit_fill, UniformMap};
-use super::loops::{counted_loop, if_else, if_then};
+use super::loops::{counted_loop, if_else, if_then, vector_loop};
 use super::{mem, FnCtx, F32X4};
 
 /// Rows of A per register tile.
 pub const MR: usize = 4;
 /// Columns of B per register tile (two `f32x4`).
 pub const NR: usize = 8;
+
+/// Multiply-adds (`m·n·k`) from which a product calls the interpreter's GEMM ([`GEMM_IMPORT`])
+/// instead of the Cranelift tile: 2^15. Below it the call and the packing of both operands cost
+/// more than the 128-bit Cranelift tile loses (the last layers of small batches); above it the
+/// interpreter's LLVM-compiled kernel (AVX2 where the CPU has it) is about twice as fast. Both
+/// give the same bits, so the choice is only about speed.
+pub const IMPORT_MIN_WORK: usize = 1 << 15;
+
+/// Whether a product of `m·n·k` multiply-adds calls the imported GEMM.
+pub fn use_import(m: usize, n: usize, k: usize) -> bool {
+    m.saturating_mul(n).saturating_mul(k) >= IMPORT_MIN_WORK
+}
+
+/// The registered name of the imported GEMM (`crate::jit::imports`).
+pub const GEMM_IMPORT: &str = "sparsec_gemm_f32";
+
+/// Rows of a regenerated weight (columns of the product) per imported GEMM call: the scratch
+/// holds `REGEN_BLOCK·k` values.
+pub const REGEN_BLOCK: usize = 64;
 
 /// Which operands are transposed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -97,6 +116,10 @@ pub struct GemmSpec {
     pub store: [bool; 3],
     /// `NtRegen` only: write the tracked entries over the regenerated rows.
     pub overlay: bool,
+    /// The product itself is the interpreter's GEMM, called through the registered import
+    /// [`GEMM_IMPORT`] (chosen by [`use_import`]); the prologue and epilogue stay in this
+    /// kernel's code (module docs, "Imported GEMM").
+    pub import: bool,
 }
 
 impl GemmSpec {
@@ -108,6 +131,7 @@ impl GemmSpec {
             relu: false,
             store: [true, false, false],
             overlay: false,
+            import: false,
         }
     }
 }
@@ -131,6 +155,9 @@ pub fn emit_gemm(fx: &mut FnCtx<'_>, layout: Layout) {
 
 /// The body of a matrix-product kernel with its prologue and epilogue (module docs).
 pub fn emit_gemm_fused(fx: &mut FnCtx<'_>, spec: &GemmSpec) {
+    if spec.import {
+        return emit_gemm_import(fx, spec);
+    }
     let layout = spec.layout;
     let a = fx.arg_ptr(0);
     let b = fx.arg_ptr(1);
@@ -429,4 +456,131 @@ fn relu4(fx: &mut FnCtx<'_>, x: Value, z4: Value) -> Value {
     );
     let mask = fx.vbitcast(F32X4, le);
     fx.b.ins().bitselect(mask, z4, x)
+}
+
+/// The parameter types of [`GEMM_IMPORT`]: `(m, n, k, flags, a, b, ldb, c, ldc, buffers)`, all
+/// 64-bit (see `crate::jit::sparsec_gemm_f32`).
+pub const GEMM_IMPORT_PARAMS: usize = 10;
+
+/// The body of a product kernel whose product is the imported GEMM (module docs): for the
+/// column range `int[5] .. int[6]`, the product goes into the first stored stage's buffer
+/// (`C[i·n + j]`), then one pass in `f32x4` (scalar tail) adds the bias, applies `relu` and
+/// stores the other stages. Regenerated weights are regenerated (and overlaid) `REGEN_BLOCK`
+/// rows at a time into the scratch (`REGEN_BLOCK·k` floats), one call per block. `ptr[10]` is
+/// the calling thread's `GemmBuffers`.
+fn emit_gemm_import(fx: &mut FnCtx<'_>, spec: &GemmSpec) {
+    let layout = spec.layout;
+    let callee = *fx
+        .imports
+        .first()
+        .expect("an imported-GEMM kernel is defined with its import");
+    let a = fx.arg_ptr(0);
+    let b = fx.arg_ptr(1);
+    let scratch = fx.arg_ptr(3);
+    let bias = fx.arg_ptr(4);
+    let outs = [fx.arg_ptr(2), fx.arg_ptr(5), fx.arg_ptr(6)];
+    let bufs = fx.arg_ptr(10);
+    let m = fx.arg_int(0);
+    let n = fx.arg_int(1);
+    let k = fx.arg_int(2);
+    let j0 = fx.arg_int(5);
+    let j1 = fx.arg_int(6);
+    let first = spec.store.iter().position(|&s| s).unwrap_or(0);
+    let c = outs[first];
+    // bit 0: A transposed; bit 1: op(B)(kk, j) = B[j·ldb + kk].
+    let flags = (layout.a_transposed() as i64) | ((!layout.b_rows_are_k() as i64) << 1);
+    let flags = fx.iconst(flags);
+    if layout == Layout::NtRegen {
+        let seed = fx.arg_int(3);
+        let stream = fx.arg_int(4);
+        let lo = fx.arg_f32(0);
+        let hi = fx.arg_f32(1);
+        let init_scale = fx.arg_f32(2);
+        let map = UniformMap::new(fx, lo, hi, init_scale);
+        let overlay = spec
+            .overlay
+            .then(|| (fx.arg_ptr(7), fx.arg_ptr(8), fx.arg_ptr(9)));
+        counted_loop(fx, j0, j1, REGEN_BLOCK as i64, |fx, jb| {
+            let left = fx.b.ins().isub(j1, jb);
+            let nb = fx.iconst(REGEN_BLOCK as i64);
+            let cols = fx.umin(left, nb);
+            let start = fx.b.ins().imul(jb, k);
+            let len = fx.b.ins().imul(cols, k);
+            emit_fill(fx, &map, seed, stream, start, scratch, len);
+            if let Some((idx, val, bounds)) = overlay {
+                // Entries e0 .. e1 fall in rows jb .. jb + cols: panels jb/NR .. ceil((jb+cols)/NR).
+                let p0 = fx.b.ins().ushr_imm_u(jb, NR.trailing_zeros() as i64);
+                let end = fx.b.ins().iadd(jb, cols);
+                let end = fx.b.ins().iadd_imm_s(end, NR as i64 - 1);
+                let p1 = fx.b.ins().ushr_imm_u(end, NR.trailing_zeros() as i64);
+                let at0 = fx.b.ins().ishl_imm_u(p0, 3);
+                let at0 = fx.b.ins().iadd(bounds, at0);
+                let at1 = fx.b.ins().ishl_imm_u(p1, 3);
+                let at1 = fx.b.ins().iadd(bounds, at1);
+                let e0 = fx.b.ins().load(types::I64, mem(), at0, 0);
+                let e1 = fx.b.ins().load(types::I64, mem(), at1, 0);
+                counted_loop(fx, e0, e1, 1, |fx, e| {
+                    let ia = fx.elem(idx, e);
+                    let i = fx.b.ins().uload32(mem(), ia, 0);
+                    let v = fx.load_at(types::F32, val, e, 0);
+                    let j = fx.b.ins().isub(i, start);
+                    fx.store_at(v, scratch, j, 0);
+                });
+            }
+            let cb = fx.elem(c, jb);
+            fx.b.ins()
+                .call(callee, &[m, cols, k, flags, a, scratch, k, cb, n, bufs]);
+        });
+    } else {
+        let cols = fx.b.ins().isub(j1, j0);
+        // Column j0 of op(B): B + j0 (B is [k, n]) or B + j0·k (B is [n, k]).
+        let (b0, ldb) = if layout.b_rows_are_k() {
+            (fx.elem(b, j0), n)
+        } else {
+            let off = fx.b.ins().imul(j0, k);
+            (fx.elem(b, off), k)
+        };
+        let cb = fx.elem(c, j0);
+        fx.b.ins()
+            .call(callee, &[m, cols, k, flags, a, b0, ldb, cb, n, bufs]);
+    }
+    if !(spec.bias || spec.relu) {
+        return;
+    }
+    // The epilogue: the same single IEEE operations as `bias_add` and `relu`, element by element.
+    let zero = fx.iconst(0);
+    let width = fx.b.ins().isub(j1, j0);
+    counted_loop(fx, zero, m, 1, |fx, i| {
+        let row = fx.b.ins().imul(i, n);
+        let row = fx.b.ins().iadd(row, j0);
+        vector_loop(fx, width, |fx, t, ty| {
+            let at = fx.b.ins().iadd(row, t);
+            let mut v = fx.load_at(ty, c, at, 0);
+            if spec.bias {
+                let j = fx.b.ins().iadd(j0, t);
+                let bv = fx.load_at(ty, bias, j, 0);
+                v = fx.b.ins().fadd(v, bv);
+                if spec.store[1] {
+                    fx.store_at(v, outs[1], at, 0);
+                }
+            }
+            if spec.relu {
+                let z = fx.f32const(0.0);
+                let z = if ty == F32X4 { fx.splat(z) } else { z };
+                v = if ty == F32X4 {
+                    relu4(fx, v, z)
+                } else {
+                    let le = fx.b.ins().fcmp(
+                        cranelift_codegen::ir::condcodes::FloatCC::LessThanOrEqual,
+                        v,
+                        z,
+                    );
+                    fx.b.ins().select(le, z, v)
+                };
+                if spec.store[2] {
+                    fx.store_at(v, outs[2], at, 0);
+                }
+            }
+        });
+    });
 }

@@ -172,6 +172,69 @@ impl<T> TrackedValues<T> {
     }
 }
 
+/// Packing buffers for [`gemm_f32`], grown on first use and reused afterwards.
+#[derive(Default)]
+pub struct GemmBuffers(GemmScratch<f32>);
+
+impl fmt::Debug for GemmBuffers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("GemmBuffers")
+    }
+}
+
+/// The interpreter's matrix product over raw slices, for other executors that must give the same
+/// bits (the JIT calls it for its large products): `c[i·ldc + j] = Σ_kk op(a)(i, kk) ·
+/// op(b)(kk, j)` for `i < m`, `j < n`, each element summed in ascending `kk` from `+0`, one
+/// rounded product at a time, no FMA — the kernel and the order of `matmul*` here.
+///
+/// `op(a)(i, kk)` is `a[i·k + kk]` (`ta = false`, `a` is `[m, k]`) or `a[kk·m + i]` (`ta`, `a` is
+/// `[k, m]`); `op(b)(kk, j)` is `b[kk·ldb + j]` (`tb = false`) or `b[j·ldb + kk]` (`tb`). Panics
+/// if a slice is too short for those extents.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_f32(
+    m: usize,
+    n: usize,
+    k: usize,
+    ta: bool,
+    a: &[f32],
+    tb: bool,
+    b: &[f32],
+    ldb: usize,
+    c: &mut [f32],
+    ldc: usize,
+    buf: &mut GemmBuffers,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(
+        n <= ldc && c.len() >= (m - 1) * ldc + n,
+        "gemm_f32: c too short"
+    );
+    if k > 0 {
+        assert!(a.len() >= m * k, "gemm_f32: a too short");
+        let b_need = if tb {
+            assert!(k <= ldb, "gemm_f32: ldb < k");
+            (n - 1) * ldb + k
+        } else {
+            assert!(n <= ldb, "gemm_f32: ldb < n");
+            (k - 1) * ldb + n
+        };
+        assert!(b.len() >= b_need, "gemm_f32: b too short");
+    }
+    let av = if ta {
+        View::transposed(a, m)
+    } else {
+        View::rows(a, k)
+    };
+    let bv = if tb {
+        View::transposed(b, ldb)
+    } else {
+        View::rows(b, ldb)
+    };
+    gemm(m, n, k, av, bv, c, ldc, false, &mut buf.0);
+}
+
 /// Whether a parameter is kept in the tracked (sparse) form.
 pub fn is_tracked(p: &crate::module::Param) -> bool {
     matches!(p.storage, crate::module::Storage::Tracked { .. })
