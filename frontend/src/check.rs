@@ -2275,24 +2275,47 @@ impl Checker {
                     ok = false;
                 }
             }
-            if let Some((p, pspan)) = prev {
-                if n <= p {
-                    self.push(
-                        error(
-                            "E0413",
-                            format!("`{what}` must be strictly increasing"),
-                            item.span,
-                            format!("{n} is not greater than {p}"),
-                        )
-                        .secondary(pspan, "previous entry"),
-                    );
-                    ok = false;
-                }
-            }
-            prev = Some((n, item.span));
+            ok &= self.increasing(
+                what,
+                &mut prev,
+                n,
+                item.span,
+                |n| n.to_string(),
+                "previous entry",
+            );
             out.push(n);
         }
         ok.then_some(out)
+    }
+
+    /// Check that `x` (at `span`) is greater than the previous list entry, reporting E0413 if
+    /// not; `prev` then becomes `x`.
+    fn increasing<T: PartialOrd + Copy>(
+        &mut self,
+        what: &str,
+        prev: &mut Option<(T, Span)>,
+        x: T,
+        span: Span,
+        show: impl Fn(T) -> String,
+        previous_label: &str,
+    ) -> bool {
+        let ok = match *prev {
+            Some((p, pspan)) if x <= p => {
+                self.push(
+                    error(
+                        "E0413",
+                        format!("`{what}` must be strictly increasing"),
+                        span,
+                        format!("{} is not greater than {}", show(x), show(p)),
+                    )
+                    .secondary(pspan, previous_label),
+                );
+                false
+            }
+            _ => true,
+        };
+        *prev = Some((x, span));
+        ok
     }
 
     // ----- method ---------------------------------------------------------------------------
@@ -2574,21 +2597,7 @@ impl Checker {
                 ok = false;
                 continue;
             };
-            if let Some((p, pspan)) = prev {
-                if x <= p {
-                    self.push(
-                        error(
-                            "E0413",
-                            "`stages` must be strictly increasing",
-                            item.span,
-                            format!("{} is not greater than {}", fmt_f(x), fmt_f(p)),
-                        )
-                        .secondary(pspan, "previous stage"),
-                    );
-                    ok = false;
-                }
-            }
-            prev = Some((x, item.span));
+            ok &= self.increasing("stages", &mut prev, x, item.span, fmt_f, "previous stage");
             out.push(x);
         }
         ok.then_some(out)
