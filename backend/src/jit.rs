@@ -19,7 +19,7 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{FuncId, Linkage, Module};
 
-use sparsec_ir::interp::{gemm_f32, GemmBuffers};
+use sparsec_ir::interp::gemm_f32;
 
 use crate::codegen::gemm::GEMM_IMPORT;
 use crate::codegen::FnCtx;
@@ -55,19 +55,18 @@ pub fn imports() -> Vec<(&'static str, *const u8)> {
 }
 
 /// `c[i·ldc + j] = Σ_kk op(a)(i, kk)·op(b)(kk, j)` for `i < m`, `j < n`: the interpreter's
-/// `sparsec_ir::interp::gemm_f32` (same kernel, same summation order, so the same bits) for
-/// generated code, registered as [`GEMM_IMPORT`]. `flags` bit 0: `a` is `[k, m]` (transposed),
-/// else `[m, k]`; bit 1: `op(b)(kk, j) = b[j·ldb + kk]`, else `b[kk·ldb + j]`. `buffers` is the
-/// calling thread's packing buffers.
+/// `sparsec_ir::interp::gemm_f32` (the GEMM library in the interpreter's panels, so the same
+/// calls and the same bits as its `matmul*`) for generated code, registered as [`GEMM_IMPORT`]. `flags` bit 0: `a` is `[k, m]` (transposed),
+/// else `[m, k]`; bit 1: `op(b)(kk, j) = b[j·ldb + kk]`, else `b[kk·ldb + j]`.
 ///
 /// # Safety
 ///
 /// The pointers must be valid for the extents these sizes describe (`a`: `m·k` floats; `b`:
 /// `(n−1)·ldb + k` or `(k−1)·ldb + n`; `c`: `(m−1)·ldc + n`, writable), `c` must not overlap `a`
-/// or `b`, `buffers` must point to a live `GemmBuffers` that nothing else uses during the call,
-/// and no other thread may access the written elements of `c` meanwhile. Only generated code
+/// or `b`, and no other thread may access the written elements of `c` meanwhile. Only generated code
 /// calls it, with the extents of the slices the runtime checked (the contract of [`Jit::call`]);
-/// two threads pass disjoint column ranges of `c` and their own `buffers`.
+/// two threads pass disjoint column ranges of `c`, each starting at a multiple of
+/// `sparsec_ir::interp::GEMM_PANEL`.
 #[allow(clippy::too_many_arguments)]
 unsafe extern "C" fn sparsec_gemm_f32(
     m: u64,
@@ -79,7 +78,6 @@ unsafe extern "C" fn sparsec_gemm_f32(
     ldb: u64,
     c: *mut f32,
     ldc: u64,
-    buffers: *mut GemmBuffers,
 ) {
     let (m, n, k, ldb, ldc) = (
         m as usize,
@@ -97,10 +95,10 @@ unsafe extern "C" fn sparsec_gemm_f32(
         (_, true) => (n - 1) * ldb + k,
         (_, false) => (k - 1) * ldb + n,
     };
-    // SAFETY: the caller's contract above: every pointer is valid (and `c`, `buffers` exclusively
+    // SAFETY: the caller's contract above: every pointer is valid (and `c` exclusively
     // ours) for exactly these extents during the call; empty slices are never built from the
     // pointers (which may then be null).
-    let (a, b, c, buffers) = unsafe {
+    let (a, b, c) = unsafe {
         (
             if k == 0 {
                 &[][..]
@@ -113,10 +111,9 @@ unsafe extern "C" fn sparsec_gemm_f32(
                 std::slice::from_raw_parts(b, b_len)
             },
             std::slice::from_raw_parts_mut(c, (m - 1) * ldc + n),
-            &mut *buffers,
         )
     };
-    gemm_f32(m, n, k, ta, a, tb, b, ldb, c, ldc, buffers);
+    gemm_f32(m, n, k, ta, a, tb, b, ldb, c, ldc);
 }
 
 /// An error while building the JIT or compiling into it.

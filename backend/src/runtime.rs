@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use cranelift_module::FuncId;
 use sparsec_ir::interp::{
-    eval_op, topk_select, GemmBuffers, Input, OpArg, OpOut, OpScratch, Output, State, Tensor,
+    eval_op, topk_select, Input, OpArg, OpOut, OpScratch, Output, State, Tensor,
 };
 use sparsec_ir::module::Init;
 use sparsec_ir::{DType, Module};
@@ -68,8 +68,6 @@ pub struct JitProgram {
     ibufs: Vec<Vec<i32>>,
     sbufs: Vec<Vec<u32>>,
     gemm_scratch: Vec<Vec<f32>>,
-    /// Per thread: the packing buffers of the imported GEMM.
-    gemm_bufs: Vec<GemmBuffers>,
     bias_pad: Vec<f32>,
     bounds: Vec<u64>,
     op_scratch: OpScratch<f32>,
@@ -320,7 +318,6 @@ impl JitProgram {
             ibufs,
             sbufs,
             gemm_scratch: vec![Vec::new(); threads],
-            gemm_bufs: (0..threads).map(|_| GemmBuffers::default()).collect(),
             bias_pad: Vec::new(),
             bounds: Vec::new(),
             op_scratch: OpScratch::default(),
@@ -470,7 +467,6 @@ impl JitProgram {
                     params: &self.params,
                     threads,
                     gemm_scratch: &mut self.gemm_scratch,
-                    gemm_bufs: &mut self.gemm_bufs,
                     bias_pad: &mut self.bias_pad,
                     bounds: &mut self.bounds,
                     op_scratch: &mut self.op_scratch,
@@ -584,7 +580,6 @@ struct Ctx<'a> {
     params: &'a [ParamInfo],
     threads: usize,
     gemm_scratch: &'a mut Vec<Vec<f32>>,
-    gemm_bufs: &'a mut Vec<GemmBuffers>,
     bias_pad: &'a mut Vec<f32>,
     bounds: &'a mut Vec<u64>,
     op_scratch: &'a mut OpScratch<f32>,
@@ -680,13 +675,12 @@ fn exec(
                 }
             }
             let split_it = parts > 1 && m * n * k >= SPLIT_MIN_WORK * 8 && n > NR;
-            let blocks = split(args, 5, 6, if split_it { parts } else { 1 }, NR as u64);
+            // Imported products are cut at the library's panels, so each thread makes the
+            // interpreter's calls (sparsec_ir::interp::GEMM_PANEL).
+            let align = if spec.import { REGEN_BLOCK } else { NR };
+            let blocks = split(args, 5, 6, if split_it { parts } else { 1 }, align as u64);
             cx.gemm_scratch
                 .resize(blocks.len().max(cx.gemm_scratch.len()), Vec::new());
-            let blocks_len = blocks.len();
-            if cx.gemm_bufs.len() < blocks_len {
-                cx.gemm_bufs.resize_with(blocks_len, GemmBuffers::default);
-            }
             if spec.import && !spec.store.contains(&true) {
                 return Err("internal: a product kernel that stores nothing".into());
             }
@@ -697,16 +691,11 @@ fn exec(
                 2 * NR * k
             };
             let mut blocks = blocks;
-            for ((blk, s), g) in blocks
-                .iter_mut()
-                .zip(cx.gemm_scratch.iter_mut())
-                .zip(cx.gemm_bufs.iter_mut())
-            {
+            for (blk, s) in blocks.iter_mut().zip(cx.gemm_scratch.iter_mut()) {
                 if s.len() < need {
                     s.resize(need, 0.0);
                 }
                 blk.ptr[3] = s.as_mut_ptr() as usize;
-                blk.ptr[10] = g as *mut GemmBuffers as usize;
             }
             run_parts(entry()?, &blocks);
         }

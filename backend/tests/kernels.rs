@@ -318,6 +318,44 @@ fn regeneration_windows_agree_with_the_whole_stream() {
     }
 }
 
+/// The Cranelift tile's contract, the interpreter's own-kernel order: each element summed from
+/// `+0` in ascending `kk`, one rounded `f32` product at a time, no FMA. The interpreter itself
+/// runs products from `uses_library`'s size in the GEMM library (whose order differs), and the
+/// JIT calls that library for them too (`tests/jit.rs`), so the tile is checked against this
+/// loop at every size and against the interpreter where the interpreter uses the same order.
+fn sequential_product(
+    (m, n, k): (usize, usize, usize),
+    a: impl Fn(usize, usize) -> f32,
+    b: impl Fn(usize, usize) -> f32,
+) -> Vec<f32> {
+    let mut c = vec![0.0f32; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let mut s = 0.0f32;
+            for kk in 0..k {
+                s += a(i, kk) * b(kk, j);
+            }
+            c[i * n + j] = s;
+        }
+    }
+    c
+}
+
+/// The reference for a tile product: the interpreter where it runs its own kernel, else
+/// [`sequential_product`].
+fn tile_reference(
+    (m, n, k): (usize, usize, usize),
+    interp: impl FnOnce() -> Vec<f32>,
+    a: impl Fn(usize, usize) -> f32,
+    b: impl Fn(usize, usize) -> f32,
+) -> Vec<f32> {
+    let want = sequential_product((m, n, k), a, b);
+    if !sparsec_ir::interp::uses_library(m, n, k) {
+        assert_bits("the interpreter's own kernel order", &interp(), &want);
+    }
+    want
+}
+
 /// (m, k, n): the brief's odd shapes plus a few edges of the 4 × 8 register tile.
 const SHAPES: [(usize, usize, usize); 9] = [
     (1, 1, 1),
@@ -341,36 +379,57 @@ fn matrix_products_match_the_interpreter_bit_for_bit() {
         let a = rng.vec(m * k);
         let b = rng.vec(n * k);
         kern.matmul_nt(m, n, k, &a, &b, &mut c);
-        let want = one_op(
-            Op::MatMul {
-                ta: false,
-                tb: true,
+        let want = tile_reference(
+            (m, n, k),
+            || {
+                one_op(
+                    Op::MatMul {
+                        ta: false,
+                        tb: true,
+                    },
+                    &[(Type::f32(vec![m, k]), &a), (Type::f32(vec![n, k]), &b)],
+                )
             },
-            &[(Type::f32(vec![m, k]), &a), (Type::f32(vec![n, k]), &b)],
+            |i, kk| a[i * k + kk],
+            |kk, j| b[j * k + kk],
         );
         assert_bits(&format!("matmul_nt {m}x{k}x{n}"), &c, &want);
         // matmul: a[m, k] · b[k, n]
         let b = rng.vec(k * n);
         c.fill(f32::NAN);
         kern.matmul(m, n, k, &a, &b, &mut c);
-        let want = one_op(
-            Op::MatMul {
-                ta: false,
-                tb: false,
+        let want = tile_reference(
+            (m, n, k),
+            || {
+                one_op(
+                    Op::MatMul {
+                        ta: false,
+                        tb: false,
+                    },
+                    &[(Type::f32(vec![m, k]), &a), (Type::f32(vec![k, n]), &b)],
+                )
             },
-            &[(Type::f32(vec![m, k]), &a), (Type::f32(vec![k, n]), &b)],
+            |i, kk| a[i * k + kk],
+            |kk, j| b[kk * n + j],
         );
         assert_bits(&format!("matmul {m}x{k}x{n}"), &c, &want);
         // matmul_tn: a[k, m]ᵀ · b[k, n]
         let a = rng.vec(k * m);
         c.fill(f32::NAN);
         kern.matmul_tn(m, n, k, &a, &b, &mut c);
-        let want = one_op(
-            Op::MatMul {
-                ta: true,
-                tb: false,
+        let want = tile_reference(
+            (m, n, k),
+            || {
+                one_op(
+                    Op::MatMul {
+                        ta: true,
+                        tb: false,
+                    },
+                    &[(Type::f32(vec![k, m]), &a), (Type::f32(vec![k, n]), &b)],
+                )
             },
-            &[(Type::f32(vec![k, m]), &a), (Type::f32(vec![k, n]), &b)],
+            |i, kk| a[kk * m + i],
+            |kk, j| b[kk * n + j],
         );
         assert_bits(&format!("matmul_tn {m}x{k}x{n}"), &c, &want);
     }
@@ -391,15 +450,22 @@ fn matmul_nt_with_in_tile_regeneration_matches_the_dense_product() {
         let a = rng.vec(m * k);
         let mut weight = vec![0.0f32; n * k];
         regen::fill_uniform(w.seed, w.stream, w.lo, w.hi, &mut weight);
-        let want = one_op(
-            Op::MatMul {
-                ta: false,
-                tb: true,
+        let want = tile_reference(
+            (m, n, k),
+            || {
+                one_op(
+                    Op::MatMul {
+                        ta: false,
+                        tb: true,
+                    },
+                    &[
+                        (Type::f32(vec![m, k]), &a),
+                        (Type::f32(vec![n, k]), &weight),
+                    ],
+                )
             },
-            &[
-                (Type::f32(vec![m, k]), &a),
-                (Type::f32(vec![n, k]), &weight),
-            ],
+            |i, kk| a[i * k + kk],
+            |kk, j| weight[j * k + kk],
         );
         let mut c = vec![f32::NAN; m * n];
         kern.matmul_nt_regen(m, n, k, &a, w, &mut c);

@@ -1,11 +1,18 @@
 //! Matrix products `C[m, n] = op(A) · op(B)`, bit-exact with the interpreter.
 //!
-//! **Order.** The interpreter's contract (`ir/src/interp/gemm.rs`) is that every element is
+//! **Order** (products below the import threshold). The interpreter's contract (`ir/src/interp/gemm.rs`) is that every element is
 //! `c[i][j] = ((0 + a(i,0)·b(0,j)) + a(i,1)·b(1,j)) + ... + a(i,k−1)·b(k−1,j)`: products rounded
 //! to `f32`, added one at a time in ascending `k`, starting from `+0`, no FMA. Vectorising over
 //! `k` would change that order, so the vectors run over `n` instead: a register tile of
 //! `MR × NR` outputs (`MR` = 4 rows of A, `NR` = 8 columns = two `f32x4`) is updated once per
 //! `k` with `acc += splat(a(i, k)) · b(k, j..j+8)`, each lane still its own ascending-`k` sum.
+//!
+//! **Imported GEMM.** Products of at least 2^15 multiply-adds ([`use_import`]) are the ones the
+//! interpreter hands to the GEMM library (AVX-512/FMA), in panels of 64 columns. This kernel
+//! then calls the interpreter's `gemm_f32` through the registered import [`GEMM_IMPORT`] on its
+//! column range (which starts at a multiple of 64), or on blocks of [`REGEN_BLOCK`] = 64
+//! regenerated weight rows, making exactly the interpreter's library calls; the bias and `relu`
+//! epilogue then runs in this kernel over the stored product.
 //!
 //! **Blocking.** For each panel of `NR` columns, `B`'s part is packed once into a contiguous,
 //! zero-padded `[k][NR]` buffer (the transposition of `matmul_nt` happens here), then every
@@ -52,24 +59,20 @@ pub const MR: usize = 4;
 /// Columns of B per register tile (two `f32x4`).
 pub const NR: usize = 8;
 
-/// Multiply-adds (`m·n·k`) from which a product calls the interpreter's GEMM ([`GEMM_IMPORT`])
-/// instead of the Cranelift tile: 2^15. Below it the call and the packing of both operands cost
-/// more than the 128-bit Cranelift tile loses (the last layers of small batches); above it the
-/// interpreter's LLVM-compiled kernel (AVX2 where the CPU has it) is about twice as fast. Both
-/// give the same bits, so the choice is only about speed.
-pub const IMPORT_MIN_WORK: usize = 1 << 15;
-
-/// Whether a product of `m·n·k` multiply-adds calls the imported GEMM.
+/// Whether a product of `m·n·k` multiply-adds calls the imported GEMM: exactly the products the
+/// interpreter runs in the GEMM library (`sparsec_ir::interp::uses_library`, from 2^15), so both
+/// make the same library calls. Below it the Cranelift tile reproduces the interpreter's own
+/// kernel order.
 pub fn use_import(m: usize, n: usize, k: usize) -> bool {
-    m.saturating_mul(n).saturating_mul(k) >= IMPORT_MIN_WORK
+    sparsec_ir::interp::uses_library(m, n, k)
 }
 
 /// The registered name of the imported GEMM (`crate::jit::imports`).
 pub const GEMM_IMPORT: &str = "sparsec_gemm_f32";
 
-/// Rows of a regenerated weight (columns of the product) per imported GEMM call: the scratch
-/// holds `REGEN_BLOCK·k` values.
-pub const REGEN_BLOCK: usize = 64;
+/// Rows of a regenerated weight (columns of the product) per imported GEMM call: the library's
+/// panel width, so the calls are the interpreter's (the scratch holds `REGEN_BLOCK·k` values).
+pub const REGEN_BLOCK: usize = sparsec_ir::interp::GEMM_PANEL;
 
 /// Which operands are transposed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -458,16 +461,15 @@ fn relu4(fx: &mut FnCtx<'_>, x: Value, z4: Value) -> Value {
     fx.b.ins().bitselect(mask, z4, x)
 }
 
-/// The parameter types of [`GEMM_IMPORT`]: `(m, n, k, flags, a, b, ldb, c, ldc, buffers)`, all
+/// The parameter types of [`GEMM_IMPORT`]: `(m, n, k, flags, a, b, ldb, c, ldc)`, all
 /// 64-bit (see `crate::jit::sparsec_gemm_f32`).
-pub const GEMM_IMPORT_PARAMS: usize = 10;
+pub const GEMM_IMPORT_PARAMS: usize = 9;
 
 /// The body of a product kernel whose product is the imported GEMM (module docs): for the
 /// column range `int[5] .. int[6]`, the product goes into the first stored stage's buffer
 /// (`C[i·n + j]`), then one pass in `f32x4` (scalar tail) adds the bias, applies `relu` and
 /// stores the other stages. Regenerated weights are regenerated (and overlaid) `REGEN_BLOCK`
-/// rows at a time into the scratch (`REGEN_BLOCK·k` floats), one call per block. `ptr[10]` is
-/// the calling thread's `GemmBuffers`.
+/// rows at a time into the scratch (`REGEN_BLOCK·k` floats), one call per block.
 fn emit_gemm_import(fx: &mut FnCtx<'_>, spec: &GemmSpec) {
     let layout = spec.layout;
     let callee = *fx
@@ -479,7 +481,6 @@ fn emit_gemm_import(fx: &mut FnCtx<'_>, spec: &GemmSpec) {
     let scratch = fx.arg_ptr(3);
     let bias = fx.arg_ptr(4);
     let outs = [fx.arg_ptr(2), fx.arg_ptr(5), fx.arg_ptr(6)];
-    let bufs = fx.arg_ptr(10);
     let m = fx.arg_int(0);
     let n = fx.arg_int(1);
     let k = fx.arg_int(2);
@@ -529,7 +530,7 @@ fn emit_gemm_import(fx: &mut FnCtx<'_>, spec: &GemmSpec) {
             }
             let cb = fx.elem(c, jb);
             fx.b.ins()
-                .call(callee, &[m, cols, k, flags, a, scratch, k, cb, n, bufs]);
+                .call(callee, &[m, cols, k, flags, a, scratch, k, cb, n]);
         });
     } else {
         let cols = fx.b.ins().isub(j1, j0);
@@ -542,7 +543,7 @@ fn emit_gemm_import(fx: &mut FnCtx<'_>, spec: &GemmSpec) {
         };
         let cb = fx.elem(c, j0);
         fx.b.ins()
-            .call(callee, &[m, cols, k, flags, a, b0, ldb, cb, n, bufs]);
+            .call(callee, &[m, cols, k, flags, a, b0, ldb, cb, n]);
     }
     if !(spec.bias || spec.relu) {
         return;

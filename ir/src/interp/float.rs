@@ -4,7 +4,8 @@ use std::fmt::{Debug, Display};
 use std::ops::{Add, AddAssign, Div, Mul, Neg, Sub};
 
 /// A floating-point element type. Every operation is the type's own IEEE operation (no hidden
-/// widening: `f32` arithmetic is done in `f32`), and no fused multiply-add is ever used.
+/// widening: `f32` arithmetic is done in `f32`), and no fused multiply-add is ever used, except
+/// inside the GEMM library that large `f32` products call (`super::gemm`).
 pub trait Float:
     Copy
     + PartialOrd
@@ -38,12 +39,31 @@ pub trait Float:
     fn ln(self) -> Self;
     fn tanh(self) -> Self;
     fn is_nan(self) -> bool;
+    /// The slice as `f32`s when `Self` is `f32` (the GEMM library path), else `None`.
+    fn as_f32s(s: &[Self]) -> Option<&[f32]>;
+    fn as_f32s_mut(s: &mut [Self]) -> Option<&mut [f32]>;
 }
 
-/// The two impls differ only in the type and `IS_F32`; `as` between f32 and f64 is exact
+fn some_f32s(s: &[f32]) -> Option<&[f32]> {
+    Some(s)
+}
+
+fn some_f32s_mut(s: &mut [f32]) -> Option<&mut [f32]> {
+    Some(s)
+}
+
+fn no_f32s<T>(_: &[T]) -> Option<&[f32]> {
+    None
+}
+
+fn no_f32s_mut<T>(_: &mut [T]) -> Option<&mut [f32]> {
+    None
+}
+
+/// The two impls differ only in the type, `IS_F32` and the `f32` views; `as` between f32 and f64 is exact
 /// widening or round-to-nearest narrowing, as `From`/casts would be.
 macro_rules! impl_float {
-    ($t:ident, $is_f32:expr) => {
+    ($t:ident, $is_f32:expr, $as_f32s:expr, $as_f32s_mut:expr) => {
         impl Float for $t {
             const IS_F32: bool = $is_f32;
             #[inline(always)]
@@ -86,9 +106,15 @@ macro_rules! impl_float {
             fn is_nan(self) -> bool {
                 $t::is_nan(self)
             }
+            fn as_f32s(s: &[Self]) -> Option<&[f32]> {
+                $as_f32s(s)
+            }
+            fn as_f32s_mut(s: &mut [Self]) -> Option<&mut [f32]> {
+                $as_f32s_mut(s)
+            }
         }
     };
 }
 
-impl_float!(f32, true);
-impl_float!(f64, false);
+impl_float!(f32, true, some_f32s, some_f32s_mut);
+impl_float!(f64, false, no_f32s, no_f32s_mut);

@@ -3,13 +3,27 @@
 //! `C (=|+=) A · B` with `A: [m, k]` and `B: [k, n]` given as strided views (so every transpose is
 //! just a pair of strides), `C` row-major with leading dimension `ldc`.
 //!
-//! **Summation order (the contract).** Every element is `c[i][j] = (((c0 + a[i][0]·b[0][j]) +
-//! a[i][1]·b[1][j]) + ...) + a[i][k-1]·b[k-1][j]`: products rounded to `T`, added one at a time in
-//! ascending `k`, no fused multiply-add, starting from `c0 = 0` (or the old `c[i][j]` when
-//! accumulating). Blocking, packing and vector width change only where the partial sums live, never
-//! the order, so the result is bit-identical on every CPU and for every tile size.
+//! **Two paths, chosen by the shape alone** ([`uses_library`]), so that every executor that
+//! makes the same calls gets the same bits:
 //!
-//! Both operands are packed into zero-padded panels (A in `MR`-row strips, B in `NR`-column
+//! - **Large `f32` products** (`m·n·k ≥ 2^15` multiply-adds) call the `gemm` crate (AVX-512 or
+//!   AVX2 with FMA kernels, picked at run time) in fixed panels of [`GEMM_PANEL`] columns of `C`
+//!   counted from column 0, one library call per panel. The library's summation order depends on
+//!   the call's shape (its blocking and its small-matrix paths), never on the data, the address
+//!   or the thread; fixing the panels makes the calls, and so the bits, the same whoever splits
+//!   the columns, as long as they cut at multiples of [`GEMM_PANEL`]. The JIT splits imported
+//!   products over its threads that way, and regenerates seeded weights [`GEMM_PANEL`] rows at a
+//!   time, so it gives the interpreter's bits for any thread count. The bits do depend on the
+//!   CPU's instruction set (FMA or not), which is the price of the library's speed.
+//! - **Everything else** (small products, and `f64`, which only the gradient checks use) runs
+//!   our own kernel, whose order is the contract the JIT's Cranelift tiles reproduce: every
+//!   element is `c[i][j] = (((c0 + a[i][0]·b[0][j]) + a[i][1]·b[1][j]) + ...) + a[i][k-1]·b[k-1][j]`,
+//!   products rounded to `T`, added one at a time in ascending `k`, no fused multiply-add,
+//!   starting from `c0 = 0` (or the old `c[i][j]` when accumulating). Blocking, packing and
+//!   vector width change only where the partial sums live, never the order, so this path is
+//!   bit-identical on every CPU and for every tile size.
+//!
+//! Our kernel packs both operands into zero-padded panels (A in `MR`-row strips, B in `NR`-column
 //! strips, `k` running along each strip), and an `MR × NR` register tile is updated once per `k`
 //! with contiguous loads, which LLVM vectorises. On x86-64 the same code is also compiled with
 //! AVX2 enabled and chosen at run time when the CPU has it (no FMA: the products and sums are
@@ -60,6 +74,19 @@ impl<T> Default for GemmScratch<T> {
     }
 }
 
+/// Multiply-adds (`m·n·k`) from which an `f32` product calls the GEMM library. Below it, the
+/// library's per-call packing and dispatch cost more than its wider kernels win (the last
+/// layers of small batches), and the JIT keeps such products in its own Cranelift tiles.
+pub const LIBRARY_MIN_WORK: usize = 1 << 15;
+
+/// Columns of `C` per GEMM-library call: the unit in which callers may split a large product.
+pub const GEMM_PANEL: usize = 64;
+
+/// Whether an `f32` product of this shape runs in the GEMM library (module docs).
+pub fn uses_library(m: usize, n: usize, k: usize) -> bool {
+    m.saturating_mul(n).saturating_mul(k) >= LIBRARY_MIN_WORK
+}
+
 /// Depth of one pass over the packed panels (keeps a `KC × NR` panel of B in L1).
 const KC: usize = 256;
 
@@ -87,6 +114,25 @@ pub(crate) fn gemm<T: Float>(
     if k == 0 {
         return;
     }
+    if T::IS_F32 && uses_library(m, n, k) {
+        if let (Some(ad), Some(bd), Some(cd)) = (
+            T::as_f32s(a.data),
+            T::as_f32s(b.data),
+            T::as_f32s_mut(&mut c[..]),
+        ) {
+            let av = View {
+                data: ad,
+                rs: a.rs,
+                cs: a.cs,
+            };
+            let bv = View {
+                data: bd,
+                rs: b.rs,
+                cs: b.cs,
+            };
+            return gemm_library(m, n, k, av, bv, cd, ldc, accumulate);
+        }
+    }
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") {
@@ -97,6 +143,67 @@ pub(crate) fn gemm<T: Float>(
         }
     }
     gemm_portable(m, n, k, a, b, c, ldc, s);
+}
+
+/// The last element a view reaches for `rows × cols`, which must lie inside its data.
+fn check_view(v: View<'_, f32>, rows: usize, cols: usize, what: &str) {
+    let last = (rows - 1) * v.rs + (cols - 1) * v.cs;
+    assert!(last < v.data.len(), "gemm: {what} too short");
+}
+
+/// `C (=|+=) A·B` through the `gemm` crate, one call per [`GEMM_PANEL`] columns from column 0
+/// (module docs). `m`, `n`, `k` are all positive.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_library(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: View<'_, f32>,
+    b: View<'_, f32>,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) {
+    check_view(a, m, k, "a");
+    check_view(b, k, n, "b");
+    assert!(
+        n <= ldc && (m - 1) * ldc + n <= c.len(),
+        "gemm: c too short"
+    );
+    let mut j0 = 0;
+    while j0 < n {
+        let cols = GEMM_PANEL.min(n - j0);
+        // SAFETY: the three checks above keep every element the call touches inside its slice:
+        // A's `(i, kk)` at `i·rs + kk·cs` for `i < m`, `kk < k`; this panel of B's `(kk, j0 + j)`
+        // and of C's `(i, j0 + j)` for `j < cols`, with `j0 + cols ≤ n`. `c` is borrowed mutably,
+        // so it overlaps neither operand, and the call runs on this thread only
+        // (`Parallelism::None`). The library computes `C = 1·C + 1·A·B` with `read_dst`, else
+        // `C = A·B` without reading C.
+        unsafe {
+            ::gemm::gemm(
+                m,
+                cols,
+                k,
+                c.as_mut_ptr().add(j0),
+                1,
+                ldc as isize,
+                accumulate,
+                a.data.as_ptr(),
+                a.cs as isize,
+                a.rs as isize,
+                b.data.as_ptr().add(j0 * b.cs),
+                b.cs as isize,
+                b.rs as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                ::gemm::Parallelism::None,
+            );
+        }
+        j0 += cols;
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -68,7 +68,8 @@ use crate::op::Op;
 use crate::regen;
 use crate::types::{DType, Encoding, Type};
 use crate::verify::MAX_RANK;
-use gemm::{gemm, GemmScratch, View};
+use gemm::{gemm, gemm_library, GemmScratch, View};
+pub use gemm::{uses_library, GEMM_PANEL, LIBRARY_MIN_WORK};
 use kernels::{ConvGeom, PoolGeom, ReducePlan};
 
 /// A dense row-major tensor.
@@ -172,20 +173,11 @@ impl<T> TrackedValues<T> {
     }
 }
 
-/// Packing buffers for [`gemm_f32`], grown on first use and reused afterwards.
-#[derive(Default)]
-pub struct GemmBuffers(GemmScratch<f32>);
-
-impl fmt::Debug for GemmBuffers {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("GemmBuffers")
-    }
-}
-
-/// The interpreter's matrix product over raw slices, for other executors that must give the same
-/// bits (the JIT calls it for its large products): `c[i·ldc + j] = Σ_kk op(a)(i, kk) ·
-/// op(b)(kk, j)` for `i < m`, `j < n`, each element summed in ascending `kk` from `+0`, one
-/// rounded product at a time, no FMA — the kernel and the order of `matmul*` here.
+/// The interpreter's large-product path over raw slices, for other executors that must give the
+/// same bits (the JIT calls it for the products [`uses_library`] picks, over the whole product
+/// or a range of columns that starts at a multiple of [`GEMM_PANEL`]): `c[i·ldc + j] = Σ_kk
+/// op(a)(i, kk) · op(b)(kk, j)` for `i < m`, `j < n`, computed by the GEMM library in panels of
+/// [`GEMM_PANEL`] columns, exactly the calls `matmul*` make for such a product.
 ///
 /// `op(a)(i, kk)` is `a[i·k + kk]` (`ta = false`, `a` is `[m, k]`) or `a[kk·m + i]` (`ta`, `a` is
 /// `[k, m]`); `op(b)(kk, j)` is `b[kk·ldb + j]` (`tb = false`) or `b[j·ldb + kk]` (`tb`). Panics
@@ -202,7 +194,6 @@ pub fn gemm_f32(
     ldb: usize,
     c: &mut [f32],
     ldc: usize,
-    buf: &mut GemmBuffers,
 ) {
     if m == 0 || n == 0 {
         return;
@@ -211,17 +202,21 @@ pub fn gemm_f32(
         n <= ldc && c.len() >= (m - 1) * ldc + n,
         "gemm_f32: c too short"
     );
-    if k > 0 {
-        assert!(a.len() >= m * k, "gemm_f32: a too short");
-        let b_need = if tb {
-            assert!(k <= ldb, "gemm_f32: ldb < k");
-            (n - 1) * ldb + k
-        } else {
-            assert!(n <= ldb, "gemm_f32: ldb < n");
-            (k - 1) * ldb + n
-        };
-        assert!(b.len() >= b_need, "gemm_f32: b too short");
+    if k == 0 {
+        for i in 0..m {
+            c[i * ldc..i * ldc + n].fill(0.0);
+        }
+        return;
     }
+    assert!(a.len() >= m * k, "gemm_f32: a too short");
+    let b_need = if tb {
+        assert!(k <= ldb, "gemm_f32: ldb < k");
+        (n - 1) * ldb + k
+    } else {
+        assert!(n <= ldb, "gemm_f32: ldb < n");
+        (k - 1) * ldb + n
+    };
+    assert!(b.len() >= b_need, "gemm_f32: b too short");
     let av = if ta {
         View::transposed(a, m)
     } else {
@@ -232,7 +227,7 @@ pub fn gemm_f32(
     } else {
         View::rows(b, ldb)
     };
-    gemm(m, n, k, av, bv, c, ldc, false, &mut buf.0);
+    gemm_library(m, n, k, av, bv, c, ldc, false);
 }
 
 /// Whether a parameter is kept in the tracked (sparse) form.
