@@ -9,6 +9,13 @@
 //! regeneration by word ranges. Each output element is computed by exactly one thread, in the
 //! same order as with one thread, and no summation is ever split, so the bits do not depend on
 //! the thread count.
+//!
+//! The second thread is a persistent pool worker: a run executes inside the pool
+//! (`ThreadPool::install`), so each split kernel costs one `rayon::join` (about a microsecond),
+//! not a thread spawn (tens of microseconds, which at batch 64 would rival the kernels).
+//!
+//! **Stores.** A dense parameter's new value is swapped with the buffer that holds it (the
+//! buffer is rewritten by its kernel before any read in the next run), not copied.
 
 use std::time::Instant;
 
@@ -59,6 +66,8 @@ pub struct JitProgram {
     /// Per kernel: its compiled function (JIT kernels) and the CLIF name.
     fns: Vec<Option<(FuncId, String)>>,
     threads: usize,
+    /// With two threads: the pool the runs execute in.
+    pool: Option<rayon::ThreadPool>,
     compile_ms: f64,
     seed: u64,
     params: Vec<ParamInfo>,
@@ -67,6 +76,9 @@ pub struct JitProgram {
     fbufs: Vec<Vec<f32>>,
     ibufs: Vec<Vec<i32>>,
     sbufs: Vec<Vec<u32>>,
+    /// Per float buffer: a kernel writes it in every run, no other store and no constant uses it,
+    /// so a store may take it by swapping.
+    swappable: Vec<bool>,
     gemm_scratch: Vec<Vec<f32>>,
     bias_pad: Vec<f32>,
     bounds: Vec<u64>,
@@ -168,18 +180,32 @@ fn split(args: Args, lo: usize, hi: usize, parts: usize, align: u64) -> Vec<Args
     vec![first, second]
 }
 
-/// Call `entry` once per argument block, the blocks on separate threads.
+/// Call `entry` once per argument block: two blocks under `rayon::join` (inside the run's
+/// pool, see the module docs), so on both threads.
 fn run_parts(entry: Entry<'_>, parts: &[Args]) {
     match parts {
         [] => {}
         [one] => entry.call(one),
-        [first, rest @ ..] => std::thread::scope(|s| {
-            for p in rest {
-                s.spawn(move || entry.call(p));
-            }
-            entry.call(first);
-        }),
+        [first, second] => {
+            rayon::join(|| entry.call(first), || entry.call(second));
+        }
+        [first, rest @ ..] => {
+            rayon::join(|| entry.call(first), || run_parts(entry, rest));
+        }
     }
+}
+
+/// The pool for `threads` threads (none for one).
+fn pool_for(threads: usize) -> Result<Option<rayon::ThreadPool>, String> {
+    if threads < 2 {
+        return Ok(None);
+    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("sparsec-jit-{i}"))
+        .build()
+        .map(Some)
+        .map_err(|e| format!("cannot start the JIT's {threads} threads: {e}"))
 }
 
 fn check(what: &str, got: usize, want: usize) -> Result<(), String> {
@@ -295,6 +321,20 @@ impl JitProgram {
             });
             sbufs.push(Vec::new());
         }
+        let mut written = vec![false; fbufs.len()];
+        for k in &plan.kernels {
+            for o in KernelProgram::io(k).1 {
+                if let Loc::F(j) = o {
+                    written[j] = true;
+                }
+            }
+        }
+        let swappable = (0..fbufs.len())
+            .map(|j| {
+                let stores = plan.stores.iter().filter(|&&(_, l)| l == Loc::F(j)).count();
+                written[j] && stores == 1 && plan.buffers[j].fill.is_none()
+            })
+            .collect();
         let threads = threads.clamp(1, 2);
         Ok(JitProgram {
             args: f
@@ -313,10 +353,12 @@ impl JitProgram {
             jit,
             fns,
             threads,
+            pool: pool_for(threads)?,
             compile_ms: started.elapsed().as_secs_f64() * 1e3,
             fbufs,
             ibufs,
             sbufs,
+            swappable,
             gemm_scratch: vec![Vec::new(); threads],
             bias_pad: Vec::new(),
             bounds: Vec::new(),
@@ -335,9 +377,15 @@ impl JitProgram {
         self.threads
     }
 
-    /// Run on `threads` threads from now on (1 or 2; the results do not change).
+    /// Run on `threads` threads from now on (1 or 2; the results do not change). If the
+    /// second thread cannot be started, it stays at one.
     pub fn set_threads(&mut self, threads: usize) {
-        self.threads = threads.clamp(1, 2);
+        let threads = threads.clamp(1, 2);
+        if threads != self.threads {
+            let pool = pool_for(threads).unwrap_or(None);
+            self.threads = if pool.is_some() { threads } else { 1 };
+            self.pool = pool;
+        }
         self.gemm_scratch.resize(self.threads, Vec::new());
     }
 
@@ -435,64 +483,93 @@ impl JitProgram {
         inputs: &[Input<'_, f32>],
     ) -> Result<Vec<Output<f32>>, String> {
         self.check_call(state, inputs)?;
-        let threads = self.threads;
-        let profile = self.profile.is_some();
-        for i in 0..self.plan.kernels.len() {
-            let t0 = profile.then(Instant::now);
-            let (_, outs) = KernelProgram::io(&self.plan.kernels[i]);
-            // Take the outputs out of the buffer table, so the inputs can be borrowed from it.
-            let mut f_out: Vec<(usize, Vec<f32>)> = Vec::new();
-            let mut i_out: Vec<(usize, Vec<i32>)> = Vec::new();
-            let mut s_out: Vec<(usize, Vec<u32>)> = Vec::new();
-            for o in &outs {
-                match *o {
-                    Loc::F(j) => f_out.push((j, std::mem::take(&mut self.fbufs[j]))),
-                    Loc::I(j) => i_out.push((j, std::mem::take(&mut self.ibufs[j]))),
-                    Loc::S(j) => s_out.push((j, std::mem::take(&mut self.sbufs[j]))),
-                    _ => return Err("internal: a kernel writes an argument or parameter".into()),
+        let JitProgram {
+            plan,
+            jit,
+            fns,
+            threads,
+            pool,
+            seed,
+            params,
+            fbufs,
+            ibufs,
+            sbufs,
+            gemm_scratch,
+            bias_pad,
+            bounds,
+            op_scratch,
+            topk_scratch,
+            profile,
+            ..
+        } = self;
+        let entries: Vec<Option<Entry<'_>>> = fns
+            .iter()
+            .map(|f| f.as_ref().map(|(id, _)| jit.entry(*id)))
+            .collect();
+        let state_in: &State<f32> = state;
+        let mut kernels = || -> Result<(), String> {
+            for (i, k) in plan.kernels.iter().enumerate() {
+                let t0 = profile.is_some().then(Instant::now);
+                let (_, outs) = KernelProgram::io(k);
+                // Take the outputs out of the buffer table, so the inputs can be borrowed from it.
+                let mut f_out: Vec<(usize, Vec<f32>)> = Vec::new();
+                let mut i_out: Vec<(usize, Vec<i32>)> = Vec::new();
+                let mut s_out: Vec<(usize, Vec<u32>)> = Vec::new();
+                for o in &outs {
+                    match *o {
+                        Loc::F(j) => f_out.push((j, std::mem::take(&mut fbufs[j]))),
+                        Loc::I(j) => i_out.push((j, std::mem::take(&mut ibufs[j]))),
+                        Loc::S(j) => s_out.push((j, std::mem::take(&mut sbufs[j]))),
+                        _ => {
+                            return Err("internal: a kernel writes an argument or parameter".into())
+                        }
+                    }
                 }
-            }
-            let r = {
-                let env = Env {
-                    inputs,
-                    state,
-                    fbufs: &self.fbufs,
-                    ibufs: &self.ibufs,
-                    sbufs: &self.sbufs,
+                let r = {
+                    let env = Env {
+                        inputs,
+                        state: state_in,
+                        fbufs,
+                        ibufs,
+                        sbufs,
+                    };
+                    let mut ctx = Ctx {
+                        seed: *seed,
+                        params,
+                        threads: *threads,
+                        gemm_scratch,
+                        bias_pad,
+                        bounds,
+                        op_scratch,
+                        topk_scratch,
+                    };
+                    exec(
+                        &k.body, entries[i], &env, &mut ctx, &mut f_out, &mut i_out, &mut s_out,
+                    )
+                    .map_err(|e| {
+                        let at: Vec<String> = k.insts.iter().map(|i| format!("%{i}")).collect();
+                        format!("@{} {}: {e}", plan.func, at.join(" "))
+                    })
                 };
-                let k = &self.plan.kernels[i];
-                let entry = self.fns[i].as_ref().map(|(id, _)| self.jit.entry(*id));
-                let mut ctx = Ctx {
-                    seed: self.seed,
-                    params: &self.params,
-                    threads,
-                    gemm_scratch: &mut self.gemm_scratch,
-                    bias_pad: &mut self.bias_pad,
-                    bounds: &mut self.bounds,
-                    op_scratch: &mut self.op_scratch,
-                    topk_scratch: &mut self.topk_scratch,
-                };
-                exec(
-                    &k.body, entry, &env, &mut ctx, &mut f_out, &mut i_out, &mut s_out,
-                )
-                .map_err(|e| {
-                    let at: Vec<String> = k.insts.iter().map(|i| format!("%{i}")).collect();
-                    format!("@{} {}: {e}", self.plan.func, at.join(" "))
-                })
-            };
-            for (j, v) in f_out {
-                self.fbufs[j] = v;
+                for (j, v) in f_out {
+                    fbufs[j] = v;
+                }
+                for (j, v) in i_out {
+                    ibufs[j] = v;
+                }
+                for (j, v) in s_out {
+                    sbufs[j] = v;
+                }
+                if let (Some(t0), Some(p)) = (t0, profile.as_mut()) {
+                    p[i] += t0.elapsed().as_secs_f64();
+                }
+                r?;
             }
-            for (j, v) in i_out {
-                self.ibufs[j] = v;
-            }
-            for (j, v) in s_out {
-                self.sbufs[j] = v;
-            }
-            if let (Some(t0), Some(p)) = (t0, self.profile.as_mut()) {
-                p[i] += t0.elapsed().as_secs_f64();
-            }
-            r?;
+            Ok(())
+        };
+        match pool {
+            Some(pool) => pool.install(kernels)?,
+            None => kernels()?,
         }
         let env = Env {
             inputs,
@@ -560,13 +637,21 @@ impl JitProgram {
             new_tracked.push((p, t));
         }
         let mut dense: Vec<(usize, Vec<f32>)> = Vec::new();
+        let mut swaps: Vec<(usize, usize)> = Vec::new();
         for &(p, l) in &self.plan.stores {
-            if !self.params[p].tracked {
-                dense.push((p, env.float(l).to_vec()));
+            if self.params[p].tracked {
+                continue;
+            }
+            match l {
+                Loc::F(j) if self.swappable[j] => swaps.push((p, j)),
+                _ => dense.push((p, env.float(l).to_vec())),
             }
         }
         for (p, v) in dense {
             state.values[p].copy_from_slice(&v);
+        }
+        for (p, j) in swaps {
+            std::mem::swap(&mut state.values[p], &mut self.fbufs[j]);
         }
         for (p, t) in new_tracked {
             state.tracked[p] = Some(t);
