@@ -79,6 +79,9 @@ pub struct JitProgram {
     /// Per float buffer: a kernel writes it in every run, no other store and no constant uses it,
     /// so a store may take it by swapping.
     swappable: Vec<bool>,
+    /// Per tracked store whose value is a `dropback_apply`: that kernel's selection buffer and
+    /// offset, the only positions where the value can differ from its initial value.
+    applied_at: Vec<Option<(Loc, usize)>>,
     gemm_scratch: Vec<Vec<f32>>,
     bias_pad: Vec<f32>,
     bounds: Vec<u64>,
@@ -335,6 +338,18 @@ impl JitProgram {
                 written[j] && stores == 1 && plan.buffers[j].fill.is_none()
             })
             .collect();
+        let applied_at = plan
+            .stores
+            .iter()
+            .map(|&(_, l)| {
+                plan.kernels.iter().find_map(|k| match k.body {
+                    Body::DropbackApply {
+                        offset, sel, out, ..
+                    } if out == l => Some((sel, offset)),
+                    _ => None,
+                })
+            })
+            .collect();
         let threads = threads.clamp(1, 2);
         Ok(JitProgram {
             args: f
@@ -359,6 +374,7 @@ impl JitProgram {
             ibufs,
             sbufs,
             swappable,
+            applied_at,
             gemm_scratch: vec![Vec::new(); threads],
             bias_pad: Vec::new(),
             bounds: Vec::new(),
@@ -604,7 +620,7 @@ impl JitProgram {
             .collect();
         // Tracked stores first, so that one over its budget leaves the state untouched.
         let mut new_tracked = Vec::new();
-        for &(p, l) in &self.plan.stores {
+        for (s, &(p, l)) in self.plan.stores.iter().enumerate() {
             let info = &self.params[p];
             if !info.tracked {
                 continue;
@@ -618,11 +634,20 @@ impl JitProgram {
                 .ok_or("internal: no w0 for a tracked store")?;
             let value = env.float(l);
             let mut t = sparsec_ir::interp::TrackedValues::default();
-            for (i, (&v, &w)) in value.iter().zip(w0).enumerate() {
-                if v.to_bits() != w.to_bits() {
+            let mut keep = |i: usize| {
+                if value[i].to_bits() != w0[i].to_bits() {
                     t.indices.push(i as u32);
-                    t.values.push(v);
+                    t.values.push(value[i]);
                 }
+            };
+            match self.applied_at[s] {
+                Some((sel, offset)) => {
+                    let sel = env.sparse(sel);
+                    let lo = sel.partition_point(|&i| (i as usize) < offset);
+                    let hi = sel.partition_point(|&i| (i as usize) < offset + value.len());
+                    sel[lo..hi].iter().for_each(|&i| keep(i as usize - offset));
+                }
+                None => (0..value.len().min(w0.len())).for_each(keep),
             }
             let cap = info.capacity.unwrap_or(u64::MAX);
             if t.len() as u64 > cap {

@@ -60,6 +60,42 @@ fn topk_is_exact_against_a_full_sort() {
     }
 }
 
+/// Large enough that the selection narrows over several digits before its final exact step:
+/// Dropback-like scores (magnitudes over many octaves, a block of exact ties, zeros).
+#[test]
+fn topk_is_exact_on_large_inputs_with_clustered_scores() {
+    let mut s = 0x0bad_cafe_f00d_d00du64;
+    let mut next = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s
+    };
+    for case in 0..6 {
+        let n = 50_000 + (next() % 100_000) as usize;
+        let all: Vec<f32> = (0..n)
+            .map(|_| match next() % 10 {
+                0 => 0.0,
+                1 => 0.25, // a block of ties
+                2 => 0.25 + f32::EPSILON / 4.0 * (next() % 3) as f32,
+                _ => {
+                    ((next() >> 40) as f32 / (1u64 << 24) as f32)
+                        * 2f32.powi(-((next() % 12) as i32))
+                }
+            })
+            .collect();
+        let cut = (next() % n as u64) as usize;
+        let parts = [&all[..cut], &all[cut..]];
+        let mut order: Vec<u32> = (0..n as u32).collect();
+        order.sort_by(|&i, &j| all[j as usize].total_cmp(&all[i as usize]).then(i.cmp(&j)));
+        for k in [1, n / 25, n / 10 + 7, n / 2, n - 1] {
+            let mut want: Vec<u32> = order[..k].to_vec();
+            want.sort_unstable();
+            assert_eq!(topk(&parts, k), want, "case {case}, n {n}, k {k}");
+        }
+    }
+}
+
 fn param(name: &str, shape: &[usize], init: Init, stream: u64, k: u64) -> Param {
     Param {
         name: name.into(),

@@ -1327,32 +1327,139 @@ impl<'r, T> Env<'r, T> {
 /// sorted ascending, written to `out`. Larger scores first, ordered as `f64` values with
 /// `−0 = +0` and every NaN above every number; equal scores go to the lower position. With
 /// `k ≥` the total every position is selected. `scratch` is reused between calls.
+///
+/// A radix select on the order keys, 12 bits at a time from the top: one pass counts the top
+/// digits, a second sends every position above the digit that holds the `k`-th largest straight
+/// to `out` and keeps that digit's positions as candidates, which later digits narrow the same
+/// way; the last few thousand candidates (ties included) are settled by an exact selection.
+/// Two passes over the scores instead of a selection over all of them: the order of the result
+/// is fully determined, so this changes no selected position.
 pub fn topk_select<T: Float>(
     scores: &[&[T]],
     k: usize,
     scratch: &mut Vec<(u64, u32)>,
     out: &mut Vec<u32>,
 ) {
+    const DIGIT: u32 = 12;
+    const BUCKETS: usize = 1 << DIGIT;
+    /// Below this many candidates the exact selection is cheaper than another digit.
+    const SETTLE: usize = 4096;
     scratch.clear();
     out.clear();
-    let mut pos: u32 = 0;
-    for s in scores {
-        for &x in s.iter() {
-            scratch.push((order_key(x.to_f64()), pos));
-            pos = pos.wrapping_add(1);
-        }
-    }
-    let n = scratch.len();
+    let n: usize = scores.iter().map(|s| s.len()).sum();
     if k == 0 {
         return;
     }
+    if k >= n {
+        out.extend(0..n as u32);
+        return;
+    }
+    // `f32` scores get 32-bit keys (same order, cheaper to make); all keys of one call are of
+    // one kind, so candidates compare consistently.
+    let f32s: Option<Vec<&[f32]>> = scores.iter().map(|s| T::as_f32s(s)).collect();
+    let mut shift = match f32s {
+        Some(_) => 32 - DIGIT,
+        None => 64 - DIGIT,
+    };
+    let mut hist = vec![0usize; BUCKETS];
+    let mut need = match &f32s {
+        Some(f) => topk_first_digit(
+            || f.iter().flat_map(|s| s.iter().map(|&x| order_key32(x))),
+            shift,
+            k,
+            &mut hist,
+            scratch,
+            out,
+        ),
+        None => topk_first_digit(
+            || {
+                scores
+                    .iter()
+                    .flat_map(|s| s.iter())
+                    .map(|&x| order_key(x.to_f64()))
+            },
+            shift,
+            k,
+            &mut hist,
+            scratch,
+            out,
+        ),
+    };
+    let mut bucket;
+    // Lower digits over the candidates, which share every digit above `shift`.
+    while scratch.len() > SETTLE && shift >= DIGIT {
+        shift -= DIGIT;
+        let digit = |key: u64| ((key >> shift) as usize) & (BUCKETS - 1);
+        hist.fill(0);
+        for &(key, _) in scratch.iter() {
+            hist[digit(key)] += 1;
+        }
+        (bucket, need) = threshold_bucket(&hist, need);
+        scratch.retain(|&(key, pos)| {
+            let d = digit(key);
+            if d > bucket {
+                out.push(pos);
+            }
+            d == bucket
+        });
+    }
     let better = |a: &(u64, u32), b: &(u64, u32)| b.0.cmp(&a.0).then(a.1.cmp(&b.1));
-    if k < n {
-        scratch.select_nth_unstable_by(k - 1, better);
-        scratch.truncate(k);
+    if need < scratch.len() {
+        scratch.select_nth_unstable_by(need - 1, better);
+        scratch.truncate(need);
     }
     out.extend(scratch.iter().map(|&(_, i)| i));
     out.sort_unstable();
+}
+
+/// The first digit of [`topk_select`] over every key (two passes over `keys()`): positions above
+/// the `k`-th largest's digit go to `out`, those with its digit to `candidates`; returns how many
+/// candidates are still to be taken.
+fn topk_first_digit<I: Iterator<Item = u64>>(
+    keys: impl Fn() -> I,
+    shift: u32,
+    k: usize,
+    hist: &mut [usize],
+    candidates: &mut Vec<(u64, u32)>,
+    out: &mut Vec<u32>,
+) -> usize {
+    for key in keys() {
+        hist[(key >> shift) as usize] += 1;
+    }
+    let (bucket, need) = threshold_bucket(hist, k);
+    for (pos, key) in keys().enumerate() {
+        let d = (key >> shift) as usize;
+        if d > bucket {
+            out.push(pos as u32);
+        } else if d == bucket {
+            candidates.push((key, pos as u32));
+        }
+    }
+    need
+}
+
+/// The bucket that holds the `k`-th largest of a histogram (`1 ≤ k ≤` its total), and how many
+/// of that bucket's elements are still to be taken after every larger bucket.
+fn threshold_bucket(hist: &[usize], k: usize) -> (usize, usize) {
+    let mut above = 0;
+    for (b, &count) in hist.iter().enumerate().rev() {
+        if above + count >= k {
+            return (b, k - above);
+        }
+        above += count;
+    }
+    (0, k - above)
+}
+
+/// [`order_key`] for an `f32`, in 32 bits: the same order. Branch-free (selects only), since
+/// it runs over every score twice per step.
+#[inline(always)]
+fn order_key32(x: f32) -> u64 {
+    let bits = (x + 0.0).to_bits();
+    // Negative: flip every bit; else set the sign bit.
+    let flip = (((bits as i32) >> 31) as u32) | (1 << 31);
+    let key = if x.is_nan() { u32::MAX } else { bits ^ flip };
+    u64::from(key)
 }
 
 /// A key whose unsigned order is the numeric order of `x` (`−0 = +0`, NaN above everything).
