@@ -28,9 +28,9 @@ use random_ir::{random_model, random_module, Rng, Size};
 use sparsec::cli::Stage;
 use sparsec::driver::{compile_to, program_from_source, CompileOptions, Failure};
 use sparsec_backend::codegen::chain::Operand;
-use sparsec_backend::codegen::gemm::IMPORT_MIN_WORK;
 use sparsec_backend::kernel_ir::Body;
 use sparsec_backend::JitProgram;
+use sparsec_ir::interp::LIBRARY_MIN_WORK;
 use sparsec_ir::interp::{Input, Interpreter, Output, State};
 use sparsec_ir::{DType, Module};
 
@@ -314,7 +314,7 @@ impl Coverage {
                     );
                     self.add(
                         "gemm at the import threshold's edge",
-                        (IMPORT_MIN_WORK / 2..IMPORT_MIN_WORK * 2).contains(&work),
+                        (LIBRARY_MIN_WORK / 2..LIBRARY_MIN_WORK * 2).contains(&work),
                     );
                 }
                 Body::Chain { spec, len, .. } => {
