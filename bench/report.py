@@ -152,8 +152,10 @@ def main():
            "`taskset`), `OMP_NUM_THREADS=T`, `torch.set_num_threads(T)`, "
            "`torch.set_num_interop_threads(1)`. JAX: pinned to T CPUs before import (XLA sizes "
            "its pools from the usable CPUs) and, for T = 1, "
-           "`XLA_FLAGS=--xla_cpu_multi_thread_eigen=false`. sparsec is single-threaded today: "
-           "it runs once per configuration under `taskset -c 0`; ¹ marks that 1-thread number "
+           "`XLA_FLAGS=--xla_cpu_multi_thread_eigen=false`. sparsec's JIT: pinned to T CPUs "
+           "(`taskset`) with `SPARSEC_THREADS=T` (its kernels split over a persistent pool at "
+           "fixed boundaries, so the bits do not depend on T). sparsec's interpreter is "
+           "single-threaded: it runs under `taskset -c 0`, and ¹ marks that 1-thread number "
            "repeated in the 2-thread rows.",
            "- **PyTorch** runs eagerly (no torch.compile). Dropback uses `torch.topk` on one flat "
            "buffer that all parameters view. **JAX** jits the whole step with donated "
@@ -166,8 +168,9 @@ def main():
            "bench/models/<model>_<mode>.net --set batch=B --set max_steps=S`, the fastest of 3 "
            "such runs; the synthetic "
            "data set has 8,192 samples, so longer runs also include, once per epoch, a 256-"
-           "sample test pass and a checkpoint write. There is no warm-up to exclude: the "
-           "interpreter does no lazy work.",
+           "sample test pass and a checkpoint write. There is no warm-up to exclude: the JIT "
+           "compiles before the loop starts (that time is `compile_ms`, in its own table) and "
+           "neither backend does lazy work.",
            "- Peak RSS is mostly the runtime itself: ≈ 530 MiB right after `import torch` (PyPI's "
            "torch is the CUDA build, whose libraries are mapped even on the CPU), ≈ 200 MiB for "
            "JAX after its first computation. The weights' own state is small beside it: the "
@@ -207,8 +210,9 @@ def main():
         md.append("")
     md += ["## Compile time", ""] + compile_table(rows) + [""]
     md += ["## Reading the tables", "",
-           "- Ratios compare with the fastest peer **at the same thread count**; sparsec's "
-           "2-thread rows repeat its 1-thread run (¹), so there it is one core against two.",
+           "- Ratios compare with the fastest peer **at the same thread count**; the "
+           "interpreter's 2-thread rows repeat its 1-thread run (¹), so there it is one core "
+           "against two.",
            "- JAX with 2 threads is often slower than with 1, most of all for Dropback at small "
            "batches (its `cpu_util` is 1.4–1.9 with no other work running), and erratic from "
            "run to run; probably the thread pool's cost on the selection's many small passes "

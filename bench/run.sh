@@ -17,9 +17,9 @@ BATCHES="${BATCHES:-1,16,64,256}"
 THREADS="${THREADS:-1,2}"
 MODELS="${MODELS:-lenet300,lenet5}"
 
-# sparsec's backends, one column each in RESULTS.md. When the Cranelift JIT lands, add it here:
-SPARSEC_BACKENDS=(interp)
-# SPARSEC_BACKENDS+=(jit)
+# sparsec's backends, one column each in RESULTS.md: the reference interpreter (one thread) and
+# the Cranelift JIT (the default backend; 1 and 2 threads).
+SPARSEC_BACKENDS=(interp jit)
 
 results="$root/bench/results"
 py="$root/bench/.venv/bin/python"
@@ -55,7 +55,7 @@ echo "== JAX"
     --out "$results/jax.jsonl"
 for backend in "${SPARSEC_BACKENDS[@]}"; do
     echo "== sparsec --backend $backend"
-    python3 bench/sparsec_bench.py "${common[@]}" --backend "$backend" \
+    python3 bench/sparsec_bench.py "${common[@]}" --backend "$backend" --threads "$THREADS" \
         --out "$results/sparsec-$backend.jsonl"
 done
 

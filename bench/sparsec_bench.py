@@ -8,10 +8,11 @@ and peak memory are sparsec's own numbers from the run's summary.json (`samples_
 training loop of the session, `compile_ms`, `peak_rss_bytes` = VmHWM). The model files hold
 8,192 synthetic samples, so runs longer than one epoch also pay, at each epoch end, a test pass
 over 256 samples and a checkpoint write (measured to cost a few percent at most; see RESULTS.md).
-sparsec is single-threaded today: every run is pinned to one CPU (taskset -c 0) and recorded
-as threads = 1.
+Threads: a run with T threads is pinned to the first T usable CPUs (taskset) with
+SPARSEC_THREADS=T, as the peers are; the interpreter is single-threaded, so it runs with T = 1
+only.
 
-    bench/sparsec_bench.py --backend interp --out bench/results/sparsec.jsonl
+    bench/sparsec_bench.py --backend jit --threads 1,2 --out bench/results/sparsec-jit.jsonl
 """
 
 import argparse
@@ -34,16 +35,18 @@ def csv_list(kind):
     return lambda s: [kind(v) for v in s.split(",") if v]
 
 
-def train(binary, model_file, backend, batch, steps, workdir):
+def train(binary, model_file, backend, batch, steps, workdir, threads):
     out = os.path.join(workdir, "run")
     shutil.rmtree(out, ignore_errors=True)
-    cmd = ["taskset", "-c", str(min(os.sched_getaffinity(0))), binary, "train", model_file,
+    cpus = ",".join(str(c) for c in sorted(os.sched_getaffinity(0))[:threads])
+    cmd = ["taskset", "-c", cpus, binary, "train", model_file,
            "--backend", backend, "--out", out, "--set", f"batch={batch}",
            "--set", f"max_steps={steps}"]
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     s0 = common.cpu_snapshot()
     t0 = time.perf_counter()
-    res = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = dict(os.environ, SPARSEC_THREADS=str(threads))
+    res = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     seconds = time.perf_counter() - t0
     s1 = common.cpu_snapshot()
     r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -63,6 +66,7 @@ def main():
     p.add_argument("--model", type=csv_list(str), default=["lenet300", "lenet5"])
     p.add_argument("--mode", type=csv_list(str), default=["dense", "dropback"])
     p.add_argument("--batch", type=csv_list(int), default=[1, 16, 64, 256])
+    p.add_argument("--threads", type=csv_list(int), default=[1])
     p.add_argument("--min-seconds", type=float, default=3.0,
                    help="the timed runs together take about this long")
     p.add_argument("--min-steps", type=int, default=10)
@@ -74,10 +78,12 @@ def main():
         for model in args.model:
             for mode in args.mode:
                 model_file = os.path.join(ROOT, "bench", "models", f"{model}_{mode}.net")
-                for batch in args.batch:
+                for batch, threads in [(b, t) for b in args.batch for t in args.threads]:
+                    if args.backend == "interp" and threads != 1:
+                        continue
                     try:
                         cal, _ = train(args.binary, model_file, args.backend, batch,
-                                       20 if batch <= 16 else 5, workdir)
+                                       20 if batch <= 16 else 5, workdir, threads)
                         per_step = batch / cal["samples_per_sec"]
                         steps = int(min(args.max_steps, max(args.min_steps, math.ceil(
                             args.min_seconds / common.REPEATS / per_step))))
@@ -86,7 +92,7 @@ def main():
                         for _ in range(1 + common.RETRIES):
                             busy = common.wait_for_quiet()
                             runs = [train(args.binary, model_file, args.backend, batch, steps,
-                                          workdir) for _ in range(common.REPEATS)]
+                                          workdir, threads) for _ in range(common.REPEATS)]
                             s, cmd = max(runs, key=lambda r: r[0]["samples_per_sec"])
                             if s["_other_cpus"] <= common.DISTURBED_CPUS:
                                 break
@@ -99,7 +105,8 @@ def main():
                     sps = s["samples_per_sec"]
                     rec = {
                         "peer": f"sparsec-{args.backend}", "model": model, "mode": mode,
-                        "batch": batch, "threads": 1, "samples_per_sec": sps,
+                        "batch": batch, "threads": s.get("threads", threads),
+                        "samples_per_sec": sps,
                         "step_ms": batch / sps * 1e3, "peak_rss_bytes": s["peak_rss_bytes"],
                         "compile_ms": s["compile_ms"], "steps": s["steps"],
                         "windows_samples_per_sec": [round(r[0]["samples_per_sec"], 1)

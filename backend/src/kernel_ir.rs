@@ -252,8 +252,8 @@ impl KernelProgram {
             } if spec.import => {
                 let call = |b: &str| {
                     format!(
-                        "call {GEMM_IMPORT}: the interpreter's packed GEMM, {m}x{n}x{kk} = {} >= 2^15 \
-                         multiply-adds, C[i, j] = sum over kk in 0..{kk} ascending of {}[i, kk] * {b}",
+                        "call {GEMM_IMPORT}: the GEMM library in 64-column panels, {m}x{n}x{kk} = {} \
+                         >= 2^12 multiply-adds, C[i, j] = sum over kk in 0..{kk} of {}[i, kk] * {b}",
                         m * n * kk,
                         self.loc(*a)
                     )

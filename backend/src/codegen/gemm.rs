@@ -7,7 +7,7 @@
 //! `MR × NR` outputs (`MR` = 4 rows of A, `NR` = 8 columns = two `f32x4`) is updated once per
 //! `k` with `acc += splat(a(i, k)) · b(k, j..j+8)`, each lane still its own ascending-`k` sum.
 //!
-//! **Imported GEMM.** Products of at least 2^15 multiply-adds ([`use_import`]) are the ones the
+//! **Imported GEMM.** Products of at least 2^12 multiply-adds ([`use_import`]) are the ones the
 //! interpreter hands to the GEMM library (AVX-512/FMA), in panels of 64 columns. This kernel
 //! then calls the interpreter's `gemm_f32` through the registered import [`GEMM_IMPORT`] on its
 //! column range (which starts at a multiple of 64), or on blocks of [`REGEN_BLOCK`] = 64
@@ -60,7 +60,7 @@ pub const MR: usize = 4;
 pub const NR: usize = 8;
 
 /// Whether a product of `m·n·k` multiply-adds calls the imported GEMM: exactly the products the
-/// interpreter runs in the GEMM library (`sparsec_ir::interp::uses_library`, from 2^15), so both
+/// interpreter runs in the GEMM library (`sparsec_ir::interp::uses_library`, from 2^12), so both
 /// make the same library calls. Below it the Cranelift tile reproduces the interpreter's own
 /// kernel order.
 pub fn use_import(m: usize, n: usize, k: usize) -> bool {

@@ -6,7 +6,7 @@
 //! **Two paths, chosen by the shape alone** ([`uses_library`]), so that every executor that
 //! makes the same calls gets the same bits:
 //!
-//! - **Large `f32` products** (`m·n·k ≥ 2^15` multiply-adds) call the `gemm` crate (AVX-512 or
+//! - **Large `f32` products** (`m·n·k ≥ 2^12` multiply-adds) call the `gemm` crate (AVX-512 or
 //!   AVX2 with FMA kernels, picked at run time) in fixed panels of [`GEMM_PANEL`] columns of `C`
 //!   counted from column 0, one library call per panel. The library's summation order depends on
 //!   the call's shape (its blocking and its small-matrix paths), never on the data, the address
@@ -74,10 +74,12 @@ impl<T> Default for GemmScratch<T> {
     }
 }
 
-/// Multiply-adds (`m·n·k`) from which an `f32` product calls the GEMM library. Below it, the
-/// library's per-call packing and dispatch cost more than its wider kernels win (the last
-/// layers of small batches), and the JIT keeps such products in its own Cranelift tiles.
-pub const LIBRARY_MIN_WORK: usize = 1 << 15;
+/// Multiply-adds (`m·n·k`) from which an `f32` product calls the GEMM library. Below it the
+/// call's dispatch costs more than the library's wider kernels win, and the JIT keeps such
+/// products in its own Cranelift tiles. 2^12, not higher: at batch 1 the library's
+/// matrix-vector path beats the tile (which packs all of `B` for one row) from a few thousand
+/// multiply-adds on (LeNet-300-100's 1×100×300 product: 27 µs in the tile, 2 µs in the library).
+pub const LIBRARY_MIN_WORK: usize = 1 << 12;
 
 /// Columns of `C` per GEMM-library call: the unit in which callers may split a large product.
 pub const GEMM_PANEL: usize = 64;
