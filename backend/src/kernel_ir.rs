@@ -284,7 +284,7 @@ impl KernelProgram {
                             format!("{}[kk, j]", self.loc(*b))
                         };
                         out.push(format!(
-                            "{} -> {c} (threads split columns at multiples of 8)",
+                            "{} -> {c} (threads split columns at multiples of 64)",
                             call(&bt)
                         ));
                     }
