@@ -1310,3 +1310,43 @@ fn unrunnable_functions_are_errors() {
     bad.funcs[0].insts[1].op = Op::Param(ParamId(99));
     err(Interpreter::<f32>::new(&bad, "forward"));
 }
+
+/// A fused kernel may make a product panel by panel: `matmul_columns_f32` gives each panel the
+/// bits of the whole product, on the library path and on the interpreter's own kernel.
+#[test]
+fn product_columns_have_the_whole_products_bits() {
+    use sparsec_ir::interp::{matmul_columns_f32, uses_library, GEMM_PANEL};
+    let mut rng = Rng(12);
+    for (m, n, k, ta, tb) in [
+        (300, 784, 64, true, false),
+        (10, 100, 64, true, false),
+        (10, 100, 1, true, false),
+        (7, 130, 3, false, true),
+        (5, 1, 900, false, false),
+    ] {
+        let a: Vec<f32> = rng.vec(m * k).into_iter().map(|v| v as f32).collect();
+        let b: Vec<f32> = rng.vec(k * n).into_iter().map(|v| v as f32).collect();
+        let op = Op::MatMul { ta, tb };
+        let ash = if ta { [k, m] } else { [m, k] };
+        let bsh = if tb { [n, k] } else { [k, n] };
+        let mut runner = OpRunner::<f32>::new(&op, &[Type::f32(ash), Type::f32(bsh)]);
+        let whole = runner.float(&[Data::F(a.clone()), Data::F(b.clone())]);
+        let ldb = if tb { k } else { n };
+        let ldc = if n > 1 { GEMM_PANEL } else { 1 };
+        let mut panel = vec![f32::NAN; m * ldc];
+        for j0 in (0..n).step_by(GEMM_PANEL) {
+            let j1 = (j0 + GEMM_PANEL).min(n);
+            matmul_columns_f32((m, n, k), ta, &a, tb, &b, ldb, (j0, j1), &mut panel, ldc);
+            for i in 0..m {
+                for j in j0..j1 {
+                    assert_eq!(
+                        panel[i * ldc + j - j0].to_bits(),
+                        whole[i * n + j].to_bits(),
+                        "{m}x{n}x{k} (library: {}) at ({i}, {j})",
+                        uses_library(m, n, k)
+                    );
+                }
+            }
+        }
+    }
+}

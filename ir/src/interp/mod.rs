@@ -230,6 +230,84 @@ pub fn gemm_f32(
     gemm_library(m, n, k, av, bv, c, ldc, false);
 }
 
+/// Columns `j0 .. j1` of the `[m, n]` product `op(a) · op(b)` (operands as in [`gemm_f32`]),
+/// with the bits the interpreter's `matmul*` gives them when it computes the whole product:
+/// `c[i·ldc + (j − j0)]` for `i < m`, `j0 ≤ j < j1`. This lets a fused kernel produce a product
+/// panel by panel (a weight gradient consumed as it is made, never stored whole). For a product
+/// the GEMM library runs ([`uses_library`]), `j0` must be a multiple of [`GEMM_PANEL`], and
+/// `ldc > 1` exactly when `n > 1` (the library picks its paths from whether a stride is 1, and
+/// the whole product's stride is `n`); the interpreter's own kernel sums each element in the same
+/// order however the columns are cut. Panics if those rules or the slices' extents are broken.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_columns_f32(
+    (m, n, k): (usize, usize, usize),
+    ta: bool,
+    a: &[f32],
+    tb: bool,
+    b: &[f32],
+    ldb: usize,
+    (j0, j1): (usize, usize),
+    c: &mut [f32],
+    ldc: usize,
+) {
+    assert!(j0 <= j1 && j1 <= n, "matmul_columns_f32: bad column range");
+    if m == 0 || j0 == j1 {
+        return;
+    }
+    let cols = j1 - j0;
+    assert!(
+        cols <= ldc && c.len() >= (m - 1) * ldc + cols,
+        "matmul_columns_f32: c too short"
+    );
+    if k == 0 {
+        for i in 0..m {
+            c[i * ldc..i * ldc + cols].fill(0.0);
+        }
+        return;
+    }
+    let library = uses_library(m, n, k);
+    if library {
+        assert!(
+            j0 % GEMM_PANEL == 0 && (ldc > 1) == (n > 1),
+            "matmul_columns_f32: a library product cut off its panels"
+        );
+    }
+    let av = if ta {
+        View::transposed(a, m)
+    } else {
+        View::rows(a, k)
+    };
+    // Column j0 of op(b) and on.
+    let bv = if tb {
+        View {
+            data: b.get(j0 * ldb..).unwrap_or(&[]),
+            rs: 1,
+            cs: ldb,
+        }
+    } else {
+        View {
+            data: b.get(j0..).unwrap_or(&[]),
+            rs: ldb,
+            cs: 1,
+        }
+    };
+    if library {
+        gemm_library(m, cols, k, av, bv, c, ldc, false);
+    } else {
+        gemm(
+            m,
+            cols,
+            k,
+            av,
+            bv,
+            c,
+            ldc,
+            false,
+            &mut GemmScratch::default(),
+        );
+    }
+}
+
 /// Whether a parameter is kept in the tracked (sparse) form.
 pub fn is_tracked(p: &crate::module::Param) -> bool {
     matches!(p.storage, crate::module::Storage::Tracked { .. })
