@@ -357,6 +357,8 @@ impl Coverage {
                 Body::Overlay { .. } => self.add("overlay", true),
                 Body::TopkSelect { .. } => self.add("topk_select", true),
                 Body::DropbackApply { .. } => self.add("dropback_apply", true),
+                Body::GradScore { .. } => self.add("grad_score", true),
+                Body::GradApply { .. } => self.add("grad_apply", true),
                 Body::TrackedSet { .. } => self.add("tracked_set", true),
                 Body::TrackedValues { .. } | Body::Correction { .. } => {}
             }
@@ -671,7 +673,8 @@ fn jit_matches_the_interpreter_on_random_models() {
         ("gemm imported", 3),
         ("gemm split over threads", 1),
         ("topk_select", 10),
-        ("dropback_apply", 10),
+        ("grad_score", 10),
+        ("grad_apply", 10),
         ("chain with a scalar", 10),
         ("reduce_rows", 10),
         ("stores", 20),

@@ -120,6 +120,36 @@ pub enum Body {
         w0: Loc,
         out: Loc,
     },
+    /// The Dropback scores `|(w − g·lr) − w0|` of a tracked weight `[m, n]` whose gradient
+    /// `g = dyᵀ·x` (`dy: [k, m]`, `x: [k, n]`) is made 64 columns at a time, each panel scored
+    /// as soon as it is made: neither the gradient nor the updated weight is ever stored whole.
+    GradScore {
+        m: usize,
+        n: usize,
+        k: usize,
+        dy: Loc,
+        x: Loc,
+        lr: Loc,
+        w: Loc,
+        w0: Loc,
+        out: Loc,
+    },
+    /// `w0` with `w − g·lr` at the selected positions in `offset .. offset + m·n` (the
+    /// gradient as in [`Body::GradScore`], its panels made again only where the selection has
+    /// positions).
+    GradApply {
+        offset: usize,
+        m: usize,
+        n: usize,
+        k: usize,
+        dy: Loc,
+        x: Loc,
+        lr: Loc,
+        w: Loc,
+        sel: Loc,
+        w0: Loc,
+        out: Loc,
+    },
     /// The top-`k` positions of the concatenated scores (a barrier: needs every score).
     TopkSelect {
         k: usize,
@@ -173,6 +203,8 @@ impl Kernel {
             Body::TrackedValues { .. } => "tracked_values".into(),
             Body::Correction { .. } => "correction".into(),
             Body::DropbackApply { .. } => "dropback_apply".into(),
+            Body::GradScore { .. } => "grad_score".into(),
+            Body::GradApply { .. } => "grad_apply".into(),
             Body::TopkSelect { .. } => "topk_select".into(),
             Body::TrackedSet { .. } => "tracked_set".into(),
             Body::Copy { .. } => "copy".into(),
@@ -446,6 +478,60 @@ impl KernelProgram {
                 self.loc(*w1),
                 self.loc(*sel)
             )),
+            Body::GradScore {
+                m,
+                n,
+                k,
+                dy,
+                x,
+                lr,
+                w,
+                w0,
+                out: o,
+            } => {
+                out.push(format!(
+                    "for each 64-column panel of g = {}ᵀ · {} ({m}x{n}x{k}, the product's own \
+                     calls), made into a scratch panel:",
+                    self.loc(*dy),
+                    self.loc(*x)
+                ));
+                out.push(format!(
+                    "  {}[panel] = |({}[panel] - g * {}) - {}[panel]| (no dense gradient)",
+                    self.loc(*o),
+                    self.loc(*w),
+                    self.loc(*lr),
+                    self.loc(*w0)
+                ));
+            }
+            Body::GradApply {
+                offset,
+                m,
+                n,
+                k,
+                dy,
+                x,
+                lr,
+                w,
+                sel,
+                w0,
+                out: o,
+            } => {
+                out.push(format!(
+                    "{} = {}; for each 64-column panel of g = {}ᵀ · {} ({m}x{n}x{k}) holding \
+                     positions of {} from {offset}:",
+                    self.loc(*o),
+                    self.loc(*w0),
+                    self.loc(*dy),
+                    self.loc(*x),
+                    self.loc(*sel)
+                ));
+                out.push(format!(
+                    "  {}[i] = {}[i] - g[i] * {} at those positions",
+                    self.loc(*o),
+                    self.loc(*w),
+                    self.loc(*lr)
+                ));
+            }
             Body::TopkSelect { k, scores, out: o } => out.push(format!(
                 "{} = top {k} of ({}) (barrier)",
                 self.loc(*o),
@@ -506,6 +592,25 @@ impl KernelProgram {
             Body::DropbackApply {
                 w1, sel, w0, out, ..
             } => (vec![*w1, *sel, *w0], vec![*out]),
+            Body::GradScore {
+                dy,
+                x,
+                lr,
+                w,
+                w0,
+                out,
+                ..
+            } => (vec![*dy, *x, *lr, *w, *w0], vec![*out]),
+            Body::GradApply {
+                dy,
+                x,
+                lr,
+                w,
+                sel,
+                w0,
+                out,
+                ..
+            } => (vec![*dy, *x, *lr, *w, *sel, *w0], vec![*out]),
             Body::TopkSelect { scores, out, .. } => (scores.clone(), vec![*out]),
             Body::Copy { src, out } => (vec![*src], vec![*out]),
             Body::Interp { operands, out, .. } => (operands.clone(), vec![*out]),

@@ -59,6 +59,19 @@ enum Nk {
     Apply {
         offset: usize,
     },
+    /// `dropback_score_sgd` of a tracked weight `[m, n]` over a batch of `k`.
+    GradScore {
+        m: usize,
+        n: usize,
+        k: usize,
+    },
+    /// `dropback_apply_sgd`.
+    GradApply {
+        offset: usize,
+        m: usize,
+        n: usize,
+        k: usize,
+    },
     Topk {
         k: usize,
     },
@@ -101,7 +114,6 @@ struct Builder<'m> {
     params: HashMap<usize, usize>,
     w0: HashMap<usize, usize>,
     eff: HashMap<usize, usize>,
-    sgd: HashMap<(usize, usize, usize, usize), usize>,
 }
 
 impl Builder<'_> {
@@ -168,50 +180,15 @@ impl Builder<'_> {
         n
     }
 
-    /// `W − (dyᵀx)·lr` for parameter `p` (shared by the score and the apply of one step).
-    fn sgd(
-        &mut self,
-        p: usize,
-        dy: usize,
-        x: usize,
-        lr: usize,
-        batch: usize,
-        inst: usize,
-    ) -> usize {
-        if let Some(&n) = self.sgd.get(&(p, dy, x, lr)) {
-            return n;
+    /// The weight-gradient product `[m, n]` over a batch of `batch` for the 2-D parameter `p`.
+    fn grad_dims(&self, p: usize, batch: usize) -> Result<(usize, usize, usize), String> {
+        match self.m.params[p].ty.shape[..] {
+            [m, n] => Ok((m, n, batch)),
+            _ => Err(format!(
+                "internal: the fused Dropback gradient of @{} needs a matrix",
+                self.pname(p)
+            )),
         }
-        let shape = self.m.params[p].ty.shape.clone();
-        let len = self.plen(p);
-        let w = self.weight(p, inst);
-        let grad = self.push(
-            Nk::Gemm {
-                layout: Layout::Tn,
-                m: shape[0],
-                n: shape[1],
-                k: batch,
-            },
-            vec![dy, x],
-            len,
-            format!("%{inst}.grad"),
-            Some(inst),
-        );
-        let step = self.push(
-            Nk::Ew(EwOp::Scale),
-            vec![grad, lr],
-            len,
-            format!("%{inst}.step"),
-            Some(inst),
-        );
-        let w1 = self.push(
-            Nk::Ew(EwOp::Sub),
-            vec![w, step],
-            len,
-            format!("%{inst}.w1"),
-            Some(inst),
-        );
-        self.sgd.insert((p, dy, x, lr), w1);
-        w1
     }
 }
 
@@ -240,7 +217,6 @@ pub fn partition(m: &Module, func: &str) -> Result<KernelProgram, String> {
         params: HashMap::new(),
         w0: HashMap::new(),
         eff: HashMap::new(),
-        sgd: HashMap::new(),
     };
     let mut args = Vec::new();
     for (i, a) in f.args.iter().enumerate() {
@@ -411,21 +387,34 @@ pub fn partition(m: &Module, func: &str) -> Result<KernelProgram, String> {
             }
             Op::DropbackScoreSgd(id) => {
                 let p = id.0 as usize;
-                let batch = shape_of(inst.operands[0])[0];
-                let w1 = b.sgd(p, ops[0], ops[1], ops[2], batch, i);
+                let (mm, nn, kk) = b.grad_dims(p, shape_of(inst.operands[0])[0])?;
+                let w = b.weight(p, i);
                 let w0 = b.w0(p, i);
-                ew(&mut b, EwOp::AbsDiff, vec![w1, w0])
+                b.push(
+                    Nk::GradScore {
+                        m: mm,
+                        n: nn,
+                        k: kk,
+                    },
+                    vec![ops[0], ops[1], ops[2], w, w0],
+                    len,
+                    name.clone(),
+                    Some(i),
+                )
             }
             Op::DropbackApplySgd { param, offset } => {
                 let p = param.0 as usize;
-                let batch = shape_of(inst.operands[0])[0];
-                let w1 = b.sgd(p, ops[0], ops[1], ops[2], batch, i);
+                let (mm, nn, kk) = b.grad_dims(p, shape_of(inst.operands[0])[0])?;
+                let w = b.weight(p, i);
                 let w0 = b.w0(p, i);
                 b.push(
-                    Nk::Apply {
+                    Nk::GradApply {
                         offset: *offset as usize,
+                        m: mm,
+                        n: nn,
+                        k: kk,
                     },
-                    vec![w1, ops[3], w0],
+                    vec![ops[0], ops[1], ops[2], w, ops[3], w0],
                     len,
                     name.clone(),
                     Some(i),
@@ -874,6 +863,30 @@ fn build_program(
                         w1: op(0)?,
                         sel: op(1)?,
                         w0: op(2)?,
+                        out,
+                    },
+                    Nk::GradScore { m, n, k } => Body::GradScore {
+                        m: *m,
+                        n: *n,
+                        k: *k,
+                        dy: op(0)?,
+                        x: op(1)?,
+                        lr: op(2)?,
+                        w: op(3)?,
+                        w0: op(4)?,
+                        out,
+                    },
+                    Nk::GradApply { offset, m, n, k } => Body::GradApply {
+                        offset: *offset,
+                        m: *m,
+                        n: *n,
+                        k: *k,
+                        dy: op(0)?,
+                        x: op(1)?,
+                        lr: op(2)?,
+                        w: op(3)?,
+                        sel: op(4)?,
+                        w0: op(5)?,
                         out,
                     },
                     Nk::Topk { k } => Body::TopkSelect {

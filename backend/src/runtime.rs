@@ -21,7 +21,8 @@ use std::time::Instant;
 
 use cranelift_module::FuncId;
 use sparsec_ir::interp::{
-    eval_op, topk_select, Input, OpArg, OpOut, OpScratch, Output, State, Tensor,
+    eval_op, matmul_columns_f32, topk_select, Input, OpArg, OpOut, OpScratch, Output, State,
+    Tensor, GEMM_PANEL,
 };
 use sparsec_ir::module::Init;
 use sparsec_ir::{DType, Module};
@@ -211,6 +212,20 @@ fn pool_for(threads: usize) -> Result<Option<rayon::ThreadPool>, String> {
         .map_err(|e| format!("cannot start the JIT's {threads} threads: {e}"))
 }
 
+/// The scratch panel of a weight gradient `[m, n]` made 64 columns at a time, and its row
+/// stride (1 for a single column, as the whole product's, see `matmul_columns_f32`).
+fn grad_panel_scratch<'c>(cx: &'c mut Ctx<'_>, m: usize, n: usize) -> (&'c mut [f32], usize) {
+    let ldc = if n > 1 { GEMM_PANEL } else { 1 };
+    if cx.gemm_scratch.is_empty() {
+        cx.gemm_scratch.push(Vec::new());
+    }
+    let s = &mut cx.gemm_scratch[0];
+    if s.len() < m * ldc {
+        s.resize(m * ldc, 0.0);
+    }
+    (&mut s[..m * ldc], ldc)
+}
+
 fn check(what: &str, got: usize, want: usize) -> Result<(), String> {
     if got == want {
         Ok(())
@@ -344,6 +359,9 @@ impl JitProgram {
             .map(|&(_, l)| {
                 plan.kernels.iter().find_map(|k| match k.body {
                     Body::DropbackApply {
+                        offset, sel, out, ..
+                    }
+                    | Body::GradApply {
                         offset, sel, out, ..
                     } if out == l => Some((sel, offset)),
                     _ => None,
@@ -943,6 +961,107 @@ fn exec(
             for &i in &sel[lo..hi] {
                 let j = i as usize - offset;
                 o[j] = w1[j];
+            }
+        }
+        Body::GradScore {
+            m,
+            n,
+            k,
+            dy,
+            x,
+            lr,
+            w,
+            w0,
+            out,
+        } => {
+            let (m, n, k) = (*m, *n, *k);
+            let (dy, x, w, w0) = (env.float(*dy), env.float(*x), env.float(*w), env.float(*w0));
+            check("a gradient operand", dy.len(), k * m)?;
+            check("a gradient operand", x.len(), k * n)?;
+            check("a weight", w.len(), m * n)?;
+            check("an initial weight", w0.len(), m * n)?;
+            let lr = *env.float(*lr).first().ok_or("internal: an empty scalar")?;
+            let o = out_f(f_out, *out)?;
+            check("the scores", o.len(), m * n)?;
+            let (panel, ldc) = grad_panel_scratch(cx, m, n);
+            for j0 in (0..n).step_by(GEMM_PANEL) {
+                let j1 = (j0 + GEMM_PANEL).min(n);
+                matmul_columns_f32((m, n, k), true, dy, false, x, n, (j0, j1), panel, ldc);
+                for i in 0..m {
+                    let g = &panel[i * ldc..][..j1 - j0];
+                    let row = i * n + j0..i * n + j1;
+                    for (((s, &g), &w), &w0) in o[row.clone()]
+                        .iter_mut()
+                        .zip(g)
+                        .zip(&w[row.clone()])
+                        .zip(&w0[row])
+                    {
+                        // The interpreter's scale, sub and dropback_score, one IEEE op each.
+                        let d = (w - g * lr) - w0;
+                        *s = if d < 0.0 { -d } else { d + 0.0 };
+                    }
+                }
+            }
+        }
+        Body::GradApply {
+            offset,
+            m,
+            n,
+            k,
+            dy,
+            x,
+            lr,
+            w,
+            sel,
+            w0,
+            out,
+        } => {
+            let (m, n, k, offset) = (*m, *n, *k, *offset);
+            let (dy, x, w, w0) = (env.float(*dy), env.float(*x), env.float(*w), env.float(*w0));
+            check("a gradient operand", dy.len(), k * m)?;
+            check("a gradient operand", x.len(), k * n)?;
+            check("a weight", w.len(), m * n)?;
+            let lr = *env.float(*lr).first().ok_or("internal: an empty scalar")?;
+            let o = out_f(f_out, *out)?;
+            check("an applied weight", o.len(), m * n)?;
+            o.copy_from_slice(w0);
+            let sel = env.sparse(*sel);
+            let lo = sel.partition_point(|&i| (i as usize) < offset);
+            let hi = sel.partition_point(|&i| (i as usize) < offset + m * n);
+            let mine = &sel[lo..hi];
+            if mine.is_empty() || n == 0 {
+                return Ok(());
+            }
+            // The selected positions by panel (counting sort, ascending within a panel).
+            let panels = n.div_ceil(GEMM_PANEL);
+            let panel_of = |i: u32| ((i as usize - offset) % n) / GEMM_PANEL;
+            let mut start = vec![0usize; panels + 1];
+            for &i in mine {
+                start[panel_of(i) + 1] += 1;
+            }
+            for q in 0..panels {
+                start[q + 1] += start[q];
+            }
+            let mut fill = start.clone();
+            let mut by_panel = vec![0u32; mine.len()];
+            for &i in mine {
+                let q = panel_of(i);
+                by_panel[fill[q]] = i;
+                fill[q] += 1;
+            }
+            let (panel, ldc) = grad_panel_scratch(cx, m, n);
+            for q in 0..panels {
+                let here = &by_panel[start[q]..start[q + 1]];
+                if here.is_empty() {
+                    continue;
+                }
+                let (j0, j1) = (q * GEMM_PANEL, ((q + 1) * GEMM_PANEL).min(n));
+                matmul_columns_f32((m, n, k), true, dy, false, x, n, (j0, j1), panel, ldc);
+                for &i in here {
+                    let idx = i as usize - offset;
+                    let (r, c) = (idx / n, idx % n);
+                    o[idx] = w[idx] - panel[r * ldc + c - j0] * lr;
+                }
             }
         }
         Body::TopkSelect { k, scores, out } => {
