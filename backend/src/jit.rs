@@ -57,8 +57,9 @@ pub fn imports() -> Vec<(&'static str, *const u8)> {
 /// `c[i·ldc + j] = Σ_kk op(a)(i, kk)·op(b)(kk, j)` for `i < m`, `j < n`: the interpreter's
 /// `sparsec_ir::interp::gemm_f32` (same kernel, same summation order, so the same bits) for
 /// generated code, registered as [`GEMM_IMPORT`]. `flags` bit 0: `a` is `[k, m]` (transposed),
-/// else `[m, k]`; bit 1: `op(b)(kk, j) = b[j·ldb + kk]`, else `b[kk·ldb + j]`. `buffers` is the
-/// calling thread's packing buffers.
+/// else `[m, k]`; bit 1: `op(b)(kk, j) = b[j·ldb + kk]`, else `b[kk·ldb + j]`; bit 2: add to the
+/// old `c` (`accumulate`) instead of overwriting it. `buffers` is the calling thread's packing
+/// buffers.
 ///
 /// # Safety
 ///
@@ -91,7 +92,7 @@ unsafe extern "C" fn sparsec_gemm_f32(
     if m == 0 || n == 0 {
         return;
     }
-    let (ta, tb) = (flags & 1 != 0, flags & 2 != 0);
+    let (ta, tb, accumulate) = (flags & 1 != 0, flags & 2 != 0, flags & 4 != 0);
     let b_len = match (k, tb) {
         (0, _) => 0,
         (_, true) => (n - 1) * ldb + k,
@@ -116,7 +117,7 @@ unsafe extern "C" fn sparsec_gemm_f32(
             &mut *buffers,
         )
     };
-    gemm_f32(m, n, k, ta, a, tb, b, ldb, c, ldc, buffers);
+    gemm_f32(m, n, k, ta, a, tb, b, ldb, c, ldc, accumulate, buffers);
 }
 
 /// An error while building the JIT or compiling into it.

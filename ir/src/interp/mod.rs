@@ -188,8 +188,9 @@ impl fmt::Debug for GemmBuffers {
 /// rounded product at a time, no FMA — the kernel and the order of `matmul*` here.
 ///
 /// `op(a)(i, kk)` is `a[i·k + kk]` (`ta = false`, `a` is `[m, k]`) or `a[kk·m + i]` (`ta`, `a` is
-/// `[k, m]`); `op(b)(kk, j)` is `b[kk·ldb + j]` (`tb = false`) or `b[j·ldb + kk]` (`tb`). Panics
-/// if a slice is too short for those extents.
+/// `[k, m]`); `op(b)(kk, j)` is `b[kk·ldb + j]` (`tb = false`) or `b[j·ldb + kk]` (`tb`). With
+/// `accumulate`, each sum starts from the old `c[i·ldc + j]` instead of `+0` (as the
+/// convolutions' weight gradient calls it). Panics if a slice is too short for those extents.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_f32(
     m: usize,
@@ -202,6 +203,7 @@ pub fn gemm_f32(
     ldb: usize,
     c: &mut [f32],
     ldc: usize,
+    accumulate: bool,
     buf: &mut GemmBuffers,
 ) {
     if m == 0 || n == 0 {
@@ -232,7 +234,7 @@ pub fn gemm_f32(
     } else {
         View::rows(b, ldb)
     };
-    gemm(m, n, k, av, bv, c, ldc, false, &mut buf.0);
+    gemm(m, n, k, av, bv, c, ldc, accumulate, &mut buf.0);
 }
 
 /// Whether a parameter is kept in the tracked (sparse) form.
