@@ -22,6 +22,7 @@ use cranelift_module::{FuncId, Linkage, Module};
 use sparsec_ir::interp::{gemm_f32, GemmBuffers};
 
 use crate::codegen::gemm::GEMM_IMPORT;
+use crate::codegen::math::{EXP_IMPORT, LN_IMPORT, TANH_IMPORT};
 use crate::codegen::FnCtx;
 
 /// The argument block every entry point receives, by pointer: `extern "C" fn(*const Args)`.
@@ -48,10 +49,46 @@ impl Args {
 }
 
 /// The symbols generated code may import, by name, and nothing else: [`sparsec_gemm_f32`]
-/// (the interpreter's GEMM, for the large products, see `codegen::gemm`). A later `expf` for
-/// sigmoid/tanh/softmax goes here too.
+/// (the interpreter's GEMM, for the large products and the convolutions, see `codegen::gemm`
+/// and `codegen::conv`) and the interpreter's `exp`, `ln` and `tanh` ([`sparsec_exp_f32`],
+/// [`sparsec_ln_f32`], [`sparsec_tanh_f32`], see `codegen::math`).
 pub fn imports() -> Vec<(&'static str, *const u8)> {
-    vec![(GEMM_IMPORT, sparsec_gemm_f32 as *const u8)]
+    vec![
+        (GEMM_IMPORT, sparsec_gemm_f32 as *const u8),
+        (EXP_IMPORT, sparsec_exp_f32 as *const u8),
+        (LN_IMPORT, sparsec_ln_f32 as *const u8),
+        (TANH_IMPORT, sparsec_tanh_f32 as *const u8),
+    ]
+}
+
+/// `x.exp()`: the interpreter's `Float::exp` of `f32` for generated code, registered as
+/// [`EXP_IMPORT`] (an approximation in Cranelift IR would not give the same bits).
+///
+/// # Safety
+///
+/// None needed: a safe function of one `f32` by value that touches no memory; it is
+/// `extern "C"` only so that generated code can call it with the host's C convention
+/// (`fn(f32) -> f32`, as `codegen::math` declares it).
+extern "C" fn sparsec_exp_f32(x: f32) -> f32 {
+    x.exp()
+}
+
+/// `x.ln()`: the interpreter's `Float::ln` of `f32`, registered as [`LN_IMPORT`].
+///
+/// # Safety
+///
+/// None needed, as for [`sparsec_exp_f32`].
+extern "C" fn sparsec_ln_f32(x: f32) -> f32 {
+    x.ln()
+}
+
+/// `x.tanh()`: the interpreter's `Float::tanh` of `f32`, registered as [`TANH_IMPORT`].
+///
+/// # Safety
+///
+/// None needed, as for [`sparsec_exp_f32`].
+extern "C" fn sparsec_tanh_f32(x: f32) -> f32 {
+    x.tanh()
 }
 
 /// `c[i·ldc + j] = Σ_kk op(a)(i, kk)·op(b)(kk, j)` for `i < m`, `j < n`: the interpreter's

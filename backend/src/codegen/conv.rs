@@ -1,0 +1,302 @@
+//! 2-D convolutions `x: [b, c, h, w] ⋆ w: [o, c, kh, kw] → [b, o, oh, ow]` and their two
+//! gradients, bit-exact with the interpreter's `conv2d`, `conv2d_input_grad` and
+//! `conv2d_weight_grad` (`ir/src/interp/kernels.rs`).
+//!
+//! The data movement (`im2col` and its adjoint, the scatter-add `col2im`) is Cranelift code here;
+//! every matrix product is the imported GEMM (`crate::jit::sparsec_gemm_f32`, the interpreter's
+//! `gemm`) called **exactly as the interpreter calls it**: the same `(m, n, k)`, operand layouts,
+//! leading dimensions and accumulate flag, once per image in image order. The bits then come
+//! from identical calls, whatever GEMM is behind them, not from a summation order re-derived
+//! here. Per image (`ckk = c·kh·kw`, `p = oh·ow`, `cols` the `[ckk, p]` scratch):
+//! - forward: `cols = im2col(x[i])`; `y[i] = W[o, ckk] · cols` (`gemm(o, p, ckk)`, overwrite);
+//! - input gradient: `dx = 0`; `cols = Wᵀ · dy[i]` (`gemm(ckk, p, o)`, A transposed,
+//!   overwrite); `dx[i] += col2im(cols)`, contributions in (channel, kernel row, kernel column,
+//!   oh, ow) order as in the interpreter;
+//! - weight gradient: `dW = 0`; `cols = im2col(x[i])`; `dW += dy[i] · colsᵀ`
+//!   (`gemm(o, ckk, p)`, B transposed, accumulate).
+//!
+//! Positions in the padding read as `+0` (`im2col`) or receive nothing (`col2im`): an input row
+//! or column index is `o·stride + k − pad` computed in wrapping unsigned arithmetic, valid when
+//! below the extent, and an invalid one is clamped to 0 before any load (so no access leaves
+//! the buffers) and its value discarded by a select.
+//!
+//! One thread: the weight gradient is one running sum over the batch, and the other two are
+//! dominated by the GEMM calls, which stay one per image as in the interpreter.
+//!
+//! Slots: forward and weight gradient `x` = `ptr[0]`; forward and input gradient `W` = `ptr[1]`;
+//! input gradient `dy` = `ptr[0]`, weight gradient `dy` = `ptr[1]`; the result = `ptr[2]`;
+//! scratch `cols` (`ckk·p` floats) = `ptr[3]`; the GEMM's `GemmBuffers` = `ptr[4]`. The sizes
+//! are compiled in ([`ConvSpec`]); the caller checks the buffers against them. `fx.imports[0]`
+//! is the GEMM import.
+
+use cranelift_codegen::ir::{types, InstBuilder, Value};
+
+use super::loops::{counted_loop, if_else};
+use super::FnCtx;
+
+/// Which convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConvPass {
+    /// `conv2d x, W`.
+    Forward,
+    /// `conv2d_input_grad dy, W`.
+    InputGrad,
+    /// `conv2d_weight_grad x, dy`.
+    WeightGrad,
+}
+
+impl ConvPass {
+    pub fn name(self) -> &'static str {
+        match self {
+            ConvPass::Forward => "conv2d",
+            ConvPass::InputGrad => "conv2d_input_grad",
+            ConvPass::WeightGrad => "conv2d_weight_grad",
+        }
+    }
+}
+
+/// A convolution kernel: the pass and the geometry (the interpreter's `ConvGeom`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConvSpec {
+    pub pass: ConvPass,
+    pub b: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub o: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub sh: usize,
+    pub sw: usize,
+    pub ph: usize,
+    pub pw: usize,
+    pub oh: usize,
+    pub ow: usize,
+}
+
+impl ConvSpec {
+    /// Rows of the im2col matrix, `c·kh·kw`.
+    pub fn ckk(&self) -> usize {
+        self.c * self.kh * self.kw
+    }
+
+    /// Output positions per image, `oh·ow`.
+    pub fn p(&self) -> usize {
+        self.oh * self.ow
+    }
+
+    /// Elements of one input image, `c·h·w`.
+    pub fn chw(&self) -> usize {
+        self.c * self.h * self.w
+    }
+
+    /// Whether the kernel applies: non-empty images (the clamped index 0 must exist) and sizes
+    /// that fit the 64-bit index arithmetic with room to spare.
+    pub fn fits(&self) -> bool {
+        let dims = [
+            self.b, self.c, self.h, self.w, self.o, self.kh, self.kw, self.sh, self.sw, self.ph,
+            self.pw, self.oh, self.ow,
+        ];
+        let bounded = dims.iter().all(|&d| d < 1 << 24);
+        let total = [
+            self.chw(),
+            self.ckk() * self.p(),
+            self.o * self.p(),
+            self.o * self.ckk(),
+        ]
+        .iter()
+        .all(|&n| n.checked_mul(self.b.max(1)).is_some_and(|t| t < 1 << 40));
+        bounded && total && self.h >= 1 && self.w >= 1
+    }
+}
+
+/// `GEMM_IMPORT(m, n, k, flags, a, b, ldb, c, ldc, buffers)` with compiled-in sizes.
+#[allow(clippy::too_many_arguments)]
+fn gemm_call(
+    fx: &mut FnCtx<'_>,
+    (m, n, k): (usize, usize, usize),
+    flags: i64,
+    a: Value,
+    b: Value,
+    ldb: usize,
+    c: Value,
+    ldc: usize,
+    bufs: Value,
+) {
+    let Some(&callee) = fx.imports.first() else {
+        unreachable!("a convolution kernel is defined with the GEMM import")
+    };
+    let args = [
+        fx.iconst(m as i64),
+        fx.iconst(n as i64),
+        fx.iconst(k as i64),
+        fx.iconst(flags),
+        a,
+        b,
+        fx.iconst(ldb as i64),
+        c,
+        fx.iconst(ldc as i64),
+        bufs,
+    ];
+    fx.b.ins().call(callee, &args);
+}
+
+/// `n` zeros from `base`.
+fn zero_fill(fx: &mut FnCtx<'_>, base: Value, n: usize) {
+    let zero = fx.iconst(0);
+    let end = fx.iconst(n as i64);
+    let z = fx.f32const(0.0);
+    counted_loop(fx, zero, end, 1, |fx, i| fx.store_at(z, base, i, 0));
+}
+
+/// `idx = o·stride + k − pad` (wrapping) and whether it is inside `0 .. len`.
+fn src_index(
+    fx: &mut FnCtx<'_>,
+    o: Value,
+    stride: usize,
+    k: Value,
+    pad: usize,
+    len: usize,
+) -> (Value, Value) {
+    let t = fx.b.ins().imul_imm_s(o, stride as i64);
+    let t = fx.b.ins().iadd(t, k);
+    let idx = fx.b.ins().iadd_imm_s(t, -(pad as i64));
+    let ok = fx.b.ins().icmp_imm_s(
+        cranelift_codegen::ir::condcodes::IntCC::UnsignedLessThan,
+        idx,
+        len as i64,
+    );
+    (idx, ok)
+}
+
+/// Loops over the im2col rows `(c, ki, kj)` and output rows `oh`, in the interpreter's order:
+/// `body(c, kj, row, oh, ih, ih_ok)` where `row = (c·kh + ki)·kw + kj` and `ih` is the input
+/// row (valid when `ih_ok`).
+fn for_rows(
+    fx: &mut FnCtx<'_>,
+    s: &ConvSpec,
+    mut body: impl FnMut(&mut FnCtx<'_>, Value, Value, Value, Value, Value, Value),
+) {
+    let zero = fx.iconst(0);
+    let (cn, khn, kwn, ohn) = (
+        fx.iconst(s.c as i64),
+        fx.iconst(s.kh as i64),
+        fx.iconst(s.kw as i64),
+        fx.iconst(s.oh as i64),
+    );
+    counted_loop(fx, zero, cn, 1, |fx, c| {
+        counted_loop(fx, zero, khn, 1, |fx, ki| {
+            counted_loop(fx, zero, kwn, 1, |fx, kj| {
+                let row = fx.b.ins().imul_imm_s(c, s.kh as i64);
+                let row = fx.b.ins().iadd(row, ki);
+                let row = fx.b.ins().imul_imm_s(row, s.kw as i64);
+                let row = fx.b.ins().iadd(row, kj);
+                counted_loop(fx, zero, ohn, 1, |fx, oh| {
+                    let (ih, ok) = src_index(fx, oh, s.sh, ki, s.ph, s.h);
+                    body(fx, c, kj, row, oh, ih, ok);
+                });
+            });
+        });
+    });
+}
+
+/// One image `xb: [c, h, w]` into `cols: [ckk, p]`, `+0` in the padding.
+fn emit_im2col(fx: &mut FnCtx<'_>, s: &ConvSpec, xb: Value, cols: Value) {
+    let zero = fx.iconst(0);
+    let own = fx.iconst(s.ow as i64);
+    let zf = fx.f32const(0.0);
+    for_rows(fx, s, |fx, c, kj, row, oh, ih, ok| {
+        let at = fx.b.ins().imul_imm_s(row, s.p() as i64);
+        let o0 = fx.b.ins().imul_imm_s(oh, s.ow as i64);
+        let at = fx.b.ins().iadd(at, o0);
+        let drow = fx.elem(cols, at);
+        if_else(
+            fx,
+            ok,
+            |fx| {
+                let src = fx.b.ins().imul_imm_s(c, s.h as i64);
+                let src = fx.b.ins().iadd(src, ih);
+                let src = fx.b.ins().imul_imm_s(src, s.w as i64);
+                let src = fx.elem(xb, src);
+                counted_loop(fx, zero, own, 1, |fx, ow| {
+                    let (iw, ok) = src_index(fx, ow, s.sw, kj, s.pw, s.w);
+                    let idx = fx.b.ins().select(ok, iw, zero);
+                    let v = fx.load_at(types::F32, src, idx, 0);
+                    let v = fx.b.ins().select(ok, v, zf);
+                    fx.store_at(v, drow, ow, 0);
+                });
+            },
+            |fx| counted_loop(fx, zero, own, 1, |fx, ow| fx.store_at(zf, drow, ow, 0)),
+        );
+    });
+}
+
+/// Scatter-add `cols: [ckk, p]` into one image `dxb: [c, h, w]`.
+fn emit_col2im(fx: &mut FnCtx<'_>, s: &ConvSpec, cols: Value, dxb: Value) {
+    let zero = fx.iconst(0);
+    let own = fx.iconst(s.ow as i64);
+    for_rows(fx, s, |fx, c, kj, row, oh, ih, ok| {
+        super::loops::if_then(fx, ok, |fx| {
+            let at = fx.b.ins().imul_imm_s(row, s.p() as i64);
+            let o0 = fx.b.ins().imul_imm_s(oh, s.ow as i64);
+            let at = fx.b.ins().iadd(at, o0);
+            let srow = fx.elem(cols, at);
+            let dst = fx.b.ins().imul_imm_s(c, s.h as i64);
+            let dst = fx.b.ins().iadd(dst, ih);
+            let dst = fx.b.ins().imul_imm_s(dst, s.w as i64);
+            let drow = fx.elem(dxb, dst);
+            counted_loop(fx, zero, own, 1, |fx, ow| {
+                let (iw, ok) = src_index(fx, ow, s.sw, kj, s.pw, s.w);
+                let idx = fx.b.ins().select(ok, iw, zero);
+                let v = fx.load_at(types::F32, srow, ow, 0);
+                let old = fx.load_at(types::F32, drow, idx, 0);
+                let sum = fx.b.ins().fadd(old, v);
+                let new = fx.b.ins().select(ok, sum, old);
+                fx.store_at(new, drow, idx, 0);
+            });
+        });
+    });
+}
+
+/// The body of a convolution kernel (module docs); defined with the GEMM import.
+pub fn emit_conv(fx: &mut FnCtx<'_>, s: &ConvSpec) {
+    let in0 = fx.arg_ptr(0);
+    let in1 = fx.arg_ptr(1);
+    let out = fx.arg_ptr(2);
+    let cols = fx.arg_ptr(3);
+    let bufs = fx.arg_ptr(4);
+    let (ckk, p, chw, o) = (s.ckk(), s.p(), s.chw(), s.o);
+    match s.pass {
+        ConvPass::InputGrad => zero_fill(fx, out, s.b * chw),
+        ConvPass::WeightGrad => zero_fill(fx, out, o * ckk),
+        ConvPass::Forward => {}
+    }
+    let zero = fx.iconst(0);
+    let batch = fx.iconst(s.b as i64);
+    counted_loop(fx, zero, batch, 1, |fx, bi| {
+        let img = fx.b.ins().imul_imm_s(bi, chw as i64);
+        let per_out = fx.b.ins().imul_imm_s(bi, (o * p) as i64);
+        match s.pass {
+            ConvPass::Forward => {
+                let xb = fx.elem(in0, img);
+                emit_im2col(fx, s, xb, cols);
+                let yb = fx.elem(out, per_out);
+                gemm_call(fx, (o, p, ckk), 0, in1, cols, p, yb, p, bufs);
+            }
+            ConvPass::InputGrad => {
+                let dyb = fx.elem(in0, per_out);
+                // A = Wᵀ: `W` is `[o, ckk]` = `[k, m]` (flags bit 0).
+                gemm_call(fx, (ckk, p, o), 1, in1, dyb, p, cols, p, bufs);
+                let dxb = fx.elem(out, img);
+                emit_col2im(fx, s, cols, dxb);
+            }
+            ConvPass::WeightGrad => {
+                let xb = fx.elem(in0, img);
+                emit_im2col(fx, s, xb, cols);
+                let dyb = fx.elem(in1, per_out);
+                // B = colsᵀ (flags bit 1, ldb = p), accumulating into dW (bit 2).
+                gemm_call(fx, (o, ckk, p), 2 | 4, dyb, cols, p, out, ckk, bufs);
+            }
+        }
+    });
+}
