@@ -585,8 +585,26 @@ impl KernelProgram {
                 let (a, b, o) = (self.loc(*a), self.loc(*b), self.loc(*o));
                 out.push(format!(
                     "geometry x [{}, {}, {}, {}], W [{}, {}, {}, {}], stride {}x{}, padding {}x{}, \
-                     out {}x{}; cols = scratch [{ckk}, {p}] (one thread)",
-                    s.b, s.c, s.h, s.w, s.o, s.c, s.kh, s.kw, s.sh, s.sw, s.ph, s.pw, s.oh, s.ow
+                     out {}x{}; cols = scratch [{ckk}, {p}] ({})",
+                    s.b,
+                    s.c,
+                    s.h,
+                    s.w,
+                    s.o,
+                    s.c,
+                    s.kh,
+                    s.kw,
+                    s.sh,
+                    s.sw,
+                    s.ph,
+                    s.pw,
+                    s.oh,
+                    s.ow,
+                    if s.pass == ConvPass::WeightGrad {
+                        "one thread: one running sum over the images"
+                    } else {
+                        "threads split the images, each with its own scratch"
+                    }
                 ));
                 match s.pass {
                     ConvPass::Forward => {

@@ -1009,27 +1009,33 @@ fn exec(
             check("a convolution operand", bv.len(), b_len)?;
             let o = out_f(f_out, *out)?;
             check("a convolution", o.len(), o_len)?;
-            let cols = cx
-                .gemm_scratch
-                .first_mut()
-                .ok_or("internal: no scratch buffer")?;
-            let need = spec.ckk() * spec.p();
-            if cols.len() < need {
-                cols.resize(need, 0.0);
-            }
-            let bufs = cx
-                .gemm_bufs
-                .first_mut()
-                .ok_or("internal: no GEMM buffers")?;
             let mut args = Args::default();
-            args.ptr[..5].copy_from_slice(&[
-                addr(av),
-                addr(bv),
-                o.as_mut_ptr() as usize,
-                cols.as_mut_ptr() as usize,
-                bufs as *mut GemmBuffers as usize,
-            ]);
-            entry()?.call(&args);
+            args.ptr[..3].copy_from_slice(&[addr(av), addr(bv), o.as_mut_ptr() as usize]);
+            args.int[1] = spec.b as u64;
+            // Images are independent except in the weight gradient's running sum.
+            let work = spec.b * spec.o * spec.p() * spec.ckk();
+            let split_it =
+                parts > 1 && spec.pass != ConvPass::WeightGrad && work >= SPLIT_MIN_WORK * 8;
+            let mut blocks = split(args, 0, 1, if split_it { parts } else { 1 }, 1);
+            if cx.gemm_scratch.len() < blocks.len() {
+                cx.gemm_scratch.resize(blocks.len(), Vec::new());
+            }
+            if cx.gemm_bufs.len() < blocks.len() {
+                cx.gemm_bufs.resize_with(blocks.len(), GemmBuffers::default);
+            }
+            let need = spec.ckk() * spec.p();
+            for ((blk, cols), g) in blocks
+                .iter_mut()
+                .zip(cx.gemm_scratch.iter_mut())
+                .zip(cx.gemm_bufs.iter_mut())
+            {
+                if cols.len() < need {
+                    cols.resize(need, 0.0);
+                }
+                blk.ptr[3] = cols.as_mut_ptr() as usize;
+                blk.ptr[4] = g as *mut GemmBuffers as usize;
+            }
+            run_parts(entry()?, &blocks);
         }
         Body::Interp {
             op,

@@ -20,14 +20,18 @@
 //! below the extent, and an invalid one is clamped to 0 before any load (so no access leaves
 //! the buffers) and its value discarded by a select.
 //!
-//! One thread: the weight gradient is one running sum over the batch, and the other two are
-//! dominated by the GEMM calls, which stay one per image as in the interpreter.
+//! **Threads.** The kernel runs the images `int[0] .. int[1]`. The forward pass and the input
+//! gradient write each image's result from that image alone, so two threads may take disjoint
+//! image ranges (each with its own `cols` and `GemmBuffers`): every image still gets the same
+//! calls, and every output element is computed by one thread. The weight gradient is one
+//! running sum over the whole batch, so it always runs all images on one thread.
 //!
 //! Slots: forward and weight gradient `x` = `ptr[0]`; forward and input gradient `W` = `ptr[1]`;
 //! input gradient `dy` = `ptr[0]`, weight gradient `dy` = `ptr[1]`; the result = `ptr[2]`;
-//! scratch `cols` (`ckk·p` floats) = `ptr[3]`; the GEMM's `GemmBuffers` = `ptr[4]`. The sizes
-//! are compiled in ([`ConvSpec`]); the caller checks the buffers against them. `fx.imports[0]`
-//! is the GEMM import.
+//! scratch `cols` (`ckk·p` floats) = `ptr[3]`; the GEMM's `GemmBuffers` = `ptr[4]`; the image
+//! range `int[0] .. int[1]` (all of `0 .. b` for the weight gradient). The sizes are compiled
+//! in ([`ConvSpec`]); the caller checks the buffers against them. `fx.imports[0]` is the GEMM
+//! import.
 
 use cranelift_codegen::ir::{types, InstBuilder, Value};
 
@@ -142,11 +146,10 @@ fn gemm_call(
 }
 
 /// `n` zeros from `base`.
-fn zero_fill(fx: &mut FnCtx<'_>, base: Value, n: usize) {
+fn zero_fill(fx: &mut FnCtx<'_>, base: Value, n: Value) {
     let zero = fx.iconst(0);
-    let end = fx.iconst(n as i64);
     let z = fx.f32const(0.0);
-    counted_loop(fx, zero, end, 1, |fx, i| fx.store_at(z, base, i, 0));
+    counted_loop(fx, zero, n, 1, |fx, i| fx.store_at(z, base, i, 0));
 }
 
 /// `idx = o·stride + k − pad` (wrapping) and whether it is inside `0 .. len`.
@@ -265,15 +268,25 @@ pub fn emit_conv(fx: &mut FnCtx<'_>, s: &ConvSpec) {
     let out = fx.arg_ptr(2);
     let cols = fx.arg_ptr(3);
     let bufs = fx.arg_ptr(4);
+    let b0 = fx.arg_int(0);
+    let b1 = fx.arg_int(1);
     let (ckk, p, chw, o) = (s.ckk(), s.p(), s.chw(), s.o);
     match s.pass {
-        ConvPass::InputGrad => zero_fill(fx, out, s.b * chw),
-        ConvPass::WeightGrad => zero_fill(fx, out, o * ckk),
+        ConvPass::InputGrad => {
+            // This range's images only: the other thread zeroes (and fills) its own.
+            let at = fx.b.ins().imul_imm_s(b0, chw as i64);
+            let from = fx.elem(out, at);
+            let images = fx.b.ins().isub(b1, b0);
+            let n = fx.b.ins().imul_imm_s(images, chw as i64);
+            zero_fill(fx, from, n);
+        }
+        ConvPass::WeightGrad => {
+            let n = fx.iconst((o * ckk) as i64);
+            zero_fill(fx, out, n);
+        }
         ConvPass::Forward => {}
     }
-    let zero = fx.iconst(0);
-    let batch = fx.iconst(s.b as i64);
-    counted_loop(fx, zero, batch, 1, |fx, bi| {
+    counted_loop(fx, b0, b1, 1, |fx, bi| {
         let img = fx.b.ins().imul_imm_s(bi, chw as i64);
         let per_out = fx.b.ins().imul_imm_s(bi, (o * p) as i64);
         match s.pass {
