@@ -274,7 +274,7 @@ module edge
 data synthetic train_samples=64 test_samples=16 seed=3
 train epochs=1 batch=2 seed=7 log_every=1 optimizer=sgd(lr=0.5, momentum=0.0, weight_decay=0.0, nesterov=false) schedule=constant
 
-func @f(%x: f32[2, 3, 9, 7], %w: f32[4, 3, 3, 2], %dy: f32[2, 4, 6, 8], %logits: f32[5, 7], %labels: i32[5]) -> (f32[2, 4, 6, 8], f32[2, 3, 9, 7], f32[4, 3, 3, 2], f32[2, 3, 4, 3], f32[2, 3, 9, 7], f32[], f32[5, 7], f32[4], f32[2], f32[2, 3, 9, 7], f32[2, 3, 9, 7], f32[7]) {
+func @f(%x: f32[2, 3, 9, 7], %w: f32[4, 3, 3, 2], %dy: f32[2, 4, 6, 8], %logits: f32[5, 7], %labels: i32[5]) -> (f32[2, 4, 6, 8], f32[2, 3, 9, 7], f32[4, 3, 3, 2], f32[2, 3, 4, 3], f32[2, 3, 9, 7], f32[], f32[5, 7], f32[4], f32[2], f32[2, 3, 9, 7], f32[2, 3, 9, 7], f32[7], f32[2, 4, 7, 4], f32[2, 3, 9, 7], f32[4, 3, 3, 2], f32[2, 3, 8, 7], f32[2, 3, 9, 7]) {
   %0 = conv2d %x, %w {stride=[2, 1], padding=[2, 1]} : f32[2, 4, 6, 8]
   %1 = conv2d_input_grad %dy, %w {stride=[2, 1], padding=[2, 1], input=[9, 7]} : f32[2, 3, 9, 7]
   %2 = conv2d_weight_grad %x, %dy {stride=[2, 1], padding=[2, 1], kernel=[3, 2]} : f32[4, 3, 3, 2]
@@ -287,7 +287,12 @@ func @f(%x: f32[2, 3, 9, 7], %w: f32[4, 3, 3, 2], %dy: f32[2, 4, 6, 8], %logits:
   %9 = tanh %x : f32[2, 3, 9, 7]
   %10 = sigmoid %x : f32[2, 3, 9, 7]
   %11 = reduce_sum %logits {axes=[0]} : f32[7]
-  return %0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11
+  %12 = conv2d %x, %w {stride=[1, 3], padding=[0, 2]} : f32[2, 4, 7, 4]
+  %13 = conv2d_input_grad %12, %w {stride=[1, 3], padding=[0, 2], input=[9, 7]} : f32[2, 3, 9, 7]
+  %14 = conv2d_weight_grad %x, %12 {stride=[1, 3], padding=[0, 2], kernel=[3, 2]} : f32[4, 3, 3, 2]
+  %15 = maxpool2d %x {kernel=[2, 1], stride=[1, 1]} : f32[2, 3, 8, 7]
+  %16 = maxpool2d_grad %15, %x {kernel=[2, 1], stride=[1, 1]} : f32[2, 3, 9, 7]
+  return %0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16
 }
 ";
     let m = sparsec_ir::parse::parse_module(text).expect("parses");

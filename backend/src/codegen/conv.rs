@@ -16,9 +16,10 @@
 //!   (`gemm(o, ckk, p)`, B transposed, accumulate).
 //!
 //! Positions in the padding read as `+0` (`im2col`) or receive nothing (`col2im`): an input row
-//! or column index is `o·stride + k − pad` computed in wrapping unsigned arithmetic, valid when
-//! below the extent, and an invalid one is clamped to 0 before any load (so no access leaves
-//! the buffers) and its value discarded by a select.
+//! index is `oh·sh + ki − ph` computed in wrapping unsigned arithmetic, valid when below `h`;
+//! along a row, the outputs whose input column is inside the image form one range (`ow_range`),
+//! so only that range is read (contiguously, in `f32x4`, for stride 1) and no access leaves the
+//! buffers.
 //!
 //! **Threads.** The kernel runs the images `int[0] .. int[1]`. The forward pass and the input
 //! gradient write each image's result from that image alone, so two threads may take disjoint
@@ -36,7 +37,7 @@
 use cranelift_codegen::ir::{types, InstBuilder, Value};
 
 use super::loops::{counted_loop, if_else};
-use super::FnCtx;
+use super::{FnCtx, F32X4};
 
 /// Which convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -94,8 +95,8 @@ impl ConvSpec {
         self.c * self.h * self.w
     }
 
-    /// Whether the kernel applies: non-empty images (the clamped index 0 must exist) and sizes
-    /// that fit the 64-bit index arithmetic with room to spare.
+    /// Whether the kernel applies: non-empty images, strides of at least 1 (`ow_range` divides
+    /// by the stride) and sizes that fit the 64-bit index arithmetic with room to spare.
     pub fn fits(&self) -> bool {
         let dims = [
             self.b, self.c, self.h, self.w, self.o, self.kh, self.kw, self.sh, self.sw, self.ph,
@@ -110,7 +111,7 @@ impl ConvSpec {
         ]
         .iter()
         .all(|&n| n.checked_mul(self.b.max(1)).is_some_and(|t| t < 1 << 40));
-        bounded && total && self.h >= 1 && self.w >= 1
+        bounded && total && self.h >= 1 && self.w >= 1 && self.sh >= 1 && self.sw >= 1
     }
 }
 
@@ -203,7 +204,53 @@ fn for_rows(
     });
 }
 
-/// One image `xb: [c, h, w]` into `cols: [ckk, p]`, `+0` in the padding.
+/// The outputs `lo .. hi` of a row whose input column `ow·sw + kj − pw` is inside `0 .. w`
+/// (all others read the padding): `lo = ⌈(pw − kj) / sw⌉` (0 when `kj >= pw`), `hi =
+/// min(ow_n, ⌈(w + pw − kj) / sw⌉)` (0 when `kj >= w + pw`), and `lo <= hi`.
+fn ow_range(fx: &mut FnCtx<'_>, s: &ConvSpec, kj: Value) -> (Value, Value) {
+    let zero = fx.iconst(0);
+    let ceil_div = |fx: &mut FnCtx<'_>, num: Value| {
+        let t = fx.b.ins().iadd_imm_s(num, s.sw as i64 - 1);
+        fx.b.ins().udiv_imm_u(t, s.sw as i64)
+    };
+    let pw = fx.iconst(s.pw as i64);
+    let before = fx.b.ins().isub(pw, kj);
+    let lo = ceil_div(fx, before);
+    let some_before = fx.ult(kj, pw);
+    let lo = fx.b.ins().select(some_before, lo, zero);
+    let wp = fx.iconst((s.w + s.pw) as i64);
+    let room = fx.b.ins().isub(wp, kj);
+    let hi = ceil_div(fx, room);
+    let any = fx.ult(kj, wp);
+    let hi = fx.b.ins().select(any, hi, zero);
+    let own = fx.iconst(s.ow as i64);
+    let hi = fx.umin(hi, own);
+    let lo = fx.umin(lo, hi);
+    (lo, hi)
+}
+
+/// `body(ow, ty)` for `ow` in `lo .. hi`: in `f32x4` steps then scalar when `vector`, else one
+/// at a time.
+fn range_loop(
+    fx: &mut FnCtx<'_>,
+    lo: Value,
+    hi: Value,
+    vector: bool,
+    mut body: impl FnMut(&mut FnCtx<'_>, Value, cranelift_codegen::ir::Type),
+) {
+    if vector {
+        let len = fx.b.ins().isub(hi, lo);
+        let len4 = fx.b.ins().band_imm_s(len, !3i64);
+        let mid = fx.b.ins().iadd(lo, len4);
+        counted_loop(fx, lo, mid, 4, |fx, ow| body(fx, ow, F32X4));
+        counted_loop(fx, mid, hi, 1, |fx, ow| body(fx, ow, types::F32));
+    } else {
+        counted_loop(fx, lo, hi, 1, |fx, ow| body(fx, ow, types::F32));
+    }
+}
+
+/// One image `xb: [c, h, w]` into `cols: [ckk, p]`, `+0` in the padding. Copies only: the
+/// in-range part of a row is contiguous when `sw == 1`, and then copied in `f32x4`.
 fn emit_im2col(fx: &mut FnCtx<'_>, s: &ConvSpec, xb: Value, cols: Value) {
     let zero = fx.iconst(0);
     let own = fx.iconst(s.ow as i64);
@@ -217,29 +264,33 @@ fn emit_im2col(fx: &mut FnCtx<'_>, s: &ConvSpec, xb: Value, cols: Value) {
             fx,
             ok,
             |fx| {
+                let (lo, hi) = ow_range(fx, s, kj);
+                counted_loop(fx, zero, lo, 1, |fx, ow| fx.store_at(zf, drow, ow, 0));
                 let src = fx.b.ins().imul_imm_s(c, s.h as i64);
                 let src = fx.b.ins().iadd(src, ih);
                 let src = fx.b.ins().imul_imm_s(src, s.w as i64);
+                // Element `ow·sw` of `src` is input column `ow·sw + kj − pw`, in range here.
+                let src = fx.b.ins().iadd(src, kj);
+                let src = fx.b.ins().iadd_imm_s(src, -(s.pw as i64));
                 let src = fx.elem(xb, src);
-                counted_loop(fx, zero, own, 1, |fx, ow| {
-                    let (iw, ok) = src_index(fx, ow, s.sw, kj, s.pw, s.w);
-                    let idx = fx.b.ins().select(ok, iw, zero);
-                    let v = fx.load_at(types::F32, src, idx, 0);
-                    let v = fx.b.ins().select(ok, v, zf);
+                range_loop(fx, lo, hi, s.sw == 1, |fx, ow, ty| {
+                    let i = fx.b.ins().imul_imm_s(ow, s.sw as i64);
+                    let v = fx.load_at(ty, src, i, 0);
                     fx.store_at(v, drow, ow, 0);
                 });
+                counted_loop(fx, hi, own, 1, |fx, ow| fx.store_at(zf, drow, ow, 0));
             },
             |fx| counted_loop(fx, zero, own, 1, |fx, ow| fx.store_at(zf, drow, ow, 0)),
         );
     });
 }
 
-/// Scatter-add `cols: [ckk, p]` into one image `dxb: [c, h, w]`.
+/// Scatter-add `cols: [ckk, p]` into one image `dxb: [c, h, w]`: each in-range element of a
+/// row adds once (in `f32x4` when `sw == 1`: distinct elements, one addition each).
 fn emit_col2im(fx: &mut FnCtx<'_>, s: &ConvSpec, cols: Value, dxb: Value) {
-    let zero = fx.iconst(0);
-    let own = fx.iconst(s.ow as i64);
     for_rows(fx, s, |fx, c, kj, row, oh, ih, ok| {
         super::loops::if_then(fx, ok, |fx| {
+            let (lo, hi) = ow_range(fx, s, kj);
             let at = fx.b.ins().imul_imm_s(row, s.p() as i64);
             let o0 = fx.b.ins().imul_imm_s(oh, s.ow as i64);
             let at = fx.b.ins().iadd(at, o0);
@@ -247,15 +298,15 @@ fn emit_col2im(fx: &mut FnCtx<'_>, s: &ConvSpec, cols: Value, dxb: Value) {
             let dst = fx.b.ins().imul_imm_s(c, s.h as i64);
             let dst = fx.b.ins().iadd(dst, ih);
             let dst = fx.b.ins().imul_imm_s(dst, s.w as i64);
+            let dst = fx.b.ins().iadd(dst, kj);
+            let dst = fx.b.ins().iadd_imm_s(dst, -(s.pw as i64));
             let drow = fx.elem(dxb, dst);
-            counted_loop(fx, zero, own, 1, |fx, ow| {
-                let (iw, ok) = src_index(fx, ow, s.sw, kj, s.pw, s.w);
-                let idx = fx.b.ins().select(ok, iw, zero);
-                let v = fx.load_at(types::F32, srow, ow, 0);
-                let old = fx.load_at(types::F32, drow, idx, 0);
+            range_loop(fx, lo, hi, s.sw == 1, |fx, ow, ty| {
+                let i = fx.b.ins().imul_imm_s(ow, s.sw as i64);
+                let v = fx.load_at(ty, srow, ow, 0);
+                let old = fx.load_at(ty, drow, i, 0);
                 let sum = fx.b.ins().fadd(old, v);
-                let new = fx.b.ins().select(ok, sum, old);
-                fx.store_at(new, drow, idx, 0);
+                fx.store_at(sum, drow, i, 0);
             });
         });
     });
