@@ -19,9 +19,10 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{FuncId, Linkage, Module};
 
-use sparsec_ir::interp::gemm_f32;
+use sparsec_ir::interp::{gemm_f32, gemm_f32_panels};
 
 use crate::codegen::gemm::GEMM_IMPORT;
+use crate::codegen::math::{EXP_IMPORT, LN_IMPORT, TANH_IMPORT};
 use crate::codegen::FnCtx;
 
 /// The argument block every entry point receives, by pointer: `extern "C" fn(*const Args)`.
@@ -48,16 +49,55 @@ impl Args {
 }
 
 /// The symbols generated code may import, by name, and nothing else: [`sparsec_gemm_f32`]
-/// (the interpreter's GEMM, for the large products, see `codegen::gemm`). A later `expf` for
-/// sigmoid/tanh/softmax goes here too.
+/// (the interpreter's GEMM, for the large products and the convolutions, see `codegen::gemm`
+/// and `codegen::conv`) and the interpreter's `exp`, `ln` and `tanh` ([`sparsec_exp_f32`],
+/// [`sparsec_ln_f32`], [`sparsec_tanh_f32`], see `codegen::math`).
 pub fn imports() -> Vec<(&'static str, *const u8)> {
-    vec![(GEMM_IMPORT, sparsec_gemm_f32 as *const u8)]
+    vec![
+        (GEMM_IMPORT, sparsec_gemm_f32 as *const u8),
+        (EXP_IMPORT, sparsec_exp_f32 as *const u8),
+        (LN_IMPORT, sparsec_ln_f32 as *const u8),
+        (TANH_IMPORT, sparsec_tanh_f32 as *const u8),
+    ]
+}
+
+/// `x.exp()`: the interpreter's `Float::exp` of `f32` for generated code, registered as
+/// [`EXP_IMPORT`] (an approximation in Cranelift IR would not give the same bits).
+///
+/// # Safety
+///
+/// None needed: a safe function of one `f32` by value that touches no memory; it is
+/// `extern "C"` only so that generated code can call it with the host's C convention
+/// (`fn(f32) -> f32`, as `codegen::math` declares it).
+extern "C" fn sparsec_exp_f32(x: f32) -> f32 {
+    x.exp()
+}
+
+/// `x.ln()`: the interpreter's `Float::ln` of `f32`, registered as [`LN_IMPORT`].
+///
+/// # Safety
+///
+/// None needed, as for [`sparsec_exp_f32`].
+extern "C" fn sparsec_ln_f32(x: f32) -> f32 {
+    x.ln()
+}
+
+/// `x.tanh()`: the interpreter's `Float::tanh` of `f32`, registered as [`TANH_IMPORT`].
+///
+/// # Safety
+///
+/// None needed, as for [`sparsec_exp_f32`].
+extern "C" fn sparsec_tanh_f32(x: f32) -> f32 {
+    x.tanh()
 }
 
 /// `c[i·ldc + j] = Σ_kk op(a)(i, kk)·op(b)(kk, j)` for `i < m`, `j < n`: the interpreter's
-/// `sparsec_ir::interp::gemm_f32` (the GEMM library in the interpreter's panels, so the same
-/// calls and the same bits as its `matmul*`) for generated code, registered as [`GEMM_IMPORT`]. `flags` bit 0: `a` is `[k, m]` (transposed),
-/// else `[m, k]`; bit 1: `op(b)(kk, j) = b[j·ldb + kk]`, else `b[kk·ldb + j]`.
+/// `sparsec_ir::interp::gemm_f32` for generated code, registered as [`GEMM_IMPORT`]: the same
+/// calls, so the same bits, as the interpreter's. `flags` bit 0: `a` is `[k, m]` (transposed),
+/// else `[m, k]`; bit 1: `op(b)(kk, j) = b[j·ldb + kk]`, else `b[kk·ldb + j]`; bit 2: add to the
+/// old `c` (`accumulate`) instead of overwriting it; bit 3: these are columns of a larger
+/// product that runs in the GEMM library (`gemm_f32_panels`, the product kernels' calls),
+/// rather than a whole product of this shape (the convolutions' calls).
 ///
 /// # Safety
 ///
@@ -89,7 +129,7 @@ unsafe extern "C" fn sparsec_gemm_f32(
     if m == 0 || n == 0 {
         return;
     }
-    let (ta, tb) = (flags & 1 != 0, flags & 2 != 0);
+    let (ta, tb, accumulate) = (flags & 1 != 0, flags & 2 != 0, flags & 4 != 0);
     let b_len = match (k, tb) {
         (0, _) => 0,
         (_, true) => (n - 1) * ldb + k,
@@ -113,7 +153,11 @@ unsafe extern "C" fn sparsec_gemm_f32(
             std::slice::from_raw_parts_mut(c, (m - 1) * ldc + n),
         )
     };
-    gemm_f32(m, n, k, ta, a, tb, b, ldb, c, ldc);
+    if flags & 8 != 0 {
+        gemm_f32_panels(m, n, k, ta, a, tb, b, ldb, c, ldc, accumulate);
+    } else {
+        gemm_f32(m, n, k, ta, a, tb, b, ldb, c, ldc, accumulate);
+    }
 }
 
 /// An error while building the JIT or compiling into it.

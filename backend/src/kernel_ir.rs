@@ -5,22 +5,28 @@
 //!
 //! Every kernel is executed one of three ways ([`Exec`]):
 //! - `jit`: a Cranelift function generated for this kernel (matrix products with their
-//!   regeneration prologue and bias/relu epilogue, element-wise chains, column reductions,
-//!   regeneration, `bias_add`);
+//!   regeneration prologue and bias/relu epilogue, element-wise chains with `tanh`/`sigmoid`,
+//!   column and channel reductions, regeneration, `bias_add`, softmax cross-entropy and its
+//!   gradient, max pooling and its gradient, convolutions and their gradients (their products
+//!   through the imported GEMM));
 //! - `host`: a few lines of Rust in the runtime for data movement that is not arithmetic
 //!   (writing tracked entries over a regenerated weight, copies, `dropback_apply`'s selection,
 //!   `topk_select`, the barrier of a Dropback step);
 //! - `interp`: the interpreter's own kernel for that one instruction
 //!   (`sparsec_ir::interp::eval_op`), the documented fallback for what Cranelift does not do
-//!   yet (`softmax_xent` and its gradient, convolutions, pooling, `tanh`/`sigmoid`, `argmax`,
-//!   general `reduce_sum`, `matmul_tt`).
+//!   yet (average pooling and its gradient, `argmax`, `reduce_sum` over other axis patterns,
+//!   `matmul_tt`, pooling windows over 64 elements).
 
 use std::fmt;
 
 use sparsec_ir::{DType, Op};
 
 use crate::codegen::chain::ChainSpec;
+use crate::codegen::conv::{ConvPass, ConvSpec};
 use crate::codegen::gemm::{GemmSpec, Layout, GEMM_IMPORT, REGEN_BLOCK};
+use crate::codegen::math::{EXP_IMPORT, LN_IMPORT};
+use crate::codegen::pool::PoolSpec;
+use crate::codegen::softmax::SoftmaxSpec;
 
 /// A value of the kernel program: a function argument, a parameter's state buffer, or a
 /// buffer the runtime owns.
@@ -160,6 +166,37 @@ pub enum Body {
     TrackedSet { param: usize, out: Loc },
     /// A copy (a store whose operand is a parameter read).
     Copy { src: Loc, out: Loc },
+    /// `reduce_sum` of `[outer, channels, inner]` over the outer and inner axes (a
+    /// convolution's bias gradient): `out[c]` sums `x[b, c, i]` in `(b, i)` order.
+    ReduceChannels {
+        outer: usize,
+        channels: usize,
+        inner: usize,
+        x: Loc,
+        out: Loc,
+    },
+    /// `softmax_xent` (the mean loss) or `softmax_xent_grad` of `logits` and `labels`.
+    SoftmaxXent {
+        spec: SoftmaxSpec,
+        logits: Loc,
+        labels: Loc,
+        out: Loc,
+    },
+    /// `maxpool2d x`, or (`spec.grad`) `maxpool2d_grad dy, x`.
+    MaxPool {
+        spec: PoolSpec,
+        x: Loc,
+        dy: Option<Loc>,
+        out: Loc,
+    },
+    /// A convolution or one of its gradients; `a`, `b` are the IR operands in order (`x, W`;
+    /// `dy, W`; `x, dy`).
+    Conv {
+        spec: ConvSpec,
+        a: Loc,
+        b: Loc,
+        out: Loc,
+    },
     /// One instruction on the interpreter's kernel.
     Interp {
         op: Op,
@@ -185,7 +222,11 @@ impl Kernel {
             | Body::Chain { .. }
             | Body::ReduceRows { .. }
             | Body::BiasAdd { .. }
-            | Body::Regen { .. } => Exec::Jit,
+            | Body::Regen { .. }
+            | Body::ReduceChannels { .. }
+            | Body::SoftmaxXent { .. }
+            | Body::MaxPool { .. }
+            | Body::Conv { .. } => Exec::Jit,
             Body::Interp { .. } => Exec::Interp,
             _ => Exec::Host,
         }
@@ -208,6 +249,12 @@ impl Kernel {
             Body::TopkSelect { .. } => "topk_select".into(),
             Body::TrackedSet { .. } => "tracked_set".into(),
             Body::Copy { .. } => "copy".into(),
+            Body::ReduceChannels { .. } => "reduce_channels".into(),
+            Body::SoftmaxXent { spec, .. } if spec.grad => "softmax_xent_grad".into(),
+            Body::SoftmaxXent { .. } => "softmax_xent".into(),
+            Body::MaxPool { spec, .. } if spec.grad => "maxpool2d_grad".into(),
+            Body::MaxPool { .. } => "maxpool2d".into(),
+            Body::Conv { spec, .. } => spec.pass.name().into(),
             Body::Interp { op, .. } => format!("interp.{}", op.name()),
         }
     }
@@ -545,6 +592,133 @@ impl KernelProgram {
             Body::Copy { src, out: o } => {
                 out.push(format!("{} = copy {}", self.loc(*o), self.loc(*src)))
             }
+            Body::ReduceChannels {
+                outer,
+                channels,
+                inner,
+                x,
+                out: o,
+            } => {
+                out.push(format!("for c in 0..{channels}"));
+                out.push(format!(
+                    "  {}[c] = sum over b in 0..{outer}, i in 0..{inner} ascending of {}[b, c, i]",
+                    self.loc(*o),
+                    self.loc(*x)
+                ));
+            }
+            Body::SoftmaxXent {
+                spec,
+                logits,
+                labels,
+                out: o,
+            } => {
+                let (rows, classes) = (spec.rows, spec.classes);
+                let (x, l) = (self.loc(*logits), self.loc(*labels));
+                out.push(format!(
+                    "for r in 0..{rows} (labels {l} checked in 0..{classes} first; one thread)"
+                ));
+                out.push(format!(
+                    "  mx = first maximum of {x}[r, 0..{classes}]; s = sum over j ascending of \
+                     {EXP_IMPORT}({x}[r, j] - mx)"
+                ));
+                if spec.grad {
+                    out.push(format!(
+                        "  {}[r, j] = ((p = {EXP_IMPORT}({x}[r, j] - mx) / s) - 1 if j == {l}[r] \
+                         else p) / {rows}",
+                        self.loc(*o)
+                    ));
+                } else {
+                    out.push(format!(
+                        "  total (f64) += {LN_IMPORT}(s) - ({x}[r, {l}[r]] - mx)"
+                    ));
+                    out.push(format!("{}[0] = f32(total / {rows})", self.loc(*o)));
+                }
+            }
+            Body::MaxPool {
+                spec,
+                x,
+                dy,
+                out: o,
+            } => {
+                let s = spec;
+                out.push(format!(
+                    "for plane in 0..{}, oh in 0..{}, ow in 0..{} (one thread)",
+                    s.planes, s.oh, s.ow
+                ));
+                out.push(format!(
+                    "  at = first maximum of {}[plane, oh*{} .. +{}, ow*{} .. +{}] (planes {}x{}, \
+                     the window unrolled)",
+                    self.loc(*x),
+                    s.sh,
+                    s.kh,
+                    s.sw,
+                    s.kw,
+                    s.h,
+                    s.w
+                ));
+                match dy {
+                    Some(dy) => out.push(format!(
+                        "  {}[plane, at] += {}[plane, oh, ow] (after zeroing)",
+                        self.loc(*o),
+                        self.loc(*dy)
+                    )),
+                    None => out.push(format!("  {}[plane, oh, ow] = value at", self.loc(*o))),
+                }
+            }
+            Body::Conv { spec, a, b, out: o } => {
+                let s = spec;
+                let (ckk, p) = (s.ckk(), s.p());
+                let (a, b, o) = (self.loc(*a), self.loc(*b), self.loc(*o));
+                out.push(format!(
+                    "geometry x [{}, {}, {}, {}], W [{}, {}, {}, {}], stride {}x{}, padding {}x{}, \
+                     out {}x{}; cols = scratch [{ckk}, {p}] ({})",
+                    s.b,
+                    s.c,
+                    s.h,
+                    s.w,
+                    s.o,
+                    s.c,
+                    s.kh,
+                    s.kw,
+                    s.sh,
+                    s.sw,
+                    s.ph,
+                    s.pw,
+                    s.oh,
+                    s.ow,
+                    if s.pass == ConvPass::WeightGrad {
+                        "one thread: one running sum over the images"
+                    } else {
+                        "threads split the images, each with its own scratch"
+                    }
+                ));
+                match s.pass {
+                    ConvPass::Forward => {
+                        out.push(format!("for i in 0..{}", s.b));
+                        out.push(format!("  cols = im2col {a}[i] (JIT loop)"));
+                        out.push(format!(
+                            "  call {GEMM_IMPORT}({}x{p}x{ckk}, {b}[o, ckk] * cols[ckk, p]) -> {o}[i]",
+                            s.o
+                        ));
+                    }
+                    ConvPass::InputGrad => {
+                        out.push(format!("{o} = 0; for i in 0..{}", s.b));
+                        out.push(format!(
+                            "  call {GEMM_IMPORT}({ckk}x{p}x{}, {b}[o, ckk]^T * {a}[i][o, p]) -> cols",
+                            s.o
+                        ));
+                        out.push(format!("  {o}[i] += col2im cols (JIT loop)"));
+                    }
+                    ConvPass::WeightGrad => {
+                        out.push(format!("{o} = 0; for i in 0..{}", s.b));
+                        out.push(format!("  cols = im2col {a}[i] (JIT loop)"));
+                        out.push(format!(
+                            "  call {GEMM_IMPORT}({}x{ckk}x{p}, {b}[i][o, p] * cols[ckk, p]^T, accumulate) -> {o}",
+                            s.o
+                        ));
+                    }
+                }
+            }
             Body::Interp {
                 op,
                 operands,
@@ -613,6 +787,19 @@ impl KernelProgram {
             } => (vec![*dy, *x, *lr, *w, *sel, *w0], vec![*out]),
             Body::TopkSelect { scores, out, .. } => (scores.clone(), vec![*out]),
             Body::Copy { src, out } => (vec![*src], vec![*out]),
+            Body::ReduceChannels { x, out, .. } => (vec![*x], vec![*out]),
+            Body::SoftmaxXent {
+                logits,
+                labels,
+                out,
+                ..
+            } => (vec![*logits, *labels], vec![*out]),
+            Body::MaxPool { x, dy, out, .. } => {
+                let mut i: Vec<Loc> = dy.iter().copied().collect();
+                i.push(*x);
+                (i, vec![*out])
+            }
+            Body::Conv { a, b, out, .. } => (vec![*a, *b], vec![*out]),
             Body::Interp { operands, out, .. } => (operands.clone(), vec![*out]),
         }
     }

@@ -2,7 +2,8 @@
 //!
 //! - [`partition`] and [`kernel_ir`]: a function of the optimised graph as fused kernels
 //!   (products with their regeneration prologue and bias/relu epilogue, element-wise chains,
-//!   reductions, Dropback ops, interpreter fallbacks), printable.
+//!   reductions, softmax cross-entropy, max pooling, convolutions, Dropback ops, interpreter
+//!   fallbacks), printable.
 //! - [`runtime`]: [`JitProgram`], a function compiled once and run with the interpreter's
 //!   contract, its kernels split over up to two threads with identical results.
 //!
@@ -45,7 +46,14 @@
 //!   conversion and scaling, then `hi − lo`, the product and the sum each rounded once, as in
 //!   `regen::word_to_f32`;
 //! - matrix products: vectorised over output columns, each element still summed one product
-//!   at a time in ascending `k` from `+0`, the interpreter's documented order.
+//!   at a time in ascending `k` from `+0`, the interpreter's documented order;
+//! - `exp`, `ln`, `tanh` (softmax cross-entropy, `sigmoid`, `tanh`): calls to the interpreter's
+//!   own `f32` functions through registered imports ([`codegen::math`]), never approximations;
+//!   the reductions around them in the interpreter's order;
+//! - convolutions: the data movement (`im2col`, `col2im`) is copies and the interpreter's
+//!   scatter-add order, and every product is the imported GEMM called with exactly the
+//!   interpreter's shapes, layouts and accumulate flag ([`codegen::conv`]), so the bits do not
+//!   depend on how that GEMM sums.
 //! - No FMA: Cranelift never contracts `fmul` + `fadd`, and no kernel emits `fma`
 //!   ([`Jit::has_fma`] reports whether the host could, for kernels that will opt in and be tested
 //!   against an FMA reference).

@@ -24,7 +24,10 @@ use sparsec_ir::module::Init;
 use sparsec_ir::{DType, Module, Op, Value};
 
 use crate::codegen::chain::{ChainSpec, EwOp, Operand, MAX_CHAIN_BUFFERS, MAX_CHAIN_SCALARS};
+use crate::codegen::conv::{ConvPass, ConvSpec};
 use crate::codegen::gemm::{use_import, GemmSpec, Layout};
+use crate::codegen::pool::PoolSpec;
+use crate::codegen::softmax::SoftmaxSpec;
 use crate::kernel_ir::{Body, Buffer, Kernel, KernelProgram, Loc};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -77,6 +80,14 @@ enum Nk {
     },
     TrackedSet(usize),
     Copy,
+    ReduceChannels {
+        outer: usize,
+        channels: usize,
+        inner: usize,
+    },
+    Softmax(SoftmaxSpec),
+    MaxPool(PoolSpec),
+    Conv(ConvSpec),
     Interp {
         op: Op,
         shapes: Vec<Vec<usize>>,
@@ -470,6 +481,8 @@ pub fn partition(m: &Module, func: &str) -> Result<KernelProgram, String> {
             Op::ReluGrad => ew(&mut b, EwOp::ReluGrad, ops),
             Op::TanhGrad => ew(&mut b, EwOp::TanhGrad, ops),
             Op::SigmoidGrad => ew(&mut b, EwOp::SigmoidGrad, ops),
+            Op::Tanh => ew(&mut b, EwOp::Tanh, ops),
+            Op::Sigmoid => ew(&mut b, EwOp::Sigmoid, ops),
             Op::ReduceSum { axes } => {
                 let s = shape_of(inst.operands[0]);
                 let r = axes.len();
@@ -485,8 +498,76 @@ pub fn partition(m: &Module, func: &str) -> Result<KernelProgram, String> {
                         name.clone(),
                         Some(i),
                     )
+                } else if let Some((outer, channels, inner)) = channel_reduction(&s, axes) {
+                    b.push(
+                        Nk::ReduceChannels {
+                            outer,
+                            channels,
+                            inner,
+                        },
+                        ops,
+                        len,
+                        name.clone(),
+                        Some(i),
+                    )
                 } else {
                     interp(&mut b, inst, &ops, f, len, &name, i)
+                }
+            }
+            Op::SoftmaxXent | Op::SoftmaxXentGrad => {
+                let s = shape_of(inst.operands[0]);
+                match s[..] {
+                    [rows, classes] if rows > 0 && classes > 0 => b.push(
+                        Nk::Softmax(SoftmaxSpec {
+                            rows,
+                            classes,
+                            grad: inst.op == Op::SoftmaxXentGrad,
+                        }),
+                        ops,
+                        len,
+                        name.clone(),
+                        Some(i),
+                    ),
+                    _ => interp(&mut b, inst, &ops, f, len, &name, i),
+                }
+            }
+            Op::MaxPool2d { kernel, stride } | Op::MaxPool2dGrad { kernel, stride } => {
+                let grad = matches!(inst.op, Op::MaxPool2dGrad { .. });
+                // maxpool2d x ↦ y; maxpool2d_grad dy, x ↦ dx: the windows are x's and y's/dy's.
+                let (x, y) = if grad {
+                    (shape_of(inst.operands[1]), shape_of(inst.operands[0]))
+                } else {
+                    (shape_of(inst.operands[0]), out_shape.clone())
+                };
+                let spec = match (&x[..], &y[..]) {
+                    (&[nb, c, h, w], &[_, _, oh, ow]) => Some(PoolSpec {
+                        planes: nb * c,
+                        h,
+                        w,
+                        kh: kernel[0],
+                        kw: kernel[1],
+                        sh: stride[0],
+                        sw: stride[1],
+                        oh,
+                        ow,
+                        grad,
+                    }),
+                    _ => None,
+                };
+                match spec {
+                    Some(spec) if spec.fits() => {
+                        b.push(Nk::MaxPool(spec), ops, len, name.clone(), Some(i))
+                    }
+                    _ => interp(&mut b, inst, &ops, f, len, &name, i),
+                }
+            }
+            Op::Conv2d { .. } | Op::Conv2dInputGrad { .. } | Op::Conv2dWeightGrad { .. } => {
+                let shapes: Vec<Vec<usize>> = inst.operands.iter().map(|&v| shape_of(v)).collect();
+                match conv_spec(&inst.op, &shapes, &out_shape) {
+                    Some(spec) if spec.fits() => {
+                        b.push(Nk::Conv(spec), ops, len, name.clone(), Some(i))
+                    }
+                    _ => interp(&mut b, inst, &ops, f, len, &name, i),
                 }
             }
             _ => interp(&mut b, inst, &ops, f, len, &name, i),
@@ -502,6 +583,106 @@ pub fn partition(m: &Module, func: &str) -> Result<KernelProgram, String> {
         })
         .collect();
     build_program(m, f, b.nodes, &results, &stores, &store_w0)
+}
+
+/// `reduce_sum` over `axes` of `shape` as `[outer, channels, inner]` summed over the outer and
+/// inner axes, when that is what it is: the interpreter's merge of its dimensions (size-1 axes
+/// dropped, neighbours alike merged) leaves at most one kept run, with reduced runs around it.
+fn channel_reduction(shape: &[usize], axes: &[usize]) -> Option<(usize, usize, usize)> {
+    let mut runs: Vec<(usize, bool)> = Vec::new();
+    for (a, &d) in shape.iter().enumerate() {
+        if d == 1 {
+            continue;
+        }
+        let r = axes.contains(&a);
+        match runs.last_mut() {
+            Some((len, lr)) if *lr == r => *len *= d,
+            _ => runs.push((d, r)),
+        }
+    }
+    match runs[..] {
+        [] => Some((1, 1, 1)),
+        [(n, true)] => Some((1, 1, n)),
+        [(c, false)] => Some((1, c, 1)),
+        [(o, true), (c, false)] => Some((o, c, 1)),
+        [(c, false), (n, true)] => Some((1, c, n)),
+        [(o, true), (c, false), (n, true)] => Some((o, c, n)),
+        _ => None,
+    }
+}
+
+/// The geometry of a convolution instruction, as the interpreter derives it (`conv_geom` of
+/// `eval_op`), from its operand and result shapes.
+fn conv_spec(op: &Op, shapes: &[Vec<usize>], out: &[usize]) -> Option<ConvSpec> {
+    let geom = |pass,
+                x: &[usize],
+                o: usize,
+                k: [usize; 2],
+                st: [usize; 2],
+                pad: [usize; 2],
+                y: &[usize]| {
+        match (x, y) {
+            (&[b, c, h, w], &[_, _, oh, ow]) => Some(ConvSpec {
+                pass,
+                b,
+                c,
+                h,
+                w,
+                o,
+                kh: k[0],
+                kw: k[1],
+                sh: st[0],
+                sw: st[1],
+                ph: pad[0],
+                pw: pad[1],
+                oh,
+                ow,
+            }),
+            _ => None,
+        }
+    };
+    match (op, shapes) {
+        (Op::Conv2d { stride, padding }, [x, w]) if w.len() == 4 => geom(
+            ConvPass::Forward,
+            x,
+            w[0],
+            [w[2], w[3]],
+            *stride,
+            *padding,
+            out,
+        ),
+        (
+            Op::Conv2dInputGrad {
+                stride, padding, ..
+            },
+            [dy, w],
+        ) if w.len() == 4 => geom(
+            ConvPass::InputGrad,
+            out,
+            w[0],
+            [w[2], w[3]],
+            *stride,
+            *padding,
+            dy,
+        ),
+        (
+            Op::Conv2dWeightGrad {
+                stride,
+                padding,
+                kernel,
+            },
+            [x, dy],
+        ) if dy.len() == 4 => geom(
+            ConvPass::WeightGrad,
+            x,
+            dy[1],
+            *kernel,
+            *stride,
+            *padding,
+            dy,
+        ),
+        _ => None,
+    }
 }
 
 fn interp(
@@ -896,6 +1077,41 @@ fn build_program(
                     },
                     Nk::TrackedSet(p) => Body::TrackedSet { param: *p, out },
                     Nk::Copy => Body::Copy { src: op(0)?, out },
+                    Nk::ReduceChannels {
+                        outer,
+                        channels,
+                        inner,
+                    } => Body::ReduceChannels {
+                        outer: *outer,
+                        channels: *channels,
+                        inner: *inner,
+                        x: op(0)?,
+                        out,
+                    },
+                    Nk::Softmax(spec) => Body::SoftmaxXent {
+                        spec: *spec,
+                        logits: op(0)?,
+                        labels: op(1)?,
+                        out,
+                    },
+                    Nk::MaxPool(spec) if spec.grad => Body::MaxPool {
+                        spec: *spec,
+                        x: op(1)?,
+                        dy: Some(op(0)?),
+                        out,
+                    },
+                    Nk::MaxPool(spec) => Body::MaxPool {
+                        spec: *spec,
+                        x: op(0)?,
+                        dy: None,
+                        out,
+                    },
+                    Nk::Conv(spec) => Body::Conv {
+                        spec: *spec,
+                        a: op(0)?,
+                        b: op(1)?,
+                        out,
+                    },
                     Nk::Interp {
                         op: o,
                         shapes,

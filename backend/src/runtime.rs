@@ -28,9 +28,13 @@ use sparsec_ir::module::Init;
 use sparsec_ir::{DType, Module};
 
 use crate::codegen::chacha::emit_regen;
-use crate::codegen::chain::{emit_chain, emit_reduce_rows};
+use crate::codegen::chain::{emit_chain, emit_reduce_channels, emit_reduce_rows};
+use crate::codegen::conv::{emit_conv, ConvPass};
 use crate::codegen::elementwise::emit_bias_add;
 use crate::codegen::gemm::{emit_gemm_fused, GEMM_IMPORT, GEMM_IMPORT_PARAMS, NR, REGEN_BLOCK};
+use crate::codegen::math::MATH_IMPORTS;
+use crate::codegen::pool::emit_maxpool;
+use crate::codegen::softmax::emit_softmax_xent;
 use crate::jit::{Args, Entry, Jit};
 use crate::kernel_ir::{Body, KernelProgram, Loc};
 use crate::partition::partition;
@@ -255,30 +259,78 @@ impl JitProgram {
                 Ok(id)
             };
         let mut gemm_import = None;
+        let mut math_imports: Option<Vec<FuncId>> = None;
         for (i, k) in plan.kernels.iter().enumerate() {
             let name = format!("{}_k{i}", plan.func);
+            let mut gemm = |jit: &mut Jit| match gemm_import {
+                Some(id) => Ok(id),
+                None => {
+                    let id = jit
+                        .declare_import(
+                            GEMM_IMPORT,
+                            &[cranelift_codegen::ir::types::I64; GEMM_IMPORT_PARAMS],
+                            &[],
+                        )
+                        .map_err(|e| e.to_string())?;
+                    gemm_import = Some(id);
+                    Ok::<FuncId, String>(id)
+                }
+            };
+            let mut math = |jit: &mut Jit| match &math_imports {
+                Some(ids) => Ok(ids.clone()),
+                None => {
+                    let f32_ty = cranelift_codegen::ir::types::F32;
+                    let ids = MATH_IMPORTS
+                        .iter()
+                        .map(|n| jit.declare_import(n, &[f32_ty], &[f32_ty]))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| e.to_string())?;
+                    math_imports = Some(ids.clone());
+                    Ok::<Vec<FuncId>, String>(ids)
+                }
+            };
             let f = match &k.body {
                 Body::Gemm { spec, .. } if spec.import => {
-                    let callee = match gemm_import {
-                        Some(id) => id,
-                        None => {
-                            let id = jit
-                                .declare_import(
-                                    GEMM_IMPORT,
-                                    &[cranelift_codegen::ir::types::I64; GEMM_IMPORT_PARAMS],
-                                    &[],
-                                )
-                                .map_err(|e| e.to_string())?;
-                            gemm_import = Some(id);
-                            id
-                        }
-                    };
+                    let callee = gemm(&mut jit)?;
                     Some((
                         jit.define_with_imports(&name, &[callee], |fx| emit_gemm_fused(fx, spec))
                             .map_err(|e| e.to_string())?,
                         name,
                     ))
                 }
+                Body::Chain { spec, .. } if spec.uses_math() => {
+                    let callees = math(&mut jit)?;
+                    Some((
+                        jit.define_with_imports(&name, &callees, |fx| emit_chain(fx, spec))
+                            .map_err(|e| e.to_string())?,
+                        name,
+                    ))
+                }
+                Body::SoftmaxXent { spec, .. } => {
+                    let callees = math(&mut jit)?;
+                    Some((
+                        jit.define_with_imports(&name, &callees, |fx| emit_softmax_xent(fx, spec))
+                            .map_err(|e| e.to_string())?,
+                        name,
+                    ))
+                }
+                Body::Conv { spec, .. } => {
+                    let callee = gemm(&mut jit)?;
+                    Some((
+                        jit.define_with_imports(&name, &[callee], |fx| emit_conv(fx, spec))
+                            .map_err(|e| e.to_string())?,
+                        name,
+                    ))
+                }
+                Body::MaxPool { spec, .. } => Some((
+                    jit.define(&name, |fx| emit_maxpool(fx, spec))
+                        .map_err(|e| e.to_string())?,
+                    name,
+                )),
+                Body::ReduceChannels { .. } => Some((
+                    shared_fn(&mut jit, "reduce_channels", emit_reduce_channels)?,
+                    "reduce_channels".into(),
+                )),
                 Body::Gemm { spec, .. } => Some((
                     jit.define(&name, |fx| emit_gemm_fused(fx, spec))
                         .map_err(|e| e.to_string())?,
@@ -1093,6 +1145,107 @@ fn exec(
         Body::Copy { src, out } => {
             let o = out_f(f_out, *out)?;
             o.copy_from_slice(env.float(*src));
+        }
+        Body::ReduceChannels {
+            outer,
+            channels,
+            inner,
+            x,
+            out,
+        } => {
+            let xv = env.float(*x);
+            check("a reduced operand", xv.len(), outer * channels * inner)?;
+            let o = out_f(f_out, *out)?;
+            check("a reduction", o.len(), *channels)?;
+            let mut args = Args::default();
+            args.ptr[..2].copy_from_slice(&[addr(xv), o.as_mut_ptr() as usize]);
+            args.int[..3].copy_from_slice(&[*outer as u64, *channels as u64, *inner as u64]);
+            entry()?.call(&args);
+        }
+        Body::SoftmaxXent {
+            spec,
+            logits,
+            labels,
+            out,
+        } => {
+            let x = env.float(*logits);
+            let l = env.int(*labels);
+            check("the logits", x.len(), spec.rows * spec.classes)?;
+            check("the labels", l.len(), spec.rows)?;
+            // The kernel indexes rows by label: the interpreter's check, its error.
+            for (i, &v) in l.iter().enumerate() {
+                if v < 0 || v as usize >= spec.classes {
+                    return Err(format!(
+                        "label {v} of example {i} is not a class index (expected 0..{})",
+                        spec.classes
+                    ));
+                }
+            }
+            let o = out_f(f_out, *out)?;
+            check(
+                "a softmax cross-entropy",
+                o.len(),
+                if spec.grad { x.len() } else { 1 },
+            )?;
+            let mut args = Args::default();
+            args.ptr[..3].copy_from_slice(&[addr(x), l.as_ptr() as usize, o.as_mut_ptr() as usize]);
+            entry()?.call(&args);
+        }
+        Body::MaxPool { spec, x, dy, out } => {
+            let xv = env.float(*x);
+            check("a pooled operand", xv.len(), spec.planes * spec.h * spec.w)?;
+            let pooled = spec.planes * spec.oh * spec.ow;
+            let mut args = Args::default();
+            args.ptr[0] = addr(xv);
+            if let Some(dy) = dy {
+                let d = env.float(*dy);
+                check("a pooling gradient", d.len(), pooled)?;
+                args.ptr[1] = addr(d);
+            }
+            let o = out_f(f_out, *out)?;
+            check(
+                "a pooling",
+                o.len(),
+                if spec.grad { xv.len() } else { pooled },
+            )?;
+            args.ptr[2] = o.as_mut_ptr() as usize;
+            entry()?.call(&args);
+        }
+        Body::Conv { spec, a, b, out } => {
+            let (av, bv) = (env.float(*a), env.float(*b));
+            let (x_len, w_len, y_len) = (
+                spec.b * spec.chw(),
+                spec.o * spec.ckk(),
+                spec.b * spec.o * spec.p(),
+            );
+            let (a_len, b_len, o_len) = match spec.pass {
+                ConvPass::Forward => (x_len, w_len, y_len),
+                ConvPass::InputGrad => (y_len, w_len, x_len),
+                ConvPass::WeightGrad => (x_len, y_len, w_len),
+            };
+            check("a convolution operand", av.len(), a_len)?;
+            check("a convolution operand", bv.len(), b_len)?;
+            let o = out_f(f_out, *out)?;
+            check("a convolution", o.len(), o_len)?;
+            let mut args = Args::default();
+            args.ptr[..3].copy_from_slice(&[addr(av), addr(bv), o.as_mut_ptr() as usize]);
+            args.int[1] = spec.b as u64;
+            // Images are independent except in the weight gradient's running sum.
+            let work = spec.b * spec.o * spec.p() * spec.ckk();
+            let split_it =
+                parts > 1 && spec.pass != ConvPass::WeightGrad && work >= SPLIT_MIN_WORK * 8;
+            let mut blocks = split(args, 0, 1, if split_it { parts } else { 1 }, 1);
+            if cx.gemm_scratch.len() < blocks.len() {
+                cx.gemm_scratch.resize(blocks.len(), Vec::new());
+            }
+            let need = spec.ckk() * spec.p();
+            for (blk, cols) in blocks.iter_mut().zip(cx.gemm_scratch.iter_mut()) {
+                if cols.len() < need {
+                    cols.resize(need, 0.0);
+                }
+                blk.ptr[3] = cols.as_mut_ptr() as usize;
+            }
+            run_parts(entry()?, &blocks);
         }
         Body::Interp {
             op,

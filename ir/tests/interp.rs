@@ -920,11 +920,11 @@ fn matmul_variants_equal_the_naive_loop() {
 }
 
 /// What lets the JIT split a large product over threads and regenerate weights block by block:
-/// `gemm_f32` on a range of columns that starts at a multiple of `GEMM_PANEL` gives exactly the
+/// `gemm_f32_panels` on a range of columns that starts at a multiple of `GEMM_PANEL` gives exactly the
 /// bits of those columns of the whole product.
 #[test]
 fn library_products_split_at_panels_give_the_whole_products_bits() {
-    use sparsec_ir::interp::{gemm_f32, GEMM_PANEL};
+    use sparsec_ir::interp::{gemm_f32, gemm_f32_panels, GEMM_PANEL};
     let mut rng = Rng(11);
     for (m, n, k, ta, tb) in [
         (64, 300, 784, false, true),
@@ -937,14 +937,26 @@ fn library_products_split_at_panels_give_the_whole_products_bits() {
         let b: Vec<f32> = rng.vec(k * n).into_iter().map(|v| v as f32).collect();
         let ldb = if tb { k } else { n };
         let mut whole = vec![f32::NAN; m * n];
-        gemm_f32(m, n, k, ta, &a, tb, &b, ldb, &mut whole, n);
+        gemm_f32(m, n, k, ta, &a, tb, &b, ldb, &mut whole, n, false);
         let want = naive_matmul(&Op::MatMul { ta, tb }, &a, &b, m, n, k);
         assert!(agrees(&whole, &want, true, k), "{m}x{n}x{k}");
         for cut in [GEMM_PANEL, 2 * GEMM_PANEL] {
             let mut parts = vec![f32::NAN; m * n];
             for (j0, j1) in [(0, cut.min(n)), (cut.min(n), n)] {
                 let b0 = if tb { &b[j0 * k..] } else { &b[j0..] };
-                gemm_f32(m, j1 - j0, k, ta, &a, tb, b0, ldb, &mut parts[j0..], n);
+                gemm_f32_panels(
+                    m,
+                    j1 - j0,
+                    k,
+                    ta,
+                    &a,
+                    tb,
+                    b0,
+                    ldb,
+                    &mut parts[j0..],
+                    n,
+                    false,
+                );
             }
             let same = whole
                 .iter()

@@ -5,6 +5,8 @@
 //! the rest of the program needs are stored. Each element is loaded once, every node is
 //! computed in registers (`f32x4` main loop, scalar tail) with the interpreter's single IEEE
 //! operations, and only the outputs are written: the same bits as running the ops one by one.
+//! `tanh` and `sigmoid`'s `exp` call the interpreter's own functions ([`super::math`]), lane by
+//! lane.
 //!
 //! Chain slots: inputs `ptr[0 .. inputs]`, outputs `ptr[inputs ..]`, scalars `f32[0 ..]`;
 //! `int[0]`, `int[1]` = the element range `start .. end` (threads take disjoint ranges).
@@ -13,6 +15,11 @@
 //! `x: [R, C]`: `out[c] = ((0 + x[0, c]) + x[1, c]) + ...`, the interpreter's row-major order,
 //! vectorised over `c`. Slots: `x` = `ptr[0]`, out = `ptr[1]`; `int[0..4]` = R, C, and the column
 //! range `c0 .. c1`.
+//!
+//! A **channel reduction** ([`emit_reduce_channels`]) is `reduce_sum` of `x: [B, C, I]` over
+//! `B` and `I` (a convolution's bias gradient): `out[c]` adds `x[b, c, i]` one at a time in
+//! `(b, i)` order from `+0`, which is the interpreter's row-major order restricted to channel
+//! `c`. Slots: `x` = `ptr[0]`, out = `ptr[1]`; `int[0..3]` = B, C, I.
 
 use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::{types, InstBuilder, Type, Value};
@@ -41,6 +48,10 @@ pub enum EwOp {
     SigmoidGrad,
     /// `|a − b|` with `−0` as `+0` (`dropback_score`: `w1`, `w0`)
     AbsDiff,
+    /// `tanh(a)`, the interpreter's own (an import, [`super::math`])
+    Tanh,
+    /// `1 / (1 + exp(−a))`, `exp` the interpreter's own
+    Sigmoid,
 }
 
 impl EwOp {
@@ -55,14 +66,21 @@ impl EwOp {
             EwOp::TanhGrad => "tanh_grad",
             EwOp::SigmoidGrad => "sigmoid_grad",
             EwOp::AbsDiff => "abs_diff",
+            EwOp::Tanh => "tanh",
+            EwOp::Sigmoid => "sigmoid",
         }
     }
 
     pub fn arity(self) -> usize {
         match self {
-            EwOp::Relu => 1,
+            EwOp::Relu | EwOp::Tanh | EwOp::Sigmoid => 1,
             _ => 2,
         }
+    }
+
+    /// Whether it calls an imported transcendental ([`super::math`]).
+    pub fn uses_math(self) -> bool {
+        matches!(self, EwOp::Tanh | EwOp::Sigmoid)
     }
 }
 
@@ -85,6 +103,13 @@ pub struct ChainSpec {
     pub nodes: Vec<(EwOp, Vec<Operand>)>,
     /// The nodes stored, in output-slot order.
     pub outputs: Vec<usize>,
+}
+
+impl ChainSpec {
+    /// Whether the chain is defined with [`super::math::MATH_IMPORTS`] (it calls `exp`/`tanh`).
+    pub fn uses_math(&self) -> bool {
+        self.nodes.iter().any(|(op, _)| op.uses_math())
+    }
 }
 
 /// Most buffers (inputs + outputs) and scalars a chain may have ([`crate::Args`]).
@@ -137,6 +162,13 @@ fn emit_op(
             let pos = fx.b.ins().fadd(d, zero);
             let lt = fx.b.ins().fcmp(FloatCC::LessThan, d, zero);
             select(fx, ty, lt, neg, pos)
+        }
+        EwOp::Tanh => super::math::tanh(fx, a, ty),
+        EwOp::Sigmoid => {
+            let neg = fx.b.ins().fneg(a);
+            let e = super::math::exp(fx, neg, ty);
+            let d = fx.b.ins().fadd(one, e);
+            fx.b.ins().fdiv(one, d)
         }
     }
 }
@@ -224,4 +256,32 @@ pub fn emit_reduce_rows(fx: &mut FnCtx<'_>) {
     };
     counted_loop(fx, c0, main_end, 4, |fx, c| body(fx, c, F32X4));
     counted_loop(fx, main_end, c1, 1, |fx, c| body(fx, c, types::F32));
+}
+
+/// The body of a channel reduction (slots in the module docs).
+pub fn emit_reduce_channels(fx: &mut FnCtx<'_>) {
+    let x = fx.arg_ptr(0);
+    let out = fx.arg_ptr(1);
+    let outer = fx.arg_int(0);
+    let channels = fx.arg_int(1);
+    let inner = fx.arg_int(2);
+    let zero_i = fx.iconst(0);
+    let zero = fx.f32const(0.0);
+    counted_loop(fx, zero_i, channels, 1, |fx, c| {
+        let acc = fx.var(types::F32, zero);
+        counted_loop(fx, zero_i, outer, 1, |fx, b| {
+            let base = fx.b.ins().imul(b, channels);
+            let base = fx.b.ins().iadd(base, c);
+            let base = fx.b.ins().imul(base, inner);
+            let row = fx.elem(x, base);
+            counted_loop(fx, zero_i, inner, 1, |fx, i| {
+                let v = fx.load_at(types::F32, row, i, 0);
+                let s = fx.b.use_var(acc);
+                let s = fx.b.ins().fadd(s, v);
+                fx.b.def_var(acc, s);
+            });
+        });
+        let s = fx.b.use_var(acc);
+        fx.store_at(s, out, c, 0);
+    });
 }

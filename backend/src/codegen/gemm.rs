@@ -489,7 +489,8 @@ fn emit_gemm_import(fx: &mut FnCtx<'_>, spec: &GemmSpec) {
     let first = spec.store.iter().position(|&s| s).unwrap_or(0);
     let c = outs[first];
     // bit 0: A transposed; bit 1: op(B)(kk, j) = B[j·ldb + kk].
-    let flags = (layout.a_transposed() as i64) | ((!layout.b_rows_are_k() as i64) << 1);
+    // Bit 3: columns of a library product (`gemm_f32_panels`), whatever this call's own size.
+    let flags = (layout.a_transposed() as i64) | ((!layout.b_rows_are_k() as i64) << 1) | (1 << 3);
     let flags = fx.iconst(flags);
     if layout == Layout::NtRegen {
         let seed = fx.arg_int(3);

@@ -1,6 +1,7 @@
 //! Codegen helpers shared by every kernel: the function context ([`FnCtx`]), counted loops and
-//! vector-with-scalar-tail loops ([`loops`]), the ChaCha8 generator ([`chacha`]) and the matrix
-//! product ([`gemm`]).
+//! vector-with-scalar-tail loops ([`loops`]), the ChaCha8 generator ([`chacha`]), the matrix
+//! product ([`gemm`]), the imported transcendentals ([`math`]) and the kernels built on them:
+//! softmax cross-entropy ([`softmax`]), max pooling ([`pool`]) and convolutions ([`conv`]).
 //!
 //! Conventions: indices and sizes are `i64` values of the pointer type (the host is 64-bit),
 //! counted in elements; [`FnCtx::elem`] turns `base + index` into an address. Float arithmetic is
@@ -9,9 +10,13 @@
 
 pub mod chacha;
 pub mod chain;
+pub mod conv;
 pub mod elementwise;
 pub mod gemm;
 pub mod loops;
+pub mod math;
+pub mod pool;
+pub mod softmax;
 
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::immediates::Offset32;

@@ -173,15 +173,16 @@ impl<T> TrackedValues<T> {
     }
 }
 
-/// The interpreter's large-product path over raw slices, for other executors that must give the
-/// same bits (the JIT calls it for the products [`uses_library`] picks, over the whole product
-/// or a range of columns that starts at a multiple of [`GEMM_PANEL`]): `c[i·ldc + j] = Σ_kk
-/// op(a)(i, kk) · op(b)(kk, j)` for `i < m`, `j < n`, computed by the GEMM library in panels of
-/// [`GEMM_PANEL`] columns, exactly the calls `matmul*` make for such a product.
+/// The interpreter's product over raw slices, for other executors that must give the same
+/// bits: `c[i·ldc + j] (=|+=) Σ_kk op(a)(i, kk) · op(b)(kk, j)` for `i < m`, `j < n`, exactly
+/// as the interpreter's `matmul*` and convolutions compute a call of this shape (the GEMM library
+/// when [`uses_library`] says so, else its own sequential kernel). The JIT's convolutions call
+/// it with the interpreter's shapes.
 ///
 /// `op(a)(i, kk)` is `a[i·k + kk]` (`ta = false`, `a` is `[m, k]`) or `a[kk·m + i]` (`ta`, `a` is
-/// `[k, m]`); `op(b)(kk, j)` is `b[kk·ldb + j]` (`tb = false`) or `b[j·ldb + kk]` (`tb`). Panics
-/// if a slice is too short for those extents.
+/// `[k, m]`); `op(b)(kk, j)` is `b[kk·ldb + j]` (`tb = false`) or `b[j·ldb + kk]` (`tb`). With
+/// `accumulate`, each sum starts from the old `c[i·ldc + j]` instead of `+0` (as the
+/// convolutions' weight gradient calls it). Panics if a slice is too short for those extents.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_f32(
     m: usize,
@@ -194,19 +195,77 @@ pub fn gemm_f32(
     ldb: usize,
     c: &mut [f32],
     ldc: usize,
+    accumulate: bool,
 ) {
+    if let Some((av, bv)) = gemm_views(m, n, k, ta, a, tb, b, ldb, c, ldc, accumulate) {
+        gemm(
+            m,
+            n,
+            k,
+            av,
+            bv,
+            c,
+            ldc,
+            accumulate,
+            &mut GemmScratch::default(),
+        );
+    }
+}
+
+/// [`gemm_f32`] on the GEMM library's path whatever the shape: for a range of columns of a
+/// larger product that [`uses_library`] picks, starting at a multiple of [`GEMM_PANEL`] (the
+/// JIT's product kernels split a product over threads, and regenerate seeded weights, in such
+/// ranges). The library works in panels of [`GEMM_PANEL`] columns, so these are exactly the
+/// calls the interpreter makes for those columns.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_f32_panels(
+    m: usize,
+    n: usize,
+    k: usize,
+    ta: bool,
+    a: &[f32],
+    tb: bool,
+    b: &[f32],
+    ldb: usize,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) {
+    if let Some((av, bv)) = gemm_views(m, n, k, ta, a, tb, b, ldb, c, ldc, accumulate) {
+        gemm_library(m, n, k, av, bv, c, ldc, accumulate);
+    }
+}
+
+/// The operand views of a [`gemm_f32`] call, checked against the slices; `None` when nothing is
+/// left to compute (an empty result, or `k = 0`, whose zero sums are written here).
+#[allow(clippy::too_many_arguments)]
+fn gemm_views<'a>(
+    m: usize,
+    n: usize,
+    k: usize,
+    ta: bool,
+    a: &'a [f32],
+    tb: bool,
+    b: &'a [f32],
+    ldb: usize,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) -> Option<(View<'a, f32>, View<'a, f32>)> {
     if m == 0 || n == 0 {
-        return;
+        return None;
     }
     assert!(
         n <= ldc && c.len() >= (m - 1) * ldc + n,
         "gemm_f32: c too short"
     );
     if k == 0 {
-        for i in 0..m {
-            c[i * ldc..i * ldc + n].fill(0.0);
+        if !accumulate {
+            for i in 0..m {
+                c[i * ldc..i * ldc + n].fill(0.0);
+            }
         }
-        return;
+        return None;
     }
     assert!(a.len() >= m * k, "gemm_f32: a too short");
     let b_need = if tb {
@@ -227,7 +286,7 @@ pub fn gemm_f32(
     } else {
         View::rows(b, ldb)
     };
-    gemm_library(m, n, k, av, bv, c, ldc, false);
+    Some((av, bv))
 }
 
 /// Columns `j0 .. j1` of the `[m, n]` product `op(a) · op(b)` (operands as in [`gemm_f32`]),
