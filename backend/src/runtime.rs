@@ -73,6 +73,10 @@ pub struct JitProgram {
     threads: usize,
     /// With two threads: the pool the runs execute in.
     pool: Option<rayon::ThreadPool>,
+    /// Whether some product or convolution is big enough to split; if none is, a run stays on
+    /// the calling thread (handing a batch-1 step to the pool and splitting its element-wise
+    /// chains costs more than it saves).
+    worth_threads: bool,
     compile_ms: f64,
     seed: u64,
     params: Vec<ParamInfo>,
@@ -420,6 +424,13 @@ impl JitProgram {
                 })
             })
             .collect();
+        let worth_threads = plan.kernels.iter().any(|k| match &k.body {
+            Body::Gemm { m, n, k, .. } => m * n * k >= SPLIT_MIN_WORK * 8 && *n > NR,
+            Body::Conv { spec, .. } => {
+                spec.b * spec.o * spec.p() * spec.ckk() >= SPLIT_MIN_WORK * 8
+            }
+            _ => false,
+        });
         let threads = threads.clamp(1, 2);
         Ok(JitProgram {
             args: f
@@ -439,6 +450,7 @@ impl JitProgram {
             fns,
             threads,
             pool: pool_for(threads)?,
+            worth_threads,
             compile_ms: started.elapsed().as_secs_f64() * 1e3,
             fbufs,
             ibufs,
@@ -575,6 +587,7 @@ impl JitProgram {
             fns,
             threads,
             pool,
+            worth_threads,
             seed,
             params,
             fbufs,
@@ -622,7 +635,7 @@ impl JitProgram {
                     let mut ctx = Ctx {
                         seed: *seed,
                         params,
-                        threads: *threads,
+                        threads: if *worth_threads { *threads } else { 1 },
                         gemm_scratch,
                         bias_pad,
                         bounds,
@@ -654,8 +667,8 @@ impl JitProgram {
             Ok(())
         };
         match pool {
-            Some(pool) => pool.install(kernels)?,
-            None => kernels()?,
+            Some(pool) if *worth_threads => pool.install(kernels)?,
+            _ => kernels()?,
         }
         let env = Env {
             inputs,
