@@ -582,6 +582,23 @@ pub fn partition(m: &Module, func: &str) -> Result<KernelProgram, String> {
             Value::Inst(j) => val[j as usize],
         })
         .collect();
+    // A tracked weight whose effective value this function builds anyway (for its Dropback
+    // score or a data gradient) is read from that buffer by its forward product too, instead
+    // of being regenerated a second time inside the product's tiles: the same values, so the
+    // same bits, and one ChaCha8 pass per step instead of two.
+    for n in 0..b.nodes.len() {
+        if let Nk::GemmRegen { p, m: mm, n: nn, k } = b.nodes[n].kind {
+            if let Some(&eff) = b.eff.get(&p) {
+                b.nodes[n].kind = Nk::Gemm {
+                    layout: Layout::Nt,
+                    m: mm,
+                    n: nn,
+                    k,
+                };
+                b.nodes[n].ops.push(eff);
+            }
+        }
+    }
     build_program(m, f, b.nodes, &results, &stores, &store_w0)
 }
 

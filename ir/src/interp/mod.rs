@@ -1534,6 +1534,13 @@ pub fn topk_select<T: Float>(
         });
     }
     let better = |a: &(u64, u32), b: &(u64, u32)| b.0.cmp(&a.0).then(a.1.cmp(&b.1));
+    // Candidates stay in ascending position order (pushed so, and `retain` keeps order), so when
+    // they are all one score, ties to the lower position are simply the first ones: the common
+    // case of a batch-1 step, where most scores are an exact 0.
+    let first_key = scratch.first().map(|c| c.0);
+    if need < scratch.len() && scratch.iter().all(|c| Some(c.0) == first_key) {
+        scratch.truncate(need);
+    }
     if need < scratch.len() {
         scratch.select_nth_unstable_by(need - 1, better);
         scratch.truncate(need);
@@ -1579,6 +1586,55 @@ fn topk_first_digit_f32(
     candidates: &mut Vec<(u64, u32)>,
     out: &mut Vec<u32>,
 ) -> usize {
+    // A sample of every STRIDE-th score estimates a digit that about 1.25·k scores reach; one
+    // pass collects every score at or above it. If at least k were collected, the top k are
+    // among them (every score left out is below every one collected), and the exact selection
+    // goes on over those candidates only; otherwise (a misleading sample) the full histogram.
+    const STRIDE: usize = 16;
+    let n: usize = scores.iter().map(|s| s.len()).sum();
+    if n >= 1 << 16 {
+        let mut pos = 0usize;
+        let mut sampled = 0usize;
+        for s in scores {
+            let first = (STRIDE - pos % STRIDE) % STRIDE;
+            for &x in s.iter().skip(first).step_by(STRIDE) {
+                hist[(order_key32(x) >> shift) as usize] += 1;
+                sampled += 1;
+            }
+            pos += s.len();
+        }
+        let want = (k + k / 4 + 64).div_ceil(STRIDE);
+        if want < sampled {
+            let (floor, _) = threshold_bucket(hist, want);
+            let mut pos = 0u32;
+            for s in scores {
+                for &x in s.iter() {
+                    let key = order_key32(x);
+                    if (key >> shift) as usize >= floor {
+                        candidates.push((key, pos));
+                    }
+                    pos = pos.wrapping_add(1);
+                }
+            }
+            if candidates.len() >= k {
+                hist.fill(0);
+                for &(key, _) in candidates.iter() {
+                    hist[(key >> shift) as usize] += 1;
+                }
+                let (bucket, need) = threshold_bucket(hist, k);
+                candidates.retain(|&(key, pos)| {
+                    let d = (key >> shift) as usize;
+                    if d > bucket {
+                        out.push(pos);
+                    }
+                    d == bucket
+                });
+                return need;
+            }
+            candidates.clear();
+        }
+        hist.fill(0);
+    }
     let buckets = hist.len();
     let mut lanes = vec![0u32; 4 * buckets];
     for s in scores {
