@@ -73,6 +73,8 @@ pub struct JitProgram {
     threads: usize,
     /// With two threads: the pool the runs execute in.
     pool: Option<rayon::ThreadPool>,
+    /// Per kernel: the buffers it writes (taken out of the table while it runs).
+    outs: Vec<Vec<Loc>>,
     /// Whether some product or convolution is big enough to split; if none is, a run stays on
     /// the calling thread (handing a batch-1 step to the pool and splitting its element-wise
     /// chains costs more than it saves).
@@ -424,6 +426,11 @@ impl JitProgram {
                 })
             })
             .collect();
+        let outs = plan
+            .kernels
+            .iter()
+            .map(|k| KernelProgram::io(k).1)
+            .collect();
         let worth_threads = plan.kernels.iter().any(|k| match &k.body {
             Body::Gemm { m, n, k, .. } => m * n * k >= SPLIT_MIN_WORK * 8 && *n > NR,
             Body::Conv { spec, .. } => {
@@ -450,6 +457,7 @@ impl JitProgram {
             fns,
             threads,
             pool: pool_for(threads)?,
+            outs,
             worth_threads,
             compile_ms: started.elapsed().as_secs_f64() * 1e3,
             fbufs,
@@ -587,6 +595,7 @@ impl JitProgram {
             fns,
             threads,
             pool,
+            outs,
             worth_threads,
             seed,
             params,
@@ -609,12 +618,12 @@ impl JitProgram {
         let mut kernels = || -> Result<(), String> {
             for (i, k) in plan.kernels.iter().enumerate() {
                 let t0 = profile.is_some().then(Instant::now);
-                let (_, outs) = KernelProgram::io(k);
+                let outs = &outs[i];
                 // Take the outputs out of the buffer table, so the inputs can be borrowed from it.
                 let mut f_out: Vec<(usize, Vec<f32>)> = Vec::new();
                 let mut i_out: Vec<(usize, Vec<i32>)> = Vec::new();
                 let mut s_out: Vec<(usize, Vec<u32>)> = Vec::new();
-                for o in &outs {
+                for o in outs {
                     match *o {
                         Loc::F(j) => f_out.push((j, std::mem::take(&mut fbufs[j]))),
                         Loc::I(j) => i_out.push((j, std::mem::take(&mut ibufs[j]))),

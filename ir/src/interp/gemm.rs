@@ -108,15 +108,8 @@ pub(crate) fn gemm<T: Float>(
     if m == 0 || n == 0 {
         return;
     }
-    if !accumulate {
-        for i in 0..m {
-            c[i * ldc..i * ldc + n].fill(T::zero());
-        }
-    }
-    if k == 0 {
-        return;
-    }
-    if T::IS_F32 && uses_library(m, n, k) {
+    // The library writes (or accumulates into) C itself: no zero fill first.
+    if T::IS_F32 && k > 0 && uses_library(m, n, k) {
         if let (Some(ad), Some(bd), Some(cd)) = (
             T::as_f32s(a.data),
             T::as_f32s(b.data),
@@ -134,6 +127,14 @@ pub(crate) fn gemm<T: Float>(
             };
             return gemm_library(m, n, k, av, bv, cd, ldc, accumulate);
         }
+    }
+    if !accumulate {
+        for i in 0..m {
+            c[i * ldc..i * ldc + n].fill(T::zero());
+        }
+    }
+    if k == 0 {
+        return;
     }
     #[cfg(target_arch = "x86_64")]
     {
