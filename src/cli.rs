@@ -48,6 +48,15 @@ pub enum Command {
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=2))]
         threads: Option<u8>,
     },
+    /// A table per layer of a run: parameters, tracked (or non-zero) weights, bytes stored,
+    /// forward and training FLOPs per sample.
+    Report {
+        /// A run directory written by `sparsec train`.
+        run_dir: PathBuf,
+        /// Print the same data as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the program after a compiler stage.
     Emit {
         /// The stage to stop after.

@@ -6,4 +6,5 @@ pub mod cli;
 pub mod data;
 pub mod driver;
 pub mod overrides;
+pub mod report;
 pub mod train;

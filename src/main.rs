@@ -8,6 +8,7 @@ use clap::Parser;
 use sparsec::cli::{Cli, Command};
 use sparsec::driver::{self, Failure};
 use sparsec::overrides;
+use sparsec::report;
 use sparsec::train::{self, TrainRequest};
 
 fn main() -> ExitCode {
@@ -41,6 +42,7 @@ fn main() -> ExitCode {
                     threads: args.threads.map(usize::from),
                 })
             }),
+        Command::Report { run_dir, json } => report::report(run_dir, *json),
         Command::Eval {
             file,
             weights,

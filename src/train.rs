@@ -787,8 +787,12 @@ pub fn train(req: &TrainRequest) -> Result<String, Failure> {
         checkpoint::model_file_bytes(&module, &state, meta.step).map_err(input_error)?;
     checkpoint::write_atomically(&run_dir.join("model.safetensors"), &model_bytes)
         .map_err(|e| input_error(format!("cannot write model.safetensors: {e}")))?;
+    // The report reads the run back from disk, so it shows what was saved, as `sparsec report`.
+    let table = crate::report::build(&run_dir)?.table();
+    checkpoint::write_atomically(&run_dir.join("report.txt"), table.as_bytes())
+        .map_err(|e| input_error(format!("cannot write report.txt: {e}")))?;
     Ok(format!(
-        "{}: {} steps, test accuracy {:.2}%; run directory {}\n",
+        "{}: {} steps, test accuracy {:.2}%; run directory {}\n{table}",
         module.name,
         meta.step,
         100.0 * last_test.1,

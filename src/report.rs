@@ -1,0 +1,429 @@
+//! `sparsec report RUN_DIR`: a table per layer of a finished (or stopped) run, also printed at
+//! the end of every `sparsec train` and kept in the run directory as `report.txt`.
+//!
+//! The run is recompiled from the model source recorded in its latest checkpoint, with the
+//! `--set` overrides the run was started with (so batch size and the method's budget are the
+//! run's own, not the file's), and the checkpoint is loaded through the same code that resumes a
+//! run, so a report of a damaged run fails exactly where a resume would.
+//!
+//! A *layer* is the prefix of a parameter's name before its last dot (`fc1.weight` and
+//! `fc1.bias` form `fc1`); an optimizer buffer belongs to the layer of its weight. Per layer:
+//!
+//! - **parameters**: elements of its weights and biases (optimizer state not counted), so the
+//!   column sums to `params_total` of `summary.json`;
+//! - **tracked** (a run with Dropback-tracked weights): the entries the checkpoint stores,
+//!   `<w>.tracked_indices` of `train_state.safetensors`; **non-zero** (any other run): the
+//!   weights of the checkpoint that are not exactly 0;
+//! - **bytes stored**: what the checkpoint keeps of the layer's weights between steps: 4 bytes
+//!   per element of a dense weight, 8 per tracked entry (an i32 index and an f32 value).
+//!   Optimizer buffers (momentum) are not counted here; `weight_state_bytes` in `summary.json`
+//!   includes them;
+//! - **forward FLOPs** (of `@forward`) and **training FLOPs** (of `@train_step`: forward,
+//!   backward, update and, for Dropback, scoring, selection and apply) per sample: the FLOPs of
+//!   one call divided by the batch size. They are counted on the `train` stage of the IR, the
+//!   step as autodiff and the Dropback pass write it: equality saturation later computes the
+//!   same values in fused forms that skip work (only the selected entries of a gradient), so
+//!   the count is the arithmetic the step *means*, not the kernels' exact work.
+//!
+//! FLOPs of one instruction: a product `[m,k]·[k,n]` (any transposes) 2·m·k·n; a convolution
+//! and both of its gradients 2·B·O·H'·W'·C·KH·KW; pooling and its gradients one per element of
+//! each window (output elements · KH·KW); every other arithmetic op (element-wise ops, bias
+//! additions, reductions, softmax cross-entropy and its gradient, argmax, Dropback's score,
+//! apply and top-k selection) one per element of its largest operand or result. Moving or
+//! regenerating data (`param`, `store`, `const`, `reshape`, `regen`, `tracked`, ...) costs 0.
+//!
+//! An instruction belongs to a layer when it names one of the layer's parameters (`param
+//! @fc1.weight`, `store`, `dropback_score @fc1.bias`); else when its source location is the
+//! layer (the backward products and bias reductions carry the forward layer's `loc`); else when
+//! it is part of a parameter's update: all its operands that belong to a layer belong to the
+//! same one and its result has the shape of one of that layer's parameters (SGD's scale and
+//! subtract). The rest (activations, the loss, the global top-k selection) is the `(other)`
+//! row, so the totals are the whole function.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::path::Path;
+
+use serde::Serialize;
+use sparsec_ir::interp::State;
+use sparsec_ir::op::Op;
+use sparsec_ir::{Func, Module, Role, Value};
+
+use crate::checkpoint;
+use crate::driver::{self, Failure};
+
+/// One row of the table.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct LayerRow {
+    pub layer: String,
+    pub parameters: u64,
+    /// Tracked entries (Dropback) or non-zero weights (otherwise); see [`Report::kept`].
+    pub kept: u64,
+    pub bytes_stored: u64,
+    pub forward_flops_per_sample: f64,
+    pub train_flops_per_sample: f64,
+}
+
+/// The per-layer report of a run.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub model: String,
+    pub method: String,
+    pub step: u64,
+    pub batch: u64,
+    /// What the `kept` column counts: `tracked` or `non-zero`.
+    pub kept: &'static str,
+    pub layers: Vec<LayerRow>,
+    /// Instructions of no layer: activations, the loss, the global selection.
+    pub other: LayerRow,
+    pub total: LayerRow,
+}
+
+fn fail(message: impl Into<String>) -> Failure {
+    Failure::Message(message.into())
+}
+
+/// The layer of a parameter-table entry.
+fn layer_of(module: &Module, index: usize) -> String {
+    let p = &module.params[index];
+    let name = match p.role {
+        Role::Weight => &p.name,
+        Role::Momentum(of) => &module.param(of).name,
+    };
+    name.rsplit_once('.')
+        .map_or(name.as_str(), |(l, _)| l)
+        .to_owned()
+}
+
+fn elements(shape: &[usize]) -> u64 {
+    shape.iter().map(|&d| d as u64).product()
+}
+
+/// FLOPs of one instruction (the rules of the module comment).
+fn inst_flops(func: &Func, op: &Op, operands: &[Value], result: &[usize]) -> u64 {
+    let shape = |i: usize| -> &[usize] {
+        operands
+            .get(i)
+            .map_or(&[][..], |&v| func.value_type(v).shape.as_slice())
+    };
+    let largest = || {
+        operands
+            .iter()
+            .map(|&v| elements(&func.value_type(v).shape))
+            .chain([elements(result)])
+            .max()
+            .unwrap_or(0)
+    };
+    match op {
+        Op::Param(_)
+        | Op::Store(_)
+        | Op::Const { .. }
+        | Op::Reshape { .. }
+        | Op::TrackedSet(_)
+        | Op::Regen(_)
+        | Op::Tracked(_)
+        | Op::Correction(_) => 0,
+        Op::MatMul { ta, .. } => {
+            // The contracted length is the first operand's inner (or, transposed, outer) axis.
+            let a = shape(0);
+            let k = if *ta { a.first() } else { a.last() };
+            2 * elements(result) * k.copied().unwrap_or(0) as u64
+        }
+        // `x · Wᵀ` and `dy · W` for a weight `[O, I]`: the contracted length is the operand's
+        // last axis.
+        Op::MatMulNtWeight(_) | Op::MatMulWeight(_) => {
+            2 * elements(result) * shape(0).last().copied().unwrap_or(0) as u64
+        }
+        // The weight gradient `dyᵀx` (`dy: [B, O]`, `x: [B, I]`) then one op per element.
+        Op::DropbackScoreSgd(_) | Op::DropbackApplySgd { .. } => {
+            let b = shape(0).first().copied().unwrap_or(0) as u64;
+            2 * elements(result) * b + elements(result)
+        }
+        Op::Conv2d { .. } | Op::Conv2dInputGrad { .. } => {
+            // Output positions of the forward convolution times one window of the weight.
+            let (big, w) = match op {
+                Op::Conv2d { .. } => (result, shape(1)),
+                _ => (shape(0), shape(1)),
+            };
+            2 * elements(big) * elements(w.get(1..).unwrap_or(&[]))
+        }
+        Op::Conv2dWeightGrad { .. } => {
+            // (x, dy) ↦ dw [O, C, KH, KW]: every output position of dy meets a C·KH·KW window.
+            2 * elements(shape(1)) * elements(result.get(1..).unwrap_or(&[]))
+        }
+        Op::MaxPool2d { kernel, .. } | Op::AvgPool2d { kernel, .. } => {
+            elements(result) * (kernel[0] * kernel[1]) as u64
+        }
+        Op::MaxPool2dGrad { kernel, .. } | Op::AvgPool2dGrad { kernel, .. } => {
+            // The gradient walks the same windows as the forward pool, whose output is `dy`.
+            elements(shape(0)) * (kernel[0] * kernel[1]) as u64
+        }
+        _ => largest(),
+    }
+}
+
+/// FLOPs of a function per layer (`None`: no layer), by the attribution rules above.
+fn func_flops(module: &Module, func: &Func) -> HashMap<Option<String>, u64> {
+    let layer_shapes: HashMap<String, Vec<&[usize]>> =
+        module
+            .params
+            .iter()
+            .enumerate()
+            .fold(HashMap::new(), |mut m, (i, p)| {
+                m.entry(layer_of(module, i))
+                    .or_default()
+                    .push(p.ty.shape.as_slice());
+                m
+            });
+    let mut owner: Vec<Option<String>> = Vec::with_capacity(func.insts.len());
+    let mut flops = HashMap::new();
+    for inst in &func.insts {
+        let by_param = inst.op.param().map(|id| layer_of(module, id.0 as usize));
+        let by_loc = || {
+            inst.loc
+                .as_ref()
+                .filter(|l| layer_shapes.contains_key(*l))
+                .cloned()
+        };
+        let by_update = || {
+            let mut layers = inst.operands.iter().filter_map(|v| match v {
+                Value::Inst(i) => owner[*i as usize].as_ref(),
+                Value::Arg(_) => None,
+            });
+            let first = layers.next()?;
+            if layers.any(|l| l != first) {
+                return None;
+            }
+            layer_shapes[first]
+                .contains(&inst.ty.shape.as_slice())
+                .then(|| first.clone())
+        };
+        let layer = by_param.or_else(by_loc).or_else(by_update);
+        *flops.entry(layer.clone()).or_insert(0) +=
+            inst_flops(func, &inst.op, &inst.operands, &inst.ty.shape);
+        owner.push(layer);
+    }
+    flops
+}
+
+/// Read `summary.json`, which marks a run directory (a run that got far enough to write one).
+fn read_summary(run_dir: &Path) -> Result<serde_json::Value, Failure> {
+    if !run_dir.is_dir() {
+        return Err(fail(format!(
+            "`{}` is not a run directory (no such directory)",
+            run_dir.display()
+        )));
+    }
+    let path = run_dir.join("summary.json");
+    let text = fs::read_to_string(&path).map_err(|e| {
+        fail(format!(
+            "`{}` is not a finished run directory: cannot read {}: {e}",
+            run_dir.display(),
+            path.display()
+        ))
+    })?;
+    serde_json::from_str(&text)
+        .map_err(|e| fail(format!("`{}` is not valid JSON: {e}", path.display())))
+}
+
+/// Build the report of the run in `run_dir`.
+pub fn build(run_dir: &Path) -> Result<Report, Failure> {
+    read_summary(run_dir)?;
+    let checkpoint_dir = checkpoint::latest(run_dir).map_err(fail)?;
+    let meta = checkpoint::read_train_meta(&checkpoint_dir).map_err(fail)?;
+    let program = driver::program_from_source(
+        &meta.source_name,
+        meta.source.clone(),
+        meta.source_is_ir,
+        &meta.sets,
+    )?;
+    let module = driver::train_step_module(&program)?;
+    let mut state = State::<f32>::initial(&module);
+    let loaded = checkpoint::load(&checkpoint_dir, &module, &mut state).map_err(fail)?;
+
+    let batch = module.train.as_ref().map_or(1, |t| t.batch).max(1);
+    let per_sample = |f: u64| f as f64 / batch as f64;
+    let forward = module
+        .func(sparsec_frontend::lower::FORWARD)
+        .map(|f| func_flops(&module, f))
+        .unwrap_or_default();
+    let train = module
+        .func(sparsec_passes::TRAIN_STEP)
+        .map(|f| func_flops(&module, f))
+        .unwrap_or_default();
+    let has_tracked = state.tracked.iter().any(Option::is_some);
+
+    let mut layers: Vec<LayerRow> = Vec::new();
+    for (i, p) in module.params.iter().enumerate() {
+        let name = layer_of(&module, i);
+        let row = match layers.iter().position(|r| r.layer == name) {
+            Some(at) => &mut layers[at],
+            None => {
+                let key = Some(name.clone());
+                layers.push(LayerRow {
+                    layer: name,
+                    forward_flops_per_sample: per_sample(forward.get(&key).copied().unwrap_or(0)),
+                    train_flops_per_sample: per_sample(train.get(&key).copied().unwrap_or(0)),
+                    ..LayerRow::default()
+                });
+                layers.last_mut().expect("just pushed")
+            }
+        };
+        if p.role != Role::Weight {
+            continue;
+        }
+        let n = p.ty.num_elements() as u64;
+        row.parameters += n;
+        match &state.tracked[i] {
+            Some(t) => {
+                row.kept += t.len() as u64;
+                row.bytes_stored += 8 * t.len() as u64;
+            }
+            None => {
+                row.kept += state.values[i].iter().filter(|&&x| x != 0.0).count() as u64;
+                row.bytes_stored += 4 * n;
+            }
+        }
+    }
+    let other = LayerRow {
+        layer: "(other)".into(),
+        forward_flops_per_sample: per_sample(forward.get(&None).copied().unwrap_or(0)),
+        train_flops_per_sample: per_sample(train.get(&None).copied().unwrap_or(0)),
+        ..LayerRow::default()
+    };
+    let mut total = LayerRow {
+        layer: "total".into(),
+        ..LayerRow::default()
+    };
+    for row in layers.iter().chain([&other]) {
+        total.parameters += row.parameters;
+        total.kept += row.kept;
+        total.bytes_stored += row.bytes_stored;
+        total.forward_flops_per_sample += row.forward_flops_per_sample;
+        total.train_flops_per_sample += row.train_flops_per_sample;
+    }
+    Ok(Report {
+        model: module.name.clone(),
+        method: module
+            .method
+            .as_ref()
+            .map_or("dense".to_owned(), |m| m.method.name().to_owned()),
+        step: loaded.step,
+        batch,
+        kept: if has_tracked { "tracked" } else { "non-zero" },
+        layers,
+        other,
+        total,
+    })
+}
+
+/// `1234567` as `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+impl Report {
+    /// The aligned text table, with a header line saying what was counted.
+    pub fn table(&self) -> String {
+        let headers = [
+            "layer".to_owned(),
+            "parameters".to_owned(),
+            self.kept.to_owned(),
+            "bytes stored".to_owned(),
+            "forward FLOPs/sample".to_owned(),
+            "train FLOPs/sample".to_owned(),
+        ];
+        let cells = |r: &LayerRow, counts: bool| -> [String; 6] {
+            let n = |v: u64| if counts { thousands(v) } else { String::new() };
+            [
+                r.layer.clone(),
+                n(r.parameters),
+                n(r.kept),
+                n(r.bytes_stored),
+                thousands(r.forward_flops_per_sample.round() as u64),
+                thousands(r.train_flops_per_sample.round() as u64),
+            ]
+        };
+        let mut rows: Vec<[String; 6]> = vec![headers];
+        rows.extend(self.layers.iter().map(|r| cells(r, true)));
+        rows.push(cells(&self.other, false));
+        rows.push(cells(&self.total, true));
+        let widths: Vec<usize> = (0..6)
+            .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+            .collect();
+        let mut out = format!(
+            "per-layer report: {} ({}), step {}, batch {}\n",
+            self.model, self.method, self.step, self.batch
+        );
+        let rule: usize = widths.iter().sum::<usize>() + 2 * (widths.len() - 1);
+        for (i, row) in rows.iter().enumerate() {
+            if i == rows.len() - 1 {
+                out.push_str(&"-".repeat(rule));
+                out.push('\n');
+            }
+            let mut line = String::new();
+            for (c, cell) in row.iter().enumerate() {
+                let pad = widths[c] - cell.chars().count();
+                if c == 0 {
+                    let _ = write!(line, "{cell}{}", " ".repeat(pad));
+                } else {
+                    let _ = write!(line, "  {}{cell}", " ".repeat(pad));
+                }
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+
+    pub fn json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default() + "\n"
+    }
+}
+
+/// `sparsec report RUN_DIR [--json]`.
+pub fn report(run_dir: &Path, json: bool) -> Result<String, Failure> {
+    let report = build(run_dir)?;
+    Ok(if json { report.json() } else { report.table() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1_000), "1,000");
+        assert_eq!(thousands(1_066_440), "1,066,440");
+    }
+
+    /// A convolution counted by hand: LeNet-5's conv1 maps 1×28×28 to 20×24×24 with 5×5
+    /// windows, 2·20·24·24·(1·5·5) FLOPs per sample, plus one bias addition per output.
+    #[test]
+    fn lenet5_conv1_forward_flops() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/lenet5.net");
+        let program = driver::load_program(&path, &[])
+            .ok()
+            .expect("lenet5 compiles");
+        let module = driver::train_step_module(&program)
+            .ok()
+            .expect("train step");
+        let batch = module.train.as_ref().unwrap().batch;
+        let forward = func_flops(&module, module.func("forward").unwrap());
+        let conv1 = forward[&Some("conv1".to_owned())];
+        assert_eq!(conv1, batch * (2 * 20 * 24 * 24 * 25 + 20 * 24 * 24));
+        let train = func_flops(&module, module.func("train_step").unwrap());
+        assert!(train[&Some("conv1".to_owned())] > 2 * conv1);
+    }
+}
