@@ -95,7 +95,7 @@ def main():
            f"- Backend {first['backend']}, {first['threads']} thread(s); samples/s and peak RSS "
            "are each run's own `summary.json` figures (peak RSS includes the data set held in "
            "memory).", ""]
-    md += ["| configuration | k | compression | test accuracy % | Δ vs dense (points) | "
+    md += ["| configuration | weights stored | compression | test accuracy % | Δ vs dense (points) | "
            "weight state bytes | peak RSS MiB | samples/s |",
            "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name in names:
