@@ -3,7 +3,7 @@
 
 Reads OUT/sweep.json and every run's summary.json, and writes
   docs/results/dropback.json  the figures, one record per run (re-derivable from the runs), and
-  docs/results/dropback.md    the tables: test accuracy mean ± std over seeds, Δaccuracy against
+  docs/results/dropback.md    (embedding docs/results/dropback.png, drawn by bench/plot) the tables: test accuracy mean ± std over seeds, Δaccuracy against
                               the paired dense run (same seed, same data order and schedule),
                               compression N / k, measured weight_state_bytes, peak RSS, samples/s;
                               the largest compression whose mean Δaccuracy stays ≥ −0.5 and ≥ −1.0
@@ -85,7 +85,11 @@ def main():
           "[`dropback.json`](dropback.json). Reproduce with:", "", "```sh",
           f"python3 bench/dropback_sweep.py {os.path.relpath(sweep['model'], ROOT)} "
           "--out runs/dropback-sweep",
-          "python3 bench/dropback_report.py runs/dropback-sweep", "```", ""]
+          "python3 bench/dropback_report.py runs/dropback-sweep",
+          "cargo run --release -p sparsec-plot -- docs/results/dropback.json "
+          "docs/results/dropback.png", "```", "",
+          "![Test accuracy against compression: Dropback (plain SGD) per ratio, the freeze and "
+          "decay variants, and the dense baseline](dropback.png)", ""]
     first = recs[0]
     md += [f"- Model: `{os.path.relpath(sweep['model'], ROOT)}`, N = {n:,} parameters; "
            f"{first['epochs']} epochs; {first['data']}.",

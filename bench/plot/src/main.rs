@@ -1,0 +1,265 @@
+//! `dropback-plot`: the figure of docs/results/dropback.md, test accuracy against compression,
+//! drawn with plotters from the report's data file (bench/dropback_report.py writes it).
+//!
+//!     cargo run --release -p sparsec-plot -- docs/results/dropback.json docs/results/dropback.png
+//!
+//! Each configuration is one point: the mean test accuracy over its seeds with a bar from the
+//! lowest to the highest seed; plain Dropback ratios are joined by a line, the `freeze_after` and
+//! `decay_init` variants stand alone, and the dense baseline's mean is a horizontal line. Text
+//! needs a TrueType font: `--font PATH` (default DejaVu Sans, as Debian installs it).
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+use serde_json::Value;
+
+const DEFAULT_FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
+
+/// One configuration's points over its seeds.
+#[derive(Debug)]
+struct Config {
+    compression: f64,
+    accuracies: Vec<f64>,
+    variant: bool,
+    dense: bool,
+}
+
+impl Config {
+    fn mean(&self) -> f64 {
+        self.accuracies.iter().sum::<f64>() / self.accuracies.len() as f64
+    }
+
+    fn low(&self) -> f64 {
+        self.accuracies
+            .iter()
+            .copied()
+            .fold(f64::INFINITY, f64::min)
+    }
+
+    fn high(&self) -> f64 {
+        self.accuracies
+            .iter()
+            .copied()
+            .fold(f64::NEG_INFINITY, f64::max)
+    }
+}
+
+fn configs(data: &Value) -> Result<BTreeMap<String, Config>, String> {
+    let runs = data
+        .get("runs")
+        .and_then(Value::as_array)
+        .ok_or("the data file has no `runs` list")?;
+    let mut out: BTreeMap<String, Config> = BTreeMap::new();
+    for r in runs {
+        let field = |k: &str| r.get(k).ok_or_else(|| format!("a run without `{k}`"));
+        let name = field("name")?.as_str().ok_or("a run name is not text")?;
+        let accuracy = field("test_accuracy")?
+            .as_f64()
+            .ok_or("a test accuracy is not a number")?;
+        let compression = field("compression")?
+            .as_f64()
+            .ok_or("a compression is not a number")?;
+        let dense = field("mode")?.as_str() == Some("dense");
+        let variant = !r.get("freeze_after").is_none_or(Value::is_null)
+            || !r.get("decay_init").is_none_or(Value::is_null);
+        let c = out.entry(name.to_owned()).or_insert(Config {
+            compression,
+            accuracies: Vec::new(),
+            variant,
+            dense,
+        });
+        c.accuracies.push(accuracy * 100.0);
+    }
+    if out.is_empty() {
+        return Err("the data file has no runs".into());
+    }
+    Ok(out)
+}
+
+fn draw(configs: &BTreeMap<String, Config>, png: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let plain: Vec<&Config> = {
+        let mut v: Vec<&Config> = configs
+            .values()
+            .filter(|c| !c.dense && !c.variant)
+            .collect();
+        v.sort_by(|a, b| a.compression.total_cmp(&b.compression));
+        v
+    };
+    let dense = configs.values().find(|c| c.dense).map(Config::mean);
+    let lo = configs
+        .values()
+        .map(Config::low)
+        .fold(f64::INFINITY, f64::min);
+    let hi = configs
+        .values()
+        .map(Config::high)
+        .fold(f64::NEG_INFINITY, f64::max);
+    let x_max = configs.values().map(|c| c.compression).fold(1.0, f64::max) * 1.5;
+    let root = BitMapBackend::new(png, (960, 600)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "Dropback on Fashion-MNIST (LeNet-300-100): accuracy against compression",
+            ("sans-serif", 22),
+        )
+        .margin(18)
+        .x_label_area_size(50)
+        .y_label_area_size(60)
+        .build_cartesian_2d((0.9f64..x_max).log_scale(), (lo - 0.5)..(hi + 0.5))?;
+    chart
+        .configure_mesh()
+        .x_desc("compression: N / weights kept (log scale)")
+        .y_desc("test accuracy, % (mean; bar: seed range)")
+        .x_labels(30)
+        // Of the log axis' 1, 2, ..., 9, 10, 20, ... marks, name only 1-2-5 ones, so that the
+        // labels do not run into each other.
+        .x_label_formatter(&|x| {
+            let lead = x / 10f64.powf(x.log10().floor());
+            if [1.0, 2.0, 5.0].iter().any(|m| (lead - m).abs() < 1e-6) {
+                format!("{x:.0}×")
+            } else {
+                String::new()
+            }
+        })
+        .light_line_style(BLACK.mix(0.04))
+        .label_style(("sans-serif", 15))
+        .draw()?;
+    if let Some(d) = dense {
+        chart
+            .draw_series(LineSeries::new(
+                [(0.9, d), (x_max, d)],
+                BLACK.mix(0.6).stroke_width(1),
+            ))?
+            .label(format!("dense baseline ({d:.2} %)"))
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLACK.mix(0.6)));
+    }
+    chart
+        .draw_series(LineSeries::new(
+            plain.iter().map(|c| (c.compression, c.mean())),
+            BLUE.stroke_width(2),
+        ))?
+        .label("Dropback (plain SGD)")
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLUE.stroke_width(2)));
+    for (colour, set) in [
+        (BLUE, plain.clone()),
+        (
+            RED,
+            configs.values().filter(|c| c.variant).collect::<Vec<_>>(),
+        ),
+    ] {
+        chart.draw_series(set.iter().map(|c| {
+            ErrorBar::new_vertical(
+                c.compression,
+                c.low(),
+                c.mean(),
+                c.high(),
+                colour.filled(),
+                8,
+            )
+        }))?;
+        chart.draw_series(
+            set.iter()
+                .map(|c| Circle::new((c.compression, c.mean()), 4, colour.filled())),
+        )?;
+    }
+    for (name, c) in configs.iter().filter(|(_, c)| c.variant) {
+        chart.draw_series(std::iter::once(Text::new(
+            name.trim_start_matches("dropback-").to_owned(),
+            (c.compression * 1.04, c.mean()),
+            ("sans-serif", 14).into_font().color(&RED),
+        )))?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::LowerLeft)
+        .label_font(("sans-serif", 15))
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+fn run(args: &[String]) -> Result<(), String> {
+    let mut font = DEFAULT_FONT.to_owned();
+    let mut paths = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--font" => font = it.next().ok_or("--font needs a path")?.clone(),
+            s if s.starts_with('-') => return Err(format!("unknown option `{s}`")),
+            _ => paths.push(a.clone()),
+        }
+    }
+    let [json, png] = paths.as_slice() else {
+        return Err("usage: dropback-plot DATA.json OUT.png [--font TTF]".into());
+    };
+    let text = std::fs::read_to_string(json).map_err(|e| format!("cannot read {json}: {e}"))?;
+    let data: Value =
+        serde_json::from_str(&text).map_err(|e| format!("{json} is not valid JSON: {e}"))?;
+    let configs = configs(&data).map_err(|e| format!("{json}: {e}"))?;
+    let bytes = std::fs::read(&font).map_err(|e| {
+        format!("cannot read the font {font}: {e} (install fonts-dejavu-core, or pass --font)")
+    })?;
+    // plotters keeps registered fonts for the whole process; this one is read once per run.
+    let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+    plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
+        .map_err(|_| format!("{font} is not a usable TrueType font"))?;
+    draw(&configs, png).map_err(|e| format!("cannot draw {png}: {e}"))
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_group_into_configurations_with_their_seed_range() {
+        let data: Value = serde_json::from_str(
+            r#"{"runs": [
+                {"name": "dense", "mode": "dense", "test_accuracy": 0.88, "compression": 1.0},
+                {"name": "dropback-x25", "mode": "dropback", "test_accuracy": 0.86, "compression": 25.0},
+                {"name": "dropback-x25", "mode": "dropback", "test_accuracy": 0.85, "compression": 25.0},
+                {"name": "dropback-x25-freeze5", "mode": "dropback", "freeze_after": 5,
+                 "test_accuracy": 0.84, "compression": 25.0}
+            ]}"#,
+        )
+        .unwrap();
+        let c = configs(&data).unwrap();
+        assert_eq!(c.len(), 3);
+        let x25 = &c["dropback-x25"];
+        assert!((x25.mean() - 85.5).abs() < 1e-9);
+        assert!((x25.low() - 85.0).abs() < 1e-9 && (x25.high() - 86.0).abs() < 1e-9);
+        assert!(!x25.variant && !x25.dense);
+        assert!(c["dropback-x25-freeze5"].variant);
+        assert!(c["dense"].dense);
+    }
+
+    #[test]
+    fn a_malformed_data_file_is_an_error() {
+        let no_runs: Value = serde_json::from_str(r#"{"params_total": 3}"#).unwrap();
+        assert!(configs(&no_runs).unwrap_err().contains("runs"));
+        let no_accuracy: Value =
+            serde_json::from_str(r#"{"runs": [{"name": "a", "mode": "dense", "compression": 1}]}"#)
+                .unwrap();
+        assert!(configs(&no_accuracy).unwrap_err().contains("test_accuracy"));
+        assert!(run(&["only-one.json".into()])
+            .unwrap_err()
+            .contains("usage"));
+        assert!(run(&["--bogus".into()])
+            .unwrap_err()
+            .contains("unknown option"));
+    }
+}
