@@ -5,41 +5,15 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use safetensors::SafeTensors;
 use sparsec_ir::interp::{initial_value, Input, Interpreter, State};
 
+mod run_dir;
+
+use run_dir::{fresh_dir, ok, sparsec, summary};
+
 const EXAMPLE: &str = "examples/lenet300_dropback.net";
-
-fn sparsec(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sparsec"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env(
-            "SPARSEC_DATA",
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("data/fashion-mnist-subset"),
-        )
-        .output()
-        .expect("run sparsec")
-}
-
-fn ok(out: &Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "sparsec failed ({:?}):\n{stdout}\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-fn fresh_dir(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
 
 /// The LeNet-300-100 Dropback example on the bundled subset, with another `k` (or, with
 /// `None`, without its method block: the paired dense baseline).
@@ -60,10 +34,6 @@ fn write_model(name: &str, text: &str) -> PathBuf {
     let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}.net"));
     std::fs::write(&path, text).unwrap();
     path
-}
-
-fn summary(dir: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
 }
 
 fn latest(dir: &Path) -> PathBuf {

@@ -2,42 +2,12 @@
 //! subset, checked against what the run directory holds and against counts done by hand.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use safetensors::SafeTensors;
 
-fn sparsec(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sparsec"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env(
-            "SPARSEC_DATA",
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("data/fashion-mnist-subset"),
-        )
-        .output()
-        .expect("run sparsec")
-}
+mod run_dir;
 
-fn fresh_dir(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
-fn ok(out: &Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "sparsec failed ({:?}):\n{stdout}\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-fn json_file(path: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).expect("read")).expect("JSON")
-}
+use run_dir::{fresh_dir, ok, sparsec, summary};
 
 /// Train `model` for 3 steps into a fresh directory; returns the directory and train's stdout.
 fn short_run(name: &str, model: &str) -> (PathBuf, String) {
@@ -72,7 +42,7 @@ fn layer<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value
 /// Checks that hold for any run: the parameter column sums to the model's total, every FLOP
 /// count is positive, the totals row adds up, and `train` printed the same table as `report`.
 fn check_common(dir: &Path, train_stdout: &str, report: &serde_json::Value) {
-    let summary = json_file(&dir.join("summary.json"));
+    let summary = summary(dir);
     let layers = report["layers"].as_array().unwrap();
     assert_eq!(
         layers
@@ -162,7 +132,7 @@ fn dropback_report_counts_what_the_checkpoint_holds() {
     // The example's global budget: k = 10,664 tracked weights.
     assert!(total > 0 && total <= 10_664, "{total}");
     assert_eq!(report["total"]["kept"].as_u64(), Some(total));
-    let summary = json_file(&dir.join("summary.json"));
+    let summary = summary(&dir);
     assert_eq!(summary["tracked"]["total"].as_u64(), Some(total));
     assert_eq!(
         report["total"]["bytes_stored"],

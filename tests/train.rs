@@ -1,43 +1,11 @@
 //! Training end to end through the `sparsec` binary, on the bundled Fashion-MNIST subset and on
 //! synthetic data: smoke runs, exact resumption, divergence handling, evaluation.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
-fn sparsec(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sparsec"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        // Always the bundled subset, whatever this machine has installed.
-        .env(
-            "SPARSEC_DATA",
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("data/fashion-mnist-subset"),
-        )
-        .output()
-        .expect("run sparsec")
-}
+mod run_dir;
 
-fn fresh_dir(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
-fn ok(out: &Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "sparsec failed ({:?}):\n{stdout}\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-fn summary(dir: &Path) -> serde_json::Value {
-    let text = std::fs::read_to_string(dir.join("summary.json")).expect("summary.json");
-    serde_json::from_str(&text).expect("summary is JSON")
-}
+use run_dir::{fresh_dir, ok, sparsec, summary};
 
 #[test]
 fn lenet300_one_epoch_on_the_bundled_subset_learns() {
