@@ -295,57 +295,37 @@ impl JitProgram {
                     Ok::<Vec<FuncId>, String>(ids)
                 }
             };
+            // The kernel's own function, calling `imports`.
+            let own = |jit: &mut Jit,
+                       imports: &[FuncId],
+                       build: &dyn Fn(&mut crate::codegen::FnCtx<'_>)| {
+                jit.define_with_imports(&name, imports, build)
+                    .map(|id| Some((id, name.clone())))
+                    .map_err(|e| e.to_string())
+            };
             let f = match &k.body {
                 Body::Gemm { spec, .. } if spec.import => {
                     let callee = gemm(&mut jit)?;
-                    Some((
-                        jit.define_with_imports(&name, &[callee], |fx| emit_gemm_fused(fx, spec))
-                            .map_err(|e| e.to_string())?,
-                        name,
-                    ))
+                    own(&mut jit, &[callee], &|fx| emit_gemm_fused(fx, spec))?
                 }
                 Body::Chain { spec, .. } if spec.uses_math() => {
                     let callees = math(&mut jit)?;
-                    Some((
-                        jit.define_with_imports(&name, &callees, |fx| emit_chain(fx, spec))
-                            .map_err(|e| e.to_string())?,
-                        name,
-                    ))
+                    own(&mut jit, &callees, &|fx| emit_chain(fx, spec))?
                 }
                 Body::SoftmaxXent { spec, .. } => {
                     let callees = math(&mut jit)?;
-                    Some((
-                        jit.define_with_imports(&name, &callees, |fx| emit_softmax_xent(fx, spec))
-                            .map_err(|e| e.to_string())?,
-                        name,
-                    ))
+                    own(&mut jit, &callees, &|fx| emit_softmax_xent(fx, spec))?
                 }
                 Body::Conv { spec, .. } => {
                     let callee = gemm(&mut jit)?;
-                    Some((
-                        jit.define_with_imports(&name, &[callee], |fx| emit_conv(fx, spec))
-                            .map_err(|e| e.to_string())?,
-                        name,
-                    ))
+                    own(&mut jit, &[callee], &|fx| emit_conv(fx, spec))?
                 }
-                Body::MaxPool { spec, .. } => Some((
-                    jit.define(&name, |fx| emit_maxpool(fx, spec))
-                        .map_err(|e| e.to_string())?,
-                    name,
-                )),
+                Body::MaxPool { spec, .. } => own(&mut jit, &[], &|fx| emit_maxpool(fx, spec))?,
+                Body::Gemm { spec, .. } => own(&mut jit, &[], &|fx| emit_gemm_fused(fx, spec))?,
+                Body::Chain { spec, .. } => own(&mut jit, &[], &|fx| emit_chain(fx, spec))?,
                 Body::ReduceChannels { .. } => Some((
                     shared_fn(&mut jit, "reduce_channels", emit_reduce_channels)?,
                     "reduce_channels".into(),
-                )),
-                Body::Gemm { spec, .. } => Some((
-                    jit.define(&name, |fx| emit_gemm_fused(fx, spec))
-                        .map_err(|e| e.to_string())?,
-                    name,
-                )),
-                Body::Chain { spec, .. } => Some((
-                    jit.define(&name, |fx| emit_chain(fx, spec))
-                        .map_err(|e| e.to_string())?,
-                    name,
                 )),
                 Body::ReduceRows { .. } => Some((
                     shared_fn(&mut jit, "reduce_rows", emit_reduce_rows)?,
