@@ -14,6 +14,7 @@ Standard library only.
 """
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -34,9 +35,10 @@ def pm(xs, scale=100.0, digits=2):
     return f"{m:.{digits}f} ± {s:.{digits}f}"
 
 
-def records(sweep):
+def records(entries):
+    """One record per completed run of a sweep's `runs` or `peer_runs`."""
     out = []
-    for r in sweep["runs"]:
+    for r in entries:
         s = r.get("summary")
         if not s or s.get("status") != "completed":
             continue
@@ -44,113 +46,353 @@ def records(sweep):
             "name": r["name"], "mode": r["mode"], "seed": r["seed"], "k": r["k"],
             "ratio": r["ratio"], "freeze_after": r.get("freeze_after"),
             "decay_init": r.get("decay_init"),
-            "test_accuracy": s["test_accuracy"], "test_loss": s["test_loss"],
-            "train_loss": s["train_loss"], "epochs": s["epochs_completed"],
+            "test_accuracy": s["test_accuracy"],
+            "test_accuracy_last5": last_epochs_accuracy(r["run_dir"], 5),
+            "test_loss": s["test_loss"], "train_loss": s["train_loss"], "epochs": s["epochs_completed"],
             "weights_stored": s["weights_stored"],
             "weight_state_bytes": s["weight_state_bytes"],
             "peak_rss_bytes": s["peak_rss_bytes"], "samples_per_sec": s["samples_per_sec"],
-            "wall_seconds": s["wall_seconds"], "backend": s["backend"],
-            "threads": s.get("threads"), "data": s["data"],
+            "wall_seconds": s["wall_seconds"],
+            "backend": s.get("backend") or f"{r['peer']} {s.get('version', '')}".strip(),
+            "threads": s.get("threads"), "data": s["data"], "lr": s.get("lr", run_lr(r["run_dir"])),
             "run_dir": os.path.relpath(r["run_dir"], ROOT)
             if r["run_dir"].startswith(ROOT) else r["run_dir"],
         })
     return out
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("sweep_dir")
-    p.add_argument("--out", default=os.path.join(ROOT, "docs", "results"))
-    args = p.parse_args()
-    with open(os.path.join(args.sweep_dir, "sweep.json")) as f:
-        sweep = json.load(f)
-    recs = records(sweep)
+def run_lr(run_dir):
+    """The learning rate a sparsec run logged (its metrics' first line), or None."""
+    try:
+        with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+            return json.loads(f.readline()).get("lr")
+    except (OSError, ValueError):
+        return None
+
+
+def last_epochs_accuracy(run_dir, epochs):
+    """The mean test accuracy of a run's last `epochs` epochs (its metrics' per-epoch lines:
+    sparsec's `kind: epoch`, the peer's every line), or None."""
+    try:
+        with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+            lines = [json.loads(l) for l in f if l.strip()]
+    except (OSError, ValueError):
+        return None
+    accs = [l["test_accuracy"] for l in lines
+            if l.get("kind", "epoch") == "epoch" and "test_accuracy" in l]
+    return statistics.fmean(accs[-epochs:]) if len(accs) >= epochs else None
+
+
+def model_digest(run_dir):
+    """SHA-256 of a run's model.safetensors, or None."""
+    try:
+        with open(os.path.join(run_dir, "model.safetensors"), "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+        return None
+
+
+def pair_with_dense(recs, n):
+    """Adds delta_accuracy (against the dense run of the same seed) and compression; returns
+    the records grouped by configuration name, in plan order."""
     dense = {r["seed"]: r for r in recs if r["mode"] == "dense"}
-    if not dense:
-        raise SystemExit("no completed dense baseline in the sweep")
-    n = sweep["params_total"]
     for r in recs:
         base = dense.get(r["seed"])
         r["delta_accuracy"] = None if base is None else r["test_accuracy"] - base["test_accuracy"]
+        r["delta_accuracy_last5"] = None if base is None or None in (
+            r["test_accuracy_last5"], base["test_accuracy_last5"]) else \
+            r["test_accuracy_last5"] - base["test_accuracy_last5"]
         r["compression"] = n / r["weights_stored"]
-    names = []
+    by = {}
     for r in recs:
-        if r["name"] not in names:
-            names.append(r["name"])
-    by = {name: [r for r in recs if r["name"] == name] for name in names}
+        by.setdefault(r["name"], []).append(r)
+    return by
 
+
+def mean_delta(rs):
+    """Mean Δ in points over the runs that have a pair, or None."""
+    ds = [r["delta_accuracy"] for r in rs if r["delta_accuracy"] is not None]
+    return statistics.fmean(ds) * 100 if ds else None
+
+
+def is_plain(r):
+    return r["mode"] == "dropback" and not r["freeze_after"] and not r["decay_init"]
+
+
+def verdicts(by):
+    """Markdown lines: the largest compression at −0.5/−1.0 points, DB-1 and DB-2."""
+    lines = []
+    plain = [nm for nm, rs in by.items() if is_plain(rs[0]) and mean_delta(rs) is not None]
+    for floor in (-0.5, -1.0):
+        ok = [nm for nm in plain if mean_delta(by[nm]) >= floor]
+        best = max(ok, key=lambda nm: by[nm][0]["compression"], default=None)
+        lines.append(f"- Largest compression with mean Δaccuracy ≥ {floor} points: " + (
+            f"**{by[best][0]['compression']:.1f}×** ({best}, Δ = {mean_delta(by[best]):+.2f})"
+            if best else "none of the swept ratios"))
+    by_ratio = {by[nm][0]["ratio"]: nm for nm in plain}
+    for ratio, floor, label in ((13, -0.5, "DB-1 at 13×"), (25, -1.5, "DB-1 at 25×")):
+        nm = by_ratio.get(ratio)
+        if nm:
+            d = mean_delta(by[nm])
+            lines.append(f"- {label}: Δ = {d:+.2f} points (target ≥ {floor}): "
+                         f"**{'met' if d >= floor else 'missed'}**.")
+    frozen = [nm for nm, rs in by.items() if rs[0]["freeze_after"]]
+    if frozen and by_ratio.get(by[frozen[0]][0]["ratio"]):
+        nm, ref = frozen[0], by_ratio[by[frozen[0]][0]["ratio"]]
+        if mean_delta(by[nm]) is not None:
+            gap = mean_delta(by[nm]) - mean_delta(by[ref])
+            lines.append(f"- DB-2 ({nm} against {ref}): {gap:+.2f} points (target within "
+                         f"±0.3): **{'met' if abs(gap) <= 0.3 else 'missed'}**.")
+    return lines
+
+
+def load_sweep(path):
+    with open(os.path.join(path, "sweep.json")) as f:
+        return json.load(f)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("sweep_dir")
+    p.add_argument("--lr-sweep", action="append", default=[], metavar="DIR",
+                   help="a sweep of the same model at another --lr (repeatable): reported as a "
+                        "separate finding, each paired with its own dense runs")
+    p.add_argument("--repeat", metavar="DIR",
+                   help="a sweep repeating some configurations (same or new seeds), set beside "
+                        "the main sweep's spread")
+    p.add_argument("--out", default=os.path.join(ROOT, "docs", "results"))
+    args = p.parse_args()
+    sweep = load_sweep(args.sweep_dir)
+    n = sweep["params_total"]
+    recs = records(sweep["runs"])
+    by = pair_with_dense(recs, n)
+    if "dense" not in by:
+        raise SystemExit("no completed dense baseline in the sweep")
+    peer = sweep.get("peer")
+    peer_recs = records(sweep.get("peer_runs", []))
+    peer_by = pair_with_dense(peer_recs, n) if peer_recs else {}
+    model = os.path.relpath(sweep["model"], ROOT)
+
+    cmds = [f"python3 bench/dropback_sweep.py {model} --out runs/dropback-sweep"
+            + (f" --peer {peer}" if peer else "")]
+    for d in args.lr_sweep:
+        lr = load_sweep(d).get("lr")
+        cmds.append(f"python3 bench/dropback_sweep.py {model} --out {rel(d)} --lr {lr} "
+                    "--ratios 13,25 --no-variants")
+    if args.repeat:
+        rep = load_sweep(args.repeat)
+        cmds.append(f"python3 bench/dropback_sweep.py {model} --out {rel(args.repeat)} "
+                    f"--seeds {','.join(map(str, rep['seeds']))} --ratios 13,25 --no-variants "
+                    "--threads 1")
+    report_cmd = "python3 bench/dropback_report.py runs/dropback-sweep" + "".join(
+        f" --lr-sweep {rel(d)}" for d in args.lr_sweep) + (
+        f" --repeat {rel(args.repeat)}" if args.repeat else "")
     md = ["# Dropback on Fashion-MNIST: paired sweep", "",
           "Generated by `bench/dropback_report.py` from the run directories of "
           "`bench/dropback_sweep.py`; the figures, one record per run, are in "
-          "[`dropback.json`](dropback.json). Reproduce with:", "", "```sh",
-          f"python3 bench/dropback_sweep.py {os.path.relpath(sweep['model'], ROOT)} "
-          "--out runs/dropback-sweep",
-          "python3 bench/dropback_report.py runs/dropback-sweep",
+          "[`dropback.json`](dropback.json). Reproduce with:", "", "```sh"] + cmds + [
+          report_cmd,
           "cargo run --release -p sparsec-plot -- docs/results/dropback.json "
           "docs/results/dropback.png", "```", "",
           "![Test accuracy against compression: Dropback (plain SGD) per ratio, the freeze and "
           "decay variants, and the dense baseline](dropback.png)", ""]
     first = recs[0]
-    md += [f"- Model: `{os.path.relpath(sweep['model'], ROOT)}`, N = {n:,} parameters; "
-           f"{first['epochs']} epochs; {first['data']}.",
-           f"- Seeds: {', '.join(str(s) for s in sorted(dense))}. Each Dropback run is paired "
-           "with the dense run of the same seed (same initial weights, data order and "
-           "schedule); Δ is Dropback − dense in points, averaged over seeds.",
+    md += [f"- Model: `{model}`, N = {n:,} parameters; {first['epochs']} epochs, lr "
+           f"{first['lr']}; {first['data']}.",
+           f"- Seeds: {', '.join(str(s) for s in sorted(r['seed'] for r in by['dense']))}. "
+           "Each Dropback run is paired with the dense run of the same seed (same initial "
+           "weights, data order and schedule); Δ is Dropback − dense in points, averaged over "
+           "seeds (± the standard deviation over seeds).",
            f"- Backend {first['backend']}, {first['threads']} thread(s); samples/s and peak RSS "
            "are each run's own `summary.json` figures (peak RSS includes the data set held in "
-           "memory).", ""]
-    md += ["| configuration | weights stored | compression | test accuracy % | Δ vs dense (points) | "
-           "weight state bytes | peak RSS MiB | samples/s |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for name in names:
-        rs = by[name]
-        deltas = [r["delta_accuracy"] for r in rs if r["delta_accuracy"] is not None]
-        delta = "—" if rs[0]["mode"] == "dense" else pm(deltas)
-        md.append(
-            f"| {name} | {rs[0]['weights_stored']:,} | {rs[0]['compression']:.1f}× | "
-            f"{pm([r['test_accuracy'] for r in rs])} | {delta} | "
-            f"{rs[0]['weight_state_bytes']:,} | "
-            f"{statistics.fmean(r['peak_rss_bytes'] for r in rs) / 2**20:.0f} | "
-            f"{statistics.fmean(r['samples_per_sec'] for r in rs):,.0f} |")
+           "memory)."]
+    if peer_by:
+        pf = peer_recs[0]
+        md += [f"- Peer: `bench/peers/torch_dropback_train.py` ({pf['backend']}, "
+               f"{pf['threads']} thread(s)), an independent faithful Dropback with the same "
+               "settings (data, epochs, batch, lr, k, freeze/decay) but its own random streams "
+               "(NumPy's): its seed s is paired with its own dense run of seed s, not with "
+               "sparsec's."]
     md.append("")
-    plain = [name for name in names if by[name][0]["mode"] == "dropback"
-             and not by[name][0]["freeze_after"] and not by[name][0]["decay_init"]]
-
-    def mean_delta(name):
-        return statistics.fmean(r["delta_accuracy"] for r in by[name]) * 100
-
-    for floor in (-0.5, -1.0):
-        ok = [name for name in plain if mean_delta(name) >= floor]
-        best = max(ok, key=lambda nm: by[nm][0]["compression"], default=None)
-        md.append(f"- Largest compression with mean Δaccuracy ≥ {floor} points: " + (
-            f"**{by[best][0]['compression']:.1f}×** ({best}, Δ = {mean_delta(best):+.2f})"
-            if best else "none of the swept ratios"))
+    head = ("| configuration | weights stored | compression | test accuracy % | "
+            "Δ vs dense (points) | weight state bytes | peak RSS MiB | samples/s |")
+    rule = "|---|---:|---:|---:|---:|---:|---:|---:|"
+    if peer_by:
+        head += f" {peer} accuracy % | {peer} Δ (points) |"
+        rule += "---:|---:|"
+    md += [head, rule]
+    for name, rs in by.items():
+        row = (f"| {name} | {rs[0]['weights_stored']:,} | {rs[0]['compression']:.1f}× | "
+               f"{pm([r['test_accuracy'] for r in rs])} | {delta_cell(rs)} | "
+               f"{rs[0]['weight_state_bytes']:,} | "
+               f"{statistics.fmean(r['peak_rss_bytes'] for r in rs) / 2**20:.0f} | "
+               f"{statistics.fmean(r['samples_per_sec'] for r in rs):,.0f} |")
+        if peer_by:
+            prs = peer_by.get(name)
+            row += (f" {pm([r['test_accuracy'] for r in prs])} | {delta_cell(prs)} |"
+                    if prs else " — | — |")
+        md.append(row)
     md.append("")
-    md += ["## Targets (shared/METHODS.md)", ""]
-    by_ratio = {by[nm][0]["ratio"]: nm for nm in plain}
-    for ratio, floor, label in ((13, -0.5, "DB-1 at 13×"), (25, -1.5, "DB-1 at 25×")):
-        nm = by_ratio.get(ratio)
-        if nm:
-            d = mean_delta(nm)
-            md.append(f"- {label}: Δ = {d:+.2f} points (target ≥ {floor}): "
-                      f"**{'met' if d >= floor else 'missed'}**.")
-    frozen = [nm for nm in names if by[nm][0]["freeze_after"]]
-    if frozen and by_ratio.get(by[frozen[0]][0]["ratio"]):
-        nm, ref = frozen[0], by_ratio[by[frozen[0]][0]["ratio"]]
-        gap = mean_delta(nm) - mean_delta(ref)
-        md.append(f"- DB-2 ({nm} against {ref}): {gap:+.2f} points (target within ±0.3): "
-                  f"**{'met' if abs(gap) <= 0.3 else 'missed'}**.")
-    md.append("")
+    md += last5_section(by, peer_by, peer)
+    md += ["## Targets (shared/METHODS.md)", "",
+           "Judged on the final test accuracy (the table above), averaged over seeds.", "",
+           "sparsec:", ""] + verdicts(by) + [""]
+    if peer_by:
+        md += [f"The {peer} peer, judged the same way:", ""] + verdicts(peer_by) + [""]
+        md += comparison(by, peer_by, peer)
+    extra = {}
+    if args.lr_sweep:
+        md += ["## Learning rate (a separate finding)", "",
+               "The main sweep keeps the model file's lr for every configuration. These sweeps "
+               "repeat dense, 13× and 25× at other learning rates; each Dropback run is paired "
+               "with the dense run of its own lr and seed, and the last column sets it against "
+               f"the main sweep's dense runs (lr {first['lr']}, same seed).", "",
+               "| lr | configuration | test accuracy % | Δ vs dense at this lr | "
+               f"Δ vs dense at lr {first['lr']} |", "|---:|---|---:|---:|---:|"]
+        main_dense = {r["seed"]: r for r in by["dense"]}
+        extra["lr_study"] = []
+        for d in args.lr_sweep:
+            lrecs = records(load_sweep(d)["runs"])
+            lby = pair_with_dense(lrecs, n)
+            for name, rs in lby.items():
+                for r in rs:
+                    base = main_dense.get(r["seed"])
+                    r["delta_vs_main_dense"] = None if base is None else \
+                        r["test_accuracy"] - base["test_accuracy"]
+                vs_main = [r["delta_vs_main_dense"] for r in rs
+                           if r["delta_vs_main_dense"] is not None]
+                md.append(f"| {rs[0]['lr']} | {name} | {pm([r['test_accuracy'] for r in rs])}"
+                          f" | {delta_cell(rs)} | {pm(vs_main) if vs_main else '—'} |")
+            extra["lr_study"] += lrecs
+        md.append("")
+    if args.repeat:
+        md += repeat_section(by, records(load_sweep(args.repeat)["runs"]), extra)
     os.makedirs(args.out, exist_ok=True)
-    for fname, text in (("dropback.json", json.dumps({"params_total": n, "runs": recs},
-                                                      indent=1) + "\n"),
+    data = {"params_total": n, "runs": recs, "peer": peer, "peer_runs": peer_recs}
+    data.update(extra)
+    for fname, text in (("dropback.json", json.dumps(data, indent=1) + "\n"),
                         ("dropback.md", "\n".join(md))):
         tmp = os.path.join(args.out, fname + ".tmp")
         with open(tmp, "w") as f:
             f.write(text)
         os.replace(tmp, os.path.join(args.out, fname))
-    print(f"wrote {args.out}/dropback.md and dropback.json ({len(recs)} runs)")
+    print(f"wrote {args.out}/dropback.md and dropback.json ({len(recs)} runs, "
+          f"{len(peer_recs)} peer runs)")
     return 0
+
+
+def rel(path):
+    path = os.path.abspath(path)
+    return os.path.relpath(path, ROOT) if path.startswith(ROOT) else path
+
+
+def delta_cell(rs):
+    if rs[0]["mode"] == "dense":
+        return "—"
+    ds = [r["delta_accuracy"] for r in rs if r["delta_accuracy"] is not None]
+    return pm(ds) if ds else "—"
+
+
+def epoch_jitter(rs, epochs=5):
+    """The mean over runs of the std of test accuracy over their last `epochs` epochs, points."""
+    out = []
+    for r in rs:
+        try:
+            with open(os.path.join(ROOT, r["run_dir"], "metrics.jsonl")) as f:
+                lines = [json.loads(l) for l in f if l.strip()]
+        except (OSError, ValueError):
+            continue
+        accs = [l["test_accuracy"] * 100 for l in lines
+                if l.get("kind", "epoch") == "epoch" and "test_accuracy" in l][-epochs:]
+        if len(accs) == epochs:
+            out.append(statistics.stdev(accs))
+    return statistics.fmean(out) if out else None
+
+
+def last5_section(by, peer_by, peer):
+    """Δ on the mean test accuracy of the last five epochs: the same comparison with less of
+    the epoch-to-epoch noise of a constant learning rate."""
+    jitter = epoch_jitter([r for rs in by.values() for r in rs])
+    lines = ["## The same, on the last five epochs", "",
+             "At a constant learning rate the test accuracy moves from epoch to epoch "
+             + (f"(its std over a run's last five epochs is {jitter:.2f} points on average "
+                "here), " if jitter is not None else "")
+             + "so one final figure per run is a noisy draw. The mean test accuracy over the "
+             "last five epochs of each run, paired the same way, tells whether a verdict "
+             "rests on that noise.", "",
+             "| configuration | sparsec Δ, last 5 epochs |"
+             + (f" {peer} Δ, last 5 epochs |" if peer_by else ""),
+             "|---|---:|" + ("---:|" if peer_by else "")]
+    for name, rs in by.items():
+        if rs[0]["mode"] == "dense":
+            continue
+        ds = [r["delta_accuracy_last5"] for r in rs if r["delta_accuracy_last5"] is not None]
+        row = f"| {name} | {pm(ds) if ds else '—'} |"
+        if peer_by:
+            pds = [r["delta_accuracy_last5"] for r in peer_by.get(name, [])
+                   if r["delta_accuracy_last5"] is not None]
+            row += f" {pm(pds) if pds else '—'} |"
+        lines.append(row)
+    return lines + [""]
+
+
+def comparison(by, peer_by, peer):
+    """sparsec's mean Δ against the peer's, per configuration, with the standard error of the
+    difference (each side's std over seeds / sqrt(seeds))."""
+    lines = [f"## sparsec against the {peer} peer", "",
+             "Difference of the mean Δ (sparsec − peer) per configuration, ± the standard error "
+             "of that difference (from both sides' spread over seeds). Within about two standard "
+             "errors the two implementations agree.", "",
+             "| configuration | sparsec Δ | peer Δ | difference | standard error | ratio |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for name, rs in by.items():
+        prs = peer_by.get(name)
+        if rs[0]["mode"] == "dense" or not prs:
+            continue
+        a = [r["delta_accuracy"] * 100 for r in rs if r["delta_accuracy"] is not None]
+        b = [r["delta_accuracy"] * 100 for r in prs if r["delta_accuracy"] is not None]
+        if len(a) < 2 or len(b) < 2:
+            continue
+        diff = statistics.fmean(a) - statistics.fmean(b)
+        se = math.sqrt(statistics.variance(a) / len(a) + statistics.variance(b) / len(b))
+        lines.append(f"| {name} | {statistics.fmean(a):+.2f} | {statistics.fmean(b):+.2f} | "
+                     f"{diff:+.2f} | {se:.2f} | {abs(diff) / se if se else math.inf:.1f} |")
+    return lines + [""]
+
+
+def repeat_section(by, reps, extra):
+    """Repeated runs beside the main sweep: a seed the sweep has must give the same model bits
+    (the same machine: bits depend on the CPU's instruction set, not on threads); a new seed is
+    set against the sweep's mean ± std of that configuration."""
+    lines = ["## Independent repeats", "",
+             "Runs repeated in a separate sweep directory (`--repeat`). A seed the main sweep "
+             "already has must give the same `model.safetensors` bit for bit on the same machine "
+             "(whatever the thread count: the repeat runs with 1 thread, the sweep with 2); a new "
+             "seed is a fresh sample, set against the sweep's mean ± std over seeds.", "",
+             "| configuration | seed | threads | test accuracy % | sweep (same seed or mean ± std) | "
+             "verdict |", "|---|---:|---:|---:|---:|---|"]
+    extra["repeat"] = reps
+    for r in reps:
+        rs = by.get(r["name"])
+        if not rs:
+            continue
+        same = [x for x in rs if x["seed"] == r["seed"]]
+        if same:
+            a, b = model_digest(os.path.join(ROOT, r["run_dir"])), \
+                model_digest(os.path.join(ROOT, same[0]["run_dir"]))
+            r["same_model_bits"] = a is not None and a == b
+            ref = f"{same[0]['test_accuracy'] * 100:.2f}"
+            verdict = "same model bits" if r["same_model_bits"] else "**model differs**"
+        else:
+            m, sd = mean_std([x["test_accuracy"] * 100 for x in rs])
+            z = (r["test_accuracy"] * 100 - m) / sd if sd else math.inf
+            r["z_against_sweep"] = z
+            ref = f"{m:.2f} ± {sd:.2f}"
+            verdict = (f"within {'1' if abs(z) <= 1 else '2'} std" if abs(z) <= 2
+                       else f"**outside 2 std** ({z:+.1f})")
+        lines.append(f"| {r['name']} | {r['seed']} | {r['threads']} | "
+                     f"{r['test_accuracy'] * 100:.2f} | {ref} | {verdict} |")
+    return lines + [""]
 
 
 if __name__ == "__main__":

@@ -5,8 +5,10 @@
 //!
 //! Each configuration is one point: the mean test accuracy over its seeds with a bar from the
 //! lowest to the highest seed; plain Dropback ratios are joined by a line, the `freeze_after` and
-//! `decay_init` variants stand alone, and the dense baseline's mean is a horizontal line. Text
-//! needs a TrueType font: `--font PATH` (default DejaVu Sans, as Debian installs it).
+//! `decay_init` variants stand alone, and the dense baseline's mean is a horizontal line. When the
+//! data file has a peer's runs (`peer_runs`), they are drawn the same way in green, shifted a
+//! little to the right so that the two implementations' bars do not overlap. Text needs a TrueType
+//! font: `--font PATH` (default DejaVu Sans, as Debian installs it).
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -46,11 +48,13 @@ impl Config {
     }
 }
 
-fn configs(data: &Value) -> Result<BTreeMap<String, Config>, String> {
+/// The configurations of the data file's `key` list of runs (`runs`: sparsec's, `peer_runs`: a
+/// peer's).
+fn configs(data: &Value, key: &str) -> Result<BTreeMap<String, Config>, String> {
     let runs = data
-        .get("runs")
+        .get(key)
         .and_then(Value::as_array)
-        .ok_or("the data file has no `runs` list")?;
+        .ok_or(format!("the data file has no `{key}` list"))?;
     let mut out: BTreeMap<String, Config> = BTreeMap::new();
     for r in runs {
         let field = |k: &str| r.get(k).ok_or_else(|| format!("a run without `{k}`"));
@@ -78,25 +82,39 @@ fn configs(data: &Value) -> Result<BTreeMap<String, Config>, String> {
     Ok(out)
 }
 
-fn draw(configs: &BTreeMap<String, Config>, png: &str) -> Result<(), Box<dyn std::error::Error>> {
-    let plain: Vec<&Config> = {
-        let mut v: Vec<&Config> = configs
-            .values()
-            .filter(|c| !c.dense && !c.variant)
-            .collect();
-        v.sort_by(|a, b| a.compression.total_cmp(&b.compression));
-        v
-    };
+/// Plain Dropback configurations (no variant), by compression.
+fn plain(configs: &BTreeMap<String, Config>) -> Vec<&Config> {
+    let mut v: Vec<&Config> = configs
+        .values()
+        .filter(|c| !c.dense && !c.variant)
+        .collect();
+    v.sort_by(|a, b| a.compression.total_cmp(&b.compression));
+    v
+}
+
+/// A peer's name and configurations, drawn beside sparsec's.
+type Peer<'a> = (&'a str, &'a BTreeMap<String, Config>);
+
+/// How far right a peer's points sit (a factor on the log axis).
+const PEER_SHIFT: f64 = 1.08;
+
+fn draw(
+    configs: &BTreeMap<String, Config>,
+    peer: Option<Peer>,
+    png: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let plain = plain(configs);
     let dense = configs.values().find(|c| c.dense).map(Config::mean);
-    let lo = configs
-        .values()
-        .map(Config::low)
-        .fold(f64::INFINITY, f64::min);
-    let hi = configs
-        .values()
+    let everything = || {
+        configs
+            .values()
+            .chain(peer.iter().flat_map(|(_, p)| p.values()))
+    };
+    let lo = everything().map(Config::low).fold(f64::INFINITY, f64::min);
+    let hi = everything()
         .map(Config::high)
         .fold(f64::NEG_INFINITY, f64::max);
-    let x_max = configs.values().map(|c| c.compression).fold(1.0, f64::max) * 1.5;
+    let x_max = everything().map(|c| c.compression).fold(1.0, f64::max) * 1.5;
     let root = BitMapBackend::new(png, (960, 600)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
@@ -132,7 +150,7 @@ fn draw(configs: &BTreeMap<String, Config>, png: &str) -> Result<(), Box<dyn std
                 [(0.9, d), (x_max, d)],
                 BLACK.mix(0.6).stroke_width(1),
             ))?
-            .label(format!("dense baseline ({d:.2} %)"))
+            .label(format!("sparsec dense baseline ({d:.2} %)"))
             .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLACK.mix(0.6)));
     }
     chart
@@ -140,7 +158,7 @@ fn draw(configs: &BTreeMap<String, Config>, png: &str) -> Result<(), Box<dyn std
             plain.iter().map(|c| (c.compression, c.mean())),
             BLUE.stroke_width(2),
         ))?
-        .label("Dropback (plain SGD)")
+        .label("sparsec Dropback (plain SGD)")
         .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLUE.stroke_width(2)));
     for (colour, set) in [
         (BLUE, plain.clone()),
@@ -164,6 +182,9 @@ fn draw(configs: &BTreeMap<String, Config>, png: &str) -> Result<(), Box<dyn std
                 .map(|c| Circle::new((c.compression, c.mean()), 4, colour.filled())),
         )?;
     }
+    if let Some((name, peer)) = peer {
+        draw_peer(&mut chart, name, peer, x_max)?;
+    }
     for (name, c) in configs.iter().filter(|(_, c)| c.variant) {
         chart.draw_series(std::iter::once(Text::new(
             name.trim_start_matches("dropback-").to_owned(),
@@ -179,6 +200,68 @@ fn draw(configs: &BTreeMap<String, Config>, png: &str) -> Result<(), Box<dyn std
         .label_font(("sans-serif", 15))
         .draw()?;
     root.present()?;
+    Ok(())
+}
+
+type Chart<'a, 'b> = ChartContext<
+    'a,
+    BitMapBackend<'b>,
+    Cartesian2d<
+        plotters::coord::combinators::LogCoord<f64>,
+        plotters::coord::types::RangedCoordf64,
+    >,
+>;
+
+/// A peer's configurations in green: dense line dashed, plain ratios joined, variants as
+/// triangles; every point shifted right by [`PEER_SHIFT`].
+fn draw_peer(
+    chart: &mut Chart,
+    name: &str,
+    peer: &BTreeMap<String, Config>,
+    x_max: f64,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let green = RGBColor(0, 140, 70);
+    if let Some(d) = peer.values().find(|c| c.dense).map(Config::mean) {
+        chart
+            .draw_series(DashedLineSeries::new(
+                [(0.9, d), (x_max, d)],
+                6,
+                4,
+                green.mix(0.8).stroke_width(1),
+            ))?
+            .label(format!("{name} dense baseline ({d:.2} %)"))
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], green.mix(0.8)));
+    }
+    let plain = plain(peer);
+    chart
+        .draw_series(LineSeries::new(
+            plain.iter().map(|c| (c.compression * PEER_SHIFT, c.mean())),
+            green.stroke_width(2),
+        ))?
+        .label(format!("{name} Dropback (same settings)"))
+        .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], green.stroke_width(2)));
+    let shown: Vec<&Config> = peer.values().filter(|c| !c.dense).collect();
+    chart.draw_series(shown.iter().map(|c| {
+        ErrorBar::new_vertical(
+            c.compression * PEER_SHIFT,
+            c.low(),
+            c.mean(),
+            c.high(),
+            green.filled(),
+            8,
+        )
+    }))?;
+    chart.draw_series(shown.iter().map(|c| {
+        TriangleMarker::new(
+            (c.compression * PEER_SHIFT, c.mean()),
+            if c.variant { 6 } else { 5 },
+            if c.variant {
+                RED.filled()
+            } else {
+                green.filled()
+            },
+        )
+    }))?;
     Ok(())
 }
 
@@ -199,7 +282,15 @@ fn run(args: &[String]) -> Result<(), String> {
     let text = std::fs::read_to_string(json).map_err(|e| format!("cannot read {json}: {e}"))?;
     let data: Value =
         serde_json::from_str(&text).map_err(|e| format!("{json} is not valid JSON: {e}"))?;
-    let configs = configs(&data).map_err(|e| format!("{json}: {e}"))?;
+    let ours = configs(&data, "runs").map_err(|e| format!("{json}: {e}"))?;
+    // A peer's runs are optional: older data files and sweeps without `--peer` have none.
+    let peer_name = data.get("peer").and_then(Value::as_str).unwrap_or("peer");
+    let peer = match data.get("peer_runs").and_then(Value::as_array) {
+        Some(runs) if !runs.is_empty() => {
+            Some(configs(&data, "peer_runs").map_err(|e| format!("{json}: {e}"))?)
+        }
+        _ => None,
+    };
     let bytes = std::fs::read(&font).map_err(|e| {
         format!("cannot read the font {font}: {e} (install fonts-dejavu-core, or pass --font)")
     })?;
@@ -207,7 +298,8 @@ fn run(args: &[String]) -> Result<(), String> {
     let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
     plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
         .map_err(|_| format!("{font} is not a usable TrueType font"))?;
-    draw(&configs, png).map_err(|e| format!("cannot draw {png}: {e}"))
+    draw(&ours, peer.as_ref().map(|p| (peer_name, p)), png)
+        .map_err(|e| format!("cannot draw {png}: {e}"))
 }
 
 fn main() -> ExitCode {
@@ -237,7 +329,7 @@ mod tests {
             ]}"#,
         )
         .unwrap();
-        let c = configs(&data).unwrap();
+        let c = configs(&data, "runs").unwrap();
         assert_eq!(c.len(), 3);
         let x25 = &c["dropback-x25"];
         assert!((x25.mean() - 85.5).abs() < 1e-9);
@@ -250,11 +342,13 @@ mod tests {
     #[test]
     fn a_malformed_data_file_is_an_error() {
         let no_runs: Value = serde_json::from_str(r#"{"params_total": 3}"#).unwrap();
-        assert!(configs(&no_runs).unwrap_err().contains("runs"));
+        assert!(configs(&no_runs, "runs").unwrap_err().contains("runs"));
         let no_accuracy: Value =
             serde_json::from_str(r#"{"runs": [{"name": "a", "mode": "dense", "compression": 1}]}"#)
                 .unwrap();
-        assert!(configs(&no_accuracy).unwrap_err().contains("test_accuracy"));
+        assert!(configs(&no_accuracy, "runs")
+            .unwrap_err()
+            .contains("test_accuracy"));
         assert!(run(&["only-one.json".into()])
             .unwrap_err()
             .contains("usage"));
