@@ -167,7 +167,8 @@ def state_of(run_dir):
     """'done', 'partial' (a checkpoint to resume from) or 'none'."""
     if summary_of(run_dir) is not None:
         return "done"
-    if os.path.exists(os.path.join(run_dir, "checkpoints", "latest")):
+    # `latest` (beside summary.json) names the newest checkpoint; see src/checkpoint.rs.
+    if os.path.exists(os.path.join(run_dir, "latest")):
         return "partial"
     return "none"
 
