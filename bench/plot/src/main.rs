@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::FontStyle;
 use serde_json::Value;
 
@@ -185,11 +186,15 @@ fn draw(
     if let Some((name, peer)) = peer {
         draw_peer(&mut chart, name, peer, x_max)?;
     }
+    // Variants are named on their left: a peer's points sit on the right.
     for (name, c) in configs.iter().filter(|(_, c)| c.variant) {
         chart.draw_series(std::iter::once(Text::new(
             name.trim_start_matches("dropback-").to_owned(),
-            (c.compression * 1.04, c.mean()),
-            ("sans-serif", 14).into_font().color(&RED),
+            (c.compression / 1.03, c.mean()),
+            ("sans-serif", 14)
+                .into_font()
+                .color(&RED)
+                .pos(Pos::new(HPos::Right, VPos::Center)),
         )))?;
     }
     chart
@@ -238,7 +243,7 @@ fn draw_peer(
             plain.iter().map(|c| (c.compression * PEER_SHIFT, c.mean())),
             green.stroke_width(2),
         ))?
-        .label(format!("{name} Dropback (same settings)"))
+        .label(format!("{name} Dropback, same settings (triangles)"))
         .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], green.stroke_width(2)));
     let shown: Vec<&Config> = peer.values().filter(|c| !c.dense).collect();
     chart.draw_series(shown.iter().map(|c| {
@@ -254,7 +259,7 @@ fn draw_peer(
     chart.draw_series(shown.iter().map(|c| {
         TriangleMarker::new(
             (c.compression * PEER_SHIFT, c.mean()),
-            if c.variant { 6 } else { 5 },
+            if c.variant { 8 } else { 7 },
             if c.variant {
                 RED.filled()
             } else {
