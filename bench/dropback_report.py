@@ -188,24 +188,12 @@ def main():
     peer_by = pair_with_dense(peer_recs, n) if peer_recs else {}
     model = os.path.relpath(sweep["model"], ROOT)
 
-    def seeds_arg(sw):
-        return "" if sw["seeds"] == [1, 2, 3] else f" --seeds {','.join(map(str, sw['seeds']))}"
-
     cmds = [f"python3 bench/dropback_sweep.py {model} --out runs/dropback-sweep"
             + seeds_arg(sweep) + (f" --peer {peer}" if peer else "")]
     for d in args.setting_sweep:
-        other = load_sweep(d)
-        cmds.append(f"python3 bench/dropback_sweep.py {model} --out {rel(d)}"
-                    + (f" --lr {other['lr']}" if other.get("lr") is not None else "")
-                    + (f" --epochs {other['epochs']}" if other.get("epochs") is not None else "")
-                    + seeds_arg(other)
-                    + f" --ratios {','.join(str(r['ratio']) for r in other['runs'] if r['mode'] == 'dropback' and r['seed'] == other['seeds'][0])}"
-                    " --no-variants")
+        cmds.append(sweep_command(model, d, load_sweep(d)))
     if args.repeat:
-        rep = load_sweep(args.repeat)
-        cmds.append(f"python3 bench/dropback_sweep.py {model} --out {rel(args.repeat)} "
-                    f"--seeds {','.join(map(str, rep['seeds']))} --ratios 13,25 --no-variants "
-                    "--threads 1")
+        cmds.append(sweep_command(model, args.repeat, load_sweep(args.repeat)) + " --threads 1")
     report_cmd = "python3 bench/dropback_report.py runs/dropback-sweep" + "".join(
         f" --setting-sweep {rel(d)}" for d in args.setting_sweep) + (
         f" --repeat {rel(args.repeat)}" if args.repeat else "")
@@ -308,6 +296,24 @@ def main():
     print(f"wrote {args.out}/dropback.md and dropback.json ({len(recs)} runs, "
           f"{len(peer_recs)} peer runs)")
     return 0
+
+
+def seeds_arg(sweep):
+    return "" if sweep["seeds"] == [1, 2, 3] else f" --seeds {','.join(map(str, sweep['seeds']))}"
+
+
+def sweep_command(model, path, sweep):
+    """The dropback_sweep.py command that makes `sweep` (its settings, seeds and ratios)."""
+    plain = [r for r in sweep["runs"] if r["mode"] == "dropback"
+             and r.get("freeze_after") is None and r.get("decay_init") is None]
+    ratios = sorted({r["ratio"] for r in plain})
+    variants = any(r.get("freeze_after") is not None or r.get("decay_init") is not None
+                   for r in sweep["runs"])
+    return (f"python3 bench/dropback_sweep.py {model} --out {rel(path)}"
+            + (f" --lr {sweep['lr']}" if sweep.get("lr") is not None else "")
+            + (f" --epochs {sweep['epochs']}" if sweep.get("epochs") is not None else "")
+            + seeds_arg(sweep) + f" --ratios {','.join(map(str, ratios))}"
+            + ("" if variants else " --no-variants"))
 
 
 def rel(path):
