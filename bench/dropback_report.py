@@ -71,29 +71,27 @@ def run_lr(run_dir):
         return None
 
 
-def last_epochs_accuracy(run_dir, epochs):
-    """The mean test accuracy of a run's last `epochs` epochs (its metrics' per-epoch lines:
-    sparsec's `kind: epoch`, the peer's every line), or None."""
+def epoch_values(run_dir, key):
+    """`key` (test_accuracy, train_accuracy) of every epoch of a run, from its metrics'
+    per-epoch lines (sparsec's `kind: epoch`, every line of the peer's); [] if unreadable."""
     try:
         with open(os.path.join(run_dir, "metrics.jsonl")) as f:
             lines = [json.loads(l) for l in f if l.strip()]
     except (OSError, ValueError):
-        return None
-    accs = [l["test_accuracy"] for l in lines
-            if l.get("kind", "epoch") == "epoch" and "test_accuracy" in l]
+        return []
+    return [l[key] for l in lines if l.get("kind", "epoch") == "epoch" and key in l]
+
+
+def last_epochs_accuracy(run_dir, epochs):
+    """The mean test accuracy of a run's last `epochs` epochs, or None."""
+    accs = epoch_values(run_dir, "test_accuracy")
     return statistics.fmean(accs[-epochs:]) if len(accs) >= epochs else None
 
 
 def last_epoch_train_accuracy(run_dir):
     """The training accuracy over a run's last epoch (the running count of its batches, before
     each step's update), or None."""
-    try:
-        with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-            lines = [json.loads(l) for l in f if l.strip()]
-    except (OSError, ValueError):
-        return None
-    accs = [l["train_accuracy"] for l in lines
-            if l.get("kind", "epoch") == "epoch" and "train_accuracy" in l]
+    accs = epoch_values(run_dir, "train_accuracy")
     return accs[-1] if accs else None
 
 
@@ -332,15 +330,9 @@ def epoch_jitter(rs, epochs=5):
     """The mean over runs of the std of test accuracy over their last `epochs` epochs, points."""
     out = []
     for r in rs:
-        try:
-            with open(os.path.join(ROOT, r["run_dir"], "metrics.jsonl")) as f:
-                lines = [json.loads(l) for l in f if l.strip()]
-        except (OSError, ValueError):
-            continue
-        accs = [l["test_accuracy"] * 100 for l in lines
-                if l.get("kind", "epoch") == "epoch" and "test_accuracy" in l][-epochs:]
+        accs = epoch_values(os.path.join(ROOT, r["run_dir"]), "test_accuracy")[-epochs:]
         if len(accs) == epochs:
-            out.append(statistics.stdev(accs))
+            out.append(statistics.stdev(a * 100 for a in accs))
     return statistics.fmean(out) if out else None
 
 
