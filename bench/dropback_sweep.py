@@ -18,7 +18,9 @@ summaries go to sweep.json's `peer_runs`.
 
 Resuming: a run whose summary.json says it completed is skipped; a run directory with a checkpoint
 but no final summary is continued with `sparsec train --resume`, which is exact (same bits as an
-uninterrupted run); anything else is started afresh. So the same command, run again after an
+uninterrupted run); anything else is started afresh. Every finished run's per-layer table
+(`sparsec report RUN --json`: parameters and tracked weights per layer) goes into its sweep.json
+entry as `layers`. So the same command, run again after an
 interruption, finishes the sweep. Standard library only.
 
     python3 bench/dropback_sweep.py examples/lenet300_dropback.net --out runs/dropback-sweep
@@ -74,6 +76,17 @@ def run_sparsec(args, cmd):
         raise RuntimeError(f"sparsec {' '.join(cmd)} failed ({res.returncode}):\n"
                            f"{res.stderr[-3000:]}")
     return res
+
+
+def layers_of(args, run_dir):
+    """{layer: [parameters, kept]} of a finished run, from `sparsec report RUN --json` (kept:
+    tracked weights for Dropback, non-zero ones for dense); None if the report fails."""
+    try:
+        report = json.loads(run_sparsec(args, ["report", run_dir, "--json"]).stdout)
+    except (RuntimeError, ValueError) as e:
+        print(f"{run_dir}: no per-layer report ({e})", file=sys.stderr)
+        return None
+    return {l["layer"]: [l["parameters"], l["kept"]] for l in report["layers"]}
 
 
 def zero_step_summary(args, dense_file):
@@ -261,6 +274,8 @@ def main():
                     print(e, file=sys.stderr)
                     continue
             entry["summary"] = summary_of(run_dir)
+            if entry["summary"] is not None:
+                entry["layers"] = layers_of(args, run_dir)
             index["runs"].append(entry)
     if peer:
         for name, _, desc in configs:

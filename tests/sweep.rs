@@ -120,6 +120,12 @@ fn an_interrupted_sweep_resumes_to_the_same_models_and_the_report_rederives_them
         dropback["test_accuracy"].as_f64().unwrap() - dense["test_accuracy"].as_f64().unwrap();
     assert!((record["delta_accuracy"].as_f64().unwrap() - delta).abs() < 1e-12);
     assert_eq!(record["weights_stored"], dropback["weights_stored"]);
+    // The per-layer split of the budget is the run's own `sparsec report`, and adds up to it.
+    let per_layer = record["tracked_per_layer"].as_object().expect("tracked_per_layer");
+    let layers: Vec<&str> = per_layer.keys().map(String::as_str).collect();
+    assert_eq!(layers, ["fc1", "fc2", "fc3"]);
+    let tracked: u64 = per_layer.values().map(|v| v.as_u64().unwrap()).sum();
+    assert_eq!(tracked, dropback["weights_stored"].as_u64().unwrap());
     let n = data["params_total"].as_f64().unwrap();
     let compression = n / dropback["weights_stored"].as_f64().unwrap();
     assert!((record["compression"].as_f64().unwrap() - compression).abs() < 1e-9);
@@ -128,4 +134,5 @@ fn an_interrupted_sweep_resumes_to_the_same_models_and_the_report_rederives_them
         md.contains(&format!("DB-1 at 25×: Δ = {:+.2} points", delta * 100.0)),
         "{md}"
     );
+    assert!(md.contains("| dropback-x25 (sparsec) | "), "{md}");
 }

@@ -142,6 +142,18 @@ class DropbackTrainer:
     def changed(self):
         return int((self.flat != self.w0).sum())
 
+    def changed_per_layer(self, model):
+        """{layer: parameters differing from W0}, weights and biases of a layer together (the
+        `tracked` column of `sparsec report`)."""
+        out, off = {}, 0
+        for name, shape, _ in common.MODELS[model]:
+            size = math.prod(shape)
+            layer = name.split(".")[0]
+            diff = int((self.flat[off:off + size] != self.w0[off:off + size]).sum())
+            out[layer] = out.get(layer, 0) + diff
+            off += size
+        return out
+
     def evaluate(self, x, y, batch=1000):
         torch = self.torch
         loss_sum, correct = 0.0, 0
@@ -252,6 +264,7 @@ def main():
         "status": status, "epochs_completed": epochs_done, "steps": step,
         "test_accuracy": test_acc, "test_loss": test_loss, "train_loss": train_loss,
         "weights_stored": stored,
+        "tracked_per_layer": None if args.k is None else trainer.changed_per_layer(args.model),
         # sparsec's accounting: a dense value is 4 bytes, a tracked one 4 + a 4-byte index.
         "weight_state_bytes": 4 * stored if args.k is None else 8 * stored,
         "samples_per_sec": step * args.batch / train_seconds if train_seconds else 0.0,
