@@ -481,23 +481,40 @@ def comparison(by, peer_by, peer):
     return lines + [""]
 
 
+# Two-sided 95 % quantiles of Student's t by degrees of freedom (beyond the table: the normal's).
+T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26,
+       10: 2.23}
+
+
+def prediction_interval(xs):
+    """(low, high): where one more independent draw lands with 95 % probability, from n draws
+    (mean ± t · std · sqrt(1 + 1/n), assuming normal noise); None under two draws."""
+    if len(xs) < 2:
+        return None
+    m, sd = mean_std(xs)
+    half = T95.get(len(xs) - 1, 1.96) * sd * math.sqrt(1 + 1 / len(xs))
+    return m - half, m + half
+
+
 def repeat_section(by, reps, extra):
     """Repeated runs beside the main sweep: a seed the sweep has must give the same model bits
     (the same machine: bits depend on the CPU's instruction set, not on threads); a new seed is
-    set against the sweep's mean ± std of that configuration."""
+    a fresh draw, set against the 95 % prediction interval of the sweep's seeds."""
     lines = ["## Independent repeats", "",
              "Runs repeated in a separate sweep directory (`--repeat`). A seed the main sweep "
              "already has must give the same `model.safetensors` bit for bit on the same machine "
              "(whatever the thread count: the repeat runs with 1 thread, the sweep with 2); a new "
-             "seed is a fresh sample, set against the sweep's mean ± std over seeds.", "",
-             "| configuration | seed | threads | test accuracy % | sweep (same seed or mean ± std) | "
-             "verdict |", "|---|---:|---:|---:|---:|---|"]
+             "seed is a fresh draw, set against the range where one more seed should land with "
+             "95 % probability (mean ± t·std·√(1 + 1/n) over the sweep's n seeds).", "",
+             "| configuration | seed | threads | test accuracy % | sweep: same seed, or 95 % "
+             "range of a new seed | verdict |", "|---|---:|---:|---:|---:|---|"]
     extra["repeat"] = reps
     for r in reps:
         rs = by.get(r["name"])
         if not rs:
             continue
         same = [x for x in rs if x["seed"] == r["seed"]]
+        acc = r["test_accuracy"] * 100
         if same:
             a, b = model_digest(os.path.join(ROOT, r["run_dir"])), \
                 model_digest(os.path.join(ROOT, same[0]["run_dir"]))
@@ -505,16 +522,18 @@ def repeat_section(by, reps, extra):
             ref = f"{same[0]['test_accuracy'] * 100:.2f}"
             verdict = "same model bits" if r["same_model_bits"] else "**model differs**"
         else:
-            m, sd = mean_std([x["test_accuracy"] * 100 for x in rs])
-            z = (r["test_accuracy"] * 100 - m) / sd if sd else math.inf
-            r["z_against_sweep"] = z
-            ref = f"{m:.2f} ± {sd:.2f}"
-            verdict = (f"within {'1' if abs(z) <= 1 else '2'} std" if abs(z) <= 2
-                       else f"**outside 2 std** ({z:+.1f})")
-        lines.append(f"| {r['name']} | {r['seed']} | {r['threads']} | "
-                     f"{r['test_accuracy'] * 100:.2f} | {ref} | {verdict} |")
+            interval = prediction_interval([x["test_accuracy"] * 100 for x in rs])
+            if interval is None:
+                ref, verdict = "—", "one seed: no spread to judge by"
+            else:
+                lo, hi = interval
+                r["prediction_interval"] = [lo, hi]
+                r["within_prediction_interval"] = lo <= acc <= hi
+                ref = f"{lo:.2f} – {hi:.2f}"
+                verdict = "within" if lo <= acc <= hi else "**outside**"
+        lines.append(f"| {r['name']} | {r['seed']} | {r['threads']} | {acc:.2f} | {ref} | "
+                     f"{verdict} |")
     return lines + [""]
-
 
 if __name__ == "__main__":
     sys.exit(main())

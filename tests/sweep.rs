@@ -121,7 +121,9 @@ fn an_interrupted_sweep_resumes_to_the_same_models_and_the_report_rederives_them
     assert!((record["delta_accuracy"].as_f64().unwrap() - delta).abs() < 1e-12);
     assert_eq!(record["weights_stored"], dropback["weights_stored"]);
     // The per-layer split of the budget is the run's own `sparsec report`, and adds up to it.
-    let per_layer = record["tracked_per_layer"].as_object().expect("tracked_per_layer");
+    let per_layer = record["tracked_per_layer"]
+        .as_object()
+        .expect("tracked_per_layer");
     let layers: Vec<&str> = per_layer.keys().map(String::as_str).collect();
     assert_eq!(layers, ["fc1", "fc2", "fc3"]);
     let tracked: u64 = per_layer.values().map(|v| v.as_u64().unwrap()).sum();
@@ -135,4 +137,24 @@ fn an_interrupted_sweep_resumes_to_the_same_models_and_the_report_rederives_them
         "{md}"
     );
     assert!(md.contains("| dropback-x25 (sparsec) | "), "{md}");
+
+    // The resumed sweep as a repeat of the whole one: the same seeds, so the same model bits.
+    python(
+        "dropback_report.py",
+        &[
+            whole.to_str().unwrap(),
+            "--repeat",
+            cut.to_str().unwrap(),
+            "--out",
+            results.to_str().unwrap(),
+        ],
+    );
+    let md = std::fs::read_to_string(results.join("dropback.md")).unwrap();
+    for name in ["dense", "dropback-x25"] {
+        assert!(
+            md.contains(&format!("| {name} | 1 | ")) && !md.contains("model differs"),
+            "{md}"
+        );
+    }
+    assert_eq!(md.matches("| same model bits |").count(), 2, "{md}");
 }
