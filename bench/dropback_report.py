@@ -210,8 +210,11 @@ def main():
     peer_by = pair_with_dense(peer_recs, n) if peer_recs else {}
     model = os.path.relpath(sweep["model"], ROOT)
 
+    ratios = plain_ratios(sweep)
     cmds = [f"python3 bench/dropback_sweep.py {model} --out runs/dropback-sweep"
-            + seeds_arg(sweep) + (f" --peer {peer}" if peer else "")]
+            + seeds_arg(sweep)
+            + ("" if ratios == [5, 13, 25, 50] else f" --ratios {','.join(map(str, ratios))}")
+            + (f" --peer {peer}" if peer else "")]
     for d in args.setting_sweep:
         cmds.append(sweep_command(model, d, load_sweep(d)))
     if args.repeat:
@@ -287,8 +290,9 @@ def main():
                "Dropback run is paired with the dense run of its own setting and seed, and the "
                "last column sets it against the main sweep's dense run of the same seed "
                f"(lr {first['lr']}, {first['epochs']} epochs).", "",
-               "| setting | configuration | test accuracy % | Δ vs dense, same setting | "
-               "Δ vs the main sweep's dense |", "|---|---|---:|---:|---:|"]
+               "| setting | configuration | train accuracy % (last epoch) | test accuracy % | "
+               "Δ vs dense, same setting | Δ vs the main sweep's dense |",
+               "|---|---|---:|---:|---:|---:|"]
         main_dense = {r["seed"]: r for r in by["dense"]}
         extra["setting_sweeps"] = []
         for d in args.setting_sweep:
@@ -306,7 +310,10 @@ def main():
                         r["test_accuracy"] - base["test_accuracy"]
                 vs_main = [r["delta_vs_main_dense"] for r in rs
                            if r["delta_vs_main_dense"] is not None]
-                md.append(f"| {label} | {name} | {pm([r['test_accuracy'] for r in rs])}"
+                train = [r["train_accuracy_last_epoch"] for r in rs
+                         if r["train_accuracy_last_epoch"] is not None]
+                md.append(f"| {label} | {name} | {pm(train) if train else '—'} | "
+                          f"{pm([r['test_accuracy'] for r in rs])}"
                           f" | {delta_cell(rs)} | {pm(vs_main) if vs_main else '—'} |")
             extra["setting_sweeps"] += lrecs
         md.append("")
@@ -336,11 +343,15 @@ def seeds_arg(sweep):
     return "" if sweep["seeds"] == [1, 2, 3] else f" --seeds {','.join(map(str, sweep['seeds']))}"
 
 
+def plain_ratios(sweep):
+    """The ratios N/k of a sweep's plain Dropback runs, ascending."""
+    return sorted({r["ratio"] for r in sweep["runs"] if r["mode"] == "dropback"
+                   and r.get("freeze_after") is None and r.get("decay_init") is None})
+
+
 def sweep_command(model, path, sweep):
     """The dropback_sweep.py command that makes `sweep` (its settings, seeds and ratios)."""
-    plain = [r for r in sweep["runs"] if r["mode"] == "dropback"
-             and r.get("freeze_after") is None and r.get("decay_init") is None]
-    ratios = sorted({r["ratio"] for r in plain})
+    ratios = plain_ratios(sweep)
     variants = any(r.get("freeze_after") is not None or r.get("decay_init") is not None
                    for r in sweep["runs"])
     return (f"python3 bench/dropback_sweep.py {model} --out {rel(path)}"
