@@ -179,8 +179,25 @@ def verdicts(by):
 
 
 def load_sweep(path):
-    with open(os.path.join(path, "sweep.json")) as f:
-        return json.load(f)
+    """A sweep directory's sweep.json; a missing or unreadable one ends the report with a
+    message (exit 1), not a traceback."""
+    index = os.path.join(path, "sweep.json")
+    try:
+        with open(index) as f:
+            return json.load(f)
+    except OSError as e:
+        raise SystemExit(f"error: {index}: {e.strerror} (is {path} a dropback_sweep.py --out "
+                         "directory?)")
+    except ValueError as e:
+        raise SystemExit(f"error: {index}: not valid JSON ({e})")
+
+
+def read_text(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError as e:
+        raise SystemExit(f"error: {path}: {e.strerror}")
 
 
 def main():
@@ -199,6 +216,8 @@ def main():
                         "tables below")
     p.add_argument("--out", default=os.path.join(ROOT, "docs", "results"))
     args = p.parse_args()
+    if args.findings:
+        read_text(args.findings)
     sweep = load_sweep(args.sweep_dir)
     n = sweep["params_total"]
     recs = records(sweep["runs"])
@@ -233,8 +252,7 @@ def main():
           "![Test accuracy against compression: Dropback (plain SGD) per ratio, the freeze and "
           "decay variants, and the dense baseline](dropback.png)", ""]
     if args.findings:
-        with open(args.findings) as f:
-            md += ["## Findings", "", f.read().strip(), "", "## The runs", ""]
+        md += ["## Findings", "", read_text(args.findings).strip(), "", "## The runs", ""]
     first = recs[0]
     md += [f"- Model: `{model}`, N = {n:,} parameters; {first['epochs']} epochs, lr "
            f"{first['lr']}; {first['data']}.",

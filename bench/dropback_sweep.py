@@ -221,8 +221,11 @@ def main():
         raise SystemExit(f"no sparsec binary at {args.binary}: run `cargo build --release`")
     if args.peer and not os.path.exists(args.python):
         raise SystemExit(f"no Python at {args.python}: run bench/setup.sh (or pass --python)")
-    with open(args.model) as f:
-        source = f.read()
+    try:
+        with open(args.model) as f:
+            source = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise SystemExit(f"error: {args.model}: {getattr(e, 'strerror', None) or e}")
     method_lines(source)
     os.makedirs(os.path.join(args.out, "models"), exist_ok=True)
     dense_file = os.path.join(args.out, "models", "dense.net")
