@@ -402,9 +402,10 @@ def epoch_jitter(rs, epochs=5):
 
 
 def last5_section(by, peer_by, peer):
-    """Δ on the mean test accuracy of the last five epochs: the same comparison with less of
-    the epoch-to-epoch noise of a constant learning rate."""
+    """Accuracy and Δ on the mean test accuracy of the last five epochs: the same comparison
+    with less of the epoch-to-epoch noise of a constant learning rate."""
     jitter = epoch_jitter([r for rs in by.values() for r in rs])
+    sides = [("sparsec", by)] + ([(peer, peer_by)] if peer_by else [])
     lines = ["## The same, on the last five epochs", "",
              "At a constant learning rate the test accuracy moves from epoch to epoch "
              + (f"(its std over a run's last five epochs is {jitter:.2f} points on average "
@@ -412,18 +413,18 @@ def last5_section(by, peer_by, peer):
              + "so one final figure per run is a noisy draw. The mean test accuracy over the "
              "last five epochs of each run, paired the same way, tells whether a verdict "
              "rests on that noise.", "",
-             "| configuration | sparsec Δ, last 5 epochs |"
-             + (f" {peer} Δ, last 5 epochs |" if peer_by else ""),
-             "|---|---:|" + ("---:|" if peer_by else "")]
+             "| configuration |" + "".join(f" {who} accuracy % | {who} Δ (points) |"
+                                          for who, _ in sides),
+             "|---|" + "---:|---:|" * len(sides)]
     for name, rs in by.items():
-        if rs[0]["mode"] == "dense":
-            continue
-        ds = [r["delta_accuracy_last5"] for r in rs if r["delta_accuracy_last5"] is not None]
-        row = f"| {name} | {pm(ds) if ds else '—'} |"
-        if peer_by:
-            pds = [r["delta_accuracy_last5"] for r in peer_by.get(name, [])
-                   if r["delta_accuracy_last5"] is not None]
-            row += f" {pm(pds) if pds else '—'} |"
+        row = f"| {name} |"
+        for _, group in sides:
+            runs = group.get(name, [])
+            accs = [r["test_accuracy_last5"] for r in runs if r["test_accuracy_last5"] is not None]
+            ds = [r["delta_accuracy_last5"] for r in runs
+                  if r["delta_accuracy_last5"] is not None]
+            row += f" {pm(accs) if accs else '—'} |"
+            row += " — |" if rs[0]["mode"] == "dense" else f" {pm(ds) if ds else '—'} |"
         lines.append(row)
     return lines + [""]
 
