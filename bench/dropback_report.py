@@ -229,16 +229,12 @@ def main():
     peer_by = pair_with_dense(peer_recs, n) if peer_recs else {}
     model = os.path.relpath(sweep["model"], ROOT)
 
-    ratios = plain_ratios(sweep)
-    cmds = [f"python3 bench/dropback_sweep.py {model} --out runs/dropback-sweep"
-            + seeds_arg(sweep)
-            + ("" if ratios == [5, 13, 25, 50] else f" --ratios {','.join(map(str, ratios))}")
-            + (f" --peer {peer}" if peer else "")]
+    cmds = [sweep_command(model, args.sweep_dir, sweep) + (f" --peer {peer}" if peer else "")]
     for d in args.setting_sweep:
         cmds.append(sweep_command(model, d, load_sweep(d)))
     if args.repeat:
         cmds.append(sweep_command(model, args.repeat, load_sweep(args.repeat)) + " --threads 1")
-    report_cmd = "python3 bench/dropback_report.py runs/dropback-sweep" + "".join(
+    report_cmd = f"python3 bench/dropback_report.py {rel(args.sweep_dir)}" + "".join(
         f" --setting-sweep {rel(d)}" for d in args.setting_sweep) + (
         f" --repeat {rel(args.repeat)}" if args.repeat else "") + (
         f" --findings {rel(args.findings)}" if args.findings else "")
@@ -449,10 +445,10 @@ def budget_section(by, peer_by, peer, sizes):
         per = [r["tracked_per_layer"] for r in rs if r.get("tracked_per_layer")]
         if not per:
             return None
+        total = statistics.fmean(sum(p.values()) for p in per)
         out = []
         for l in layers:
             kept = statistics.fmean(p.get(l, 0) for p in per)
-            total = statistics.fmean(sum(p.values()) for p in per)
             out.append(f"{100 * kept / total:.1f} % / {100 * kept / sizes[l]:.1f} %")
         return out
 
@@ -564,6 +560,7 @@ def repeat_section(by, reps, extra):
         lines.append(f"| {r['name']} | {r['seed']} | {r['threads']} | {acc:.2f} | {ref} | "
                      f"{verdict} |")
     return lines + [""]
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -18,10 +18,10 @@ summaries go to sweep.json's `peer_runs`.
 
 Resuming: a run whose summary.json says it completed is skipped; a run directory with a checkpoint
 but no final summary is continued with `sparsec train --resume`, which is exact (same bits as an
-uninterrupted run); anything else is started afresh. Every finished run's per-layer table
-(`sparsec report RUN --json`: parameters and tracked weights per layer) goes into its sweep.json
-entry as `layers`. So the same command, run again after an
-interruption, finishes the sweep. Standard library only.
+uninterrupted run); anything else is started afresh. So the same command, run again after an
+interruption, finishes the sweep. Every finished run's per-layer table (`sparsec report RUN
+--json`: parameters and tracked weights per layer) goes into its sweep.json entry as `layers`.
+Standard library only.
 
     python3 bench/dropback_sweep.py examples/lenet300_dropback.net --out runs/dropback-sweep
     python3 bench/dropback_sweep.py MODEL --seeds 1 --ratios 25 --epochs 1 --dry-run
