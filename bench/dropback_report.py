@@ -7,7 +7,7 @@ Reads OUT/sweep.json and every run's summary.json, and writes
                               the paired dense run (same seed, same data order and schedule),
                               compression N / k, measured weight_state_bytes, peak RSS, samples/s;
                               the largest compression whose mean Δaccuracy stays ≥ −0.5 and ≥ −1.0
-                              points; and the DB-1 / DB-2 targets of shared/METHODS.md.
+                              points; and the DB-1 / DB-2 targets of docs/methods.md §5.
 Standard library only.
 
     python3 bench/dropback_report.py runs/dropback-sweep
@@ -290,7 +290,8 @@ def main():
     md += last5_section(by, peer_by, peer)
     md += budget_section(by, peer_by, peer, layer_sizes(sweep["runs"]))
     md += fit_section(by)
-    md += ["## Targets (shared/METHODS.md)", "",
+    md += ["## Targets ([docs/methods.md §5]"
+           "(../methods.md#5-reproducing-on-a-cpu-baselines-and-targets))", "",
            "Judged on the final test accuracy (the table above), averaged over seeds.", "",
            "sparsec:", ""] + verdicts(by) + [""]
     if peer_by:

@@ -5,7 +5,8 @@ From a model file with a `method dropback { ... }` block, it trains, for every s
   - the paired dense baseline (the same file without its method block: same data, data order,
     schedule and initial weights, since every run's weights come from the same seeded streams);
   - Dropback at k = floor(N / r) for every ratio r (default 5, 13, 25, 50);
-  - at one ratio (default 25), the `freeze_after` and `decay_init` variants (METHODS.md DB-2).
+  - at one ratio (default 25), the `freeze_after` and `decay_init` variants (DB-2 of
+    docs/methods.md §5).
 Each run is `sparsec train VARIANT.net --out RUN --set seed=S [--data DIR] [--set epochs=E]
 [--set lr=LR] [--threads T]` into OUT/<name>-seed<S>/, with the variant model file written beside it
 (OUT/models/). The plan and every finished run's summary go to OUT/sweep.json.

@@ -5,7 +5,7 @@ Usage:
     python3 scripts/check_dropback_checkpoint.py RUN_DIR/model.safetensors K
 
 For every parameter recorded in the metadata ({name, seed, stream, lo, hi}), regenerate its
-initial values exactly as DESIGN.md specifies (ChaCha8, key = seed little-endian in the first 8
+initial values exactly as docs/design.md specifies (ChaCha8, key = seed little-endian in the first 8
 bytes, stream = the parameter's stream, element i = word i, u = (w >> 8) * 2^-24,
 lo + (hi - lo) * u in float32), scale by the recorded init_scale (decay_init), and count the
 weights that differ from it. Dropback's invariant: never more than K in all. Pure Python (no

@@ -2,7 +2,7 @@
 
 The work is the one `sparsec train` does in bench/models/*.net: LeNet-300-100 or Caffe's LeNet-5,
 mean softmax cross-entropy, one plain-SGD step per batch, optionally followed by a faithful
-Dropback selection (METHODS.md §1: global exact top-k of |W - W0| over all parameters, biases
+Dropback selection (docs/methods.md §1: global exact top-k of |W - W0| over all parameters, biases
 |b|, everything else back to W0 / 0), on random data of the right shapes.
 
 Each configuration runs in a fresh child process, so `peak_rss_bytes` (the process's high-water

@@ -7,7 +7,7 @@ also XLA_FLAGS=--xla_cpu_multi_thread_eigen=false. The whole step (forward, back
 Dropback) is one jax.jit with the parameters donated; compile_ms is the time of
 `jit(...).lower(...).compile()`.
 
-Dropback (METHODS.md §1, faithful): after SGD, scores = |W - W0| over the concatenation of all
+Dropback (docs/methods.md §1, faithful): after SGD, scores = |W - W0| over the concatenation of all
 parameters (W0 = 0 for biases), then the exact global top-k, ties to the lower flat index (the
 spec's rule, as sparsec), and every other entry back to W0. Two selections:
   --select bisect  (default) the k-th largest score found by bisection over the float bits:

@@ -11,8 +11,8 @@ sparsec's accuracy can be set beside another's under the same settings (issue 6,
 - model: common.MODELS' LeNet-300-100 or Caffe LeNet-5, weights U(±1/sqrt(fan_in)) from NumPy's
   generator seeded with `seed`, biases 0; mean softmax cross-entropy; plain SGD at `--lr`,
   constant;
-- Dropback (METHODS.md §1, the authors' order): forward/backward with the effective weights, SGD
-  on all weights, score |W − W0| (biases |b|), one global exact top-k (torch.topk) over all
+- Dropback (docs/methods.md §1, the authors' order): forward/backward with the effective weights,
+  SGD on all weights, score |W − W0| (biases |b|), one global exact top-k (torch.topk) over all
   parameters, everything else back to W0. `--freeze-after E`: from epoch E + 1 (1-based) on, the
   selection is the tracked set at that point (tracked weights keep learning, no new ones).
   `--decay-init d`: step t (0-based) reads W0 as d^t · W0 (d^t in double, rounded to float once,

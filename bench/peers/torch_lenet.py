@@ -5,8 +5,8 @@ Threads: the child process is pinned to T CPUs (os.sched_setaffinity, as `taskse
 OMP_NUM_THREADS/MKL_NUM_THREADS=T before torch is imported, then torch.set_num_threads(T) and
 torch.set_num_interop_threads(1). Eager mode (no torch.compile): compile_ms is 0.
 
-Dropback (METHODS.md §1, faithful): all parameters live in one flat buffer (each parameter is a
-leaf tensor viewing its slice), W0 in another (zeros for biases). After each SGD step:
+Dropback (docs/methods.md §1, faithful): all parameters live in one flat buffer (each parameter is
+a leaf tensor viewing its slice), W0 in another (zeros for biases). After each SGD step:
 scores = |flat - flat0|, idx = torch.topk(scores, k).indices (the exact top-k values; ties at the
 k-th value may be broken differently from sparsec's lowest-index rule), then flat <- flat0 with
 flat[idx] put back. So at most k entries differ from W0 after every step (--check asserts it).
