@@ -4,7 +4,7 @@
 //! failed to check is skipped silently, and checks that depend on a part that failed are not run.
 
 use crate::ast::*;
-use crate::diag::{error, Diag, DiagExt};
+use crate::diag::{did_you_mean, error, Diag, DiagExt};
 use crate::model::{CheckedModel, InputDecl, Layer, LayerKind};
 use sparsec_ir::spec::{
     DataSpec, DropbackScope, KeepRatio, Method, MethodSpec, Optimizer, Schedule, TrainSpec,
@@ -173,6 +173,13 @@ impl<'a> Opts<'a> {
     }
 }
 
+/// The note an "unknown name" error ends with, naming what does exist.
+enum Listing {
+    Always(String),
+    /// Only when there is no suggestion: a short list is no help next to a close match.
+    Otherwise(Option<String>),
+}
+
 /// A checked `[h, w]` pair (kernel, stride or padding), `None` when it failed.
 type Window = Option<[usize; 2]>;
 
@@ -186,18 +193,34 @@ impl Checker {
         self.diags.push(d);
     }
 
-    /// Adds "did you mean" to `d` while the suggestion budget lasts.
-    fn suggest<'a>(
+    /// Reports `found`, a name that is none of `known`: the error `code` with `message` and
+    /// `label` at its span, "did you mean" the closest known name, then `listing`. Every
+    /// "unknown name" error goes through here so that all share one suggestion budget.
+    fn unknown<'k>(
         &mut self,
-        d: Diag,
-        name: &str,
-        candidates: impl IntoIterator<Item = &'a str>,
-    ) -> Diag {
-        if self.suggestions_left == 0 {
-            return d;
+        code: &str,
+        message: String,
+        found: (&str, Span),
+        label: &str,
+        known: impl IntoIterator<Item = &'k str>,
+        listing: Listing,
+    ) {
+        let (name, span) = found;
+        let mut d = error(code, message, span, label);
+        let mut suggested = false;
+        if self.suggestions_left > 0 {
+            self.suggestions_left -= 1;
+            if let Some(s) = did_you_mean(name, known) {
+                d = d.help(format!("did you mean `{s}`?"));
+                suggested = true;
+            }
         }
-        self.suggestions_left -= 1;
-        crate::diag::with_suggestion(d, name, candidates)
+        match listing {
+            Listing::Always(note) => d = d.note(note),
+            Listing::Otherwise(Some(note)) if !suggested => d = d.note(note),
+            Listing::Otherwise(_) => {}
+        }
+        self.push(d);
     }
 
     // ----- values ---------------------------------------------------------------------------
@@ -436,19 +459,19 @@ impl Checker {
                 continue; // recovered syntax error
             }
             if !allowed.contains(&key.text.as_str()) {
-                let mut d = error(
+                let listing = if allowed.is_empty() {
+                    format!("{ctx} takes no options")
+                } else {
+                    format!("{ctx} options: {}", allowed.join(", "))
+                };
+                self.unknown(
                     "E0401",
                     format!("unknown option `{}` for {ctx}", key.text),
-                    key.span,
+                    (&key.text, key.span),
                     "unknown option",
+                    allowed.iter().copied(),
+                    Listing::Always(listing),
                 );
-                d = self.suggest(d, &key.text, allowed.iter().copied());
-                d = if allowed.is_empty() {
-                    d.note(format!("{ctx} takes no options"))
-                } else {
-                    d.note(format!("{ctx} options: {}", allowed.join(", ")))
-                };
-                self.push(d);
                 continue;
             }
             if let Some((_, _, first)) = out.iter().find(|(k, _, _)| *k == key.text) {
@@ -1003,21 +1026,19 @@ impl Checker {
                 if !cx.has_input {
                     return Err(false); // E0205 explains it
                 }
-                let mut d = error(
-                    "E0202",
-                    format!("cannot find value `{name}`"),
-                    v.span,
-                    "not defined",
-                );
-                if self.suggestions_left > 0 {
-                    d = self.suggest(d, name, cx.values.keys().map(String::as_str));
-                }
-                if d.notes.is_empty() && !cx.values.is_empty() && cx.values.len() <= 12 {
+                let defined = (!cx.values.is_empty() && cx.values.len() <= 12).then(|| {
                     let mut sorted: Vec<&str> = cx.values.keys().map(String::as_str).collect();
                     sorted.sort_unstable();
-                    d = d.note(format!("values defined so far: {}", list_names(sorted)));
-                }
-                self.push(d);
+                    format!("values defined so far: {}", list_names(sorted))
+                });
+                self.unknown(
+                    "E0202",
+                    format!("cannot find value `{name}`"),
+                    (name, v.span),
+                    "not defined",
+                    cx.values.keys().map(String::as_str),
+                    Listing::Otherwise(defined),
+                );
                 Err(true)
             }
         }
@@ -1048,14 +1069,14 @@ impl Checker {
             })
             .collect();
         if n_inputs == usize::MAX {
-            let d = error(
+            self.unknown(
                 "E0204",
                 format!("unknown layer operation `{}`", op.text),
-                op.span,
+                (&op.text, op.span),
                 "unknown operation",
+                OPS.iter().copied(),
+                Listing::Always(format!("operations: {}", OPS.join(", "))),
             );
-            let d = self.suggest(d, &op.text, OPS.iter().copied());
-            self.push(d.note(format!("operations: {}", OPS.join(", "))));
             return (None, reads);
         }
         (self.layer_body(name, op, args, n_inputs, cx), reads)
@@ -1632,14 +1653,14 @@ impl Checker {
             .collect();
         let mut failed = false;
         if !LOSSES.contains(&func.text.as_str()) {
-            let d = error(
+            self.unknown(
                 "E0209",
                 format!("unknown loss function `{}`", func.text),
-                func.span,
+                (&func.text, func.span),
                 "unknown loss",
+                LOSSES.iter().copied(),
+                Listing::Always(format!("loss functions: {}", LOSSES.join(", "))),
             );
-            let d = self.suggest(d, &func.text, LOSSES.iter().copied());
-            self.push(d.note(format!("loss functions: {}", LOSSES.join(", "))));
             failed = true;
         }
         let named: Vec<(&Name, &Value)> = args
@@ -1850,14 +1871,14 @@ impl Checker {
                 })
             }
             _ => {
-                let e = error(
+                self.unknown(
                     "E0214",
                     format!("unknown data kind `{kind}`"),
-                    d.kind.span,
+                    (kind, d.kind.span),
                     "unknown data kind",
+                    DATA_KINDS.iter().copied(),
+                    Listing::Always(format!("data kinds: {}", DATA_KINDS.join(", "))),
                 );
-                let e = self.suggest(e, kind, DATA_KINDS.iter().copied());
-                self.push(e.note(format!("data kinds: {}", DATA_KINDS.join(", "))));
                 None
             }
         }
@@ -2016,14 +2037,7 @@ impl Checker {
                         "give the learning rate: `sgd(lr: 0.1)`",
                     );
                 } else {
-                    let d = error(
-                        "E0409",
-                        format!("unknown optimizer `{n}`"),
-                        v.span,
-                        "unknown optimizer",
-                    );
-                    let d = self.suggest(d, n, OPTIMIZERS.iter().copied());
-                    self.push(d.note(format!("optimizers: {}", OPTIMIZERS.join(", "))));
+                    self.unknown_optimizer(n, v.span);
                 }
                 return None;
             }
@@ -2033,14 +2047,7 @@ impl Checker {
             }
         };
         if !OPTIMIZERS.contains(&func.text.as_str()) {
-            let d = error(
-                "E0409",
-                format!("unknown optimizer `{}`", func.text),
-                func.span,
-                "unknown optimizer",
-            );
-            let d = self.suggest(d, &func.text, OPTIMIZERS.iter().copied());
-            self.push(d.note(format!("optimizers: {}", OPTIMIZERS.join(", "))));
+            self.unknown_optimizer(&func.text, func.span);
             return None;
         }
         let opts = self.call_opts(
@@ -2127,14 +2134,7 @@ impl Checker {
                         None
                     }
                     _ => {
-                        let d = error(
-                            "E0410",
-                            format!("unknown schedule `{n}`"),
-                            v.span,
-                            "unknown schedule",
-                        );
-                        let d = self.suggest(d, n, SCHEDULES.iter().copied());
-                        self.push(d.note(format!("schedules: {}", SCHEDULES.join(", "))));
+                        self.unknown_schedule(n, v.span);
                         None
                     }
                 };
@@ -2214,17 +2214,34 @@ impl Checker {
                 })
             }
             other => {
-                let d = error(
-                    "E0410",
-                    format!("unknown schedule `{other}`"),
-                    func.span,
-                    "unknown schedule",
-                );
-                let d = self.suggest(d, other, SCHEDULES.iter().copied());
-                self.push(d.note(format!("schedules: {}", SCHEDULES.join(", "))));
+                self.unknown_schedule(other, func.span);
                 None
             }
         }
+    }
+
+    /// Both spellings of an optimizer (`sgd` and `sgd(...)`) report an unknown one alike.
+    fn unknown_optimizer(&mut self, name: &str, span: Span) {
+        self.unknown(
+            "E0409",
+            format!("unknown optimizer `{name}`"),
+            (name, span),
+            "unknown optimizer",
+            OPTIMIZERS.iter().copied(),
+            Listing::Always(format!("optimizers: {}", OPTIMIZERS.join(", "))),
+        );
+    }
+
+    /// Both spellings of a schedule (`step` and `step(...)`) report an unknown one alike.
+    fn unknown_schedule(&mut self, name: &str, span: Span) {
+        self.unknown(
+            "E0410",
+            format!("unknown schedule `{name}`"),
+            (name, span),
+            "unknown schedule",
+            SCHEDULES.iter().copied(),
+            Listing::Always(format!("schedules: {}", SCHEDULES.join(", "))),
+        );
     }
 
     /// A non-empty, strictly increasing list of epochs, each ≥ 1 and (when `epochs` is given)
@@ -2356,14 +2373,14 @@ impl Checker {
                         ValueKind::Ident(s) if s == "global" => Some(DropbackScope::Global),
                         ValueKind::Ident(s) if s == "per_layer" => Some(DropbackScope::PerLayer),
                         ValueKind::Ident(s) => {
-                            let d = error(
+                            self.unknown(
                                 "E0411",
                                 format!("unknown scope `{s}`"),
-                                v.span,
+                                (s, v.span),
                                 "not a scope",
+                                SCOPES.iter().copied(),
+                                Listing::Always(format!("scopes: {}", SCOPES.join(", "))),
                             );
-                            let d = self.suggest(d, s, SCOPES.iter().copied());
-                            self.push(d.note(format!("scopes: {}", SCOPES.join(", "))));
                             None
                         }
                         _ => {
@@ -2538,14 +2555,14 @@ impl Checker {
                 })
             }
             _ => {
-                let d = error(
+                self.unknown(
                     "E0215",
                     format!("unknown method `{kind}`"),
-                    m.kind.span,
+                    (kind, m.kind.span),
                     "unknown method",
+                    METHODS.iter().copied(),
+                    Listing::Always(format!("methods: {}", METHODS.join(", "))),
                 );
-                let d = self.suggest(d, kind, METHODS.iter().copied());
-                self.push(d.note(format!("methods: {}", METHODS.join(", "))));
                 None
             }
         }
@@ -2703,17 +2720,17 @@ impl Checker {
                                 ok = false;
                             }
                             None => {
-                                let d = error(
+                                self.unknown(
                                     "E0503",
                                     format!("`keep` names `{k}`, which is not a layer"),
-                                    span,
+                                    (k, span),
                                     "no such layer",
+                                    selectable.iter().copied(),
+                                    Listing::Always(format!(
+                                        "layers with parameters: {}",
+                                        list_names(selectable.iter().copied())
+                                    )),
                                 );
-                                let d = self.suggest(d, k, selectable.iter().copied());
-                                self.push(d.note(format!(
-                                    "layers with parameters: {}",
-                                    list_names(selectable.iter().copied())
-                                )));
                                 ok = false;
                             }
                         }
@@ -2740,26 +2757,30 @@ impl Checker {
                     if selected_set.contains(k) {
                         continue;
                     }
-                    let d = if net.layer(k).is_some() {
-                        error(
-                            "E0503",
-                            format!("`keep` names `{k}`, which `on` does not select"),
-                            *span,
-                            "not selected",
-                        )
-                    } else {
-                        let d = error(
-                            "E0503",
-                            format!("`keep` names `{k}`, which is not a layer"),
-                            *span,
-                            "no such layer",
-                        );
-                        self.suggest(d, k, selected.iter().map(String::as_str))
-                    };
-                    self.push(d.note(format!(
+                    let listing = format!(
                         "selected layers: {}",
                         list_names(selected.iter().map(String::as_str))
-                    )));
+                    );
+                    if net.layer(k).is_some() {
+                        self.push(
+                            error(
+                                "E0503",
+                                format!("`keep` names `{k}`, which `on` does not select"),
+                                *span,
+                                "not selected",
+                            )
+                            .note(listing),
+                        );
+                    } else {
+                        self.unknown(
+                            "E0503",
+                            format!("`keep` names `{k}`, which is not a layer"),
+                            (k, *span),
+                            "no such layer",
+                            selected.iter().map(String::as_str),
+                            Listing::Always(listing),
+                        );
+                    }
                     ok = false;
                 }
                 for s in &selected {
@@ -2932,14 +2953,14 @@ impl Checker {
                         ok = false;
                     }
                     None => {
-                        let d = error(
+                        self.unknown(
                             "E0501",
                             format!("no layer named `{name}`"),
-                            s.span,
+                            (name, s.span),
                             "matches nothing",
+                            selectable.iter().copied(),
+                            Listing::Always(selectable_note()),
                         );
-                        let d = self.suggest(d, name, selectable.iter().copied());
-                        self.push(d.note(selectable_note()));
                         ok = false;
                     }
                 },
@@ -2974,21 +2995,21 @@ impl Checker {
                 }
                 ValueKind::Kind(k) => {
                     if !OPS.contains(&k.as_str()) {
-                        let d = error(
+                        self.unknown(
                             "E0507",
                             format!("unknown layer kind `@{k}`"),
-                            s.span,
+                            (k, s.span),
                             "unknown kind",
-                        );
-                        let d = self.suggest(d, k, PARAM_OPS.iter().copied());
-                        self.push(d.note(format!(
+                            PARAM_OPS.iter().copied(),
+                            Listing::Always(format!(
                                 "selectable kinds: {}",
                                 PARAM_OPS
                                     .iter()
                                     .map(|k| format!("@{k}"))
                                     .collect::<Vec<_>>()
                                     .join(", ")
-                            )));
+                            )),
+                        );
                         ok = false;
                         continue;
                     }
