@@ -1,0 +1,443 @@
+//! Layer statements: arity, options, inputs, and the shape each operation gives.
+
+use super::{LayerCx, OPS};
+use crate::ast::*;
+use crate::check::opts::Opts;
+use crate::check::text::{plural, shape_str};
+use crate::check::{Checker, Listing};
+use crate::diag::{error, DiagExt};
+use crate::model::{Layer, LayerKind};
+
+enum Width {
+    Out(u64, Span),
+    InOut(u64, Span, u64, Span),
+}
+
+impl Checker {
+    /// Checks a layer statement. Returns the layer (when it checked) and the names it reads.
+    pub(super) fn layer(
+        &mut self,
+        name: &Name,
+        op: &Name,
+        args: &[Arg],
+        cx: &LayerCx<'_>,
+    ) -> (Option<Layer>, Vec<String>) {
+        let op_text = op.text.as_str();
+        // Unknown ops: every positional name counts as read (no "unused" cascades).
+        let n_inputs = match op_text {
+            "add" => 2,
+            _ if OPS.contains(&op_text) => 1,
+            _ => usize::MAX,
+        };
+        let reads: Vec<String> = args
+            .iter()
+            .filter(|a| a.key.is_none())
+            .take(n_inputs)
+            .filter_map(|a| match &a.value.kind {
+                ValueKind::Ident(n) => Some(n.clone()),
+                _ => None,
+            })
+            .collect();
+        if n_inputs == usize::MAX {
+            self.unknown(
+                "E0204",
+                format!("unknown layer operation `{}`", op.text),
+                (&op.text, op.span),
+                "unknown operation",
+                OPS.iter().copied(),
+                Listing::Always(format!("operations: {}", OPS.join(", "))),
+            );
+            return (None, reads);
+        }
+        (self.layer_body(name, op, args, n_inputs, cx), reads)
+    }
+
+    fn layer_body(
+        &mut self,
+        name: &Name,
+        op: &Name,
+        args: &[Arg],
+        n_inputs: usize,
+        cx: &LayerCx<'_>,
+    ) -> Option<Layer> {
+        let positional: Vec<&Arg> = args.iter().filter(|a| a.key.is_none()).collect();
+        let op_text = op.text.as_str();
+        let mut failed = false;
+
+        // Positional after named.
+        let mut seen_named = false;
+        for a in args {
+            if a.key.is_some() {
+                seen_named = true;
+            } else if seen_named && !matches!(a.value.kind, ValueKind::Error) {
+                self.push(
+                    error(
+                        "E0412",
+                        "positional argument after a named option",
+                        a.span,
+                        "positional argument",
+                    )
+                    .help("write positional arguments first, then `key: value` options"),
+                );
+                failed = true;
+            }
+        }
+
+        let n_positional = match op_text {
+            "dense" | "conv2d" | "add" => 2,
+            _ => 1,
+        };
+        let usage = match op_text {
+            "dense" => "`dense(x, OUT)` or `dense(x, IN -> OUT)`",
+            "conv2d" => "`conv2d(x, OUT, kernel: K)` or `conv2d(x, IN -> OUT, kernel: K)`",
+            "maxpool2d" => "`maxpool2d(x, kernel: K)`",
+            "avgpool2d" => "`avgpool2d(x, kernel: K)`",
+            "add" => "`add(a, b)`",
+            "flatten" => "`flatten(x)`",
+            "relu" => "`relu(x)`",
+            "tanh" => "`tanh(x)`",
+            _ => "`sigmoid(x)`",
+        };
+        if positional.len() > n_positional {
+            let extra = positional[n_positional];
+            let mut d = error(
+                "E0403",
+                format!(
+                    "`{op_text}` takes {} but {} were given",
+                    plural(
+                        n_positional as u64,
+                        "positional argument",
+                        "positional arguments"
+                    ),
+                    positional.len()
+                ),
+                extra.span,
+                "unexpected argument",
+            )
+            .note(format!("usage: {usage}"));
+            if op_text == "conv2d" || op_text.ends_with("pool2d") {
+                d = d.help("options are named, e.g. `kernel: 5`");
+            }
+            self.push(d);
+            return None;
+        }
+        if positional.len() < n_positional {
+            let what = match (op_text, positional.len()) {
+                ("dense" | "conv2d", 1) => "output width",
+                ("add", 1) => "second operand",
+                _ => "input",
+            };
+            let at = positional.last().map_or(op.span, |a| a.span);
+            self.push(
+                error(
+                    "E0402",
+                    format!("`{op_text}` is missing its {what}"),
+                    at,
+                    format!("{what} missing after this"),
+                )
+                .note(format!("usage: {usage}")),
+            );
+            failed = true;
+        }
+
+        // Options.
+        let allowed: &[&str] = match op_text {
+            "dense" => &["bias"],
+            "conv2d" => &["kernel", "stride", "padding", "bias"],
+            "maxpool2d" | "avgpool2d" => &["kernel", "stride"],
+            _ => &[],
+        };
+        let named: Vec<(&Name, &Value)> = args
+            .iter()
+            .filter_map(|a| a.key.as_ref().map(|k| (k, &a.value)))
+            .collect();
+        let n_errors = self.diags.len();
+        let opts = self.opts(named, allowed, &format!("`{op_text}`"));
+        if self.diags.len() > n_errors {
+            failed = true;
+        }
+
+        // Inputs.
+        // (name, shape, declaration, producing layer, argument span)
+        type Input = (String, Vec<usize>, Span, Option<usize>, Span);
+        let mut ins: Vec<Input> = Vec::new();
+        let mut inputs_ok = true;
+        for a in positional.iter().take(n_inputs) {
+            match self.resolve(&a.value, cx) {
+                Ok((n, s, def, layer)) => ins.push((n, s, def, layer, a.span)),
+                Err(_) => inputs_ok = false,
+            }
+        }
+        if !inputs_ok || ins.len() < n_inputs {
+            // Still check the options' own values, which do not depend on the input.
+            self.layer_option_values(op_text, &opts, positional.get(1).copied());
+            return None;
+        }
+        let (in_name, in_shape, in_def, _, in_arg) = ins.first().cloned()?;
+        let producer = |n: &str, layer: Option<usize>| -> String {
+            match layer.and_then(|i| cx.layers.get(i)) {
+                Some(_) => format!("`{n}`"),
+                None => format!("the input `{n}`"),
+            }
+        };
+        let in_layer = ins.first().and_then(|x| x.3);
+
+        let kind = match op_text {
+            "dense" => {
+                let bias = opts
+                    .get("bias")
+                    .map_or(Some(true), |v| self.boolean(v, "bias"));
+                let width = positional
+                    .get(1)
+                    .and_then(|a| self.width(&a.value, "dense"));
+                if in_shape.len() != 1 {
+                    self.push(
+                        error(
+                            "E0302",
+                            format!(
+                                "`dense` needs a 1-D input, but {} is {}",
+                                producer(&in_name, in_layer),
+                                shape_str(&in_shape)
+                            ),
+                            in_arg,
+                            format!("this is {}", shape_str(&in_shape)),
+                        )
+                        .secondary(in_def, format!("`{in_name}` is declared here"))
+                        .help(format!("flatten it first: `flat = flatten({in_name})`")),
+                    );
+                    return None;
+                }
+                let n_in = in_shape[0];
+                let (bias, width) = (bias?, width?);
+                let out = match width {
+                    Width::Out(o, _) => o,
+                    Width::InOut(i, ispan, o, _) => {
+                        if i != n_in as u64 {
+                            self.push(
+                                error(
+                                    "E0301",
+                                    format!(
+                                        "`{}` expects {} inputs, but {} gives {n_in}",
+                                        name.text,
+                                        i,
+                                        producer(&in_name, in_layer)
+                                    ),
+                                    ispan,
+                                    format!("`{}` expects {} inputs", name.text, i),
+                                )
+                                .secondary(in_def, format!("`{in_name}`, declared here, gives {n_in}"))
+                                .help(format!("write `{n_in} -> {o}`, or leave the input width out: `dense({in_name}, {o})`")),
+                            );
+                            return None;
+                        }
+                        o
+                    }
+                };
+                let out = self.size(out, positional.get(1).map_or(op.span, |a| a.span))?;
+                self.tensor_ok(&[out as u64, n_in as u64], name, "weight")?;
+                LayerKind::Dense {
+                    inputs: n_in,
+                    outputs: out,
+                    bias,
+                }
+            }
+            "conv2d" => {
+                let bias = opts
+                    .get("bias")
+                    .map_or(Some(true), |v| self.boolean(v, "bias"));
+                let width = positional
+                    .get(1)
+                    .and_then(|a| self.width(&a.value, "conv2d"));
+                let (kernel, stride, padding) = self.window_opts(&opts, op, true);
+                let [c, h, w] =
+                    self.need_3d(op_text, &in_name, &in_shape, in_arg, in_def, in_layer, cx)?;
+                let (bias, width, kernel, stride, padding) =
+                    (bias?, width?, kernel?, stride?, padding?);
+                let out = match width {
+                    Width::Out(o, _) => o,
+                    Width::InOut(i, ispan, o, _) => {
+                        if i != c as u64 {
+                            self.push(
+                                error(
+                                    "E0304",
+                                    format!(
+                                        "`{}` expects {i} input channels, but {} gives {c}",
+                                        name.text,
+                                        producer(&in_name, in_layer)
+                                    ),
+                                    ispan,
+                                    format!("`{}` expects {i} input channels", name.text),
+                                )
+                                .secondary(
+                                    in_def,
+                                    format!("`{in_name}`, declared here, gives {c} channels"),
+                                )
+                                .help(format!(
+                                    "write `{c} -> {o}`, or leave the input channels out"
+                                )),
+                            );
+                            return None;
+                        }
+                        o
+                    }
+                };
+                let out = self.size(out, positional.get(1).map_or(op.span, |a| a.span))?;
+                let kspan = opts.get("kernel").map_or(op.span, |v| v.span);
+                let [oh, ow] =
+                    self.out_hw([h, w], kernel, stride, padding, kspan, &in_name, &in_shape)?;
+                self.tensor_ok(
+                    &[out as u64, c as u64, kernel[0] as u64, kernel[1] as u64],
+                    name,
+                    "weight",
+                )?;
+                self.tensor_ok(&[out as u64, oh as u64, ow as u64], name, "output")?;
+                let layer = Layer {
+                    name: name.text.clone(),
+                    kind: LayerKind::Conv2d {
+                        in_channels: c,
+                        out_channels: out,
+                        kernel,
+                        stride,
+                        padding,
+                        bias,
+                    },
+                    inputs: vec![in_name],
+                    in_shape,
+                    out_shape: vec![out, oh, ow],
+                };
+                return (!failed).then_some(layer);
+            }
+            "maxpool2d" | "avgpool2d" => {
+                let (kernel, stride, _) = self.window_opts(&opts, op, false);
+                let [c, h, w] =
+                    self.need_3d(op_text, &in_name, &in_shape, in_arg, in_def, in_layer, cx)?;
+                let (kernel, stride) = (kernel?, stride?);
+                let kspan = opts.get("kernel").map_or(op.span, |v| v.span);
+                let [oh, ow] =
+                    self.out_hw([h, w], kernel, stride, [0, 0], kspan, &in_name, &in_shape)?;
+                let kind = if op_text == "maxpool2d" {
+                    LayerKind::MaxPool2d { kernel, stride }
+                } else {
+                    LayerKind::AvgPool2d { kernel, stride }
+                };
+                let layer = Layer {
+                    name: name.text.clone(),
+                    kind,
+                    inputs: vec![in_name],
+                    in_shape,
+                    out_shape: vec![c, oh, ow],
+                };
+                return (!failed).then_some(layer);
+            }
+            "flatten" => LayerKind::Flatten,
+            "relu" => LayerKind::Relu,
+            "tanh" => LayerKind::Tanh,
+            "sigmoid" => LayerKind::Sigmoid,
+            _ => {
+                // add
+                let (b_name, b_shape, b_def, b_layer, b_arg) = ins.get(1).cloned()?;
+                if b_shape != in_shape {
+                    self.push(
+                        error(
+                            "E0306",
+                            format!(
+                                "cannot add values of different shapes: {} and {}",
+                                shape_str(&in_shape),
+                                shape_str(&b_shape)
+                            ),
+                            in_arg,
+                            format!("`{in_name}` is {}", shape_str(&in_shape)),
+                        )
+                        .with_labels(vec![codespan_reporting::diagnostic::Label::primary(
+                            (),
+                            b_arg.range(),
+                        )
+                        .with_message(format!("`{b_name}` is {}", shape_str(&b_shape)))])
+                        .secondary(
+                            in_def,
+                            format!("{} is declared here", producer(&in_name, in_layer)),
+                        )
+                        .secondary(
+                            b_def,
+                            format!("{} is declared here", producer(&b_name, b_layer)),
+                        )
+                        .note("`add` needs operands of the same shape (a residual connection)"),
+                    );
+                    return None;
+                }
+                let layer = Layer {
+                    name: name.text.clone(),
+                    kind: LayerKind::Add,
+                    inputs: vec![in_name, b_name],
+                    out_shape: in_shape.clone(),
+                    in_shape,
+                };
+                return (!failed).then_some(layer);
+            }
+        };
+        let out_shape = match &kind {
+            LayerKind::Dense { outputs, .. } => vec![*outputs],
+            LayerKind::Flatten => vec![in_shape.iter().product()],
+            _ => in_shape.clone(),
+        };
+        let layer = Layer {
+            name: name.text.clone(),
+            kind,
+            inputs: vec![in_name],
+            in_shape,
+            out_shape,
+        };
+        (!failed).then_some(layer)
+    }
+
+    /// Checks option values of a layer whose input failed (so their errors are still reported).
+    fn layer_option_values(&mut self, op: &str, opts: &Opts<'_>, width: Option<&Arg>) {
+        if let Some(v) = opts.get("bias") {
+            self.boolean(v, "bias");
+        }
+        match op {
+            "dense" | "conv2d" => {
+                if let Some(w) = width {
+                    if let Some(Width::Out(o, s) | Width::InOut(_, _, o, s)) =
+                        self.width(&w.value, op)
+                    {
+                        self.size(o, s);
+                    }
+                }
+            }
+            _ => {}
+        }
+        for (key, min) in [("kernel", 1), ("stride", 1), ("padding", 0)] {
+            if let Some(v) = opts.get(key) {
+                self.int_or_pair(v, key, min);
+            }
+        }
+    }
+
+    /// `OUT` or `IN -> OUT`.
+    fn width(&mut self, v: &Value, op: &str) -> Option<Width> {
+        match &v.kind {
+            ValueKind::Int { .. } => self
+                .uint(v, "output width", 1)
+                .map(|o| Width::Out(o, v.span)),
+            ValueKind::Pair { from, to } => {
+                let i = self.uint(from, "input width", 1);
+                let o = self.uint(to, "output width", 1);
+                Some(Width::InOut(i?, from.span, o?, to.span))
+            }
+            _ => {
+                let what = if op == "conv2d" {
+                    "output channels"
+                } else {
+                    "output width"
+                };
+                self.wrong_type(
+                    v,
+                    &format!("an {what} (`OUT` or `IN -> OUT`)"),
+                    &format!("the {what} of `{op}`"),
+                );
+                None
+            }
+        }
+    }
+}
