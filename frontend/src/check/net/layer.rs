@@ -1,6 +1,6 @@
-//! Layer statements: arity, options, inputs, and the shape each operation gives.
+//! Layer statements: arity, options and inputs, then the shape each operation gives.
 
-use super::{LayerCx, OPS};
+use super::{Input, LayerCx, OPS};
 use crate::ast::*;
 use crate::check::opts::Opts;
 use crate::check::text::{plural, shape_str};
@@ -8,7 +8,8 @@ use crate::check::{Checker, Listing};
 use crate::diag::{error, DiagExt};
 use crate::model::{Layer, LayerKind};
 
-enum Width {
+/// A layer's width argument, `OUT` or `IN -> OUT`, each with where it is written.
+pub(super) enum Width {
     Out(u64, Span),
     InOut(u64, Span, u64, Span),
 }
@@ -158,236 +159,169 @@ impl Checker {
         }
 
         // Inputs.
-        // (name, shape, declaration, producing layer, argument span)
-        type Input = (String, Vec<usize>, Span, Option<usize>, Span);
         let mut ins: Vec<Input> = Vec::new();
         let mut inputs_ok = true;
         for a in positional.iter().take(n_inputs) {
             match self.resolve(&a.value, cx) {
-                Ok((n, s, def, layer)) => ins.push((n, s, def, layer, a.span)),
+                Ok((name, shape, def, layer)) => ins.push(Input {
+                    name,
+                    shape,
+                    def,
+                    layer,
+                    arg: a.span,
+                }),
                 Err(_) => inputs_ok = false,
             }
         }
+        let width_arg = positional.get(1).copied();
         if !inputs_ok || ins.len() < n_inputs {
             // Still check the options' own values, which do not depend on the input.
-            self.layer_option_values(op_text, &opts, positional.get(1).copied());
+            self.layer_option_values(op_text, &opts, width_arg);
             return None;
         }
-        let (in_name, in_shape, in_def, _, in_arg) = ins.first().cloned()?;
-        let producer = |n: &str, layer: Option<usize>| -> String {
-            match layer.and_then(|i| cx.layers.get(i)) {
-                Some(_) => format!("`{n}`"),
-                None => format!("the input `{n}`"),
-            }
-        };
-        let in_layer = ins.first().and_then(|x| x.3);
-
-        let kind = match op_text {
-            "dense" => {
-                let bias = opts
-                    .get("bias")
-                    .map_or(Some(true), |v| self.boolean(v, "bias"));
-                let width = positional
-                    .get(1)
-                    .and_then(|a| self.width(&a.value, "dense"));
-                if in_shape.len() != 1 {
-                    self.push(
-                        error(
-                            "E0302",
-                            format!(
-                                "`dense` needs a 1-D input, but {} is {}",
-                                producer(&in_name, in_layer),
-                                shape_str(&in_shape)
-                            ),
-                            in_arg,
-                            format!("this is {}", shape_str(&in_shape)),
-                        )
-                        .secondary(in_def, format!("`{in_name}` is declared here"))
-                        .help(format!("flatten it first: `flat = flatten({in_name})`")),
-                    );
-                    return None;
-                }
-                let n_in = in_shape[0];
-                let (bias, width) = (bias?, width?);
-                let out = match width {
-                    Width::Out(o, _) => o,
-                    Width::InOut(i, ispan, o, _) => {
-                        if i != n_in as u64 {
-                            self.push(
-                                error(
-                                    "E0301",
-                                    format!(
-                                        "`{}` expects {} inputs, but {} gives {n_in}",
-                                        name.text,
-                                        i,
-                                        producer(&in_name, in_layer)
-                                    ),
-                                    ispan,
-                                    format!("`{}` expects {} inputs", name.text, i),
-                                )
-                                .secondary(in_def, format!("`{in_name}`, declared here, gives {n_in}"))
-                                .help(format!("write `{n_in} -> {o}`, or leave the input width out: `dense({in_name}, {o})`")),
-                            );
-                            return None;
-                        }
-                        o
-                    }
-                };
-                let out = self.size(out, positional.get(1).map_or(op.span, |a| a.span))?;
-                self.tensor_ok(&[out as u64, n_in as u64], name, "weight")?;
-                LayerKind::Dense {
-                    inputs: n_in,
-                    outputs: out,
-                    bias,
-                }
-            }
-            "conv2d" => {
-                let bias = opts
-                    .get("bias")
-                    .map_or(Some(true), |v| self.boolean(v, "bias"));
-                let width = positional
-                    .get(1)
-                    .and_then(|a| self.width(&a.value, "conv2d"));
-                let (kernel, stride, padding) = self.window_opts(&opts, op, true);
-                let [c, h, w] =
-                    self.need_3d(op_text, &in_name, &in_shape, in_arg, in_def, in_layer, cx)?;
-                let (bias, width, kernel, stride, padding) =
-                    (bias?, width?, kernel?, stride?, padding?);
-                let out = match width {
-                    Width::Out(o, _) => o,
-                    Width::InOut(i, ispan, o, _) => {
-                        if i != c as u64 {
-                            self.push(
-                                error(
-                                    "E0304",
-                                    format!(
-                                        "`{}` expects {i} input channels, but {} gives {c}",
-                                        name.text,
-                                        producer(&in_name, in_layer)
-                                    ),
-                                    ispan,
-                                    format!("`{}` expects {i} input channels", name.text),
-                                )
-                                .secondary(
-                                    in_def,
-                                    format!("`{in_name}`, declared here, gives {c} channels"),
-                                )
-                                .help(format!(
-                                    "write `{c} -> {o}`, or leave the input channels out"
-                                )),
-                            );
-                            return None;
-                        }
-                        o
-                    }
-                };
-                let out = self.size(out, positional.get(1).map_or(op.span, |a| a.span))?;
-                let kspan = opts.get("kernel").map_or(op.span, |v| v.span);
-                let [oh, ow] =
-                    self.out_hw([h, w], kernel, stride, padding, kspan, &in_name, &in_shape)?;
-                self.tensor_ok(
-                    &[out as u64, c as u64, kernel[0] as u64, kernel[1] as u64],
-                    name,
-                    "weight",
-                )?;
-                self.tensor_ok(&[out as u64, oh as u64, ow as u64], name, "output")?;
-                let layer = Layer {
-                    name: name.text.clone(),
-                    kind: LayerKind::Conv2d {
-                        in_channels: c,
-                        out_channels: out,
-                        kernel,
-                        stride,
-                        padding,
-                        bias,
-                    },
-                    inputs: vec![in_name],
-                    in_shape,
-                    out_shape: vec![out, oh, ow],
-                };
-                return (!failed).then_some(layer);
-            }
-            "maxpool2d" | "avgpool2d" => {
-                let (kernel, stride, _) = self.window_opts(&opts, op, false);
-                let [c, h, w] =
-                    self.need_3d(op_text, &in_name, &in_shape, in_arg, in_def, in_layer, cx)?;
-                let (kernel, stride) = (kernel?, stride?);
-                let kspan = opts.get("kernel").map_or(op.span, |v| v.span);
-                let [oh, ow] =
-                    self.out_hw([h, w], kernel, stride, [0, 0], kspan, &in_name, &in_shape)?;
-                let kind = if op_text == "maxpool2d" {
-                    LayerKind::MaxPool2d { kernel, stride }
-                } else {
-                    LayerKind::AvgPool2d { kernel, stride }
-                };
-                let layer = Layer {
-                    name: name.text.clone(),
-                    kind,
-                    inputs: vec![in_name],
-                    in_shape,
-                    out_shape: vec![c, oh, ow],
-                };
-                return (!failed).then_some(layer);
-            }
-            "flatten" => LayerKind::Flatten,
-            "relu" => LayerKind::Relu,
-            "tanh" => LayerKind::Tanh,
-            "sigmoid" => LayerKind::Sigmoid,
-            _ => {
-                // add
-                let (b_name, b_shape, b_def, b_layer, b_arg) = ins.get(1).cloned()?;
-                if b_shape != in_shape {
-                    self.push(
-                        error(
-                            "E0306",
-                            format!(
-                                "cannot add values of different shapes: {} and {}",
-                                shape_str(&in_shape),
-                                shape_str(&b_shape)
-                            ),
-                            in_arg,
-                            format!("`{in_name}` is {}", shape_str(&in_shape)),
-                        )
-                        .with_labels(vec![codespan_reporting::diagnostic::Label::primary(
-                            (),
-                            b_arg.range(),
-                        )
-                        .with_message(format!("`{b_name}` is {}", shape_str(&b_shape)))])
-                        .secondary(
-                            in_def,
-                            format!("{} is declared here", producer(&in_name, in_layer)),
-                        )
-                        .secondary(
-                            b_def,
-                            format!("{} is declared here", producer(&b_name, b_layer)),
-                        )
-                        .note("`add` needs operands of the same shape (a residual connection)"),
-                    );
-                    return None;
-                }
-                let layer = Layer {
-                    name: name.text.clone(),
-                    kind: LayerKind::Add,
-                    inputs: vec![in_name, b_name],
-                    out_shape: in_shape.clone(),
-                    in_shape,
-                };
-                return (!failed).then_some(layer);
-            }
-        };
-        let out_shape = match &kind {
-            LayerKind::Dense { outputs, .. } => vec![*outputs],
-            LayerKind::Flatten => vec![in_shape.iter().product()],
-            _ => in_shape.clone(),
-        };
-        let layer = Layer {
-            name: name.text.clone(),
-            kind,
-            inputs: vec![in_name],
-            in_shape,
-            out_shape,
+        let mut ins = ins.into_iter();
+        let input = ins.next()?;
+        let layer = match op_text {
+            "dense" => self.dense(name, op, &opts, width_arg, input, cx)?,
+            "conv2d" => self.conv2d(name, op, &opts, width_arg, input, cx)?,
+            "maxpool2d" | "avgpool2d" => self.pool2d(name, op, &opts, input, cx)?,
+            "add" => self.add(name, input, ins.next()?, cx)?,
+            _ => elementwise(name, op_text, input),
         };
         (!failed).then_some(layer)
+    }
+
+    fn dense(
+        &mut self,
+        name: &Name,
+        op: &Name,
+        opts: &Opts<'_>,
+        width_arg: Option<&Arg>,
+        input: Input,
+        cx: &LayerCx<'_>,
+    ) -> Option<Layer> {
+        let Input {
+            name: in_name,
+            shape: in_shape,
+            def: in_def,
+            layer: in_layer,
+            arg: in_arg,
+        } = input;
+        let bias = opts
+            .get("bias")
+            .map_or(Some(true), |v| self.boolean(v, "bias"));
+        let width = width_arg.and_then(|a| self.width(&a.value, "dense"));
+        if in_shape.len() != 1 {
+            self.push(
+                error(
+                    "E0302",
+                    format!(
+                        "`dense` needs a 1-D input, but {} is {}",
+                        cx.producer(&in_name, in_layer),
+                        shape_str(&in_shape)
+                    ),
+                    in_arg,
+                    format!("this is {}", shape_str(&in_shape)),
+                )
+                .secondary(in_def, format!("`{in_name}` is declared here"))
+                .help(format!("flatten it first: `flat = flatten({in_name})`")),
+            );
+            return None;
+        }
+        let n_in = in_shape[0];
+        let (bias, width) = (bias?, width?);
+        let out = match width {
+            Width::Out(o, _) => o,
+            Width::InOut(i, ispan, o, _) => {
+                if i != n_in as u64 {
+                    self.push(
+                        error(
+                            "E0301",
+                            format!(
+                                "`{}` expects {} inputs, but {} gives {n_in}",
+                                name.text,
+                                i,
+                                cx.producer(&in_name, in_layer)
+                            ),
+                            ispan,
+                            format!("`{}` expects {} inputs", name.text, i),
+                        )
+                        .secondary(in_def, format!("`{in_name}`, declared here, gives {n_in}"))
+                        .help(format!("write `{n_in} -> {o}`, or leave the input width out: `dense({in_name}, {o})`")),
+                    );
+                    return None;
+                }
+                o
+            }
+        };
+        let out = self.size(out, width_arg.map_or(op.span, |a| a.span))?;
+        self.tensor_ok(&[out as u64, n_in as u64], name, "weight")?;
+        Some(Layer {
+            name: name.text.clone(),
+            kind: LayerKind::Dense {
+                inputs: n_in,
+                outputs: out,
+                bias,
+            },
+            inputs: vec![in_name],
+            in_shape,
+            out_shape: vec![out],
+        })
+    }
+
+    /// `add(a, b)`: a residual connection, so both operands must have one shape.
+    fn add(&mut self, name: &Name, a: Input, b: Input, cx: &LayerCx<'_>) -> Option<Layer> {
+        let Input {
+            name: in_name,
+            shape: in_shape,
+            def: in_def,
+            layer: in_layer,
+            arg: in_arg,
+        } = a;
+        let Input {
+            name: b_name,
+            shape: b_shape,
+            def: b_def,
+            layer: b_layer,
+            arg: b_arg,
+        } = b;
+        if b_shape != in_shape {
+            self.push(
+                error(
+                    "E0306",
+                    format!(
+                        "cannot add values of different shapes: {} and {}",
+                        shape_str(&in_shape),
+                        shape_str(&b_shape)
+                    ),
+                    in_arg,
+                    format!("`{in_name}` is {}", shape_str(&in_shape)),
+                )
+                .with_labels(vec![codespan_reporting::diagnostic::Label::primary(
+                    (),
+                    b_arg.range(),
+                )
+                .with_message(format!("`{b_name}` is {}", shape_str(&b_shape)))])
+                .secondary(
+                    in_def,
+                    format!("{} is declared here", cx.producer(&in_name, in_layer)),
+                )
+                .secondary(
+                    b_def,
+                    format!("{} is declared here", cx.producer(&b_name, b_layer)),
+                )
+                .note("`add` needs operands of the same shape (a residual connection)"),
+            );
+            return None;
+        }
+        let layer = Layer {
+            name: name.text.clone(),
+            kind: LayerKind::Add,
+            inputs: vec![in_name, b_name],
+            out_shape: in_shape.clone(),
+            in_shape,
+        };
+        Some(layer)
     }
 
     /// Checks option values of a layer whose input failed (so their errors are still reported).
@@ -415,7 +349,7 @@ impl Checker {
     }
 
     /// `OUT` or `IN -> OUT`.
-    fn width(&mut self, v: &Value, op: &str) -> Option<Width> {
+    pub(super) fn width(&mut self, v: &Value, op: &str) -> Option<Width> {
         match &v.kind {
             ValueKind::Int { .. } => self
                 .uint(v, "output width", 1)
@@ -439,5 +373,22 @@ impl Checker {
                 None
             }
         }
+    }
+}
+
+/// `flatten` and the activations: no options, and a shape that follows from the input's.
+fn elementwise(name: &Name, op: &str, input: Input) -> Layer {
+    let (kind, out_shape) = match op {
+        "flatten" => (LayerKind::Flatten, vec![input.shape.iter().product()]),
+        "relu" => (LayerKind::Relu, input.shape.clone()),
+        "tanh" => (LayerKind::Tanh, input.shape.clone()),
+        _ => (LayerKind::Sigmoid, input.shape.clone()),
+    };
+    Layer {
+        name: name.text.clone(),
+        kind,
+        inputs: vec![input.name],
+        in_shape: input.shape,
+        out_shape,
     }
 }

@@ -69,6 +69,28 @@ struct LayerCx<'a> {
     layers: &'a [Layer],
 }
 
+/// A value a layer reads, resolved.
+struct Input {
+    name: String,
+    shape: Vec<usize>,
+    /// Where the value is declared.
+    def: Span,
+    /// The layer that computes it; `None` for the model's input.
+    layer: Option<usize>,
+    /// The argument that reads it.
+    arg: Span,
+}
+
+impl LayerCx<'_> {
+    /// How messages name a value: "`x`" for a layer's output, "the input `x`" for the model's.
+    fn producer(&self, name: &str, layer: Option<usize>) -> String {
+        match layer.and_then(|i| self.layers.get(i)) {
+            Some(_) => format!("`{name}`"),
+            None => format!("the input `{name}`"),
+        }
+    }
+}
+
 impl Checker {
     pub(super) fn model(&mut self, m: &Model) -> Option<Net> {
         let errors_before = self.diags.len();
