@@ -5,6 +5,8 @@
 //! ```
 //! Every error is a `codespan_reporting` diagnostic with a stable code (see [`diag::CODES`]).
 
+#![forbid(unsafe_code)]
+
 pub mod ast;
 pub mod check;
 pub mod diag;
