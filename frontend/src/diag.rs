@@ -205,17 +205,6 @@ where
     best.map(|(_, _, c)| c.to_string())
 }
 
-/// Adds `help: did you mean `X`?` when a close candidate exists.
-pub fn with_suggestion<'a, I>(diag: Diag, name: &str, candidates: I) -> Diag
-where
-    I: IntoIterator<Item = &'a str>,
-{
-    match did_you_mean(name, candidates) {
-        Some(s) => diag.help(format!("did you mean `{s}`?")),
-        None => diag,
-    }
-}
-
 /// Sorts diagnostics by position (stable: equal positions keep their order).
 pub fn sort(diags: &mut [Diag]) {
     diags.sort_by_key(|d| d.position());

@@ -2,6 +2,10 @@
 //!
 //! It collects as many errors as it can in one pass but never cascades: a layer whose input
 //! failed to check is skipped silently, and checks that depend on a part that failed are not run.
+//!
+//! One block per part of a model file: `net/` (the `model` block), `data.rs`, `train/` and
+//! `method/` (one file per sparse-training method). `values.rs`, `opts.rs` and `epochs.rs` read
+//! the values, options and epoch lists all of them take; `text.rs` words their messages.
 
 mod data;
 mod epochs;
@@ -88,6 +92,8 @@ impl Checker {
         self.push(d);
     }
 
+    /// Each block at most once, each checked on its own, then the checks that need two of them
+    /// (the data set and the batch against the network).
     fn file(&mut self, file: &File) -> Option<CheckedModel> {
         let mut model: Option<&Model> = None;
         let mut data: Option<&DataItem> = None;

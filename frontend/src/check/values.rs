@@ -1,5 +1,5 @@
 //! Readers of option values: integers, floats, booleans, strings and `[h, w]` pairs, with the
-//! type and range errors they report.
+//! type and range errors they report; and the error for a required option that is missing.
 
 use super::text::fmt_f;
 use super::{Checker, MAX_TENSOR_ELEMENTS};

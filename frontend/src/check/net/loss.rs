@@ -14,10 +14,8 @@ impl Checker {
         &mut self,
         func: &Name,
         args: &[Arg],
-        span: Span,
         cx: &LayerCx<'_>,
     ) -> (Option<(String, Span, usize)>, Vec<String>) {
-        let _ = span;
         let positional: Vec<&Arg> = args.iter().filter(|a| a.key.is_none()).collect();
         let reads: Vec<String> = positional
             .iter()

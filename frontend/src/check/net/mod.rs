@@ -296,7 +296,7 @@ impl Checker {
                     func,
                     args,
                     keyword,
-                    span,
+                    ..
                 } => {
                     let first = !loss_seen;
                     loss_seen = true;
@@ -307,7 +307,7 @@ impl Checker {
                         values: &values,
                         layers: &layers,
                     };
-                    let (result, read) = self.loss(func, args, *span, &ctx);
+                    let (result, read) = self.loss(func, args, &ctx);
                     for r in read {
                         used.insert(r);
                     }
