@@ -35,7 +35,7 @@ use sparsec_ir::{Init, Module, Role};
 pub const METADATA_KEY: &str = "sparsec";
 pub const FORMAT: u32 = 1;
 
-/// How one parameter's initial value is regenerated (DESIGN.md, seeded regeneration).
+/// How one parameter's initial value is regenerated (docs/design.md, "Seeded regeneration").
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InitRecord {
     pub name: String,
@@ -82,6 +82,11 @@ pub struct TrainMeta {
     pub data_dir: Option<String>,
     /// The data, training and method settings in force (after overrides), as the IR prints them.
     pub resolved: String,
+    /// The program at stage `ir` once a reconfiguration has changed its shapes (absent until
+    /// then): a resumed run compiles this instead of `source`, so it continues with the shapes
+    /// the checkpoint's tensors have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program: Option<String>,
 }
 
 /// The training state that a checkpoint saves: every parameter-table entry by index.

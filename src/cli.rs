@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use codespan_reporting::term::termcolor::ColorChoice;
+use sparsec::driver::Emit;
+use sparsec_ir::Stage as IrStage;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -113,10 +115,10 @@ pub enum Backend {
 }
 
 impl Backend {
-    pub fn name(self) -> &'static str {
+    pub fn backend(self) -> sparsec::runner::Backend {
         match self {
-            Backend::Jit => "jit",
-            Backend::Interp => "interp",
+            Backend::Jit => sparsec::runner::Backend::Jit,
+            Backend::Interp => sparsec::runner::Backend::Interp,
         }
     }
 }
@@ -137,6 +139,20 @@ pub enum Stage {
     Kernels,
     /// The Cranelift IR of every compiled kernel, as generated (before Cranelift's passes).
     Clif,
+}
+
+impl Stage {
+    /// What the driver prints for this stage.
+    pub fn emit(self) -> Emit {
+        match self {
+            Stage::Ast => Emit::Ast,
+            Stage::Ir => Emit::Module(IrStage::Ir),
+            Stage::Train => Emit::Module(IrStage::Train),
+            Stage::Opt => Emit::Module(IrStage::Opt),
+            Stage::Kernels => Emit::Kernels,
+            Stage::Clif => Emit::Clif,
+        }
+    }
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]

@@ -6,9 +6,9 @@ use std::path::Path;
 use codespan_reporting::diagnostic::{Diagnostic, Label};
 use codespan_reporting::term::termcolor::ColorChoice;
 use sparsec_frontend::diag::codes;
-use sparsec_ir::Module;
+use sparsec_ir::{Module, Stage};
+use sparsec_passes::{Pipeline, PipelineError};
 
-use crate::cli::Stage;
 use crate::overrides::{self, RunOptions};
 
 /// Why a command did not produce its output.
@@ -152,12 +152,20 @@ pub fn program_from_source(
             let mut model = sparsec_frontend::check_source(&file.text)
                 .map_err(|diags| Failure::Input(Diagnostics::new(&file, diags)))?;
             let run = overrides::apply(&mut model.train, sets).map_err(Failure::Usage)?;
-            let module = sparsec_frontend::lower::lower(&model).map_err(|message| {
+            let mut module = sparsec_frontend::lower::lower(&model).map_err(|message| {
                 if !sets.is_empty() {
                     // The checker vetted the file's own values; an override can still make a
                     // shape too large (a huge batch).
                     return Failure::Usage(format!("with these --set values: {message}"));
                 }
+                Failure::Input(Diagnostics::new(
+                    &file,
+                    vec![Diagnostic::bug()
+                        .with_code(codes::INTERNAL)
+                        .with_message(message)],
+                ))
+            })?;
+            sparsec_passes::methods::assign_storage(&mut module).map_err(|message| {
                 Failure::Input(Diagnostics::new(
                     &file,
                     vec![Diagnostic::bug()
@@ -208,8 +216,28 @@ pub fn program_from_source(
     })
 }
 
-/// The passes after lowering, in order, by the names `--print-after` takes.
-pub const PASSES: &[&str] = &["autodiff", "dropback", "eqsat"];
+/// The program a run in progress trains: its program at stage `ir` as the checkpoint records
+/// it after a reconfiguration, else its own model source, with its `--set` values (`sets`).
+pub fn run_program(
+    meta: &crate::checkpoint::TrainMeta,
+    sets: &[(String, String)],
+) -> Result<Program, Failure> {
+    match &meta.program {
+        Some(ir) => {
+            let mut program = program_from_source(&meta.source_name, ir.clone(), true, sets)?;
+            // The run is still the one its model source started; only its shapes moved on.
+            program.source = meta.source.clone();
+            program.is_ir = meta.source_is_ir;
+            Ok(program)
+        }
+        None => program_from_source(
+            &meta.source_name,
+            meta.source.clone(),
+            meta.source_is_ir,
+            sets,
+        ),
+    }
+}
 
 /// How far to compile and what to show on the way.
 #[derive(Clone, Debug, Default)]
@@ -221,77 +249,63 @@ pub struct CompileOptions {
     pub memory_budget: Option<u64>,
 }
 
-/// The program at `stage` (`train` or `opt`), running the passes it needs from wherever the
-/// program starts (a model file starts at `ir`; an IR dump at its own stage). Dumps asked for
-/// with `print_after` are appended to `trace`.
+/// What `sparsec emit` prints.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Emit {
+    /// The syntax tree of a model file.
+    Ast,
+    /// The module at a stage.
+    Module(Stage),
+    /// The optimised functions as fused kernels (the JIT's kernel IR).
+    Kernels,
+    /// The Cranelift IR of every compiled kernel.
+    Clif,
+}
+
+/// The program at `stage`, running the pipeline's passes from wherever the program starts (a
+/// model file starts at `ir`; an IR dump at its own stage). Dumps asked for with `print_after`
+/// are appended to `trace`.
 pub fn compile_to(
     program: &Program,
     stage: Stage,
     options: &CompileOptions,
     trace: &mut String,
 ) -> Result<Module, Failure> {
-    let fail = |pass: &str, message: String| {
-        Failure::Input(Diagnostics::unlocated(
-            &program.file_name,
-            Diagnostic::error()
-                .with_code(codes::INTERNAL)
-                .with_message(format!("pass `{pass}` failed: {message}")),
-        ))
-    };
-    let mut module = program.module.clone();
-    let order = |s: &str| match s {
-        "ir" => 0,
-        "train" => 1,
-        "opt" => 2,
-        _ => 3,
-    };
-    let target = match stage {
-        Stage::Opt | Stage::Kernels | Stage::Clif => 2,
-        _ => 1,
-    };
-    let show = |pass: &str, m: &Module, trace: &mut String| {
+    compile_module(program, program.module.clone(), stage, options, trace)
+}
+
+/// [`compile_to`] for a module of the program other than its own (after a reconfiguration).
+pub fn compile_module(
+    program: &Program,
+    module: Module,
+    stage: Stage,
+    options: &CompileOptions,
+    trace: &mut String,
+) -> Result<Module, Failure> {
+    let pipeline = Pipeline::for_module(&module, options.memory_budget);
+    let mut show = |pass: &str, m: &Module| {
         if options.print_after.iter().any(|p| p == pass || p == "all") {
             trace.push_str(&format!("# after {pass}\n"));
             trace.push_str(&sparsec_ir::print::print_module(m));
         }
     };
-    if order(&module.stage) < 1 && target >= 1 {
-        if let (Some(spec), Some(train)) = (&module.method, &module.train) {
-            if matches!(spec.method, sparsec_ir::spec::Method::Dropback { .. })
-                && train.optimizer.momentum != 0.0
-            {
-                return Err(Failure::Message(format!(
-                    "`{}`: Dropback trains with plain SGD: momentum {} would keep a dense buffer \
-                     of every weight, the O(N) state Dropback exists to avoid; set momentum to 0",
-                    program.file_name, train.optimizer.momentum
-                )));
-            }
+    pipeline.run(module, stage, &mut show).map_err(|e| match e {
+        PipelineError::Refused(message) => {
+            Failure::Message(format!("`{}`: {message}", program.file_name))
         }
-        module = sparsec_passes::build_train_step(&module).map_err(|e| fail("autodiff", e))?;
-        show("autodiff", &module, trace);
-        if let Some(sparsec_ir::spec::Method::Dropback { .. }) =
-            module.method.as_ref().map(|s| &s.method)
-        {
-            module = sparsec_passes::apply_dropback(&module).map_err(|e| fail("dropback", e))?;
-            show("dropback", &module, trace);
-        }
-    }
-    if order(&module.stage) < 2 && target >= 2 {
-        let opts = sparsec_passes::OptOptions {
-            memory_budget: options.memory_budget,
-            ..Default::default()
-        };
-        let (optimised, _) = sparsec_passes::optimize(&module, &opts).map_err(|e| {
-            if options.memory_budget.is_some() && e.contains("budget") {
-                Failure::Message(e)
+        PipelineError::Pass { pass, message } => {
+            if pass == "eqsat" && options.memory_budget.is_some() && message.contains("budget") {
+                Failure::Message(message)
             } else {
-                fail("eqsat", e)
+                Failure::Input(Diagnostics::unlocated(
+                    &program.file_name,
+                    Diagnostic::error()
+                        .with_code(codes::INTERNAL)
+                        .with_message(format!("pass `{pass}` failed: {message}")),
+                ))
             }
-        })?;
-        module = optimised;
-        show("eqsat", &module, trace);
-    }
-    Ok(module)
+        }
+    })
 }
 
 /// The whole training step before optimisation (stage `train`) of a program at stage `ir`.
@@ -322,62 +336,62 @@ pub fn check(path: &Path) -> Result<String, Failure> {
 }
 
 /// `sparsec emit --stage STAGE FILE`.
-pub fn emit(stage: Stage, path: &Path, options: &CompileOptions) -> Result<String, Failure> {
+pub fn emit(what: Emit, path: &Path, options: &CompileOptions) -> Result<String, Failure> {
+    let passes = sparsec_passes::pipeline::known_pass_names();
     for pass in &options.print_after {
-        if pass != "all" && !PASSES.contains(&pass.as_str()) {
+        if pass != "all" && !passes.contains(&pass.as_str()) {
             return Err(Failure::Usage(format!(
                 "--print-after {pass}: no such pass; passes: {}, or all",
-                PASSES.join(", ")
+                passes.join(", ")
             )));
         }
     }
     let file = read_source(path)?;
-    match stage {
-        Stage::Ast => {
-            if file.kind == SourceKind::Ir {
-                return Err(Failure::Usage(format!(
-                    "`{}` is an IR dump; the ast stage needs a model file (.net)",
-                    file.name
-                )));
-            }
-            let (ast, diags) = sparsec_frontend::parse(&file.text);
-            match ast {
-                Some(ast) if diags.is_empty() => Ok(sparsec_frontend::print_ast(&ast, &file.text)),
-                _ => Err(Failure::Input(Diagnostics::new(&file, diags))),
-            }
-        }
-        Stage::Ir => {
-            let program =
-                program_from_source(&file.name, file.text, file.kind == SourceKind::Ir, &[])?;
-            Ok(sparsec_ir::print::print_module(&program.module))
-        }
-        Stage::Train | Stage::Opt => {
-            let program =
-                program_from_source(&file.name, file.text, file.kind == SourceKind::Ir, &[])?;
-            let mut out = String::new();
-            let module = compile_to(&program, stage, options, &mut out)?;
-            if options.print_after.is_empty() {
+    if what == Emit::Ast {
+        return emit_ast(&file);
+    }
+    let program = program_from_source(&file.name, file.text, file.kind == SourceKind::Ir, &[])?;
+    let mut out = String::new();
+    let stage = match what {
+        Emit::Module(stage) => stage,
+        Emit::Ast | Emit::Kernels | Emit::Clif => Stage::Opt,
+    };
+    let module = compile_to(&program, stage, options, &mut out)?;
+    match what {
+        Emit::Ast | Emit::Module(_) => {
+            // Stage `ir` runs no pass, so there is nothing else to show.
+            if options.print_after.is_empty() || stage == Stage::Ir {
                 out.push_str(&sparsec_ir::print::print_module(&module));
             }
-            Ok(out)
         }
-        Stage::Kernels | Stage::Clif => {
-            let program =
-                program_from_source(&file.name, file.text, file.kind == SourceKind::Ir, &[])?;
-            let mut out = String::new();
-            let module = compile_to(&program, Stage::Opt, options, &mut out)?;
+        Emit::Kernels | Emit::Clif => {
             for func in &module.funcs {
                 let jit =
                     sparsec_backend::JitProgram::new(&module, &func.name, 1).map_err(|e| {
                         Failure::Message(format!("`{}`: @{}: {e}", program.file_name, func.name))
                     })?;
-                if stage == Stage::Kernels {
+                if what == Emit::Kernels {
                     out.push_str(&jit.plan().to_string());
                 } else {
                     out.push_str(&jit.clif());
                 }
             }
-            Ok(out)
         }
+    }
+    Ok(out)
+}
+
+/// `sparsec emit --stage ast`: the syntax tree of a model file.
+fn emit_ast(file: &SourceFile) -> Result<String, Failure> {
+    if file.kind == SourceKind::Ir {
+        return Err(Failure::Usage(format!(
+            "`{}` is an IR dump; the ast stage needs a model file (.net)",
+            file.name
+        )));
+    }
+    let (ast, diags) = sparsec_frontend::parse(&file.text);
+    match ast {
+        Some(ast) if diags.is_empty() => Ok(sparsec_frontend::print_ast(&ast, &file.text)),
+        _ => Err(Failure::Input(Diagnostics::new(file, diags))),
     }
 }

@@ -1,10 +1,14 @@
 //! The sparsec driver as a library: from files on disk to IR, data sets, training runs.
-//! The `sparsec` binary (src/main.rs) is a thin command line over it.
+//! The `sparsec` binary (src/main.rs, with its command line in src/cli.rs) is a thin layer
+//! over it.
+
+#![forbid(unsafe_code)]
 
 pub mod checkpoint;
-pub mod cli;
 pub mod data;
 pub mod driver;
+pub mod methods;
 pub mod overrides;
 pub mod report;
+pub mod runner;
 pub mod train;

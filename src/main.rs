@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use sparsec::cli::{Cli, Command};
+mod cli;
+
+use cli::{Cli, Command};
 use sparsec::driver::{self, Failure};
 use sparsec::overrides;
 use sparsec::report;
@@ -22,7 +24,7 @@ fn main() -> ExitCode {
             print_after,
             memory_budget,
         } => driver::emit(
-            *stage,
+            stage.emit(),
             file,
             &driver::CompileOptions {
                 print_after: print_after.clone(),
@@ -32,14 +34,15 @@ fn main() -> ExitCode {
         Command::Train(args) => overrides::parse(&args.set)
             .map_err(Failure::Usage)
             .and_then(|sets| {
-                train::train(&TrainRequest {
+                train::train(TrainRequest {
                     file: args.file.clone(),
                     data: args.data.clone(),
                     out: args.out.clone(),
                     sets,
                     resume: args.resume.clone(),
-                    backend: args.backend,
+                    backend: args.backend.backend(),
                     threads: args.threads.map(usize::from),
+                    extra_hooks: Vec::new(),
                 })
             }),
         Command::Report { run_dir, json } => report::report(run_dir, *json),
@@ -53,7 +56,7 @@ fn main() -> ExitCode {
             file,
             weights,
             data.as_deref(),
-            *backend,
+            backend.backend(),
             threads.map(usize::from),
         ),
     };

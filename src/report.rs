@@ -232,12 +232,7 @@ pub fn build(run_dir: &Path) -> Result<Report, Failure> {
     read_summary(run_dir)?;
     let checkpoint_dir = checkpoint::latest(run_dir).map_err(fail)?;
     let meta = checkpoint::read_train_meta(&checkpoint_dir).map_err(fail)?;
-    let program = driver::program_from_source(
-        &meta.source_name,
-        meta.source.clone(),
-        meta.source_is_ir,
-        &meta.sets,
-    )?;
+    let program = driver::run_program(&meta, &meta.sets)?;
     let module = driver::train_step_module(&program)?;
     let mut state = State::<f32>::initial(&module);
     let loaded = checkpoint::load(&checkpoint_dir, &module, &mut state).map_err(fail)?;
@@ -245,11 +240,11 @@ pub fn build(run_dir: &Path) -> Result<Report, Failure> {
     let batch = module.train.as_ref().map_or(1, |t| t.batch).max(1);
     let per_sample = |f: u64| f as f64 / batch as f64;
     let forward = module
-        .func(sparsec_frontend::lower::FORWARD)
+        .func(sparsec_ir::func_names::FORWARD)
         .map(|f| func_flops(&module, f))
         .unwrap_or_default();
     let train = module
-        .func(sparsec_passes::TRAIN_STEP)
+        .func(sparsec_ir::func_names::TRAIN_STEP)
         .map(|f| func_flops(&module, f))
         .unwrap_or_default();
     let has_tracked = state.tracked.iter().any(Option::is_some);

@@ -1,5 +1,10 @@
-//! `sparsec train` and `sparsec eval`: the training loop over real data, on the reference
-//! interpreter, with metrics, checkpoints and exact resumption.
+//! `sparsec train` and `sparsec eval`: the training loop over real data, on the JIT (the
+//! default) or the reference interpreter, with metrics, checkpoints and exact resumption.
+//!
+//! The loop knows no sparse-training method by name: it asks the program's method for its run
+//! side ([`crate::methods`]) and calls its hooks, which choose the step function, keep the
+//! method's part of the state in line with the step count, and may ask for a reconfiguration
+//! (a structural pass; the program is recompiled and the state carried over).
 
 use std::fs;
 use std::io::{IsTerminal, Write};
@@ -8,16 +13,16 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
-use sparsec_backend::JitProgram;
-use sparsec_ir::interp::{Input, Interpreter, Output, State};
-
-use crate::cli::Backend;
+use sparsec_ir::func_names::{FORWARD, TRAIN_STEP};
+use sparsec_ir::interp::{Input, Output, State};
 use sparsec_ir::spec::{Schedule, TrainSpec};
-use sparsec_ir::{Module, Role};
+use sparsec_ir::{Module, Role, Stage};
 
 use crate::checkpoint::{self, Snapshot, TrainMeta};
 use crate::data::{self, Dataset, Splits};
 use crate::driver::{self, Failure, Program};
+use crate::methods::{self, EpochEnd, Reconfiguration, RunMethod};
+use crate::runner::{Backend, Runner};
 
 /// What `sparsec train` was asked to do.
 pub struct TrainRequest {
@@ -30,54 +35,9 @@ pub struct TrainRequest {
     pub backend: Backend,
     /// JIT threads (1 or 2); `None`: `SPARSEC_THREADS`, else up to 2.
     pub threads: Option<usize>,
-}
-
-/// A function prepared for repeated execution on one backend.
-pub enum Runner {
-    Interp(Box<Interpreter<f32>>),
-    Jit(Box<JitProgram>),
-}
-
-impl Runner {
-    /// Prepare `func` of `module` on `backend` (compiling it, for the JIT).
-    pub fn new(
-        module: &Module,
-        func: &str,
-        backend: Backend,
-        threads: Option<usize>,
-    ) -> Result<Runner, String> {
-        match backend {
-            Backend::Interp => Interpreter::<f32>::new(module, func)
-                .map(|i| Runner::Interp(Box::new(i)))
-                .map_err(|e| e.to_string()),
-            Backend::Jit => JitProgram::new(
-                module,
-                func,
-                threads.unwrap_or_else(sparsec_backend::default_threads),
-            )
-            .map(|p| Runner::Jit(Box::new(p))),
-        }
-    }
-
-    /// Milliseconds the JIT spent compiling (0 for the interpreter).
-    pub fn compile_ms(&self) -> f64 {
-        match self {
-            Runner::Interp(_) => 0.0,
-            Runner::Jit(p) => p.compile_ms(),
-        }
-    }
-
-    /// Run once with the interpreter's contract.
-    pub fn run(
-        &mut self,
-        state: &mut State<f32>,
-        inputs: &[Input<'_, f32>],
-    ) -> Result<Vec<Output<f32>>, String> {
-        match self {
-            Runner::Interp(i) => i.run(state, inputs).map_err(|e| e.to_string()),
-            Runner::Jit(p) => p.run(state, inputs),
-        }
-    }
+    /// Run-side hooks beside the method's own, called after it (a library user's; the tests
+    /// drive structural passes with them).
+    pub extra_hooks: Vec<Box<dyn RunMethod>>,
 }
 
 /// Training stopped for a reason that is the input's fault (exit 1), with a message.
@@ -102,7 +62,7 @@ pub fn learning_rate(spec: &TrainSpec, epoch: u64) -> f64 {
 /// Shapes the data must have: one sample of the forward function's input, and the classes.
 fn data_shape(module: &Module) -> Result<(Vec<usize>, usize), Failure> {
     let forward = module
-        .func(sparsec_frontend::lower::FORWARD)
+        .func(FORWARD)
         .ok_or_else(|| input_error("the program has no @forward function"))?;
     let input = forward
         .args
@@ -125,14 +85,14 @@ fn load_data(module: &Module, dir: Option<&Path>) -> Result<Splits, Failure> {
     data::load(&spec, dir, &input_shape, classes).map_err(|e| input_error(e.to_string()))
 }
 
-/// Mean loss and accuracy of the weights in `state` over a data set, with `@forward`.
+/// Mean loss and accuracy of the weights in `state` over a data set, with `@forward` at the
+/// given batch size.
 fn evaluate(
-    module: &Module,
+    batch: usize,
     forward: &mut Runner,
     state: &mut State<f32>,
     set: &Dataset,
 ) -> Result<(f64, f64), Failure> {
-    let batch = module.train.as_ref().map_or(1, |t| t.batch as usize);
     let sample_len = set.sample_len();
     let mut images = vec![0f32; batch * sample_len];
     let mut labels = vec![0i32; batch];
@@ -232,19 +192,6 @@ fn with_tracked(
         obj.insert("tracked".into(), t);
     }
     line
-}
-
-/// `decay_init^step` as the factor of the initial values of tracked weights after `step` steps
-/// (1 without `decay_init`): computed in f64 from the step alone, rounded to f32 once, so a
-/// resumed run has the same factor.
-pub fn init_scale(module: &Module, step: u64) -> f32 {
-    match module.method.as_ref().map(|s| &s.method) {
-        Some(sparsec_ir::spec::Method::Dropback {
-            decay_init: Some(d),
-            ..
-        }) => d.powf(step as f64) as f32,
-        _ => 1.0,
-    }
 }
 
 /// What the weights take in memory between steps: `(weights_stored, weight_state_bytes)`.
@@ -352,7 +299,9 @@ fn resolved_settings(module: &Module) -> String {
 /// Everything the loop needs, prepared once.
 struct Session {
     program: Program,
+    /// The program compiled (stage `opt`); `program.module` is it at stage `ir`.
     module: Module,
+    method: Box<dyn RunMethod>,
     splits: Splits,
     run_dir: PathBuf,
     state: State<f32>,
@@ -386,12 +335,7 @@ fn prepare(req: &TrainRequest) -> Result<Session, Failure> {
             // The run's own settings, with this session's stopping point (if any).
             let mut sets = meta.sets.clone();
             sets.extend(req.sets.iter().cloned());
-            let program = driver::program_from_source(
-                &meta.source_name,
-                meta.source.clone(),
-                meta.source_is_ir,
-                &sets,
-            )?;
+            let program = driver::run_program(&meta, &sets)?;
             (program, run_dir.clone(), Some((dir, meta)))
         }
         None => {
@@ -412,25 +356,13 @@ fn prepare(req: &TrainRequest) -> Result<Session, Failure> {
             (program, run_dir, None)
         }
     };
-    if let Some(method) = &program.module.method {
-        if !matches!(method.method, sparsec_ir::spec::Method::Dropback { .. }) {
-            // Training such a model densely would silently be a different experiment.
-            return Err(input_error(format!(
-                "`{}` declares the sparse-training method `{}`, which `sparsec train` does not \
-                 carry out yet (of dropback, admm, prunetrain and activation_density only \
-                 dropback is); remove the `method` block to train the dense baseline",
-                program.file_name,
-                method.method.name()
-            )));
-        }
-    }
+    // Training such a model densely would silently be a different experiment.
+    let method = methods::run_side(program.module.method.as_ref())
+        .map_err(|e| input_error(format!("`{}` {e}", program.file_name)))?;
     let module = driver::compile_to(
         &program,
-        crate::cli::Stage::Opt,
-        &driver::CompileOptions {
-            print_after: Vec::new(),
-            memory_budget: program.run.memory_budget,
-        },
+        Stage::Opt,
+        &compile_options(&program),
         &mut String::new(),
     )?;
     let compile_ms = started.elapsed().as_secs_f64() * 1e3;
@@ -477,12 +409,14 @@ fn prepare(req: &TrainRequest) -> Result<Session, Failure> {
                     .collect(),
                 data_dir: data_dir.map(|d| d.display().to_string()),
                 resolved: resolved_settings(&module),
+                program: None,
             }
         }
     };
     Ok(Session {
         program,
         module,
+        method,
         splits,
         run_dir,
         state,
@@ -491,18 +425,133 @@ fn prepare(req: &TrainRequest) -> Result<Session, Failure> {
     })
 }
 
-/// `sparsec train`: returns the text for stdout.
-pub fn train(req: &TrainRequest) -> Result<String, Failure> {
-    let wall = Instant::now();
-    let Session {
+/// The compile options of a run: its memory budget, nothing printed.
+fn compile_options(program: &Program) -> driver::CompileOptions {
+    driver::CompileOptions {
+        print_after: Vec::new(),
+        memory_budget: program.run.memory_budget,
+    }
+}
+
+/// The program as it runs now: compiled (stage `opt`), with a runner for every function the
+/// loop calls.
+struct Compiled {
+    module: Module,
+    runners: Vec<(&'static str, Runner)>,
+}
+
+impl Compiled {
+    /// Prepare `@train_step`, the functions the hooks ask for, and `@forward`.
+    fn new(
+        module: Module,
+        hooks: &[Box<dyn RunMethod>],
+        backend: Backend,
+        threads: Option<usize>,
+    ) -> Result<Compiled, Failure> {
+        let mut names = vec![TRAIN_STEP];
+        for hook in hooks {
+            names.extend(hook.extra_functions());
+        }
+        names.push(FORWARD);
+        names.dedup();
+        let mut runners = Vec::with_capacity(names.len());
+        for name in names {
+            if module.func(name).is_none() {
+                return Err(input_error(format!("the program has no @{name}")));
+            }
+            let runner = Runner::new(&module, name, backend, threads)
+                .map_err(|e| input_error(format!("cannot prepare @{name}: {e}")))?;
+            runners.push((name, runner));
+        }
+        Ok(Compiled { module, runners })
+    }
+
+    fn runner(&mut self, name: &str) -> Result<&mut Runner, Failure> {
+        self.runners
+            .iter_mut()
+            .find(|(n, _)| *n == name)
+            .map(|(_, r)| r)
+            .ok_or_else(|| input_error(format!("@{name} is not prepared")))
+    }
+
+    fn compile_ms(&self) -> f64 {
+        self.runners.iter().map(|(_, r)| r.compile_ms()).sum()
+    }
+
+    fn threads(&self) -> usize {
+        self.runners.first().map_or(1, |(_, r)| r.threads())
+    }
+}
+
+/// Every hook's state sync, in order.
+fn sync_state(hooks: &[Box<dyn RunMethod>], module: &Module, steps: u64, state: &mut State<f32>) {
+    for hook in hooks {
+        hook.sync_state(module, steps, state);
+    }
+}
+
+/// Carry out a reconfiguration: the structural pass on the program at stage `ir`, the pipeline
+/// again from there, new runners, and the state carried over through the pass's remap. Returns
+/// the metrics line that records it.
+#[allow(clippy::too_many_arguments)]
+fn reconfigure(
+    reconfiguration: Reconfiguration,
+    program: &mut Program,
+    compiled: &mut Compiled,
+    state: &mut State<f32>,
+    hooks: &[Box<dyn RunMethod>],
+    req: &TrainRequest,
+    epoch: u64,
+    step: u64,
+) -> Result<serde_json::Value, Failure> {
+    let what = reconfiguration.pass.describe();
+    let fail = |e: String| {
+        input_error(format!(
+            "reconfiguration after epoch {} ({what}) failed: {e}",
+            epoch + 1
+        ))
+    };
+    let (ir, remap) = reconfiguration.pass.run(&program.module).map_err(fail)?;
+    let module = driver::compile_module(
         program,
+        ir.clone(),
+        Stage::Opt,
+        &compile_options(program),
+        &mut String::new(),
+    )?;
+    let carried =
+        sparsec_ir::remap::remap_state(&compiled.module, &module, state, &remap).map_err(fail)?;
+    let shapes: serde_json::Map<String, serde_json::Value> =
+        methods::changed_shapes(&compiled.module, &module, &remap)
+            .into_iter()
+            .map(|(name, shape)| (name, json!(shape)))
+            .collect();
+    *compiled = Compiled::new(module, hooks, req.backend, req.threads)?;
+    *state = carried;
+    program.module = ir;
+    Ok(json!({
+        "kind": "reconfigure", "epoch": epoch + 1, "step": step, "what": what,
+        "shapes": shapes,
+    }))
+}
+
+/// `sparsec train`: returns the text for stdout.
+pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
+    let wall = Instant::now();
+    let extra_hooks = std::mem::take(&mut req.extra_hooks);
+    let req = &req;
+    let Session {
+        mut program,
         module,
+        method,
         splits,
         run_dir,
         mut state,
         mut meta,
         compile_ms,
     } = prepare(req)?;
+    let mut hooks = vec![method];
+    hooks.extend(extra_hooks);
     let spec = module
         .train
         .clone()
@@ -520,42 +569,9 @@ pub fn train(req: &TrainRequest) -> Result<String, Failure> {
     }
 
     let mut metrics = Metrics::open(&run_dir, resumed.then_some(meta.step))?;
-    let mut step_fn = Runner::new(&module, "train_step", req.backend, req.threads)
-        .map_err(|e| input_error(format!("cannot prepare the train step: {e}")))?;
-    // Dropback's `freeze_after`: from that epoch on, the step that keeps the tracked set.
-    let freeze_after = match module.method.as_ref().map(|s| &s.method) {
-        Some(sparsec_ir::spec::Method::Dropback { freeze_after, .. }) => *freeze_after,
-        _ => None,
-    };
-    let mut frozen_fn = match (freeze_after, module.func(sparsec_passes::TRAIN_STEP_FROZEN)) {
-        (Some(_), Some(_)) => Some(
-            Runner::new(
-                &module,
-                sparsec_passes::TRAIN_STEP_FROZEN,
-                req.backend,
-                req.threads,
-            )
-            .map_err(|e| input_error(format!("cannot prepare the frozen train step: {e}")))?,
-        ),
-        (Some(_), None) => {
-            return Err(input_error(format!(
-                "the program sets freeze_after but has no @{}",
-                sparsec_passes::TRAIN_STEP_FROZEN
-            )))
-        }
-        _ => None,
-    };
-    state.init_scale = init_scale(&module, meta.step);
-    let mut forward = Runner::new(
-        &module,
-        sparsec_frontend::lower::FORWARD,
-        req.backend,
-        req.threads,
-    )
-    .map_err(|e| input_error(format!("cannot prepare @forward: {e}")))?;
-    let jit_compile_ms = step_fn.compile_ms()
-        + forward.compile_ms()
-        + frozen_fn.as_ref().map_or(0.0, Runner::compile_ms);
+    let mut compiled = Compiled::new(module, &hooks, req.backend, req.threads)?;
+    sync_state(&hooks, &compiled.module, meta.step, &mut state);
+    let mut jit_compile_ms = compiled.compile_ms();
 
     let batch = spec.batch as usize;
     let train_set = &splits.train;
@@ -569,11 +585,11 @@ pub fn train(req: &TrainRequest) -> Result<String, Failure> {
     let sample_len = train_set.sample_len();
     let mut images = vec![0f32; batch * sample_len];
     let mut labels = vec![0i32; batch];
-    let save = |state: &State<f32>, meta: &TrainMeta| -> Result<PathBuf, Failure> {
+    let save = |module: &Module, state: &State<f32>, meta: &TrainMeta| {
         checkpoint::save(
             &run_dir,
             &Snapshot {
-                module: &module,
+                module,
                 state,
                 train: meta.clone(),
             },
@@ -587,7 +603,7 @@ pub fn train(req: &TrainRequest) -> Result<String, Failure> {
     };
     let mut last_saved_step = meta.step;
     if !resumed {
-        last_checkpoint = Some(save(&state, &meta)?);
+        last_checkpoint = Some(save(&compiled.module, &state, &meta)?);
     }
 
     let progress = if std::io::stderr().is_terminal() {
@@ -621,11 +637,8 @@ pub fn train(req: &TrainRequest) -> Result<String, Failure> {
             }
             let start = meta.batch_in_epoch as usize * batch;
             data::order::fill_batch(train_set, &order, start, batch, &mut images, &mut labels);
-            let step_fn = match &mut frozen_fn {
-                Some(frozen) if freeze_after.is_some_and(|f| epoch >= f) => frozen,
-                _ => &mut step_fn,
-            };
-            let outputs = step_fn
+            let outputs = compiled
+                .runner(hooks[0].step_function(epoch))?
                 .run(
                     &mut state,
                     &[
@@ -663,7 +676,7 @@ pub fn train(req: &TrainRequest) -> Result<String, Failure> {
                 .filter(|(row, &label)| row_stats(row).0 == label as usize)
                 .count();
             meta.step += 1;
-            state.init_scale = init_scale(&module, meta.step);
+            sync_state(&hooks, &compiled.module, meta.step, &mut state);
             meta.batch_in_epoch += 1;
             meta.epoch_loss_sum += f64::from(loss);
             meta.epoch_correct += correct as u64;
@@ -678,9 +691,9 @@ pub fn train(req: &TrainRequest) -> Result<String, Failure> {
                         "kind": "step", "epoch": epoch + 1, "step": meta.step, "loss": loss,
                         "lr": lr,
                         "train_accuracy": meta.epoch_correct as f64 / meta.epoch_seen.max(1) as f64,
-                        "sparsity": sparsity(&module, &state),
+                        "sparsity": sparsity(&compiled.module, &state),
                     }),
-                    &module,
+                    &compiled.module,
                     &state,
                 ))?;
                 match &progress {
@@ -700,7 +713,8 @@ pub fn train(req: &TrainRequest) -> Result<String, Failure> {
         // End of epoch: evaluate, log, checkpoint.
         let train_loss = meta.epoch_loss_sum / steps_per_epoch as f64;
         let train_acc = meta.epoch_correct as f64 / meta.epoch_seen.max(1) as f64;
-        let (test_loss, test_acc) = evaluate(&module, &mut forward, &mut state, &splits.test)?;
+        let (test_loss, test_acc) =
+            evaluate(batch, compiled.runner(FORWARD)?, &mut state, &splits.test)?;
         last_test = (test_loss, test_acc);
         last_train_loss = train_loss;
         metrics.log(with_tracked(
@@ -708,9 +722,9 @@ pub fn train(req: &TrainRequest) -> Result<String, Failure> {
                 "kind": "epoch", "epoch": epoch + 1, "step": meta.step, "lr": lr,
                 "train_loss": train_loss, "train_accuracy": train_acc,
                 "test_loss": test_loss, "test_accuracy": test_acc,
-                "sparsity": sparsity(&module, &state),
+                "sparsity": sparsity(&compiled.module, &state),
             }),
-            &module,
+            &compiled.module,
             &state,
         ))?;
         let line = format!(
@@ -730,7 +744,32 @@ pub fn train(req: &TrainRequest) -> Result<String, Failure> {
         meta.epoch_loss_sum = 0.0;
         meta.epoch_correct = 0;
         meta.epoch_seen = 0;
-        last_checkpoint = Some(save(&state, &meta)?);
+        for h in 0..hooks.len() {
+            let end = EpochEnd {
+                epoch,
+                step: meta.step,
+                module: &compiled.module,
+                ir: &program.module,
+                state: &state,
+            };
+            let Some(reconfiguration) = hooks[h].after_epoch(&end).map_err(input_error)? else {
+                continue;
+            };
+            let line = reconfigure(
+                reconfiguration,
+                &mut program,
+                &mut compiled,
+                &mut state,
+                &hooks,
+                req,
+                epoch,
+                meta.step,
+            )?;
+            jit_compile_ms += compiled.compile_ms();
+            metrics.log(line)?;
+            meta.program = Some(sparsec_ir::print::print_module(&program.module));
+        }
+        last_checkpoint = Some(save(&compiled.module, &state, &meta)?);
         last_saved_step = meta.step;
     }
     if let Some(bar) = &progress {
@@ -738,17 +777,18 @@ pub fn train(req: &TrainRequest) -> Result<String, Failure> {
     }
     let session_seconds = train_started.elapsed().as_secs_f64();
     if last_saved_step != meta.step {
-        last_checkpoint = Some(save(&state, &meta)?);
+        last_checkpoint = Some(save(&compiled.module, &state, &meta)?);
     }
     let checkpoint_dir = last_checkpoint.unwrap_or_else(|| run_dir.join("checkpoints"));
     if last_test.1.is_nan() || stop_reason == "max_steps" {
         // A run stopped by max_steps (or resumed with nothing left to do) still reports where
         // it stands.
-        last_test = evaluate(&module, &mut forward, &mut state, &splits.test)?;
+        last_test = evaluate(batch, compiled.runner(FORWARD)?, &mut state, &splits.test)?;
     }
+    let module = &compiled.module;
 
     let params_total = module.param_count();
-    let (weights_stored, state_bytes) = stored_weights(&module, &state);
+    let (weights_stored, state_bytes) = stored_weights(module, &state);
     let method = module
         .method
         .as_ref()
@@ -757,7 +797,7 @@ pub fn train(req: &TrainRequest) -> Result<String, Failure> {
         "model": module.name,
         "method": method,
         "backend": req.backend.name(),
-        "threads": match &step_fn { Runner::Jit(p) => p.threads(), Runner::Interp(_) => 1 },
+        "threads": compiled.threads(),
         "jit_compile_ms": jit_compile_ms,
         "status": stop_reason,
         "data": splits.description,
@@ -778,13 +818,13 @@ pub fn train(req: &TrainRequest) -> Result<String, Failure> {
         "wall_seconds": wall.elapsed().as_secs_f64(),
         "checkpoint": checkpoint_dir.strip_prefix(&run_dir).unwrap_or(&checkpoint_dir),
     });
-    let summary = with_tracked(summary, &module, &state);
+    let summary = with_tracked(summary, module, &state);
     let text = serde_json::to_string_pretty(&summary).unwrap_or_default() + "\n";
     checkpoint::write_atomically(&run_dir.join("summary.json"), text.as_bytes())
         .map_err(|e| input_error(format!("cannot write summary.json: {e}")))?;
     // The final weights, also as a plain state_dict file at the top of the run directory.
     let model_bytes =
-        checkpoint::model_file_bytes(&module, &state, meta.step).map_err(input_error)?;
+        checkpoint::model_file_bytes(module, &state, meta.step).map_err(input_error)?;
     checkpoint::write_atomically(&run_dir.join("model.safetensors"), &model_bytes)
         .map_err(|e| input_error(format!("cannot write model.safetensors: {e}")))?;
     // The report reads the run back from disk, so it shows what was saved, as `sparsec report`.
@@ -821,9 +861,10 @@ pub fn eval(
     let meta = checkpoint::load_weights(&weights_file, module, &mut state).map_err(input_error)?;
     let splits = load_data(module, data_dir)?;
     eprintln!("{}", splits.description);
-    let mut forward = Runner::new(module, sparsec_frontend::lower::FORWARD, backend, threads)
+    let mut forward = Runner::new(module, FORWARD, backend, threads)
         .map_err(|e| input_error(format!("cannot prepare @forward: {e}")))?;
-    let (loss, acc) = evaluate(module, &mut forward, &mut state, &splits.test)?;
+    let batch = module.train.as_ref().map_or(1, |t| t.batch as usize);
+    let (loss, acc) = evaluate(batch, &mut forward, &mut state, &splits.test)?;
     Ok(format!(
         "{}: weights from step {} ({}): test accuracy {:.2}% ({} samples), test loss {loss:.4}\n",
         module.name,

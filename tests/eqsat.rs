@@ -5,9 +5,9 @@
 
 use std::path::Path;
 
-use sparsec::cli::Stage;
 use sparsec::driver::{self, CompileOptions};
 use sparsec_ir::interp::{Input, Interpreter, Output, State};
+use sparsec_ir::Stage;
 use sparsec_ir::{Encoding, Module, Op};
 
 fn examples() -> Vec<(String, String)> {

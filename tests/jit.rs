@@ -6,10 +6,10 @@
 use std::path::Path;
 use std::process::Command;
 
-use sparsec::cli::Stage;
 use sparsec::driver::{compile_to, program_from_source, CompileOptions};
 use sparsec_backend::JitProgram;
 use sparsec_ir::interp::{Input, Interpreter, Output, State};
+use sparsec_ir::Stage;
 use sparsec_ir::{DType, Module};
 
 fn root() -> &'static Path {
@@ -278,7 +278,7 @@ fn a_short_jit_training_run_matches_the_interpreter_run() {
 /// gives the interpreter's bits, on one thread and two.
 #[test]
 fn the_new_kernels_match_the_interpreter_on_odd_geometry_and_special_values() {
-    let text = "sparsec-ir 1 stage=opt
+    let text = "sparsec-ir 2 stage=opt
 module edge
 data synthetic train_samples=64 test_samples=16 seed=3
 train epochs=1 batch=2 seed=7 log_every=1 optimizer=sgd(lr=0.5, momentum=0.0, weight_decay=0.0, nesterov=false) schedule=constant

@@ -25,13 +25,13 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
 use random_ir::{random_model, random_module, Rng, Size};
-use sparsec::cli::Stage;
 use sparsec::driver::{compile_to, program_from_source, CompileOptions, Failure};
 use sparsec_backend::codegen::chain::Operand;
 use sparsec_backend::kernel_ir::Body;
 use sparsec_backend::JitProgram;
 use sparsec_ir::interp::LIBRARY_MIN_WORK;
 use sparsec_ir::interp::{Input, Interpreter, Output, State};
+use sparsec_ir::Stage;
 use sparsec_ir::{DType, Module};
 
 /// `SPLIT_MIN_WORK` in `backend/src/runtime.rs` (private there): from this much work a chain,
@@ -613,7 +613,7 @@ fn opt_module(name: &str, source: &str) -> Result<Module, String> {
 fn model_case(seed: u64, dropback: bool, large: bool, cover: &mut Coverage) -> Result<(), String> {
     let case = random_model(&mut Rng::new(seed), "random", dropback, large);
     let m = opt_module("random.net", &case.source)?;
-    let frozen = sparsec_passes::TRAIN_STEP_FROZEN;
+    let frozen = sparsec_ir::func_names::TRAIN_STEP_FROZEN;
     let mut schedule = vec!["train_step"; 3];
     if m.func(frozen).is_some() {
         schedule.extend([frozen, frozen]);
@@ -624,7 +624,13 @@ fn model_case(seed: u64, dropback: bool, large: bool, cover: &mut Coverage) -> R
             return Err(format!("a function no schedule runs: @{}", f.name));
         }
     }
-    let scale = |step: u64| sparsec::train::init_scale(&m, step);
+    // The initial values' scale after `step` steps, as the method's run side sets it.
+    let method = sparsec::methods::run_side(m.method.as_ref())?;
+    let scale = |step: u64| {
+        let mut state = sparsec_ir::interp::State::<f32>::dense(Vec::new());
+        method.sync_state(&m, step, &mut state);
+        state.init_scale
+    };
     let run = catch_unwind(AssertUnwindSafe(|| {
         let style = Style::Model {
             classes: case.classes,
@@ -721,7 +727,7 @@ fn raw_first_result(text: &str, args: &[&[f32]]) -> (u32, u32, String) {
 #[test]
 #[ignore = "NaN sign: the JIT's product keeps the left NaN, the interpreter's GEMM the right one"]
 fn nan_signs_of_a_product_match() {
-    let text = "sparsec-ir 1 stage=opt\nmodule m\n\n\
+    let text = "sparsec-ir 2 stage=opt\nmodule m\n\n\
                 func @f(%x: f32[1, 1], %y: f32[1, 1]) -> (f32[1, 1]) {\n\
                 \x20 %0 = matmul %x, %y : f32[1, 1]\n\
                 \x20 return %0\n}\n";
@@ -734,7 +740,7 @@ fn nan_signs_of_a_product_match() {
 #[test]
 #[ignore = "NaN sign: one interpreter kernel, compiled in two crates, as fallback and in run"]
 fn nan_signs_of_a_fallback_reduction_match() {
-    let text = "sparsec-ir 1 stage=opt\nmodule m\n\n\
+    let text = "sparsec-ir 2 stage=opt\nmodule m\n\n\
                 func @f(%x: f32[3]) -> (f32[]) {\n\
                 \x20 %0 = reduce_sum %x {axes=[0]} : f32[]\n\
                 \x20 return %0\n}\n";

@@ -88,8 +88,10 @@ fn accepted_models_lower_verify_and_round_trip() {
                 continue;
             };
             accepted += 1;
-            let module = sparsec_frontend::lower::lower(&model)
+            let mut module = sparsec_frontend::lower::lower(&model)
                 .unwrap_or_else(|e| panic!("{name} case {case}: lowering failed: {e}\n{mutated}"));
+            sparsec_passes::methods::assign_storage(&mut module)
+                .unwrap_or_else(|e| panic!("{name} case {case}: storage failed: {e}\n{mutated}"));
             if let Err(errors) = sparsec_ir::verify::verify(&module) {
                 panic!("{name} case {case}: verifier: {errors:?}\n{mutated}");
             }

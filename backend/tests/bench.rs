@@ -54,7 +54,7 @@ fn jit_vs_interpreter() {
     regen::fill_uniform(w.seed, w.stream, w.lo, w.hi, &mut b);
     let mut c = vec![0.0f32; m * n];
 
-    let mut module = Module::new("bench", "ir");
+    let mut module = Module::new("bench", sparsec_ir::Stage::Ir);
     let mut f = Func::new("f");
     let x = f.add_arg("a", Type::f32(vec![m, k]));
     let y = f.add_arg("b", Type::f32(vec![n, k]));

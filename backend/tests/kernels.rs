@@ -72,7 +72,7 @@ fn assert_bits(what: &str, got: &[f32], want: &[f32]) {
 /// Run a one-function module whose instructions are `ops` (each applied to the given operands,
 /// `Err(i)` naming argument `i`, `Ok(j)` instruction `j`) and return its last result.
 fn reference(args: &[(Type, &[f32])], ops: &[(Op, Vec<Result<u32, u32>>)]) -> Vec<f32> {
-    let mut m = Module::new("t", "ir");
+    let mut m = Module::new("t", sparsec_ir::Stage::Ir);
     let mut f = Func::new("f");
     let argv: Vec<Value> = args
         .iter()

@@ -1,18 +1,19 @@
 //! Lowering a checked model to the IR: one `@forward` function computing the loss and the
 //! logits of a batch, and the parameter table in PyTorch `state_dict` names and layouts.
+//!
+//! Every parameter is lowered with dense storage; the sparse-training method then gives the
+//! parameters it selects their own storage (`sparsec_passes::methods::assign_storage`), so that
+//! lowering knows nothing of any method.
 
-use sparsec_ir::spec::Method;
-use sparsec_ir::{Func, Init, Module, Op, Param, Role, Storage, Type, Value};
+use sparsec_ir::func_names::FORWARD;
+use sparsec_ir::{Func, Init, Module, Op, Param, Role, Stage, Storage, Type, Value};
 
 use crate::model::{CheckedModel, Layer, LayerKind};
-
-/// The name of the function that lowering produces.
-pub const FORWARD: &str = "forward";
 
 /// Lower a checked model. The batch size comes from the training spec; the checker has already
 /// bounded every shape, so a failure here is a compiler bug and is reported as such.
 pub fn lower(model: &CheckedModel) -> Result<Module, String> {
-    let mut module = Module::new(&model.name, "ir");
+    let mut module = Module::new(&model.name, Stage::Ir);
     module.data = Some(model.data.clone());
     module.train = Some(model.train.clone());
     module.method = model.method.clone();
@@ -63,23 +64,14 @@ fn lookup(values: &[(&str, Value)], name: &str) -> Result<Value, String> {
 
 /// Parameters in declaration order (weight, then bias), each with its own regeneration stream.
 fn declare_params(model: &CheckedModel, module: &mut Module) {
-    let storage_for = |layer: &str| -> Storage {
-        match &model.method {
-            Some(spec) if spec.layers.iter().any(|l| l == layer) => match spec.method {
-                Method::Dropback { k, scope, .. } => Storage::Tracked { k, scope },
-                _ => Storage::Dense,
-            },
-            _ => Storage::Dense,
-        }
-    };
     let mut stream = 0u64;
-    let mut add = |module: &mut Module, name: String, shape: Vec<usize>, init: Init, storage| {
+    let mut add = |module: &mut Module, name: String, shape: Vec<usize>, init: Init| {
         module.add_param(Param {
             name,
             ty: Type::f32(shape),
             init,
             stream,
-            storage,
+            storage: Storage::Dense,
             role: Role::Weight,
         });
         stream += 1;
@@ -105,13 +97,11 @@ fn declare_params(model: &CheckedModel, module: &mut Module) {
             ),
             _ => continue,
         };
-        let storage = storage_for(&layer.name);
         add(
             module,
             format!("{}.weight", layer.name),
             weight_shape,
             uniform_init(fan_in),
-            storage,
         );
         if bias {
             // Zero biases (not PyTorch's uniform): Dropback scores a bias by |b| and resets an
@@ -122,7 +112,6 @@ fn declare_params(model: &CheckedModel, module: &mut Module) {
                 format!("{}.bias", layer.name),
                 vec![out],
                 Init::Zeros,
-                storage,
             );
         }
     }

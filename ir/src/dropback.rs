@@ -1,5 +1,7 @@
-//! Dropback's budgets, shared by the typing rules, the `dropback` pass and the interpreter so
-//! that all three agree on how many weights each tracked parameter may hold.
+//! Dropback's budgets: how many weights each tracked parameter may hold. They are resolved once,
+//! when the method gives its parameters `tracked` storage, and kept on the parameters
+//! ([`Storage::Tracked`]'s `budget`); the typing rules, the passes and the interpreter read them
+//! from there, and the verifier checks them against the method's `k` and scope here.
 //!
 //! - `scope: global` (the paper's setting): one budget `k` shared by every tracked parameter;
 //!   one parameter alone can hold at most `min(k, len)` of them.
@@ -9,19 +11,8 @@
 //!   parameters with the largest remainders `(k · len) mod total`, ties to the earlier parameter
 //!   in the parameter table. The shares sum to `min(k, total)` and never exceed a parameter's size.
 
-use crate::module::{Param, ParamId, Role, Storage};
-use crate::spec::DropbackScope;
-
-/// The tracked parameters (weights with `tracked` storage), in parameter-table order, with their
-/// element counts.
-pub fn tracked_params(params: &[Param]) -> Vec<(ParamId, u64)> {
-    params
-        .iter()
-        .enumerate()
-        .filter(|(_, p)| p.role == Role::Weight && matches!(p.storage, Storage::Tracked { .. }))
-        .map(|(i, p)| (ParamId(i as u32), p.ty.num_elements() as u64))
-        .collect()
-}
+use crate::module::{Module, Param, ParamId, Role, Storage};
+use crate::spec::{DropbackScope, Method};
 
 /// The per-parameter shares of a `per_layer` budget `k` over parameters of the given sizes
 /// (largest remainder, see the module docs).
@@ -42,43 +33,81 @@ pub fn split_budget(k: u64, sizes: &[u64]) -> Vec<u64> {
     shares.into_iter().map(|s| s as u64).collect()
 }
 
-/// The budget of each tracked parameter: its `per_layer` share, or for `global` scope the whole
-/// `k` (capped at its size). Parameters that are not tracked are absent.
-pub fn budgets(params: &[Param]) -> Vec<(ParamId, u64)> {
-    let tracked = tracked_params(params);
-    let scope_k = |id: ParamId| match params[id.0 as usize].storage {
-        Storage::Tracked { k, scope } => (k, scope),
-        _ => unreachable!("tracked_params returns tracked parameters"),
-    };
-    // Per-layer parameters with one `k` share it; lowering gives every tracked parameter of a
-    // module the same (k, scope), but a hand-written module may mix them.
-    let mut out: Vec<(ParamId, u64)> = Vec::with_capacity(tracked.len());
-    let mut groups: Vec<(u64, Vec<usize>)> = Vec::new();
-    for (i, &(id, n)) in tracked.iter().enumerate() {
-        let (k, scope) = scope_k(id);
-        out.push((id, k.min(n)));
-        if scope == DropbackScope::PerLayer {
-            match groups.iter_mut().find(|g| g.0 == k) {
-                Some(g) => g.1.push(i),
-                None => groups.push((k, vec![i])),
-            }
-        }
+/// The budget of each of the tracked parameters of the given sizes, in order: for `global`
+/// scope the whole `k` (capped at the parameter's size: the selection is one top-`k` over all of
+/// them), for `per_layer` its share of `k`.
+pub fn resolve_budgets(k: u64, scope: DropbackScope, sizes: &[u64]) -> Vec<u64> {
+    match scope {
+        DropbackScope::Global => sizes.iter().map(|&n| k.min(n)).collect(),
+        DropbackScope::PerLayer => split_budget(k, sizes),
     }
-    for (k, members) in groups {
-        let sizes: Vec<u64> = members.iter().map(|&i| tracked[i].1).collect();
-        for (&i, share) in members.iter().zip(split_budget(k, &sizes)) {
-            out[i].1 = share;
-        }
-    }
-    out
 }
 
-/// How many tracked values parameter `id` may hold, or `None` when it is not tracked.
-pub fn capacity(params: &[Param], id: ParamId) -> Option<u64> {
-    budgets(params)
-        .into_iter()
-        .find(|&(p, _)| p == id)
-        .map(|(_, c)| c)
+/// The tracked parameters, in parameter-table order, with their budgets.
+pub fn budgets(params: &[Param]) -> Vec<(ParamId, u64)> {
+    params
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| match p.storage {
+            Storage::Tracked { budget } => Some((ParamId(i as u32), budget)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The verifier's rule for tracked storage: only weights are tracked, no budget exceeds its
+/// parameter, and under a `dropback` method every budget is the one the method's `k` and scope
+/// give (so `k` has one source, the method line). Returns (parameter index, message) for each
+/// violation.
+pub(crate) fn check_budgets(m: &Module) -> Vec<(usize, String)> {
+    let mut errors = Vec::new();
+    let tracked: Vec<(usize, u64, u64)> = m
+        .params
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| match p.storage {
+            Storage::Tracked { budget } => Some((i, budget, p.ty.num_elements() as u64)),
+            _ => None,
+        })
+        .collect();
+    for &(i, _, _) in &tracked {
+        if m.params[i].role != Role::Weight {
+            errors.push((i, "only a weight can have `tracked` storage".to_owned()));
+        }
+    }
+    for &(i, budget, n) in &tracked {
+        if budget > n {
+            errors.push((i, format!("budget {budget} exceeds the {n} elements")));
+        }
+    }
+    // Without a Dropback method line (a hand-written module) there is no `k` to check against.
+    let Some((k, scope)) = m.method.as_ref().and_then(|s| match s.method {
+        Method::Dropback { k, scope, .. } => Some((k, scope)),
+        _ => None,
+    }) else {
+        return errors;
+    };
+    if k == 0 {
+        return errors; // the method line's own check reports it
+    }
+    let sizes: Vec<u64> = tracked.iter().map(|&(_, _, n)| n).collect();
+    let expected = resolve_budgets(k, scope, &sizes);
+    for (&(i, budget, _), want) in tracked.iter().zip(expected) {
+        if budget != want {
+            errors.push((
+                i,
+                format!(
+                    "budget {budget} is not this parameter's share of the method's k={k} \
+                     (scope {}): expected {want}",
+                    match scope {
+                        DropbackScope::Global => "global",
+                        DropbackScope::PerLayer => "per_layer",
+                    }
+                ),
+            ));
+        }
+    }
+    errors
 }
 
 #[cfg(test)]

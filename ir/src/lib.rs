@@ -8,12 +8,14 @@ pub mod op;
 pub mod parse;
 pub mod print;
 pub mod regen;
+pub mod remap;
 pub mod spec;
 pub mod types;
 pub mod verify;
 
 pub use module::{
-    Arg, Func, Init, Inst, Module, Param, ParamId, Role, Storage, Value, FORMAT_VERSION,
+    func_names, Arg, Func, Init, Inst, Module, Param, ParamId, Role, Stage, Storage, Value,
+    FORMAT_VERSION,
 };
 pub use op::{Attr, Op};
 pub use parse::{parse_module, parse_module_unverified, ParseError};

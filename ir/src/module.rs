@@ -1,18 +1,64 @@
 //! Modules, parameters and functions: the containers of the IR.
 
 use crate::op::Op;
-use crate::spec::{DataSpec, DropbackScope, MethodSpec, TrainSpec};
+use crate::spec::{DataSpec, MethodSpec, TrainSpec};
 use crate::types::Type;
 
-/// Version of the text form; bumped whenever a dump of the same program would change.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version of the text form; bumped whenever a dump of the same program would change (2: a
+/// tracked parameter's storage carries its own budget, `tracked(budget=N)`).
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The functions a program holds, by name: every stage after lowering finds them here.
+pub mod func_names {
+    /// The forward pass, `(x, labels) -> (loss, logits)`: made by lowering, kept for evaluation.
+    pub const FORWARD: &str = "forward";
+    /// The whole training step, `(x, labels, lr) -> (loss, logits)`: made by autodiff.
+    pub const TRAIN_STEP: &str = "train_step";
+    /// Dropback's step with its tracked set frozen (`freeze_after`), same signature.
+    pub const TRAIN_STEP_FROZEN: &str = "train_step_frozen";
+}
+
+/// How far a module has been compiled. Stages are ordered: a pass pipeline runs the passes
+/// between a module's stage and the one asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Stage {
+    /// Lowered: `@forward` and the parameter table, each parameter with its storage.
+    Ir,
+    /// With the whole training step (autodiff, then the method's passes).
+    Train,
+    /// After equality saturation and extraction.
+    Opt,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 3] = [Stage::Ir, Stage::Train, Stage::Opt];
+
+    /// The name in the text form's header (`stage=train`) and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Ir => "ir",
+            Stage::Train => "train",
+            Stage::Opt => "opt",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Stage> {
+        Stage::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// A whole program: graph, parameters and the training specification.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Module {
     pub name: String,
-    /// The compiler stage that produced this module (`ir`, `train`, `opt`, ...).
-    pub stage: String,
+    /// The compiler stage that produced this module.
+    pub stage: Stage,
     /// Extra `key=value` facts for the header line, in order (saturation statistics, ...).
     pub header: Vec<(String, String)>,
     pub data: Option<DataSpec>,
@@ -59,15 +105,17 @@ pub enum Init {
     },
 }
 
-/// What of a parameter is kept in memory (DESIGN.md, "The IR").
+/// What of a parameter is kept in memory (docs/design.md, "The IR").
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Storage {
     /// Stored in full.
     Dense,
     /// Never stored: every read regenerates the initial value.
     Seeded,
-    /// The Dropback form: the regenerated initial value overridden by at most `k` tracked values.
-    Tracked { k: u64, scope: DropbackScope },
+    /// The Dropback form: the regenerated initial value overridden by at most `budget` tracked
+    /// values. The budget is this parameter's own, resolved from the method's `k` and scope once,
+    /// when the parameter is given this storage (see [`crate::dropback`]); the verifier checks it.
+    Tracked { budget: u64 },
     /// A fixed sparsity pattern (ADMM after the hard prune).
     Masked,
 }
@@ -104,10 +152,10 @@ pub struct Func {
 }
 
 impl Module {
-    pub fn new(name: impl Into<String>, stage: impl Into<String>) -> Module {
+    pub fn new(name: impl Into<String>, stage: Stage) -> Module {
         Module {
             name: name.into(),
-            stage: stage.into(),
+            stage,
             header: Vec::new(),
             data: None,
             train: None,

@@ -832,15 +832,18 @@ impl Op {
             }
             Op::TrackedSet(id) => {
                 let p = tracked(*id)?;
-                let cap = crate::dropback::capacity(params, *id).unwrap_or(0);
-                Ok(Type::i32(vec![p.ty.num_elements()])
-                    .with_encoding(Encoding::Sparse { capacity: cap }))
+                Ok(
+                    Type::i32(vec![p.ty.num_elements()]).with_encoding(Encoding::Sparse {
+                        capacity: tracked_budget(p),
+                    }),
+                )
             }
             Op::Regen(id) => Ok(tracked(*id)?.ty.with_encoding(Encoding::Regen)),
             Op::Tracked(id) | Op::Correction(id) => {
                 let p = tracked(*id)?;
-                let capacity = crate::dropback::capacity(params, *id).unwrap_or(0);
-                Ok(p.ty.with_encoding(Encoding::Sparse { capacity }))
+                Ok(p.ty.with_encoding(Encoding::Sparse {
+                    capacity: tracked_budget(p),
+                }))
             }
             Op::Overlay => {
                 let (r, t) = (operands[0], operands[1]);
@@ -923,6 +926,14 @@ impl Op {
 pub const MAX_ELEMENTS: usize = 1 << 31;
 
 /// A type whose element count is checked against [`MAX_ELEMENTS`] without overflow.
+/// How many values a tracked parameter may hold (0 for any other).
+fn tracked_budget(p: &Param) -> u64 {
+    match p.storage {
+        Storage::Tracked { budget } => budget,
+        _ => 0,
+    }
+}
+
 pub fn checked_type(dtype: DType, shape: Vec<usize>) -> Result<Type, String> {
     let mut n: usize = 1;
     for &d in &shape {

@@ -16,7 +16,7 @@ use std::fmt;
 use std::ops::Range;
 
 use crate::module::{
-    Arg, Func, Init, Inst, Module, Param, ParamId, Role, Storage, Value, FORMAT_VERSION,
+    Arg, Func, Init, Inst, Module, Param, ParamId, Role, Stage, Storage, Value, FORMAT_VERSION,
 };
 use crate::op::{checked_type, Attr, Op};
 use crate::print::{is_bare_name, is_word_char};
@@ -605,7 +605,18 @@ impl<'a> Parser<'a> {
             ));
         }
         self.key("stage")?;
-        let stage = self.header_word("the stage name")?;
+        let stage_span = self.span.clone();
+        let stage_name = self.header_word("the stage name")?;
+        let stage = Stage::from_name(&stage_name).ok_or_else(|| {
+            let names: Vec<&str> = Stage::ALL.iter().map(|s| s.name()).collect();
+            ParseError::new(
+                stage_span,
+                format!(
+                    "unknown stage `{stage_name}` (expected {})",
+                    names.join(", ")
+                ),
+            )
+        })?;
         let mut header = Vec::new();
         while !matches!(self.tok, Tok::Newline | Tok::Eof) {
             let k = self.header_word("a `key=value` header entry")?;
@@ -977,19 +988,16 @@ impl<'a> Parser<'a> {
             "masked" => Storage::Masked,
             "tracked" => {
                 self.punct('(')?;
-                self.key("k")?;
-                let k = self.uint("an integer")?;
-                self.punct(',')?;
-                self.key("scope")?;
-                let scope = self.scope()?;
+                self.key("budget")?;
+                let budget = self.uint("an integer")?;
                 self.punct(')')?;
-                Storage::Tracked { k, scope }
+                Storage::Tracked { budget }
             }
             _ => {
                 return Err(ParseError::new(
                     span,
                     format!(
-                        "unknown storage `{w}` (expected `dense`, `seeded`, `tracked(k=N, scope=S)` or `masked`)"
+                        "unknown storage `{w}` (expected `dense`, `seeded`, `tracked(budget=N)` or `masked`)"
                     ),
                 ))
             }

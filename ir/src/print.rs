@@ -26,7 +26,7 @@ impl fmt::Display for Module {
 }
 
 fn write_module(out: &mut impl Write, m: &Module) -> fmt::Result {
-    write!(out, "sparsec-ir {FORMAT_VERSION} stage={}", Word(&m.stage))?;
+    write!(out, "sparsec-ir {FORMAT_VERSION} stage={}", m.stage)?;
     for (k, v) in &m.header {
         write!(out, " {}={}", Word(k), Word(v))?;
     }
@@ -176,9 +176,7 @@ fn write_param(out: &mut impl Write, m: &Module, p: &Param) -> fmt::Result {
     match p.storage {
         Storage::Dense => write!(out, "dense")?,
         Storage::Seeded => write!(out, "seeded")?,
-        Storage::Tracked { k, scope } => {
-            write!(out, "tracked(k={k}, scope={})", scope_name(scope))?
-        }
+        Storage::Tracked { budget } => write!(out, "tracked(budget={budget})")?,
         Storage::Masked => write!(out, "masked")?,
     }
     if let Role::Momentum(of) = p.role {

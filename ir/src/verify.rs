@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 use std::fmt;
 
-use crate::module::{Func, Init, Module, Role, Storage, Value};
+use crate::module::{Func, Init, Module, Param, Role, Value};
 use crate::op::{checked_type, Op};
 use crate::spec::{KeepRatio, Method, Schedule};
 use crate::types::{DType, Encoding, Type};
@@ -124,9 +124,6 @@ impl Verifier {
     }
 
     fn spec(&mut self, m: &Module) {
-        if m.stage.is_empty() {
-            self.err(Site::Module, "module", "stage is empty");
-        }
         if let Some(t) = &m.train {
             let o = &t.optimizer;
             if t.batch == 0 {
@@ -212,13 +209,16 @@ impl Verifier {
     fn params(&mut self, m: &Module) {
         let mut names = HashSet::new();
         let mut streams = HashSet::new();
-        for (i, p) in m.params.iter().enumerate() {
-            let site = Site::Param(i);
-            let ctx = if p.name.is_empty() {
+        let context = |i: usize, p: &Param| {
+            if p.name.is_empty() {
                 format!("param #{i}")
             } else {
                 format!("param @{}", p.name)
-            };
+            }
+        };
+        for (i, p) in m.params.iter().enumerate() {
+            let site = Site::Param(i);
+            let ctx = context(i, p);
             if p.name.is_empty() {
                 self.err(site.clone(), &ctx, "parameter name is empty");
             } else if !names.insert(p.name.as_str()) {
@@ -266,9 +266,6 @@ impl Verifier {
                     format!("stream {} is used by another parameter", p.stream),
                 );
             }
-            if let Storage::Tracked { k: 0, .. } = p.storage {
-                self.err(site.clone(), &ctx, "`tracked` needs k ≥ 1");
-            }
             if let Role::Momentum(of) = p.role {
                 match m.params.get(of.0 as usize) {
                     Some(w) if w.role == Role::Weight && w.ty.shape == p.ty.shape => {}
@@ -279,6 +276,9 @@ impl Verifier {
                     ),
                 }
             }
+        }
+        for (i, message) in crate::dropback::check_budgets(m) {
+            self.err(Site::Param(i), context(i, &m.params[i]), message);
         }
     }
 

@@ -5,7 +5,7 @@
 mod common;
 
 use sparsec_ir::interp::{initial_value, topk_select, Input, Interpreter, Output, State};
-use sparsec_ir::spec::{DropbackScope, Optimizer, Schedule, TrainSpec};
+use sparsec_ir::spec::{DropbackScope, Method, MethodSpec, Optimizer, Schedule, TrainSpec};
 use sparsec_ir::{
     parse_module, print_module, Func, Init, Module, Op, Param, ParamId, Role, Storage, Type,
 };
@@ -102,9 +102,9 @@ fn param(name: &str, shape: &[usize], init: Init, stream: u64, k: u64) -> Param 
         ty: Type::f32(shape.to_vec()),
         init,
         stream,
+        // Global scope: each parameter's budget is the whole k, capped at its size.
         storage: Storage::Tracked {
-            k,
-            scope: DropbackScope::Global,
+            budget: k.min(shape.iter().product::<usize>() as u64),
         },
         role: Role::Weight,
     }
@@ -114,7 +114,7 @@ fn param(name: &str, shape: &[usize], init: Init, stream: u64, k: u64) -> Param 
 /// `@step(%w1, %b1)`: one global selection, applied and stored; returns the selection and
 /// the frozen form's results.
 fn module(k: u64) -> Module {
-    let mut m = Module::new("db", "train");
+    let mut m = Module::new("db", sparsec_ir::Stage::Train);
     m.train = Some(TrainSpec {
         epochs: 1,
         batch: 1,
@@ -127,6 +127,15 @@ fn module(k: u64) -> Module {
             nesterov: false,
         },
         schedule: Schedule::Constant,
+    });
+    m.method = Some(MethodSpec {
+        method: Method::Dropback {
+            k,
+            scope: DropbackScope::Global,
+            freeze_after: None,
+            decay_init: None,
+        },
+        layers: vec!["w".into(), "b".into()],
     });
     m.add_param(param(
         "w",

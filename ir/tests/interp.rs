@@ -64,7 +64,7 @@ fn param(name: &str, shape: &[usize], init: Init, stream: u64) -> Param {
 
 /// A module whose function `f` applies `op` to its arguments (of types `tys`) and returns it.
 fn op_module(op: &Op, tys: &[Type]) -> Module {
-    let mut m = Module::new("t", "ir");
+    let mut m = Module::new("t", sparsec_ir::Stage::Ir);
     let mut f = Func::new("f");
     let args: Vec<Value> = tys
         .iter()
@@ -214,7 +214,7 @@ fn seq(n: usize) -> Vec<f64> {
 
 #[test]
 fn param_const_reshape_and_results() {
-    let mut m = Module::new("t", "ir");
+    let mut m = Module::new("t", sparsec_ir::Stage::Ir);
     m.add_param(param("p", &[2, 3], Init::Zeros, 0));
     let mut f = Func::new("f");
     let x = f.add_arg("x", Type::f32(vec![6]));
@@ -1045,7 +1045,7 @@ fn conv2d_equals_the_naive_loop() {
 
 #[test]
 fn stores_are_deferred_to_the_end_of_the_function() {
-    let mut m = Module::new("t", "ir");
+    let mut m = Module::new("t", sparsec_ir::Stage::Ir);
     m.add_param(param("a", &[2], Init::Zeros, 0));
     m.add_param(param("b", &[2], Init::Zeros, 1));
     m.add_param(param("c", &[2], Init::Zeros, 2));
@@ -1116,7 +1116,7 @@ fn initial_state_is_the_regeneration_spec() {
         }
     }
     // No training spec: seed 0.
-    let mut m = Module::new("t", "ir");
+    let mut m = Module::new("t", sparsec_ir::Stage::Ir);
     let init = Init::Uniform { lo: -1.0, hi: 2.0 };
     m.add_param(param("p", &[3, 5], init, 7));
     assert_eq!(
@@ -1216,7 +1216,7 @@ fn bad_labels_are_errors_and_leave_the_state_alone() {
             .unwrap();
     }
     // A failing run applies no store.
-    let mut m = Module::new("t", "ir");
+    let mut m = Module::new("t", sparsec_ir::Stage::Ir);
     m.add_param(param("p", &[2, 3], Init::Zeros, 0));
     let mut f = Func::new("f");
     let x = f.add_arg("x", Type::f32(vec![2, 3]));
@@ -1286,7 +1286,7 @@ fn unrunnable_functions_are_errors() {
     let odd = common::odd_module();
     let e = err(Interpreter::<f32>::new(&odd, &odd.funcs[0].name));
     assert!(e.contains("encoded"), "{e}");
-    let mut m2 = Module::new("t", "ir");
+    let mut m2 = Module::new("t", sparsec_ir::Stage::Ir);
     let mut f = Func::new("f");
     f.add_arg(
         "r",
@@ -1309,7 +1309,7 @@ fn unrunnable_functions_are_errors() {
     let mut bad = common::mlp();
     bad.funcs[0].results.push(Value::Arg(9));
     err(Interpreter::<f32>::new(&bad, "forward"));
-    let mut m3 = Module::new("t", "ir");
+    let mut m3 = Module::new("t", sparsec_ir::Stage::Ir);
     m3.add_param(param("p", &[1], Init::Zeros, 0));
     let mut f = Func::new("f");
     let x = f.add_arg("x", Type::f32(vec![1]));

@@ -28,7 +28,7 @@ const NN: Op = Op::MatMul {
 
 /// Forward, loss, backward and plain SGD for 784-300-100-10 with ReLU.
 fn lenet300(batch: usize) -> Module {
-    let mut m = Module::new("lenet300", "train");
+    let mut m = Module::new("lenet300", sparsec_ir::Stage::Train);
     let dims = [784usize, 300, 100, 10];
     for l in 0..3 {
         let bound = 1.0 / (dims[l] as f32).sqrt();
@@ -134,7 +134,7 @@ fn lenet300_train_step_time() {
 /// LeNet-5 (conv 6@5×5 pad 2, maxpool 2, conv 16@5×5, maxpool 2, 400-120-84-10) forward,
 /// loss and backward (every gradient, no update) at batch 64.
 fn lenet5(batch: usize) -> Module {
-    let mut m = Module::new("lenet5", "train");
+    let mut m = Module::new("lenet5", sparsec_ir::Stage::Train);
     let shapes: [(&str, Vec<usize>); 10] = [
         ("conv1.weight", vec![6, 1, 5, 5]),
         ("conv1.bias", vec![6]),

@@ -148,7 +148,7 @@ fn random_bytes_never_panic() {
                 }
             })
             .collect();
-        let mut text = String::from("sparsec-ir 1 stage=ir\nmodule m\n");
+        let mut text = String::from("sparsec-ir 2 stage=ir\nmodule m\n");
         if rng.below(2) == 0 {
             text.clear();
         }

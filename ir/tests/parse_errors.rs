@@ -37,7 +37,7 @@ fn expect_error(text: &str, fragment: &str, at: &str) {
 
 const BASE: &str = "\
 # RUN: sparsec emit --stage ir %s
-sparsec-ir 1 stage=ir
+sparsec-ir 2 stage=ir
 module m
 
 param @w : f32[3, 4] init=uniform(-0.5, 0.5) stream=0 storage=dense
@@ -173,7 +173,7 @@ fn type_mismatch_is_caught_by_the_verifier() {
 #[test]
 fn bad_attributes() {
     let conv = "\
-sparsec-ir 1 stage=ir
+sparsec-ir 2 stage=ir
 module m
 func @f(%x: f32[1, 1, 4, 4], %w: f32[1, 1, 3, 3]) -> (f32[1, 1, 2, 2]) {
   %0 = conv2d %x, %w {stride=[1, 1], padding=[0, 0]} : f32[1, 1, 2, 2]
@@ -238,11 +238,16 @@ func @f(%x: f32[1, 1, 4, 4], %w: f32[1, 1, 3, 3]) -> (f32[1, 1, 2, 2]) {
 fn truncated_files() {
     expect_error("", "expected the header line", "");
     expect_error("# only a comment\n", "expected the header line", "");
-    expect_error("sparsec-ir 1 stage=ir\n", "expected `module`", "");
+    expect_error("sparsec-ir 2 stage=ir\n", "expected `module`", "");
     expect_error(
-        "sparsec-ir 2 stage=ir\nmodule m\n",
-        "unsupported format version 2",
-        "2 stage",
+        "sparsec-ir 3 stage=ir\nmodule m\n",
+        "unsupported format version 3",
+        "3 stage",
+    );
+    expect_error(
+        "sparsec-ir 2 stage=optimised\nmodule m\n",
+        "unknown stage `optimised` (expected ir, train, opt)",
+        "optimised",
     );
     let cut = BASE.find("  return").unwrap();
     expect_error(
@@ -265,7 +270,7 @@ fn truncated_files() {
         "\n  %0",
     );
     expect_error(
-        "sparsec-ir 1 stage=ir\nmodule \"m\n",
+        "sparsec-ir 2 stage=ir\nmodule \"m\n",
         "unterminated string",
         "\"m",
     );
@@ -289,7 +294,7 @@ fn garbage() {
         "∑",
     );
     expect_error(
-        "sparsec-ir 1 stage=ir\nmodule m\nfrobnicate\n",
+        "sparsec-ir 2 stage=ir\nmodule m\nfrobnicate\n",
         "expected `data`, `train`, `method`, `param` or `func`",
         "frobnicate",
     );
@@ -439,20 +444,20 @@ fn hostile_inputs_are_rejected_quickly() {
     let inputs = [
         "[".repeat(ten_mb),
         "(".repeat(ten_mb),
-        format!("sparsec-ir 1 stage=ir\nmodule m\nfunc @f() -> ({}", "[".repeat(ten_mb)),
-        format!("sparsec-ir 1 stage=ir\nmodule m\nfunc @f(%x: f32[{}]) -> () {{\n  return\n}}\n", "1, ".repeat(ten_mb / 3)),
+        format!("sparsec-ir 2 stage=ir\nmodule m\nfunc @f() -> ({}", "[".repeat(ten_mb)),
+        format!("sparsec-ir 2 stage=ir\nmodule m\nfunc @f(%x: f32[{}]) -> () {{\n  return\n}}\n", "1, ".repeat(ten_mb / 3)),
         format!("sparsec-ir {}", "9".repeat(ten_mb)),
-        format!("sparsec-ir 1 stage=ir\nmodule m\nparam @w : f32[1] init=uniform(0.{}1, 1.0) stream=0 storage=dense\n", "0".repeat(two_mb)),
-        format!("sparsec-ir 1 stage=ir\nmodule m\nparam @w : f32[1] init=uniform({}, 1.0) stream=0 storage=dense\n", "9".repeat(two_mb)),
-        format!("sparsec-ir 1 stage=ir\nmodule \"{}", "x".repeat(ten_mb)),
-        format!("sparsec-ir 1 stage=ir\nmodule m\n{}", "\n".repeat(two_mb)),
-        format!("sparsec-ir 1 stage=ir\nmodule m\n{}", "# comment\n".repeat(ten_mb / 10)),
-        format!("sparsec-ir 1 stage=ir {}", "k=v ".repeat(two_mb / 4)),
-        format!("sparsec-ir 1 stage=ir\nmodule m\nmethod activation_density(resize_at=[{}1], min_width=1) on=[a]\n", "1, ".repeat(two_mb / 3)),
-        format!("sparsec-ir 1 stage=ir\nmodule m\nfunc @f(%x: f32[1]) -> () {{\n  %0 = relu %x {{{}b=1.5}} : f32[1]\n  return\n}}\n", "a=[1], ".repeat(two_mb / 7)),
-        format!("sparsec-ir 1 stage=ir\nmodule m\nfunc @f(%x: f32[1, 1, 4, 4], %w: f32[1, 1, 1, 1]) -> () {{\n  %0 = conv2d %x, %w {{{}stride=[1, 1]}} : f32[1, 1, 4, 4]\n  return\n}}\n", "padding=[0, 0], ".repeat(two_mb / 16)),
-        format!("sparsec-ir 1 stage=ir\nmodule m\nfunc @f(%x: f32[1]) -> (f32[1]) {{\n{}  return %x\n}}\n", (0..50_000).map(|i| format!("  %{i} = relu %x : f32[1]\n")).collect::<String>()),
-        format!("sparsec-ir 1 stage=ir\nmodule m\nfunc @f(%x: f32[1]) -> () {{\n  %0 = {} %x : f32[1]\n  return\n}}\n", "r".repeat(ten_mb)),
+        format!("sparsec-ir 2 stage=ir\nmodule m\nparam @w : f32[1] init=uniform(0.{}1, 1.0) stream=0 storage=dense\n", "0".repeat(two_mb)),
+        format!("sparsec-ir 2 stage=ir\nmodule m\nparam @w : f32[1] init=uniform({}, 1.0) stream=0 storage=dense\n", "9".repeat(two_mb)),
+        format!("sparsec-ir 2 stage=ir\nmodule \"{}", "x".repeat(ten_mb)),
+        format!("sparsec-ir 2 stage=ir\nmodule m\n{}", "\n".repeat(two_mb)),
+        format!("sparsec-ir 2 stage=ir\nmodule m\n{}", "# comment\n".repeat(ten_mb / 10)),
+        format!("sparsec-ir 2 stage=ir {}", "k=v ".repeat(two_mb / 4)),
+        format!("sparsec-ir 2 stage=ir\nmodule m\nmethod activation_density(resize_at=[{}1], min_width=1) on=[a]\n", "1, ".repeat(two_mb / 3)),
+        format!("sparsec-ir 2 stage=ir\nmodule m\nfunc @f(%x: f32[1]) -> () {{\n  %0 = relu %x {{{}b=1.5}} : f32[1]\n  return\n}}\n", "a=[1], ".repeat(two_mb / 7)),
+        format!("sparsec-ir 2 stage=ir\nmodule m\nfunc @f(%x: f32[1, 1, 4, 4], %w: f32[1, 1, 1, 1]) -> () {{\n  %0 = conv2d %x, %w {{{}stride=[1, 1]}} : f32[1, 1, 4, 4]\n  return\n}}\n", "padding=[0, 0], ".repeat(two_mb / 16)),
+        format!("sparsec-ir 2 stage=ir\nmodule m\nfunc @f(%x: f32[1]) -> (f32[1]) {{\n{}  return %x\n}}\n", (0..50_000).map(|i| format!("  %{i} = relu %x : f32[1]\n")).collect::<String>()),
+        format!("sparsec-ir 2 stage=ir\nmodule m\nfunc @f(%x: f32[1]) -> () {{\n  %0 = {} %x : f32[1]\n  return\n}}\n", "r".repeat(ten_mb)),
         "\u{10ffff}".repeat(ten_mb / 4),
     ];
     for (i, text) in inputs.iter().enumerate() {

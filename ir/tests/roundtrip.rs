@@ -55,7 +55,7 @@ fn every_storage_and_init_is_covered() {
     for s in [
         "storage=dense",
         "storage=seeded",
-        "storage=tracked(k=100, scope=global)",
+        "storage=tracked(budget=8)",
         "storage=masked",
         "init=zeros",
         "init=uniform(-0.25, 0.25)",
@@ -67,7 +67,7 @@ fn every_storage_and_init_is_covered() {
 /// The exact text form, pinned: a change here is a format change (bump FORMAT_VERSION).
 #[test]
 fn golden_text() {
-    let expected = r#"sparsec-ir 1 stage=train iterations=12 eclasses=340 stop=saturated extraction=ast-size
+    let expected = r#"sparsec-ir 2 stage=train iterations=12 eclasses=340 stop=saturated extraction=ast-size
 module lenet
 data synthetic train_samples=1024 test_samples=256 seed=0
 train epochs=10 batch=4 seed=1 log_every=100 optimizer=sgd(lr=0.1, momentum=0.9, weight_decay=0.0, nesterov=false) schedule=step(every=5, gamma=0.1)
@@ -114,7 +114,7 @@ fn spec_lines_and_quoting() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(
         lines[0],
-        r#"sparsec-ir 1 stage=opt stop="node limit" "weird key"="a\"b\\c\nd\te\u{1}" empty="" neg=-3.5"#
+        r#"sparsec-ir 2 stage=opt stop="node limit" "weird key"="a\"b\\c\nd\te\u{1}" empty="" neg=-3.5"#
     );
     assert_eq!(lines[1], r#"module "réseau \"v2\"""#);
     assert_eq!(lines[2], r#"data idx dir="/data/with space/\"quoted\"""#);
@@ -148,7 +148,7 @@ fn spec_lines_and_quoting() {
 fn bare_module_prints_header_only() {
     assert_eq!(
         print_module(&common::bare()),
-        "sparsec-ir 1 stage=ir\nmodule bare\n"
+        "sparsec-ir 2 stage=ir\nmodule bare\n"
     );
 }
 
@@ -189,7 +189,7 @@ fn comments_and_whitespace_are_ignored() {
 fn lenet300_example() {
     use sparsec_ir::spec::*;
     use sparsec_ir::{Func, Init, Storage, Type};
-    let mut m = sparsec_ir::Module::new("lenet300", "ir");
+    let mut m = sparsec_ir::Module::new("lenet300", sparsec_ir::Stage::Ir);
     m.data = Some(DataSpec::FashionMnist { dir: None });
     m.train = Some(TrainSpec {
         epochs: 10,
@@ -228,10 +228,7 @@ fn lenet300_example() {
         &[300],
         Init::Zeros,
         1,
-        Storage::Tracked {
-            k: 10664,
-            scope: DropbackScope::Global,
-        },
+        Storage::Tracked { budget: 300 },
     ));
     let mut f = Func::new("forward");
     let x = f.add_arg("x", Type::f32(vec![64, 1, 28, 28]));
@@ -263,14 +260,14 @@ fn lenet300_example() {
     f.results = vec![h];
     m.funcs.push(f);
     let expected = "\
-sparsec-ir 1 stage=ir
+sparsec-ir 2 stage=ir
 module lenet300
 data fashion_mnist
 train epochs=10 batch=64 seed=1 log_every=100 optimizer=sgd(lr=0.1, momentum=0.9, weight_decay=0.0, nesterov=false) schedule=constant
 method dropback(k=10664, scope=global, freeze_after=5, decay_init=0.9) on=[fc1, fc2, fc3]
 
 param @fc1.weight : f32[300, 784] init=uniform(-0.035714287, 0.035714287) stream=0 storage=dense
-param @fc1.bias : f32[300] init=zeros stream=1 storage=tracked(k=10664, scope=global)
+param @fc1.bias : f32[300] init=zeros stream=1 storage=tracked(budget=300)
 
 func @forward(%x: f32[64, 1, 28, 28], %labels: i32[64]) -> (f32[64, 300]) {
   %0 = reshape %x : f32[64, 784]  loc(flat)

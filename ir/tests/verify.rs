@@ -70,12 +70,17 @@ fn parameters() {
     );
     assert_eq!(errors[0].site, Site::Param(2));
 
+    // A budget is the parameter's share of the method's k, never anything else.
     let mut m = common::mlp();
-    m.params[1].storage = Storage::Tracked {
-        k: 0,
-        scope: sparsec_ir::spec::DropbackScope::Global,
-    };
-    expect(&m, "param @fc1.bias: `tracked` needs k ≥ 1");
+    m.params[1].storage = Storage::Tracked { budget: 7 };
+    expect(
+        &m,
+        "param @fc1.bias: budget 7 is not this parameter's share of the method's k=100 (scope global): expected 8",
+    );
+    let mut m = common::mlp();
+    m.method = None;
+    m.params[1].storage = Storage::Tracked { budget: 9 };
+    expect(&m, "param @fc1.bias: budget 9 exceeds the 8 elements");
 }
 
 #[test]

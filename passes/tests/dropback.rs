@@ -3,9 +3,10 @@
 mod common;
 
 use common::{example, lower};
+use sparsec_ir::func_names::{TRAIN_STEP, TRAIN_STEP_FROZEN};
 use sparsec_ir::spec::{DropbackScope, Method};
 use sparsec_ir::{parse_module, print_module, Module, Op};
-use sparsec_passes::{apply_dropback, build_train_step, TRAIN_STEP, TRAIN_STEP_FROZEN};
+use sparsec_passes::{apply_dropback, build_train_step};
 
 fn ops(m: &Module, func: &str, name: &str) -> usize {
     m.func(func)
@@ -88,8 +89,12 @@ fn per_layer_scope_and_the_frozen_step() {
 fn momentum_and_other_methods_are_refused() {
     let mut m = lower(&example("lenet300_dropback"), Some(4));
     m.train.as_mut().unwrap().optimizer.momentum = 0.9;
-    let e = apply_dropback(&build_train_step(&m).unwrap()).unwrap_err();
-    assert!(e.contains("momentum"), "{e}");
+    // The method refuses before any pass runs, in the pipeline.
+    let pipeline = sparsec_passes::Pipeline::for_module(&m, None);
+    match pipeline.run(m, sparsec_ir::Stage::Train, &mut |_, _| {}) {
+        Err(sparsec_passes::PipelineError::Refused(e)) => assert!(e.contains("momentum"), "{e}"),
+        other => panic!("not refused: {:?}", other.map(|m| m.stage)),
+    }
     let admm = build_train_step(&lower(&example("lenet5_admm"), Some(4))).unwrap();
     assert!(apply_dropback(&admm).is_err());
 }

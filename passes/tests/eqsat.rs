@@ -12,12 +12,13 @@ use sparsec_ir::{Func, Init, Module, Op, Param, ParamId, Role, Storage, Type, Va
 use sparsec_passes::eqsat::analysis::ValueFacts;
 use sparsec_passes::eqsat::convert::func_to_graph;
 use sparsec_passes::eqsat::lang::Node;
-use sparsec_passes::eqsat::rules::{apply_rewrite, rewrite, RULES};
+use sparsec_passes::eqsat::rules::rewrite;
 use sparsec_passes::eqsat::{optimize, CostModel, Options};
+use sparsec_passes::methods::dropback::rules::{apply_rewrite, RULES};
 
 /// A module with one weight `@w: f32[4, 3]` (tracked or dense) and an empty function.
 fn module(tracked: bool) -> Module {
-    let mut m = Module::new("rules", "train");
+    let mut m = Module::new("rules", sparsec_ir::Stage::Train);
     m.data = Some(DataSpec::Synthetic {
         train_samples: 8,
         test_samples: 8,
@@ -46,10 +47,7 @@ fn module(tracked: bool) -> Module {
             },
             layers: vec!["w".into()],
         });
-        Storage::Tracked {
-            k: 5,
-            scope: DropbackScope::Global,
-        }
+        Storage::Tracked { budget: 5 }
     } else {
         Storage::Dense
     };

@@ -512,7 +512,7 @@ impl Gen<'_> {
 
     fn finish(self, name: &str) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "sparsec-ir 1 stage=opt\nmodule {name}\n");
+        let _ = writeln!(out, "sparsec-ir 2 stage=opt\nmodule {name}\n");
         for (i, p) in self.params.iter().enumerate() {
             let init = if p.zeros {
                 "zeros".to_owned()

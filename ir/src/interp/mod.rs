@@ -705,17 +705,14 @@ impl<T: Float> Interpreter<T> {
             steps: Vec::new(),
             results: Vec::new(),
             stores: Vec::new(),
-            capacity: {
-                let budgets = crate::dropback::budgets(&m.params);
-                (0..m.params.len())
-                    .map(|i| {
-                        budgets
-                            .iter()
-                            .find(|(id, _)| id.0 as usize == i)
-                            .map(|&(_, c)| c)
-                    })
-                    .collect()
-            },
+            capacity: m
+                .params
+                .iter()
+                .map(|p| match p.storage {
+                    crate::module::Storage::Tracked { budget } => Some(budget),
+                    _ => None,
+                })
+                .collect(),
             w0: vec![None; m.params.len()],
             seed: module_seed(m),
             fbufs: Vec::new(),

@@ -56,7 +56,7 @@ pub fn train_spec(schedule: Schedule) -> TrainSpec {
 /// A two-layer MLP: `forward`, and `train_step` with a hand-written backward pass and SGD update.
 /// Together with [`conv_net`] it uses every op in `Op::NAMES`.
 pub fn mlp() -> Module {
-    let mut m = Module::new("mlp", "ir");
+    let mut m = Module::new("mlp", sparsec_ir::Stage::Ir);
     m.data = Some(DataSpec::FashionMnist { dir: None });
     m.train = Some(train_spec(Schedule::Constant));
     m.method = Some(MethodSpec {
@@ -80,10 +80,7 @@ pub fn mlp() -> Module {
         &[8],
         Init::Zeros,
         1,
-        Storage::Tracked {
-            k: 100,
-            scope: DropbackScope::Global,
-        },
+        Storage::Tracked { budget: 8 },
     ));
     m.add_param(param(
         "fc2.weight",
@@ -278,7 +275,7 @@ fn conv_weight_init() -> Init {
 
 /// A small conv net with conv2d / maxpool2d / avgpool2d and their gradients.
 pub fn conv_net() -> Module {
-    let mut m = Module::new("lenet", "train");
+    let mut m = Module::new("lenet", sparsec_ir::Stage::Train);
     m.header = vec![
         ("iterations".into(), "12".into()),
         ("eclasses".into(), "340".into()),
@@ -475,7 +472,7 @@ pub fn conv_net() -> Module {
 
 /// Names and strings that need quoting, encoded argument types, empty functions.
 pub fn odd_module() -> Module {
-    let mut m = Module::new("réseau \"v2\"", "opt");
+    let mut m = Module::new("réseau \"v2\"", sparsec_ir::Stage::Opt);
     m.header = vec![
         ("stop".into(), "node limit".into()),
         ("weird key".into(), "a\"b\\c\nd\te\u{1}".into()),
@@ -586,13 +583,15 @@ pub fn spec_variants() -> Vec<Module> {
             decay_init: None,
         }),
         Some(Method::Dropback {
-            k: 1,
+            // k ≥ 8 keeps `fc1.bias`'s budget at its 8 elements, as its functions are typed.
+            k: 8,
             scope: DropbackScope::PerLayer,
             freeze_after: Some(5),
             decay_init: None,
         }),
         Some(Method::Dropback {
-            k: 1,
+            // k ≥ 8 keeps `fc1.bias`'s budget at its 8 elements, as its functions are typed.
+            k: 8,
             scope: DropbackScope::PerLayer,
             freeze_after: None,
             decay_init: Some(0.9),
@@ -660,7 +659,7 @@ pub fn spec_variants() -> Vec<Module> {
 
 /// A module with no parameters and no functions.
 pub fn bare() -> Module {
-    Module::new("bare", "ir")
+    Module::new("bare", sparsec_ir::Stage::Ir)
 }
 
 pub fn all_modules() -> Vec<Module> {
@@ -672,12 +671,9 @@ pub fn all_modules() -> Vec<Module> {
 /// The forms equality saturation introduces (regeneration, sparse corrections, fused Dropback
 /// products and updates), on one tracked weight.
 pub fn opt_forms() -> Module {
-    let mut m = Module::new("opt_forms", "opt");
+    let mut m = Module::new("opt_forms", sparsec_ir::Stage::Opt);
     m.train = Some(train_spec(Schedule::Constant));
-    let tracked = Storage::Tracked {
-        k: 5,
-        scope: DropbackScope::Global,
-    };
+    let tracked = Storage::Tracked { budget: 5 };
     m.method = Some(MethodSpec {
         method: Method::Dropback {
             k: 5,

@@ -1,21 +1,16 @@
-//! The rewrite rules, as data, in phases.
+//! Rewrite rules as data: a rule is a name, a phase and its two sides in egg's pattern syntax,
+//! optionally only for tracked weights. The rules themselves belong to the methods that add them
+//! (`crate::methods`, e.g. Dropback's in `methods/dropback/rules.rs`); saturation runs the
+//! phases in order, each with the rules its method gives for that phase.
 //!
-//! Phase A — weight representation: a dense read of a tracked weight is its regenerated
-//! initial value overlaid with the tracked values, and the matrix products that read it (the
-//! forward `x·Wᵀ` and the backward `dy·W`) distribute over the overlay: a product with the
-//! regenerated matrix plus a sparse correction.
-//!
-//! Phase B — fusion choices: a product that regenerates the weight tile by tile inside the
-//! product (the weight is never materialised), and Dropback's scoring and update fed straight
-//! from the weight gradient's factors (the dense gradient is never materialised).
-//!
-//! No rule is commutativity or associativity; every rule is checked alone by a one-rule test.
+//! Phase A rewrites representations (what a value is made of); phase B offers fused forms
+//! of what phase A produced.
 
-use egg::{ConditionalApplier, EGraph, Id, Pattern, PatternAst, Rewrite, Subst, Symbol, Var};
-use sparsec_ir::{Op, Storage};
+use egg::{ConditionalApplier, EGraph, Id, Pattern, Rewrite, Subst, Var};
+use sparsec_ir::Storage;
 
 use super::analysis::{param_leaf, ValueFacts};
-use super::lang::{key_name, Node};
+use super::lang::Node;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
@@ -42,58 +37,18 @@ pub struct RuleSpec {
     pub tracked_only: bool,
 }
 
-pub const RULES: &[RuleSpec] = &[
-    RuleSpec {
-        name: "tracked-read",
-        phase: Phase::A,
-        lhs: "(param ?p)",
-        rhs: "(overlay (regen ?p) (tracked ?p))",
-        tracked_only: true,
-    },
-    RuleSpec {
-        name: "distribute-forward",
-        phase: Phase::A,
-        lhs: "(matmul_nt ?x (overlay (regen ?p) (tracked ?p)))",
-        rhs: "(add (matmul_nt ?x (regen ?p)) (matmul_nt ?x (correction ?p)))",
-        tracked_only: true,
-    },
-    RuleSpec {
-        name: "distribute-backward",
-        phase: Phase::A,
-        lhs: "(matmul ?dy (overlay (regen ?p) (tracked ?p)))",
-        rhs: "(add (matmul ?dy (regen ?p)) (matmul ?dy (correction ?p)))",
-        tracked_only: true,
-    },
-    RuleSpec {
-        name: "fuse-forward-regen",
-        phase: Phase::B,
-        lhs: "(matmul_nt ?x (overlay (regen ?p) (tracked ?p)))",
-        rhs: "(matmul_nt_weight ?p ?x)",
-        tracked_only: true,
-    },
-    RuleSpec {
-        name: "fuse-backward-regen",
-        phase: Phase::B,
-        lhs: "(matmul ?dy (overlay (regen ?p) (tracked ?p)))",
-        rhs: "(matmul_weight ?p ?dy)",
-        tracked_only: true,
-    },
-    RuleSpec {
-        name: "fuse-score-gradient",
-        phase: Phase::B,
-        lhs: "(dropback_score ?p (sub (param ?p) (scale (matmul_tn ?dy ?x) ?lr)))",
-        rhs: "(dropback_score_sgd ?p ?dy ?x ?lr)",
-        tracked_only: true,
-    },
-];
+/// Where saturation gets the rules of a phase for one function's e-graph (a method may add
+/// rules instantiated from what the graph holds, and register ops with the analysis).
+pub type RuleSource = fn(Phase, &mut EGraph<Node, ValueFacts>) -> Vec<Rewrite<Node, ValueFacts>>;
 
-/// The rule whose left side is `dropback_apply`: that op carries an attribute (its offset in
-/// the global selection), so the rule is instantiated for every offset the graph holds.
-pub const APPLY_RULE: &str = "fuse-apply-gradient";
+/// No rules: a program without a method, or a method that adds none.
+pub fn no_rules(_: Phase, _: &mut EGraph<Node, ValueFacts>) -> Vec<Rewrite<Node, ValueFacts>> {
+    Vec::new()
+}
 
 /// Is the parameter leaf bound to `?p` a tracked weight?
-struct IsTracked {
-    var: Var,
+pub struct IsTracked {
+    pub var: Var,
 }
 
 impl IsTracked {
@@ -116,7 +71,7 @@ impl egg::Condition<Node, ValueFacts> for IsTracked {
     }
 }
 
-fn var(name: &str) -> Var {
+pub fn var(name: &str) -> Var {
     name.parse().expect("a pattern variable")
 }
 
@@ -142,76 +97,4 @@ pub fn rewrite(spec: &RuleSpec) -> Rewrite<Node, ValueFacts> {
         Rewrite::new(spec.name, lhs, rhs)
     }
     .unwrap_or_else(|e| panic!("rule {}: {e}", spec.name))
-}
-
-/// `(dropback_apply{offset=O} ?p (sub (param ?p) (scale (matmul_tn ?dy ?x) ?lr)) ?sel)` →
-/// `(dropback_apply_sgd{offset=O} ?p ?dy ?x ?lr ?sel)`, for the key `apply_key`.
-pub fn apply_rewrite(apply_key: Symbol) -> Rewrite<Node, ValueFacts> {
-    let suffix = &apply_key.as_str()[key_name(apply_key).len()..];
-    let fused_key = Symbol::from(format!("dropback_apply_sgd{suffix}"));
-    let mut ast: PatternAst<Node> = PatternAst::default();
-    use egg::ENodeOrVar::{ENode, Var as V};
-    let p = ast.add(V(var("?p")));
-    let dy = ast.add(V(var("?dy")));
-    let x = ast.add(V(var("?x")));
-    let lr = ast.add(V(var("?lr")));
-    let sel = ast.add(V(var("?sel")));
-    let w = ast.add(ENode(Node::Op(Symbol::from("param"), vec![p])));
-    let grad = ast.add(ENode(Node::Op(Symbol::from("matmul_tn"), vec![dy, x])));
-    let step = ast.add(ENode(Node::Op(Symbol::from("scale"), vec![grad, lr])));
-    let w1 = ast.add(ENode(Node::Op(Symbol::from("sub"), vec![w, step])));
-    ast.add(ENode(Node::Op(apply_key, vec![p, w1, sel])));
-    let mut rhs: PatternAst<Node> = PatternAst::default();
-    let (p2, dy2, x2, lr2, sel2) = (
-        rhs.add(V(var("?p"))),
-        rhs.add(V(var("?dy"))),
-        rhs.add(V(var("?x"))),
-        rhs.add(V(var("?lr"))),
-        rhs.add(V(var("?sel"))),
-    );
-    rhs.add(ENode(Node::Op(fused_key, vec![p2, dy2, x2, lr2, sel2])));
-    Rewrite::new(
-        format!("{APPLY_RULE}{suffix}"),
-        Pattern::new(ast),
-        ConditionalApplier {
-            condition: IsTracked { var: var("?p") },
-            applier: Pattern::new(rhs),
-        },
-    )
-    .expect("the apply rule is well formed")
-}
-
-/// All rules of a phase for a graph (the apply rule once per offset present; the fused op's
-/// attributes are registered with the analysis so its e-nodes can be typed).
-pub fn phase_rules(
-    phase: Phase,
-    egraph: &mut EGraph<Node, ValueFacts>,
-) -> Vec<Rewrite<Node, ValueFacts>> {
-    let mut rules: Vec<_> = RULES
-        .iter()
-        .filter(|r| r.phase == phase)
-        .map(rewrite)
-        .collect();
-    if phase == Phase::B {
-        let mut keys: Vec<Symbol> = egraph
-            .classes()
-            .flat_map(|c| c.nodes.iter())
-            .filter_map(|n| match n {
-                Node::Op(key, _) if key_name(*key) == "dropback_apply" => Some(*key),
-                _ => None,
-            })
-            .collect();
-        keys.sort_by(|a, b| a.as_str().cmp(b.as_str()));
-        keys.dedup();
-        for &key in &keys {
-            if let Some(&Op::DropbackApply { param, offset }) = egraph.analysis.template(key) {
-                let fused = Op::DropbackApplySgd { param, offset };
-                egraph
-                    .analysis
-                    .remember(super::lang::op_key(&fused), &fused);
-            }
-        }
-        rules.extend(keys.into_iter().map(apply_rewrite));
-    }
-    rules
 }

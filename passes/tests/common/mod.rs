@@ -40,7 +40,9 @@ pub fn lower(source: &str, batch: Option<u64>) -> Module {
     if let Some(b) = batch {
         model.train.batch = b;
     }
-    sparsec_frontend::lower::lower(&model).expect("lowers")
+    let mut module = sparsec_frontend::lower::lower(&model).expect("lowers");
+    sparsec_passes::methods::assign_storage(&mut module).expect("the method's storage");
+    module
 }
 
 /// The same module with another optimizer.
@@ -71,7 +73,7 @@ pub fn plain_sgd(m: &Module) -> Module {
 /// `params` are `name : type` lines (uniform(-1, 1) init, streams in order).
 pub fn ir_module(params: &str, args: &str, body: &str, loss: &str, logits: &str) -> Module {
     let mut text = String::from(
-        "sparsec-ir 1 stage=ir\nmodule t\ntrain epochs=1 batch=2 seed=3 log_every=1 \
+        "sparsec-ir 2 stage=ir\nmodule t\ntrain epochs=1 batch=2 seed=3 log_every=1 \
          optimizer=sgd(lr=0.1, momentum=0.0, weight_decay=0.0, nesterov=false) schedule=constant\n\n",
     );
     for (i, p) in params

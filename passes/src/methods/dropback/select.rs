@@ -1,5 +1,5 @@
 //! The `dropback` pass: after [`crate::build_train_step`], every tracked weight's SGD result
-//! goes through Dropback's selection before it is stored (METHODS.md §1, docs/dropback.md).
+//! goes through Dropback's selection before it is stored (docs/methods.md §1, docs/dropback.md).
 //!
 //! ```text
 //! %w1  = sub %w, %step                              (the SGD result, as autodiff built it)
@@ -24,18 +24,35 @@
 //!   `decay^t` before step `t` (0-based), so every read of `w0` in that step (`param`,
 //!   `dropback_score`, `dropback_apply`, the final `store`) sees `decay^t · W0`: untracked
 //!   weights shrink by `decay` between steps (see docs/dropback.md).
-//! * **Momentum** is refused: its buffers would be dense O(N) state, which Dropback exists to
-//!   avoid (the paper's setting is plain SGD). Weight decay needs no state and is allowed.
+//! * **Momentum** is refused before any pass runs ([`super::Dropback`]'s `validate`).
 
+use sparsec_ir::func_names::{TRAIN_STEP, TRAIN_STEP_FROZEN};
 use sparsec_ir::spec::{DropbackScope, Method};
-use sparsec_ir::{verify, Func, Module, Op, ParamId, Value};
+use sparsec_ir::{Func, Module, Op, ParamId, Stage, Value};
 
-use crate::autodiff::TRAIN_STEP;
+use crate::pipeline::Pass;
 
-/// The function [`apply_dropback`] adds when the method has `freeze_after`.
-pub const TRAIN_STEP_FROZEN: &str = "train_step_frozen";
 /// The location of the instructions the pass adds.
 pub const DROPBACK_LOC: &str = "dropback";
+/// The pass's name (`--print-after dropback`).
+pub const PASS_NAME: &str = "dropback";
+
+/// [`apply_dropback`] as a pass of the pipeline.
+pub struct DropbackPass;
+
+impl Pass for DropbackPass {
+    fn name(&self) -> &'static str {
+        PASS_NAME
+    }
+
+    fn stage_after(&self) -> Stage {
+        Stage::Train
+    }
+
+    fn run(&self, module: &Module) -> Result<Module, String> {
+        apply_dropback(module)
+    }
+}
 
 /// Apply Dropback to a module at stage `train` whose method is `dropback` (see the module docs).
 pub fn apply_dropback(m: &Module) -> Result<Module, String> {
@@ -49,16 +66,6 @@ pub fn apply_dropback(m: &Module) -> Result<Module, String> {
         }) => (*k, *scope, *freeze_after),
         _ => return Err(fail("the module's method is not dropback".into())),
     };
-    if let Some(t) = &m.train {
-        if t.optimizer.momentum != 0.0 {
-            return Err(fail(format!(
-                "momentum {} is not supported with Dropback: its buffers would be dense state \
-                 of every weight, which Dropback exists to avoid; use plain SGD (momentum 0, \
-                 the paper's setting)",
-                t.optimizer.momentum
-            )));
-        }
-    }
     let step = m
         .func(TRAIN_STEP)
         .ok_or_else(|| fail(format!("the module has no @{TRAIN_STEP}")))?;
@@ -78,13 +85,6 @@ pub fn apply_dropback(m: &Module) -> Result<Module, String> {
         let mut frozen = rebuild(m, step, &budgets, Selection::Frozen).map_err(fail)?;
         frozen.name = TRAIN_STEP_FROZEN.into();
         out.funcs.insert(index + 1, frozen);
-    }
-    if let Err(errors) = verify(&out) {
-        let list: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
-        return Err(fail(format!(
-            "internal error: the result does not verify: {}",
-            list.join("; ")
-        )));
     }
     Ok(out)
 }

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The weights five reference runs end with, as SHA-256 of each run's model.safetensors.
+# A refactoring that claims "no behaviour change" must leave all five unchanged on the same
+# machine (the products use the CPU's FMA kernels, so the hashes are per instruction set).
+#
+#   scripts/invariant_hashes.sh [SPARSEC_BINARY]   (default target/release/sparsec)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=${1:-target/release/sparsec}
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+subset=(--data data/fashion-mnist-subset)
+for model in lenet300 lenet300_dropback lenet300_dropback_freeze lenet5 resnet_tiny; do
+    data=("${subset[@]}")
+    [ "$model" = resnet_tiny ] && data=()   # its own synthetic data
+    "$bin" train "examples/$model.net" "${data[@]}" --set epochs=2 --out "$out/$model" \
+        >/dev/null 2>&1 || { echo "$model: training failed" >&2; exit 1; }
+    echo "$(sha256sum "$out/$model/model.safetensors" | cut -d' ' -f1)  $model"
+done
