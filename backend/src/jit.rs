@@ -3,7 +3,7 @@
 //!
 //! - Target: the host ISA from `cranelift_native` (its CPU features detected at run time), with
 //!   `opt_level=speed`; the verifier runs in debug builds.
-//! - Entry points all have ONE signature, `extern "C" fn(args: *const Args)` (see [`Args`]).
+//! - Entry points all have ONE signature, `extern "C" fn(args: *const Args)` ([`crate::abi`]).
 //! - Imported symbols: only those in [`imports`] are registered (`JITBuilder::symbol`), and the
 //!   process-wide `dlsym` fallback of `cranelift-jit` is shut off: any other name a function
 //!   refers to (a libcall Cranelift chose, a typo) makes [`Jit::finalize`] fail and names it.
@@ -21,32 +21,10 @@ use cranelift_module::{FuncId, Linkage, Module};
 
 use sparsec_ir::interp::{gemm_f32, gemm_f32_panels};
 
+use crate::abi::Args;
 use crate::codegen::gemm::GEMM_IMPORT;
 use crate::codegen::math::{EXP_IMPORT, LN_IMPORT, TANH_IMPORT};
 use crate::codegen::FnCtx;
-
-/// The argument block every entry point receives, by pointer: `extern "C" fn(*const Args)`.
-///
-/// The meaning of each slot is fixed per kernel (documented on the kernel's builder in
-/// [`crate::kernels`]); unused slots are ignored. The layout is `#[repr(C)]`, so the byte offsets
-/// that generated code loads from are those of [`Args::PTR_OFFSET`], [`Args::INT_OFFSET`] and
-/// [`Args::F32_OFFSET`].
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Args {
-    /// Buffer addresses (`*const f32` / `*mut f32`, as integers).
-    pub ptr: [usize; 12],
-    /// Sizes, seeds, streams, offsets.
-    pub int: [u64; 8],
-    /// `f32` scalars.
-    pub f32: [f32; 4],
-}
-
-impl Args {
-    pub const PTR_OFFSET: i32 = std::mem::offset_of!(Args, ptr) as i32;
-    pub const INT_OFFSET: i32 = std::mem::offset_of!(Args, int) as i32;
-    pub const F32_OFFSET: i32 = std::mem::offset_of!(Args, f32) as i32;
-}
 
 /// The symbols generated code may import, by name, and nothing else: [`sparsec_gemm_f32`]
 /// (the interpreter's GEMM, for the large products and the convolutions, see `codegen::gemm`
@@ -454,13 +432,5 @@ mod tests {
         let e = jit.finalize().unwrap_err();
         assert!(e.0.contains("not_registered"), "{e}");
         assert!(!jit.ready.contains(&id));
-    }
-
-    #[test]
-    fn the_arg_block_layout_is_fixed() {
-        assert_eq!(Args::PTR_OFFSET, 0);
-        assert_eq!(Args::INT_OFFSET, 96);
-        assert_eq!(Args::F32_OFFSET, 160);
-        assert_eq!(std::mem::size_of::<Args>(), 176);
     }
 }

@@ -4,10 +4,11 @@
 
 use cranelift_module::FuncId;
 
+use crate::abi::Args;
 use crate::codegen::chacha::emit_regen;
 use crate::codegen::elementwise::{emit_bias_add, emit_map, Map};
 use crate::codegen::gemm::{emit_gemm, Layout, NR};
-use crate::jit::{Args, Jit, JitError};
+use crate::jit::{Jit, JitError};
 
 /// A seeded uniform parameter: element `i` is `regen::uniform_at(seed, stream, i, lo, hi)`.
 #[derive(Clone, Copy, Debug, PartialEq)]

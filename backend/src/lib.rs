@@ -58,6 +58,7 @@
 //!   ([`Jit::has_fma`] reports whether the host could, for kernels that will opt in and be tested
 //!   against an FMA reference).
 
+pub mod abi;
 pub mod codegen;
 pub mod jit;
 pub mod kernel_ir;
@@ -65,7 +66,8 @@ pub mod kernels;
 pub mod partition;
 pub mod runtime;
 
-pub use jit::{Args, Jit, JitError};
+pub use abi::Args;
+pub use jit::{Jit, JitError};
 pub use kernel_ir::KernelProgram;
 pub use kernels::{Kernels, Uniform};
 pub use partition::partition;

@@ -27,6 +27,7 @@ use sparsec_ir::interp::{
 use sparsec_ir::module::Init;
 use sparsec_ir::{DType, Module};
 
+use crate::abi::Args;
 use crate::codegen::chacha::emit_regen;
 use crate::codegen::chain::{emit_chain, emit_reduce_channels, emit_reduce_rows};
 use crate::codegen::conv::{emit_conv, ConvPass};
@@ -35,7 +36,7 @@ use crate::codegen::gemm::{emit_gemm_fused, GEMM_IMPORT, GEMM_IMPORT_PARAMS, NR,
 use crate::codegen::math::MATH_IMPORTS;
 use crate::codegen::pool::emit_maxpool;
 use crate::codegen::softmax::emit_softmax_xent;
-use crate::jit::{Args, Entry, Jit};
+use crate::jit::{Entry, Jit};
 use crate::kernel_ir::{Body, KernelProgram, Loc};
 use crate::partition::partition;
 

@@ -26,7 +26,7 @@ use cranelift_codegen::ir::{
 };
 use cranelift_frontend::{FunctionBuilder, Variable};
 
-use crate::jit::Args;
+use crate::abi::Args;
 
 /// `f32x4`, the only vector type the kernels use for floats.
 pub const F32X4: Type = types::F32X4;
