@@ -44,6 +44,10 @@ impl Args {
     pub const F32_OFFSET: i32 = std::mem::offset_of!(Args, f32) as i32;
 }
 
+/// A finalized entry point's type. `unsafe` because the code trusts every address and size in
+/// its block: calling it is `jit::Entry::call`, under that function's contract.
+pub type EntryFn = unsafe extern "C" fn(*const Args);
+
 #[cfg(test)]
 mod tests {
     use super::*;

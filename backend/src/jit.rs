@@ -1,5 +1,6 @@
 //! The JIT module wrapper: one [`Jit`] owns a Cranelift [`JITModule`] and every function compiled
-//! into it, and is the only place where generated code is entered (see [`Jit::call`]).
+//! into it, and hands out its entry points (`Jit::entry`); `Entry::call` is the only place
+//! where generated code is entered.
 //!
 //! - Target: the host ISA from `cranelift_native` (its CPU features detected at run time), with
 //!   `opt_level=speed`; the verifier runs in debug builds.
@@ -21,7 +22,7 @@ use cranelift_module::{FuncId, Linkage, Module};
 
 use sparsec_ir::interp::{gemm_f32, gemm_f32_panels};
 
-use crate::abi::Args;
+use crate::abi::{Args, EntryFn};
 use crate::codegen::gemm::GEMM_IMPORT;
 use crate::codegen::math::{EXP_IMPORT, LN_IMPORT, TANH_IMPORT};
 use crate::codegen::FnCtx;
@@ -82,9 +83,9 @@ extern "C" fn sparsec_tanh_f32(x: f32) -> f32 {
 /// The pointers must be valid for the extents these sizes describe (`a`: `m·k` floats; `b`:
 /// `(n−1)·ldb + k` or `(k−1)·ldb + n`; `c`: `(m−1)·ldc + n`, writable), `c` must not overlap `a`
 /// or `b`, and no other thread may access the written elements of `c` meanwhile. Only generated code
-/// calls it, with the extents of the slices the runtime checked (the contract of [`Jit::call`]);
-/// two threads pass disjoint column ranges of `c`, each starting at a multiple of
-/// `sparsec_ir::interp::GEMM_PANEL`.
+/// calls it, with extents within the buffers of its argument block (the contract of
+/// [`Entry::call`]); two threads pass disjoint column ranges of `c`, each starting at a multiple
+/// of `sparsec_ir::interp::GEMM_PANEL`.
 #[allow(clippy::too_many_arguments)]
 unsafe extern "C" fn sparsec_gemm_f32(
     m: u64,
@@ -363,18 +364,25 @@ impl Jit {
         Ok(())
     }
 
-    /// Run the finalized function `id` on `args`.
+    /// Run the finalized function `id` of this JIT on `args`, for [`crate::Kernels`].
     ///
-    /// The caller (a kernel wrapper of this crate) guarantees what the function's generated
-    /// code relies on: every pointer in `args` that the kernel reads or writes is valid for the
-    /// extents its size slots describe, outputs do not overlap inputs unless the kernel allows
-    /// it, and nothing else accesses them during the call. The wrappers check this from slices.
-    pub(crate) fn call(&self, id: FuncId, args: &Args) {
-        self.entry(id).call(args)
+    /// Panics if `id` is not a finalized function of this JIT.
+    ///
+    /// # Safety
+    ///
+    /// `args` meets, for the kernel `id` was defined as, what [`Entry::call`] requires of the
+    /// argument block (its points 2 to 5); point 1 is checked and kept here.
+    pub(crate) unsafe fn call(&self, id: FuncId, args: &Args) {
+        // SAFETY: `entry` hands out only functions that `define` declared with the entry
+        // signature and `finalize` made callable, and the `Entry` borrows `self`, so the code
+        // outlives the call (point 1); the caller vouches for `args` (points 2 to 5).
+        unsafe { self.entry(id).call(args) }
     }
 
     /// The entry point of the finalized function `id`, callable from any thread (the runtime
     /// runs one kernel on several threads at once, each on its own disjoint output range).
+    ///
+    /// Panics if `id` is not a finalized function of this JIT.
     pub(crate) fn entry(&self, id: FuncId) -> Entry<'_> {
         assert!(
             self.ready.contains(&id),
@@ -383,13 +391,11 @@ impl Jit {
         let code = self.module.get_finalized_function(id);
         // SAFETY: `code` is the finalized machine code of a function that `define` declared with
         // the signature `fn(ptr)` in the host's default calling convention, i.e. exactly
-        // `extern "C" fn(*const Args)` on the (64-bit) host; it is in `ready`, so its relocations
-        // are resolved and it refers to no unregistered symbol. The code lives as long as
-        // `self.module` (and is in fact never unmapped), and the returned `Entry` borrows `self`.
-        // What the code does with the memory behind the `Args` it is called with is the
-        // contract documented on `Jit::call`, upheld by the (safe) kernel wrappers and the
-        // runtime, which build `Args` from live slices of checked lengths.
-        let f: extern "C" fn(*const Args) = unsafe { std::mem::transmute(code) };
+        // `EntryFn` on the (64-bit) host; it is in `ready`, so its relocations are resolved and it
+        // refers to no unregistered symbol. The code lives as long as `self.module` (and is in
+        // fact never unmapped), and the returned `Entry` borrows `self`. Calling it is a separate
+        // `unsafe` step, `Entry::call`, whose contract covers the memory behind `Args`.
+        let f: EntryFn = unsafe { std::mem::transmute::<*const u8, EntryFn>(code) };
         Entry {
             f,
             _jit: std::marker::PhantomData,
@@ -398,16 +404,40 @@ impl Jit {
 }
 
 /// A finalized entry point, borrowed from its [`Jit`]. Plain data (a code address), so it can
-/// be shared between threads; calling it is subject to the contract of [`Jit::call`].
+/// be copied to other threads; only [`Entry::call`] is unsafe.
 #[derive(Clone, Copy)]
 pub(crate) struct Entry<'a> {
-    f: extern "C" fn(*const Args),
+    f: EntryFn,
     _jit: std::marker::PhantomData<&'a ()>,
 }
 
 impl Entry<'_> {
-    pub(crate) fn call(self, args: &Args) {
-        (self.f)(args)
+    /// Jump into the generated code with `args`: the one place where the crate does.
+    ///
+    /// # Safety
+    ///
+    /// Generated code checks nothing: it reads and writes wherever the addresses in `args`
+    /// point, as far as the sizes in `args` and those compiled into the kernel say (and passes
+    /// the same extents on to the imported GEMM). Each kernel's slots and extents are documented
+    /// with its builder in `codegen`. The call is sound only if:
+    ///
+    /// 1. the code is a function defined with the entry signature ([`EntryFn`]) and finalized,
+    ///    and the JIT module holding it is alive for the whole call. Every `Entry` meets this:
+    ///    [`Jit::entry`] makes one only for such a function, and it borrows the [`Jit`];
+    /// 2. every buffer slot the kernel reads or writes holds the address of a live allocation
+    ///    of the element type the kernel documents (`f32`, or `i32` labels, `u32` entry indices,
+    ///    `u64` bounds) and at least as long as the extent the kernel documents for these sizes;
+    ///    the slots it writes (outputs, scratch) are writable;
+    /// 3. no buffer the kernel writes overlaps another buffer of the call (outputs do not alias
+    ///    inputs, nor each other, nor the scratch);
+    /// 4. for the whole call nothing else writes the buffers, and nothing else reads or writes
+    ///    the elements the call writes: two calls running at once (the runtime's threads) share
+    ///    inputs but write disjoint ranges, as the kernels' range slots make them;
+    /// 5. indices read from buffers are in range: labels in `0 .. classes`, a tracked weight's
+    ///    entry indices sorted and below its length, with panel bounds into them.
+    pub(crate) unsafe fn call(self, args: &Args) {
+        // SAFETY: the caller's contract above; `args` itself is a live reference.
+        unsafe { (self.f)(args) }
     }
 }
 

@@ -1,6 +1,6 @@
-//! The compiled kernels behind a safe API: [`Kernels`] compiles every kernel of this crate into
-//! one [`Jit`] and checks each call's slices before it fills the [`Args`] block and enters the
-//! code through [`Jit::call`].
+//! The compiled kernels behind a safe API: [`Kernels`] compiles the standalone kernels into one
+//! [`Jit`] and checks each call's slices before it fills the [`Args`] block and enters the code
+//! through `Jit::call`, whose contract each method meets as its `SAFETY` comment says.
 
 use cranelift_module::FuncId;
 
@@ -100,6 +100,7 @@ impl Kernels {
     }
 
     fn map(&self, op: Map, a: &[f32], b: Option<&[f32]>, s: f32, out: &mut [f32]) {
+        assert_eq!(b.is_some(), op.binary(), "{}: operand count", op.name());
         check(op.name(), a.len(), out.len());
         let mut args = Args::default();
         args.ptr[0] = addr(a);
@@ -110,7 +111,11 @@ impl Kernels {
         args.ptr[2] = addr_mut(out);
         args.int[0] = out.len() as u64;
         args.f32[0] = s;
-        self.jit.call(self.map_id(op), &args);
+        // SAFETY: a `Map` kernel touches `int[0]` elements of `a`, of `b` when it is binary
+        // (asserted to be given then) and of `out`; all are borrowed slices of exactly that
+        // length (checked), alive for the call. `out` is `&mut`, so it overlaps neither input
+        // and nothing else touches it; the inputs are shared borrows, so nothing writes them.
+        unsafe { self.jit.call(self.map_id(op), &args) };
     }
 
     /// `out = a + b`.
@@ -157,7 +162,10 @@ impl Kernels {
         let mut args = Args { ..Args::default() };
         args.ptr[..3].copy_from_slice(&[addr(x), addr(bias), addr_mut(out)]);
         args.int[..3].copy_from_slice(&[outer as u64, bias.len() as u64, inner as u64]);
-        self.jit.call(self.bias_add, &args);
+        // SAFETY: the kernel reads `outer·channels·inner` elements of `x` and writes as many of
+        // `out` (both checked to be that long) and reads `channels` = `bias.len()` biases; `out`
+        // is `&mut`, so it aliases neither input, and the borrows last for the call.
+        unsafe { self.jit.call(self.bias_add, &args) };
     }
 
     /// `out[i] = uniform_at(seed, stream, start + i, lo, hi)`, bit for bit.
@@ -169,7 +177,10 @@ impl Kernels {
         args.ptr[0] = addr_mut(out);
         args.int[..4].copy_from_slice(&[u.seed, u.stream, start, out.len() as u64]);
         args.f32[..3].copy_from_slice(&[u.lo, u.hi, 1.0]);
-        self.jit.call(self.regen, &args);
+        // SAFETY: the kernel writes `len` = `out.len()` elements of `out` (the stream position
+        // `start` only seeds the values) and reads no buffer; `out` is an exclusive borrow that
+        // lasts for the call.
+        unsafe { self.jit.call(self.regen, &args) };
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -201,7 +212,12 @@ impl Kernels {
             args.int[4] = u.stream;
             args.f32[..2].copy_from_slice(&[u.lo, u.hi]);
         }
-        self.jit.call(self.gemm_id(layout), &args);
+        // SAFETY: the plain product kernel reads `m·k` elements of `a` and `n·k` of `b` (for
+        // `NtRegen` none: it regenerates B's rows into the scratch instead), writes `m·n` of `c`
+        // over the column range `0 .. n` and uses `2·NR·k` of scratch, exactly the lengths
+        // checked or allocated above; it has no epilogue or overlay, so it touches no other
+        // slot. `c` is `&mut` and the scratch our own, so neither aliases an input or the other.
+        unsafe { self.jit.call(self.gemm_id(layout), &args) };
     }
 
     /// `c[m, n] = a[m, k] · b[k, n]` (the IR's `matmul`).

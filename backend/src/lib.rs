@@ -23,18 +23,18 @@
 //! single `unsafe` call site simple, and a kernel that fuses more operands gets a bigger
 //! block, not a new calling convention.
 //!
-//! # The unsafe call
+//! # Unsafe code
 //!
-//! [`Jit::call`] transmutes a finalized code pointer to `extern "C" fn(*const Args)` and calls
-//! it: one of the crate's two `unsafe` blocks (the other turns the raw pointers that generated
-//! code passes to the imported GEMM, `jit::sparsec_gemm_f32`, into slices, under the same
-//! contract). It is sound because (1) the function was declared with
-//! exactly that signature by [`Jit::define`], (2) it is finalized and every symbol it refers to
-//! is registered (anything else fails [`Jit::finalize`]: the process-wide `dlsym` fallback is
-//! shut off), (3) the code lives in the module that `&self` keeps alive, and (4) `Jit::call` is
-//! crate-private and reached only from [`Kernels`]' safe methods, which build `Args` from live
-//! slices whose lengths they check against the sizes they pass (outputs are `&mut` slices, so
-//! they cannot alias the inputs), and the generated code touches nothing outside those extents.
+//! Generated code is entered in one place, `jit::Entry::call`, an `unsafe fn` whose `# Safety`
+//! section is the contract: a function of the JIT that is defined and finalized (every `Entry`
+//! is one), and an argument block whose buffers are live, as long as the kernel's documented
+//! extents and not aliased by what it writes. `Jit::call` and the runtime's `run_parts` pass
+//! that contract on to their callers, the safe methods of [`Kernels`] and the runtime's `exec`,
+//! where each call's `// SAFETY:` comment says why it holds (slice lengths checked against the
+//! sizes passed; outputs that are `&mut` slices or buffers taken out of the runtime's table).
+//! Besides those calls: the transmute of a finalized code pointer in `Jit::entry`, and the
+//! imported GEMM (`jit::sparsec_gemm_f32`) turning the raw pointers generated code passes into
+//! slices, under the same contract.
 //!
 //! # What is bit-exact, and why
 //!

@@ -197,15 +197,28 @@ fn split(args: Args, lo: usize, hi: usize, parts: usize, align: u64) -> Vec<Args
 
 /// Call `entry` once per argument block: two blocks under `rayon::join` (inside the run's
 /// pool, see the module docs), so on both threads.
-fn run_parts(entry: Entry<'_>, parts: &[Args]) {
+///
+/// # Safety
+///
+/// Each block meets the contract of `Entry::call` for `entry`'s kernel on its own, and the
+/// blocks write disjoint elements (as [`split`] makes them, by cutting one range slot), so
+/// that running them at the same time still meets its point 4.
+unsafe fn run_parts(entry: Entry<'_>, parts: &[Args]) {
+    // SAFETY (every call below): the caller's contract above, block by block.
     match parts {
         [] => {}
-        [one] => entry.call(one),
+        [one] => unsafe { entry.call(one) },
         [first, second] => {
-            rayon::join(|| entry.call(first), || entry.call(second));
+            rayon::join(
+                || unsafe { entry.call(first) },
+                || unsafe { entry.call(second) },
+            );
         }
         [first, rest @ ..] => {
-            rayon::join(|| entry.call(first), || run_parts(entry, rest));
+            rayon::join(
+                || unsafe { entry.call(first) },
+                || unsafe { run_parts(entry, rest) },
+            );
         }
     }
 }
@@ -880,7 +893,16 @@ fn exec(
                 }
                 blk.ptr[3] = s.as_mut_ptr() as usize;
             }
-            run_parts(entry()?, &blocks);
+            let entry = entry()?;
+            // SAFETY: A and B (which a regenerated weight does not read: its rows come from the
+            // stream) are checked to hold `m·k` and `n·k` floats, every stored stage `m·n` (the
+            // partition marks in `spec.store` exactly the stages it gives a buffer), the bias is
+            // padded to whole `NR` panels as the epilogue reads it, and each block has its own
+            // scratch of `need` floats. An overlay's entries are sorted, distinct and below the
+            // weight's `n·k` (`check_call`), with `bounds` partition points into them. Stages
+            // are buffers taken out of the table, so they alias no input; blocks cut the column
+            // range at multiples of `align`, so the two threads write disjoint columns.
+            unsafe { run_parts(entry, &blocks) };
         }
         Body::Chain {
             spec,
@@ -906,7 +928,12 @@ fn exec(
             args.int[0] = 0;
             args.int[1] = *len as u64;
             let n = if *len >= SPLIT_MIN_WORK { parts } else { 1 };
-            run_parts(entry()?, &split(args, 0, 1, n, 16));
+            let entry = entry()?;
+            // SAFETY: every input and output is checked to hold `len` floats and the kernel
+            // touches elements `int[0] .. int[1]` of each, within `0 .. len`; outputs are
+            // distinct buffers taken out of the table, so they alias no input; `split` halves
+            // the range, so the two threads write disjoint elements.
+            unsafe { run_parts(entry, &split(args, 0, 1, n, 16)) };
         }
         Body::ReduceRows { rows, cols, x, out } => {
             let mut args = Args::default();
@@ -922,7 +949,11 @@ fn exec(
             } else {
                 1
             };
-            run_parts(entry()?, &split(args, 2, 3, n, 4));
+            let entry = entry()?;
+            // SAFETY: `x` is checked to hold `rows·cols` floats and `out` `cols`; the kernel
+            // reads and writes columns `int[2] .. int[3]` within `0 .. cols`; `out` was taken out
+            // of the table, so it is not `x`; `split` gives the threads disjoint columns.
+            unsafe { run_parts(entry, &split(args, 2, 3, n, 4)) };
         }
         Body::BiasAdd {
             inner,
@@ -940,7 +971,10 @@ fn exec(
             let mut args = Args::default();
             args.ptr[..3].copy_from_slice(&[addr(xv), addr(bv), o.as_mut_ptr() as usize]);
             args.int[..3].copy_from_slice(&[outer as u64, bv.len() as u64, *inner as u64]);
-            entry()?.call(&args);
+            let entry = entry()?;
+            // SAFETY: `x` and `out` are checked to hold `outer·channels·inner` floats, the bias
+            // is `channels` = `bv.len()` long, and `out`, taken out of the table, is neither.
+            unsafe { entry.call(&args) };
         }
         Body::Regen { param, out } => {
             let info = &cx.params[*param];
@@ -968,7 +1002,11 @@ fn exec(
                         second.int[3] = len - mid;
                         blocks.push(second);
                     }
-                    run_parts(entry()?, &blocks);
+                    let entry = entry()?;
+                    // SAFETY: `out` is checked to hold the parameter's `len` floats; the first
+                    // block writes its elements `0 .. mid`, the second, starting at `mid`, the
+                    // remaining `len − mid`: disjoint, within `out`, which no input aliases.
+                    unsafe { run_parts(entry, &blocks) };
                 }
             }
         }
@@ -1163,7 +1201,10 @@ fn exec(
             let mut args = Args::default();
             args.ptr[..2].copy_from_slice(&[addr(xv), o.as_mut_ptr() as usize]);
             args.int[..3].copy_from_slice(&[*outer as u64, *channels as u64, *inner as u64]);
-            entry()?.call(&args);
+            let entry = entry()?;
+            // SAFETY: `x` is checked to hold `outer·channels·inner` floats and `out` `channels`;
+            // `out` was taken out of the table, so it is not `x`.
+            unsafe { entry.call(&args) };
         }
         Body::SoftmaxXent {
             spec,
@@ -1192,7 +1233,12 @@ fn exec(
             )?;
             let mut args = Args::default();
             args.ptr[..3].copy_from_slice(&[addr(x), l.as_ptr() as usize, o.as_mut_ptr() as usize]);
-            entry()?.call(&args);
+            let entry = entry()?;
+            // SAFETY: the logits are checked to hold `rows·classes` floats (both positive: the
+            // partitioner's condition), the labels `rows` integers, each in `0 .. classes` (the
+            // kernel indexes a row by its label), and the output the loss or the gradient's
+            // `rows·classes`; the output was taken out of the table, so it aliases no input.
+            unsafe { entry.call(&args) };
         }
         Body::MaxPool { spec, x, dy, out } => {
             let xv = env.float(*x);
@@ -1212,7 +1258,12 @@ fn exec(
                 if spec.grad { xv.len() } else { pooled },
             )?;
             args.ptr[2] = o.as_mut_ptr() as usize;
-            entry()?.call(&args);
+            let entry = entry()?;
+            // SAFETY: `x` is checked to hold `planes·h·w` floats, `dy` (a gradient's, which the
+            // kernel IR always gives it) and the forward output the pooled size, the gradient's
+            // output `x`'s; every window lies inside its plane (the partitioner's check). The
+            // output was taken out of the table, so it aliases neither input.
+            unsafe { entry.call(&args) };
         }
         Body::Conv { spec, a, b, out } => {
             let (av, bv) = (env.float(*a), env.float(*b));
@@ -1248,7 +1299,13 @@ fn exec(
                 }
                 blk.ptr[3] = cols.as_mut_ptr() as usize;
             }
-            run_parts(entry()?, &blocks);
+            let entry = entry()?;
+            // SAFETY: both operands and the result are checked against the extents of `spec`
+            // (which the kernel is compiled with) for this pass, and each block has its own
+            // `ckk·p` floats of `cols`; the result was taken out of the table, so it aliases no
+            // operand. Blocks take disjoint image ranges, whose results are disjoint (the weight
+            // gradient, one sum over all images, is never split).
+            unsafe { run_parts(entry, &blocks) };
         }
         Body::Interp {
             op,
