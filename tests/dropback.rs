@@ -1,4 +1,4 @@
-//! Dropback end to end (METHODS.md §1 invariants): at most k weights away from their
+//! Dropback end to end (docs/methods.md §1 invariants): at most k weights away from their
 //! regenerated initial values after every step, checked in the interpreter's state and from a
 //! checkpoint alone; k ≥ N equals dense SGD bit for bit; O(k) weight state; exact resumption with
 //! every option (per-layer budgets, freezing, decaying initial values).

@@ -1,11 +1,12 @@
 //! Data sets: Fashion-MNIST and other MNIST-layout IDX directories, and seeded synthetic data;
 //! the search order for the data directory; epoch order and batching.
 //!
-//! Search order for `data: fashion_mnist` without a directory (DESIGN.md, "CLI"): `--data DIR`,
-//! then `$SPARSEC_DATA`, then `/usr/share/datasets/fashion-mnist`, then the subset bundled in the
-//! repository (`data/fashion-mnist-subset`), which is said in one line. A directory named
-//! explicitly (`--data`, `$SPARSEC_DATA`, `dir:` in the model file) that lacks the files is an
-//! error, never a silent fallback.
+//! Search order for `data: fashion_mnist` without a directory (docs/design.md, "Training runtime
+//! and command line"): `--data DIR`, then `$SPARSEC_DATA`, then
+//! `/usr/share/datasets/fashion-mnist`, then the subset bundled in the repository
+//! (`data/fashion-mnist-subset`), which is said in one line. A directory named explicitly
+//! (`--data`, `$SPARSEC_DATA`, `dir:` in the model file) that lacks the files is an error, never a
+//! silent fallback.
 
 pub mod idx;
 pub mod order;
