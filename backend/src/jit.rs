@@ -27,10 +27,10 @@ use crate::codegen::gemm::GEMM_IMPORT;
 use crate::codegen::math::{EXP_IMPORT, LN_IMPORT, TANH_IMPORT};
 use crate::codegen::FnCtx;
 
-/// The symbols generated code may import, by name, and nothing else: [`sparsec_gemm_f32`]
+/// The symbols generated code may import, by name, and nothing else: `sparsec_gemm_f32`
 /// (the interpreter's GEMM, for the large products and the convolutions, see `codegen::gemm`
-/// and `codegen::conv`) and the interpreter's `exp`, `ln` and `tanh` ([`sparsec_exp_f32`],
-/// [`sparsec_ln_f32`], [`sparsec_tanh_f32`], see `codegen::math`).
+/// and `codegen::conv`) and the interpreter's `exp`, `ln` and `tanh` (`sparsec_exp_f32`,
+/// `sparsec_ln_f32`, `sparsec_tanh_f32`, see `codegen::math`).
 pub fn imports() -> Vec<(&'static str, *const u8)> {
     vec![
         (GEMM_IMPORT, sparsec_gemm_f32 as *const u8),
@@ -245,9 +245,9 @@ impl Jit {
         })
     }
 
-    /// Whether the host has fused multiply-add (x86 `fma`, always on AArch64). The kernels of
-    /// part 1 never use it (they must round like the interpreter); a kernel that does must be
-    /// compared against an FMA reference.
+    /// Whether the host has fused multiply-add (x86 `fma`, always on AArch64). Only reported:
+    /// the JIT's own code never emits `fma`, so that it rounds like the interpreter's single
+    /// operations; a run's FMA is inside the `gemm` crate, which both backends call.
     pub fn has_fma(&self) -> bool {
         self.has_fma
     }

@@ -19,7 +19,9 @@ pub struct Uniform {
     pub hi: f32,
 }
 
-/// Every kernel of part 1, compiled for the host.
+/// The standalone kernels (the element-wise maps, `bias_add`, regeneration and the product in
+/// each layout), compiled for the host. Its products run the Cranelift tile at every size;
+/// only the runtime's programs hand large products to the imported GEMM.
 #[derive(Debug)]
 pub struct Kernels {
     jit: Jit,

@@ -46,7 +46,7 @@ pub struct FnCtx<'a> {
     pub ptr: Type,
     /// The `*const Args` parameter.
     pub args: Value,
-    /// Whether the host has FMA (the kernels of part 1 do not use it).
+    /// Whether the host has FMA (reported only: no kernel emits `fma`, see `Jit::has_fma`).
     pub has_fma: bool,
     /// Callees declared by `Jit::define_with_imports`, in its order.
     pub imports: Vec<FuncRef>,
