@@ -25,12 +25,10 @@
 //!   same values in fused forms that skip work (only the selected entries of a gradient), so
 //!   the count is the arithmetic the step *means*, not the kernels' exact work.
 //!
-//! FLOPs of one instruction: a product `[m,k]·[k,n]` (any transposes) 2·m·k·n; a convolution
-//! and both of its gradients 2·B·O·H'·W'·C·KH·KW; pooling and its gradients one per element of
-//! each window (output elements · KH·KW); every other arithmetic op (element-wise ops, bias
-//! additions, reductions, softmax cross-entropy and its gradient, argmax, Dropback's score,
-//! apply and top-k selection) one per element of its largest operand or result. Moving or
-//! regenerating data (`param`, `store`, `const`, `reshape`, `regen`, `tracked`, ...) costs 0.
+//! FLOPs of one instruction are [`Op::flops`] (ir/src/op/flops.rs), the count the cost model
+//! reads too: a product `[m,k]·[k,n]` 2·m·k·n; a convolution and both of its gradients
+//! 2·B·O·H'·W'·C·KH·KW; pooling and its gradients one per element of each window; every other
+//! arithmetic op one per element of its largest operand or result; moving or regenerating data 0.
 //!
 //! An instruction belongs to a layer when it names one of the layer's parameters (`param
 //! @fc1.weight`, `store`, `dropback_score @fc1.bias`); else when its source location is the
@@ -47,8 +45,7 @@ use std::path::Path;
 
 use serde::Serialize;
 use sparsec_ir::interp::State;
-use sparsec_ir::op::Op;
-use sparsec_ir::{Func, Module, Role, Value};
+use sparsec_ir::{Func, Module, Role, Type, Value};
 
 use crate::checkpoint;
 use crate::driver::{self, Failure};
@@ -96,73 +93,6 @@ fn layer_of(module: &Module, index: usize) -> String {
         .to_owned()
 }
 
-fn elements(shape: &[usize]) -> u64 {
-    shape.iter().map(|&d| d as u64).product()
-}
-
-/// FLOPs of one instruction (the rules of the module comment).
-fn inst_flops(func: &Func, op: &Op, operands: &[Value], result: &[usize]) -> u64 {
-    let shape = |i: usize| -> &[usize] {
-        operands
-            .get(i)
-            .map_or(&[][..], |&v| func.value_type(v).shape.as_slice())
-    };
-    let largest = || {
-        operands
-            .iter()
-            .map(|&v| elements(&func.value_type(v).shape))
-            .chain([elements(result)])
-            .max()
-            .unwrap_or(0)
-    };
-    match op {
-        Op::Param(_)
-        | Op::Store(_)
-        | Op::Const { .. }
-        | Op::Reshape { .. }
-        | Op::TrackedSet(_)
-        | Op::Regen(_)
-        | Op::Tracked(_)
-        | Op::Correction(_) => 0,
-        Op::MatMul { ta, .. } => {
-            // The contracted length is the first operand's inner (or, transposed, outer) axis.
-            let a = shape(0);
-            let k = if *ta { a.first() } else { a.last() };
-            2 * elements(result) * k.copied().unwrap_or(0) as u64
-        }
-        // `x · Wᵀ` and `dy · W` for a weight `[O, I]`: the contracted length is the operand's
-        // last axis.
-        Op::MatMulNtWeight(_) | Op::MatMulWeight(_) => {
-            2 * elements(result) * shape(0).last().copied().unwrap_or(0) as u64
-        }
-        // The weight gradient `dyᵀx` (`dy: [B, O]`, `x: [B, I]`) then one op per element.
-        Op::DropbackScoreSgd(_) | Op::DropbackApplySgd { .. } => {
-            let b = shape(0).first().copied().unwrap_or(0) as u64;
-            2 * elements(result) * b + elements(result)
-        }
-        Op::Conv2d { .. } | Op::Conv2dInputGrad { .. } => {
-            // Output positions of the forward convolution times one window of the weight.
-            let (big, w) = match op {
-                Op::Conv2d { .. } => (result, shape(1)),
-                _ => (shape(0), shape(1)),
-            };
-            2 * elements(big) * elements(w.get(1..).unwrap_or(&[]))
-        }
-        Op::Conv2dWeightGrad { .. } => {
-            // (x, dy) ↦ dw [O, C, KH, KW]: every output position of dy meets a C·KH·KW window.
-            2 * elements(shape(1)) * elements(result.get(1..).unwrap_or(&[]))
-        }
-        Op::MaxPool2d { kernel, .. } | Op::AvgPool2d { kernel, .. } => {
-            elements(result) * (kernel[0] * kernel[1]) as u64
-        }
-        Op::MaxPool2dGrad { kernel, .. } | Op::AvgPool2dGrad { kernel, .. } => {
-            // The gradient walks the same windows as the forward pool, whose output is `dy`.
-            elements(shape(0)) * (kernel[0] * kernel[1]) as u64
-        }
-        _ => largest(),
-    }
-}
-
 /// FLOPs of a function per layer (`None`: no layer), by the attribution rules above.
 fn func_flops(module: &Module, func: &Func) -> HashMap<Option<String>, u64> {
     let layer_shapes: HashMap<String, Vec<&[usize]>> =
@@ -200,8 +130,8 @@ fn func_flops(module: &Module, func: &Func) -> HashMap<Option<String>, u64> {
                 .then(|| first.clone())
         };
         let layer = by_param.or_else(by_loc).or_else(by_update);
-        *flops.entry(layer.clone()).or_insert(0) +=
-            inst_flops(func, &inst.op, &inst.operands, &inst.ty.shape);
+        let operands: Vec<&Type> = inst.operands.iter().map(|&v| func.value_type(v)).collect();
+        *flops.entry(layer.clone()).or_insert(0) += inst.op.flops(&operands, &inst.ty);
         owner.push(layer);
     }
     flops

@@ -148,6 +148,7 @@ fn jit_matches_the_interpreter_on_every_example_bit_for_bit() {
     let mut compared = 0;
     for example in [
         "lenet300.net",
+        "lenet300_leaky.net",
         "lenet300_dropback.net",
         "lenet300_dropback_freeze.net",
         "lenet300_activation_density.net",
@@ -172,6 +173,22 @@ fn jit_matches_the_interpreter_on_every_example_bit_for_bit() {
         compared >= 6,
         "only {compared} example/batch pairs compiled"
     );
+}
+
+/// An activation added through the op table runs as JIT code in both directions, with no
+/// fallback to the interpreter.
+#[test]
+fn leaky_relu_and_its_gradient_run_in_jit_code() {
+    let m = opt_module("lenet300_leaky.net", 64).expect("compiles");
+    for func in ["forward", "train_step"] {
+        let jit = JitProgram::new(&m, func, 1).expect("jit");
+        let text = jit.plan().to_string();
+        assert!(jit.plan().fallbacks().is_empty(), "{text}");
+        assert!(text.contains("leaky_relu"), "{text}");
+        if func == "train_step" {
+            assert!(text.contains("leaky_relu_grad"), "{text}");
+        }
+    }
 }
 
 #[test]

@@ -31,6 +31,7 @@ use sparsec_backend::kernel_ir::Body;
 use sparsec_backend::JitProgram;
 use sparsec_ir::interp::LIBRARY_MIN_WORK;
 use sparsec_ir::interp::{Input, Interpreter, Output, State};
+use sparsec_ir::op::Unary;
 use sparsec_ir::Stage;
 use sparsec_ir::{DType, Module};
 
@@ -391,8 +392,10 @@ fn check_plan(m: &Module, jit: &JitProgram) -> Result<(), String> {
                 }
             }
             (_, "matmul_tt") => "interp",
-            (_, "add" | "sub" | "mul" | "scale" | "relu" | "relu_grad" | "tanh_grad")
-            | (_, "sigmoid_grad" | "tanh" | "sigmoid") => "elementwise",
+            (_, "add" | "sub" | "mul" | "scale") => "elementwise",
+            (_, name) if Unary::by_name(name).is_some() || Unary::by_grad_name(name).is_some() => {
+                "elementwise"
+            }
             (_, other) => other,
         };
         *ir.entry(key).or_default() += 1;

@@ -146,13 +146,7 @@ fn slice(values: &[f32], shape: &[usize], axis: usize, keep: impl Fn(usize) -> b
 /// Trains `steps_before` steps of `big`, removes `units` of `layer`, trains `steps_after` more;
 /// and trains `small` (the same network at its reduced width) from `slices` of the state
 /// reached after `steps_before`. Both must end with the same bits.
-fn continues_as_fresh(
-    big: &str,
-    small: &str,
-    layer: &str,
-    units: &[usize],
-    slices: &Slicer<'_>,
-) {
+fn continues_as_fresh(big: &str, small: &str, layer: &str, units: &[usize], slices: &Slicer<'_>) {
     let (program, before) = opt_module(big);
     let mut state = State::<f32>::initial(&before);
     run_steps(&before, &mut state, 0, 3);

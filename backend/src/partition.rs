@@ -21,6 +21,7 @@ use std::collections::HashMap;
 
 use sparsec_ir::interp::is_tracked;
 use sparsec_ir::module::Init;
+use sparsec_ir::op::Unary;
 use sparsec_ir::{DType, Module, Op, Value};
 
 use crate::codegen::chain::{ChainSpec, EwOp, Operand, MAX_CHAIN_BUFFERS, MAX_CHAIN_SCALARS};
@@ -477,12 +478,8 @@ pub fn partition(m: &Module, func: &str) -> Result<KernelProgram, String> {
             Op::Sub => ew(&mut b, EwOp::Sub, ops),
             Op::Mul => ew(&mut b, EwOp::Mul, ops),
             Op::Scale => ew(&mut b, EwOp::Scale, ops),
-            Op::Relu => ew(&mut b, EwOp::Relu, ops),
-            Op::ReluGrad => ew(&mut b, EwOp::ReluGrad, ops),
-            Op::TanhGrad => ew(&mut b, EwOp::TanhGrad, ops),
-            Op::SigmoidGrad => ew(&mut b, EwOp::SigmoidGrad, ops),
-            Op::Tanh => ew(&mut b, EwOp::Tanh, ops),
-            Op::Sigmoid => ew(&mut b, EwOp::Sigmoid, ops),
+            &Op::Unary(u) => ew(&mut b, EwOp::Unary(u), ops),
+            &Op::UnaryGrad(u) => ew(&mut b, EwOp::UnaryGrad(u), ops),
             Op::ReduceSum { axes } => {
                 let s = shape_of(inst.operands[0]);
                 let r = axes.len();
@@ -813,7 +810,7 @@ fn build_program(
                 }
                 _ => None,
             },
-            (Nk::Ew(EwOp::Relu), Some(k)) => match &mut groups[k] {
+            (Nk::Ew(EwOp::Unary(Unary::Relu)), Some(k)) => match &mut groups[k] {
                 g @ Group::Gemm { relu: None, .. } if tail(g) == Some(node.ops[0]) => {
                     if let Group::Gemm { relu, .. } = g {
                         *relu = Some(n);

@@ -197,9 +197,7 @@ fn lower_layer(
             shape.extend(&layer.out_shape);
             func.push(params, Op::Reshape { shape }, &[x], loc)?
         }
-        LayerKind::Relu => func.push(params, Op::Relu, &[x], loc)?,
-        LayerKind::Tanh => func.push(params, Op::Tanh, &[x], loc)?,
-        LayerKind::Sigmoid => func.push(params, Op::Sigmoid, &[x], loc)?,
+        LayerKind::Activation(u) => func.push(params, Op::Unary(*u), &[x], loc)?,
         LayerKind::Add => {
             let y = *inputs.get(1).ok_or("add needs two inputs")?;
             func.push(params, Op::Add, &[x, y], loc)?

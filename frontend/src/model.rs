@@ -1,6 +1,7 @@
 //! The checked model: what the checker hands to lowering. Shapes are per sample (no batch
 //! dimension); every layer's inputs are defined before it, in declaration order.
 
+use sparsec_ir::op::Unary;
 use sparsec_ir::spec::{DataSpec, MethodSpec, TrainSpec};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -60,9 +61,8 @@ pub enum LayerKind {
         stride: [usize; 2],
     },
     Flatten,
-    Relu,
-    Tanh,
-    Sigmoid,
+    /// An element-wise activation of the IR's table.
+    Activation(Unary),
     Add,
 }
 
@@ -75,9 +75,7 @@ impl LayerKind {
             LayerKind::MaxPool2d { .. } => "maxpool2d",
             LayerKind::AvgPool2d { .. } => "avgpool2d",
             LayerKind::Flatten => "flatten",
-            LayerKind::Relu => "relu",
-            LayerKind::Tanh => "tanh",
-            LayerKind::Sigmoid => "sigmoid",
+            LayerKind::Activation(u) => u.name(),
             LayerKind::Add => "add",
         }
     }

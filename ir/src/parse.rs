@@ -1289,7 +1289,7 @@ impl<'a> Parser<'a> {
                     shape: Vec::new(),
                 });
             }
-            _ if Op::NAMES.contains(&op_name) => {
+            _ if Op::names().contains(&op_name) => {
                 if self.is_punct('%') {
                     let first = self.span.start;
                     loop {
@@ -1458,9 +1458,9 @@ fn suggest(w: &str) -> Option<&'static str> {
     if w.len() > 40 {
         return None;
     }
-    let (best, d) = Op::NAMES
-        .iter()
-        .map(|&n| (n, edit_distance(w, n)))
+    let (best, d) = Op::names()
+        .into_iter()
+        .map(|n| (n, edit_distance(w, n)))
         .min_by_key(|&(_, d)| d)?;
     (d <= 2.max(w.len() / 3)).then_some(best)
 }

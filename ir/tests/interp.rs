@@ -7,6 +7,7 @@ mod common;
 
 use sparsec_ir::interp::{Float, Input, InterpError, Interpreter, Output, State, Tensor};
 use sparsec_ir::op::Hw;
+use sparsec_ir::op::{GradInput, Unary};
 use sparsec_ir::{regen, DType, Encoding, Func, Init, Module, Op, Param, ParamId, Role, Storage};
 use sparsec_ir::{Type, Value};
 
@@ -329,32 +330,40 @@ fn elementwise_ops_by_hand() {
         vec![-2.0, 4.0, -6.0, -1.0]
     );
     assert_eq!(
-        eval(Op::Relu, &[(&[5], vec![-1.0, 0.0, 2.0, -0.0, 1e-300])]).data,
+        eval(
+            Op::Unary(Unary::Relu),
+            &[(&[5], vec![-1.0, 0.0, 2.0, -0.0, 1e-300])]
+        )
+        .data,
         vec![0.0, 0.0, 2.0, 0.0, 1e-300]
     );
-    let relu_nan = eval_f32(Op::Relu, &[(&[1], vec![f32::NAN])]).data;
+    let relu_nan = eval_f32(Op::Unary(Unary::Relu), &[(&[1], vec![f32::NAN])]).data;
     assert!(relu_nan[0].is_nan(), "relu propagates NaN");
     let e2 = (2.0f64).exp();
     assert_close(
-        &eval(Op::Tanh, &[(&[3], vec![0.0, 1.0, -1.0])]).data,
+        &eval(Op::Unary(Unary::Tanh), &[(&[3], vec![0.0, 1.0, -1.0])]).data,
         &[0.0, (e2 - 1.0) / (e2 + 1.0), -(e2 - 1.0) / (e2 + 1.0)],
         1e-15,
         "tanh",
     );
     assert_close(
-        &eval(Op::Sigmoid, &[(&[3], vec![0.0, 2.0_f64.ln(), -800.0])]).data,
+        &eval(
+            Op::Unary(Unary::Sigmoid),
+            &[(&[3], vec![0.0, 2.0_f64.ln(), -800.0])],
+        )
+        .data,
         &[0.5, 2.0 / 3.0, 0.0],
         1e-15,
         "sigmoid",
     );
     assert_eq!(
-        eval(Op::Sigmoid, &[(&[2], vec![800.0, -800.0])]).data,
+        eval(Op::Unary(Unary::Sigmoid), &[(&[2], vec![800.0, -800.0])]).data,
         vec![1.0, 0.0]
     );
     let dy = vec![2.0, 3.0, 4.0, 5.0];
     assert_eq!(
         eval(
-            Op::ReluGrad,
+            Op::UnaryGrad(Unary::Relu),
             &[(&[4], dy.clone()), (&[4], vec![1.0, 0.0, -1.0, 1e-9])]
         )
         .data,
@@ -363,7 +372,7 @@ fn elementwise_ops_by_hand() {
     // 1 − y²: y = 0.5 → 0.75, y = −1 → 0, y = 0 → 1, y = 2 → −3
     assert_eq!(
         eval(
-            Op::TanhGrad,
+            Op::UnaryGrad(Unary::Tanh),
             &[(&[4], dy.clone()), (&[4], vec![0.5, -1.0, 0.0, 2.0])]
         )
         .data,
@@ -372,7 +381,7 @@ fn elementwise_ops_by_hand() {
     // y(1 − y): 0.5 → 0.25, 0 → 0, 1 → 0, 2 → −2
     assert_eq!(
         eval(
-            Op::SigmoidGrad,
+            Op::UnaryGrad(Unary::Sigmoid),
             &[(&[4], dy), (&[4], vec![0.5, 0.0, 1.0, 2.0])]
         )
         .data,
@@ -667,12 +676,23 @@ fn activation_grads_match_finite_differences() {
         let x = rng.vec(n).into_iter().map(|v| 3.0 * v).collect::<Vec<_>>();
         let r = rng.vec(n);
         let s = [shape];
-        let g = eval(Op::ReluGrad, &[(shape, r.clone()), (shape, x.clone())]).data;
-        fd_check(&Op::Relu, &s, &[Data::F(x.clone())], 0, &r, &g, "relu_grad");
-        for (fwd, grad) in [(Op::Tanh, Op::TanhGrad), (Op::Sigmoid, Op::SigmoidGrad)] {
-            let y = eval(fwd.clone(), &[(shape, x.clone())]).data;
-            let g = eval(grad.clone(), &[(shape, r.clone()), (shape, y)]).data;
-            fd_check(&fwd, &s, &[Data::F(x.clone())], 0, &r, &g, grad.name());
+        // Every activation of the table, its gradient op reading `x` or `y` as the table says.
+        for &u in Unary::ALL {
+            let y = eval(Op::Unary(u), &[(shape, x.clone())]).data;
+            let v = match u.grad_reads() {
+                GradInput::Input => x.clone(),
+                GradInput::Output => y,
+            };
+            let g = eval(Op::UnaryGrad(u), &[(shape, r.clone()), (shape, v)]).data;
+            fd_check(
+                &Op::Unary(u),
+                &s,
+                &[Data::F(x.clone())],
+                0,
+                &r,
+                &g,
+                u.grad_name(),
+            );
         }
     }
 }

@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use sparsec_ir::interp::{Input, Interpreter, State};
+use sparsec_ir::op::Unary;
 use sparsec_ir::{Func, Init, Module, Op, Param, ParamId, Role, Storage, Type, Value};
 
 fn push(f: &mut Func, m: &Module, op: Op, operands: &[Value]) -> Value {
@@ -67,7 +68,7 @@ fn lenet300(batch: usize) -> Module {
         bs.push(b);
         pre.push(z);
         if l < 2 {
-            let a = push(&mut f, &m, Op::Relu, &[z]);
+            let a = push(&mut f, &m, Op::Unary(Unary::Relu), &[z]);
             acts.push(a);
         }
     }
@@ -88,7 +89,7 @@ fn lenet300(batch: usize) -> Module {
         let db = push(&mut f, &m, Op::ReduceSum { axes: vec![0] }, &[dz]);
         if l > 0 {
             let da = push(&mut f, &m, NN, &[dz, ws[l]]);
-            dz = push(&mut f, &m, Op::ReluGrad, &[da, pre[l - 1]]);
+            dz = push(&mut f, &m, Op::UnaryGrad(Unary::Relu), &[da, pre[l - 1]]);
         }
         for (p, v, g) in [(2 * l, ws[l], dw), (2 * l + 1, bs[l], db)] {
             let step = push(&mut f, &m, Op::Scale, &[g, lr]);
@@ -178,7 +179,7 @@ fn lenet5(batch: usize) -> Module {
         &[x, p[0]],
     );
     let z1 = push(&mut f, &m, Op::BiasAdd, &[c1, p[1]]);
-    let a1 = push(&mut f, &m, Op::Relu, &[z1]);
+    let a1 = push(&mut f, &m, Op::Unary(Unary::Relu), &[z1]);
     let p1 = push(&mut f, &m, pool.clone(), &[a1]);
     let c2 = push(
         &mut f,
@@ -190,7 +191,7 @@ fn lenet5(batch: usize) -> Module {
         &[p1, p[2]],
     );
     let z2 = push(&mut f, &m, Op::BiasAdd, &[c2, p[3]]);
-    let a2 = push(&mut f, &m, Op::Relu, &[z2]);
+    let a2 = push(&mut f, &m, Op::Unary(Unary::Relu), &[z2]);
     let p2 = push(&mut f, &m, pool, &[a2]);
     let flat = push(
         &mut f,
@@ -207,7 +208,7 @@ fn lenet5(batch: usize) -> Module {
         let z = push(&mut f, &m, Op::BiasAdd, &[h, p[5 + 2 * l]]);
         pre.push(z);
         if l < 2 {
-            let a = push(&mut f, &m, Op::Relu, &[z]);
+            let a = push(&mut f, &m, Op::Unary(Unary::Relu), &[z]);
             acts.push(a);
         }
     }
@@ -219,7 +220,7 @@ fn lenet5(batch: usize) -> Module {
         results.push(push(&mut f, &m, Op::ReduceSum { axes: vec![0] }, &[dz]));
         let da = push(&mut f, &m, NN, &[dz, p[4 + 2 * l]]);
         dz = if l > 0 {
-            push(&mut f, &m, Op::ReluGrad, &[da, pre[l - 1]])
+            push(&mut f, &m, Op::UnaryGrad(Unary::Relu), &[da, pre[l - 1]])
         } else {
             da
         };
@@ -241,7 +242,7 @@ fn lenet5(batch: usize) -> Module {
         },
         &[dp2, a2],
     );
-    let dz2 = push(&mut f, &m, Op::ReluGrad, &[da2, z2]);
+    let dz2 = push(&mut f, &m, Op::UnaryGrad(Unary::Relu), &[da2, z2]);
     results.push(push(
         &mut f,
         &m,
@@ -271,7 +272,7 @@ fn lenet5(batch: usize) -> Module {
         },
         &[dp1, a1],
     );
-    let dz1 = push(&mut f, &m, Op::ReluGrad, &[da1, z1]);
+    let dz1 = push(&mut f, &m, Op::UnaryGrad(Unary::Relu), &[da1, z1]);
     results.push(push(
         &mut f,
         &m,

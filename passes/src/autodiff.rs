@@ -30,6 +30,7 @@
 use std::collections::HashMap;
 
 use sparsec_ir::func_names::{FORWARD, TRAIN_STEP};
+use sparsec_ir::op::GradInput;
 use sparsec_ir::spec::Optimizer;
 use sparsec_ir::{
     DType, Func, Init, Inst, Module, Op, Param, ParamId, Role, Stage, Storage, Type, Value,
@@ -391,9 +392,7 @@ pub fn vjp_rule(op: &Op) -> Option<Rule> {
         Op::Sub => vjp_sub,
         Op::Mul => vjp_mul,
         Op::Scale => vjp_scale,
-        Op::Relu => vjp_relu,
-        Op::Tanh => vjp_tanh,
-        Op::Sigmoid => vjp_sigmoid,
+        Op::Unary(_) => vjp_unary,
         Op::Reshape { .. } => vjp_reshape,
         Op::Conv2d { .. } => vjp_conv2d,
         Op::MaxPool2d { .. } => vjp_maxpool2d,
@@ -402,9 +401,7 @@ pub fn vjp_rule(op: &Op) -> Option<Rule> {
         Op::SoftmaxXent => vjp_softmax_xent,
         Op::Param(_) | Op::Const { .. } => vjp_none,
         Op::Store(_)
-        | Op::ReluGrad
-        | Op::TanhGrad
-        | Op::SigmoidGrad
+        | Op::UnaryGrad(_)
         | Op::Conv2dInputGrad { .. }
         | Op::Conv2dWeightGrad { .. }
         | Op::MaxPool2dGrad { .. }
@@ -539,22 +536,18 @@ fn vjp_scale(em: &mut Emitter, f: &mut Func, s: &Site) -> Result<Adjoints, Strin
     Ok(vec![dx, dk])
 }
 
-/// `y = relu(x)`: dx = `relu_grad dy, x`.
-fn vjp_relu(em: &mut Emitter, f: &mut Func, s: &Site) -> Result<Adjoints, String> {
+/// `y = act(x)` for an activation of the table (`sparsec_ir::op::Unary`): dx = `act_grad dy, v`, where `v` is
+/// `x` or `y` as the table says (`relu_grad dy, x`, `tanh_grad dy, y`).
+fn vjp_unary(em: &mut Emitter, f: &mut Func, s: &Site) -> Result<Adjoints, String> {
+    let Op::Unary(u) = s.inst.op else {
+        return Err(format!("the activation rule met `{}`", s.inst.op.name()));
+    };
     let dy = em.value(f, s.dy)?;
-    Ok(vec![Some(em.emit(f, Op::ReluGrad, &[dy, s.x(0)])?)])
-}
-
-/// `y = tanh(x)`: dx = `tanh_grad dy, y`.
-fn vjp_tanh(em: &mut Emitter, f: &mut Func, s: &Site) -> Result<Adjoints, String> {
-    let dy = em.value(f, s.dy)?;
-    Ok(vec![Some(em.emit(f, Op::TanhGrad, &[dy, s.y])?)])
-}
-
-/// `y = sigmoid(x)`: dx = `sigmoid_grad dy, y`.
-fn vjp_sigmoid(em: &mut Emitter, f: &mut Func, s: &Site) -> Result<Adjoints, String> {
-    let dy = em.value(f, s.dy)?;
-    Ok(vec![Some(em.emit(f, Op::SigmoidGrad, &[dy, s.y])?)])
+    let v = match u.grad_reads() {
+        GradInput::Input => s.x(0),
+        GradInput::Output => s.y,
+    };
+    Ok(vec![Some(em.emit(f, Op::UnaryGrad(u), &[dy, v])?)])
 }
 
 /// `y = reshape x`: dx = `reshape dy` back to x's shape.

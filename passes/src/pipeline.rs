@@ -114,7 +114,9 @@ impl Pipeline {
         after_pass: &mut dyn FnMut(&str, &Module),
     ) -> Result<Module, PipelineError> {
         let start = module.stage;
-        if start == Stage::Ir && target > Stage::Ir {
+        // Whatever stage a program starts at (a dump may start later), one that is to be
+        // trained passes its method's checks.
+        if target > Stage::Ir {
             self.method
                 .validate(&module)
                 .map_err(PipelineError::Refused)?;

@@ -1,5 +1,5 @@
-//! Dropback's run side (docs/methods.md §1): from epoch `freeze_after` on, the step that keeps
-//! the tracked set; with `decay_init`, the initial values of untracked weights shrink by
+//! Dropback's run side (docs/methods.md §1): after `freeze_after` epochs (from 1-based epoch
+//! `freeze_after + 1` on), the step that keeps the tracked set; with `decay_init`, the initial values of untracked weights shrink by
 //! `decay` per step.
 
 use sparsec_ir::func_names::{TRAIN_STEP, TRAIN_STEP_FROZEN};

@@ -9,6 +9,7 @@
 //! stores), and dimensions of 1, odd sizes, and sizes past the thread-split and imported-GEMM
 //! thresholds.
 
+use sparsec_ir::op::Unary;
 use std::collections::HashSet;
 use std::fmt::Write as _;
 
@@ -268,15 +269,10 @@ impl Gen<'_> {
     fn binary(&mut self) -> String {
         let x = self.recent(|s| !s.is_empty());
         let y = self.operand(&x.shape);
-        let op = self.rng.pick(&[
-            "add",
-            "add",
-            "sub",
-            "mul",
-            "relu_grad",
-            "tanh_grad",
-            "sigmoid_grad",
-        ]);
+        // The arithmetic ops, and every activation's gradient op of the IR's table.
+        let mut ops = vec!["add", "add", "sub", "mul"];
+        ops.extend(Unary::ALL.iter().map(|u| u.grad_name()));
+        let op = self.rng.pick(&ops);
         let (a, b) = if self.rng.chance(0.5) {
             (x.name, y)
         } else {
@@ -286,10 +282,14 @@ impl Gen<'_> {
         self.emit(format!("{op} {a}, {b}"), x.shape)
     }
 
+    /// An activation of the table (`relu` twice as often: products fuse it as an epilogue).
     fn relu(&mut self) -> String {
         let x = self.recent(|s| !s.is_empty());
         let a = self.u(&x.name);
-        self.emit(format!("relu {a}"), x.shape)
+        let mut ops = vec!["relu"];
+        ops.extend(Unary::ALL.iter().map(|u| u.name()));
+        let op = self.rng.pick(&ops);
+        self.emit(format!("{op} {a}"), x.shape)
     }
 
     fn scalar_operand(&mut self) -> String {

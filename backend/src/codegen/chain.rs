@@ -6,7 +6,8 @@
 //! computed in registers (`f32x4` main loop, scalar tail) with the interpreter's single IEEE
 //! operations, and only the outputs are written: the same bits as running the ops one by one.
 //! `tanh` and `sigmoid`'s `exp` call the interpreter's own functions ([`super::math`]), lane by
-//! lane.
+//! lane. The activations are the IR's table ([`sparsec_ir::op::Unary`]); [`emit_unary`] and
+//! [`emit_unary_grad`] hold each one's code, the one place a new activation needs JIT code.
 //!
 //! Chain slots: inputs `ptr[0 .. inputs]`, outputs `ptr[inputs ..]`, scalars `f32[0 ..]`;
 //! `int[0]`, `int[1]` = the element range `start .. end` (threads take disjoint ranges).
@@ -24,6 +25,9 @@
 use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::{types, InstBuilder, Type, Value};
 
+use sparsec_ir::op::unary::LEAKY_RELU_SLOPE;
+use sparsec_ir::op::Unary;
+
 use super::loops::counted_loop;
 use super::{FnCtx, F32X4};
 
@@ -38,20 +42,12 @@ pub enum EwOp {
     Mul,
     /// `a · s` (`scale`, `s` a scalar operand)
     Scale,
-    /// `if a <= 0 { 0 } else { a }`
-    Relu,
-    /// `if b > 0 { a } else { 0 }` (`relu_grad dy, x`)
-    ReluGrad,
-    /// `a · (1 − b·b)` (`tanh_grad dy, y`)
-    TanhGrad,
-    /// `(a · b) · (1 − b)` (`sigmoid_grad dy, y`)
-    SigmoidGrad,
+    /// An activation of `a` ([`emit_unary`]).
+    Unary(Unary),
+    /// Its gradient: `dy = a` and `x` or `y` = `b` ([`emit_unary_grad`]).
+    UnaryGrad(Unary),
     /// `|a − b|` with `−0` as `+0` (`dropback_score`: `w1`, `w0`)
     AbsDiff,
-    /// `tanh(a)`, the interpreter's own (an import, [`super::math`])
-    Tanh,
-    /// `1 / (1 + exp(−a))`, `exp` the interpreter's own
-    Sigmoid,
 }
 
 impl EwOp {
@@ -61,26 +57,22 @@ impl EwOp {
             EwOp::Sub => "sub",
             EwOp::Mul => "mul",
             EwOp::Scale => "scale",
-            EwOp::Relu => "relu",
-            EwOp::ReluGrad => "relu_grad",
-            EwOp::TanhGrad => "tanh_grad",
-            EwOp::SigmoidGrad => "sigmoid_grad",
+            EwOp::Unary(u) => u.name(),
+            EwOp::UnaryGrad(u) => u.grad_name(),
             EwOp::AbsDiff => "abs_diff",
-            EwOp::Tanh => "tanh",
-            EwOp::Sigmoid => "sigmoid",
         }
     }
 
     pub fn arity(self) -> usize {
         match self {
-            EwOp::Relu | EwOp::Tanh | EwOp::Sigmoid => 1,
+            EwOp::Unary(_) => 1,
             _ => 2,
         }
     }
 
     /// Whether it calls an imported transcendental ([`super::math`]).
     pub fn uses_math(self) -> bool {
-        matches!(self, EwOp::Tanh | EwOp::Sigmoid)
+        matches!(self, EwOp::Unary(Unary::Tanh | Unary::Sigmoid))
     }
 }
 
@@ -138,24 +130,8 @@ fn emit_op(
         EwOp::Add => fx.b.ins().fadd(a, b),
         EwOp::Sub => fx.b.ins().fsub(a, b),
         EwOp::Mul | EwOp::Scale => fx.b.ins().fmul(a, b),
-        EwOp::Relu => {
-            let le = fx.b.ins().fcmp(FloatCC::LessThanOrEqual, a, zero);
-            select(fx, ty, le, zero, a)
-        }
-        EwOp::ReluGrad => {
-            let gt = fx.b.ins().fcmp(FloatCC::GreaterThan, b, zero);
-            select(fx, ty, gt, a, zero)
-        }
-        EwOp::TanhGrad => {
-            let yy = fx.b.ins().fmul(b, b);
-            let t = fx.b.ins().fsub(one, yy);
-            fx.b.ins().fmul(a, t)
-        }
-        EwOp::SigmoidGrad => {
-            let p = fx.b.ins().fmul(a, b);
-            let t = fx.b.ins().fsub(one, b);
-            fx.b.ins().fmul(p, t)
-        }
+        EwOp::Unary(u) => emit_unary(fx, ty, u, a, zero, one),
+        EwOp::UnaryGrad(u) => emit_unary_grad(fx, ty, u, a, b, zero, one),
         EwOp::AbsDiff => {
             let d = fx.b.ins().fsub(a, b);
             let neg = fx.b.ins().fneg(d);
@@ -163,12 +139,73 @@ fn emit_op(
             let lt = fx.b.ins().fcmp(FloatCC::LessThan, d, zero);
             select(fx, ty, lt, neg, pos)
         }
-        EwOp::Tanh => super::math::tanh(fx, a, ty),
-        EwOp::Sigmoid => {
-            let neg = fx.b.ins().fneg(a);
+    }
+}
+
+/// A constant of the lane type (`f32`, or splatted to `f32x4`).
+fn constant(fx: &mut FnCtx<'_>, ty: Type, x: f32) -> Value {
+    let c = fx.f32const(x);
+    if ty.is_vector() {
+        fx.splat(c)
+    } else {
+        c
+    }
+}
+
+/// An activation of `x`: the same single IEEE operations as [`Unary::apply`].
+fn emit_unary(fx: &mut FnCtx<'_>, ty: Type, u: Unary, x: Value, zero: Value, one: Value) -> Value {
+    match u {
+        Unary::Relu => {
+            let le = fx.b.ins().fcmp(FloatCC::LessThanOrEqual, x, zero);
+            select(fx, ty, le, zero, x)
+        }
+        Unary::LeakyRelu => {
+            let slope = constant(fx, ty, LEAKY_RELU_SLOPE);
+            let gt = fx.b.ins().fcmp(FloatCC::GreaterThan, x, zero);
+            let scaled = fx.b.ins().fmul(x, slope);
+            select(fx, ty, gt, x, scaled)
+        }
+        Unary::Tanh => super::math::tanh(fx, x, ty),
+        Unary::Sigmoid => {
+            let neg = fx.b.ins().fneg(x);
             let e = super::math::exp(fx, neg, ty);
             let d = fx.b.ins().fadd(one, e);
             fx.b.ins().fdiv(one, d)
+        }
+    }
+}
+
+/// An activation's gradient from `dy` and `v` (its input or output, [`Unary::grad_reads`]): the
+/// same single IEEE operations as [`Unary::derivative`].
+fn emit_unary_grad(
+    fx: &mut FnCtx<'_>,
+    ty: Type,
+    u: Unary,
+    dy: Value,
+    v: Value,
+    zero: Value,
+    one: Value,
+) -> Value {
+    match u {
+        Unary::Relu => {
+            let gt = fx.b.ins().fcmp(FloatCC::GreaterThan, v, zero);
+            select(fx, ty, gt, dy, zero)
+        }
+        Unary::LeakyRelu => {
+            let slope = constant(fx, ty, LEAKY_RELU_SLOPE);
+            let gt = fx.b.ins().fcmp(FloatCC::GreaterThan, v, zero);
+            let scaled = fx.b.ins().fmul(dy, slope);
+            select(fx, ty, gt, dy, scaled)
+        }
+        Unary::Tanh => {
+            let yy = fx.b.ins().fmul(v, v);
+            let t = fx.b.ins().fsub(one, yy);
+            fx.b.ins().fmul(dy, t)
+        }
+        Unary::Sigmoid => {
+            let p = fx.b.ins().fmul(dy, v);
+            let t = fx.b.ins().fsub(one, v);
+            fx.b.ins().fmul(p, t)
         }
     }
 }

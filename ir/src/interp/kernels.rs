@@ -127,7 +127,7 @@ pub(crate) fn reduce_sum<T: Float>(x: &[T], plan: &ReducePlan, out: &mut [T]) {
 
 /// Geometry of a 2-D convolution `x: [b, c, h, w] ⋆ w: [o, c, kh, kw] → [b, o, oh, ow]`.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct ConvGeom {
+pub struct ConvGeom {
     pub b: usize,
     pub c: usize,
     pub h: usize,
@@ -310,7 +310,7 @@ pub(crate) fn conv2d_weight_grad<T: Float>(
 
 /// Geometry of a pooling window over `[b, c, h, w] → [b, c, oh, ow]` (no padding).
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct PoolGeom {
+pub struct PoolGeom {
     pub h: usize,
     pub w: usize,
     pub kh: usize,

@@ -58,10 +58,14 @@
 mod float;
 mod gemm;
 mod kernels;
+mod plain;
 
 use std::fmt;
 
 pub use float::Float;
+pub use kernels::{ConvGeom, PoolGeom};
+use plain::Plain;
+pub use plain::{conv_geom, pool_geom};
 
 use crate::module::{Module, Value};
 use crate::op::Op;
@@ -70,7 +74,6 @@ use crate::types::{DType, Encoding, Type};
 use crate::verify::MAX_RANK;
 use gemm::{gemm, gemm_library, GemmScratch, View};
 pub use gemm::{uses_library, GEMM_PANEL, LIBRARY_MIN_WORK};
-use kernels::{ConvGeom, PoolGeom, ReducePlan};
 
 /// A dense row-major tensor.
 #[derive(Clone, Debug, PartialEq)]
@@ -522,43 +525,8 @@ enum Kernel {
     /// Copy the operand (a `store` whose operand is a parameter read: the old value must survive
     /// the other stores).
     Copy,
-    MatMul {
-        m: usize,
-        n: usize,
-        k: usize,
-        ta: bool,
-        tb: bool,
-    },
-    BiasAdd {
-        inner: usize,
-    },
-    Add,
-    Sub,
-    Mul,
-    Scale,
-    Relu,
-    Tanh,
-    Sigmoid,
-    ReluGrad,
-    TanhGrad,
-    SigmoidGrad,
-    Conv2d(ConvGeom),
-    Conv2dInputGrad(ConvGeom),
-    Conv2dWeightGrad(ConvGeom),
-    MaxPool2d(PoolGeom),
-    MaxPool2dGrad(PoolGeom),
-    AvgPool2d(PoolGeom),
-    AvgPool2dGrad(PoolGeom),
-    ReduceSum(ReducePlan),
-    SoftmaxXent {
-        classes: usize,
-    },
-    SoftmaxXentGrad {
-        classes: usize,
-    },
-    Argmax {
-        classes: usize,
-    },
+    /// An operation on its operands alone (the one dispatch [`eval_op`] shares).
+    Plain(Plain),
     /// Regenerate a tracked parameter's initial value (times the state's `init_scale`).
     Regen {
         init: crate::module::Init,
@@ -640,44 +608,6 @@ impl<T> fmt::Debug for Interpreter<T> {
     }
 }
 
-fn conv_geom(
-    x: &[usize],
-    w_o: usize,
-    kernel: [usize; 2],
-    stride: [usize; 2],
-    padding: [usize; 2],
-    out: [usize; 2],
-) -> ConvGeom {
-    ConvGeom {
-        b: x[0],
-        c: x[1],
-        h: x[2],
-        w: x[3],
-        o: w_o,
-        kh: kernel[0],
-        kw: kernel[1],
-        sh: stride[0],
-        sw: stride[1],
-        ph: padding[0],
-        pw: padding[1],
-        oh: out[0],
-        ow: out[1],
-    }
-}
-
-fn pool_geom(x: &[usize], kernel: [usize; 2], stride: [usize; 2], out: [usize; 2]) -> PoolGeom {
-    PoolGeom {
-        h: x[2],
-        w: x[3],
-        kh: kernel[0],
-        kw: kernel[1],
-        sh: stride[0],
-        sw: stride[1],
-        oh: out[0],
-        ow: out[1],
-    }
-}
-
 impl<T: Float> Interpreter<T> {
     /// Prepare function `func` of `m`. Checks what execution relies on (operands defined before
     /// use, every recorded type equal to `Op::infer` of its operands, dense encodings, at most
@@ -754,7 +684,6 @@ impl<T: Float> Interpreter<T> {
             for t in &types {
                 check_value_type(t).map_err(&here)?;
             }
-            let shape = |k: usize| types[k].shape.as_slice();
             let out_shape = inst.ty.shape.as_slice();
             let kernel = match &inst.op {
                 Op::Param(id) if interp.capacity[id.0 as usize].is_some() => {
@@ -842,13 +771,13 @@ impl<T: Float> Interpreter<T> {
                     let wshape = &m.params[id.0 as usize].ty.shape;
                     operands.push(w);
                     let nt = matches!(inst.op, Op::MatMulNtWeight(_));
-                    Kernel::MatMul {
+                    Kernel::Plain(Plain::MatMul {
                         m: out_shape[0],
                         n: out_shape[1],
                         k: if nt { wshape[1] } else { wshape[0] },
                         ta: false,
                         tb: nt,
-                    }
+                    })
                 }
                 Op::DropbackScoreSgd(id) => {
                     let p = id.0 as usize;
@@ -917,102 +846,13 @@ impl<T: Float> Interpreter<T> {
                     locs.push(loc);
                     continue;
                 }
-                Op::MatMul { ta, tb } => {
-                    let a = shape(0);
-                    Kernel::MatMul {
-                        m: out_shape[0],
-                        n: out_shape[1],
-                        k: if *ta { a[0] } else { a[1] },
-                        ta: *ta,
-                        tb: *tb,
-                    }
+                op => {
+                    let shapes: Vec<&[usize]> = types.iter().map(|t| t.shape.as_slice()).collect();
+                    let plain = Plain::prepare(op, &shapes, out_shape)
+                        .ok_or_else(|| here(format!("`{}` has no reference kernel", op.name())))?;
+                    max_cols = max_cols.max(plain.cols_needed());
+                    Kernel::Plain(plain)
                 }
-                Op::BiasAdd => Kernel::BiasAdd {
-                    inner: shape(0)[2..].iter().product(),
-                },
-                Op::Add => Kernel::Add,
-                Op::Sub => Kernel::Sub,
-                Op::Mul => Kernel::Mul,
-                Op::Scale => Kernel::Scale,
-                Op::Relu => Kernel::Relu,
-                Op::Tanh => Kernel::Tanh,
-                Op::Sigmoid => Kernel::Sigmoid,
-                Op::ReluGrad => Kernel::ReluGrad,
-                Op::TanhGrad => Kernel::TanhGrad,
-                Op::SigmoidGrad => Kernel::SigmoidGrad,
-                Op::Conv2d { stride, padding } => {
-                    let w = shape(1);
-                    let g = conv_geom(
-                        shape(0),
-                        w[0],
-                        [w[2], w[3]],
-                        *stride,
-                        *padding,
-                        [out_shape[2], out_shape[3]],
-                    );
-                    max_cols = max_cols.max(g.ckk() * g.p());
-                    Kernel::Conv2d(g)
-                }
-                Op::Conv2dInputGrad {
-                    stride, padding, ..
-                } => {
-                    let (dy, w) = (shape(0), shape(1));
-                    let g = conv_geom(
-                        out_shape,
-                        w[0],
-                        [w[2], w[3]],
-                        *stride,
-                        *padding,
-                        [dy[2], dy[3]],
-                    );
-                    max_cols = max_cols.max(g.ckk() * g.p());
-                    Kernel::Conv2dInputGrad(g)
-                }
-                Op::Conv2dWeightGrad {
-                    stride,
-                    padding,
-                    kernel,
-                } => {
-                    let dy = shape(1);
-                    let g = conv_geom(shape(0), dy[1], *kernel, *stride, *padding, [dy[2], dy[3]]);
-                    max_cols = max_cols.max(g.ckk() * g.p());
-                    Kernel::Conv2dWeightGrad(g)
-                }
-                Op::MaxPool2d { kernel, stride } => Kernel::MaxPool2d(pool_geom(
-                    shape(0),
-                    *kernel,
-                    *stride,
-                    [out_shape[2], out_shape[3]],
-                )),
-                Op::AvgPool2d { kernel, stride } => Kernel::AvgPool2d(pool_geom(
-                    shape(0),
-                    *kernel,
-                    *stride,
-                    [out_shape[2], out_shape[3]],
-                )),
-                Op::MaxPool2dGrad { kernel, stride } => {
-                    let dy = shape(0);
-                    Kernel::MaxPool2dGrad(pool_geom(shape(1), *kernel, *stride, [dy[2], dy[3]]))
-                }
-                Op::AvgPool2dGrad {
-                    kernel,
-                    stride,
-                    input,
-                } => {
-                    let dy = shape(0);
-                    let x = [dy[0], dy[1], input[0], input[1]];
-                    Kernel::AvgPool2dGrad(pool_geom(&x, *kernel, *stride, [dy[2], dy[3]]))
-                }
-                Op::ReduceSum { axes } => Kernel::ReduceSum(ReducePlan::new(shape(0), axes)),
-                Op::SoftmaxXent => Kernel::SoftmaxXent {
-                    classes: shape(0)[1],
-                },
-                Op::SoftmaxXentGrad => Kernel::SoftmaxXentGrad {
-                    classes: shape(0)[1],
-                },
-                Op::Argmax => Kernel::Argmax {
-                    classes: shape(0)[1],
-                },
             };
             let out = match (inst.ty.dtype, inst.ty.is_dense()) {
                 (_, false) => {
@@ -1096,27 +936,27 @@ impl<T: Float> Interpreter<T> {
         let grad = self.alloc_float(len);
         self.steps.push(Step {
             inst,
-            kernel: Kernel::MatMul {
+            kernel: Kernel::Plain(Plain::MatMul {
                 m: shape[0],
                 n: shape[1],
                 k: batch,
                 ta: true,
                 tb: false,
-            },
+            }),
             operands: vec![operands[0], operands[1]],
             out: grad,
         });
         let step = self.alloc_float(len);
         self.steps.push(Step {
             inst,
-            kernel: Kernel::Scale,
+            kernel: Kernel::Plain(Plain::Scale),
             operands: vec![grad, operands[2]],
             out: step,
         });
         let w1 = self.alloc_float(len);
         self.steps.push(Step {
             inst,
-            kernel: Kernel::Sub,
+            kernel: Kernel::Plain(Plain::Sub),
             operands: vec![w, step],
             out: w1,
         });
@@ -1201,9 +1041,9 @@ impl<T: Float> Interpreter<T> {
                         ibufs,
                         sbufs,
                     };
-                    exec_int(step, &env, &mut out);
+                    let r = exec_int(step, &env, &mut out);
                     ibufs[j] = out;
-                    Ok(())
+                    r
                 }
                 Loc::S(j) => {
                     let mut out = std::mem::take(&mut sbufs[j]);
@@ -1771,65 +1611,14 @@ fn exec_float<T: Float>(
                 out[j] = w1[j];
             }
         }
-        &Kernel::MatMul { m, n, k, ta, tb } => {
-            let a = if ta {
-                View::transposed(x(0), m)
-            } else {
-                View::rows(x(0), k)
-            };
-            let b = if tb {
-                View::transposed(x(1), k)
-            } else {
-                View::rows(x(1), n)
-            };
-            gemm(m, n, k, a, b, out, n, false, gs);
-        }
-        &Kernel::BiasAdd { inner } => kernels::bias_add(x(0), x(1), inner, out),
-        Kernel::Add => kernels::map2(x(0), x(1), out, |a, b| a + b),
-        Kernel::Sub => kernels::map2(x(0), x(1), out, |a, b| a - b),
-        Kernel::Mul => kernels::map2(x(0), x(1), out, |a, b| a * b),
-        Kernel::Scale => {
-            let s = x(1)[0];
-            kernels::map1(x(0), out, |a| a * s);
-        }
-        Kernel::Relu => kernels::map1(x(0), out, |a| if a <= T::zero() { T::zero() } else { a }),
-        Kernel::Tanh => kernels::map1(x(0), out, T::tanh),
-        Kernel::Sigmoid => kernels::map1(x(0), out, |a| T::one() / (T::one() + (-a).exp())),
-        Kernel::ReluGrad => {
-            kernels::map2(
-                x(0),
-                x(1),
-                out,
-                |dy, v| {
-                    if v > T::zero() {
-                        dy
-                    } else {
-                        T::zero()
-                    }
-                },
-            )
-        }
-        Kernel::TanhGrad => kernels::map2(x(0), x(1), out, |dy, y| dy * (T::one() - y * y)),
-        Kernel::SigmoidGrad => kernels::map2(x(0), x(1), out, |dy, y| dy * y * (T::one() - y)),
-        Kernel::Conv2d(g) => kernels::conv2d(x(0), x(1), g, out, cols, gs),
-        Kernel::Conv2dInputGrad(g) => kernels::conv2d_input_grad(x(0), x(1), g, out, cols, gs),
-        Kernel::Conv2dWeightGrad(g) => kernels::conv2d_weight_grad(x(0), x(1), g, out, cols, gs),
-        Kernel::MaxPool2d(g) => kernels::maxpool2d(x(0), g, out),
-        Kernel::MaxPool2dGrad(g) => kernels::maxpool2d_grad(x(0), x(1), g, out),
-        Kernel::AvgPool2d(g) => kernels::avgpool2d(x(0), g, out),
-        Kernel::AvgPool2dGrad(g) => kernels::avgpool2d_grad(x(0), g, out),
-        Kernel::ReduceSum(plan) => kernels::reduce_sum(x(0), plan, out),
-        &Kernel::SoftmaxXent { classes } => {
-            let labels = env.int(step.operands[1]);
-            kernels::check_labels(labels, classes)?;
-            out[0] = kernels::softmax_xent(x(0), labels, classes);
-        }
-        &Kernel::SoftmaxXentGrad { classes } => {
-            let labels = env.int(step.operands[1]);
-            kernels::check_labels(labels, classes)?;
-            kernels::softmax_xent_grad(x(0), labels, classes, out);
-        }
-        Kernel::Argmax { .. } | Kernel::TopkSelect { .. } | Kernel::TrackedSet { .. } => {
+        Kernel::Plain(plain) => plain.run(
+            |i| Ok(env.float(step.operands[i])),
+            |i| Ok(env.int(step.operands[i])),
+            out,
+            cols,
+            gs,
+        )?,
+        Kernel::TopkSelect { .. } | Kernel::TrackedSet { .. } => {
             unreachable!("{:?} does not produce f32", step.kernel)
         }
     }
@@ -1857,9 +1646,9 @@ fn exec_sparse<T: Float>(
     }
 }
 
-fn exec_int<T: Float>(step: &Step, env: &Env<'_, T>, out: &mut [i32]) {
+fn exec_int<T: Float>(step: &Step, env: &Env<'_, T>, out: &mut [i32]) -> Result<(), String> {
     match &step.kernel {
-        &Kernel::Argmax { classes } => kernels::argmax(env.float(step.operands[0]), classes, out),
+        Kernel::Plain(plain) => plain.run_int(env.float(step.operands[0]), out),
         other => unreachable!("{other:?} produces f32"),
     }
 }
@@ -1948,140 +1737,13 @@ pub fn eval_op<T: Float>(
             _ => Err(format!("`{name}`: operand {i} is not i32")),
         }
     };
-    let out = match out {
-        OpOut::Int(o) => {
-            return match op {
-                Op::Argmax => {
-                    kernels::argmax(f(0)?, shapes[0][1], o);
-                    Ok(())
-                }
-                _ => Err(format!("`{name}` does not produce i32")),
-            };
-        }
-        OpOut::Float(o) => o,
-    };
+    let plain = Plain::prepare(op, shapes, out_shape)
+        .ok_or_else(|| format!("`{name}` is not a plain operation"))?;
     let OpScratch { cols, gemm: gs } = scratch;
-    let geom_cols = |g: &ConvGeom, cols: &mut Vec<T>| {
-        let need = g.ckk() * g.p();
-        if cols.len() < need {
-            cols.resize(need, T::zero());
-        }
+    let result = match out {
+        OpOut::Int(o) if plain.produces_int() => plain.run_int(f(0)?, o),
+        OpOut::Float(o) if !plain.produces_int() => plain.run(f, int, o, cols, gs),
+        _ => Err("the result buffer has the wrong element type".into()),
     };
-    match op {
-        Op::MatMul { ta, tb } => {
-            let (m, n) = (out_shape[0], out_shape[1]);
-            let k = if *ta { shapes[0][0] } else { shapes[0][1] };
-            let a = if *ta {
-                View::transposed(f(0)?, m)
-            } else {
-                View::rows(f(0)?, k)
-            };
-            let b = if *tb {
-                View::transposed(f(1)?, k)
-            } else {
-                View::rows(f(1)?, n)
-            };
-            gemm(m, n, k, a, b, out, n, false, gs);
-        }
-        Op::BiasAdd => {
-            kernels::bias_add(f(0)?, f(1)?, shapes[0][2..].iter().product(), out);
-        }
-        Op::Add => kernels::map2(f(0)?, f(1)?, out, |a, b| a + b),
-        Op::Sub => kernels::map2(f(0)?, f(1)?, out, |a, b| a - b),
-        Op::Mul => kernels::map2(f(0)?, f(1)?, out, |a, b| a * b),
-        Op::Scale => {
-            let s = f(1)?[0];
-            kernels::map1(f(0)?, out, |a| a * s);
-        }
-        Op::Relu => kernels::map1(f(0)?, out, |a| if a <= T::zero() { T::zero() } else { a }),
-        Op::Tanh => kernels::map1(f(0)?, out, T::tanh),
-        Op::Sigmoid => kernels::map1(f(0)?, out, |a| T::one() / (T::one() + (-a).exp())),
-        Op::ReluGrad => kernels::map2(f(0)?, f(1)?, out, |dy, v| {
-            if v > T::zero() {
-                dy
-            } else {
-                T::zero()
-            }
-        }),
-        Op::TanhGrad => kernels::map2(f(0)?, f(1)?, out, |dy, y| dy * (T::one() - y * y)),
-        Op::SigmoidGrad => kernels::map2(f(0)?, f(1)?, out, |dy, y| dy * y * (T::one() - y)),
-        Op::Conv2d { stride, padding } => {
-            let w = shapes[1];
-            let g = conv_geom(
-                shapes[0],
-                w[0],
-                [w[2], w[3]],
-                *stride,
-                *padding,
-                [out_shape[2], out_shape[3]],
-            );
-            geom_cols(&g, cols);
-            kernels::conv2d(f(0)?, f(1)?, &g, out, cols, gs);
-        }
-        Op::Conv2dInputGrad {
-            stride, padding, ..
-        } => {
-            let (dy, w) = (shapes[0], shapes[1]);
-            let g = conv_geom(
-                out_shape,
-                w[0],
-                [w[2], w[3]],
-                *stride,
-                *padding,
-                [dy[2], dy[3]],
-            );
-            geom_cols(&g, cols);
-            kernels::conv2d_input_grad(f(0)?, f(1)?, &g, out, cols, gs);
-        }
-        Op::Conv2dWeightGrad {
-            stride,
-            padding,
-            kernel,
-        } => {
-            let dy = shapes[1];
-            let g = conv_geom(shapes[0], dy[1], *kernel, *stride, *padding, [dy[2], dy[3]]);
-            geom_cols(&g, cols);
-            kernels::conv2d_weight_grad(f(0)?, f(1)?, &g, out, cols, gs);
-        }
-        Op::MaxPool2d { kernel, stride } => {
-            let g = pool_geom(shapes[0], *kernel, *stride, [out_shape[2], out_shape[3]]);
-            kernels::maxpool2d(f(0)?, &g, out);
-        }
-        Op::AvgPool2d { kernel, stride } => {
-            let g = pool_geom(shapes[0], *kernel, *stride, [out_shape[2], out_shape[3]]);
-            kernels::avgpool2d(f(0)?, &g, out);
-        }
-        Op::MaxPool2dGrad { kernel, stride } => {
-            let dy = shapes[0];
-            let g = pool_geom(shapes[1], *kernel, *stride, [dy[2], dy[3]]);
-            kernels::maxpool2d_grad(f(0)?, f(1)?, &g, out);
-        }
-        Op::AvgPool2dGrad {
-            kernel,
-            stride,
-            input,
-        } => {
-            let dy = shapes[0];
-            let x = [dy[0], dy[1], input[0], input[1]];
-            let g = pool_geom(&x, *kernel, *stride, [dy[2], dy[3]]);
-            kernels::avgpool2d_grad(f(0)?, &g, out);
-        }
-        Op::ReduceSum { axes } => {
-            kernels::reduce_sum(f(0)?, &ReducePlan::new(shapes[0], axes), out);
-        }
-        Op::SoftmaxXent => {
-            let classes = shapes[0][1];
-            let labels = int(1)?;
-            kernels::check_labels(labels, classes)?;
-            out[0] = kernels::softmax_xent(f(0)?, labels, classes);
-        }
-        Op::SoftmaxXentGrad => {
-            let classes = shapes[0][1];
-            let labels = int(1)?;
-            kernels::check_labels(labels, classes)?;
-            kernels::softmax_xent_grad(f(0)?, labels, classes, out);
-        }
-        _ => return Err(format!("`{name}` is not a plain operation")),
-    }
-    Ok(())
+    result.map_err(|e| format!("`{name}`: {e}"))
 }

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use sparsec_ir::op::Hw;
+use sparsec_ir::op::Unary;
 use sparsec_ir::spec::{
     DataSpec, DropbackScope, KeepRatio, Method, MethodSpec, Optimizer, Schedule, TrainSpec,
 };
@@ -54,7 +55,7 @@ pub fn train_spec(schedule: Schedule) -> TrainSpec {
 }
 
 /// A two-layer MLP: `forward`, and `train_step` with a hand-written backward pass and SGD update.
-/// Together with [`conv_net`] it uses every op in `Op::NAMES`.
+/// Together with [`conv_net`] it uses every op in `Op::names()`.
 pub fn mlp() -> Module {
     let mut m = Module::new("mlp", sparsec_ir::Stage::Ir);
     m.data = Some(DataSpec::FashionMnist { dir: None });
@@ -124,9 +125,9 @@ pub fn mlp() -> Module {
         );
         let b1 = p(&mut f, &m, "fc1.bias");
         let z1 = push(&mut f, &m, Op::BiasAdd, &[h1, b1], Some("fc1"));
-        let a1 = push(&mut f, &m, Op::Relu, &[z1], None);
-        let a2 = push(&mut f, &m, Op::Tanh, &[a1], None);
-        let a3 = push(&mut f, &m, Op::Sigmoid, &[a2], None);
+        let a1 = push(&mut f, &m, Op::Unary(Unary::Relu), &[z1], None);
+        let a2 = push(&mut f, &m, Op::Unary(Unary::Tanh), &[a1], None);
+        let a3 = push(&mut f, &m, Op::Unary(Unary::Sigmoid), &[a2], None);
         let w2 = p(&mut f, &m, "fc2.weight");
         let h2 = push(
             &mut f,
@@ -182,9 +183,18 @@ pub fn mlp() -> Module {
             );
             let da3tt = push(&mut f, &m, Op::Reshape { shape: vec![4, 8] }, &[da3t], None);
             let da3 = push(&mut f, &m, Op::Add, &[da3, da3tt], None);
-            let da2 = push(&mut f, &m, Op::SigmoidGrad, &[da3, a3], None);
-            let da1 = push(&mut f, &m, Op::TanhGrad, &[da2, a2], None);
-            let dz1 = push(&mut f, &m, Op::ReluGrad, &[da1, z1], None);
+            let da2 = push(&mut f, &m, Op::UnaryGrad(Unary::Sigmoid), &[da3, a3], None);
+            let da1 = push(&mut f, &m, Op::UnaryGrad(Unary::Tanh), &[da2, a2], None);
+            let dz1 = push(&mut f, &m, Op::UnaryGrad(Unary::Relu), &[da1, z1], None);
+            // The table's other activation, so that every op is exercised (results unused).
+            let leaky = push(&mut f, &m, Op::Unary(Unary::LeakyRelu), &[z1], None);
+            push(
+                &mut f,
+                &m,
+                Op::UnaryGrad(Unary::LeakyRelu),
+                &[leaky, z1],
+                None,
+            );
             let dw1 = push(
                 &mut f,
                 &m,
@@ -326,7 +336,7 @@ pub fn conv_net() -> Module {
     );
     let b = p(&mut f, &m, "conv1.bias");
     let z = push(&mut f, &m, Op::BiasAdd, &[c, b], Some("conv1"));
-    let r = push(&mut f, &m, Op::Relu, &[z], Some("conv1"));
+    let r = push(&mut f, &m, Op::Unary(Unary::Relu), &[z], Some("conv1"));
     let mp = push(
         &mut f,
         &m,
@@ -401,7 +411,7 @@ pub fn conv_net() -> Module {
         &[dmp, r],
         Some("pool1"),
     );
-    let dz = push(&mut f, &m, Op::ReluGrad, &[dr, z], None);
+    let dz = push(&mut f, &m, Op::UnaryGrad(Unary::Relu), &[dr, z], None);
     let dw = push(
         &mut f,
         &m,

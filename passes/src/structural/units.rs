@@ -96,9 +96,11 @@ pub fn unit_group(m: &Module, layer: &str) -> Result<UnitGroup, String> {
     while let Some((v, block)) = work.pop() {
         match group.values.get(&v) {
             Some(&b) if b == block => continue,
-            Some(&b) => return Err(format!(
+            Some(&b) => {
+                return Err(format!(
                 "the units of `{layer}` reach one tensor in two layouts (blocks {b} and {block})"
-            )),
+            ))
+            }
             None => {
                 group.values.insert(v, block);
             }
@@ -131,7 +133,7 @@ pub fn unit_group(m: &Module, layer: &str) -> Result<UnitGroup, String> {
                 add_param(&mut group, b, 0, block);
                 work.push((inst.operands[0], block));
             }
-            Op::Relu | Op::Tanh | Op::Sigmoid | Op::MaxPool2d { .. } | Op::AvgPool2d { .. } => {
+            Op::Unary(_) | Op::MaxPool2d { .. } | Op::AvgPool2d { .. } => {
                 work.push((inst.operands[0], block))
             }
             Op::Add => {
@@ -173,7 +175,7 @@ pub fn unit_group(m: &Module, layer: &str) -> Result<UnitGroup, String> {
                     add_param(&mut group, w, 1, block);
                 }
                 (Op::BiasAdd, 0)
-                | (Op::Relu | Op::Tanh | Op::Sigmoid, 0)
+                | (Op::Unary(_), 0)
                 | (Op::MaxPool2d { .. } | Op::AvgPool2d { .. }, 0)
                 | (Op::Add, _) => work.push((out, block)),
                 (Op::Reshape { .. }, 0) => {
@@ -184,9 +186,11 @@ pub fn unit_group(m: &Module, layer: &str) -> Result<UnitGroup, String> {
                     let hw: usize = from.shape[2..].iter().product();
                     work.push((out, block * hw));
                 }
-                (Op::SoftmaxXent, _) => return Err(format!(
+                (Op::SoftmaxXent, _) => {
+                    return Err(format!(
                     "the units of `{layer}` are the classifier's outputs, which are never removed"
-                )),
+                ))
+                }
                 (op, _) => {
                     return Err(format!(
                         "`{there}`: cannot follow the units of `{layer}` through `{}`",

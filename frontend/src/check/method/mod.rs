@@ -7,7 +7,7 @@ mod admm;
 mod dropback;
 mod prunetrain;
 
-use super::net::{Net, OPS, PARAM_OPS};
+use super::net::{ops, Net, PARAM_OPS};
 use super::opts::Opts;
 use super::text::list_names;
 use super::train::TrainFacts;
@@ -276,7 +276,7 @@ impl Checker {
                     chosen.extend(hits.into_iter().map(str::to_string));
                 }
                 ValueKind::Kind(k) => {
-                    if !OPS.contains(&k.as_str()) {
+                    if !ops().contains(&k.as_str()) {
                         self.unknown(
                             "E0507",
                             format!("unknown layer kind `@{k}`"),

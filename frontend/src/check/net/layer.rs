@@ -1,12 +1,13 @@
 //! Layer statements: arity, options and inputs, then the shape each operation gives.
 
-use super::{Input, LayerCx, OPS};
+use super::{ops, Input, LayerCx};
 use crate::ast::*;
 use crate::check::opts::Opts;
 use crate::check::text::{plural, shape_str};
 use crate::check::{Checker, Listing};
 use crate::diag::{error, DiagExt};
 use crate::model::{Layer, LayerKind};
+use sparsec_ir::op::Unary;
 
 /// A layer's width argument, `OUT` or `IN -> OUT`, each with where it is written.
 pub(super) enum Width {
@@ -27,7 +28,7 @@ impl Checker {
         // Unknown ops: every positional name counts as read (no "unused" cascades).
         let n_inputs = match op_text {
             "add" => 2,
-            _ if OPS.contains(&op_text) => 1,
+            _ if ops().contains(&op_text) => 1,
             _ => usize::MAX,
         };
         let reads: Vec<String> = args
@@ -45,8 +46,8 @@ impl Checker {
                 format!("unknown layer operation `{}`", op.text),
                 (&op.text, op.span),
                 "unknown operation",
-                OPS.iter().copied(),
-                Listing::Always(format!("operations: {}", OPS.join(", "))),
+                ops(),
+                Listing::Always(format!("operations: {}", ops().join(", "))),
             );
             return (None, reads);
         }
@@ -89,15 +90,15 @@ impl Checker {
             _ => 1,
         };
         let usage = match op_text {
-            "dense" => "`dense(x, OUT)` or `dense(x, IN -> OUT)`",
-            "conv2d" => "`conv2d(x, OUT, kernel: K)` or `conv2d(x, IN -> OUT, kernel: K)`",
-            "maxpool2d" => "`maxpool2d(x, kernel: K)`",
-            "avgpool2d" => "`avgpool2d(x, kernel: K)`",
-            "add" => "`add(a, b)`",
-            "flatten" => "`flatten(x)`",
-            "relu" => "`relu(x)`",
-            "tanh" => "`tanh(x)`",
-            _ => "`sigmoid(x)`",
+            "dense" => "`dense(x, OUT)` or `dense(x, IN -> OUT)`".to_owned(),
+            "conv2d" => {
+                "`conv2d(x, OUT, kernel: K)` or `conv2d(x, IN -> OUT, kernel: K)`".to_owned()
+            }
+            "maxpool2d" => "`maxpool2d(x, kernel: K)`".to_owned(),
+            "avgpool2d" => "`avgpool2d(x, kernel: K)`".to_owned(),
+            "add" => "`add(a, b)`".to_owned(),
+            // `flatten` and the activations.
+            _ => format!("`{op_text}(x)`"),
         };
         if positional.len() > n_positional {
             let extra = positional[n_positional];
@@ -378,11 +379,10 @@ impl Checker {
 
 /// `flatten` and the activations: no options, and a shape that follows from the input's.
 fn elementwise(name: &Name, op: &str, input: Input) -> Layer {
-    let (kind, out_shape) = match op {
-        "flatten" => (LayerKind::Flatten, vec![input.shape.iter().product()]),
-        "relu" => (LayerKind::Relu, input.shape.clone()),
-        "tanh" => (LayerKind::Tanh, input.shape.clone()),
-        _ => (LayerKind::Sigmoid, input.shape.clone()),
+    // The operations routed here are `flatten` and the activations of the table.
+    let (kind, out_shape) = match Unary::by_name(op) {
+        Some(u) => (LayerKind::Activation(u), input.shape.clone()),
+        None => (LayerKind::Flatten, vec![input.shape.iter().product()]),
     };
     Layer {
         name: name.text.clone(),

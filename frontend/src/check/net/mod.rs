@@ -11,20 +11,17 @@ use super::{Checker, MAX_TOTAL_PARAMS};
 use crate::ast::*;
 use crate::diag::{error, DiagExt};
 use crate::model::{InputDecl, Layer};
-use std::collections::{HashMap, HashSet};
+use sparsec_ir::op::Unary;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
-/// Every layer operation, in the order error notes list them.
-pub(super) const OPS: &[&str] = &[
-    "dense",
-    "conv2d",
-    "maxpool2d",
-    "avgpool2d",
-    "flatten",
-    "relu",
-    "tanh",
-    "sigmoid",
-    "add",
-];
+/// Every layer operation, in the order error notes list them: the layers with their own rules,
+/// then every activation of the IR's table (`sparsec_ir::op::Unary`), then `add`.
+pub(super) fn ops() -> Vec<&'static str> {
+    let mut ops = vec!["dense", "conv2d", "maxpool2d", "avgpool2d", "flatten"];
+    ops.extend(Unary::ALL.iter().map(|u| u.name()));
+    ops.push("add");
+    ops
+}
 /// The operations whose layers have parameters: the only ones a method can select.
 pub(super) const PARAM_OPS: &[&str] = &["dense", "conv2d"];
 
@@ -65,7 +62,7 @@ struct LayerCx<'a> {
     index: usize,
     has_input: bool,
     defs: &'a HashMap<&'a str, (usize, Span)>,
-    values: &'a HashMap<String, Avail>,
+    values: &'a BTreeMap<String, Avail>,
     layers: &'a [Layer],
 }
 
@@ -195,7 +192,8 @@ impl Checker {
         }
 
         // The input.
-        let mut values: HashMap<String, Avail> = HashMap::new();
+        // Ordered, so that suggestions among equally close names never depend on hashing.
+        let mut values: BTreeMap<String, Avail> = BTreeMap::new();
         let mut input_decl: Option<InputDecl> = None;
         let mut input_span = header;
         if let Some((name, shape, _)) = inputs.first() {

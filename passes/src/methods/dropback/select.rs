@@ -11,8 +11,8 @@
 //!
 //! * **Scope.** `global`: one `topk_select` over the concatenation of all scores in
 //!   parameter-table order with the method's `k`. `per_layer`: one `topk_select` per tracked
-//!   parameter with its share of `k` ([`sparsec_ir::dropback::budgets`]: proportional to the
-//!   sizes, largest remainder).
+//!   parameter with its share of `k`, the budget its storage carries (resolved by
+//!   [`sparsec_ir::dropback::resolve_budgets`]: proportional to the sizes, largest remainder).
 //! * **What is selected.** The tracked weights that `@train_step` stores (those with a gradient).
 //!   A tracked weight without a gradient is never stored, so it keeps its initial value and
 //!   takes no part in the selection.

@@ -1,9 +1,16 @@
-//! The operations of the IR and their typing rules.
+//! The operations of the IR: their text names, operands and attributes, typing, and FLOP count.
 //!
 //! Every op has a stable text name and a list of named attributes; the printer and parser treat
-//! attributes generically through [`Op::attrs`] and [`Op::from_parts`], so adding an op means
-//! touching this file only. [`Op::infer`] is the single typing rule used by builders and the
-//! verifier alike.
+//! attributes generically through [`Op::attrs`] and [`Op::from_parts`]. [`Op::infer`] is the
+//! single typing rule used by builders and the verifier alike; [`Op::flops`] the single FLOP
+//! count that the cost model and `sparsec report` read. The element-wise activations are one
+//! table ([`unary`]): adding one there gives its op, gradient op, text form, typing, reference
+//! semantics, autodiff rule and model-language name.
+
+mod flops;
+pub mod unary;
+
+pub use unary::{GradInput, Unary};
 
 use crate::module::{Param, ParamId, Role, Storage};
 use crate::types::{DType, Encoding, Type};
@@ -47,15 +54,10 @@ pub enum Op {
     Mul,
     /// `x * s` with `s: f32[]`.
     Scale,
-    Relu,
-    Tanh,
-    Sigmoid,
-    /// `(dy, x) ↦ dy · [x > 0]`.
-    ReluGrad,
-    /// `(dy, y) ↦ dy · (1 − y²)` where `y = tanh(x)`.
-    TanhGrad,
-    /// `(dy, y) ↦ dy · y · (1 − y)` where `y = sigmoid(x)`.
-    SigmoidGrad,
+    /// An element-wise activation ([`unary`]).
+    Unary(Unary),
+    /// The gradient of an activation: `(dy, x or y) ↦ dx` ([`Unary::grad_reads`] says which).
+    UnaryGrad(Unary),
     /// `(x: [B,C,H,W], w: [O,C,KH,KW]) ↦ [B,O,H',W']` (cross-correlation, as PyTorch).
     Conv2d {
         stride: Hw,
@@ -150,8 +152,8 @@ pub enum Op {
 }
 
 impl Op {
-    /// Every op's text name, for error messages and "did you mean".
-    pub const NAMES: &'static [&'static str] = &[
+    /// The text names of the ops with no table of their own (see [`Op::names`]).
+    const FIXED_NAMES: &'static [&'static str] = &[
         "param",
         "store",
         "const",
@@ -165,12 +167,6 @@ impl Op {
         "sub",
         "mul",
         "scale",
-        "relu",
-        "tanh",
-        "sigmoid",
-        "relu_grad",
-        "tanh_grad",
-        "sigmoid_grad",
         "conv2d",
         "conv2d_input_grad",
         "conv2d_weight_grad",
@@ -195,6 +191,16 @@ impl Op {
         "dropback_score_sgd",
         "dropback_apply_sgd",
     ];
+
+    /// Every op's text name, for error messages and "did you mean".
+    pub fn names() -> Vec<&'static str> {
+        let mut names = Op::FIXED_NAMES.to_vec();
+        for u in Unary::ALL {
+            names.push(u.name());
+            names.push(u.grad_name());
+        }
+        names
+    }
 
     /// The ops that name a parameter inline (`op @p` or `op @p, %operands...`).
     pub const PARAM_OPS: &'static [&'static str] = &[
@@ -255,12 +261,8 @@ impl Op {
             Op::Sub => "sub",
             Op::Mul => "mul",
             Op::Scale => "scale",
-            Op::Relu => "relu",
-            Op::Tanh => "tanh",
-            Op::Sigmoid => "sigmoid",
-            Op::ReluGrad => "relu_grad",
-            Op::TanhGrad => "tanh_grad",
-            Op::SigmoidGrad => "sigmoid_grad",
+            Op::Unary(u) => u.name(),
+            Op::UnaryGrad(u) => u.grad_name(),
             Op::Conv2d { .. } => "conv2d",
             Op::Conv2dInputGrad { .. } => "conv2d_input_grad",
             Op::Conv2dWeightGrad { .. } => "conv2d_weight_grad",
@@ -305,9 +307,7 @@ impl Op {
             Op::DropbackScore(_)
             | Op::Store(_)
             | Op::Reshape { .. }
-            | Op::Relu
-            | Op::Tanh
-            | Op::Sigmoid
+            | Op::Unary(_)
             | Op::MaxPool2d { .. }
             | Op::AvgPool2d { .. }
             | Op::AvgPool2dGrad { .. }
@@ -319,9 +319,7 @@ impl Op {
             | Op::Sub
             | Op::Mul
             | Op::Scale
-            | Op::ReluGrad
-            | Op::TanhGrad
-            | Op::SigmoidGrad
+            | Op::UnaryGrad(_)
             | Op::Conv2d { .. }
             | Op::Conv2dInputGrad { .. }
             | Op::Conv2dWeightGrad { .. }
@@ -387,6 +385,13 @@ impl Op {
     /// own syntax and are not accepted here; `reshape` gets its shape from `result`.
     pub fn from_parts(name: &str, attrs: &[(String, Attr)], result: &Type) -> Result<Op, String> {
         let mut reader = AttrReader::new(name, attrs);
+        let activation = Unary::by_name(name)
+            .map(Op::Unary)
+            .or_else(|| Unary::by_grad_name(name).map(Op::UnaryGrad));
+        if let Some(op) = activation {
+            reader.finish()?;
+            return Ok(op);
+        }
         let op = match name {
             "reshape" => Op::Reshape {
                 shape: result.shape.clone(),
@@ -409,12 +414,6 @@ impl Op {
             "sub" => Op::Sub,
             "mul" => Op::Mul,
             "scale" => Op::Scale,
-            "relu" => Op::Relu,
-            "tanh" => Op::Tanh,
-            "sigmoid" => Op::Sigmoid,
-            "relu_grad" => Op::ReluGrad,
-            "tanh_grad" => Op::TanhGrad,
-            "sigmoid_grad" => Op::SigmoidGrad,
             "conv2d" => Op::Conv2d {
                 stride: reader.hw("stride")?,
                 padding: reader.hw("padding")?,
@@ -474,6 +473,13 @@ impl Op {
         attrs: &[(String, Attr)],
     ) -> Result<Op, String> {
         let mut reader = AttrReader::new(name, attrs);
+        let activation = Unary::by_name(name)
+            .map(Op::Unary)
+            .or_else(|| Unary::by_grad_name(name).map(Op::UnaryGrad));
+        if let Some(op) = activation {
+            reader.finish()?;
+            return Ok(op);
+        }
         let op = match name {
             "param" => Op::Param(param),
             "store" => Op::Store(param),
@@ -643,15 +649,13 @@ impl Op {
                 }
                 Ok(x.clone())
             }
-            Op::Add | Op::Sub | Op::Mul | Op::ReluGrad | Op::TanhGrad | Op::SigmoidGrad => {
-                same_shape()
-            }
+            Op::Add | Op::Sub | Op::Mul | Op::UnaryGrad(_) => same_shape(),
             Op::Scale => {
                 f32s(2)?;
                 rank(1, 0)?;
                 Ok(operands[0].clone())
             }
-            Op::Relu | Op::Tanh | Op::Sigmoid => {
+            Op::Unary(_) => {
                 f32s(1)?;
                 Ok(operands[0].clone())
             }

@@ -1,0 +1,75 @@
+//! The FLOP count of one instruction, the one both the cost model (passes/src/eqsat/cost.rs) and
+//! `sparsec report` read.
+//!
+//! A product `[m,k]·[k,n]` (any transposes, and the fused products that regenerate their weight)
+//! is 2·m·k·n; a convolution and both of its gradients 2·B·O·H'·W'·C·KH·KW; pooling and its
+//! gradients one per element of each window (output elements · KH·KW); Dropback's fused scoring
+//! and update the weight gradient `dyᵀx` (2·O·I·B) and one op per element; every other
+//! arithmetic op (activations and their gradients, additions, reductions, softmax cross-entropy
+//! and its gradient, argmax, Dropback's score, apply and top-k selection) one per element of its
+//! largest operand or result. Moving or regenerating data (`param`, `store`, `const`, `reshape`,
+//! `regen`, `tracked`, `correction`, `tracked_set`) costs 0: the cost model counts those bytes
+//! and regenerated words as terms of their own.
+
+use super::Op;
+use crate::types::Type;
+
+fn elements(shape: &[usize]) -> u64 {
+    shape.iter().map(|&d| d as u64).product()
+}
+
+impl Op {
+    /// FLOPs of one instruction with these operand and result types (see the module docs).
+    pub fn flops(&self, operands: &[&Type], result: &Type) -> u64 {
+        let shape = |i: usize| -> &[usize] { operands.get(i).map_or(&[][..], |t| &t.shape) };
+        let out = elements(&result.shape);
+        match self {
+            Op::Param(_)
+            | Op::Store(_)
+            | Op::Const { .. }
+            | Op::Reshape { .. }
+            | Op::TrackedSet(_)
+            | Op::Regen(_)
+            | Op::Tracked(_)
+            | Op::Correction(_) => 0,
+            Op::MatMul { ta, .. } => {
+                // The contracted length is the first operand's inner (transposed: outer) axis.
+                let a = shape(0);
+                let k = if *ta { a.first() } else { a.last() };
+                2 * out * k.copied().unwrap_or(0) as u64
+            }
+            // `x · Wᵀ` and `dy · W` for a weight `[O, I]`: the contracted length is the
+            // operand's last axis.
+            Op::MatMulNtWeight(_) | Op::MatMulWeight(_) => {
+                2 * out * shape(0).last().copied().unwrap_or(0) as u64
+            }
+            // The weight gradient `dyᵀx` (`dy: [B, O]`, `x: [B, I]`), then one op per element.
+            Op::DropbackScoreSgd(_) | Op::DropbackApplySgd { .. } => {
+                let b = shape(0).first().copied().unwrap_or(0) as u64;
+                2 * out * b + out
+            }
+            // Output positions of the forward convolution times one window of the weight.
+            Op::Conv2d { .. } => 2 * out * elements(shape(1).get(1..).unwrap_or(&[])),
+            Op::Conv2dInputGrad { .. } => {
+                2 * elements(shape(0)) * elements(shape(1).get(1..).unwrap_or(&[]))
+            }
+            // (x, dy) ↦ dw [O, C, KH, KW]: every output position of dy meets a C·KH·KW window.
+            Op::Conv2dWeightGrad { .. } => {
+                2 * elements(shape(1)) * elements(result.shape.get(1..).unwrap_or(&[]))
+            }
+            Op::MaxPool2d { kernel, .. } | Op::AvgPool2d { kernel, .. } => {
+                out * (kernel[0] * kernel[1]) as u64
+            }
+            // The gradient walks the same windows as the forward pool, whose output is `dy`.
+            Op::MaxPool2dGrad { kernel, .. } | Op::AvgPool2dGrad { kernel, .. } => {
+                elements(shape(0)) * (kernel[0] * kernel[1]) as u64
+            }
+            _ => operands
+                .iter()
+                .map(|t| elements(&t.shape))
+                .chain([out])
+                .max()
+                .unwrap_or(0),
+        }
+    }
+}
