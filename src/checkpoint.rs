@@ -87,6 +87,10 @@ pub struct TrainMeta {
     /// the checkpoint's tensors have.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub program: Option<String>,
+    /// What each run-side hook keeps of its own ([`crate::methods::RunMethod::checkpoint`]),
+    /// in hook order (the method's first), absent when none keeps anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hook_states: Option<Vec<serde_json::Value>>,
 }
 
 /// The training state that a checkpoint saves: every parameter-table entry by index.

@@ -21,7 +21,7 @@ use sparsec_ir::{Module, Role, Stage};
 use crate::checkpoint::{self, Snapshot, TrainMeta};
 use crate::data::{self, Dataset, Splits};
 use crate::driver::{self, Failure, Program};
-use crate::methods::{self, EpochEnd, Reconfiguration, RunMethod};
+use crate::methods::{self, EpochEnd, Reconfiguration, RunMethod, StepEnd};
 use crate::runner::{Backend, Runner};
 
 /// What `sparsec train` was asked to do.
@@ -410,6 +410,7 @@ fn prepare(req: &TrainRequest) -> Result<Session, Failure> {
                 data_dir: data_dir.map(|d| d.display().to_string()),
                 resolved: resolved_settings(&module),
                 program: None,
+                hook_states: None,
             }
         }
     };
@@ -557,6 +558,21 @@ pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
     } = prepare(req)?;
     let mut hooks = vec![method];
     hooks.extend(extra_hooks);
+    if let Some(saved) = &meta.hook_states {
+        if saved.len() != hooks.len() {
+            return Err(input_error(format!(
+                "the checkpoint holds the state of {} run-side hooks, this run has {}",
+                saved.len(),
+                hooks.len()
+            )));
+        }
+        for (hook, saved) in hooks.iter_mut().zip(saved) {
+            if !saved.is_null() {
+                hook.restore(saved)
+                    .map_err(|e| input_error(format!("cannot resume a hook's state: {e}")))?;
+            }
+        }
+    }
     let spec = module
         .train
         .clone()
@@ -590,17 +606,21 @@ pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
     let sample_len = train_set.sample_len();
     let mut images = vec![0f32; batch * sample_len];
     let mut labels = vec![0i32; batch];
-    let save = |module: &Module, state: &State<f32>, meta: &TrainMeta| {
-        checkpoint::save(
-            &run_dir,
-            &Snapshot {
-                module,
-                state,
-                train: meta.clone(),
-            },
-        )
-        .map_err(input_error)
-    };
+    let save =
+        |module: &Module, state: &State<f32>, meta: &TrainMeta, hooks: &[Box<dyn RunMethod>]| {
+            let mut train = meta.clone();
+            let own: Vec<serde_json::Value> = hooks.iter().map(|h| h.checkpoint()).collect();
+            train.hook_states = own.iter().any(|v| !v.is_null()).then_some(own);
+            checkpoint::save(
+                &run_dir,
+                &Snapshot {
+                    module,
+                    state,
+                    train,
+                },
+            )
+            .map_err(input_error)
+        };
     let mut last_checkpoint = if resumed {
         checkpoint::latest(&run_dir).ok()
     } else {
@@ -608,7 +628,7 @@ pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
     };
     let mut last_saved_step = meta.step;
     if !resumed {
-        last_checkpoint = Some(save(&compiled.module, &state, &meta)?);
+        last_checkpoint = Some(save(&compiled.module, &state, &meta, &hooks)?);
     }
 
     let progress = if std::io::stderr().is_terminal() {
@@ -683,6 +703,16 @@ pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
                 .count();
             meta.step += 1;
             sync_state(&hooks, &compiled.module, meta.step, &mut state);
+            for hook in hooks.iter_mut() {
+                hook.after_step(&StepEnd {
+                    epoch,
+                    step: meta.step,
+                    module: &compiled.module,
+                    outputs: &outputs,
+                    state: &state,
+                })
+                .map_err(input_error)?;
+            }
             meta.batch_in_epoch += 1;
             meta.epoch_loss_sum += f64::from(loss);
             meta.epoch_correct += correct as u64;
@@ -751,14 +781,14 @@ pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
         meta.epoch_correct = 0;
         meta.epoch_seen = 0;
         for h in 0..hooks.len() {
-            let end = EpochEnd {
+            let mut end = EpochEnd {
                 epoch,
                 step: meta.step,
                 module: &compiled.module,
                 ir: &program.module,
-                state: &state,
+                state: &mut state,
             };
-            let Some(reconfiguration) = hooks[h].after_epoch(&end).map_err(input_error)? else {
+            let Some(reconfiguration) = hooks[h].after_epoch(&mut end).map_err(input_error)? else {
                 continue;
             };
             let line = reconfigure(
@@ -778,7 +808,7 @@ pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
             metrics.log(line)?;
             meta.program = Some(sparsec_ir::print::print_module(&program.module));
         }
-        last_checkpoint = Some(save(&compiled.module, &state, &meta)?);
+        last_checkpoint = Some(save(&compiled.module, &state, &meta, &hooks)?);
         last_saved_step = meta.step;
     }
     if let Some(bar) = &progress {
@@ -786,7 +816,7 @@ pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
     }
     let session_seconds = train_started.elapsed().as_secs_f64();
     if last_saved_step != meta.step {
-        last_checkpoint = Some(save(&compiled.module, &state, &meta)?);
+        last_checkpoint = Some(save(&compiled.module, &state, &meta, &hooks)?);
     }
     let checkpoint_dir = last_checkpoint.unwrap_or_else(|| run_dir.join("checkpoints"));
     if last_test.1.is_nan() || stop_reason == "max_steps" {

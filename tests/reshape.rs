@@ -285,7 +285,7 @@ fn a_residual_add_ties_every_layer_meeting_there() {
 struct RemoveAfterFirstEpoch;
 
 impl RunMethod for RemoveAfterFirstEpoch {
-    fn after_epoch(&mut self, end: &EpochEnd<'_>) -> Result<Option<Reconfiguration>, String> {
+    fn after_epoch(&mut self, end: &mut EpochEnd<'_>) -> Result<Option<Reconfiguration>, String> {
         Ok((end.epoch == 0).then(|| Reconfiguration {
             pass: Box::new(RemoveUnits {
                 layer: "fc1".into(),

@@ -9,7 +9,7 @@
 pub mod dropback;
 
 use sparsec_ir::func_names::TRAIN_STEP;
-use sparsec_ir::interp::State;
+use sparsec_ir::interp::{Output, State};
 use sparsec_ir::remap::Remap;
 use sparsec_ir::spec::MethodSpec;
 use sparsec_ir::Module;
@@ -24,6 +24,20 @@ pub struct EpochEnd<'a> {
     /// The program as it is compiled now (stage `opt`), and at stage `ir`.
     pub module: &'a Module,
     pub ir: &'a Module,
+    /// The parameters and optimizer state; a hook may change them (a projection, a mask)
+    /// before the epoch's checkpoint is written.
+    pub state: &'a mut State<f32>,
+}
+
+/// What a hook sees after a training step.
+pub struct StepEnd<'a> {
+    /// The epoch in progress (0-based) and the steps done, this one included.
+    pub epoch: u64,
+    pub step: u64,
+    pub module: &'a Module,
+    /// The step function's outputs: `(loss, logits)`, then any the method's passes added
+    /// (statistics accumulated inside the compiled step).
+    pub outputs: &'a [Output<f32>],
     pub state: &'a State<f32>,
 }
 
@@ -49,10 +63,27 @@ pub trait RunMethod {
     /// first step of a session and after every step (so evaluation sees it too).
     fn sync_state(&self, _module: &Module, _steps: u64, _state: &mut State<f32>) {}
 
+    /// After every training step (its outputs, before the next step runs).
+    fn after_step(&mut self, _end: &StepEnd<'_>) -> Result<(), String> {
+        Ok(())
+    }
+
     /// After an epoch has been trained and evaluated, before its checkpoint: a reconfiguration,
     /// if the method asks for one now.
-    fn after_epoch(&mut self, _end: &EpochEnd<'_>) -> Result<Option<Reconfiguration>, String> {
+    fn after_epoch(&mut self, _end: &mut EpochEnd<'_>) -> Result<Option<Reconfiguration>, String> {
         Ok(None)
+    }
+
+    /// The method's own state for the checkpoint (a penalty weight fixed at the first step,
+    /// where a schedule of rounds stands, ...), `Null` when it keeps none. A resumed run gets
+    /// it back through [`RunMethod::restore`] before its first step, so it continues exactly.
+    fn checkpoint(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+
+    /// Continue from what [`RunMethod::checkpoint`] returned when the checkpoint was written.
+    fn restore(&mut self, _saved: &serde_json::Value) -> Result<(), String> {
+        Ok(())
     }
 }
 
