@@ -887,15 +887,25 @@ pub fn eval(
     backend: Backend,
     threads: Option<usize>,
 ) -> Result<String, Failure> {
-    let program = driver::load_program(file, &[])?;
-    let module = &program.module;
+    let mut program = driver::load_program(file, &[])?;
     let weights_file = if weights.is_dir() {
-        checkpoint::latest(weights)
-            .map_err(input_error)?
-            .join("model.safetensors")
+        let dir = checkpoint::latest(weights).map_err(input_error)?;
+        // A run whose shapes changed (a reconfiguration) is evaluated at its shapes as they are:
+        // the program its checkpoint records.
+        let meta = checkpoint::read_train_meta(&dir).map_err(input_error)?;
+        if let Some(ir) = meta.program {
+            program.module = sparsec_ir::parse::parse_module(&ir).map_err(|e| {
+                input_error(format!(
+                    "`{}`: the program the checkpoint records does not parse: {e}",
+                    dir.display()
+                ))
+            })?;
+        }
+        dir.join("model.safetensors")
     } else {
         weights.to_path_buf()
     };
+    let module = &program.module;
     let mut state = State::<f32>::initial(module);
     let meta = checkpoint::load_weights(&weights_file, module, &mut state).map_err(input_error)?;
     let splits = load_data(module, data_dir)?;

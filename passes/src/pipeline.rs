@@ -23,6 +23,12 @@ pub trait Pass {
     fn name(&self) -> &'static str;
     /// The stage the module is at after this pass.
     fn stage_after(&self) -> Stage;
+    /// Whether a module already at [`Pass::stage_after`] has had this pass: several passes
+    /// end at one stage (autodiff and a method's passes at `train`), so a dump printed between
+    /// them says `stage=train` and the pipeline asks the rest whether they still have to run.
+    fn applied(&self, _module: &Module) -> bool {
+        true
+    }
     fn run(&self, module: &Module) -> Result<Module, String>;
 }
 
@@ -44,6 +50,9 @@ impl Pass for Autodiff {
     }
     fn stage_after(&self) -> Stage {
         Stage::Train
+    }
+    fn applied(&self, module: &Module) -> bool {
+        module.func(sparsec_ir::func_names::TRAIN_STEP).is_some()
     }
     fn run(&self, module: &Module) -> Result<Module, String> {
         crate::autodiff::build_train_step(module)
@@ -125,7 +134,8 @@ impl Pipeline {
         let mut ran = false;
         for pass in &self.passes {
             let after = pass.stage_after();
-            if after <= start || after > target {
+            let pending = after > start || (after == start && !pass.applied(&module));
+            if !pending || after > target {
                 continue;
             }
             module = pass.run(&module).map_err(|message| PipelineError::Pass {

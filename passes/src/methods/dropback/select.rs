@@ -49,6 +49,23 @@ impl Pass for DropbackPass {
         Stage::Train
     }
 
+    /// Applied when every store of a tracked weight in `@train_step` goes through a selection.
+    fn applied(&self, module: &Module) -> bool {
+        let Some(step) = module.func(TRAIN_STEP) else {
+            return false;
+        };
+        let budgets = sparsec_ir::dropback::budgets(&module.params);
+        step.insts.iter().all(|inst| match inst.op {
+            Op::Store(id) if budgets.iter().any(|&(p, _)| p == id) => {
+                matches!(inst.operands[0], Value::Inst(j) if matches!(
+                    step.insts[j as usize].op,
+                    Op::DropbackApply { .. } | Op::DropbackApplySgd { .. }
+                ))
+            }
+            _ => true,
+        })
+    }
+
     fn run(&self, module: &Module) -> Result<Module, String> {
         apply_dropback(module)
     }
