@@ -2,12 +2,13 @@
 //! passes with the verifier between them.
 //!
 //! ```text
-//! stage ir ──autodiff──▶ ──the method's passes (dropback)──▶ stage train ──eqsat──▶ stage opt
+//! stage ir ──method's objective passes──▶ ──autodiff──▶ ──method's update passes (dropback)──▶
+//!          stage train ──eqsat──▶ stage opt
 //! ```
 //!
-//! A pipeline is built for a module ([`Pipeline::for_module`]): autodiff, the passes its method
-//! adds after autodiff ([`crate::methods::CompileMethod::passes_after_autodiff`]), then equality
-//! saturation with the method's rules. [`Pipeline::run`] runs the passes between the module's
+//! A pipeline is built for a module ([`Pipeline::for_module`]): the passes its method adds
+//! before autodiff (a penalty in the loss), autodiff, the passes it adds after autodiff
+//! ([`crate::methods::CompileMethod`]), then equality saturation with the method's rules. [`Pipeline::run`] runs the passes between the module's
 //! own stage and the one asked for, so an IR dump starts wherever it was printed. In debug
 //! builds (and so in every test) the verifier runs after each pass; the final module is
 //! verified in every build, so a pass's bug is an error, never a malformed program downstream.
@@ -98,7 +99,8 @@ impl Pipeline {
     pub fn for_module(module: &Module, memory_budget: Option<u64>) -> Pipeline {
         let method = compile_side(module.method.as_ref());
         let rules: RuleSource = method.eqsat_rules();
-        let mut passes: Vec<Box<dyn Pass>> = vec![Box::new(Autodiff)];
+        let mut passes = method.passes_before_autodiff();
+        passes.push(Box::new(Autodiff));
         passes.extend(method.passes_after_autodiff());
         passes.push(Box::new(Eqsat {
             options: eqsat::Options {

@@ -34,7 +34,13 @@ pub trait CompileMethod {
         Ok(())
     }
 
-    /// Passes that run after autodiff, in order.
+    /// Passes that run before autodiff, in order: what changes the training objective (a
+    /// penalty added to the loss is differentiated with it). They end at stage `train` too.
+    fn passes_before_autodiff(&self) -> Vec<Box<dyn Pass>> {
+        Vec::new()
+    }
+
+    /// Passes that run after autodiff, in order: what changes the update (Dropback's selection).
     fn passes_after_autodiff(&self) -> Vec<Box<dyn Pass>> {
         Vec::new()
     }
@@ -58,7 +64,8 @@ impl CompileMethod for Dense {
 pub struct Registration {
     /// The method's name, as in the model file.
     pub method: &'static str,
-    /// The names of the passes it adds after autodiff (what `--print-after` may name).
+    /// The names of the passes it adds before and after autodiff (what `--print-after` may
+    /// name).
     pub passes: &'static [&'static str],
     /// The compile side, if the spec is this method's.
     pub make: fn(&MethodSpec) -> Option<Box<dyn CompileMethod>>,
