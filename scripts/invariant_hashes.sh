@@ -4,6 +4,10 @@
 # machine (the products use the CPU's FMA kernels, so the hashes are per instruction set).
 #
 #   scripts/invariant_hashes.sh [SPARSEC_BINARY]   (default target/release/sparsec)
+#
+# scripts/invariant_hashes.expected holds the hashes recorded before the redesign of the method
+# homes, pass pipeline and op table: `diff <(scripts/invariant_hashes.sh) <(grep -v '^#'
+# scripts/invariant_hashes.expected)` on the same kind of CPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${1:-target/release/sparsec}
