@@ -10,6 +10,8 @@
 //! little to the right so that the two implementations' bars do not overlap. Text needs a TrueType
 //! font: `--font PATH` (default DejaVu Sans, as Debian installs it).
 
+#![forbid(unsafe_code)]
+
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
