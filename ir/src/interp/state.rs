@@ -1,0 +1,154 @@
+//! The state that persists between runs, the parameters' values, and how a tracked parameter's
+//! value is held as its stored entries over a regenerated initial value.
+
+use super::float::Float;
+use crate::module::Module;
+use crate::regen;
+
+/// The values of a module's parameters, by `ParamId` index.
+///
+/// A dense parameter is one row-major buffer (PyTorch layout) in `values`. A *tracked*
+/// parameter (Dropback, storage `tracked`) keeps only its stored entries in `tracked`: the
+/// sorted flat indices where its value differs from its regenerated initial value `w0`, and the
+/// values there; its `values` buffer is empty. Its effective (dense) value is `w0` with those
+/// entries written over it, where `w0` is the parameter's `Init` under the regeneration spec
+/// ([`regen`]) times `init_scale` (one `f32` product; the scale is 1 unless `decay_init`
+/// shrinks the initial values between steps), converted to `T`. So the state of a tracked
+/// parameter is O(stored entries), never O(its size).
+#[derive(Clone, Debug, PartialEq)]
+pub struct State<T> {
+    pub values: Vec<Vec<T>>,
+    pub tracked: Vec<Option<TrackedValues<T>>>,
+    /// The factor the regenerated initial values of tracked parameters are multiplied by.
+    pub init_scale: f32,
+}
+
+/// The stored entries of a tracked parameter: sorted, distinct flat indices and their values.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TrackedValues<T> {
+    pub indices: Vec<u32>,
+    pub values: Vec<T>,
+}
+
+impl<T> TrackedValues<T> {
+    pub fn len(&self) -> usize {
+        self.indices.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.indices.is_empty()
+    }
+}
+
+/// Whether a parameter is kept in the tracked (sparse) form.
+pub fn is_tracked(p: &crate::module::Param) -> bool {
+    matches!(p.storage, crate::module::Storage::Tracked { .. })
+}
+
+/// The module's seed (`train.seed`, 0 without a training spec).
+pub fn module_seed(m: &Module) -> u64 {
+    m.train.as_ref().map_or(0, |t| t.seed)
+}
+
+/// Parameter `p`'s initial value times `scale` (one `f32` product per element), as `T`.
+pub fn initial_value<T: Float>(m: &Module, p: usize, scale: f32) -> Vec<T> {
+    let param = &m.params[p];
+    regen::init_values(
+        param.init,
+        module_seed(m),
+        param.stream,
+        param.ty.num_elements(),
+    )
+    .into_iter()
+    .map(|x| T::from_f32(x * scale))
+    .collect()
+}
+
+/// Whether two values are the same bits (so `-0` differs from `+0`, and a NaN is kept).
+#[inline]
+fn same_bits<T: Float>(a: T, b: T) -> bool {
+    a.to_f64().to_bits() == b.to_f64().to_bits()
+}
+
+/// The entries of `value` that differ (bitwise) from `w0`.
+pub(super) fn diff_entries<T: Float>(value: &[T], w0: &[T]) -> TrackedValues<T> {
+    let mut t = TrackedValues {
+        indices: Vec::new(),
+        values: Vec::new(),
+    };
+    for (i, (&v, &w)) in value.iter().zip(w0).enumerate() {
+        if !same_bits(v, w) {
+            t.indices.push(i as u32);
+            t.values.push(v);
+        }
+    }
+    t
+}
+
+impl<T: Float> State<T> {
+    /// Every dense parameter's `Init` evaluated with the regeneration spec
+    /// ([`regen::init_values`]) under the module's seed (`train.seed`, 0 without a training
+    /// spec) and the parameter's stream, converted from `f32`; every tracked parameter with no
+    /// stored entries (its effective value is its initial value) and `init_scale` 1.
+    pub fn initial(m: &Module) -> State<T> {
+        let mut values = Vec::with_capacity(m.params.len());
+        let mut tracked = Vec::with_capacity(m.params.len());
+        for (i, p) in m.params.iter().enumerate() {
+            if is_tracked(p) {
+                values.push(Vec::new());
+                tracked.push(Some(TrackedValues::default()));
+            } else {
+                values.push(initial_value(m, i, 1.0));
+                tracked.push(None);
+            }
+        }
+        State {
+            values,
+            tracked,
+            init_scale: 1.0,
+        }
+    }
+
+    /// A state holding every parameter densely (for modules without tracked parameters).
+    pub fn dense(values: Vec<Vec<T>>) -> State<T> {
+        State {
+            tracked: vec![None; values.len()],
+            values,
+            init_scale: 1.0,
+        }
+    }
+
+    /// Parameter `p`'s effective value as a dense buffer (a copy; regenerated for a tracked one).
+    pub fn dense_value(&self, m: &Module, p: usize) -> Vec<T> {
+        match &self.tracked[p] {
+            None => self.values[p].clone(),
+            Some(t) => {
+                let mut out = initial_value(m, p, self.init_scale);
+                for (&i, &v) in t.indices.iter().zip(&t.values) {
+                    out[i as usize] = v;
+                }
+                out
+            }
+        }
+    }
+
+    /// Give parameter `p` the effective value `value` (a tracked parameter keeps the entries
+    /// that differ from its initial value under the current `init_scale`, however many).
+    pub fn set_dense_value(&mut self, m: &Module, p: usize, value: Vec<T>) {
+        match &mut self.tracked[p] {
+            None => self.values[p] = value,
+            Some(t) => {
+                let w0 = initial_value::<T>(m, p, self.init_scale);
+                *t = diff_entries(&value, &w0);
+            }
+        }
+    }
+
+    /// Number of values stored for parameter `p`: its size when dense, its entries when tracked.
+    pub fn stored_len(&self, p: usize) -> usize {
+        match &self.tracked[p] {
+            None => self.values[p].len(),
+            Some(t) => t.len(),
+        }
+    }
+}
