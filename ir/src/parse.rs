@@ -515,23 +515,43 @@ impl<'a> Parser<'a> {
     }
 
     /// `[item, item, ...]`
-    fn list<T>(&mut self, mut item: impl FnMut(&mut Self) -> PResult<T>) -> PResult<Vec<T>> {
+    fn list<T>(&mut self, item: impl FnMut(&mut Self) -> PResult<T>) -> PResult<Vec<T>> {
         self.punct('[')?;
-        let mut items = Vec::new();
-        if self.eat_punct(']')? {
-            return Ok(items);
+        self.comma_list(']', item)
+    }
+
+    /// `item, item, ... CLOSE`, possibly empty, after its opening token, through `close`. Every
+    /// delimited list of the text form goes through here, so they all report a missing `,` or
+    /// closing token the same way.
+    fn comma_list<T>(
+        &mut self,
+        close: char,
+        item: impl FnMut(&mut Self) -> PResult<T>,
+    ) -> PResult<Vec<T>> {
+        if self.eat_punct(close)? {
+            return Ok(Vec::new());
         }
-        loop {
-            items.push(item(self)?);
-            if !self.eat_punct(',')? {
-                break;
-            }
-        }
-        if !self.is_punct(']') {
-            return self.unexpected("`,` or `]`");
+        let items = self.comma_separated(item)?;
+        if !self.is_punct(close) {
+            return self.unexpected(&format!("`,` or `{close}`"));
         }
         self.bump()?;
         Ok(items)
+    }
+
+    /// `item, item, ...`: one or more, up to the first item not followed by `,`. What follows is
+    /// the caller's to check (a closing token, or the end of the line).
+    fn comma_separated<T>(
+        &mut self,
+        mut item: impl FnMut(&mut Self) -> PResult<T>,
+    ) -> PResult<Vec<T>> {
+        let mut items = Vec::new();
+        loop {
+            items.push(item(self)?);
+            if !self.eat_punct(',')? {
+                return Ok(items);
+            }
+        }
     }
 
     /// `f32[64, 784]`, `f32[]`, `f32[300, 784]{regen}`, `f32[300, 784]{sparse 10664}`.
@@ -548,25 +568,19 @@ impl<'a> Parser<'a> {
             }
         };
         let open = self.punct('[')?;
-        let mut shape = Vec::new();
-        if !self.is_punct(']') {
-            loop {
-                if shape.len() == MAX_RANK {
-                    return Err(ParseError::new(
-                        open.start..self.span.end,
-                        format!("rank exceeds the limit of {MAX_RANK}"),
-                    ));
-                }
-                shape.push(self.usize("a dimension")?);
-                if !self.eat_punct(',')? {
-                    break;
-                }
+        let mut rank = 0;
+        // Checked before each dimension is read, so an overlong shape is refused at the first
+        // dimension past the limit, before it is built.
+        let shape = self.comma_list(']', |p| {
+            if rank == MAX_RANK {
+                return Err(ParseError::new(
+                    open.start..p.span.end,
+                    format!("rank exceeds the limit of {MAX_RANK}"),
+                ));
             }
-        }
-        if !self.is_punct(']') {
-            return self.unexpected("`,` or `]`");
-        }
-        self.bump()?;
+            rank += 1;
+            p.usize("a dimension")
+        })?;
         let mut ty = checked_type(dtype, shape)
             .map_err(|e| ParseError::new(start.start..self.prev_end, e))?;
         if self.eat_punct('{')? {
@@ -863,22 +877,11 @@ impl<'a> Parser<'a> {
             "admm" => {
                 self.key("keep")?;
                 let keep = if self.eat_punct('{')? {
-                    let mut layers = Vec::new();
-                    if !self.eat_punct('}')? {
-                        loop {
-                            let (name, _) = self.name("a layer name")?;
-                            self.punct(':')?;
-                            layers.push((name, self.f64("a number")?));
-                            if !self.eat_punct(',')? {
-                                break;
-                            }
-                        }
-                        if !self.is_punct('}') {
-                            return self.unexpected("`,` or `}`");
-                        }
-                        self.bump()?;
-                    }
-                    KeepRatio::PerLayer(layers)
+                    KeepRatio::PerLayer(self.comma_list('}', |p| {
+                        let (name, _) = p.name("a layer name")?;
+                        p.punct(':')?;
+                        Ok((name, p.f64("a number")?))
+                    })?)
                 } else {
                     KeepRatio::All(self.f64("a number or `{layer: ratio, ...}`")?)
                 };
@@ -1045,48 +1048,30 @@ impl<'a> Parser<'a> {
         };
         let mut arg_ids: HashMap<String, u32> = HashMap::new();
         self.punct('(')?;
-        if !self.is_punct(')') {
-            loop {
-                let start = self.punct('%')?.start;
-                let (arg, arg_span) = self.arg_name()?;
-                if arg_ids.contains_key(&arg) {
-                    return Err(ParseError::new(
-                        arg_span,
-                        format!("duplicate argument %{arg}"),
-                    ));
-                }
-                self.punct(':')?;
-                let (ty, _) = self.ty()?;
-                arg_ids.insert(arg.clone(), f.args.len() as u32);
-                f.args.push(Arg { name: arg, ty });
-                spans.args.push(start..self.prev_end);
-                if !self.eat_punct(',')? {
-                    break;
-                }
+        let args = self.comma_list(')', |p| {
+            let start = p.punct('%')?.start;
+            let (arg, arg_span) = p.arg_name()?;
+            if arg_ids.contains_key(&arg) {
+                return Err(ParseError::new(
+                    arg_span,
+                    format!("duplicate argument %{arg}"),
+                ));
             }
+            p.punct(':')?;
+            let (ty, _) = p.ty()?;
+            arg_ids.insert(arg.clone(), arg_ids.len() as u32);
+            Ok((Arg { name: arg, ty }, start..p.prev_end))
+        })?;
+        for (arg, span) in args {
+            f.args.push(arg);
+            spans.args.push(span);
         }
-        if !self.is_punct(')') {
-            return self.unexpected("`,` or `)`");
-        }
-        self.bump()?;
         if self.tok != Tok::Arrow {
             return self.unexpected("`->`");
         }
         self.bump()?;
         self.punct('(')?;
-        let mut declared = Vec::new();
-        if !self.is_punct(')') {
-            loop {
-                declared.push(self.ty()?);
-                if !self.eat_punct(',')? {
-                    break;
-                }
-            }
-        }
-        if !self.is_punct(')') {
-            return self.unexpected("`,` or `)`");
-        }
-        self.bump()?;
+        let declared = self.comma_list(')', Self::ty)?;
         self.punct('{')?;
         self.end_of_line()?;
         loop {
@@ -1107,15 +1092,11 @@ impl<'a> Parser<'a> {
             }
         }
         let ret_start = self.bump()?.1.start;
-        let mut returned = Vec::new();
-        if !matches!(self.tok, Tok::Newline | Tok::Eof) {
-            loop {
-                returned.push(self.value(&f, f.insts.len(), &arg_ids)?);
-                if !self.eat_punct(',')? {
-                    break;
-                }
-            }
-        }
+        let returned = if matches!(self.tok, Tok::Newline | Tok::Eof) {
+            Vec::new()
+        } else {
+            self.comma_separated(|p| p.value(&f, f.insts.len(), &arg_ids))?
+        };
         spans.ret = ret_start..self.prev_end;
         if returned.len() != declared.len() {
             return Err(ParseError::new(
@@ -1201,19 +1182,7 @@ impl<'a> Parser<'a> {
     /// `{k=v, ...}` (at the `{`); returns the attributes and their span.
     fn attrs(&mut self) -> PResult<(Attrs, Range<usize>)> {
         let open = self.bump()?.1.start;
-        let mut attrs = Vec::new();
-        if !self.is_punct('}') {
-            loop {
-                attrs.push(self.attr()?);
-                if !self.eat_punct(',')? {
-                    break;
-                }
-            }
-        }
-        if !self.is_punct('}') {
-            return self.unexpected("`,` or `}`");
-        }
-        self.bump()?;
+        let attrs = self.comma_list('}', Self::attr)?;
         Ok((attrs, open..self.prev_end))
     }
 
@@ -1264,12 +1233,7 @@ impl<'a> Parser<'a> {
                 };
                 if self.eat_punct(',')? {
                     let first = self.span.start;
-                    loop {
-                        operands.push(self.value(f, index, arg_ids)?.0);
-                        if !self.eat_punct(',')? {
-                            break;
-                        }
-                    }
+                    operands = self.comma_separated(|p| Ok(p.value(f, index, arg_ids)?.0))?;
                     operands_span = first..self.prev_end;
                 }
                 if self.is_punct('{') {
@@ -1292,12 +1256,7 @@ impl<'a> Parser<'a> {
             _ if Op::names().contains(&op_name) => {
                 if self.is_punct('%') {
                     let first = self.span.start;
-                    loop {
-                        operands.push(self.value(f, index, arg_ids)?.0);
-                        if !self.eat_punct(',')? {
-                            break;
-                        }
-                    }
+                    operands = self.comma_separated(|p| Ok(p.value(f, index, arg_ids)?.0))?;
                     operands_span = first..self.prev_end;
                 }
                 if self.is_punct('{') {
