@@ -2,13 +2,12 @@
 //! `tracked_set`, tracked parameters in the interpreter's state (O(k), overlay, capacity), and
 //! the text form of the ops.
 
-mod common;
-
 use sparsec_ir::interp::{initial_value, topk_select, Input, Interpreter, Output, State};
 use sparsec_ir::spec::{DropbackScope, Method, MethodSpec, Optimizer, Schedule, TrainSpec};
 use sparsec_ir::{
-    parse_module, print_module, Func, Init, Module, Op, Param, ParamId, Role, Storage, Type,
+    parse_module, print_module, Func, Init, Module, Op, Param, ParamId, Storage, Type,
 };
+use sparsec_test_support::modules;
 
 fn topk(scores: &[&[f32]], k: usize) -> Vec<u32> {
     let (mut scratch, mut out) = (Vec::new(), Vec::new());
@@ -97,17 +96,9 @@ fn topk_is_exact_on_large_inputs_with_clustered_scores() {
 }
 
 fn param(name: &str, shape: &[usize], init: Init, stream: u64, k: u64) -> Param {
-    Param {
-        name: name.into(),
-        ty: Type::f32(shape.to_vec()),
-        init,
-        stream,
-        // Global scope: each parameter's budget is the whole k, capped at its size.
-        storage: Storage::Tracked {
-            budget: k.min(shape.iter().product::<usize>() as u64),
-        },
-        role: Role::Weight,
-    }
+    // Global scope: each parameter's budget is the whole k, capped at its size.
+    let budget = k.min(shape.iter().product::<usize>() as u64);
+    modules::param(name, shape, init, stream, Storage::Tracked { budget })
 }
 
 /// Two tracked parameters (`w: [2, 3]` uniform, `b: [2]` zeros, global k) and
@@ -302,7 +293,7 @@ fn a_store_beyond_the_budget_is_an_error_and_changes_nothing() {
 /// the distributed one (regenerated product plus sparse correction) to rounding.
 #[test]
 fn optimised_forms_agree_with_the_plain_computation() {
-    let m = common::opt_forms();
+    let m = modules::opt_forms();
     let mut state = State::<f32>::initial(&m);
     let mut it = Interpreter::<f32>::new(&m, "train_step").unwrap();
     let x: Vec<f32> = (0..6).map(|i| 0.1 * i as f32 - 0.2).collect();

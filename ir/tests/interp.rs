@@ -3,64 +3,21 @@
 //! (bit for bit: the summation order is part of the contract), deferred stores, initial state,
 //! and errors.
 
-mod common;
-
 use sparsec_ir::interp::{Float, Input, InterpError, Interpreter, Output, State, Tensor};
 use sparsec_ir::op::Hw;
 use sparsec_ir::op::{GradInput, Unary};
-use sparsec_ir::{regen, DType, Encoding, Func, Init, Module, Op, Param, ParamId, Role, Storage};
+use sparsec_ir::{regen, DType, Encoding, Func, Init, Module, Op, ParamId, Storage};
 use sparsec_ir::{Type, Value};
+use sparsec_test_support::modules::{self, param, push};
+use sparsec_test_support::rng::Rng;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-/// SplitMix64: deterministic test data without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [-1, 1).
-    fn f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
-    }
-
-    fn vec(&mut self, n: usize) -> Vec<f64> {
-        (0..n).map(|_| self.f64()).collect()
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-}
 
 #[derive(Clone, Debug)]
 enum Data<T> {
     F(Vec<T>),
     I(Vec<i32>),
-}
-
-fn push(f: &mut Func, m: &Module, op: Op, operands: &[Value]) -> Value {
-    let name = op.name();
-    f.push(&m.params, op, operands, None)
-        .unwrap_or_else(|e| panic!("{name}: {e}"))
-}
-
-fn param(name: &str, shape: &[usize], init: Init, stream: u64) -> Param {
-    Param {
-        name: name.into(),
-        ty: Type::f32(shape.to_vec()),
-        init,
-        stream,
-        storage: Storage::Dense,
-        role: Role::Weight,
-    }
 }
 
 /// A module whose function `f` applies `op` to its arguments (of types `tys`) and returns it.
@@ -72,7 +29,7 @@ fn op_module(op: &Op, tys: &[Type]) -> Module {
         .enumerate()
         .map(|(i, t)| f.add_arg(format!("a{i}"), t.clone()))
         .collect();
-    let r = push(&mut f, &m, op.clone(), &args);
+    let r = push(&mut f, &m, op.clone(), &args, None);
     f.results = vec![r];
     m.funcs.push(f);
     m
@@ -216,11 +173,11 @@ fn seq(n: usize) -> Vec<f64> {
 #[test]
 fn param_const_reshape_and_results() {
     let mut m = Module::new("t", sparsec_ir::Stage::Ir);
-    m.add_param(param("p", &[2, 3], Init::Zeros, 0));
+    m.add_param(param("p", &[2, 3], Init::Zeros, 0, Storage::Dense));
     let mut f = Func::new("f");
     let x = f.add_arg("x", Type::f32(vec![6]));
     let l = f.add_arg("l", Type::i32(vec![2, 2]));
-    let p = push(&mut f, &m, Op::Param(ParamId(0)), &[]);
+    let p = push(&mut f, &m, Op::Param(ParamId(0)), &[], None);
     let c = push(
         &mut f,
         &m,
@@ -229,10 +186,11 @@ fn param_const_reshape_and_results() {
             shape: vec![2, 2],
         },
         &[],
+        None,
     );
-    let r = push(&mut f, &m, Op::Reshape { shape: vec![3, 2] }, &[x]);
-    let rl = push(&mut f, &m, Op::Reshape { shape: vec![4] }, &[l]);
-    let rp = push(&mut f, &m, Op::Reshape { shape: vec![6] }, &[p]);
+    let r = push(&mut f, &m, Op::Reshape { shape: vec![3, 2] }, &[x], None);
+    let rl = push(&mut f, &m, Op::Reshape { shape: vec![4] }, &[l], None);
+    let rp = push(&mut f, &m, Op::Reshape { shape: vec![6] }, &[p], None);
     f.results = vec![p, c, r, rl, rp, x, l];
     m.funcs.push(f);
     let mut interp = Interpreter::<f32>::new(&m, "f").unwrap();
@@ -670,11 +628,15 @@ fn softmax_xent_argmax_by_hand() {
 
 #[test]
 fn activation_grads_match_finite_differences() {
-    let mut rng = Rng(1);
+    let mut rng = Rng::new(1);
     for shape in [&[1usize][..], &[3, 5], &[2, 3, 2, 3]] {
         let n: usize = shape.iter().product();
-        let x = rng.vec(n).into_iter().map(|v| 3.0 * v).collect::<Vec<_>>();
-        let r = rng.vec(n);
+        let x = rng
+            .vec(n, -1.0, 1.0)
+            .into_iter()
+            .map(|v| 3.0 * v)
+            .collect::<Vec<_>>();
+        let r = rng.vec(n, -1.0, 1.0);
         let s = [shape];
         // Every activation of the table, its gradient op reading `x` or `y` as the table says.
         for &u in Unary::ALL {
@@ -699,11 +661,15 @@ fn activation_grads_match_finite_differences() {
 
 #[test]
 fn softmax_xent_grad_matches_finite_differences() {
-    let mut rng = Rng(2);
+    let mut rng = Rng::new(2);
     for (b, c) in [(1, 1), (1, 4), (3, 5), (4, 10)] {
-        let logits: Vec<f64> = rng.vec(b * c).into_iter().map(|v| 4.0 * v).collect();
+        let logits: Vec<f64> = rng
+            .vec(b * c, -1.0, 1.0)
+            .into_iter()
+            .map(|v| 4.0 * v)
+            .collect();
         let labels: Vec<i32> = (0..b).map(|_| rng.below(c) as i32).collect();
-        let r = rng.vec(1);
+        let r = rng.vec(1, -1.0, 1.0);
         let args = [Data::F(logits.clone()), Data::I(labels.clone())];
         let g = xent_runner::<f64>(&Op::SoftmaxXentGrad, b, c).float(&args);
         let g: Vec<f64> = g.iter().map(|v| v * r[0]).collect();
@@ -753,16 +719,16 @@ fn out_hw(c: &ConvCase) -> [usize; 2] {
 
 #[test]
 fn conv2d_grads_match_finite_differences() {
-    let mut rng = Rng(3);
+    let mut rng = Rng::new(3);
     for (ci, case) in conv_cases().iter().enumerate() {
         let [b, c, h, w] = case.x;
         let [oh, ow] = out_hw(case);
         let xs = [b, c, h, w];
         let ws = [case.o, c, case.k[0], case.k[1]];
         let ys = [b, case.o, oh, ow];
-        let x = rng.vec(xs.iter().product());
-        let wt = rng.vec(ws.iter().product());
-        let r = rng.vec(ys.iter().product());
+        let x = rng.vec(xs.iter().product(), -1.0, 1.0);
+        let wt = rng.vec(ws.iter().product(), -1.0, 1.0);
+        let r = rng.vec(ys.iter().product(), -1.0, 1.0);
         let fwd = conv(case.stride, case.padding);
         let dx = eval(
             Op::Conv2dInputGrad {
@@ -806,7 +772,7 @@ fn conv2d_grads_match_finite_differences() {
 
 #[test]
 fn pool_grads_match_finite_differences() {
-    let mut rng = Rng(4);
+    let mut rng = Rng::new(4);
     let cases: [([usize; 4], Hw, Hw); 6] = [
         ([1, 1, 4, 4], [2, 2], [2, 2]),
         ([3, 2, 5, 6], [3, 3], [1, 1]),
@@ -819,8 +785,8 @@ fn pool_grads_match_finite_differences() {
         let oh = (xs[2] - k[0]) / s[0] + 1;
         let ow = (xs[3] - k[1]) / s[1] + 1;
         let ys = [xs[0], xs[1], oh, ow];
-        let x = rng.vec(xs.iter().product());
-        let r = rng.vec(ys.iter().product());
+        let x = rng.vec(xs.iter().product(), -1.0, 1.0);
+        let r = rng.vec(ys.iter().product(), -1.0, 1.0);
         let dx = eval(
             Op::MaxPool2dGrad {
                 kernel: k,
@@ -915,8 +881,16 @@ fn check_matmul<T: Float>(rng: &mut Rng) {
             };
             let ash = if ta { [k, m] } else { [m, k] };
             let bsh = if tb { [n, k] } else { [k, n] };
-            let a: Vec<T> = rng.vec(m * k).into_iter().map(T::from_f64).collect();
-            let b: Vec<T> = rng.vec(k * n).into_iter().map(T::from_f64).collect();
+            let a: Vec<T> = rng
+                .vec(m * k, -1.0, 1.0)
+                .into_iter()
+                .map(T::from_f64)
+                .collect();
+            let b: Vec<T> = rng
+                .vec(k * n, -1.0, 1.0)
+                .into_iter()
+                .map(T::from_f64)
+                .collect();
             let mut runner = OpRunner::<T>::new(&op, &[Type::f32(ash), Type::f32(bsh)]);
             let got = runner.float(&[Data::F(a.clone()), Data::F(b.clone())]);
             let want = naive_matmul(&op, &a, &b, m, n, k);
@@ -934,7 +908,7 @@ fn check_matmul<T: Float>(rng: &mut Rng) {
 
 #[test]
 fn matmul_variants_equal_the_naive_loop() {
-    let mut rng = Rng(5);
+    let mut rng = Rng::new(5);
     check_matmul::<f32>(&mut rng);
     check_matmul::<f64>(&mut rng);
 }
@@ -945,7 +919,7 @@ fn matmul_variants_equal_the_naive_loop() {
 #[test]
 fn library_products_split_at_panels_give_the_whole_products_bits() {
     use sparsec_ir::interp::{gemm_f32, gemm_f32_panels, GEMM_PANEL};
-    let mut rng = Rng(11);
+    let mut rng = Rng::new(11);
     for (m, n, k, ta, tb) in [
         (64, 300, 784, false, true),
         (300, 784, 64, true, false),
@@ -953,8 +927,16 @@ fn library_products_split_at_panels_give_the_whole_products_bits() {
         (1, 300, 784, false, true),
     ] {
         assert!(sparsec_ir::interp::uses_library(m, n, k));
-        let a: Vec<f32> = rng.vec(m * k).into_iter().map(|v| v as f32).collect();
-        let b: Vec<f32> = rng.vec(k * n).into_iter().map(|v| v as f32).collect();
+        let a: Vec<f32> = rng
+            .vec(m * k, -1.0, 1.0)
+            .into_iter()
+            .map(|v| v as f32)
+            .collect();
+        let b: Vec<f32> = rng
+            .vec(k * n, -1.0, 1.0)
+            .into_iter()
+            .map(|v| v as f32)
+            .collect();
         let ldb = if tb { k } else { n };
         let mut whole = vec![f32::NAN; m * n];
         gemm_f32(m, n, k, ta, &a, tb, &b, ldb, &mut whole, n, false);
@@ -1023,7 +1005,7 @@ fn naive_conv<T: Float>(x: &[T], w: &[T], case: &ConvCase) -> Vec<T> {
 
 #[test]
 fn conv2d_equals_the_naive_loop() {
-    let mut rng = Rng(6);
+    let mut rng = Rng::new(6);
     let mut cases = conv_cases();
     cases.push(ConvCase {
         x: [4, 6, 12, 12],
@@ -1035,12 +1017,12 @@ fn conv2d_equals_the_naive_loop() {
     for (ci, case) in cases.iter().enumerate() {
         let ws = [case.o, case.x[1], case.k[0], case.k[1]];
         let x: Vec<f32> = rng
-            .vec(case.x.iter().product())
+            .vec(case.x.iter().product(), -1.0, 1.0)
             .into_iter()
             .map(|v| v as f32)
             .collect();
         let w: Vec<f32> = rng
-            .vec(ws.iter().product())
+            .vec(ws.iter().product(), -1.0, 1.0)
             .into_iter()
             .map(|v| v as f32)
             .collect();
@@ -1066,22 +1048,22 @@ fn conv2d_equals_the_naive_loop() {
 #[test]
 fn stores_are_deferred_to_the_end_of_the_function() {
     let mut m = Module::new("t", sparsec_ir::Stage::Ir);
-    m.add_param(param("a", &[2], Init::Zeros, 0));
-    m.add_param(param("b", &[2], Init::Zeros, 1));
-    m.add_param(param("c", &[2], Init::Zeros, 2));
+    m.add_param(param("a", &[2], Init::Zeros, 0, Storage::Dense));
+    m.add_param(param("b", &[2], Init::Zeros, 1, Storage::Dense));
+    m.add_param(param("c", &[2], Init::Zeros, 2, Storage::Dense));
     let mut f = Func::new("f");
     let x = f.add_arg("x", Type::f32(vec![2]));
-    let a0 = push(&mut f, &m, Op::Param(ParamId(0)), &[]);
-    let b0 = push(&mut f, &m, Op::Param(ParamId(1)), &[]);
+    let a0 = push(&mut f, &m, Op::Param(ParamId(0)), &[], None);
+    let b0 = push(&mut f, &m, Op::Param(ParamId(1)), &[], None);
     // Swap a and b, and give c the argument.
-    let sa = push(&mut f, &m, Op::Store(ParamId(0)), &[b0]);
-    let sb = push(&mut f, &m, Op::Store(ParamId(1)), &[a0]);
-    let sc = push(&mut f, &m, Op::Store(ParamId(2)), &[x]);
+    let sa = push(&mut f, &m, Op::Store(ParamId(0)), &[b0], None);
+    let sb = push(&mut f, &m, Op::Store(ParamId(1)), &[a0], None);
+    let sc = push(&mut f, &m, Op::Store(ParamId(2)), &[x], None);
     // Reads after the stores still see the old values; the store's result is the stored value.
-    let a1 = push(&mut f, &m, Op::Param(ParamId(0)), &[]);
-    let c1 = push(&mut f, &m, Op::Param(ParamId(2)), &[]);
-    let sum = push(&mut f, &m, Op::Add, &[a1, sa]);
-    let sum2 = push(&mut f, &m, Op::Add, &[c1, sc]);
+    let a1 = push(&mut f, &m, Op::Param(ParamId(0)), &[], None);
+    let c1 = push(&mut f, &m, Op::Param(ParamId(2)), &[], None);
+    let sum = push(&mut f, &m, Op::Add, &[a1, sa], None);
+    let sum2 = push(&mut f, &m, Op::Add, &[c1, sc], None);
     f.results = vec![a1, c1, sa, sb, sum, sum2];
     m.funcs.push(f);
     let mut interp = Interpreter::<f64>::new(&m, "f").unwrap();
@@ -1120,7 +1102,7 @@ fn stores_are_deferred_to_the_end_of_the_function() {
 
 #[test]
 fn initial_state_is_the_regeneration_spec() {
-    for m in [common::mlp(), common::conv_net()] {
+    for m in [modules::mlp(), modules::conv_net()] {
         let seed = m.train.as_ref().unwrap().seed;
         let s32 = State::<f32>::initial(&m);
         let s64 = State::<f64>::initial(&m);
@@ -1138,7 +1120,7 @@ fn initial_state_is_the_regeneration_spec() {
     // No training spec: seed 0.
     let mut m = Module::new("t", sparsec_ir::Stage::Ir);
     let init = Init::Uniform { lo: -1.0, hi: 2.0 };
-    m.add_param(param("p", &[3, 5], init, 7));
+    m.add_param(param("p", &[3, 5], init, 7, Storage::Dense));
     assert_eq!(
         State::<f32>::initial(&m).values[0],
         regen::init_values(init, 0, 7, 15)
@@ -1148,14 +1130,14 @@ fn initial_state_is_the_regeneration_spec() {
 /// Every function of the shared test modules runs, deterministically, in f32 and f64.
 #[test]
 fn shared_modules_run() {
-    for m in [common::mlp(), common::conv_net()] {
+    for m in [modules::mlp(), modules::conv_net()] {
         for f in &m.funcs {
-            let mut rng = Rng(7);
+            let mut rng = Rng::new(7);
             let args: Vec<Data<f64>> = f
                 .args
                 .iter()
                 .map(|a| match a.ty.dtype {
-                    DType::F32 => Data::F(rng.vec(a.ty.num_elements())),
+                    DType::F32 => Data::F(rng.vec(a.ty.num_elements(), -1.0, 1.0)),
                     DType::I32 => Data::I(
                         (0..a.ty.num_elements())
                             .map(|_| rng.below(3) as i32)
@@ -1237,12 +1219,12 @@ fn bad_labels_are_errors_and_leave_the_state_alone() {
     }
     // A failing run applies no store.
     let mut m = Module::new("t", sparsec_ir::Stage::Ir);
-    m.add_param(param("p", &[2, 3], Init::Zeros, 0));
+    m.add_param(param("p", &[2, 3], Init::Zeros, 0, Storage::Dense));
     let mut f = Func::new("f");
     let x = f.add_arg("x", Type::f32(vec![2, 3]));
     let l = f.add_arg("l", Type::i32(vec![2]));
-    push(&mut f, &m, Op::Store(ParamId(0)), &[x]);
-    let loss = push(&mut f, &m, Op::SoftmaxXent, &[x, l]);
+    push(&mut f, &m, Op::Store(ParamId(0)), &[x], None);
+    let loss = push(&mut f, &m, Op::SoftmaxXent, &[x, l], None);
     f.results = vec![loss];
     m.funcs.push(f);
     let mut interp = Interpreter::<f32>::new(&m, "f").unwrap();
@@ -1282,7 +1264,7 @@ fn bad_calls_are_errors() {
     assert!(e.contains("i32"), "{e}");
 
     // A state that does not fit the module.
-    let m = common::mlp();
+    let m = modules::mlp();
     let mut interp = Interpreter::<f32>::new(&m, "forward").unwrap();
     let x = vec![0.0f32; 64];
     let l = [0i32; 4];
@@ -1300,10 +1282,10 @@ fn bad_calls_are_errors() {
 
 #[test]
 fn unrunnable_functions_are_errors() {
-    let m = common::mlp();
+    let m = modules::mlp();
     assert!(err(Interpreter::<f32>::new(&m, "nope")).contains("no function"));
     // Encoded values are not executed (yet).
-    let odd = common::odd_module();
+    let odd = modules::odd_module();
     let e = err(Interpreter::<f32>::new(&odd, &odd.funcs[0].name));
     assert!(e.contains("encoded"), "{e}");
     let mut m2 = Module::new("t", sparsec_ir::Stage::Ir);
@@ -1315,30 +1297,30 @@ fn unrunnable_functions_are_errors() {
     m2.funcs.push(f);
     err(Interpreter::<f32>::new(&m2, "f"));
     // A recorded type that disagrees with the op's typing rule.
-    let mut bad = common::mlp();
+    let mut bad = modules::mlp();
     bad.funcs[0].insts[2].ty = Type::f32(vec![4, 9]);
     let e = err(Interpreter::<f32>::new(&bad, "forward"));
     assert!(e.contains("%2"), "{e}");
     // An operand used before its definition; a result out of range; two stores to one param.
-    let mut bad = common::mlp();
+    let mut bad = modules::mlp();
     bad.funcs[0].insts[0].operands[0] = Value::Inst(5);
     err(Interpreter::<f32>::new(&bad, "forward"));
-    let mut bad = common::mlp();
+    let mut bad = modules::mlp();
     bad.funcs[0].results.push(Value::Inst(10_000));
     err(Interpreter::<f32>::new(&bad, "forward"));
-    let mut bad = common::mlp();
+    let mut bad = modules::mlp();
     bad.funcs[0].results.push(Value::Arg(9));
     err(Interpreter::<f32>::new(&bad, "forward"));
     let mut m3 = Module::new("t", sparsec_ir::Stage::Ir);
-    m3.add_param(param("p", &[1], Init::Zeros, 0));
+    m3.add_param(param("p", &[1], Init::Zeros, 0, Storage::Dense));
     let mut f = Func::new("f");
     let x = f.add_arg("x", Type::f32(vec![1]));
-    push(&mut f, &m3, Op::Store(ParamId(0)), &[x]);
-    push(&mut f, &m3, Op::Store(ParamId(0)), &[x]);
+    push(&mut f, &m3, Op::Store(ParamId(0)), &[x], None);
+    push(&mut f, &m3, Op::Store(ParamId(0)), &[x], None);
     m3.funcs.push(f);
     assert!(err(Interpreter::<f32>::new(&m3, "f")).contains("second store"));
     // A parameter that does not exist.
-    let mut bad = common::mlp();
+    let mut bad = modules::mlp();
     bad.funcs[0].insts[1].op = Op::Param(ParamId(99));
     err(Interpreter::<f32>::new(&bad, "forward"));
 }
@@ -1348,7 +1330,7 @@ fn unrunnable_functions_are_errors() {
 #[test]
 fn product_columns_have_the_whole_products_bits() {
     use sparsec_ir::interp::{matmul_columns_f32, uses_library, GEMM_PANEL};
-    let mut rng = Rng(12);
+    let mut rng = Rng::new(12);
     for (m, n, k, ta, tb) in [
         (300, 784, 64, true, false),
         (10, 100, 64, true, false),
@@ -1356,8 +1338,16 @@ fn product_columns_have_the_whole_products_bits() {
         (7, 130, 3, false, true),
         (5, 1, 900, false, false),
     ] {
-        let a: Vec<f32> = rng.vec(m * k).into_iter().map(|v| v as f32).collect();
-        let b: Vec<f32> = rng.vec(k * n).into_iter().map(|v| v as f32).collect();
+        let a: Vec<f32> = rng
+            .vec(m * k, -1.0, 1.0)
+            .into_iter()
+            .map(|v| v as f32)
+            .collect();
+        let b: Vec<f32> = rng
+            .vec(k * n, -1.0, 1.0)
+            .into_iter()
+            .map(|v| v as f32)
+            .collect();
         let op = Op::MatMul { ta, tb };
         let ash = if ta { [k, m] } else { [m, k] };
         let bsh = if tb { [n, k] } else { [k, n] };

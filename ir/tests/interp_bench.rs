@@ -7,12 +7,7 @@ use std::time::Instant;
 use sparsec_ir::interp::{Input, Interpreter, State};
 use sparsec_ir::op::Unary;
 use sparsec_ir::{Func, Init, Module, Op, Param, ParamId, Role, Storage, Type, Value};
-
-fn push(f: &mut Func, m: &Module, op: Op, operands: &[Value]) -> Value {
-    let name = op.name();
-    f.push(&m.params, op, operands, None)
-        .unwrap_or_else(|e| panic!("{name}: {e}"))
-}
+use sparsec_test_support::modules::push;
 
 const NT: Op = Op::MatMul {
     ta: false,
@@ -60,21 +55,21 @@ fn lenet300(batch: usize) -> Module {
     let mut ws = Vec::new();
     let mut bs = Vec::new();
     for l in 0..3 {
-        let w = push(&mut f, &m, Op::Param(ParamId(2 * l)), &[]);
-        let b = push(&mut f, &m, Op::Param(ParamId(2 * l + 1)), &[]);
-        let h = push(&mut f, &m, NT, &[*acts.last().unwrap(), w]);
-        let z = push(&mut f, &m, Op::BiasAdd, &[h, b]);
+        let w = push(&mut f, &m, Op::Param(ParamId(2 * l)), &[], None);
+        let b = push(&mut f, &m, Op::Param(ParamId(2 * l + 1)), &[], None);
+        let h = push(&mut f, &m, NT, &[*acts.last().unwrap(), w], None);
+        let z = push(&mut f, &m, Op::BiasAdd, &[h, b], None);
         ws.push(w);
         bs.push(b);
         pre.push(z);
         if l < 2 {
-            let a = push(&mut f, &m, Op::Unary(Unary::Relu), &[z]);
+            let a = push(&mut f, &m, Op::Unary(Unary::Relu), &[z], None);
             acts.push(a);
         }
     }
     let logits = pre[2];
-    let loss = push(&mut f, &m, Op::SoftmaxXent, &[logits, labels]);
-    let mut dz = push(&mut f, &m, Op::SoftmaxXentGrad, &[logits, labels]);
+    let loss = push(&mut f, &m, Op::SoftmaxXent, &[logits, labels], None);
+    let mut dz = push(&mut f, &m, Op::SoftmaxXentGrad, &[logits, labels], None);
     let lr = push(
         &mut f,
         &m,
@@ -83,18 +78,25 @@ fn lenet300(batch: usize) -> Module {
             shape: vec![],
         },
         &[],
+        None,
     );
     for l in (0..3).rev() {
-        let dw = push(&mut f, &m, TN, &[dz, acts[l]]);
-        let db = push(&mut f, &m, Op::ReduceSum { axes: vec![0] }, &[dz]);
+        let dw = push(&mut f, &m, TN, &[dz, acts[l]], None);
+        let db = push(&mut f, &m, Op::ReduceSum { axes: vec![0] }, &[dz], None);
         if l > 0 {
-            let da = push(&mut f, &m, NN, &[dz, ws[l]]);
-            dz = push(&mut f, &m, Op::UnaryGrad(Unary::Relu), &[da, pre[l - 1]]);
+            let da = push(&mut f, &m, NN, &[dz, ws[l]], None);
+            dz = push(
+                &mut f,
+                &m,
+                Op::UnaryGrad(Unary::Relu),
+                &[da, pre[l - 1]],
+                None,
+            );
         }
         for (p, v, g) in [(2 * l, ws[l], dw), (2 * l + 1, bs[l], db)] {
-            let step = push(&mut f, &m, Op::Scale, &[g, lr]);
-            let new = push(&mut f, &m, Op::Sub, &[v, step]);
-            push(&mut f, &m, Op::Store(ParamId(p as u32)), &[new]);
+            let step = push(&mut f, &m, Op::Scale, &[g, lr], None);
+            let new = push(&mut f, &m, Op::Sub, &[v, step], None);
+            push(&mut f, &m, Op::Store(ParamId(p as u32)), &[new], None);
         }
     }
     f.results = vec![loss];
@@ -162,7 +164,7 @@ fn lenet5(batch: usize) -> Module {
     let x = f.add_arg("x", Type::f32(vec![batch, 1, 28, 28]));
     let labels = f.add_arg("labels", Type::i32(vec![batch]));
     let p: Vec<Value> = (0..10)
-        .map(|i| push(&mut f, &m, Op::Param(ParamId(i)), &[]))
+        .map(|i| push(&mut f, &m, Op::Param(ParamId(i)), &[], None))
         .collect();
     let k2 = [2, 2];
     let pool = Op::MaxPool2d {
@@ -177,10 +179,11 @@ fn lenet5(batch: usize) -> Module {
             padding: [2, 2],
         },
         &[x, p[0]],
+        None,
     );
-    let z1 = push(&mut f, &m, Op::BiasAdd, &[c1, p[1]]);
-    let a1 = push(&mut f, &m, Op::Unary(Unary::Relu), &[z1]);
-    let p1 = push(&mut f, &m, pool.clone(), &[a1]);
+    let z1 = push(&mut f, &m, Op::BiasAdd, &[c1, p[1]], None);
+    let a1 = push(&mut f, &m, Op::Unary(Unary::Relu), &[z1], None);
+    let p1 = push(&mut f, &m, pool.clone(), &[a1], None);
     let c2 = push(
         &mut f,
         &m,
@@ -189,10 +192,11 @@ fn lenet5(batch: usize) -> Module {
             padding: [0, 0],
         },
         &[p1, p[2]],
+        None,
     );
-    let z2 = push(&mut f, &m, Op::BiasAdd, &[c2, p[3]]);
-    let a2 = push(&mut f, &m, Op::Unary(Unary::Relu), &[z2]);
-    let p2 = push(&mut f, &m, pool, &[a2]);
+    let z2 = push(&mut f, &m, Op::BiasAdd, &[c2, p[3]], None);
+    let a2 = push(&mut f, &m, Op::Unary(Unary::Relu), &[z2], None);
+    let p2 = push(&mut f, &m, pool, &[a2], None);
     let flat = push(
         &mut f,
         &m,
@@ -200,27 +204,40 @@ fn lenet5(batch: usize) -> Module {
             shape: vec![batch, 400],
         },
         &[p2],
+        None,
     );
     let mut acts = vec![flat];
     let mut pre = Vec::new();
     for l in 0..3 {
-        let h = push(&mut f, &m, NT, &[acts[l], p[4 + 2 * l]]);
-        let z = push(&mut f, &m, Op::BiasAdd, &[h, p[5 + 2 * l]]);
+        let h = push(&mut f, &m, NT, &[acts[l], p[4 + 2 * l]], None);
+        let z = push(&mut f, &m, Op::BiasAdd, &[h, p[5 + 2 * l]], None);
         pre.push(z);
         if l < 2 {
-            let a = push(&mut f, &m, Op::Unary(Unary::Relu), &[z]);
+            let a = push(&mut f, &m, Op::Unary(Unary::Relu), &[z], None);
             acts.push(a);
         }
     }
-    let loss = push(&mut f, &m, Op::SoftmaxXent, &[pre[2], labels]);
-    let mut dz = push(&mut f, &m, Op::SoftmaxXentGrad, &[pre[2], labels]);
+    let loss = push(&mut f, &m, Op::SoftmaxXent, &[pre[2], labels], None);
+    let mut dz = push(&mut f, &m, Op::SoftmaxXentGrad, &[pre[2], labels], None);
     let mut results = vec![loss];
     for l in (0..3).rev() {
-        results.push(push(&mut f, &m, TN, &[dz, acts[l]]));
-        results.push(push(&mut f, &m, Op::ReduceSum { axes: vec![0] }, &[dz]));
-        let da = push(&mut f, &m, NN, &[dz, p[4 + 2 * l]]);
+        results.push(push(&mut f, &m, TN, &[dz, acts[l]], None));
+        results.push(push(
+            &mut f,
+            &m,
+            Op::ReduceSum { axes: vec![0] },
+            &[dz],
+            None,
+        ));
+        let da = push(&mut f, &m, NN, &[dz, p[4 + 2 * l]], None);
         dz = if l > 0 {
-            push(&mut f, &m, Op::UnaryGrad(Unary::Relu), &[da, pre[l - 1]])
+            push(
+                &mut f,
+                &m,
+                Op::UnaryGrad(Unary::Relu),
+                &[da, pre[l - 1]],
+                None,
+            )
         } else {
             da
         };
@@ -232,6 +249,7 @@ fn lenet5(batch: usize) -> Module {
             shape: vec![batch, 16, 5, 5],
         },
         &[dz],
+        None,
     );
     let da2 = push(
         &mut f,
@@ -241,8 +259,9 @@ fn lenet5(batch: usize) -> Module {
             stride: k2,
         },
         &[dp2, a2],
+        None,
     );
-    let dz2 = push(&mut f, &m, Op::UnaryGrad(Unary::Relu), &[da2, z2]);
+    let dz2 = push(&mut f, &m, Op::UnaryGrad(Unary::Relu), &[da2, z2], None);
     results.push(push(
         &mut f,
         &m,
@@ -252,6 +271,7 @@ fn lenet5(batch: usize) -> Module {
             kernel: [5, 5],
         },
         &[p1, dz2],
+        None,
     ));
     let dp1 = push(
         &mut f,
@@ -262,6 +282,7 @@ fn lenet5(batch: usize) -> Module {
             input: [14, 14],
         },
         &[dz2, p[2]],
+        None,
     );
     let da1 = push(
         &mut f,
@@ -271,8 +292,9 @@ fn lenet5(batch: usize) -> Module {
             stride: k2,
         },
         &[dp1, a1],
+        None,
     );
-    let dz1 = push(&mut f, &m, Op::UnaryGrad(Unary::Relu), &[da1, z1]);
+    let dz1 = push(&mut f, &m, Op::UnaryGrad(Unary::Relu), &[da1, z1], None);
     results.push(push(
         &mut f,
         &m,
@@ -282,6 +304,7 @@ fn lenet5(batch: usize) -> Module {
             kernel: [5, 5],
         },
         &[x, dz1],
+        None,
     ));
     f.results = results;
     m.funcs.push(f);

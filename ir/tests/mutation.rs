@@ -1,25 +1,9 @@
 //! Mutated dumps never make the parser panic or hang, and whatever parses is a fixed point of
 //! print ∘ parse and verifies.
 
-mod common;
-
 use sparsec_ir::{parse_module, print_module, verify};
-
-/// xorshift64*: tiny, deterministic.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
+use sparsec_test_support::modules;
+use sparsec_test_support::rng::Rng;
 
 /// Bytes worth inserting: the grammar's punctuation, digits, and some that are never valid.
 const INTERESTING: &[u8] = b"%@=:,()[]{}\"\\#-.0123456789e \n\tazAZ_\x00\x7f\xff\xc3";
@@ -83,11 +67,11 @@ fn mutate(rng: &mut Rng, text: &[u8]) -> Vec<u8> {
 #[test]
 fn mutated_dumps_never_panic() {
     let start = std::time::Instant::now();
-    let dumps: Vec<String> = [common::mlp(), common::conv_net(), common::odd_module()]
+    let dumps: Vec<String> = [modules::mlp(), modules::conv_net(), modules::odd_module()]
         .iter()
         .map(print_module)
         .collect();
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = Rng::xorshift(0x9e37_79b9_7f4a_7c15);
     let mut accepted = 0;
     let per_dump = 4000;
     for dump in &dumps {
@@ -124,7 +108,7 @@ fn mutated_dumps_never_panic() {
 /// Every prefix of a dump is handled (the truncated-file case, exhaustively).
 #[test]
 fn every_prefix_is_handled() {
-    let text = print_module(&common::conv_net());
+    let text = print_module(&modules::conv_net());
     for end in 0..=text.len() {
         if let Ok(m) = parse_module(&text[..end]) {
             // Only cuts that drop nothing but trailing text can parse.
@@ -136,7 +120,7 @@ fn every_prefix_is_handled() {
 /// Arbitrary byte soup, including invalid UTF-8 turned into replacement characters.
 #[test]
 fn random_bytes_never_panic() {
-    let mut rng = Rng(42);
+    let mut rng = Rng::xorshift(42);
     for _ in 0..2000 {
         let len = rng.below(200);
         let bytes: Vec<u8> = (0..len)
@@ -144,7 +128,7 @@ fn random_bytes_never_panic() {
                 if rng.below(2) == 0 {
                     INTERESTING[rng.below(INTERESTING.len())]
                 } else {
-                    rng.next() as u8
+                    rng.next_u64() as u8
                 }
             })
             .collect();

@@ -1,7 +1,5 @@
 //! Every parse error is located (its span points at the offending token) and says what is wrong.
 
-mod common;
-
 use sparsec_ir::{parse_module, print_module};
 
 /// Parse `text`, expect an error whose message contains `fragment` and whose span covers

@@ -1,10 +1,9 @@
 //! print → parse → print is the identity on text, and parse ∘ print is the identity on modules.
 
-mod common;
-
 use std::collections::BTreeSet;
 
 use sparsec_ir::{parse_module, parse_module_unverified, print_module, verify, Op};
+use sparsec_test_support::modules;
 
 fn roundtrip(m: &sparsec_ir::Module) {
     verify(m).unwrap_or_else(|e| panic!("{} does not verify: {e:?}", m.name));
@@ -21,7 +20,7 @@ fn roundtrip(m: &sparsec_ir::Module) {
 
 #[test]
 fn hand_built_modules_round_trip() {
-    for m in common::all_modules() {
+    for m in modules::all_modules() {
         roundtrip(&m);
     }
 }
@@ -30,10 +29,10 @@ fn hand_built_modules_round_trip() {
 fn every_op_is_covered() {
     let mut used = BTreeSet::new();
     for m in [
-        common::mlp(),
-        common::conv_net(),
-        common::odd_module(),
-        common::opt_forms(),
+        modules::mlp(),
+        modules::conv_net(),
+        modules::odd_module(),
+        modules::opt_forms(),
     ] {
         let text = sparsec_ir::print_module(&m);
         let back = sparsec_ir::parse_module(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
@@ -51,7 +50,7 @@ fn every_op_is_covered() {
 
 #[test]
 fn every_storage_and_init_is_covered() {
-    let text = print_module(&common::mlp());
+    let text = print_module(&modules::mlp());
     for s in [
         "storage=dense",
         "storage=seeded",
@@ -103,14 +102,14 @@ func @train_step(%x: f32[2, 1, 8, 8], %labels: i32[2]) -> (f32[], f32[4, 1, 3, 3
   return %10, %17, %18, %19, %22
 }
 "#;
-    let m = common::conv_net();
+    let m = modules::conv_net();
     assert_eq!(print_module(&m), expected);
     assert_eq!(parse_module(expected).unwrap(), m);
 }
 
 #[test]
 fn spec_lines_and_quoting() {
-    let text = print_module(&common::odd_module());
+    let text = print_module(&modules::odd_module());
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(
         lines[0],
@@ -135,7 +134,7 @@ fn spec_lines_and_quoting() {
     assert!(text.contains("  return %3, %regen, %sp, %\"0\"\n"));
     assert!(text.ends_with("\nfunc @empty() -> () {\n  return\n}\n"));
 
-    let mlp = print_module(&common::mlp());
+    let mlp = print_module(&modules::mlp());
     assert!(mlp.contains(
         "method dropback(k=100, scope=global, freeze_after=5, decay_init=0.9) on=[fc1, fc2]\n"
     ));
@@ -147,7 +146,7 @@ fn spec_lines_and_quoting() {
 #[test]
 fn bare_module_prints_header_only() {
     assert_eq!(
-        print_module(&common::bare()),
+        print_module(&modules::bare()),
         "sparsec-ir 2 stage=ir\nmodule bare\n"
     );
 }
@@ -155,7 +154,7 @@ fn bare_module_prints_header_only() {
 /// Comments, blank lines and free horizontal whitespace are accepted and do not matter.
 #[test]
 fn comments_and_whitespace_are_ignored() {
-    for m in [common::mlp(), common::conv_net(), common::odd_module()] {
+    for m in [modules::mlp(), modules::conv_net(), modules::odd_module()] {
         let text = print_module(&m);
         let mut noisy = String::from("# RUN: sparsec emit --stage ir %s\n\n");
         for (i, line) in text.lines().enumerate() {
@@ -213,7 +212,7 @@ fn lenet300_example() {
         },
         layers: vec!["fc1".into(), "fc2".into(), "fc3".into()],
     });
-    let w = m.add_param(common::param(
+    let w = m.add_param(modules::param(
         "fc1.weight",
         &[300, 784],
         Init::Uniform {
@@ -223,7 +222,7 @@ fn lenet300_example() {
         0,
         Storage::Dense,
     ));
-    m.add_param(common::param(
+    m.add_param(modules::param(
         "fc1.bias",
         &[300],
         Init::Zeros,

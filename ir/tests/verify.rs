@@ -1,12 +1,11 @@
 //! The verifier rejects each broken invariant with a message naming where.
 
-mod common;
-
 use sparsec_ir::spec::{DataSpec, Method, MethodSpec};
 use sparsec_ir::verify::Site;
 use sparsec_ir::{
     verify, Encoding, Func, Init, Inst, Module, Op, ParamId, Storage, Type, Value, VerifyError,
 };
+use sparsec_test_support::modules;
 
 #[track_caller]
 fn expect(m: &Module, fragment: &str) -> Vec<VerifyError> {
@@ -21,34 +20,34 @@ fn expect(m: &Module, fragment: &str) -> Vec<VerifyError> {
 
 #[test]
 fn hand_built_modules_verify() {
-    for m in common::all_modules() {
+    for m in modules::all_modules() {
         assert_eq!(verify(&m), Ok(()), "{}", m.name);
     }
 }
 
 #[test]
 fn parameters() {
-    let mut m = common::mlp();
+    let mut m = modules::mlp();
     m.params[1].name = "fc1.weight".into();
     expect(&m, "param @fc1.weight: duplicate parameter name");
 
-    let mut m = common::mlp();
+    let mut m = modules::mlp();
     m.params[0].name.clear();
     expect(&m, "param #0: parameter name is empty");
 
-    let mut m = common::mlp();
+    let mut m = modules::mlp();
     m.params[0].ty = Type::i32(vec![8, 16]);
     expect(&m, "is not f32");
 
-    let mut m = common::mlp();
+    let mut m = modules::mlp();
     m.params[0].ty = m.params[0].ty.with_encoding(Encoding::Regen);
     expect(&m, "must be dense");
 
-    let mut m = common::mlp();
+    let mut m = modules::mlp();
     m.params[0].ty = Type::f32(vec![1 << 20, 1 << 20]);
     expect(&m, "more than 2^31 elements");
 
-    let mut m = common::mlp();
+    let mut m = modules::mlp();
     m.params[0].init = Init::Uniform { lo: 0.5, hi: 0.5 };
     expect(&m, "lo < hi");
     m.params[0].init = Init::Uniform {
@@ -62,7 +61,7 @@ fn parameters() {
     };
     expect(&m, "not finite");
 
-    let mut m = common::mlp();
+    let mut m = modules::mlp();
     m.params[2].stream = 0;
     let errors = expect(
         &m,
@@ -71,13 +70,13 @@ fn parameters() {
     assert_eq!(errors[0].site, Site::Param(2));
 
     // A budget is the parameter's share of the method's k, never anything else.
-    let mut m = common::mlp();
+    let mut m = modules::mlp();
     m.params[1].storage = Storage::Tracked { budget: 7 };
     expect(
         &m,
         "param @fc1.bias: budget 7 is not this parameter's share of the method's k=100 (scope global): expected 8",
     );
-    let mut m = common::mlp();
+    let mut m = modules::mlp();
     m.method = None;
     m.params[1].storage = Storage::Tracked { budget: 9 };
     expect(&m, "param @fc1.bias: budget 9 exceeds the 8 elements");
@@ -85,16 +84,16 @@ fn parameters() {
 
 #[test]
 fn functions_and_arguments() {
-    let mut m = common::mlp();
+    let mut m = modules::mlp();
     m.funcs[1].name = "forward".into();
     let errors = expect(&m, "@forward: duplicate function name");
     assert_eq!(errors[0].site, Site::Func(1));
 
-    let mut m = common::mlp();
+    let mut m = modules::mlp();
     m.funcs[0].args[1].name = "x".into();
     expect(&m, "@forward arg %x: duplicate argument name");
 
-    let mut m = common::mlp();
+    let mut m = modules::mlp();
     m.funcs[0].args[0].ty = Type::f32(vec![1; 17]);
     expect(&m, "rank 17 exceeds the limit of 16");
 }
@@ -102,20 +101,20 @@ fn functions_and_arguments() {
 #[test]
 fn instructions() {
     // Operand defined later (SSA order).
-    let mut m = common::mlp();
+    let mut m = modules::mlp();
     m.funcs[0].insts[2].operands[0] = Value::Inst(5);
     let errors = expect(&m, "@forward %2: operand %5 is used before it is defined");
     assert_eq!(errors[0].site, Site::Inst { func: 0, inst: 2 });
 
     // Operand out of range.
-    let mut m = common::mlp();
+    let mut m = modules::mlp();
     m.funcs[0].insts[2].operands[0] = Value::Inst(999);
     expect(&m, "@forward %2: operand %999 does not exist");
     m.funcs[0].insts[2].operands[0] = Value::Arg(9);
     expect(&m, "@forward %2: argument #9 does not exist");
 
     // Wrong recorded type.
-    let mut m = common::mlp();
+    let mut m = modules::mlp();
     m.funcs[0].insts[2].ty = Type::f32(vec![4, 9]);
     let errors = expect(
         &m,
@@ -124,7 +123,7 @@ fn instructions() {
     assert_eq!(errors[0].site, Site::InstType { func: 0, inst: 2 });
 
     // Ill-typed operands.
-    let mut m = common::mlp();
+    let mut m = modules::mlp();
     m.funcs[0].insts[2].operands[0] = Value::Arg(1);
     expect(
         &m,
@@ -132,12 +131,12 @@ fn instructions() {
     );
 
     // Wrong operand count.
-    let mut m = common::mlp();
+    let mut m = modules::mlp();
     m.funcs[0].insts[2].operands.pop();
     expect(&m, "`matmul_nt` takes 2 operand(s), got 1");
 
     // `param` of a parameter that does not exist.
-    let mut m = common::mlp();
+    let mut m = modules::mlp();
     m.funcs[0].insts[1].op = Op::Param(ParamId(42));
     expect(
         &m,
@@ -145,7 +144,7 @@ fn instructions() {
     );
 
     // A huge recorded type is rejected before anything else.
-    let mut m = common::mlp();
+    let mut m = modules::mlp();
     m.funcs[0].insts[0].ty = Type::f32(vec![usize::MAX, usize::MAX]);
     expect(&m, "more than 2^31 elements");
 
@@ -160,29 +159,29 @@ fn instructions() {
         ty: Type::scalar_f32(),
         loc: None,
     });
-    let mut m = common::bare();
+    let mut m = modules::bare();
     m.funcs.push(f);
     expect(&m, "@g %0: constant NaN is not finite");
 }
 
 #[test]
 fn results() {
-    let mut m = common::mlp();
+    let mut m = modules::mlp();
     m.funcs[0].results.push(Value::Inst(1000));
     let errors = expect(&m, "@forward return: returns %1000, which does not exist");
     assert_eq!(errors[0].site, Site::Results { func: 0 });
-    let mut m = common::mlp();
+    let mut m = modules::mlp();
     m.funcs[0].results.push(Value::Arg(2));
     expect(&m, "returns argument #2");
 }
 
 #[test]
 fn spec() {
-    let mut m = common::mlp();
+    let mut m = modules::mlp();
     m.method.as_mut().unwrap().layers.clear();
     expect(&m, "method: `on` lists no layers");
 
-    let mut m = common::mlp();
+    let mut m = modules::mlp();
     m.method = Some(MethodSpec {
         method: Method::PruneTrain {
             ratio: f64::NAN,
@@ -194,13 +193,13 @@ fn spec() {
     expect(&m, "`ratio` is not finite");
     expect(&m, "lists layer `fc1` twice");
 
-    let mut m = common::mlp();
+    let mut m = modules::mlp();
     m.train.as_mut().unwrap().batch = 0;
     m.train.as_mut().unwrap().optimizer.lr = f64::INFINITY;
     expect(&m, "train: `batch` must be at least 1");
     expect(&m, "train: `lr` is not finite");
 
-    let mut m = common::mlp();
+    let mut m = modules::mlp();
     m.data = Some(DataSpec::Synthetic {
         train_samples: 0,
         test_samples: 0,
@@ -213,7 +212,7 @@ fn spec() {
 /// checked against the recorded types, so a wrong type can also break its users.
 #[test]
 fn reports_every_error() {
-    let mut m = common::mlp();
+    let mut m = modules::mlp();
     m.params[0].stream = 1;
     m.funcs[0].insts[2].ty = Type::f32(vec![1]);
     m.funcs[1].results.push(Value::Inst(10_000));

@@ -1,5 +1,7 @@
-//! Modules built by hand with `Func::push`, shared by the IR tests.
-#![allow(dead_code)]
+//! IR modules built by hand with `Func::push` (between them they use every op, storage, init,
+//! spec line and quoting case, for the IR's round trip, verifier, interpreter and mutation
+//! tests), the builders they are made with, and tweaks of a module (another optimizer, its
+//! weights).
 
 use sparsec_ir::op::Hw;
 use sparsec_ir::op::Unary;
@@ -8,6 +10,7 @@ use sparsec_ir::spec::{
 };
 use sparsec_ir::{Encoding, Func, Init, Module, Op, Param, ParamId, Role, Storage, Type, Value};
 
+/// A weight (`Role::Weight`, `f32`) of the given shape, init, stream and storage.
 pub fn param(name: &str, shape: &[usize], init: Init, stream: u64, storage: Storage) -> Param {
     Param {
         name: name.into(),
@@ -27,7 +30,7 @@ fn uniform(bound: f32) -> Init {
 }
 
 /// Push or panic with the op's name.
-fn push(f: &mut Func, m: &Module, op: Op, operands: &[Value], loc: Option<&str>) -> Value {
+pub fn push(f: &mut Func, m: &Module, op: Op, operands: &[Value], loc: Option<&str>) -> Value {
     let name = op.name();
     f.push(&m.params, op, operands, loc)
         .unwrap_or_else(|e| panic!("{name}: {e}"))
@@ -38,6 +41,7 @@ fn p(f: &mut Func, m: &Module, name: &str) -> Value {
     push(f, m, Op::Param(id), &[], None)
 }
 
+/// 10 epochs of batch 4, seed 1, SGD with lr 0.1 and momentum 0.9, on `schedule`.
 pub fn train_spec(schedule: Schedule) -> TrainSpec {
     TrainSpec {
         epochs: 10,
@@ -672,6 +676,7 @@ pub fn bare() -> Module {
     Module::new("bare", sparsec_ir::Stage::Ir)
 }
 
+/// [`mlp`], [`conv_net`], [`odd_module`], [`bare`] and the [`spec_variants`].
 pub fn all_modules() -> Vec<Module> {
     let mut v = vec![mlp(), conv_net(), odd_module(), bare()];
     v.extend(spec_variants());
@@ -728,4 +733,37 @@ pub fn opt_forms() -> Module {
     f.results = vec![y_dense, y_dist, y_fused, dx];
     m.funcs.push(f);
     m
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tweaks of a module
+
+/// The same module with another optimizer.
+pub fn with_optimizer(
+    m: &Module,
+    lr: f64,
+    momentum: f64,
+    weight_decay: f64,
+    nesterov: bool,
+) -> Module {
+    let mut m = m.clone();
+    m.train.as_mut().expect("train spec").optimizer = Optimizer {
+        lr,
+        momentum,
+        weight_decay,
+        nesterov,
+    };
+    m
+}
+
+/// Plain SGD: the update is `W − lr·dW`, so with lr = 1 the gradient is `W − W'`.
+pub fn plain_sgd(m: &Module) -> Module {
+    with_optimizer(m, 1.0, 0.0, 0.0, false)
+}
+
+/// Indices of the weights (`Role::Weight`) of a module.
+pub fn weights(m: &Module) -> Vec<usize> {
+    (0..m.params.len())
+        .filter(|&i| m.params[i].role == Role::Weight)
+        .collect()
 }
