@@ -5,17 +5,19 @@
 //!     examples, through the reference interpreter;
 //! (c) the SGD update (momentum, weight decay, Nesterov) against PyTorch's formula by hand.
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 
-use common::*;
 use sparsec_ir::func_names::TRAIN_STEP;
 use sparsec_ir::interp::State;
 use sparsec_ir::{
     parse_module, print_module, verify, Init, Module, Op, ParamId, Role, Storage, Type, Value,
 };
 use sparsec_passes::build_train_step;
+use sparsec_test_support::examples::{example, examples, lower};
+use sparsec_test_support::interp::{loss, step, Batch};
+use sparsec_test_support::modules::{plain_sgd, weights, with_optimizer};
+use sparsec_test_support::named_ir::ir_module;
+use sparsec_test_support::rng::Rng;
 
 // ---------------------------------------------------------------------------------------------
 // (a) Structure

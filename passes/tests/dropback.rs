@@ -1,12 +1,10 @@
 //! The `dropback` pass: its IR for both scopes and the frozen step, and its refusals.
 
-mod common;
-
-use common::{example, lower};
 use sparsec_ir::func_names::{TRAIN_STEP, TRAIN_STEP_FROZEN};
 use sparsec_ir::spec::{DropbackScope, Method};
 use sparsec_ir::{parse_module, print_module, Module, Op};
 use sparsec_passes::{apply_dropback, build_train_step};
+use sparsec_test_support::examples::{example, lower};
 
 fn ops(m: &Module, func: &str, name: &str) -> usize {
     m.func(func)

@@ -2,8 +2,6 @@
 //! and right sides equal when its condition holds and does nothing otherwise; the analysis
 //! catches an unsound rule; the memory budget trades regeneration against storage.
 
-mod common;
-
 use egg::{Rewrite, Runner, SimpleScheduler};
 use sparsec_ir::spec::{
     DataSpec, DropbackScope, Method, MethodSpec, Optimizer, Schedule, TrainSpec,
@@ -15,6 +13,7 @@ use sparsec_passes::eqsat::lang::Node;
 use sparsec_passes::eqsat::rules::rewrite;
 use sparsec_passes::eqsat::{optimize, CostModel, Options};
 use sparsec_passes::methods::dropback::rules::{apply_rewrite, RULES};
+use sparsec_test_support::examples;
 
 /// A module with one weight `@w: f32[4, 3]` (tracked or dense) and an empty function.
 fn module(tracked: bool) -> Module {
@@ -299,8 +298,8 @@ fn an_unsound_rule_is_caught_by_the_analysis() {
 /// regenerate instead — the trade-off Dropback exists for.
 #[test]
 fn a_memory_budget_trades_storage_for_regeneration() {
-    let text = common::example("lenet300_dropback");
-    let m = common::lower(&text, Some(4));
+    let text = examples::example("lenet300_dropback");
+    let m = examples::lower(&text, Some(4));
     let m = sparsec_passes::build_train_step(&m).unwrap();
     let m = sparsec_passes::apply_dropback(&m).unwrap();
     let expensive_regen = CostModel {

@@ -3,14 +3,10 @@
 
 use sparsec_ir::{parse_module, print_module, Module, Stage};
 use sparsec_passes::Pipeline;
+use sparsec_test_support::examples;
 
 fn lowered(example: &str) -> Module {
-    let path = format!("{}/../examples/{example}.net", env!("CARGO_MANIFEST_DIR"));
-    let source = std::fs::read_to_string(&path).expect("example");
-    let model = sparsec_frontend::check_source(&source).expect("checks");
-    let mut module = sparsec_frontend::lower::lower(&model).expect("lowers");
-    sparsec_passes::methods::assign_storage(&mut module).expect("storage");
-    module
+    examples::lower(&examples::example(example), None)
 }
 
 fn to_stage(module: Module, stage: Stage, dumps: &mut Vec<(String, String)>) -> Module {
