@@ -9,56 +9,7 @@ use sparsec_backend::{Kernels, Uniform};
 use sparsec_ir::interp::{Input, Interpreter, State};
 use sparsec_ir::op::Unary;
 use sparsec_ir::{regen, Func, Module, Op, Type, Value};
-
-/// SplitMix64: deterministic test data without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [-1, 1).
-    fn f32(&mut self) -> f32 {
-        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-
-    /// Values in [-1, 1) with zeros of both signs and tiny values sprinkled in.
-    fn vec(&mut self, n: usize) -> Vec<f32> {
-        (0..n)
-            .map(|_| match self.below(16) {
-                0 => 0.0,
-                1 => -0.0,
-                2 => 1e-40, // subnormal
-                _ => self.f32(),
-            })
-            .collect()
-    }
-
-    /// Like [`Rng::vec`], plus NaN and infinities (only in operands that are never combined
-    /// with another NaN, so the result's payload is determined).
-    fn vec_special(&mut self, n: usize) -> Vec<f32> {
-        let mut v = self.vec(n);
-        for x in v.iter_mut() {
-            match self.below(24) {
-                0 => *x = f32::NAN,
-                1 => *x = f32::INFINITY,
-                2 => *x = f32::NEG_INFINITY,
-                3 => *x = f32::from_bits(0x7fc0_1234), // a NaN with a payload
-                _ => {}
-            }
-        }
-        v
-    }
-}
+use sparsec_test_support::rng::Rng;
 
 fn assert_bits(what: &str, got: &[f32], want: &[f32]) {
     assert_eq!(got.len(), want.len(), "{what}: length");
@@ -118,11 +69,11 @@ const LENGTHS: [usize; 6] = [0, 1, 3, 4, 5, 1023];
 #[test]
 fn elementwise_ops_match_the_interpreter_bit_for_bit() {
     let k = Kernels::new().unwrap();
-    let mut rng = Rng(1);
+    let mut rng = Rng::new(1);
     for len in LENGTHS {
         let t = Type::f32(vec![len]);
-        let a = rng.vec_special(len);
-        let b = rng.vec(len);
+        let a = rng.f32_vec_special(len);
+        let b = rng.f32_vec(len);
         let s = rng.f32();
         let scalar = Type::f32(vec![]);
         let mut out = vec![f32::NAN; len];
@@ -177,7 +128,7 @@ fn elementwise_ops_match_the_interpreter_bit_for_bit() {
             ),
         );
         // SGD as autodiff writes it: %0 = scale g, lr; %1 = sub w, %0.
-        let w = rng.vec(len);
+        let w = rng.f32_vec(len);
         let lr = 0.01f32 + rng.f32().abs();
         k.sgd(&w, &a, lr, &mut out);
         let want = reference(
@@ -207,7 +158,7 @@ fn relu_maps_negative_zero_to_positive_zero_and_keeps_nan() {
 #[test]
 fn bias_add_matches_the_interpreter() {
     let k = Kernels::new().unwrap();
-    let mut rng = Rng(2);
+    let mut rng = Rng::new(2);
     // [B, C] (row broadcast, vectorised along C) and [B, C, H, W] (planes).
     for shape in [
         vec![1usize, 1],
@@ -223,8 +174,8 @@ fn bias_add_matches_the_interpreter() {
         let n: usize = shape.iter().product();
         let c = shape[1];
         let inner: usize = shape[2..].iter().product();
-        let x = rng.vec_special(n);
-        let bias = rng.vec(c);
+        let x = rng.f32_vec_special(n);
+        let bias = rng.f32_vec(c);
         let mut out = vec![f32::NAN; n];
         k.bias_add(&x, &bias, inner, &mut out);
         let want = one_op(
@@ -238,12 +189,12 @@ fn bias_add_matches_the_interpreter() {
 #[test]
 fn regeneration_matches_the_spec_from_position_zero() {
     let k = Kernels::new().unwrap();
-    let mut rng = Rng(3);
+    let mut rng = Rng::new(3);
     for len in [
         0usize, 1, 3, 15, 16, 17, 63, 64, 65, 127, 128, 129, 1000, 4099,
     ] {
         let seed = rng.next_u64();
-        let stream = rng.below(1 << 20);
+        let stream = rng.below_u64(1 << 20);
         let lo = -rng.f32().abs() - 0.01;
         let hi = rng.f32().abs() + 0.01;
         let mut want = vec![0.0f32; len];
@@ -270,7 +221,7 @@ fn regeneration_matches_the_spec_from_position_zero() {
 #[test]
 fn regeneration_matches_single_elements_at_any_offset() {
     let k = Kernels::new().unwrap();
-    let mut rng = Rng(4);
+    let mut rng = Rng::new(4);
     for case in 0..60 {
         let seed = if case == 0 { 0 } else { rng.next_u64() };
         let stream = if case == 1 {
@@ -281,12 +232,12 @@ fn regeneration_matches_single_elements_at_any_offset() {
         // Offsets of every residue mod 16 and 64, small and huge (block counters past 2^32,
         // so the high counter word is exercised, and a carry inside a group of four blocks).
         let start = match case % 4 {
-            0 => rng.below(200),
-            1 => rng.below(1 << 40),
-            2 => (u64::from(u32::MAX) << 4) - rng.below(64),
-            _ => rng.below(1 << 20) * 16 + rng.below(16),
+            0 => rng.below_u64(200),
+            1 => rng.below_u64(1 << 40),
+            2 => (u64::from(u32::MAX) << 4) - rng.below_u64(64),
+            _ => rng.below_u64(1 << 20) * 16 + rng.below_u64(16),
         };
-        let len = rng.below(150) as usize;
+        let len = rng.below_u64(150) as usize;
         let (lo, hi) = (-0.25f32 - rng.f32().abs(), 0.5f32);
         let u = Uniform {
             seed,
@@ -318,10 +269,10 @@ fn regeneration_windows_agree_with_the_whole_stream() {
     };
     let mut whole = vec![0.0f32; 3000];
     regen::fill_uniform(u.seed, u.stream, u.lo, u.hi, &mut whole);
-    let mut rng = Rng(5);
+    let mut rng = Rng::new(5);
     for _ in 0..100 {
-        let start = rng.below(2900) as usize;
-        let len = rng.below((3000 - start) as u64) as usize;
+        let start = rng.below_u64(2900) as usize;
+        let len = rng.below_u64((3000 - start) as u64) as usize;
         let mut got = vec![f32::NAN; len];
         k.regen(u, start as u64, &mut got);
         assert_bits(
@@ -386,12 +337,12 @@ const SHAPES: [(usize, usize, usize); 9] = [
 #[test]
 fn matrix_products_match_the_interpreter_bit_for_bit() {
     let kern = Kernels::new().unwrap();
-    let mut rng = Rng(6);
+    let mut rng = Rng::new(6);
     for (m, k, n) in SHAPES {
         let mut c = vec![f32::NAN; m * n];
         // matmul_nt: a[m, k] · b[n, k]ᵀ
-        let a = rng.vec(m * k);
-        let b = rng.vec(n * k);
+        let a = rng.f32_vec(m * k);
+        let b = rng.f32_vec(n * k);
         kern.matmul_nt(m, n, k, &a, &b, &mut c);
         let want = tile_reference(
             (m, n, k),
@@ -409,7 +360,7 @@ fn matrix_products_match_the_interpreter_bit_for_bit() {
         );
         assert_bits(&format!("matmul_nt {m}x{k}x{n}"), &c, &want);
         // matmul: a[m, k] · b[k, n]
-        let b = rng.vec(k * n);
+        let b = rng.f32_vec(k * n);
         c.fill(f32::NAN);
         kern.matmul(m, n, k, &a, &b, &mut c);
         let want = tile_reference(
@@ -428,7 +379,7 @@ fn matrix_products_match_the_interpreter_bit_for_bit() {
         );
         assert_bits(&format!("matmul {m}x{k}x{n}"), &c, &want);
         // matmul_tn: a[k, m]ᵀ · b[k, n]
-        let a = rng.vec(k * m);
+        let a = rng.f32_vec(k * m);
         c.fill(f32::NAN);
         kern.matmul_tn(m, n, k, &a, &b, &mut c);
         let want = tile_reference(
@@ -452,16 +403,16 @@ fn matrix_products_match_the_interpreter_bit_for_bit() {
 #[test]
 fn matmul_nt_with_in_tile_regeneration_matches_the_dense_product() {
     let kern = Kernels::new().unwrap();
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     for (m, k, n) in SHAPES {
         let bound = 1.0 / (k.max(1) as f32).sqrt();
         let w = Uniform {
             seed: rng.next_u64(),
-            stream: rng.below(16),
+            stream: rng.below_u64(16),
             lo: -bound,
             hi: bound,
         };
-        let a = rng.vec(m * k);
+        let a = rng.f32_vec(m * k);
         let mut weight = vec![0.0f32; n * k];
         regen::fill_uniform(w.seed, w.stream, w.lo, w.hi, &mut weight);
         let want = tile_reference(
