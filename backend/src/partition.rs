@@ -19,7 +19,7 @@
 
 use std::collections::HashMap;
 
-use sparsec_ir::interp::is_tracked;
+use sparsec_ir::interp::{conv_geom_of, is_tracked, pool_geom_of};
 use sparsec_ir::module::Init;
 use sparsec_ir::op::Unary;
 use sparsec_ir::{DType, Module, Op, Value};
@@ -528,30 +528,9 @@ pub fn partition(m: &Module, func: &str) -> Result<KernelProgram, String> {
                     _ => interp(&mut b, inst, &ops, f, len, &name, i),
                 }
             }
-            Op::MaxPool2d { kernel, stride } | Op::MaxPool2dGrad { kernel, stride } => {
-                let grad = matches!(inst.op, Op::MaxPool2dGrad { .. });
-                // maxpool2d x ↦ y; maxpool2d_grad dy, x ↦ dx: the windows are x's and y's/dy's.
-                let (x, y) = if grad {
-                    (shape_of(inst.operands[1]), shape_of(inst.operands[0]))
-                } else {
-                    (shape_of(inst.operands[0]), out_shape.clone())
-                };
-                let spec = match (&x[..], &y[..]) {
-                    (&[nb, c, h, w], &[_, _, oh, ow]) => Some(PoolSpec {
-                        planes: nb * c,
-                        h,
-                        w,
-                        kh: kernel[0],
-                        kw: kernel[1],
-                        sh: stride[0],
-                        sw: stride[1],
-                        oh,
-                        ow,
-                        grad,
-                    }),
-                    _ => None,
-                };
-                match spec {
+            Op::MaxPool2d { .. } | Op::MaxPool2dGrad { .. } => {
+                let shapes: Vec<Vec<usize>> = inst.operands.iter().map(|&v| shape_of(v)).collect();
+                match pool_spec(&inst.op, &shapes, &out_shape) {
                     Some(spec) if spec.fits() => {
                         b.push(Nk::MaxPool(spec), ops, len, name.clone(), Some(i))
                     }
@@ -625,78 +604,59 @@ fn channel_reduction(shape: &[usize], axes: &[usize]) -> Option<(usize, usize, u
     }
 }
 
-/// The geometry of a convolution instruction, as the interpreter derives it (`conv_geom` of
-/// `eval_op`), from its operand and result shapes.
+/// A convolution instruction's kernel spec, with the interpreter's geometry of it.
 fn conv_spec(op: &Op, shapes: &[Vec<usize>], out: &[usize]) -> Option<ConvSpec> {
-    let geom = |pass,
-                x: &[usize],
-                o: usize,
-                k: [usize; 2],
-                st: [usize; 2],
-                pad: [usize; 2],
-                y: &[usize]| {
-        match (x, y) {
-            (&[b, c, h, w], &[_, _, oh, ow]) => Some(ConvSpec {
-                pass,
-                b,
-                c,
-                h,
-                w,
-                o,
-                kh: k[0],
-                kw: k[1],
-                sh: st[0],
-                sw: st[1],
-                ph: pad[0],
-                pw: pad[1],
-                oh,
-                ow,
-            }),
-            _ => None,
-        }
+    let pass = match op {
+        Op::Conv2d { .. } => ConvPass::Forward,
+        Op::Conv2dInputGrad { .. } => ConvPass::InputGrad,
+        Op::Conv2dWeightGrad { .. } => ConvPass::WeightGrad,
+        _ => return None,
     };
-    match (op, shapes) {
-        (Op::Conv2d { stride, padding }, [x, w]) if w.len() == 4 => geom(
-            ConvPass::Forward,
-            x,
-            w[0],
-            [w[2], w[3]],
-            *stride,
-            *padding,
-            out,
-        ),
-        (
-            Op::Conv2dInputGrad {
-                stride, padding, ..
-            },
-            [dy, w],
-        ) if w.len() == 4 => geom(
-            ConvPass::InputGrad,
-            out,
-            w[0],
-            [w[2], w[3]],
-            *stride,
-            *padding,
-            dy,
-        ),
-        (
-            Op::Conv2dWeightGrad {
-                stride,
-                padding,
-                kernel,
-            },
-            [x, dy],
-        ) if dy.len() == 4 => geom(
-            ConvPass::WeightGrad,
-            x,
-            dy[1],
-            *kernel,
-            *stride,
-            *padding,
-            dy,
-        ),
-        _ => None,
-    }
+    let shapes: Vec<&[usize]> = shapes.iter().map(Vec::as_slice).collect();
+    let g = conv_geom_of(op, &shapes, out)?;
+    Some(ConvSpec {
+        pass,
+        b: g.b,
+        c: g.c,
+        h: g.h,
+        w: g.w,
+        o: g.o,
+        kh: g.kh,
+        kw: g.kw,
+        sh: g.sh,
+        sw: g.sw,
+        ph: g.ph,
+        pw: g.pw,
+        oh: g.oh,
+        ow: g.ow,
+    })
+}
+
+/// A max-pooling instruction's kernel spec, with the interpreter's geometry of it.
+fn pool_spec(op: &Op, shapes: &[Vec<usize>], out: &[usize]) -> Option<PoolSpec> {
+    let grad = match op {
+        Op::MaxPool2d { .. } => false,
+        Op::MaxPool2dGrad { .. } => true,
+        _ => return None,
+    };
+    let shapes: Vec<&[usize]> = shapes.iter().map(Vec::as_slice).collect();
+    let g = pool_geom_of(op, &shapes, out)?;
+    // The geometry is per plane; the result (`y`, or `dx` of `x`'s shape) has the planes.
+    let &[nb, c, _, _] = out else {
+        return None;
+    };
+    Some(PoolSpec {
+        planes: nb * c,
+        h: g.h,
+        w: g.w,
+        kh: g.kh,
+        kw: g.kw,
+        sh: g.sh,
+        sw: g.sw,
+        oh: g.oh,
+        ow: g.ow,
+        grad,
+    })
 }
 
 fn interp(

@@ -82,7 +82,7 @@ pub use fallback::{eval_op, OpArg, OpOut, OpScratch};
 pub use float::Float;
 pub use kernels::{ConvGeom, PoolGeom};
 use plain::Plain;
-pub use plain::{conv_geom, pool_geom};
+pub use plain::{conv_geom, conv_geom_of, pool_geom, pool_geom_of};
 pub use state::{initial_value, is_tracked, module_seed, State, TrackedValues};
 pub use topk::topk_select;
 

@@ -89,6 +89,78 @@ pub fn pool_geom(x: &[usize], kernel: [usize; 2], stride: [usize; 2], out: [usiz
     }
 }
 
+/// The geometry of a convolution instruction (`conv2d` and its two gradients) from the shapes of
+/// its operands and result: which operand is the input, which gives the output channels and the
+/// kernel. The interpreter and the JIT's partition both take it from here, so they cannot
+/// disagree on a convolution's shape. `None` for another op, or shapes that are not all of rank
+/// 4 (never so in a function that `Op::infer` accepts).
+pub fn conv_geom_of(op: &Op, shapes: &[&[usize]], out: &[usize]) -> Option<ConvGeom> {
+    let four = |s: &[usize]| s.len() == 4;
+    match (op, shapes) {
+        (Op::Conv2d { stride, padding }, &[x, w]) if four(x) && four(w) && four(out) => Some(
+            conv_geom(x, w[0], [w[2], w[3]], *stride, *padding, [out[2], out[3]]),
+        ),
+        (
+            Op::Conv2dInputGrad {
+                stride, padding, ..
+            },
+            &[dy, w],
+        ) if four(dy) && four(w) && four(out) => Some(conv_geom(
+            out,
+            w[0],
+            [w[2], w[3]],
+            *stride,
+            *padding,
+            [dy[2], dy[3]],
+        )),
+        (
+            Op::Conv2dWeightGrad {
+                stride,
+                padding,
+                kernel,
+            },
+            &[x, dy],
+        ) if four(x) && four(dy) => Some(conv_geom(
+            x,
+            dy[1],
+            *kernel,
+            *stride,
+            *padding,
+            [dy[2], dy[3]],
+        )),
+        _ => None,
+    }
+}
+
+/// The geometry of a pooling instruction (`maxpool2d`, `avgpool2d` and their gradients) from the
+/// shapes of its operands and result, for the same reason as [`conv_geom_of`]. `None` for another
+/// op, or shapes that are not of rank 4.
+pub fn pool_geom_of(op: &Op, shapes: &[&[usize]], out: &[usize]) -> Option<PoolGeom> {
+    let four = |s: &[usize]| s.len() == 4;
+    match (op, shapes) {
+        (Op::MaxPool2d { kernel, stride } | Op::AvgPool2d { kernel, stride }, &[x])
+            if four(x) && four(out) =>
+        {
+            Some(pool_geom(x, *kernel, *stride, [out[2], out[3]]))
+        }
+        (Op::MaxPool2dGrad { kernel, stride }, &[dy, x]) if four(dy) && four(x) => {
+            Some(pool_geom(x, *kernel, *stride, [dy[2], dy[3]]))
+        }
+        (
+            Op::AvgPool2dGrad {
+                kernel,
+                stride,
+                input,
+            },
+            &[dy],
+        ) if four(dy) => {
+            let x = [dy[0], dy[1], input[0], input[1]];
+            Some(pool_geom(&x, *kernel, *stride, [dy[2], dy[3]]))
+        }
+        _ => None,
+    }
+}
+
 impl Plain {
     /// The prepared form of `op` on operands of `shapes` with a result of `out_shape` (typed by
     /// `Op::infer`), or `None` when the op is not plain.
@@ -114,70 +186,17 @@ impl Plain {
             Op::Scale => Plain::Scale,
             Op::Unary(u) => Plain::Unary(*u),
             Op::UnaryGrad(u) => Plain::UnaryGrad(*u),
-            Op::Conv2d { stride, padding } => {
-                let w = shape(1);
-                Plain::Conv2d(conv_geom(
-                    shape(0),
-                    w[0],
-                    [w[2], w[3]],
-                    *stride,
-                    *padding,
-                    [out_shape[2], out_shape[3]],
-                ))
+            Op::Conv2d { .. } => Plain::Conv2d(conv_geom_of(op, shapes, out_shape)?),
+            Op::Conv2dInputGrad { .. } => {
+                Plain::Conv2dInputGrad(conv_geom_of(op, shapes, out_shape)?)
             }
-            Op::Conv2dInputGrad {
-                stride, padding, ..
-            } => {
-                let (dy, w) = (shape(0), shape(1));
-                Plain::Conv2dInputGrad(conv_geom(
-                    out_shape,
-                    w[0],
-                    [w[2], w[3]],
-                    *stride,
-                    *padding,
-                    [dy[2], dy[3]],
-                ))
+            Op::Conv2dWeightGrad { .. } => {
+                Plain::Conv2dWeightGrad(conv_geom_of(op, shapes, out_shape)?)
             }
-            Op::Conv2dWeightGrad {
-                stride,
-                padding,
-                kernel,
-            } => {
-                let dy = shape(1);
-                Plain::Conv2dWeightGrad(conv_geom(
-                    shape(0),
-                    dy[1],
-                    *kernel,
-                    *stride,
-                    *padding,
-                    [dy[2], dy[3]],
-                ))
-            }
-            Op::MaxPool2d { kernel, stride } => Plain::MaxPool2d(pool_geom(
-                shape(0),
-                *kernel,
-                *stride,
-                [out_shape[2], out_shape[3]],
-            )),
-            Op::AvgPool2d { kernel, stride } => Plain::AvgPool2d(pool_geom(
-                shape(0),
-                *kernel,
-                *stride,
-                [out_shape[2], out_shape[3]],
-            )),
-            Op::MaxPool2dGrad { kernel, stride } => {
-                let dy = shape(0);
-                Plain::MaxPool2dGrad(pool_geom(shape(1), *kernel, *stride, [dy[2], dy[3]]))
-            }
-            Op::AvgPool2dGrad {
-                kernel,
-                stride,
-                input,
-            } => {
-                let dy = shape(0);
-                let x = [dy[0], dy[1], input[0], input[1]];
-                Plain::AvgPool2dGrad(pool_geom(&x, *kernel, *stride, [dy[2], dy[3]]))
-            }
+            Op::MaxPool2d { .. } => Plain::MaxPool2d(pool_geom_of(op, shapes, out_shape)?),
+            Op::AvgPool2d { .. } => Plain::AvgPool2d(pool_geom_of(op, shapes, out_shape)?),
+            Op::MaxPool2dGrad { .. } => Plain::MaxPool2dGrad(pool_geom_of(op, shapes, out_shape)?),
+            Op::AvgPool2dGrad { .. } => Plain::AvgPool2dGrad(pool_geom_of(op, shapes, out_shape)?),
             Op::ReduceSum { axes } => Plain::ReduceSum(ReducePlan::new(shape(0), axes)),
             Op::SoftmaxXent => Plain::SoftmaxXent {
                 classes: shape(0)[1],
