@@ -1,0 +1,459 @@
+//! Steps 2 to 4 of [`partition`](super::partition): the nodes scheduled, grouped into fused
+//! kernels and given buffers, as a [`KernelProgram`]. Step 1, in `partition.rs`, decides what
+//! each instruction computes; this decides where and with what it runs.
+
+use sparsec_ir::op::Unary;
+use sparsec_ir::{DType, Module};
+
+use super::{Nk, Node};
+use crate::codegen::chain::{ChainSpec, EwOp, Operand, MAX_CHAIN_BUFFERS, MAX_CHAIN_SCALARS};
+use crate::codegen::gemm::{use_import, GemmSpec, Layout};
+use crate::kernel_ir::{Body, Buffer, Kernel, KernelProgram, Loc};
+
+/// What a kernel is made of while grouping.
+enum Group {
+    Gemm {
+        gemm: usize,
+        bias: Option<usize>,
+        relu: Option<usize>,
+    },
+    Chain {
+        len: usize,
+        nodes: Vec<usize>,
+    },
+    Single(usize),
+}
+
+pub(super) fn build_program(
+    m: &Module,
+    f: &sparsec_ir::Func,
+    nodes: Vec<Node>,
+    results: &[usize],
+    stores: &[(usize, usize)],
+    store_w0: &[(usize, usize)],
+) -> Result<KernelProgram, String> {
+    // 2. Schedule (only what a store or a result depends on).
+    let mut live = vec![false; nodes.len()];
+    let mut stack: Vec<usize> = stores
+        .iter()
+        .chain(store_w0)
+        .map(|&(_, n)| n)
+        .chain(results.iter().copied())
+        .collect();
+    while let Some(n) = stack.pop() {
+        if !live[n] {
+            live[n] = true;
+            stack.extend(nodes[n].ops.iter().copied());
+        }
+    }
+    let mut order: Vec<usize> = Vec::new();
+    let mut placed = vec![false; nodes.len()];
+    fn place(n: usize, nodes: &[Node], placed: &mut [bool], order: &mut Vec<usize>) {
+        if placed[n] {
+            return;
+        }
+        placed[n] = true;
+        for &o in &nodes[n].ops {
+            place(o, nodes, placed, order);
+        }
+        order.push(n);
+    }
+    for (n, node) in nodes.iter().enumerate() {
+        if !node.lazy() && live[n] {
+            if matches!(node.kind, Nk::Gemm { .. } | Nk::GemmRegen { .. }) {
+                // A bias that the product's epilogue will add must be ready before it runs
+                // (a tracked bias is regenerated and overlaid lazily otherwise: after it).
+                for u in &nodes {
+                    if matches!(u.kind, Nk::BiasAdd { inner: 1 }) && u.ops[0] == n {
+                        place(u.ops[1], &nodes, &mut placed, &mut order);
+                    }
+                }
+            }
+            place(n, &nodes, &mut placed, &mut order);
+        }
+    }
+    for &(_, n) in stores.iter().chain(store_w0) {
+        place(n, &nodes, &mut placed, &mut order);
+    }
+    for &n in results {
+        place(n, &nodes, &mut placed, &mut order);
+    }
+
+    // 3. Group.
+    let mut groups: Vec<Group> = Vec::new();
+    let mut kof: Vec<Option<usize>> = vec![None; nodes.len()];
+    let tail = |g: &Group| match g {
+        Group::Gemm { gemm, bias, relu } => Some(relu.or(*bias).unwrap_or(*gemm)),
+        _ => None,
+    };
+    for &n in &order {
+        let node = &nodes[n];
+        if node.free() {
+            continue;
+        }
+        let latest = node.ops.iter().filter_map(|&o| kof[o]).max();
+        let joined = match (&node.kind, latest) {
+            (Nk::BiasAdd { inner: 1 }, Some(k)) => match &mut groups[k] {
+                g @ Group::Gemm {
+                    bias: None,
+                    relu: None,
+                    ..
+                } if tail(g) == Some(node.ops[0]) && kof[node.ops[1]] != Some(k) => {
+                    if let Group::Gemm { bias, .. } = g {
+                        *bias = Some(n);
+                    }
+                    Some(k)
+                }
+                _ => None,
+            },
+            (Nk::Ew(EwOp::Unary(Unary::Relu)), Some(k)) => match &mut groups[k] {
+                g @ Group::Gemm { relu: None, .. } if tail(g) == Some(node.ops[0]) => {
+                    if let Group::Gemm { relu, .. } = g {
+                        *relu = Some(n);
+                    }
+                    Some(k)
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        let joined = joined.or(match (&node.kind, latest) {
+            (Nk::Ew(op), Some(k)) => match &mut groups[k] {
+                Group::Chain {
+                    len,
+                    nodes: members,
+                } if *len == node.len => {
+                    let scalar_here = *op == EwOp::Scale && kof[node.ops[1]] == Some(k);
+                    let mut ins: Vec<usize> = Vec::new();
+                    let mut scalars: Vec<usize> = Vec::new();
+                    for &mm in members.iter().chain(std::iter::once(&n)) {
+                        for (j, &o) in nodes[mm].ops.iter().enumerate() {
+                            if members.contains(&o) {
+                                continue;
+                            }
+                            let list = if nodes[mm].kind == Nk::Ew(EwOp::Scale) && j == 1 {
+                                &mut scalars
+                            } else {
+                                &mut ins
+                            };
+                            if !list.contains(&o) {
+                                list.push(o);
+                            }
+                        }
+                    }
+                    let fits = ins.len() + members.len() < MAX_CHAIN_BUFFERS
+                        && scalars.len() <= MAX_CHAIN_SCALARS;
+                    if fits && !scalar_here {
+                        members.push(n);
+                        Some(k)
+                    } else {
+                        None
+                    }
+                }
+                _ => None,
+            },
+            _ => None,
+        });
+        let k = match joined {
+            Some(k) => k,
+            None => {
+                groups.push(match &node.kind {
+                    Nk::Gemm { .. } | Nk::GemmRegen { .. } => Group::Gemm {
+                        gemm: n,
+                        bias: None,
+                        relu: None,
+                    },
+                    Nk::Ew(_) => Group::Chain {
+                        len: node.len,
+                        nodes: vec![n],
+                    },
+                    _ => Group::Single(n),
+                });
+                groups.len() - 1
+            }
+        };
+        kof[n] = Some(k);
+    }
+
+    // 4. Materialise.
+    let mut need = vec![false; nodes.len()];
+    for &(_, n) in stores.iter().chain(store_w0) {
+        need[n] = true;
+    }
+    for &n in results {
+        need[n] = true;
+    }
+    for &n in &order {
+        for &o in &nodes[n].ops {
+            if kof[o] != kof[n] || kof[o].is_none() {
+                need[o] = true;
+            }
+        }
+    }
+    // Scale's scalar operand is read from a buffer even inside its own chain.
+    let mut buffers: Vec<Buffer> = Vec::new();
+    let mut loc: Vec<Option<Loc>> = vec![None; nodes.len()];
+    for &n in &order {
+        let node = &nodes[n];
+        loc[n] = match node.kind {
+            Nk::Arg(a) => Some(Loc::Arg(a)),
+            Nk::Param(p) => Some(Loc::Param(p)),
+            _ if need[n] => {
+                buffers.push(Buffer {
+                    name: node.name.clone(),
+                    dtype: node.dtype,
+                    len: node.len,
+                    fill: match node.kind {
+                        Nk::Const(v) => Some(v),
+                        _ => None,
+                    },
+                });
+                let j = buffers.len() - 1;
+                Some(match (node.sparse, node.dtype) {
+                    (true, _) => Loc::S(j),
+                    (false, DType::I32) => Loc::I(j),
+                    (false, DType::F32) => Loc::F(j),
+                })
+            }
+            _ => None,
+        };
+    }
+    let at = |n: usize| -> Result<Loc, String> {
+        loc[n].ok_or_else(|| format!("internal: {} has no buffer", nodes[n].name))
+    };
+    let mut kernels = Vec::new();
+    for g in &groups {
+        let mut insts: Vec<usize> = Vec::new();
+        let mut note = |n: usize| {
+            if let Some(i) = nodes[n].inst {
+                if !insts.contains(&i) {
+                    insts.push(i);
+                }
+            }
+        };
+        let body = match g {
+            Group::Gemm { gemm, bias, relu } => {
+                note(*gemm);
+                bias.iter().chain(relu).for_each(|&x| note(x));
+                let node = &nodes[*gemm];
+                let (layout, mm, n, k, regen) = match node.kind {
+                    Nk::Gemm { layout, m, n, k } => (layout, m, n, k, None),
+                    Nk::GemmRegen { p, m, n, k } => (Layout::NtRegen, m, n, k, Some(p)),
+                    _ => unreachable!("a gemm group starts with a product"),
+                };
+                let outs = [Some(*gemm), *bias, *relu]
+                    .map(|x| x.and_then(|x| if need[x] { loc[x] } else { None }));
+                Body::Gemm {
+                    spec: GemmSpec {
+                        layout,
+                        bias: bias.is_some(),
+                        relu: relu.is_some(),
+                        store: outs.map(|o| o.is_some()),
+                        overlay: regen.is_some(),
+                        import: use_import(mm, n, k),
+                    },
+                    m: mm,
+                    n,
+                    k,
+                    a: at(node.ops[0])?,
+                    b: if regen.is_some() {
+                        None
+                    } else {
+                        Some(at(node.ops[1])?)
+                    },
+                    regen,
+                    bias: match bias {
+                        Some(bn) => Some(at(nodes[*bn].ops[1])?),
+                        None => None,
+                    },
+                    outs,
+                }
+            }
+            Group::Chain {
+                len,
+                nodes: members,
+            } => {
+                let mut inputs: Vec<usize> = Vec::new();
+                let mut scalars: Vec<usize> = Vec::new();
+                let mut spec_nodes = Vec::new();
+                for &mm in members {
+                    note(mm);
+                    let Nk::Ew(op) = nodes[mm].kind else {
+                        unreachable!("chains hold element-wise nodes")
+                    };
+                    let mut operands = Vec::new();
+                    for (j, &o) in nodes[mm].ops.iter().enumerate() {
+                        let operand = if let Some(pos) = members.iter().position(|&x| x == o) {
+                            Operand::Node(pos)
+                        } else if op == EwOp::Scale && j == 1 {
+                            if !scalars.contains(&o) {
+                                scalars.push(o);
+                            }
+                            Operand::Scalar(scalars.iter().position(|&x| x == o).unwrap_or(0))
+                        } else {
+                            if !inputs.contains(&o) {
+                                inputs.push(o);
+                            }
+                            Operand::Input(inputs.iter().position(|&x| x == o).unwrap_or(0))
+                        };
+                        operands.push(operand);
+                    }
+                    spec_nodes.push((op, operands));
+                }
+                let out_nodes: Vec<usize> =
+                    (0..members.len()).filter(|&j| need[members[j]]).collect();
+                Body::Chain {
+                    spec: ChainSpec {
+                        inputs: inputs.len(),
+                        scalars: scalars.len(),
+                        nodes: spec_nodes,
+                        outputs: out_nodes.clone(),
+                    },
+                    len: *len,
+                    inputs: inputs.iter().map(|&x| at(x)).collect::<Result<_, _>>()?,
+                    scalars: scalars.iter().map(|&x| at(x)).collect::<Result<_, _>>()?,
+                    outputs: out_nodes
+                        .iter()
+                        .map(|&j| at(members[j]))
+                        .collect::<Result<_, _>>()?,
+                }
+            }
+            Group::Single(n) => {
+                let n = *n;
+                note(n);
+                let node = &nodes[n];
+                let out = at(n)?;
+                let op = |j: usize| at(node.ops[j]);
+                match &node.kind {
+                    Nk::W0(p) => Body::Regen { param: *p, out },
+                    Nk::Eff(p) => Body::Overlay {
+                        param: *p,
+                        w0: op(0)?,
+                        out,
+                    },
+                    Nk::TrackedVals(p) => Body::TrackedValues { param: *p, out },
+                    Nk::Correction(p) => Body::Correction {
+                        param: *p,
+                        w0: op(0)?,
+                        out,
+                    },
+                    Nk::BiasAdd { inner } => Body::BiasAdd {
+                        inner: *inner,
+                        x: op(0)?,
+                        bias: op(1)?,
+                        out,
+                    },
+                    Nk::ReduceRows { rows, cols } => Body::ReduceRows {
+                        rows: *rows,
+                        cols: *cols,
+                        x: op(0)?,
+                        out,
+                    },
+                    Nk::Apply { offset } => Body::DropbackApply {
+                        offset: *offset,
+                        w1: op(0)?,
+                        sel: op(1)?,
+                        w0: op(2)?,
+                        out,
+                    },
+                    Nk::GradScore { m, n, k } => Body::GradScore {
+                        m: *m,
+                        n: *n,
+                        k: *k,
+                        dy: op(0)?,
+                        x: op(1)?,
+                        lr: op(2)?,
+                        w: op(3)?,
+                        w0: op(4)?,
+                        out,
+                    },
+                    Nk::GradApply { offset, m, n, k } => Body::GradApply {
+                        offset: *offset,
+                        m: *m,
+                        n: *n,
+                        k: *k,
+                        dy: op(0)?,
+                        x: op(1)?,
+                        lr: op(2)?,
+                        w: op(3)?,
+                        sel: op(4)?,
+                        w0: op(5)?,
+                        out,
+                    },
+                    Nk::Topk { k } => Body::TopkSelect {
+                        k: *k,
+                        scores: (0..node.ops.len()).map(op).collect::<Result<_, _>>()?,
+                        out,
+                    },
+                    Nk::TrackedSet(p) => Body::TrackedSet { param: *p, out },
+                    Nk::Copy => Body::Copy { src: op(0)?, out },
+                    Nk::ReduceChannels {
+                        outer,
+                        channels,
+                        inner,
+                    } => Body::ReduceChannels {
+                        outer: *outer,
+                        channels: *channels,
+                        inner: *inner,
+                        x: op(0)?,
+                        out,
+                    },
+                    Nk::Softmax(spec) => Body::SoftmaxXent {
+                        spec: *spec,
+                        logits: op(0)?,
+                        labels: op(1)?,
+                        out,
+                    },
+                    Nk::MaxPool(spec) if spec.grad => Body::MaxPool {
+                        spec: *spec,
+                        x: op(1)?,
+                        dy: Some(op(0)?),
+                        out,
+                    },
+                    Nk::MaxPool(spec) => Body::MaxPool {
+                        spec: *spec,
+                        x: op(0)?,
+                        dy: None,
+                        out,
+                    },
+                    Nk::Conv(spec) => Body::Conv {
+                        spec: *spec,
+                        a: op(0)?,
+                        b: op(1)?,
+                        out,
+                    },
+                    Nk::Interp {
+                        op: o,
+                        shapes,
+                        out_shape,
+                    } => Body::Interp {
+                        op: o.clone(),
+                        shapes: shapes.clone(),
+                        out_shape: out_shape.clone(),
+                        operands: (0..node.ops.len()).map(op).collect::<Result<_, _>>()?,
+                        out,
+                    },
+                    other => return Err(format!("internal: {other:?} as a kernel")),
+                }
+            }
+        };
+        insts.sort_unstable();
+        kernels.push(Kernel { insts, body });
+    }
+    Ok(KernelProgram {
+        func: f.name.clone(),
+        param_names: m.params.iter().map(|p| p.name.clone()).collect(),
+        arg_names: f.args.iter().map(|a| a.name.clone()).collect(),
+        buffers,
+        kernels,
+        results: results.iter().map(|&n| at(n)).collect::<Result<_, _>>()?,
+        stores: stores
+            .iter()
+            .map(|&(p, n)| Ok((p, at(n)?)))
+            .collect::<Result<_, String>>()?,
+        store_w0: store_w0
+            .iter()
+            .map(|&(p, n)| Ok((p, at(n)?)))
+            .collect::<Result<_, String>>()?,
+    })
+}
