@@ -1,0 +1,648 @@
+//! Executing one kernel of a run: its operands checked against the extents the kernel was
+//! compiled for, its argument block filled in, and the call split over the run's threads where
+//! that cannot change a bit (see the module docs of `runtime.rs`). The host kernels (Dropback's
+//! bookkeeping, top-k, the interpreter fallbacks) run here directly.
+
+use sparsec_ir::interp::{
+    eval_op, matmul_columns_f32, topk_select, Input, OpArg, OpOut, GEMM_PANEL,
+};
+use sparsec_ir::module::Init;
+
+use super::{Ctx, Env, SPLIT_MIN_WORK};
+use crate::abi::Args;
+use crate::codegen::conv::ConvPass;
+use crate::codegen::gemm::{NR, REGEN_BLOCK};
+use crate::jit::Entry;
+use crate::kernel_ir::{Body, Loc};
+
+fn addr(s: &[f32]) -> usize {
+    s.as_ptr() as usize
+}
+
+/// `args` split into `parts` by the range in int slots `lo`/`hi`, cut at multiples of `align`.
+fn split(args: Args, lo: usize, hi: usize, parts: usize, align: u64) -> Vec<Args> {
+    let (a, b) = (args.int[lo], args.int[hi]);
+    if parts < 2 || b <= a {
+        return vec![args];
+    }
+    let mid = a + ((b - a) / 2) / align * align;
+    if mid <= a || mid >= b {
+        return vec![args];
+    }
+    let mut first = args;
+    let mut second = args;
+    first.int[hi] = mid;
+    second.int[lo] = mid;
+    vec![first, second]
+}
+
+/// Call `entry` once per argument block: two blocks under `rayon::join` (inside the run's
+/// pool, see the module docs), so on both threads.
+///
+/// # Safety
+///
+/// Each block meets the contract of `Entry::call` for `entry`'s kernel on its own, and the
+/// blocks write disjoint elements (as [`split`] makes them, by cutting one range slot), so
+/// that running them at the same time still meets its point 4.
+unsafe fn run_parts(entry: Entry<'_>, parts: &[Args]) {
+    // SAFETY (every call below): the caller's contract above, block by block.
+    match parts {
+        [] => {}
+        [one] => unsafe { entry.call(one) },
+        [first, second] => {
+            rayon::join(
+                || unsafe { entry.call(first) },
+                || unsafe { entry.call(second) },
+            );
+        }
+        [first, rest @ ..] => {
+            rayon::join(
+                || unsafe { entry.call(first) },
+                || unsafe { run_parts(entry, rest) },
+            );
+        }
+    }
+}
+
+/// The scratch panel of a weight gradient `[m, n]` made 64 columns at a time, and its row
+/// stride (1 for a single column, as the whole product's, see `matmul_columns_f32`).
+fn grad_panel_scratch<'c>(cx: &'c mut Ctx<'_>, m: usize, n: usize) -> (&'c mut [f32], usize) {
+    let ldc = if n > 1 { GEMM_PANEL } else { 1 };
+    if cx.gemm_scratch.is_empty() {
+        cx.gemm_scratch.push(Vec::new());
+    }
+    let s = &mut cx.gemm_scratch[0];
+    if s.len() < m * ldc {
+        s.resize(m * ldc, 0.0);
+    }
+    (&mut s[..m * ldc], ldc)
+}
+
+fn check(what: &str, got: usize, want: usize) -> Result<(), String> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(format!(
+            "internal: {what} has {got} elements, the kernel needs {want}"
+        ))
+    }
+}
+
+fn out_f(outs: &mut [(usize, Vec<f32>)], l: Loc) -> Result<&mut Vec<f32>, String> {
+    let Loc::F(j) = l else {
+        return Err("internal: not a float buffer".into());
+    };
+    outs.iter_mut()
+        .find(|(k, _)| *k == j)
+        .map(|(_, v)| v)
+        .ok_or_else(|| "internal: output not taken".into())
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn exec(
+    body: &Body,
+    entry: Option<Entry<'_>>,
+    env: &Env<'_>,
+    cx: &mut Ctx<'_>,
+    f_out: &mut [(usize, Vec<f32>)],
+    i_out: &mut [(usize, Vec<i32>)],
+    s_out: &mut [(usize, Vec<u32>)],
+) -> Result<(), String> {
+    let entry = || entry.ok_or_else(|| "internal: kernel not compiled".to_owned());
+    let parts = cx.threads;
+    match body {
+        Body::Gemm {
+            spec,
+            m,
+            n,
+            k,
+            a,
+            b,
+            regen,
+            bias,
+            outs,
+        } => {
+            let (m, n, k) = (*m, *n, *k);
+            let mut args = Args::default();
+            let av = env.float(*a);
+            check("a matrix operand", av.len(), m * k)?;
+            args.ptr[0] = addr(av);
+            if let Some(b) = b {
+                let bv = env.float(*b);
+                check("a matrix operand", bv.len(), n * k)?;
+                args.ptr[1] = addr(bv);
+            }
+            if let Some(bias) = bias {
+                let bv = env.float(*bias);
+                check("a bias", bv.len(), n)?;
+                cx.bias_pad.clear();
+                cx.bias_pad.extend_from_slice(bv);
+                cx.bias_pad.resize(n.div_ceil(NR) * NR, 0.0);
+                args.ptr[4] = addr(cx.bias_pad);
+            }
+            for (s, o) in outs.iter().enumerate() {
+                if let Some(o) = o {
+                    let v = out_f(f_out, *o)?;
+                    check("a product", v.len(), m * n)?;
+                    args.ptr[[2, 5, 6][s]] = v.as_mut_ptr() as usize;
+                }
+            }
+            args.int[..3].copy_from_slice(&[m as u64, n as u64, k as u64]);
+            args.int[5] = 0;
+            args.int[6] = n as u64;
+            args.f32[2] = 1.0;
+            if let Some(p) = regen {
+                let info = &cx.params[*p];
+                let Init::Uniform { lo, hi } = info.init else {
+                    return Err("internal: regeneration of a zero-initialised weight".into());
+                };
+                check("a regenerated weight", info.len, n * k)?;
+                args.int[3] = cx.seed;
+                args.int[4] = info.stream;
+                args.f32[..3].copy_from_slice(&[lo, hi, env.state.init_scale]);
+                if spec.overlay {
+                    let t = env.state.tracked[*p]
+                        .as_ref()
+                        .ok_or("internal: a tracked weight without entries")?;
+                    let panels = n.div_ceil(NR);
+                    cx.bounds.clear();
+                    for q in 0..=panels {
+                        let start = (q * NR * k).min(n * k) as u32;
+                        cx.bounds
+                            .push(t.indices.partition_point(|&i| i < start) as u64);
+                    }
+                    args.ptr[7] = t.indices.as_ptr() as usize;
+                    args.ptr[8] = addr(&t.values);
+                    args.ptr[9] = cx.bounds.as_ptr() as usize;
+                }
+            }
+            let split_it = parts > 1 && m * n * k >= SPLIT_MIN_WORK * 8 && n > NR;
+            // Imported products are cut at the library's panels, so each thread makes the
+            // interpreter's calls (sparsec_ir::interp::GEMM_PANEL).
+            let align = if spec.import { REGEN_BLOCK } else { NR };
+            let blocks = split(args, 5, 6, if split_it { parts } else { 1 }, align as u64);
+            cx.gemm_scratch
+                .resize(blocks.len().max(cx.gemm_scratch.len()), Vec::new());
+            if spec.import && !spec.store.contains(&true) {
+                return Err("internal: a product kernel that stores nothing".into());
+            }
+            // Scratch per thread: two packed panels, or a block of regenerated rows.
+            let need = if spec.import {
+                REGEN_BLOCK * k
+            } else {
+                2 * NR * k
+            };
+            let mut blocks = blocks;
+            for (blk, s) in blocks.iter_mut().zip(cx.gemm_scratch.iter_mut()) {
+                if s.len() < need {
+                    s.resize(need, 0.0);
+                }
+                blk.ptr[3] = s.as_mut_ptr() as usize;
+            }
+            let entry = entry()?;
+            // SAFETY: A and B (which a regenerated weight does not read: its rows come from the
+            // stream) are checked to hold `m·k` and `n·k` floats, every stored stage `m·n` (the
+            // partition marks in `spec.store` exactly the stages it gives a buffer), the bias is
+            // padded to whole `NR` panels as the epilogue reads it, and each block has its own
+            // scratch of `need` floats. An overlay's entries are sorted, distinct and below the
+            // weight's `n·k` (`check_call`), with `bounds` partition points into them. Stages
+            // are buffers taken out of the table, so they alias no input; blocks cut the column
+            // range at multiples of `align`, so the two threads write disjoint columns.
+            unsafe { run_parts(entry, &blocks) };
+        }
+        Body::Chain {
+            spec,
+            len,
+            inputs,
+            scalars,
+            outputs,
+        } => {
+            let mut args = Args::default();
+            for (j, l) in inputs.iter().enumerate() {
+                let v = env.float(*l);
+                check("a chain input", v.len(), *len)?;
+                args.ptr[j] = addr(v);
+            }
+            for (j, l) in outputs.iter().enumerate() {
+                let v = out_f(f_out, *l)?;
+                check("a chain output", v.len(), *len)?;
+                args.ptr[spec.inputs + j] = v.as_mut_ptr() as usize;
+            }
+            for (j, l) in scalars.iter().enumerate() {
+                args.f32[j] = *env.float(*l).first().ok_or("internal: an empty scalar")?;
+            }
+            args.int[0] = 0;
+            args.int[1] = *len as u64;
+            let n = if *len >= SPLIT_MIN_WORK { parts } else { 1 };
+            let entry = entry()?;
+            // SAFETY: every input and output is checked to hold `len` floats and the kernel
+            // touches elements `int[0] .. int[1]` of each, within `0 .. len`; outputs are
+            // distinct buffers taken out of the table, so they alias no input; `split` halves
+            // the range, so the two threads write disjoint elements.
+            unsafe { run_parts(entry, &split(args, 0, 1, n, 16)) };
+        }
+        Body::ReduceRows { rows, cols, x, out } => {
+            let mut args = Args::default();
+            let xv = env.float(*x);
+            check("a reduced operand", xv.len(), rows * cols)?;
+            let o = out_f(f_out, *out)?;
+            check("a reduction", o.len(), *cols)?;
+            args.ptr[0] = addr(xv);
+            args.ptr[1] = o.as_mut_ptr() as usize;
+            args.int[..4].copy_from_slice(&[*rows as u64, *cols as u64, 0, *cols as u64]);
+            let n = if rows * cols >= SPLIT_MIN_WORK {
+                parts
+            } else {
+                1
+            };
+            let entry = entry()?;
+            // SAFETY: `x` is checked to hold `rows·cols` floats and `out` `cols`; the kernel
+            // reads and writes columns `int[2] .. int[3]` within `0 .. cols`; `out` was taken out
+            // of the table, so it is not `x`; `split` gives the threads disjoint columns.
+            unsafe { run_parts(entry, &split(args, 2, 3, n, 4)) };
+        }
+        Body::BiasAdd {
+            inner,
+            x,
+            bias,
+            out,
+        } => {
+            let xv = env.float(*x);
+            let bv = env.float(*bias);
+            let o = out_f(f_out, *out)?;
+            check("bias_add", o.len(), xv.len())?;
+            let plane = bv.len() * inner;
+            let outer = xv.len().checked_div(plane).unwrap_or(0);
+            check("bias_add", xv.len(), outer * plane)?;
+            let mut args = Args::default();
+            args.ptr[..3].copy_from_slice(&[addr(xv), addr(bv), o.as_mut_ptr() as usize]);
+            args.int[..3].copy_from_slice(&[outer as u64, bv.len() as u64, *inner as u64]);
+            let entry = entry()?;
+            // SAFETY: `x` and `out` are checked to hold `outer·channels·inner` floats, the bias
+            // is `channels` = `bv.len()` long, and `out`, taken out of the table, is neither.
+            unsafe { entry.call(&args) };
+        }
+        Body::Regen { param, out } => {
+            let info = &cx.params[*param];
+            let o = out_f(f_out, *out)?;
+            check("a regenerated value", o.len(), info.len)?;
+            match info.init {
+                Init::Zeros => o.fill(0.0 * env.state.init_scale),
+                Init::Uniform { lo, hi } => {
+                    let mut args = Args::default();
+                    args.ptr[0] = o.as_mut_ptr() as usize;
+                    // The fill kernel's range is (start, len): split by hand at a block of 4.
+                    let len = o.len() as u64;
+                    let mid = if parts > 1 && o.len() >= SPLIT_MIN_WORK {
+                        (len / 2) & !63
+                    } else {
+                        len
+                    };
+                    args.f32[..3].copy_from_slice(&[lo, hi, env.state.init_scale]);
+                    args.int[..4].copy_from_slice(&[cx.seed, info.stream, 0, mid]);
+                    let mut blocks = vec![args];
+                    if mid < len {
+                        let mut second = args;
+                        second.ptr[0] = o[mid as usize..].as_mut_ptr() as usize;
+                        second.int[2] = mid;
+                        second.int[3] = len - mid;
+                        blocks.push(second);
+                    }
+                    let entry = entry()?;
+                    // SAFETY: `out` is checked to hold the parameter's `len` floats; the first
+                    // block writes its elements `0 .. mid`, the second, starting at `mid`, the
+                    // remaining `len − mid`: disjoint, within `out`, which no input aliases.
+                    unsafe { run_parts(entry, &blocks) };
+                }
+            }
+        }
+        Body::Overlay { param, w0, out } => {
+            let o = out_f(f_out, *out)?;
+            o.copy_from_slice(env.float(*w0));
+            if let Some(t) = &env.state.tracked[*param] {
+                for (&i, &v) in t.indices.iter().zip(&t.values) {
+                    o[i as usize] = v;
+                }
+            }
+        }
+        Body::TrackedValues { param, out } => {
+            let o = out_f(f_out, *out)?;
+            o.fill(0.0);
+            if let Some(t) = &env.state.tracked[*param] {
+                for (&i, &v) in t.indices.iter().zip(&t.values) {
+                    o[i as usize] = v;
+                }
+            }
+        }
+        Body::Correction { param, w0, out } => {
+            let o = out_f(f_out, *out)?;
+            o.fill(0.0);
+            let w0 = env.float(*w0);
+            if let Some(t) = &env.state.tracked[*param] {
+                for (&i, &v) in t.indices.iter().zip(&t.values) {
+                    o[i as usize] = v - w0[i as usize];
+                }
+            }
+        }
+        Body::DropbackApply {
+            offset,
+            w1,
+            sel,
+            w0,
+            out,
+        } => {
+            let o = out_f(f_out, *out)?;
+            let (w1, w0) = (env.float(*w1), env.float(*w0));
+            o.copy_from_slice(w0);
+            let sel = env.sparse(*sel);
+            let lo = sel.partition_point(|&i| (i as usize) < *offset);
+            let hi = sel.partition_point(|&i| (i as usize) < offset + o.len());
+            for &i in &sel[lo..hi] {
+                let j = i as usize - offset;
+                o[j] = w1[j];
+            }
+        }
+        Body::GradScore {
+            m,
+            n,
+            k,
+            dy,
+            x,
+            lr,
+            w,
+            w0,
+            out,
+        } => {
+            let (m, n, k) = (*m, *n, *k);
+            let (dy, x, w, w0) = (env.float(*dy), env.float(*x), env.float(*w), env.float(*w0));
+            check("a gradient operand", dy.len(), k * m)?;
+            check("a gradient operand", x.len(), k * n)?;
+            check("a weight", w.len(), m * n)?;
+            check("an initial weight", w0.len(), m * n)?;
+            let lr = *env.float(*lr).first().ok_or("internal: an empty scalar")?;
+            let o = out_f(f_out, *out)?;
+            check("the scores", o.len(), m * n)?;
+            let (panel, ldc) = grad_panel_scratch(cx, m, n);
+            for j0 in (0..n).step_by(GEMM_PANEL) {
+                let j1 = (j0 + GEMM_PANEL).min(n);
+                matmul_columns_f32((m, n, k), true, dy, false, x, n, (j0, j1), panel, ldc);
+                for i in 0..m {
+                    let g = &panel[i * ldc..][..j1 - j0];
+                    let row = i * n + j0..i * n + j1;
+                    for (((s, &g), &w), &w0) in o[row.clone()]
+                        .iter_mut()
+                        .zip(g)
+                        .zip(&w[row.clone()])
+                        .zip(&w0[row])
+                    {
+                        // The interpreter's scale, sub and dropback_score, one IEEE op each.
+                        let d = (w - g * lr) - w0;
+                        *s = if d < 0.0 { -d } else { d + 0.0 };
+                    }
+                }
+            }
+        }
+        Body::GradApply {
+            offset,
+            m,
+            n,
+            k,
+            dy,
+            x,
+            lr,
+            w,
+            sel,
+            w0,
+            out,
+        } => {
+            let (m, n, k, offset) = (*m, *n, *k, *offset);
+            let (dy, x, w, w0) = (env.float(*dy), env.float(*x), env.float(*w), env.float(*w0));
+            check("a gradient operand", dy.len(), k * m)?;
+            check("a gradient operand", x.len(), k * n)?;
+            check("a weight", w.len(), m * n)?;
+            let lr = *env.float(*lr).first().ok_or("internal: an empty scalar")?;
+            let o = out_f(f_out, *out)?;
+            check("an applied weight", o.len(), m * n)?;
+            o.copy_from_slice(w0);
+            let sel = env.sparse(*sel);
+            let lo = sel.partition_point(|&i| (i as usize) < offset);
+            let hi = sel.partition_point(|&i| (i as usize) < offset + m * n);
+            let mine = &sel[lo..hi];
+            if mine.is_empty() || n == 0 {
+                return Ok(());
+            }
+            // The selected positions by panel (counting sort, ascending within a panel).
+            let panels = n.div_ceil(GEMM_PANEL);
+            let panel_of = |i: u32| ((i as usize - offset) % n) / GEMM_PANEL;
+            let mut start = vec![0usize; panels + 1];
+            for &i in mine {
+                start[panel_of(i) + 1] += 1;
+            }
+            for q in 0..panels {
+                start[q + 1] += start[q];
+            }
+            let mut fill = start.clone();
+            let mut by_panel = vec![0u32; mine.len()];
+            for &i in mine {
+                let q = panel_of(i);
+                by_panel[fill[q]] = i;
+                fill[q] += 1;
+            }
+            let (panel, ldc) = grad_panel_scratch(cx, m, n);
+            for q in 0..panels {
+                let here = &by_panel[start[q]..start[q + 1]];
+                if here.is_empty() {
+                    continue;
+                }
+                let (j0, j1) = (q * GEMM_PANEL, ((q + 1) * GEMM_PANEL).min(n));
+                matmul_columns_f32((m, n, k), true, dy, false, x, n, (j0, j1), panel, ldc);
+                for &i in here {
+                    let idx = i as usize - offset;
+                    let (r, c) = (idx / n, idx % n);
+                    o[idx] = w[idx] - panel[r * ldc + c - j0] * lr;
+                }
+            }
+        }
+        Body::TopkSelect { k, scores, out } => {
+            let Loc::S(j) = out else {
+                return Err("internal: a selection buffer".into());
+            };
+            let o = s_out
+                .iter_mut()
+                .find(|(x, _)| x == j)
+                .map(|(_, v)| v)
+                .ok_or("internal: output not taken")?;
+            let s: Vec<&[f32]> = scores.iter().map(|&l| env.float(l)).collect();
+            topk_select(&s, *k, cx.topk_scratch, o);
+        }
+        Body::TrackedSet { param, out } => {
+            let Loc::S(j) = out else {
+                return Err("internal: a selection buffer".into());
+            };
+            let o = s_out
+                .iter_mut()
+                .find(|(x, _)| x == j)
+                .map(|(_, v)| v)
+                .ok_or("internal: output not taken")?;
+            o.clear();
+            if let Some(t) = &env.state.tracked[*param] {
+                o.extend_from_slice(&t.indices);
+            }
+        }
+        Body::Copy { src, out } => {
+            let o = out_f(f_out, *out)?;
+            o.copy_from_slice(env.float(*src));
+        }
+        Body::ReduceChannels {
+            outer,
+            channels,
+            inner,
+            x,
+            out,
+        } => {
+            let xv = env.float(*x);
+            check("a reduced operand", xv.len(), outer * channels * inner)?;
+            let o = out_f(f_out, *out)?;
+            check("a reduction", o.len(), *channels)?;
+            let mut args = Args::default();
+            args.ptr[..2].copy_from_slice(&[addr(xv), o.as_mut_ptr() as usize]);
+            args.int[..3].copy_from_slice(&[*outer as u64, *channels as u64, *inner as u64]);
+            let entry = entry()?;
+            // SAFETY: `x` is checked to hold `outer·channels·inner` floats and `out` `channels`;
+            // `out` was taken out of the table, so it is not `x`.
+            unsafe { entry.call(&args) };
+        }
+        Body::SoftmaxXent {
+            spec,
+            logits,
+            labels,
+            out,
+        } => {
+            let x = env.float(*logits);
+            let l = env.int(*labels);
+            check("the logits", x.len(), spec.rows * spec.classes)?;
+            check("the labels", l.len(), spec.rows)?;
+            // The kernel indexes rows by label: the interpreter's check, its error.
+            for (i, &v) in l.iter().enumerate() {
+                if v < 0 || v as usize >= spec.classes {
+                    return Err(format!(
+                        "label {v} of example {i} is not a class index (expected 0..{})",
+                        spec.classes
+                    ));
+                }
+            }
+            let o = out_f(f_out, *out)?;
+            check(
+                "a softmax cross-entropy",
+                o.len(),
+                if spec.grad { x.len() } else { 1 },
+            )?;
+            let mut args = Args::default();
+            args.ptr[..3].copy_from_slice(&[addr(x), l.as_ptr() as usize, o.as_mut_ptr() as usize]);
+            let entry = entry()?;
+            // SAFETY: the logits are checked to hold `rows·classes` floats (both positive: the
+            // partitioner's condition), the labels `rows` integers, each in `0 .. classes` (the
+            // kernel indexes a row by its label), and the output the loss or the gradient's
+            // `rows·classes`; the output was taken out of the table, so it aliases no input.
+            unsafe { entry.call(&args) };
+        }
+        Body::MaxPool { spec, x, dy, out } => {
+            let xv = env.float(*x);
+            check("a pooled operand", xv.len(), spec.planes * spec.h * spec.w)?;
+            let pooled = spec.planes * spec.oh * spec.ow;
+            let mut args = Args::default();
+            args.ptr[0] = addr(xv);
+            if let Some(dy) = dy {
+                let d = env.float(*dy);
+                check("a pooling gradient", d.len(), pooled)?;
+                args.ptr[1] = addr(d);
+            }
+            let o = out_f(f_out, *out)?;
+            check(
+                "a pooling",
+                o.len(),
+                if spec.grad { xv.len() } else { pooled },
+            )?;
+            args.ptr[2] = o.as_mut_ptr() as usize;
+            let entry = entry()?;
+            // SAFETY: `x` is checked to hold `planes·h·w` floats, `dy` (a gradient's, which the
+            // kernel IR always gives it) and the forward output the pooled size, the gradient's
+            // output `x`'s; every window lies inside its plane (the partitioner's check). The
+            // output was taken out of the table, so it aliases neither input.
+            unsafe { entry.call(&args) };
+        }
+        Body::Conv { spec, a, b, out } => {
+            let (av, bv) = (env.float(*a), env.float(*b));
+            let (x_len, w_len, y_len) = (
+                spec.b * spec.chw(),
+                spec.o * spec.ckk(),
+                spec.b * spec.o * spec.p(),
+            );
+            let (a_len, b_len, o_len) = match spec.pass {
+                ConvPass::Forward => (x_len, w_len, y_len),
+                ConvPass::InputGrad => (y_len, w_len, x_len),
+                ConvPass::WeightGrad => (x_len, y_len, w_len),
+            };
+            check("a convolution operand", av.len(), a_len)?;
+            check("a convolution operand", bv.len(), b_len)?;
+            let o = out_f(f_out, *out)?;
+            check("a convolution", o.len(), o_len)?;
+            let mut args = Args::default();
+            args.ptr[..3].copy_from_slice(&[addr(av), addr(bv), o.as_mut_ptr() as usize]);
+            args.int[1] = spec.b as u64;
+            // Images are independent except in the weight gradient's running sum.
+            let work = spec.b * spec.o * spec.p() * spec.ckk();
+            let split_it =
+                parts > 1 && spec.pass != ConvPass::WeightGrad && work >= SPLIT_MIN_WORK * 8;
+            let mut blocks = split(args, 0, 1, if split_it { parts } else { 1 }, 1);
+            if cx.gemm_scratch.len() < blocks.len() {
+                cx.gemm_scratch.resize(blocks.len(), Vec::new());
+            }
+            let need = spec.ckk() * spec.p();
+            for (blk, cols) in blocks.iter_mut().zip(cx.gemm_scratch.iter_mut()) {
+                if cols.len() < need {
+                    cols.resize(need, 0.0);
+                }
+                blk.ptr[3] = cols.as_mut_ptr() as usize;
+            }
+            let entry = entry()?;
+            // SAFETY: both operands and the result are checked against the extents of `spec`
+            // (which the kernel is compiled with) for this pass, and each block has its own
+            // `ckk·p` floats of `cols`; the result was taken out of the table, so it aliases no
+            // operand. Blocks take disjoint image ranges, whose results are disjoint (the weight
+            // gradient, one sum over all images, is never split).
+            unsafe { run_parts(entry, &blocks) };
+        }
+        Body::Interp {
+            op,
+            shapes,
+            out_shape,
+            operands,
+            out,
+        } => {
+            let args: Vec<OpArg<'_, f32>> = operands
+                .iter()
+                .zip(shapes)
+                .map(|(&l, _)| match l {
+                    Loc::I(_) => OpArg::Int(env.int(l)),
+                    Loc::Arg(a) if matches!(env.inputs[a], Input::Int(_)) => OpArg::Int(env.int(l)),
+                    _ => OpArg::Float(env.float(l)),
+                })
+                .collect();
+            let shapes: Vec<&[usize]> = shapes.iter().map(Vec::as_slice).collect();
+            let o = match out {
+                Loc::F(_) => OpOut::Float(out_f(f_out, *out)?.as_mut_slice()),
+                Loc::I(j) => OpOut::Int(
+                    i_out
+                        .iter_mut()
+                        .find(|(x, _)| x == j)
+                        .map(|(_, v)| v.as_mut_slice())
+                        .ok_or("internal: output not taken")?,
+                ),
+                _ => return Err("internal: a fallback writes a selection".into()),
+            };
+            eval_op(op, &shapes, out_shape, &args, o, cx.op_scratch)?;
+        }
+    }
+    Ok(())
+}
