@@ -1,12 +1,14 @@
 //! The JIT (`sparsec_backend::JitProgram`, 1 and 2 threads) against the reference interpreter
 //! on randomly generated programs, bit for bit: outputs and the state after a few steps.
 //!
-//! - Random graphs (`random_ir::random_module`): seeded, well-typed IR text parsed with the IR
+//! The generators are `sparsec_test_support::random_ir`'s:
+//!
+//! - Random graphs (`random_module`): seeded, well-typed IR text parsed with the IR
 //!   parser, built to exercise what the partitioner fuses and splits. Each case also checks
 //!   that its kernel program carries out exactly the instructions it was generated with (every
 //!   product, reduction, `bias_add` and element-wise op has its kernel or epilogue), and the
 //!   whole run checks that every kind of kernel the generator aims at was produced.
-//! - Random models (`random_ir::random_model`): MLPs of random widths and batch sizes, dense and
+//! - Random models (`random_model`): MLPs of random widths and batch sizes, dense and
 //!   Dropback, through the real pipeline (`driver::compile_to` at stage `opt`); every function
 //!   (train step, frozen step, forward) is run in turn on one evolving state.
 //!
@@ -17,14 +19,11 @@
 //! `JIT_RANDOM_SEED=0x... cargo test --test jit_random`; to see which case crashed the process
 //! (a crash loses captured output), `JIT_RANDOM_TRACE=1` writes each seed to stderr first.
 
-mod random_ir;
-
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
-use random_ir::{random_model, random_module, Rng, Size};
 use sparsec::driver::{compile_to, program_from_source, CompileOptions, Failure};
 use sparsec_backend::codegen::chain::Operand;
 use sparsec_backend::kernel_ir::Body;
@@ -34,6 +33,8 @@ use sparsec_ir::interp::{Input, Interpreter, Output, State};
 use sparsec_ir::op::Unary;
 use sparsec_ir::Stage;
 use sparsec_ir::{DType, Module};
+use sparsec_test_support::random_ir::{random_model, random_module, Size};
+use sparsec_test_support::rng::Rng;
 
 /// `SPLIT_MIN_WORK` in `backend/src/runtime.rs` (private there): from this much work a chain,
 /// a row reduction, or a product (8 times as much) is split over two threads.
