@@ -6,6 +6,9 @@
 
 use std::path::{Path, PathBuf};
 
+mod run_dir;
+
+use run_dir::fresh_dir;
 use sparsec::driver::{self, compile_module, compile_to, program_from_source, CompileOptions};
 use sparsec::methods::{EpochEnd, Reconfiguration, RunMethod};
 use sparsec::runner::{Backend, Runner};
@@ -16,13 +19,6 @@ use sparsec_ir::remap::remap_state;
 use sparsec_ir::{Module, Stage};
 use sparsec_passes::structural::units::{unit_group, RemoveUnits};
 use sparsec_passes::structural::StructuralPass;
-
-/// An empty (removed) directory under the test target's scratch space.
-fn fresh_dir(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
 
 /// The values of the smaller network's parameter `name` from the bigger one's.
 type Slicer<'a> = dyn Fn(&str, &[f32], &[usize]) -> Vec<f32> + 'a;

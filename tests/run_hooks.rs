@@ -4,6 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
+mod run_dir;
+
+use run_dir::fresh_dir;
 use sparsec::methods::{EpochEnd, Reconfiguration, RunMethod, StepEnd};
 use sparsec::runner::Backend;
 use sparsec::train::{self, TrainRequest};
@@ -64,12 +67,6 @@ impl RunMethod for CountingHook {
         self.steps_seen = saved["steps_seen"].as_u64().ok_or("no steps_seen")?;
         Ok(())
     }
-}
-
-fn fresh_dir(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
 }
 
 fn run(dir: &Path, file: Option<PathBuf>, resume: bool, max_steps: Option<u64>) {
