@@ -12,14 +12,13 @@ use sparsec_ir::interp::{initial_value, Input, Interpreter, State};
 mod run_dir;
 
 use run_dir::{fresh_dir, ok, sparsec, summary};
-
-const EXAMPLE: &str = "examples/lenet300_dropback.net";
+use sparsec_test_support::examples;
+use sparsec_test_support::rng::Rng;
 
 /// The LeNet-300-100 Dropback example on the bundled subset, with another `k` (or, with
 /// `None`, without its method block: the paired dense baseline).
 fn example_source(k: Option<u64>) -> String {
-    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(EXAMPLE))
-        .expect("example");
+    let text = examples::example("lenet300_dropback");
     let text = text.replace(
         r#"data fashion_mnist { dir: "/usr/share/datasets/fashion-mnist" }"#,
         "data fashion_mnist",
@@ -38,17 +37,6 @@ fn write_model(name: &str, text: &str) -> PathBuf {
 
 fn latest(dir: &Path) -> PathBuf {
     dir.join(std::fs::read_to_string(dir.join("latest")).unwrap().trim())
-}
-
-/// xorshift64*, for synthetic batches.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
 }
 
 /// Weights of tracked parameters that differ (bitwise) from their initial values.
@@ -81,15 +69,15 @@ fn every_step_keeps_at_most_k_weights_away_from_their_initial_values() {
         let budgets = sparsec_ir::dropback::budgets(&m.params);
         let mut step = Interpreter::<f32>::new(&m, "train_step").unwrap();
         let mut state = State::<f32>::initial(&m);
-        let mut rng = Rng(7);
+        let mut rng = Rng::xorshift(7);
         let mut images = vec![0f32; 100 * 784];
         let mut labels = vec![0i32; 100];
         for t in 0..6 {
             for x in &mut images {
-                *x = (rng.next() >> 40) as f32 / (1u64 << 24) as f32;
+                *x = (rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
             }
             for l in &mut labels {
-                *l = (rng.next() % 10) as i32;
+                *l = (rng.next_u64() % 10) as i32;
             }
             step.run(
                 &mut state,
@@ -353,15 +341,15 @@ fn a_dropback_step_is_dense_sgd_then_the_selection() {
     let mut db_step = Interpreter::<f32>::new(&db, "train_step").unwrap();
     let mut dense_step = Interpreter::<f32>::new(&dense, "train_step").unwrap();
     let mut state = State::<f32>::initial(&db);
-    let mut rng = Rng(3);
+    let mut rng = Rng::xorshift(3);
     let mut images = vec![0f32; 100 * 784];
     let mut labels = vec![0i32; 100];
     for t in 0..4 {
         for x in &mut images {
-            *x = (rng.next() >> 40) as f32 / (1u64 << 24) as f32;
+            *x = (rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
         }
         for l in &mut labels {
-            *l = (rng.next() % 10) as i32;
+            *l = (rng.next_u64() % 10) as i32;
         }
         let args = [
             Input::Float(&images),

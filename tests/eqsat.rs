@@ -3,30 +3,11 @@
 //! never stops on the node limit, the Dropback dump has no dense read of a tracked weight
 //! matrix and no dense weight gradient, and a memory budget is honoured.
 
-use std::path::Path;
-
 use sparsec::driver::{self, CompileOptions};
 use sparsec_ir::interp::{Input, Interpreter, Output, State};
 use sparsec_ir::Stage;
 use sparsec_ir::{Encoding, Module, Op};
-
-fn examples() -> Vec<(String, String)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
-    let mut v: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "net"))
-        .collect();
-    v.sort();
-    v.into_iter()
-        .map(|p| {
-            (
-                p.display().to_string(),
-                std::fs::read_to_string(&p).unwrap(),
-            )
-        })
-        .collect()
-}
+use sparsec_test_support::examples::{example, example_files};
 
 /// Small batches keep the test fast; every other setting is the example's own.
 fn compile(text: &str, name: &str, stage: Stage, budget: Option<u64>) -> Option<Module> {
@@ -84,7 +65,7 @@ fn run_steps(module: &Module, steps: usize) -> (Vec<Vec<u32>>, State<f32>) {
 #[test]
 fn optimised_train_steps_equal_unoptimised_ones_bit_for_bit() {
     let mut checked = 0;
-    for (name, text) in examples() {
+    for (name, text) in example_files() {
         let (Some(train), Some(opt)) = (
             compile(&text, &name, Stage::Train, None),
             compile(&text, &name, Stage::Opt, None),
@@ -108,7 +89,7 @@ fn optimised_train_steps_equal_unoptimised_ones_bit_for_bit() {
 
 #[test]
 fn saturation_never_stops_on_the_node_limit() {
-    for (name, text) in examples() {
+    for (name, text) in example_files() {
         let m = compile(&text, &name, Stage::Opt, None).unwrap();
         for (key, value) in &m.header {
             if key.ends_with(".stop") {
@@ -120,10 +101,7 @@ fn saturation_never_stops_on_the_node_limit() {
 
 #[test]
 fn the_dropback_dump_reads_no_tracked_matrix_densely_and_materialises_no_weight_gradient() {
-    let text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/lenet300_dropback.net"),
-    )
-    .unwrap();
+    let text = example("lenet300_dropback");
     let m = compile(&text, "lenet300_dropback", Stage::Opt, None).unwrap();
     for f in &m.funcs {
         for inst in &f.insts {
@@ -150,10 +128,7 @@ fn the_dropback_dump_reads_no_tracked_matrix_densely_and_materialises_no_weight_
 
 #[test]
 fn a_memory_budget_is_honoured_or_refused() {
-    let text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/lenet300.net"),
-    )
-    .unwrap();
+    let text = example("lenet300");
     let free = compile(&text, "lenet300", Stage::Opt, None).unwrap();
     let memory = |m: &Module| -> u64 {
         m.header

@@ -2,40 +2,8 @@
 //! form. Mutating the examples explores many accepted variants (other widths, kernels, options)
 //! and many rejected ones; the parsers' own mutation tests cover the rejected side in depth.
 
-use std::path::PathBuf;
-
-/// A small deterministic generator (xorshift64*), so a failure names a reproducible case.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
-fn examples() -> Vec<(String, String)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .expect("examples/")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "net"))
-        .collect();
-    files.sort();
-    files
-        .into_iter()
-        .map(|p| {
-            let text = std::fs::read_to_string(&p).expect("read example");
-            (p.display().to_string(), text)
-        })
-        .collect()
-}
+use sparsec_test_support::examples::example_files;
+use sparsec_test_support::rng::Rng;
 
 /// Replace one number in the text by another small one: most such files still check, with
 /// different shapes and options, which is what exercises lowering.
@@ -75,9 +43,9 @@ fn swap_lines(text: &str, rng: &mut Rng) -> String {
 
 #[test]
 fn accepted_models_lower_verify_and_round_trip() {
-    let mut rng = Rng(0x5eed_1234_abcd_0001);
+    let mut rng = Rng::xorshift(0x5eed_1234_abcd_0001);
     let mut accepted = 0;
-    for (name, text) in examples() {
+    for (name, text) in example_files() {
         for case in 0..150 {
             let mutated = match case % 3 {
                 0 => mutate_number(&text, &mut rng),
