@@ -6,8 +6,8 @@
 //! computed in registers (`f32x4` main loop, scalar tail) with the interpreter's single IEEE
 //! operations, and only the outputs are written: the same bits as running the ops one by one.
 //! `tanh` and `sigmoid`'s `exp` call the interpreter's own functions ([`super::math`]), lane by
-//! lane. The activations are the IR's table ([`sparsec_ir::op::Unary`]); [`emit_unary`] and
-//! [`emit_unary_grad`] hold each one's code, the one place a new activation needs JIT code.
+//! lane. The activations are the IR's table ([`sparsec_ir::op::Unary`]); `emit_unary` and
+//! `emit_unary_grad` hold each one's code, the one place a new activation needs JIT code.
 //!
 //! Chain slots: inputs `ptr[0 .. inputs]`, outputs `ptr[inputs ..]`, scalars `f32[0 ..]`;
 //! `int[0]`, `int[1]` = the element range `start .. end` (threads take disjoint ranges).
@@ -42,9 +42,9 @@ pub enum EwOp {
     Mul,
     /// `a · s` (`scale`, `s` a scalar operand)
     Scale,
-    /// An activation of `a` ([`emit_unary`]).
+    /// An activation of `a` (`emit_unary`).
     Unary(Unary),
-    /// Its gradient: `dy = a` and `x` or `y` = `b` ([`emit_unary_grad`]).
+    /// Its gradient: `dy = a` and `x` or `y` = `b` (`emit_unary_grad`).
     UnaryGrad(Unary),
     /// `|a − b|` with `−0` as `+0` (`dropback_score`: `w1`, `w0`)
     AbsDiff,

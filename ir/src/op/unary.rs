@@ -1,6 +1,6 @@
 //! The element-wise activations, defined once.
 //!
-//! One row of [`unary_ops!`] is everything sparsec knows about an activation: its variant, its
+//! One row of `unary_ops!` is everything sparsec knows about an activation: its variant, its
 //! text name (also its name in the model language), the name of its gradient op, which value the
 //! gradient reads (the activation's input `x` or its output `y`), its reference semantics on one
 //! scalar and its derivative. From the table come [`Op::Unary`](super::Op::Unary) and
