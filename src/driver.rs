@@ -152,27 +152,24 @@ pub fn program_from_source(
             let mut model = sparsec_frontend::check_source(&file.text)
                 .map_err(|diags| Failure::Input(Diagnostics::new(&file, diags)))?;
             let run = overrides::apply(&mut model.train, sets).map_err(Failure::Usage)?;
+            // The checker vetted the program, so a failure past it is the compiler's.
+            let bug = |message: String| {
+                Failure::Input(Diagnostics::new(
+                    &file,
+                    vec![Diagnostic::bug()
+                        .with_code(codes::INTERNAL)
+                        .with_message(message)],
+                ))
+            };
             let mut module = sparsec_frontend::lower::lower(&model).map_err(|message| {
                 if !sets.is_empty() {
                     // The checker vetted the file's own values; an override can still make a
                     // shape too large (a huge batch).
                     return Failure::Usage(format!("with these --set values: {message}"));
                 }
-                Failure::Input(Diagnostics::new(
-                    &file,
-                    vec![Diagnostic::bug()
-                        .with_code(codes::INTERNAL)
-                        .with_message(message)],
-                ))
+                bug(message)
             })?;
-            sparsec_passes::methods::assign_storage(&mut module).map_err(|message| {
-                Failure::Input(Diagnostics::new(
-                    &file,
-                    vec![Diagnostic::bug()
-                        .with_code(codes::INTERNAL)
-                        .with_message(message)],
-                ))
-            })?;
+            sparsec_passes::methods::assign_storage(&mut module).map_err(bug)?;
             (module, run)
         }
         SourceKind::Ir => {
