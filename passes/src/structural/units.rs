@@ -37,6 +37,14 @@ pub struct UnitGroup {
     pub params: Vec<(ParamId, usize, usize)>,
 }
 
+/// `H·W` when a reshape from `from` to `to` is a flatten (`[B, C, ...] → [B, C·...]`), the only
+/// reshape units can cross: unit `c` becomes the block `[c·H·W, (c+1)·H·W)`.
+fn flatten_block(from: &[usize], to: &[usize]) -> Option<usize> {
+    let hw: usize = from.get(2..)?.iter().product();
+    let flat = from[1].checked_mul(hw)?;
+    (to.len() == 2 && to[0] == from[0] && to[1] == flat && hw > 0).then_some(hw)
+}
+
 /// The parameter a value reads, if it is a `param` instruction.
 fn param_read(f: &Func, v: Value) -> Option<ParamId> {
     match v {
@@ -141,12 +149,11 @@ pub fn unit_group(m: &Module, layer: &str) -> Result<UnitGroup, String> {
                 work.push((inst.operands[1], block));
             }
             Op::Reshape { .. } => {
-                let from = f.value_type(inst.operands[0]);
-                let hw: usize = from.shape[2..].iter().product();
-                if block % hw != 0 || inst.ty.shape.len() != 2 {
-                    return Err(format!("`{here}`: cannot follow units through `reshape`"));
+                let from = &f.value_type(inst.operands[0]).shape;
+                match flatten_block(from, &inst.ty.shape) {
+                    Some(hw) if block % hw == 0 => work.push((inst.operands[0], block / hw)),
+                    _ => return Err(format!("`{here}`: cannot follow units through `reshape`")),
                 }
-                work.push((inst.operands[0], block / hw));
             }
             other => {
                 return Err(format!(
@@ -179,12 +186,12 @@ pub fn unit_group(m: &Module, layer: &str) -> Result<UnitGroup, String> {
                 | (Op::MaxPool2d { .. } | Op::AvgPool2d { .. }, 0)
                 | (Op::Add, _) => work.push((out, block)),
                 (Op::Reshape { .. }, 0) => {
-                    let from = f.value_type(v);
-                    if user.ty.shape.len() != 2 || from.shape.len() < 2 {
-                        return Err(format!("`{there}`: cannot follow units through `reshape`"));
+                    match flatten_block(&f.value_type(v).shape, &user.ty.shape) {
+                        Some(hw) => work.push((out, block * hw)),
+                        None => {
+                            return Err(format!("`{there}`: cannot follow units through `reshape`"))
+                        }
                     }
-                    let hw: usize = from.shape[2..].iter().product();
-                    work.push((out, block * hw));
                 }
                 (Op::SoftmaxXent, _) => {
                     return Err(format!(
@@ -320,5 +327,20 @@ fn storage_name(storage: Storage) -> &'static str {
         Storage::Seeded => "seeded",
         Storage::Tracked { .. } => "tracked",
         Storage::Masked => "masked",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::flatten_block;
+
+    #[test]
+    fn only_a_flatten_carries_units_across_a_reshape() {
+        assert_eq!(flatten_block(&[8, 6, 4, 4], &[8, 96]), Some(16));
+        assert_eq!(flatten_block(&[8, 96], &[8, 96]), Some(1));
+        // The batch axis moves, or the channels do not lead: units would not be blocks.
+        assert_eq!(flatten_block(&[8, 6, 4, 4], &[48, 16]), None);
+        assert_eq!(flatten_block(&[8, 6, 4, 4], &[8, 6, 16]), None);
+        assert_eq!(flatten_block(&[96], &[96]), None);
     }
 }
