@@ -152,6 +152,15 @@ fn constant(fx: &mut FnCtx<'_>, ty: Type, x: f32) -> Value {
     }
 }
 
+/// `value` where `test > 0`, else `value · slope`: leaky ReLU (`value = test = x`) and its
+/// gradient (`value = dy`, `test = x`).
+fn leaky(fx: &mut FnCtx<'_>, ty: Type, test: Value, value: Value, zero: Value) -> Value {
+    let slope = constant(fx, ty, LEAKY_RELU_SLOPE);
+    let gt = fx.b.ins().fcmp(FloatCC::GreaterThan, test, zero);
+    let scaled = fx.b.ins().fmul(value, slope);
+    select(fx, ty, gt, value, scaled)
+}
+
 /// An activation of `x`: the same single IEEE operations as [`Unary::apply`].
 fn emit_unary(fx: &mut FnCtx<'_>, ty: Type, u: Unary, x: Value, zero: Value, one: Value) -> Value {
     match u {
@@ -159,12 +168,7 @@ fn emit_unary(fx: &mut FnCtx<'_>, ty: Type, u: Unary, x: Value, zero: Value, one
             let le = fx.b.ins().fcmp(FloatCC::LessThanOrEqual, x, zero);
             select(fx, ty, le, zero, x)
         }
-        Unary::LeakyRelu => {
-            let slope = constant(fx, ty, LEAKY_RELU_SLOPE);
-            let gt = fx.b.ins().fcmp(FloatCC::GreaterThan, x, zero);
-            let scaled = fx.b.ins().fmul(x, slope);
-            select(fx, ty, gt, x, scaled)
-        }
+        Unary::LeakyRelu => leaky(fx, ty, x, x, zero),
         Unary::Tanh => super::math::tanh(fx, x, ty),
         Unary::Sigmoid => {
             let neg = fx.b.ins().fneg(x);
@@ -191,12 +195,7 @@ fn emit_unary_grad(
             let gt = fx.b.ins().fcmp(FloatCC::GreaterThan, v, zero);
             select(fx, ty, gt, dy, zero)
         }
-        Unary::LeakyRelu => {
-            let slope = constant(fx, ty, LEAKY_RELU_SLOPE);
-            let gt = fx.b.ins().fcmp(FloatCC::GreaterThan, v, zero);
-            let scaled = fx.b.ins().fmul(dy, slope);
-            select(fx, ty, gt, dy, scaled)
-        }
+        Unary::LeakyRelu => leaky(fx, ty, v, dy, zero),
         Unary::Tanh => {
             let yy = fx.b.ins().fmul(v, v);
             let t = fx.b.ins().fsub(one, yy);

@@ -49,46 +49,38 @@ impl<T: Float> Interpreter<T> {
             seed: *seed,
             scale: state.init_scale,
         };
+        // A read-only view of every buffer but the one a step writes (taken out meanwhile).
+        macro_rules! buffers {
+            () => {
+                Env {
+                    inputs,
+                    params,
+                    tracked,
+                    fbufs,
+                    ibufs,
+                    sbufs,
+                }
+            };
+        }
         for step in steps.iter() {
             let r = match step.out {
                 Loc::F(j) => {
                     let mut out = std::mem::take(&mut fbufs[j]);
-                    let env = Env {
-                        inputs,
-                        params,
-                        tracked,
-                        fbufs,
-                        ibufs,
-                        sbufs,
-                    };
+                    let env = buffers!();
                     let r = exec_float(step, &env, &mut out, cols, gemm, regen, regen_scratch);
                     fbufs[j] = out;
                     r
                 }
                 Loc::I(j) => {
                     let mut out = std::mem::take(&mut ibufs[j]);
-                    let env = Env {
-                        inputs,
-                        params,
-                        tracked,
-                        fbufs,
-                        ibufs,
-                        sbufs,
-                    };
+                    let env = buffers!();
                     let r = exec_int(step, &env, &mut out);
                     ibufs[j] = out;
                     r
                 }
                 Loc::S(j) => {
                     let mut out = std::mem::take(&mut sbufs[j]);
-                    let env = Env {
-                        inputs,
-                        params,
-                        tracked,
-                        fbufs,
-                        ibufs,
-                        sbufs,
-                    };
+                    let env = buffers!();
                     exec_sparse(step, &env, &mut out, topk_scratch);
                     sbufs[j] = out;
                     Ok(())
@@ -97,14 +89,7 @@ impl<T: Float> Interpreter<T> {
             };
             r.map_err(|e| InterpError::new(format!("@{func} %{}: {e}", step.inst)))?;
         }
-        let env = Env {
-            inputs,
-            params,
-            tracked,
-            fbufs,
-            ibufs,
-            sbufs,
-        };
+        let env = buffers!();
         let outputs = results
             .iter()
             .map(|(loc, shape, dtype)| match (loc, dtype) {
