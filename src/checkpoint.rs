@@ -91,6 +91,11 @@ pub struct TrainMeta {
     /// in hook order (the method's first), absent when none keeps anything.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hook_states: Option<Vec<serde_json::Value>>,
+    /// FLOPs of the training steps done so far, each counted on the architecture it ran with
+    /// (`train_flops_total` of `summary.json`). Absent in checkpoints written before the count
+    /// existed: a run resumed from one reports no total rather than a partial one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_flops: Option<u64>,
 }
 
 /// The training state that a checkpoint saves: every parameter-table entry by index.

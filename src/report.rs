@@ -137,6 +137,14 @@ fn func_flops(module: &Module, func: &Func) -> HashMap<Option<String>, u64> {
     flops
 }
 
+/// FLOPs of one call of function `name` of `module` (0 when it has none): the sum of
+/// [`sparsec_ir::Op::flops`] over its instructions, the total of the report's column.
+pub fn function_flops(module: &Module, name: &str) -> u64 {
+    module
+        .func(name)
+        .map_or(0, |f| func_flops(module, f).values().sum())
+}
+
 /// Read `summary.json`, which marks a run directory (a run that got far enough to write one).
 fn read_summary(run_dir: &Path) -> Result<serde_json::Value, Failure> {
     if !run_dir.is_dir() {

@@ -411,6 +411,7 @@ fn prepare(req: &TrainRequest) -> Result<Session, Failure> {
                 resolved: resolved_settings(&module),
                 program: None,
                 hook_states: None,
+                train_flops: Some(0),
             }
         }
     };
@@ -541,6 +542,31 @@ fn reconfigure(
     }))
 }
 
+/// FLOPs of the program as it stands: one training step (forward, both gradients, update and
+/// the method's work, as `sparsec report` counts them on stage `train`) and one sample's
+/// forward pass.
+fn architecture_flops(program: &Program, compiled: &Module) -> Result<(u64, f64), Failure> {
+    // An IR dump past stage `train` cannot go back to it: count its own (optimised) step.
+    let module = if program.module.stage <= Stage::Train {
+        driver::train_step_module(program)?
+    } else {
+        compiled.clone()
+    };
+    let batch = module.train.as_ref().map_or(1, |t| t.batch).max(1);
+    Ok((
+        crate::report::function_flops(&module, TRAIN_STEP),
+        crate::report::function_flops(&module, FORWARD) as f64 / batch as f64,
+    ))
+}
+
+/// The program's method as `summary.json` and the metrics name it.
+fn method_name(module: &Module) -> String {
+    module
+        .method
+        .as_ref()
+        .map_or("dense".to_owned(), |m| m.method.name().to_owned())
+}
+
 /// `sparsec train`: returns the text for stdout.
 pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
     let wall = Instant::now();
@@ -593,6 +619,7 @@ pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
     let mut compiled = Compiled::new(module, &hooks, req.backend, req.threads)?;
     sync_state(&hooks, &compiled.module, meta.step, &mut state);
     let mut jit_compile_ms = compiled.compile_ms();
+    let (mut step_flops, mut inference_flops) = architecture_flops(&program, &compiled.module)?;
 
     let batch = spec.batch as usize;
     let train_set = &splits.train;
@@ -702,6 +729,7 @@ pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
                 .filter(|(row, &label)| row_stats(row).0 == label as usize)
                 .count();
             meta.step += 1;
+            meta.train_flops = meta.train_flops.map(|f| f.saturating_add(step_flops));
             sync_state(&hooks, &compiled.module, meta.step, &mut state);
             for hook in hooks.iter_mut() {
                 hook.after_step(&StepEnd {
@@ -787,8 +815,20 @@ pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
                 module: &compiled.module,
                 ir: &program.module,
                 state: &mut state,
+                log: serde_json::Map::new(),
             };
-            let Some(reconfiguration) = hooks[h].after_epoch(&mut end).map_err(input_error)? else {
+            let asked = hooks[h].after_epoch(&mut end).map_err(input_error)?;
+            if !end.log.is_empty() {
+                let mut line = json!({
+                    "kind": "method", "method": method_name(&compiled.module),
+                    "epoch": epoch + 1, "step": meta.step,
+                });
+                line.as_object_mut()
+                    .expect("a JSON object")
+                    .extend(std::mem::take(&mut end.log));
+                metrics.log(line)?;
+            }
+            let Some(reconfiguration) = asked else {
                 continue;
             };
             let line = reconfigure(
@@ -807,6 +847,7 @@ pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
             compile_ms += line["compile_ms"].as_f64().unwrap_or(0.0) - jit_ms;
             metrics.log(line)?;
             meta.program = Some(sparsec_ir::print::print_module(&program.module));
+            (step_flops, inference_flops) = architecture_flops(&program, &compiled.module)?;
         }
         last_checkpoint = Some(save(&compiled.module, &state, &meta, &hooks)?);
         last_saved_step = meta.step;
@@ -828,10 +869,7 @@ pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
 
     let params_total = module.param_count();
     let (weights_stored, state_bytes) = stored_weights(module, &state);
-    let method = module
-        .method
-        .as_ref()
-        .map_or("dense".to_owned(), |m| m.method.name().to_owned());
+    let method = method_name(module);
     let summary = json!({
         "model": module.name,
         "method": method,
@@ -849,6 +887,8 @@ pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
         "train_loss": last_train_loss,
         "samples_per_sec": if session_seconds > 0.0 { samples_this_session as f64 / session_seconds } else { 0.0 },
         "params_total": params_total,
+        "train_flops_total": meta.train_flops,
+        "inference_flops": inference_flops,
         "weights_stored": weights_stored,
         "weight_state_bytes": state_bytes,
         "peak_rss_bytes": peak_rss_bytes(),

@@ -46,6 +46,28 @@ impl Remap {
         self.keep.get(name)
     }
 
+    /// This remap followed by `next` (which indexes the shapes this one leaves): one remap
+    /// from the original shapes to the final ones.
+    pub fn then(&self, next: &Remap) -> Remap {
+        let mut keep = self.keep.clone();
+        for (name, axes) in &next.keep {
+            let composed = match keep.get(name) {
+                None => axes.clone(),
+                Some(first) => first
+                    .iter()
+                    .zip(axes)
+                    .map(|(a, b)| match (a, b) {
+                        (a, None) => a.clone(),
+                        (None, b) => b.clone(),
+                        (Some(a), Some(b)) => Some(b.iter().map(|&j| a[j]).collect()),
+                    })
+                    .collect(),
+            };
+            keep.insert(name.clone(), composed);
+        }
+        Remap { keep }
+    }
+
     /// The weights that change, with what they keep.
     pub fn entries(&self) -> impl Iterator<Item = (&str, &AxisKeep)> {
         self.keep.iter().map(|(k, v)| (k.as_str(), v))

@@ -6,6 +6,7 @@
 //! program from stage `ir`, rebuilds the compiled functions, and carries every piece of state
 //! (weights, biases, momentum buffers) over through the pass's [`Remap`].
 
+pub mod activation_density;
 pub mod dropback;
 
 use sparsec_ir::func_names::TRAIN_STEP;
@@ -27,6 +28,9 @@ pub struct EpochEnd<'a> {
     /// The parameters and optimizer state; a hook may change them (a projection, a mask)
     /// before the epoch's checkpoint is written.
     pub state: &'a mut State<f32>,
+    /// What the hook has to say about the epoch (a statistic, a decision): logged to
+    /// metrics.jsonl as one line of kind `method` when not empty.
+    pub log: serde_json::Map<String, serde_json::Value>,
 }
 
 /// What a hook sees after a training step.
@@ -101,7 +105,7 @@ pub struct Registration {
 }
 
 /// Every method `sparsec train` carries out. Adding a method: its file, and one line here.
-pub const REGISTRY: &[Registration] = &[dropback::REGISTRATION];
+pub const REGISTRY: &[Registration] = &[dropback::REGISTRATION, activation_density::REGISTRATION];
 
 /// The run side of a program's method, or why `sparsec train` refuses it.
 pub fn run_side(spec: Option<&MethodSpec>) -> Result<Box<dyn RunMethod>, String> {

@@ -9,6 +9,7 @@
 //! A method named in the model file that has no entry here compiles as the dense program (its
 //! block is checked, but adds nothing), and its run side refuses to train it.
 
+pub mod activation_density;
 pub mod dropback;
 
 use sparsec_ir::spec::MethodSpec;
@@ -72,7 +73,7 @@ pub struct Registration {
 }
 
 /// Every method with a compile side. Adding a method: its folder, and one line here.
-pub const REGISTRY: &[Registration] = &[dropback::REGISTRATION];
+pub const REGISTRY: &[Registration] = &[dropback::REGISTRATION, activation_density::REGISTRATION];
 
 /// The compile side of a module's method (the dense program's when there is none).
 pub fn compile_side(spec: Option<&MethodSpec>) -> Box<dyn CompileMethod> {

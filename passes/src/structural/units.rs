@@ -77,6 +77,18 @@ fn layer_product(m: &Module, f: &Func, layer: &str) -> Result<Value, String> {
         .ok_or_else(|| format!("no dense or conv2d product reads @{layer}.weight"))
 }
 
+/// The output of `layer` in `f`: its product, or the `bias_add` on it when the layer has a bias.
+pub fn layer_output(m: &Module, f: &Func, layer: &str) -> Result<Value, String> {
+    let product = layer_product(m, f, layer)?;
+    let biased = f.insts.iter().position(|inst| {
+        inst.op == Op::BiasAdd
+            && inst.operands[0] == product
+            && param_read(f, inst.operands[1])
+                .is_some_and(|b| m.param(b).name == format!("{layer}.bias"))
+    });
+    Ok(biased.map_or(product, |i| Value::Inst(i as u32)))
+}
+
 /// The group of tensors and parameter axes that carry the units of `layer` (see the module
 /// docs), in a module at stage `ir`.
 pub fn unit_group(m: &Module, layer: &str) -> Result<UnitGroup, String> {
@@ -291,6 +303,39 @@ impl StructuralPass for RemoveUnits {
             ));
         }
         Ok((out, remap))
+    }
+}
+
+/// Several removals at once, each on the program the previous one left (a layer's unit
+/// indices are those of the program as it stands before the whole change, so the removals must
+/// be of distinct unit groups: their indices do not shift each other).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoveUnitsEach(pub Vec<RemoveUnits>);
+
+impl StructuralPass for RemoveUnitsEach {
+    fn describe(&self) -> String {
+        let parts: Vec<String> = self.0.iter().map(|r| r.describe()).collect();
+        parts.join(", ")
+    }
+
+    fn run(&self, m: &Module) -> Result<(Module, Remap), String> {
+        let mut module = m.clone();
+        let mut remap = Remap::new();
+        let mut seen: Vec<Vec<(ParamId, usize, usize)>> = Vec::new();
+        for removal in &self.0 {
+            let group = unit_group(m, &removal.layer)?.params;
+            if seen.contains(&group) {
+                return Err(format!(
+                    "`{}` shares its units with a layer already changed in this step",
+                    removal.layer
+                ));
+            }
+            seen.push(group);
+            let (next, step) = removal.run(&module)?;
+            remap = remap.then(&step);
+            module = next;
+        }
+        Ok((module, remap))
     }
 }
 
