@@ -152,6 +152,7 @@ fn jit_matches_the_interpreter_on_every_example_bit_for_bit() {
         "lenet300_dropback.net",
         "lenet300_dropback_freeze.net",
         "lenet300_activation_density.net",
+        "lenet5_activation_density.net",
         "lenet5.net",
         "lenet5_admm.net",
         "lenet5_prunetrain.net",
