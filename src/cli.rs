@@ -27,7 +27,7 @@ pub struct Cli {
 pub enum Command {
     /// Parse and check a model file; report every problem found, exit 1 if there is one.
     Check {
-        /// A model file (.net) or an IR dump (.ir).
+        /// A model file (.net) or an IR dump (.ir); a run directory for `--stage model`.
         file: PathBuf,
     },
     /// Train a model; writes a run directory (summary.json, metrics.jsonl, checkpoints).
@@ -72,7 +72,7 @@ pub enum Command {
         /// picks the fastest program that fits.
         #[arg(long, value_name = "BYTES")]
         memory_budget: Option<u64>,
-        /// A model file (.net) or an IR dump (.ir).
+        /// A model file (.net) or an IR dump (.ir); a run directory for `--stage model`.
         file: PathBuf,
     },
 }
@@ -139,6 +139,11 @@ pub enum Stage {
     Kernels,
     /// The Cranelift IR of every compiled kernel, as generated (before Cranelift's passes).
     Clif,
+    /// The architecture a finished run ended with, as a model file: FILE is the run directory.
+    /// Every `dense` and `conv2d` width is the final one (after activation density's resizes)
+    /// and the method block is left out, so `sparsec eval` loads the run's model.safetensors
+    /// with it and `sparsec train` trains the small network.
+    Model,
 }
 
 impl Stage {
@@ -151,6 +156,7 @@ impl Stage {
             Stage::Opt => Emit::Module(IrStage::Opt),
             Stage::Kernels => Emit::Kernels,
             Stage::Clif => Emit::Clif,
+            Stage::Model => Emit::Model,
         }
     }
 }

@@ -257,6 +257,8 @@ pub enum Emit {
     Kernels,
     /// The Cranelift IR of every compiled kernel.
     Clif,
+    /// The architecture a run ended with, as a model file ([`crate::standalone`]).
+    Model,
 }
 
 /// The program at `stage`, running the pipeline's passes from wherever the program starts (a
@@ -343,6 +345,9 @@ pub fn emit(what: Emit, path: &Path, options: &CompileOptions) -> Result<String,
             )));
         }
     }
+    if what == Emit::Model {
+        return crate::standalone::model_file(path);
+    }
     let file = read_source(path)?;
     if what == Emit::Ast {
         return emit_ast(&file);
@@ -351,11 +356,11 @@ pub fn emit(what: Emit, path: &Path, options: &CompileOptions) -> Result<String,
     let mut out = String::new();
     let stage = match what {
         Emit::Module(stage) => stage,
-        Emit::Ast | Emit::Kernels | Emit::Clif => Stage::Opt,
+        Emit::Ast | Emit::Kernels | Emit::Clif | Emit::Model => Stage::Opt,
     };
     let module = compile_to(&program, stage, options, &mut out)?;
     match what {
-        Emit::Ast | Emit::Module(_) => {
+        Emit::Ast | Emit::Module(_) | Emit::Model => {
             // Stage `ir` runs no pass, so there is nothing else to show.
             if options.print_after.is_empty() || stage == Stage::Ir {
                 out.push_str(&sparsec_ir::print::print_module(&module));

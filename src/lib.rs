@@ -11,4 +11,5 @@ pub mod methods;
 pub mod overrides;
 pub mod report;
 pub mod runner;
+pub mod standalone;
 pub mod train;

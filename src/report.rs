@@ -25,6 +25,9 @@
 //!   same values in fused forms that skip work (only the selected entries of a gradient), so
 //!   the count is the arithmetic the step *means*, not the kernels' exact work.
 //!
+//! A run whose shapes changed (activation density's resizes) also lists every layer's width
+//! (axis 0 of its weight) when it started and now.
+//!
 //! FLOPs of one instruction are [`Op::flops`] (ir/src/op/flops.rs), the count the cost model
 //! reads too: a product `[m,k]·[k,n]` 2·m·k·n; a convolution and both of its gradients
 //! 2·B·O·H'·W'·C·KH·KW; pooling and its gradients one per element of each window; every other
@@ -75,6 +78,54 @@ pub struct Report {
     /// Instructions of no layer: activations, the loss, the global selection.
     pub other: LayerRow,
     pub total: LayerRow,
+    /// Every layer's width (units or output channels) when the run started and now, when a
+    /// reconfiguration changed some (activation density, PruneTrain); empty otherwise.
+    pub widths: Vec<Width>,
+}
+
+/// A layer's width at the start of the run and at the checkpoint reported.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Width {
+    pub layer: String,
+    pub original: usize,
+    #[serde(rename = "final")]
+    pub now: usize,
+}
+
+/// The widths of the layers (axis 0 of each `<layer>.weight`), in parameter-table order.
+fn layer_widths(module: &Module) -> Vec<(String, usize)> {
+    module
+        .params
+        .iter()
+        .filter(|p| p.role == Role::Weight)
+        .filter_map(|p| {
+            let layer = p.name.strip_suffix(".weight")?;
+            Some((layer.to_owned(), *p.ty.shape.first()?))
+        })
+        .collect()
+}
+
+/// Original and final widths of a run whose shapes changed (its checkpoint records the program
+/// it has now beside the source it started from).
+fn width_changes(meta: &checkpoint::TrainMeta, module: &Module) -> Result<Vec<Width>, Failure> {
+    if meta.program.is_none() {
+        return Ok(Vec::new());
+    }
+    let start = driver::program_from_source(
+        &meta.source_name,
+        meta.source.clone(),
+        meta.source_is_ir,
+        &meta.sets,
+    )?;
+    let original: HashMap<String, usize> = layer_widths(&start.module).into_iter().collect();
+    Ok(layer_widths(module)
+        .into_iter()
+        .map(|(layer, now)| Width {
+            original: original.get(&layer).copied().unwrap_or(now),
+            layer,
+            now,
+        })
+        .collect())
 }
 
 fn fail(message: impl Into<String>) -> Failure {
@@ -248,6 +299,7 @@ pub fn build(run_dir: &Path) -> Result<Report, Failure> {
         layers,
         other,
         total,
+        widths: width_changes(&meta, &module)?,
     })
 }
 
@@ -314,6 +366,14 @@ impl Report {
             }
             out.push_str(line.trim_end());
             out.push('\n');
+        }
+        if !self.widths.is_empty() {
+            let list: Vec<String> = self
+                .widths
+                .iter()
+                .map(|w| format!("{} {} -> {}", w.layer, w.original, w.now))
+                .collect();
+            let _ = writeln!(out, "widths (original -> final): {}", list.join(", "));
         }
         out
     }

@@ -228,6 +228,38 @@ fn resizes_follow_the_rule_never_grow_and_resume_exactly() {
         "model.safetensors holds the final shapes"
     );
 
+    // The final architecture stands alone: written back as a model file, it loads
+    // model.safetensors and scores what the run reported.
+    let Ok(text) = sparsec::standalone::model_file(&whole) else {
+        panic!("emit --stage model")
+    };
+    assert!(!text.contains("method activation_density"), "{text}");
+    let small = write(&scratch, "small.net", &text);
+    let Ok(eval) = train::eval(
+        &small,
+        &whole.join("model.safetensors"),
+        None,
+        Backend::Interp,
+        Some(1),
+    ) else {
+        panic!("eval of the standalone model:\n{text}")
+    };
+    let accuracy = summary(&whole)["test_accuracy"].as_f64().unwrap();
+    assert!(
+        eval.contains(&format!("test accuracy {:.2}%", 100.0 * accuracy)),
+        "{eval} vs {accuracy}"
+    );
+    let Ok(report) = sparsec::report::build(&whole) else {
+        panic!("report")
+    };
+    assert!(
+        report
+            .table()
+            .contains(&format!("fc1 24 -> {w1}, fc2 16 -> {w2}, fc3 4 -> 4")),
+        "{}",
+        report.table()
+    );
+
     // Accounting: the shrunk run trains and infers with fewer FLOPs than its dense pair.
     let pair = scratch.join("dense");
     train_run(&pair, Some(dense), false, &[]);

@@ -91,7 +91,10 @@ pub const CODES: &[(&str, &str)] = &[
     ("E0505", "dropback `k` larger than the selected parameters"),
     ("E0506", "selected layer missing from the `keep` map"),
     ("E0507", "unknown layer kind in an `@kind` selector"),
-    ("E0508", "activation density selects a layer not followed by `relu`"),
+    (
+        "E0508",
+        "activation density selects a layer not followed by `relu`",
+    ),
 ];
 
 /// Codes the driver uses for problems with a file as a whole or with an IR dump (their golden

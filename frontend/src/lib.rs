@@ -15,6 +15,7 @@ pub mod lower;
 pub mod model;
 pub mod parse;
 pub mod print;
+pub mod rewrite;
 
 pub use check::check;
 pub use diag::{render, Diag, CODES};

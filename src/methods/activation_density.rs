@@ -19,7 +19,7 @@ use sparsec_ir::interp::Output;
 use sparsec_ir::spec::{Method, MethodSpec};
 use sparsec_ir::Module;
 use sparsec_passes::methods::activation_density::relu_input;
-use sparsec_passes::structural::units::{unit_group, RemoveUnits, RemoveUnitsEach};
+use sparsec_passes::structural::units::{unit_group, RemoveUnits, RemoveUnitsEach, UnitGroup};
 
 use super::{EpochEnd, Reconfiguration, Registration, RunMethod, StepEnd};
 
@@ -127,12 +127,12 @@ impl ActivationDensity {
         stats: &[LayerDensity],
     ) -> Result<(Vec<RemoveUnits>, Vec<usize>), String> {
         // Layers that share their units are one group (a residual add).
-        let mut groups: Vec<(Vec<(sparsec_ir::ParamId, usize, usize)>, Vec<usize>)> = Vec::new();
+        let mut groups: Vec<(UnitGroup, Vec<usize>)> = Vec::new();
         for (i, layer) in self.layers.iter().enumerate() {
-            let params = unit_group(ir, layer)?.params;
-            match groups.iter_mut().find(|(p, _)| *p == params) {
+            let group = unit_group(ir, layer)?;
+            match groups.iter_mut().find(|(g, _)| g.params == group.params) {
                 Some((_, members)) => members.push(i),
-                None => groups.push((params, vec![i])),
+                None => groups.push((group, vec![i])),
             }
         }
         let mut widths = vec![0; self.layers.len()];
