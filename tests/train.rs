@@ -227,10 +227,6 @@ fn methods_not_carried_out_yet_are_refused() {
     for (example, method) in [
         ("examples/lenet5_admm.net", "admm"),
         ("examples/lenet5_prunetrain.net", "prunetrain"),
-        (
-            "examples/lenet300_activation_density.net",
-            "activation_density",
-        ),
     ] {
         let dir = fresh_dir("refuse-method");
         let out = sparsec(&["train", example, "--out", dir.to_str().unwrap()]);
