@@ -639,7 +639,7 @@ fn activation_grads_match_finite_differences() {
         let r = rng.vec(n, -1.0, 1.0);
         let s = [shape];
         // Every activation of the table, its gradient op reading `x` or `y` as the table says.
-        for &u in Unary::ALL {
+        for u in Unary::activations() {
             let y = eval(Op::Unary(u), &[(shape, x.clone())]).data;
             let v = match u.grad_reads() {
                 GradInput::Input => x.clone(),
@@ -657,6 +657,30 @@ fn activation_grads_match_finite_differences() {
             );
         }
     }
+}
+
+/// `sqrt` is not an activation (its domain is x ≥ 0): checked on positive inputs.
+#[test]
+fn sqrt_grad_matches_finite_differences() {
+    let mut rng = Rng::new(7);
+    let shape: &[usize] = &[4, 3];
+    let x: Vec<f64> = rng.vec(12, -1.0, 1.0).iter().map(|v| 1.5 + v).collect();
+    let r = rng.vec(12, -1.0, 1.0);
+    let y = eval(Op::Unary(Unary::Sqrt), &[(shape, x.clone())]).data;
+    let g = eval(
+        Op::UnaryGrad(Unary::Sqrt),
+        &[(shape, r.clone()), (shape, y)],
+    )
+    .data;
+    fd_check(
+        &Op::Unary(Unary::Sqrt),
+        &[shape],
+        &[Data::F(x)],
+        0,
+        &r,
+        &g,
+        "sqrt_grad",
+    );
 }
 
 #[test]

@@ -230,7 +230,7 @@ impl Gen<'_> {
         let y = self.operand(&x.shape);
         // The arithmetic ops, and every activation's gradient op of the IR's table.
         let mut ops = vec!["add", "add", "sub", "mul"];
-        ops.extend(Unary::ALL.iter().map(|u| u.grad_name()));
+        ops.extend(Unary::activations().map(|u| u.grad_name()));
         let op = self.rng.pick(&ops);
         let (a, b) = if self.rng.chance(0.5) {
             (x.name, y)
@@ -246,7 +246,7 @@ impl Gen<'_> {
         let x = self.recent(|s| !s.is_empty());
         let a = self.u(&x.name);
         let mut ops = vec!["relu"];
-        ops.extend(Unary::ALL.iter().map(|u| u.name()));
+        ops.extend(Unary::activations().map(|u| u.name()));
         let op = self.rng.pick(&ops);
         self.emit(format!("{op} {a}"), x.shape)
     }

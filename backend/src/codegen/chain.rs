@@ -176,6 +176,7 @@ fn emit_unary(fx: &mut FnCtx<'_>, ty: Type, u: Unary, x: Value, zero: Value, one
             let d = fx.b.ins().fadd(one, e);
             fx.b.ins().fdiv(one, d)
         }
+        Unary::Sqrt => fx.b.ins().sqrt(x),
     }
 }
 
@@ -205,6 +206,10 @@ fn emit_unary_grad(
             let p = fx.b.ins().fmul(dy, v);
             let t = fx.b.ins().fsub(one, v);
             fx.b.ins().fmul(p, t)
+        }
+        Unary::Sqrt => {
+            let twice = fx.b.ins().fadd(v, v);
+            fx.b.ins().fdiv(dy, twice)
         }
     }
 }

@@ -38,6 +38,7 @@ pub trait Float:
     fn exp(self) -> Self;
     fn ln(self) -> Self;
     fn tanh(self) -> Self;
+    fn sqrt(self) -> Self;
     fn is_nan(self) -> bool;
     /// The slice as `f32`s when `Self` is `f32` (the GEMM library path), else `None`.
     fn as_f32s(s: &[Self]) -> Option<&[f32]>;
@@ -101,6 +102,10 @@ macro_rules! impl_float {
             #[inline(always)]
             fn tanh(self) -> Self {
                 $t::tanh(self)
+            }
+            #[inline(always)]
+            fn sqrt(self) -> Self {
+                $t::sqrt(self)
             }
             #[inline(always)]
             fn is_nan(self) -> bool {

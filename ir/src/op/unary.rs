@@ -33,6 +33,7 @@ macro_rules! unary_ops {
             name: $name:literal,
             grad: $grad:literal,
             reads: $reads:ident,
+            activation: $activation:literal,
             apply: |$x:ident| $apply:expr,
             derivative: |$dy:ident, $v:ident| $derivative:expr $(,)?
         }
@@ -44,8 +45,16 @@ macro_rules! unary_ops {
         }
 
         impl Unary {
-            /// Every activation, in table order.
+            /// Every row, in table order.
             pub const ALL: &'static [Unary] = &[$(Unary::$variant,)*];
+
+            /// Whether the row is an activation: a layer of the model language. The others
+            /// (`sqrt`) exist for the passes that write them (PruneTrain's group norms).
+            pub fn is_activation(self) -> bool {
+                match self {
+                    $(Unary::$variant => $activation,)*
+                }
+            }
 
             /// The op's text name, and the activation's name in the model language.
             pub fn name(self) -> &'static str {
@@ -93,6 +102,7 @@ unary_ops! {
         name: "relu",
         grad: "relu_grad",
         reads: Input,
+        activation: true,
         apply: |x| if x <= T::zero() { T::zero() } else { x },
         derivative: |dy, x| if x > T::zero() { dy } else { T::zero() },
     }
@@ -101,6 +111,7 @@ unary_ops! {
         name: "leaky_relu",
         grad: "leaky_relu_grad",
         reads: Input,
+        activation: true,
         apply: |x| if x > T::zero() { x } else { x * T::from_f32(LEAKY_RELU_SLOPE) },
         derivative: |dy, x| if x > T::zero() { dy } else { dy * T::from_f32(LEAKY_RELU_SLOPE) },
     }
@@ -108,6 +119,7 @@ unary_ops! {
         name: "tanh",
         grad: "tanh_grad",
         reads: Output,
+        activation: true,
         apply: |x| x.tanh(),
         derivative: |dy, y| dy * (T::one() - y * y),
     }
@@ -116,12 +128,27 @@ unary_ops! {
         name: "sigmoid",
         grad: "sigmoid_grad",
         reads: Output,
+        activation: true,
         apply: |x| T::one() / (T::one() + (-x).exp()),
         derivative: |dy, y| dy * y * (T::one() - y),
+    }
+    /// `√x` (NaN below 0): the group norms of PruneTrain's penalty, not a layer.
+    Sqrt {
+        name: "sqrt",
+        grad: "sqrt_grad",
+        reads: Output,
+        activation: false,
+        apply: |x| x.sqrt(),
+        derivative: |dy, y| dy / (y + y),
     }
 }
 
 impl Unary {
+    /// The rows that are activations, in table order (the model language's layers).
+    pub fn activations() -> impl Iterator<Item = Unary> {
+        Unary::ALL.iter().copied().filter(|u| u.is_activation())
+    }
+
     /// The activation whose op (or model-language) name is `name`.
     pub fn by_name(name: &str) -> Option<Unary> {
         Unary::ALL.iter().copied().find(|u| u.name() == name)

@@ -380,7 +380,7 @@ impl Checker {
 /// `flatten` and the activations: no options, and a shape that follows from the input's.
 fn elementwise(name: &Name, op: &str, input: Input) -> Layer {
     // The operations routed here are `flatten` and the activations of the table.
-    let (kind, out_shape) = match Unary::by_name(op) {
+    let (kind, out_shape) = match Unary::by_name(op).filter(|u| u.is_activation()) {
         Some(u) => (LayerKind::Activation(u), input.shape.clone()),
         None => (LayerKind::Flatten, vec![input.shape.iter().product()]),
     };
