@@ -21,7 +21,7 @@ use sparsec_ir::{Module, Role, Stage};
 use crate::checkpoint::{self, Snapshot, TrainMeta};
 use crate::data::{self, Dataset, Splits};
 use crate::driver::{self, Failure, Program};
-use crate::methods::{self, EpochEnd, Reconfiguration, RunMethod, StepEnd};
+use crate::methods::{self, EpochEnd, Probe, Reconfiguration, RunMethod, StepEnd};
 use crate::runner::{Backend, Runner};
 
 /// What `sparsec train` was asked to do.
@@ -498,7 +498,8 @@ fn sync_state(hooks: &[Box<dyn RunMethod>], module: &Module, steps: u64, state: 
 
 /// Carry out a reconfiguration: the structural pass on the program at stage `ir`, the pipeline
 /// again from there, new runners, and the state carried over through the pass's remap. Returns
-/// the metrics line that records it.
+/// the metrics line that records it. `epoch` is the 1-based epoch just finished (0: before
+/// training).
 #[allow(clippy::too_many_arguments)]
 fn reconfigure(
     reconfiguration: Reconfiguration,
@@ -512,12 +513,11 @@ fn reconfigure(
 ) -> Result<serde_json::Value, Failure> {
     let started = Instant::now();
     let what = reconfiguration.pass.describe();
-    let fail = |e: String| {
-        input_error(format!(
-            "reconfiguration after epoch {} ({what}) failed: {e}",
-            epoch + 1
-        ))
+    let when = match epoch {
+        0 => "before training".to_owned(),
+        e => format!("after epoch {e}"),
     };
+    let fail = |e: String| input_error(format!("reconfiguration {when} ({what}) failed: {e}"));
     let (ir, remap) = reconfiguration.pass.run(&program.module).map_err(fail)?;
     let module = driver::compile_module(
         program,
@@ -537,7 +537,7 @@ fn reconfigure(
     *state = carried;
     program.module = ir;
     Ok(json!({
-        "kind": "reconfigure", "epoch": epoch + 1, "step": step, "what": what,
+        "kind": "reconfigure", "epoch": epoch, "step": step, "what": what,
         "shapes": shapes, "compile_ms": started.elapsed().as_secs_f64() * 1e3,
     }))
 }
@@ -648,6 +648,62 @@ pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
             )
             .map_err(input_error)
         };
+    if !resumed && meta.step == 0 {
+        // A method may calibrate on the first minibatch before training (PruneTrain's λ): the
+        // step runs once on a copy of the state, and what the method asks for then is in the
+        // initial checkpoint.
+        for h in 0..hooks.len() {
+            if !hooks[h].wants_probe() {
+                continue;
+            }
+            let order = data::order::epoch_order(train_set.len(), spec.seed, 0, run.shuffle);
+            data::order::fill_batch(train_set, &order, 0, batch, &mut images, &mut labels);
+            let lr_arg = [learning_rate(&spec, 0) as f32];
+            let mut scratch = state.clone();
+            let outputs = compiled
+                .runner(hooks[0].step_function(0))?
+                .run(
+                    &mut scratch,
+                    &[
+                        Input::Float(&images),
+                        Input::Int(&labels),
+                        Input::Float(&lr_arg),
+                    ],
+                )
+                .map_err(|e| input_error(format!("the calibration step failed: {e}")))?;
+            let mut probe = Probe {
+                outputs: &outputs,
+                log: serde_json::Map::new(),
+            };
+            let asked = hooks[h].after_probe(&mut probe).map_err(input_error)?;
+            let mut line = json!({
+                "kind": "method", "method": method_name(&compiled.module), "epoch": 0, "step": 0,
+                "probe": true,
+            });
+            line.as_object_mut()
+                .expect("a JSON object")
+                .extend(probe.log);
+            metrics.log(line)?;
+            if let Some(reconfiguration) = asked {
+                let line = reconfigure(
+                    reconfiguration,
+                    &mut program,
+                    &mut compiled,
+                    &mut state,
+                    &hooks,
+                    req,
+                    0,
+                    0,
+                )?;
+                let jit_ms = compiled.compile_ms();
+                jit_compile_ms += jit_ms;
+                compile_ms += line["compile_ms"].as_f64().unwrap_or(0.0) - jit_ms;
+                metrics.log(line)?;
+                meta.program = Some(sparsec_ir::print::print_module(&program.module));
+                (step_flops, inference_flops) = architecture_flops(&program, &compiled.module)?;
+            }
+        }
+    }
     let mut last_checkpoint = if resumed {
         checkpoint::latest(&run_dir).ok()
     } else {
@@ -838,7 +894,7 @@ pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
                 &mut state,
                 &hooks,
                 req,
-                epoch,
+                epoch + 1,
                 meta.step,
             )?;
             // The recompilation: its JIT part, and the passes (the rest of its time).

@@ -922,10 +922,17 @@ impl<'a> Parser<'a> {
                 self.punct(',')?;
                 self.key("threshold")?;
                 let threshold = self.f64("a number")?;
+                let lambda = if self.eat_punct(',')? {
+                    self.key("lambda")?;
+                    Some(self.f64("a number")?)
+                } else {
+                    None
+                };
                 Method::PruneTrain {
                     ratio,
                     interval,
                     threshold,
+                    lambda,
                 }
             }
             "activation_density" => {

@@ -148,10 +148,16 @@ fn write_method(out: &mut impl Write, spec: &MethodSpec) -> fmt::Result {
             ratio,
             interval,
             threshold,
-        } => write!(
-            out,
-            "ratio={ratio:?}, interval={interval}, threshold={threshold:?}"
-        )?,
+            lambda,
+        } => {
+            write!(
+                out,
+                "ratio={ratio:?}, interval={interval}, threshold={threshold:?}"
+            )?;
+            if let Some(l) = lambda {
+                write!(out, ", lambda={l:?}")?;
+            }
+        }
         Method::ActivationDensity {
             resize_at,
             min_width,

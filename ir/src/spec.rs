@@ -81,6 +81,9 @@ pub enum Method {
         ratio: f64,
         interval: u64,
         threshold: f64,
+        /// The group-lasso weight λ once it is fixed (at the first minibatch of a run, so that
+        /// the penalty's share of the loss is `ratio`); `None` before.
+        lambda: Option<f64>,
     },
     ActivationDensity {
         resize_at: Vec<u64>,

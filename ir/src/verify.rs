@@ -196,10 +196,16 @@ impl Verifier {
                     }
                 }
                 Method::PruneTrain {
-                    ratio, threshold, ..
+                    ratio,
+                    threshold,
+                    lambda,
+                    ..
                 } => {
                     self.finite(Site::Method, ctx, "ratio", *ratio);
                     self.finite(Site::Method, ctx, "threshold", *threshold);
+                    if let Some(l) = lambda {
+                        self.finite(Site::Method, ctx, "lambda", *l);
+                    }
                 }
                 Method::ActivationDensity { .. } => {}
             }

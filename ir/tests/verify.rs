@@ -187,6 +187,7 @@ fn spec() {
             ratio: f64::NAN,
             interval: 1,
             threshold: 0.1,
+            lambda: None,
         },
         layers: vec!["fc1".into(), "fc1".into()],
     });

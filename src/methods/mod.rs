@@ -8,6 +8,7 @@
 
 pub mod activation_density;
 pub mod dropback;
+pub mod prunetrain;
 
 use sparsec_ir::func_names::TRAIN_STEP;
 use sparsec_ir::interp::{Output, State};
@@ -45,6 +46,14 @@ pub struct StepEnd<'a> {
     pub state: &'a State<f32>,
 }
 
+/// What a hook sees of the probe: the step run once, before training, on the first minibatch
+/// and a copy of the initial state (nothing of it is kept).
+pub struct Probe<'a> {
+    pub outputs: &'a [Output<f32>],
+    /// What the hook has to say about it: logged to metrics.jsonl as a `method` line.
+    pub log: serde_json::Map<String, serde_json::Value>,
+}
+
 /// A change of the program's structure asked for by a hook: the structural pass to run on the
 /// program at stage `ir`.
 pub struct Reconfiguration {
@@ -66,6 +75,17 @@ pub trait RunMethod {
     /// Bring the method's part of the state in line with `steps` steps done: called before the
     /// first step of a session and after every step (so evaluation sees it too).
     fn sync_state(&self, _module: &Module, _steps: u64, _state: &mut State<f32>) {}
+
+    /// Whether a fresh run should probe the step before training ([`RunMethod::after_probe`]).
+    fn wants_probe(&self) -> bool {
+        false
+    }
+
+    /// The probe's outputs (a calibration from the first minibatch): may ask for a
+    /// reconfiguration before the first step, which the initial checkpoint then records.
+    fn after_probe(&mut self, _probe: &mut Probe<'_>) -> Result<Option<Reconfiguration>, String> {
+        Ok(None)
+    }
 
     /// After every training step (its outputs, before the next step runs).
     fn after_step(&mut self, _end: &StepEnd<'_>) -> Result<(), String> {
@@ -105,7 +125,11 @@ pub struct Registration {
 }
 
 /// Every method `sparsec train` carries out. Adding a method: its file, and one line here.
-pub const REGISTRY: &[Registration] = &[dropback::REGISTRATION, activation_density::REGISTRATION];
+pub const REGISTRY: &[Registration] = &[
+    dropback::REGISTRATION,
+    activation_density::REGISTRATION,
+    prunetrain::REGISTRATION,
+];
 
 /// The run side of a program's method, or why `sparsec train` refuses it.
 pub fn run_side(spec: Option<&MethodSpec>) -> Result<Box<dyn RunMethod>, String> {

@@ -632,6 +632,7 @@ pub fn spec_variants() -> Vec<Module> {
             ratio: 0.25,
             interval: 2,
             threshold: 0.0001,
+            lambda: Some(0.003),
         }),
         Some(Method::ActivationDensity {
             resize_at: vec![2, 4],

@@ -11,6 +11,7 @@
 
 pub mod activation_density;
 pub mod dropback;
+pub mod prunetrain;
 
 use sparsec_ir::spec::MethodSpec;
 use sparsec_ir::Module;
@@ -73,7 +74,11 @@ pub struct Registration {
 }
 
 /// Every method with a compile side. Adding a method: its folder, and one line here.
-pub const REGISTRY: &[Registration] = &[dropback::REGISTRATION, activation_density::REGISTRATION];
+pub const REGISTRY: &[Registration] = &[
+    dropback::REGISTRATION,
+    activation_density::REGISTRATION,
+    prunetrain::REGISTRATION,
+];
 
 /// The compile side of a module's method (the dense program's when there is none).
 pub fn compile_side(spec: Option<&MethodSpec>) -> Box<dyn CompileMethod> {

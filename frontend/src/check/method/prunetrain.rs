@@ -32,6 +32,7 @@ impl Checker {
                 ratio: ratio?,
                 interval: interval?,
                 threshold: threshold?,
+                lambda: None,
             },
             layers: layers?,
         })
