@@ -183,7 +183,7 @@ impl RunMethod for PruneTrain {
             }
         }
         (self.ce_sum, self.gl_sum, self.steps) = (0.0, 0.0, 0);
-        if (end.epoch + 1) % self.interval != 0 {
+        if !(end.epoch + 1).is_multiple_of(self.interval) {
             return Ok(None);
         }
         self.reconfiguration(end)
