@@ -224,10 +224,7 @@ fn bad_requests_are_refused_without_touching_the_run() {
 /// behind the user's back.
 #[test]
 fn methods_not_carried_out_yet_are_refused() {
-    for (example, method) in [
-        ("examples/lenet5_admm.net", "admm"),
-        ("examples/lenet5_prunetrain.net", "prunetrain"),
-    ] {
+    for (example, method) in [("examples/lenet5_admm.net", "admm")] {
         let dir = fresh_dir("refuse-method");
         let out = sparsec(&["train", example, "--out", dir.to_str().unwrap()]);
         assert_eq!(out.status.code(), Some(1));
