@@ -72,7 +72,8 @@ def metrics_of(run_dir):
             if rec.get("kind") == "epoch":
                 acc.append(rec["test_accuracy"])
             elif rec.get("kind") == "method":
-                method.append({k: rec[k] for k in ("epoch", "density", "widths") if k in rec})
+                method.append({k: rec[k] for k in ("epoch", "density", "widths", "lambda", "ce",
+                                                   "group_lasso", "probe") if k in rec})
     return acc, method
 
 
@@ -100,7 +101,7 @@ def train(args, model_file, run_dir, seed):
 def train_peer(args, model_file, run_dir, seed):
     if summary_of(run_dir) is not None:
         return
-    cmd = [args.python, PEER_SCRIPT, model_file, "--out", run_dir, "--seed", str(seed),
+    cmd = [args.python, getattr(args, "peer_script", PEER_SCRIPT), model_file, "--out", run_dir, "--seed", str(seed),
            "--threads", str(args.threads or 2)]
     if args.data:
         cmd += ["--data", args.data]

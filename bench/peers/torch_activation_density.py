@@ -101,7 +101,7 @@ class Net:
         if model == "lenet300_ad":
             shapes = [("fc1", (300, 784)), ("fc2", (100, 300)), ("fc3", (10, 100))]
             self.prunable = [("fc1", "fc2", 1), ("fc2", "fc3", 1)]
-        elif model == "lenet5_ad":
+        elif model in ("lenet5_ad", "lenet5_prunetrain"):
             shapes = [("conv1", (20, 1, 5, 5)), ("conv2", (50, 20, 5, 5)),
                       ("fc1", (500, 800)), ("fc2", (10, 500))]
             self.prunable = [("conv1", "conv2", 1), ("conv2", "fc1", 16), ("fc1", "fc2", 1)]
@@ -123,7 +123,7 @@ class Net:
                 pre[name] = v.detach()
             return v
 
-        if self.model == "lenet300_ad":
+        if self.model.startswith("lenet300"):
             h = x.reshape(x.shape[0], -1)
             h = F.relu(keep("fc1", F.linear(h, p["fc1.weight"], p["fc1.bias"])))
             h = F.relu(keep("fc2", F.linear(h, p["fc2.weight"], p["fc2.bias"])))

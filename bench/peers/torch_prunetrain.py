@@ -1,0 +1,200 @@
+#!/usr/bin/env python3
+"""PyTorch peer of `sparsec train` for PruneTrain (docs/methods.md §4), its own code.
+
+The same plan as a model file of bench/prunetrain_sweep.py, on LeNet-5 with ReLU after its
+convolutions (`lenet5_prunetrain`: the network of torch_activation_density.Net):
+
+- settings from the model file: epochs, batch, SGD (lr, momentum, weight_decay, nesterov), a
+  multistep schedule; `method prunetrain { ratio, interval, threshold }` (every layer but the
+  classifier selected); without it, the dense baseline;
+- the group lasso `GL = Σ_g sqrt(Σ_{w∈g} w² + 1e-8)` over conv1's output channels, conv2's input
+  and output channels, fc1's input columns (one group per column) and output rows, and fc2's
+  input columns; `λ = ratio · CE / ((1 − ratio) · GL)` from the first minibatch at the initial
+  weights, then fixed; the loss is `CE + λ·GL` (autograd differentiates it);
+- every `interval` epochs: a unit is dead when every group that carries it (its producer's
+  row or channel, its consumer's columns, the flatten's block of 16 columns for conv2) has
+  max |w| < threshold; dead units are removed from the weights, biases and SGD momentum buffers
+  (a layer that would lose every unit stops the run).
+
+Same data, streams, metrics and summary fields as torch_activation_density.py.
+
+    python torch_prunetrain.py MODEL.net --data DIR --out RUN --seed 1 --threads 1
+"""
+
+import argparse
+import json
+import math
+import os
+import re
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+from torch_activation_density import Net, settings as base_settings  # noqa: E402
+from torch_dropback_train import load_split, write_json_atomic  # noqa: E402
+
+# (weight, axis) of every group family, as docs/methods.md §4 lists them for LeNet-5.
+GROUPS = [("conv1.weight", 0), ("conv2.weight", 1), ("conv2.weight", 0), ("fc1.weight", 1),
+          ("fc1.weight", 0), ("fc2.weight", 1)]
+
+
+def settings(text):
+    block = re.search(r"^method\s+prunetrain\s*\{(.*?)^\}", text, re.S | re.M)
+    stripped = text if not block else text[:block.start()] + text[block.end():]
+    s = base_settings(stripped)
+    s["method"] = None
+    if block:
+        body = re.sub(r"#.*", "", block.group(1))
+
+        def num(key, default):
+            m = re.search(rf"\b{key}\s*:\s*([0-9.eE+-]+)", body)
+            return float(m.group(1)) if m else default
+        s["method"] = {"ratio": num("ratio", 0.2), "interval": int(num("interval", 2)),
+                       "threshold": num("threshold", 1e-4)}
+    return s
+
+
+def group_lasso(net, torch):
+    total = 0
+    for name, axis in GROUPS:
+        w = net.p[name]
+        dims = [d for d in range(w.dim()) if d != axis]
+        total = total + torch.sqrt((w * w).sum(dim=dims) + 1e-8).sum()
+    return total
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("model_file")
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    s = settings(open(args.model_file).read())
+    common.limit_threads(args.threads)
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(args.threads)
+    torch.set_num_interop_threads(1)
+    xtr, ytr = load_split(args.data, "train")
+    xte, yte = load_split(args.data, "t10k")
+    xtr_t, ytr_t = torch.from_numpy(xtr), torch.from_numpy(ytr)
+    xte_t, yte_t = torch.from_numpy(xte), torch.from_numpy(yte)
+    batch = s["batch"]
+    steps_per_epoch = xtr.shape[0] // batch
+    os.makedirs(args.out, exist_ok=True)
+    net = Net(s["model"], args.seed, torch)
+    params_start = net.count()
+
+    def optimizer(lr, buffers=None):
+        opt = torch.optim.SGD(net.params(), lr=lr, momentum=s["momentum"],
+                              weight_decay=s["weight_decay"], nesterov=s["nesterov"])
+        for p, buf in zip(net.params(), buffers or []):
+            if buf is not None:
+                opt.state[p]["momentum_buffer"] = buf
+        return opt
+
+    def lr_at(epoch):
+        return s["lr"] * s["gamma"] ** sum(1 for m in s["milestones"] if epoch >= m)
+
+    opt = optimizer(lr_at(0))
+    method = s["method"]
+    metrics = open(os.path.join(args.out, "metrics.jsonl"), "w")
+    lam = 0.0
+    if method:
+        order = torch.from_numpy(np.random.default_rng([args.seed, 0]).permutation(xtr.shape[0]))
+        idx = order[:batch]
+        with torch.no_grad():
+            ce = torch.nn.functional.cross_entropy(net.forward(xtr_t[idx]), ytr_t[idx]).item()
+            gl = group_lasso(net, torch).item()
+        r = method["ratio"]
+        lam = r * ce / ((1 - r) * gl)
+        metrics.write(json.dumps({"kind": "method", "epoch": 0, "probe": True, "lambda": lam,
+                                  "ce": ce, "group_lasso": gl}) + "\n")
+    t0 = time.perf_counter()
+    train_flops = 0
+    step = 0
+    test_acc = test_loss = math.nan
+    for epoch in range(s["epochs"]):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(epoch)
+        order = torch.from_numpy(np.random.default_rng([args.seed, epoch]).permutation(
+            xtr.shape[0]))
+        step_flops = net.flops()[0] * batch
+        for b in range(steps_per_epoch):
+            idx = order[b * batch:(b + 1) * batch]
+            loss = torch.nn.functional.cross_entropy(net.forward(xtr_t[idx]), ytr_t[idx])
+            if method:
+                loss = loss + lam * group_lasso(net, torch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            train_flops += step_flops
+            if not math.isfinite(loss.item()):
+                raise SystemExit(f"diverged at step {step}")
+        with torch.no_grad():
+            correct, total_loss = 0, 0.0
+            for i in range(0, xte.shape[0], 1000):
+                out = net.forward(xte_t[i:i + 1000])
+                total_loss += torch.nn.functional.cross_entropy(
+                    out, yte_t[i:i + 1000], reduction="sum").item()
+                correct += (out.argmax(1) == yte_t[i:i + 1000]).sum().item()
+        test_acc, test_loss = correct / xte.shape[0], total_loss / xte.shape[0]
+        metrics.write(json.dumps({"kind": "epoch", "epoch": epoch + 1, "step": step,
+                                  "test_accuracy": test_acc, "test_loss": test_loss}) + "\n")
+        if method and (epoch + 1) % method["interval"] == 0:
+            t = method["threshold"]
+            widths = {}
+            buffers = {id(p): opt.state[p].get("momentum_buffer") for p in net.params()}
+            for name, reader, block in net.prunable:
+                w = net.p[f"{name}.weight"].detach()
+                rd = net.p[f"{reader}.weight"].detach()
+                out_max = w.abs().reshape(w.shape[0], -1).max(dim=1).values
+                cols = rd.abs().transpose(0, 1).reshape(w.shape[0], -1).max(dim=1).values \
+                    if rd.dim() == 4 else \
+                    rd.abs().reshape(rd.shape[0], w.shape[0], block).amax(dim=(0, 2))
+                live = ((out_max >= t) | (cols >= t)).numpy()
+                kept = np.nonzero(live)[0]
+                if kept.size == 0:
+                    raise SystemExit(f"every channel of {name} is dead after epoch {epoch + 1}")
+                widths[name] = int(kept.size)
+                if kept.size == w.shape[0]:
+                    continue
+                ix = torch.from_numpy(kept)
+                cix = torch.from_numpy((kept[:, None] * block + np.arange(block)[None, :])
+                                       .reshape(-1))
+                for pname, axis, sel in ((f"{name}.weight", 0, ix), (f"{name}.bias", 0, ix),
+                                         (f"{reader}.weight", 1, cix)):
+                    old = net.p[pname]
+                    new = old.detach().index_select(axis, sel).clone().requires_grad_()
+                    buf = buffers.pop(id(old), None)
+                    net.p[pname] = new
+                    buffers[id(new)] = None if buf is None else buf.index_select(axis, sel)
+            opt = optimizer(lr_at(epoch), [buffers.get(id(p)) for p in net.params()])
+            metrics.write(json.dumps({"kind": "method", "epoch": epoch + 1,
+                                      "widths": widths}) + "\n")
+        metrics.flush()
+    metrics.close()
+    _, inference = net.flops()
+    summary = {
+        "peer": "torch", "version": torch.__version__, "model": s["model"],
+        "method": "prunetrain" if method else "dense", "seed": args.seed, "lambda": lam,
+        "status": "completed", "epochs": s["epochs"], "epochs_completed": s["epochs"],
+        "steps": step, "batch": batch, "threads": args.threads,
+        "test_accuracy": test_acc, "test_loss": test_loss,
+        "params_start": params_start, "params_total": net.count(),
+        "train_flops_total": train_flops, "inference_flops": inference,
+        "wall_seconds": time.perf_counter() - t0,
+        "shapes": {k: list(v.shape) for k, v in net.p.items()},
+    }
+    write_json_atomic(os.path.join(args.out, "summary.json"), summary)
+    print(json.dumps({k: summary[k] for k in ("model", "method", "seed", "test_accuracy",
+                                              "params_total", "wall_seconds")}))
+
+
+if __name__ == "__main__":
+    main()
