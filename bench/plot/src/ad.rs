@@ -101,7 +101,10 @@ fn draw(
             .flat_map(|s| s.widths.iter().map(|p| p.1))
             .fold(w_max, f64::min);
         let mut chart = ChartBuilder::on(&left)
-            .caption(format!("{model}: width of the resized layers"), ("sans-serif", 18))
+            .caption(
+                format!("{model}: width of the resized layers"),
+                ("sans-serif", 18),
+            )
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(55)
@@ -153,7 +156,10 @@ fn draw(
         for (name, s) in configs {
             let c = colours.get(name).copied().unwrap_or(BLACK);
             chart
-                .draw_series(LineSeries::new(mean_by_epoch(&s.accuracy), c.stroke_width(2)))?
+                .draw_series(LineSeries::new(
+                    mean_by_epoch(&s.accuracy),
+                    c.stroke_width(2),
+                ))?
                 .label(name.clone())
                 .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], c.stroke_width(2)));
         }
@@ -227,7 +233,10 @@ mod tests {
         .unwrap();
         let s = series(&data).unwrap();
         let ad = &s["m"]["ad"];
-        assert_eq!(ad.widths, vec![(0.0, 16.0), (1.0, 16.0), (1.0, 6.0), (3.0, 6.0)]);
+        assert_eq!(
+            ad.widths,
+            vec![(0.0, 16.0), (1.0, 16.0), (1.0, 6.0), (3.0, 6.0)]
+        );
         let mean = mean_by_epoch(&ad.accuracy);
         assert!((mean[0].1 - 60.0).abs() < 1e-9 && (mean[2].1 - 80.0).abs() < 1e-9);
     }
