@@ -10,7 +10,7 @@ mod run_dir;
 
 use run_dir::fresh_dir;
 use serde_json::Value as Json;
-use sparsec::driver::{compile_module, compile_to, program_from_source, CompileOptions, Program};
+use sparsec::driver::{compile_module, program_from_source, CompileOptions, Program};
 use sparsec::runner::{Backend, Runner};
 use sparsec::train::{self, TrainRequest};
 use sparsec_ir::func_names::FORWARD;

@@ -126,12 +126,12 @@ fn spec_lines_and_quoting() {
         text.contains(r#"param @"0" : f32[2, 3] init=uniform(-1e-8, 1e-8) stream=7 storage=dense"#)
     );
     assert!(text.contains(
-        r#"func @"fn with space"(%"0": f32[2, 3], %regen: f32[300, 784]{regen}, %sp: f32[300, 784]{sparse 10664}) -> (f32[2, 3], f32[300, 784]{regen}, f32[300, 784]{sparse 10664}, f32[2, 3]) {"#
+        r#"func @"fn with space"(%"0": f32[2, 3], %regen: f32[300, 784]{regen}, %sp: f32[300, 784]{sparse 10664}) -> (f32[2, 3], f32[300, 784]{regen}, f32[300, 784]{sparse 10664}, f32[2, 3], f32[2, 3]) {"#
     ));
     assert!(text.contains(r#"  %0 = param @"0" : f32[2, 3]  loc("layer \"q\"")"#));
     assert!(text.contains(r#"  %1 = add %"0", %0 : f32[2, 3]  loc("0")"#));
     assert!(text.contains("  %2 = const 3.4028235e38 : f32[2, 3]\n"));
-    assert!(text.contains("  return %3, %regen, %sp, %\"0\"\n"));
+    assert!(text.contains("  return %3, %regen, %sp, %\"0\", %5\n"));
     assert!(text.ends_with("\nfunc @empty() -> () {\n  return\n}\n"));
 
     let mlp = print_module(&modules::mlp());

@@ -549,7 +549,10 @@ pub fn odd_module() -> Module {
         None,
     );
     let sum = push(&mut f, &m, Op::Sub, &[sum, big], None);
-    f.results = vec![sum, r, s, a];
+    // The unary rows that are not activations (PruneTrain's group norms).
+    let root = push(&mut f, &m, Op::Unary(Unary::Sqrt), &[a], None);
+    let droot = push(&mut f, &m, Op::UnaryGrad(Unary::Sqrt), &[a, root], None);
+    f.results = vec![sum, r, s, a, droot];
     m.funcs.push(f);
     m.funcs.push(Func::new("empty"));
     m
