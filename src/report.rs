@@ -26,7 +26,10 @@
 //!   the count is the arithmetic the step *means*, not the kernels' exact work.
 //!
 //! A run whose shapes changed (activation density's resizes) also lists every layer's width
-//! (axis 0 of its weight) when it started and now.
+//! (axis 0 of its weight) when it started and now. A PruneTrain run also gets its channel
+//! liveness at the checkpoint (`passes/src/methods/prunetrain/liveness.rs`): per selected layer,
+//! the units every weight group of which is below the threshold, which the next reconfiguration
+//! would remove; `--json` gives the indices and how close the call was.
 //!
 //! FLOPs of one instruction are [`Op::flops`] (ir/src/op/flops.rs), the count the cost model
 //! reads too: a product `[m,k]·[k,n]` 2·m·k·n; a convolution and both of its gradients
@@ -81,6 +84,63 @@ pub struct Report {
     /// Every layer's width (units or output channels) when the run started and now, when a
     /// reconfiguration changed some (activation density, PruneTrain); empty otherwise.
     pub widths: Vec<Width>,
+    /// PruneTrain's channel liveness at the checkpoint reported (empty for other methods).
+    pub liveness: Vec<LayerLiveness>,
+}
+
+/// Which units of a layer PruneTrain's liveness analysis calls dead at the checkpoint, and why:
+/// every weight group that carries them has `max |w|` below the threshold.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LayerLiveness {
+    pub layer: String,
+    pub width: usize,
+    pub threshold: f64,
+    pub dead: Vec<usize>,
+    /// The largest `max |w|` among the dead units (below the threshold) and the smallest among
+    /// the live ones (at or above it): how close the call was.
+    pub largest_dead_max_abs: Option<f32>,
+    pub smallest_live_max_abs: Option<f32>,
+}
+
+/// PruneTrain's liveness analysis of every selected layer under the checkpoint's weights.
+fn prunetrain_liveness(module: &Module, state: &State<f32>) -> Result<Vec<LayerLiveness>, Failure> {
+    let Some(spec) = &module.method else {
+        return Ok(Vec::new());
+    };
+    let sparsec_ir::spec::Method::PruneTrain { threshold, .. } = spec.method else {
+        return Ok(Vec::new());
+    };
+    let values = |name: &str| {
+        module
+            .param_by_name(name)
+            .map(|id| state.values[id.0 as usize].as_slice())
+    };
+    spec.layers
+        .iter()
+        .map(|layer| {
+            let live = sparsec_passes::methods::prunetrain::liveness::liveness(
+                module,
+                layer,
+                values,
+                threshold as f32,
+            )
+            .map_err(|e| fail(format!("liveness of `{layer}`: {e}")))?;
+            let pick = |dead: bool| {
+                (0..live.width)
+                    .filter(|u| live.dead.contains(u) == dead)
+                    .map(|u| live.max_abs[u])
+                    .reduce(if dead { f32::max } else { f32::min })
+            };
+            Ok(LayerLiveness {
+                layer: layer.clone(),
+                width: live.width,
+                threshold,
+                largest_dead_max_abs: pick(true),
+                smallest_live_max_abs: pick(false),
+                dead: live.dead,
+            })
+        })
+        .collect()
 }
 
 /// A layer's width at the start of the run and at the checkpoint reported.
@@ -300,6 +360,7 @@ pub fn build(run_dir: &Path) -> Result<Report, Failure> {
         other,
         total,
         widths: width_changes(&meta, &module)?,
+        liveness: prunetrain_liveness(&module, &state)?,
     })
 }
 
@@ -366,6 +427,19 @@ impl Report {
             }
             out.push_str(line.trim_end());
             out.push('\n');
+        }
+        if let Some(first) = self.liveness.first() {
+            let list: Vec<String> = self
+                .liveness
+                .iter()
+                .map(|l| format!("{} {} of {}", l.layer, l.dead.len(), l.width))
+                .collect();
+            let _ = writeln!(
+                out,
+                "dead channels now (max |w| of every group below {}): {}",
+                first.threshold,
+                list.join(", ")
+            );
         }
         if !self.widths.is_empty() {
             let list: Vec<String> = self

@@ -324,14 +324,25 @@ fn training_reconfigures_resumes_exactly_and_the_jit_matches_the_interpreter() {
     let st = safetensors::SafeTensors::deserialize(&st_bytes).unwrap();
     let widths = lines(&whole, "method")
         .into_iter()
-        .filter(|l| l.get("widths").is_some())
-        .last()
+        .rfind(|l| l.get("widths").is_some())
         .unwrap()["widths"]
         .clone();
     for layer in ["c1", "c2", "fc1"] {
         let rows = st.tensor(&format!("{layer}.weight")).unwrap().shape()[0];
         assert!(rows as u64 <= widths[layer].as_u64().unwrap(), "{layer}");
     }
+    // The report prints the liveness analysis of the final weights, layer by layer.
+    let Ok(report) = sparsec::report::build(&whole) else {
+        panic!("report")
+    };
+    let layers: Vec<&str> = report.liveness.iter().map(|l| l.layer.as_str()).collect();
+    assert_eq!(layers, ["c1", "c2", "fc1"]);
+    for l in &report.liveness {
+        let rows = st.tensor(&format!("{}.weight", l.layer)).unwrap().shape()[0];
+        assert_eq!(l.width, rows, "{}", l.layer);
+        assert!(l.largest_dead_max_abs.is_none_or(|m| m < 0.01));
+    }
+    assert!(report.table().contains("dead channels now"));
 }
 
 #[test]

@@ -224,12 +224,11 @@ fn bad_requests_are_refused_without_touching_the_run() {
 /// behind the user's back.
 #[test]
 fn methods_not_carried_out_yet_are_refused() {
-    for (example, method) in [("examples/lenet5_admm.net", "admm")] {
-        let dir = fresh_dir("refuse-method");
-        let out = sparsec(&["train", example, "--out", dir.to_str().unwrap()]);
-        assert_eq!(out.status.code(), Some(1));
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains(&format!("`{method}`")), "{stderr}");
-        assert!(!dir.exists(), "nothing is written for a refused run");
-    }
+    let (example, method) = ("examples/lenet5_admm.net", "admm");
+    let dir = fresh_dir("refuse-method");
+    let out = sparsec(&["train", example, "--out", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("`{method}`")), "{stderr}");
+    assert!(!dir.exists(), "nothing is written for a refused run");
 }
