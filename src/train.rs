@@ -500,6 +500,75 @@ fn sync_state(hooks: &[Box<dyn RunMethod>], module: &Module, steps: u64, state: 
 /// again from there, new runners, and the state carried over through the pass's remap. Returns
 /// the metrics line that records it. `epoch` is the 1-based epoch just finished (0: before
 /// training).
+/// What the program as it runs costs: compile times so far, and its FLOPs now.
+struct Costs {
+    /// The passes' time (every compilation), and the JIT's.
+    compile_ms: f64,
+    jit_compile_ms: f64,
+    /// One training step's FLOPs and one sample's inference FLOPs ([`architecture_flops`]).
+    step_flops: u64,
+    inference_flops: f64,
+}
+
+/// The inputs of a training step.
+fn step_inputs<'a>(images: &'a [f32], labels: &'a [i32], lr: &'a [f32]) -> [Input<'a, f32>; 3] {
+    [Input::Float(images), Input::Int(labels), Input::Float(lr)]
+}
+
+/// A `method` line of metrics.jsonl: what a hook said at `epoch` (1-based; 0 before training).
+fn method_line(
+    module: &Module,
+    epoch: u64,
+    step: u64,
+    log: serde_json::Map<String, serde_json::Value>,
+) -> serde_json::Value {
+    let mut line = json!({
+        "kind": "method", "method": method_name(module), "epoch": epoch, "step": step,
+    });
+    if let Some(fields) = line.as_object_mut() {
+        fields.extend(log);
+    }
+    line
+}
+
+/// The running program's parts a reconfiguration replaces.
+struct Running<'a> {
+    program: &'a mut Program,
+    compiled: &'a mut Compiled,
+    state: &'a mut State<f32>,
+    costs: &'a mut Costs,
+    meta: &'a mut TrainMeta,
+}
+
+/// [`reconfigure`], then the costs of the new program and the checkpoint's record of it.
+fn reconfigure_running(
+    reconfiguration: Reconfiguration,
+    run: Running<'_>,
+    hooks: &[Box<dyn RunMethod>],
+    req: &TrainRequest,
+    epoch: u64,
+) -> Result<serde_json::Value, Failure> {
+    let step = run.meta.step;
+    let line = reconfigure(
+        reconfiguration,
+        run.program,
+        run.compiled,
+        run.state,
+        hooks,
+        req,
+        epoch,
+        step,
+    )?;
+    // The recompilation: its JIT part, and the passes (the rest of its time).
+    let jit_ms = run.compiled.compile_ms();
+    run.costs.jit_compile_ms += jit_ms;
+    run.costs.compile_ms += line["compile_ms"].as_f64().unwrap_or(0.0) - jit_ms;
+    run.meta.program = Some(sparsec_ir::print::print_module(&run.program.module));
+    (run.costs.step_flops, run.costs.inference_flops) =
+        architecture_flops(run.program, &run.compiled.module)?;
+    Ok(line)
+}
+
 #[allow(clippy::too_many_arguments)]
 fn reconfigure(
     reconfiguration: Reconfiguration,
@@ -580,7 +649,7 @@ pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
         run_dir,
         mut state,
         mut meta,
-        mut compile_ms,
+        compile_ms,
     } = prepare(req)?;
     let mut hooks = vec![method];
     hooks.extend(extra_hooks);
@@ -618,8 +687,13 @@ pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
     let mut metrics = Metrics::open(&run_dir, resumed.then_some(meta.step))?;
     let mut compiled = Compiled::new(module, &hooks, req.backend, req.threads)?;
     sync_state(&hooks, &compiled.module, meta.step, &mut state);
-    let mut jit_compile_ms = compiled.compile_ms();
-    let (mut step_flops, mut inference_flops) = architecture_flops(&program, &compiled.module)?;
+    let (step_flops, inference_flops) = architecture_flops(&program, &compiled.module)?;
+    let mut costs = Costs {
+        compile_ms,
+        jit_compile_ms: compiled.compile_ms(),
+        step_flops,
+        inference_flops,
+    };
 
     let batch = spec.batch as usize;
     let train_set = &splits.train;
@@ -662,45 +736,30 @@ pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
             let mut scratch = state.clone();
             let outputs = compiled
                 .runner(hooks[0].step_function(0))?
-                .run(
-                    &mut scratch,
-                    &[
-                        Input::Float(&images),
-                        Input::Int(&labels),
-                        Input::Float(&lr_arg),
-                    ],
-                )
+                .run(&mut scratch, &step_inputs(&images, &labels, &lr_arg))
                 .map_err(|e| input_error(format!("the calibration step failed: {e}")))?;
             let mut probe = Probe {
                 outputs: &outputs,
                 log: serde_json::Map::new(),
             };
+            probe.log.insert("probe".into(), json!(true));
             let asked = hooks[h].after_probe(&mut probe).map_err(input_error)?;
-            let mut line = json!({
-                "kind": "method", "method": method_name(&compiled.module), "epoch": 0, "step": 0,
-                "probe": true,
-            });
-            line.as_object_mut()
-                .expect("a JSON object")
-                .extend(probe.log);
-            metrics.log(line)?;
+            metrics.log(method_line(&compiled.module, 0, 0, probe.log))?;
             if let Some(reconfiguration) = asked {
-                let line = reconfigure(
+                let running = Running {
+                    program: &mut program,
+                    compiled: &mut compiled,
+                    state: &mut state,
+                    costs: &mut costs,
+                    meta: &mut meta,
+                };
+                metrics.log(reconfigure_running(
                     reconfiguration,
-                    &mut program,
-                    &mut compiled,
-                    &mut state,
+                    running,
                     &hooks,
                     req,
                     0,
-                    0,
-                )?;
-                let jit_ms = compiled.compile_ms();
-                jit_compile_ms += jit_ms;
-                compile_ms += line["compile_ms"].as_f64().unwrap_or(0.0) - jit_ms;
-                metrics.log(line)?;
-                meta.program = Some(sparsec_ir::print::print_module(&program.module));
-                (step_flops, inference_flops) = architecture_flops(&program, &compiled.module)?;
+                )?)?;
             }
         }
     }
@@ -748,14 +807,7 @@ pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
             // The method's run side (the first hook) chooses the step function.
             let outputs = compiled
                 .runner(hooks[0].step_function(epoch))?
-                .run(
-                    &mut state,
-                    &[
-                        Input::Float(&images),
-                        Input::Int(&labels),
-                        Input::Float(&lr_arg),
-                    ],
-                )
+                .run(&mut state, &step_inputs(&images, &labels, &lr_arg))
                 .map_err(|e| input_error(format!("training step failed: {e}")))?;
             let (Some(Output::Float(loss)), Some(Output::Float(logits))) =
                 (outputs.first(), outputs.get(1))
@@ -785,7 +837,7 @@ pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
                 .filter(|(row, &label)| row_stats(row).0 == label as usize)
                 .count();
             meta.step += 1;
-            meta.train_flops = meta.train_flops.map(|f| f.saturating_add(step_flops));
+            meta.train_flops = meta.train_flops.map(|f| f.saturating_add(costs.step_flops));
             sync_state(&hooks, &compiled.module, meta.step, &mut state);
             for hook in hooks.iter_mut() {
                 hook.after_step(&StepEnd {
@@ -874,36 +926,27 @@ pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
                 log: serde_json::Map::new(),
             };
             let asked = hooks[h].after_epoch(&mut end).map_err(input_error)?;
-            if !end.log.is_empty() {
-                let mut line = json!({
-                    "kind": "method", "method": method_name(&compiled.module),
-                    "epoch": epoch + 1, "step": meta.step,
-                });
-                line.as_object_mut()
-                    .expect("a JSON object")
-                    .extend(std::mem::take(&mut end.log));
-                metrics.log(line)?;
+            let log = std::mem::take(&mut end.log);
+            if !log.is_empty() {
+                metrics.log(method_line(&compiled.module, epoch + 1, meta.step, log))?;
             }
             let Some(reconfiguration) = asked else {
                 continue;
             };
-            let line = reconfigure(
+            let running = Running {
+                program: &mut program,
+                compiled: &mut compiled,
+                state: &mut state,
+                costs: &mut costs,
+                meta: &mut meta,
+            };
+            metrics.log(reconfigure_running(
                 reconfiguration,
-                &mut program,
-                &mut compiled,
-                &mut state,
+                running,
                 &hooks,
                 req,
                 epoch + 1,
-                meta.step,
-            )?;
-            // The recompilation: its JIT part, and the passes (the rest of its time).
-            let jit_ms = compiled.compile_ms();
-            jit_compile_ms += jit_ms;
-            compile_ms += line["compile_ms"].as_f64().unwrap_or(0.0) - jit_ms;
-            metrics.log(line)?;
-            meta.program = Some(sparsec_ir::print::print_module(&program.module));
-            (step_flops, inference_flops) = architecture_flops(&program, &compiled.module)?;
+            )?)?;
         }
         last_checkpoint = Some(save(&compiled.module, &state, &meta, &hooks)?);
         last_saved_step = meta.step;
@@ -931,7 +974,7 @@ pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
         "method": method,
         "backend": req.backend.name(),
         "threads": compiled.threads(),
-        "jit_compile_ms": jit_compile_ms,
+        "jit_compile_ms": costs.jit_compile_ms,
         "status": stop_reason,
         "data": splits.description,
         "epochs": spec.epochs,
@@ -944,12 +987,12 @@ pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
         "samples_per_sec": if session_seconds > 0.0 { samples_this_session as f64 / session_seconds } else { 0.0 },
         "params_total": params_total,
         "train_flops_total": meta.train_flops,
-        "inference_flops": inference_flops,
+        "inference_flops": costs.inference_flops,
         "weights_stored": weights_stored,
         "weight_state_bytes": state_bytes,
         "peak_rss_bytes": peak_rss_bytes(),
         "seed": spec.seed,
-        "compile_ms": compile_ms + jit_compile_ms,
+        "compile_ms": costs.compile_ms + costs.jit_compile_ms,
         "wall_seconds": wall.elapsed().as_secs_f64(),
         "checkpoint": checkpoint_dir.strip_prefix(&run_dir).unwrap_or(&checkpoint_dir),
     });

@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 
 mod run_dir;
 
-use run_dir::fresh_dir;
+use run_dir::{fresh_dir, metrics_lines as lines, write_file as write};
 use serde_json::Value as Json;
 use sparsec::driver::{compile_to, program_from_source, CompileOptions};
 use sparsec::runner::{Backend, Runner};
-use sparsec::train::{self, TrainRequest};
+use sparsec::train;
 use sparsec_ir::func_names::TRAIN_STEP;
 use sparsec_ir::interp::{Input, Output, State};
 use sparsec_ir::Stage;
@@ -64,31 +64,7 @@ method activation_density { resize_at: [1], min_width: 1 }
 ";
 
 fn train_run(dir: &Path, file: Option<PathBuf>, resume: bool, sets: &[(&str, &str)]) {
-    let req = TrainRequest {
-        file,
-        data: None,
-        out: (!resume).then(|| dir.to_path_buf()),
-        sets: sets
-            .iter()
-            .map(|&(k, v)| (k.to_owned(), v.to_owned()))
-            .collect(),
-        resume: resume.then(|| dir.to_path_buf()),
-        backend: Backend::Jit,
-        threads: Some(2),
-        extra_hooks: Vec::new(),
-    };
-    if train::train(req).is_err() {
-        panic!("training in {} failed", dir.display());
-    }
-}
-
-fn lines(dir: &Path, kind: &str) -> Vec<Json> {
-    std::fs::read_to_string(dir.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<Json>(l).unwrap())
-        .filter(|v| v["kind"] == kind)
-        .collect()
+    run_dir::train_in(dir, file, resume, sets, Backend::Jit, Vec::new());
 }
 
 fn summary(dir: &Path) -> Json {
@@ -105,13 +81,6 @@ fn shapes(dir: &Path) -> Vec<(String, Vec<usize>)> {
         .collect();
     out.sort();
     out
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    std::fs::create_dir_all(dir).unwrap();
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path
 }
 
 #[test]

@@ -8,11 +8,9 @@ use std::path::{Path, PathBuf};
 
 mod run_dir;
 
-use run_dir::fresh_dir;
-use serde_json::Value as Json;
+use run_dir::{fresh_dir, metrics_lines as lines, write_file as write};
 use sparsec::driver::{compile_module, program_from_source, CompileOptions, Program};
 use sparsec::runner::{Backend, Runner};
-use sparsec::train::{self, TrainRequest};
 use sparsec_ir::func_names::FORWARD;
 use sparsec_ir::interp::{Input, Output, State};
 use sparsec_ir::remap::remap_state;
@@ -88,38 +86,7 @@ fn train_run(
     sets: &[(&str, &str)],
     backend: Backend,
 ) {
-    let req = TrainRequest {
-        file,
-        data: None,
-        out: (!resume).then(|| dir.to_path_buf()),
-        sets: sets
-            .iter()
-            .map(|&(k, v)| (k.to_owned(), v.to_owned()))
-            .collect(),
-        resume: resume.then(|| dir.to_path_buf()),
-        backend,
-        threads: Some(2),
-        extra_hooks: Vec::new(),
-    };
-    if train::train(req).is_err() {
-        panic!("training in {} failed", dir.display());
-    }
-}
-
-fn lines(dir: &Path, kind: &str) -> Vec<Json> {
-    std::fs::read_to_string(dir.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<Json>(l).unwrap())
-        .filter(|v| v["kind"] == kind)
-        .collect()
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    std::fs::create_dir_all(dir).unwrap();
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path
+    run_dir::train_in(dir, file, resume, sets, backend, Vec::new());
 }
 
 /// The logits of `@forward` on a fixed batch.

@@ -12,7 +12,7 @@ use run_dir::fresh_dir;
 use sparsec::driver::{self, compile_module, compile_to, program_from_source, CompileOptions};
 use sparsec::methods::{EpochEnd, Reconfiguration, RunMethod};
 use sparsec::runner::{Backend, Runner};
-use sparsec::train::{self, TrainRequest};
+use sparsec::train;
 use sparsec_ir::func_names::TRAIN_STEP;
 use sparsec_ir::interp::{Input, State};
 use sparsec_ir::remap::remap_state;
@@ -292,22 +292,8 @@ impl RunMethod for RemoveAfterFirstEpoch {
 }
 
 fn train_run(dir: &Path, file: Option<PathBuf>, resume: bool, sets: &[(&str, &str)]) {
-    let req = TrainRequest {
-        file,
-        data: None,
-        out: (!resume).then(|| dir.to_path_buf()),
-        sets: sets
-            .iter()
-            .map(|&(k, v)| (k.to_owned(), v.to_owned()))
-            .collect(),
-        resume: resume.then(|| dir.to_path_buf()),
-        backend: Backend::Jit,
-        threads: Some(2),
-        extra_hooks: vec![Box::new(RemoveAfterFirstEpoch)],
-    };
-    if train::train(req).is_err() {
-        panic!("training in {} failed", dir.display());
-    }
+    let hooks: Vec<Box<dyn RunMethod>> = vec![Box::new(RemoveAfterFirstEpoch)];
+    run_dir::train_in(dir, file, resume, sets, Backend::Jit, hooks);
 }
 
 #[test]

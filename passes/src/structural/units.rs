@@ -37,6 +37,25 @@ pub struct UnitGroup {
     pub params: Vec<(ParamId, usize, usize)>,
 }
 
+impl UnitGroup {
+    /// Every parameter of the group is stored densely: a tracked weight's untracked values are
+    /// regenerated from their flat positions, which a change of shape would move.
+    pub fn check_dense(&self, m: &Module) -> Result<(), String> {
+        match self
+            .params
+            .iter()
+            .find(|(id, _, _)| m.param(*id).storage != Storage::Dense)
+        {
+            Some(&(id, _, _)) => Err(format!(
+                "@{} is not stored densely (storage {}): only dense parameters can lose units",
+                m.param(id).name,
+                storage_name(m.param(id).storage)
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
 /// `H·W` when a reshape from `from` to `to` is a flatten (`[B, C, ...] → [B, C·...]`), the only
 /// reshape units can cross: unit `c` becomes the block `[c·H·W, (c+1)·H·W)`.
 fn flatten_block(from: &[usize], to: &[usize]) -> Option<usize> {
@@ -265,19 +284,7 @@ impl StructuralPass for RemoveUnits {
                 self.layer
             ));
         }
-        if let Some(&(id, _, _)) = group
-            .params
-            .iter()
-            .find(|(id, _, _)| m.param(*id).storage != Storage::Dense)
-        {
-            // A tracked weight's untracked values are regenerated from their flat positions,
-            // which a change of shape would move.
-            return Err(format!(
-                "@{} is not stored densely (storage {}): only dense parameters can lose units",
-                m.param(id).name,
-                storage_name(m.param(id).storage)
-            ));
-        }
+        group.check_dense(m)?;
         let mut out = m.clone();
         let mut remap = Remap::new();
         for &(id, axis, block) in &group.params {

@@ -19,7 +19,7 @@
 use sparsec_ir::func_names::{FORWARD, TRAIN_STEP};
 use sparsec_ir::op::Unary;
 use sparsec_ir::spec::{Method, MethodSpec};
-use sparsec_ir::{Func, Module, Op, Stage, Storage, Value};
+use sparsec_ir::{Func, Module, Op, Stage, Value};
 
 use super::{CompileMethod, Registration};
 use crate::pipeline::Pass;
@@ -77,18 +77,9 @@ impl CompileMethod for ActivationDensity {
             .ok_or_else(|| format!("the program has no @{FORWARD}"))?;
         for layer in &self.spec.layers {
             relu_input(module, f, layer)?;
-            let group = unit_group(module, layer)
+            unit_group(module, layer)
+                .and_then(|group| group.check_dense(module))
                 .map_err(|e| format!("activation density cannot resize `{layer}`: {e}"))?;
-            if let Some(&(id, _, _)) = group
-                .params
-                .iter()
-                .find(|(id, _, _)| module.param(*id).storage != Storage::Dense)
-            {
-                return Err(format!(
-                    "activation density cannot resize `{layer}`: @{} is not stored densely",
-                    module.param(id).name
-                ));
-            }
         }
         Ok(())
     }

@@ -17,7 +17,7 @@ pub mod penalty;
 use sparsec_ir::func_names::FORWARD;
 use sparsec_ir::remap::Remap;
 use sparsec_ir::spec::{Method, MethodSpec};
-use sparsec_ir::{Module, ParamId, Role, Storage};
+use sparsec_ir::{Module, ParamId, Role};
 
 use super::{CompileMethod, Registration};
 use crate::pipeline::Pass;
@@ -51,19 +51,10 @@ pub fn penalty_groups(module: &Module, layers: &[String]) -> Result<Vec<(ParamId
     let mut out: Vec<(ParamId, usize)> = Vec::new();
     for layer in layers {
         let group = unit_group(module, layer)
-            .map_err(|e| format!("PruneTrain cannot follow the channels of `{layer}`: {e}"))?;
+            .and_then(|group| group.check_dense(module).map(|()| group))
+            .map_err(|e| format!("PruneTrain cannot remove channels of `{layer}`: {e}"))?;
         for &(id, axis, _) in &group.params {
             let p = module.param(id);
-            if let Some(&(other, _, _)) = group
-                .params
-                .iter()
-                .find(|(q, _, _)| module.param(*q).storage != Storage::Dense)
-            {
-                return Err(format!(
-                    "PruneTrain cannot remove channels of `{layer}`: @{} is not stored densely",
-                    module.param(other).name
-                ));
-            }
             if p.role == Role::Weight && p.name.ends_with(".weight") && !out.contains(&(id, axis)) {
                 out.push((id, axis));
             }
