@@ -131,7 +131,8 @@ def main():
     ap.add_argument("--threads", type=int)
     ap.add_argument("--binary", default=os.path.join(ROOT, "target", "release", "sparsec"))
     ap.add_argument("--peer", choices=["torch"])
-    ap.add_argument("--peer-only", action="store_true", help="train only the peer's runs")
+    ap.add_argument("--peer-only", action="store_true",
+                    help="train only the peer's runs (sparsec's finished ones are recorded)")
     ap.add_argument("--python", default=os.path.join(ROOT, "bench", ".venv", "bin", "python"))
     args = ap.parse_args()
     source = open(args.model).read()
@@ -161,11 +162,11 @@ def main():
 
     for seed in seeds:
         for name, _, desc in configs:
+            run_dir = os.path.join(args.out, f"{name}-seed{seed}")
             if not args.peer_only:
-                run_dir = os.path.join(args.out, f"{name}-seed{seed}")
                 train(args, files[name], run_dir, seed)
-                runs.append(record(run_dir, name, desc, seed))
-                save()
+            runs.append(record(run_dir, name, desc, seed))
+            save()
     if args.peer:
         for seed in seeds:
             for name, _, desc in configs:
@@ -174,11 +175,6 @@ def main():
                     train_peer(args, files[name], run_dir, seed)
                     peer_runs.append(record(run_dir, name, desc, seed))
                     save()
-    if args.peer_only:
-        for seed in seeds:
-            for name, _, desc in configs:
-                runs.append(record(os.path.join(args.out, f"{name}-seed{seed}"), name, desc, seed))
-        save()
 
 
 if __name__ == "__main__":

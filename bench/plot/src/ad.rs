@@ -15,10 +15,10 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use plotters::prelude::*;
-use plotters::style::FontStyle;
 use serde_json::Value;
 
-const DEFAULT_FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
+#[path = "cli.rs"]
+mod cli;
 
 /// One schedule of one model: its width steps (seed 1) and its mean accuracy per epoch.
 #[derive(Default)]
@@ -175,42 +175,13 @@ fn draw(
     Ok(())
 }
 
-fn run(args: &[String]) -> Result<(), String> {
-    let mut font = DEFAULT_FONT.to_owned();
-    let mut paths = Vec::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--font" => font = it.next().ok_or("--font needs a path")?.clone(),
-            s if s.starts_with('-') => return Err(format!("unknown option `{s}`")),
-            _ => paths.push(a.clone()),
-        }
-    }
-    let [json, png] = paths.as_slice() else {
-        return Err("usage: ad-plot DATA.json OUT.png [--font TTF]".into());
-    };
-    let text = std::fs::read_to_string(json).map_err(|e| format!("cannot read {json}: {e}"))?;
-    let data: Value =
-        serde_json::from_str(&text).map_err(|e| format!("{json} is not valid JSON: {e}"))?;
-    let data = series(&data).map_err(|e| format!("{json}: {e}"))?;
-    let bytes = std::fs::read(&font).map_err(|e| {
-        format!("cannot read the font {font}: {e} (install fonts-dejavu-core, or pass --font)")
-    })?;
-    let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-    plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
-        .map_err(|_| format!("{font} is not a usable TrueType font"))?;
+fn figure(data: &Value, png: &str) -> Result<(), String> {
+    let data = series(data)?;
     draw(&data, png).map_err(|e| format!("cannot draw {png}: {e}"))
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    cli::main("ad-plot", figure)
 }
 
 #[cfg(test)]

@@ -17,10 +17,9 @@ use std::process::ExitCode;
 
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
-use plotters::style::FontStyle;
 use serde_json::Value;
 
-const DEFAULT_FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
+mod cli;
 
 /// One configuration's points over its seeds.
 #[derive(Debug)]
@@ -272,52 +271,21 @@ fn draw_peer(
     Ok(())
 }
 
-fn run(args: &[String]) -> Result<(), String> {
-    let mut font = DEFAULT_FONT.to_owned();
-    let mut paths = Vec::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--font" => font = it.next().ok_or("--font needs a path")?.clone(),
-            s if s.starts_with('-') => return Err(format!("unknown option `{s}`")),
-            _ => paths.push(a.clone()),
-        }
-    }
-    let [json, png] = paths.as_slice() else {
-        return Err("usage: dropback-plot DATA.json OUT.png [--font TTF]".into());
-    };
-    let text = std::fs::read_to_string(json).map_err(|e| format!("cannot read {json}: {e}"))?;
-    let data: Value =
-        serde_json::from_str(&text).map_err(|e| format!("{json} is not valid JSON: {e}"))?;
-    let ours = configs(&data, "runs").map_err(|e| format!("{json}: {e}"))?;
+/// The figure from the report's data: ours and, when the data file has them, a peer's runs.
+fn figure(data: &Value, png: &str) -> Result<(), String> {
+    let ours = configs(data, "runs")?;
     // A peer's runs are optional: older data files and sweeps without `--peer` have none.
     let peer_name = data.get("peer").and_then(Value::as_str).unwrap_or("peer");
     let peer = match data.get("peer_runs").and_then(Value::as_array) {
-        Some(runs) if !runs.is_empty() => {
-            Some(configs(&data, "peer_runs").map_err(|e| format!("{json}: {e}"))?)
-        }
+        Some(runs) if !runs.is_empty() => Some(configs(data, "peer_runs")?),
         _ => None,
     };
-    let bytes = std::fs::read(&font).map_err(|e| {
-        format!("cannot read the font {font}: {e} (install fonts-dejavu-core, or pass --font)")
-    })?;
-    // plotters keeps registered fonts for the whole process; this one is read once per run.
-    let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-    plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
-        .map_err(|_| format!("{font} is not a usable TrueType font"))?;
     draw(&ours, peer.as_ref().map(|p| (peer_name, p)), png)
         .map_err(|e| format!("cannot draw {png}: {e}"))
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    cli::main("dropback-plot", figure)
 }
 
 #[cfg(test)]
@@ -356,10 +324,10 @@ mod tests {
         assert!(configs(&no_accuracy, "runs")
             .unwrap_err()
             .contains("test_accuracy"));
-        assert!(run(&["only-one.json".into()])
+        assert!(cli::run("dropback-plot", &["only-one.json".into()], figure)
             .unwrap_err()
             .contains("usage"));
-        assert!(run(&["--bogus".into()])
+        assert!(cli::run("dropback-plot", &["--bogus".into()], figure)
             .unwrap_err()
             .contains("unknown option"));
     }
