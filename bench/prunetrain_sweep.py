@@ -49,6 +49,8 @@ def main():
     ap.add_argument("--threads", type=int)
     ap.add_argument("--binary", default=os.path.join(ROOT, "target", "release", "sparsec"))
     ap.add_argument("--peer", choices=["torch"])
+    ap.add_argument("--peer-only", action="store_true",
+                    help="train only the peer's runs (sparsec's finished ones are recorded)")
     ap.add_argument("--python", default=os.path.join(ROOT, "bench", ".venv", "bin", "python"))
     args = ap.parse_args()
     args.peer_script = PEER
@@ -85,7 +87,8 @@ def main():
 
     for name, seed in order:
         run_dir = os.path.join(args.out, f"{name}-seed{seed}")
-        train(args, files[name], run_dir, seed)
+        if not args.peer_only:
+            train(args, files[name], run_dir, seed)
         runs[(name, seed)] = record(run_dir, name, configs[name][1], seed)
         save()
     if args.peer:

@@ -161,6 +161,55 @@ class Net:
             first = False
         return train, fwd
 
+    def optimizer(self, s, lr, buffers=None):
+        """SGD as the model file says; `buffers` (in parameter order) are its momentum."""
+        opt = self.torch.optim.SGD(self.params(), lr=lr, momentum=s["momentum"],
+                                   weight_decay=s["weight_decay"], nesterov=s["nesterov"])
+        for p, buf in zip(self.params(), buffers or []):
+            if buf is not None:
+                opt.state[p]["momentum_buffer"] = buf
+        return opt
+
+    def keep_units(self, opt, kept, s, lr):
+        """Keep only the units `kept[layer]` (increasing NumPy indices) of each prunable layer
+        named: its rows and bias, its reader's input columns (blocks after the flatten) and the
+        momentum of all of them. Returns the optimizer of the smaller network."""
+        import numpy as np
+
+        torch = self.torch
+        buffers = {id(p): opt.state[p].get("momentum_buffer") for p in self.params()}
+        for name, reader, block in self.prunable:
+            if name not in kept:
+                continue
+            rows = torch.from_numpy(kept[name])
+            cols = torch.from_numpy((kept[name][:, None] * block
+                                     + np.arange(block)[None, :]).reshape(-1))
+            for pname, axis, ix in ((f"{name}.weight", 0, rows), (f"{name}.bias", 0, rows),
+                                    (f"{reader}.weight", 1, cols)):
+                old = self.p[pname]
+                new = old.detach().index_select(axis, ix).clone().requires_grad_()
+                buf = buffers.pop(id(old), None)
+                self.p[pname] = new
+                buffers[id(new)] = None if buf is None else buf.index_select(axis, ix)
+        return self.optimizer(s, lr, [buffers.get(id(p)) for p in self.params()])
+
+
+def lr_at(s, epoch):
+    """The multistep schedule's learning rate of `epoch` (0-based)."""
+    return s["lr"] * s["gamma"] ** sum(1 for m in s["milestones"] if epoch >= m)
+
+
+def evaluate(net, x, y, torch):
+    """(test accuracy, mean cross-entropy) over the whole test set."""
+    with torch.no_grad():
+        correct, total_loss = 0, 0.0
+        for i in range(0, x.shape[0], 1000):
+            out = net.forward(x[i:i + 1000])
+            total_loss += torch.nn.functional.cross_entropy(
+                out, y[i:i + 1000], reduction="sum").item()
+            correct += (out.argmax(1) == y[i:i + 1000]).sum().item()
+    return correct / x.shape[0], total_loss / x.shape[0]
+
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -187,18 +236,7 @@ def main():
     net = Net(s["model"], args.seed, torch)
     params_start = net.count()
 
-    def optimizer(lr, buffers=None):
-        opt = torch.optim.SGD(net.params(), lr=lr, momentum=s["momentum"],
-                              weight_decay=s["weight_decay"], nesterov=s["nesterov"])
-        for p, buf in zip(net.params(), buffers or []):
-            if buf is not None:
-                opt.state[p]["momentum_buffer"] = buf
-        return opt
-
-    def lr_at(epoch):
-        return s["lr"] * s["gamma"] ** sum(1 for m in s["milestones"] if epoch >= m)
-
-    opt = optimizer(lr_at(0))
+    opt = net.optimizer(s, lr_at(s, 0))
     metrics = open(os.path.join(args.out, "metrics.jsonl"), "w")
     method = s["method"]
     t0 = time.perf_counter()
@@ -207,7 +245,7 @@ def main():
     test_acc = test_loss = math.nan
     for epoch in range(s["epochs"]):
         for g in opt.param_groups:
-            g["lr"] = lr_at(epoch)
+            g["lr"] = lr_at(s, epoch)
         order = torch.from_numpy(np.random.default_rng([args.seed, epoch]).permutation(
             xtr.shape[0]))
         counts = {name: 0 for name, _, _ in net.prunable}
@@ -231,14 +269,7 @@ def main():
                 axes = (0, 2, 3) if v.dim() == 4 else (0,)
                 counts[name] = counts[name] + (v > 0).sum(dim=axes).to(torch.int64)
                 outputs[name] = outputs.get(name, 0) + v.numel() // v.shape[1]
-        with torch.no_grad():
-            correct, total_loss = 0, 0.0
-            for i in range(0, xte.shape[0], 1000):
-                out = net.forward(xte_t[i:i + 1000])
-                total_loss += torch.nn.functional.cross_entropy(
-                    out, yte_t[i:i + 1000], reduction="sum").item()
-                correct += (out.argmax(1) == yte_t[i:i + 1000]).sum().item()
-        test_acc, test_loss = correct / xte.shape[0], total_loss / xte.shape[0]
+        test_acc, test_loss = evaluate(net, xte_t, yte_t, torch)
         metrics.write(json.dumps({"kind": "epoch", "epoch": epoch + 1, "step": step,
                                   "train_loss": loss_sum / steps_per_epoch,
                                   "test_accuracy": test_acc, "test_loss": test_loss}) + "\n")
@@ -247,25 +278,15 @@ def main():
                        for n in counts}
             line = {"kind": "method", "epoch": epoch + 1, "density": density}
             if epoch + 1 in method["resize_at"]:
-                widths = {}
-                buffers = {id(p): opt.state[p].get("momentum_buffer") for p in net.params()}
-                for name, reader, block in net.prunable:
+                widths, kept = {}, {}
+                for name, _, _ in net.prunable:
                     c = counts[name].numpy()
                     width = c.shape[0]
                     want = -(-int(c.sum()) // outputs[name])  # ceil(AD · width)
                     keep_n = min(width, max(method["min_width"], want))
-                    kept = np.sort(np.argsort(-c, kind="stable")[:keep_n])
-                    cols = (kept[:, None] * block + np.arange(block)[None, :]).reshape(-1)
+                    kept[name] = np.sort(np.argsort(-c, kind="stable")[:keep_n])
                     widths[name] = int(keep_n)
-                    for pname, axis, ix in ((f"{name}.weight", 0, kept), (f"{name}.bias", 0, kept),
-                                            (f"{reader}.weight", 1, cols)):
-                        old = net.p[pname]
-                        ix_t = torch.from_numpy(ix)
-                        new = old.detach().index_select(axis, ix_t).clone().requires_grad_()
-                        buf = buffers.pop(id(old), None)
-                        net.p[pname] = new
-                        buffers[id(new)] = None if buf is None else buf.index_select(axis, ix_t)
-                opt = optimizer(lr_at(epoch), [buffers.get(id(p)) for p in net.params()])
+                opt = net.keep_units(opt, kept, s, lr_at(s, epoch))
                 line.update({"resize": True, "widths": widths})
             metrics.write(json.dumps(line) + "\n")
         metrics.flush()

@@ -31,7 +31,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
-from torch_activation_density import Net, settings as base_settings  # noqa: E402
+from torch_activation_density import Net, evaluate, lr_at  # noqa: E402
+from torch_activation_density import settings as base_settings  # noqa: E402
 from torch_dropback_train import load_split, write_json_atomic  # noqa: E402
 
 # (weight, axis) of every group family, as docs/methods.md §4 lists them for LeNet-5.
@@ -89,18 +90,7 @@ def main():
     net = Net(s["model"], args.seed, torch)
     params_start = net.count()
 
-    def optimizer(lr, buffers=None):
-        opt = torch.optim.SGD(net.params(), lr=lr, momentum=s["momentum"],
-                              weight_decay=s["weight_decay"], nesterov=s["nesterov"])
-        for p, buf in zip(net.params(), buffers or []):
-            if buf is not None:
-                opt.state[p]["momentum_buffer"] = buf
-        return opt
-
-    def lr_at(epoch):
-        return s["lr"] * s["gamma"] ** sum(1 for m in s["milestones"] if epoch >= m)
-
-    opt = optimizer(lr_at(0))
+    opt = net.optimizer(s, lr_at(s, 0))
     method = s["method"]
     metrics = open(os.path.join(args.out, "metrics.jsonl"), "w")
     lam = 0.0
@@ -120,7 +110,7 @@ def main():
     test_acc = test_loss = math.nan
     for epoch in range(s["epochs"]):
         for g in opt.param_groups:
-            g["lr"] = lr_at(epoch)
+            g["lr"] = lr_at(s, epoch)
         order = torch.from_numpy(np.random.default_rng([args.seed, epoch]).permutation(
             xtr.shape[0]))
         step_flops = net.flops()[0] * batch
@@ -136,20 +126,12 @@ def main():
             train_flops += step_flops
             if not math.isfinite(loss.item()):
                 raise SystemExit(f"diverged at step {step}")
-        with torch.no_grad():
-            correct, total_loss = 0, 0.0
-            for i in range(0, xte.shape[0], 1000):
-                out = net.forward(xte_t[i:i + 1000])
-                total_loss += torch.nn.functional.cross_entropy(
-                    out, yte_t[i:i + 1000], reduction="sum").item()
-                correct += (out.argmax(1) == yte_t[i:i + 1000]).sum().item()
-        test_acc, test_loss = correct / xte.shape[0], total_loss / xte.shape[0]
+        test_acc, test_loss = evaluate(net, xte_t, yte_t, torch)
         metrics.write(json.dumps({"kind": "epoch", "epoch": epoch + 1, "step": step,
                                   "test_accuracy": test_acc, "test_loss": test_loss}) + "\n")
         if method and (epoch + 1) % method["interval"] == 0:
             t = method["threshold"]
-            widths = {}
-            buffers = {id(p): opt.state[p].get("momentum_buffer") for p in net.params()}
+            widths, kept = {}, {}
             for name, reader, block in net.prunable:
                 w = net.p[f"{name}.weight"].detach()
                 rd = net.p[f"{reader}.weight"].detach()
@@ -157,24 +139,13 @@ def main():
                 cols = rd.abs().transpose(0, 1).reshape(w.shape[0], -1).max(dim=1).values \
                     if rd.dim() == 4 else \
                     rd.abs().reshape(rd.shape[0], w.shape[0], block).amax(dim=(0, 2))
-                live = ((out_max >= t) | (cols >= t)).numpy()
-                kept = np.nonzero(live)[0]
-                if kept.size == 0:
+                live = np.nonzero(((out_max >= t) | (cols >= t)).numpy())[0]
+                if live.size == 0:
                     raise SystemExit(f"every channel of {name} is dead after epoch {epoch + 1}")
-                widths[name] = int(kept.size)
-                if kept.size == w.shape[0]:
-                    continue
-                ix = torch.from_numpy(kept)
-                cix = torch.from_numpy((kept[:, None] * block + np.arange(block)[None, :])
-                                       .reshape(-1))
-                for pname, axis, sel in ((f"{name}.weight", 0, ix), (f"{name}.bias", 0, ix),
-                                         (f"{reader}.weight", 1, cix)):
-                    old = net.p[pname]
-                    new = old.detach().index_select(axis, sel).clone().requires_grad_()
-                    buf = buffers.pop(id(old), None)
-                    net.p[pname] = new
-                    buffers[id(new)] = None if buf is None else buf.index_select(axis, sel)
-            opt = optimizer(lr_at(epoch), [buffers.get(id(p)) for p in net.params()])
+                widths[name] = int(live.size)
+                if live.size < w.shape[0]:
+                    kept[name] = live
+            opt = net.keep_units(opt, kept, s, lr_at(s, epoch))
             metrics.write(json.dumps({"kind": "method", "epoch": epoch + 1,
                                       "widths": widths}) + "\n")
         metrics.flush()
