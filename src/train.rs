@@ -359,6 +359,17 @@ fn prepare(req: &TrainRequest) -> Result<Session, Failure> {
     // Training such a model densely would silently be a different experiment.
     let method = methods::run_side(program.module.method.as_ref())
         .map_err(|e| input_error(format!("`{}` {e}", program.file_name)))?;
+    if program.module.stage != Stage::Ir && method.reconfigures() {
+        // A structural pass rewrites the program at stage `ir` and the pipeline rebuilds the
+        // rest; a dump past that stage has its training step already written.
+        return Err(input_error(format!(
+            "`{}` is an IR dump at stage {}, but `{}` changes the program while it trains \
+             (from stage ir): train the model file, or a dump of `sparsec emit --stage ir`",
+            program.file_name,
+            program.module.stage,
+            method_name(&program.module)
+        )));
+    }
     let module = driver::compile_to(
         &program,
         Stage::Opt,

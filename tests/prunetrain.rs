@@ -336,3 +336,25 @@ fn a_layer_left_without_channels_stops_the_run_with_its_name() {
     // What was written before stays: the checkpoints of the epochs that finished.
     assert!(sparsec::checkpoint::latest(&run).is_ok());
 }
+
+#[test]
+fn a_dump_past_stage_ir_is_refused_by_a_method_that_reconfigures() {
+    let scratch = fresh_dir("pt-dump");
+    let out = run_dir::sparsec(&["emit", "--stage", "train", "examples/lenet5_prunetrain.net"]);
+    assert_eq!(out.status.code(), Some(0));
+    let dump = write(&scratch, "pt.ir", &String::from_utf8_lossy(&out.stdout));
+    let run = scratch.join("run");
+    let out = run_dir::sparsec(&[
+        "train",
+        dump.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("stage train") && stderr.contains("changes the program"),
+        "{stderr}"
+    );
+    assert!(!run.exists(), "nothing written");
+}

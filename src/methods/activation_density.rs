@@ -167,6 +167,10 @@ impl ActivationDensity {
 }
 
 impl RunMethod for ActivationDensity {
+    fn reconfigures(&self) -> bool {
+        true
+    }
+
     fn after_step(&mut self, end: &StepEnd<'_>) -> Result<(), String> {
         let stats = end.outputs.get(2..2 + self.layers.len()).ok_or_else(|| {
             format!(

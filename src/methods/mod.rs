@@ -76,6 +76,12 @@ pub trait RunMethod {
     /// first step of a session and after every step (so evaluation sees it too).
     fn sync_state(&self, _module: &Module, _steps: u64, _state: &mut State<f32>) {}
 
+    /// Whether the method reconfigures the program while it trains (returns
+    /// [`Reconfiguration`]s): such a program must start at stage `ir`.
+    fn reconfigures(&self) -> bool {
+        false
+    }
+
     /// Whether a fresh run should probe the step before training ([`RunMethod::after_probe`]).
     fn wants_probe(&self) -> bool {
         false

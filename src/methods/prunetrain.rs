@@ -148,6 +148,10 @@ impl PruneTrain {
 }
 
 impl RunMethod for PruneTrain {
+    fn reconfigures(&self) -> bool {
+        true
+    }
+
     fn wants_probe(&self) -> bool {
         self.lambda.is_none()
     }
