@@ -205,6 +205,13 @@ impl Verifier {
                     self.finite(Site::Method, ctx, "threshold", *threshold);
                     if let Some(l) = lambda {
                         self.finite(Site::Method, ctx, "lambda", *l);
+                        if *l < 0.0 {
+                            self.err(
+                                Site::Method,
+                                ctx,
+                                format!("`lambda` must be ≥ 0 (the penalty's weight), not {l:?}"),
+                            );
+                        }
                     }
                 }
                 Method::ActivationDensity { .. } => {}
