@@ -15,8 +15,8 @@ The figure (docs/results/M.png) is drawn by bench/plot's `ad-plot` from the JSON
 hand-written in docs/results/M-findings.md and included.
 
     python3 bench/shrink_report.py --method activation_density runs/ad-lenet300 runs/ad-lenet5 \\
-        --data /usr/share/datasets/fashion-mnist
-    python3 bench/shrink_report.py --method prunetrain runs/pt-lenet5 --data ...
+        --data /usr/share/datasets/fashion-mnist --out docs/results
+    python3 bench/shrink_report.py --method prunetrain runs/pt-lenet5 --data ... --out DIR
 """
 
 import argparse
@@ -27,7 +27,6 @@ import statistics
 import subprocess
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RESULTS = os.path.join(ROOT, "docs", "results")
 PY = os.path.join(ROOT, "bench", ".venv", "bin", "python")
 
 
@@ -173,9 +172,11 @@ def main():
     ap.add_argument("--method", choices=sorted(METHODS), required=True)
     ap.add_argument("sweeps", nargs="+")
     ap.add_argument("--data", help="the data directory, for the NumPy check")
-    ap.add_argument("--out", default=RESULTS)
+    ap.add_argument("--out", help="where the report goes (default: the first sweep's "
+                    "directory; the committed results are written with --out docs/results)")
     args = ap.parse_args()
     meth = METHODS[args.method]
+    args.out = args.out or args.sweeps[0]
     base = args.method
     all_recs = []
     figure = f"![widths and accuracy over the epochs]({base}.png)"
