@@ -218,6 +218,12 @@ pub fn save(run_dir: &Path, snap: &Snapshot<'_>) -> Result<PathBuf, String> {
                 state_tensors.push((indices, Dtype::I32, vec![t.len()], idx));
                 state_tensors.push((values, Dtype::F32, vec![t.len()], f32_bytes(&t.values)));
             }
+            (Role::State(_), _) => state_tensors.push((
+                p.name.clone(),
+                Dtype::F32,
+                p.ty.shape.clone(),
+                f32_bytes(&snap.state.values[i]),
+            )),
             (Role::Weight, None) => {}
         }
     }
@@ -389,13 +395,17 @@ pub fn load(dir: &Path, module: &Module, state: &mut State<f32>) -> Result<Train
     }
     let capacity = sparsec_ir::dropback::budgets(&module.params);
     for (i, p) in module.params.iter().enumerate() {
-        if let Role::Momentum(of) = p.role {
-            state.values[i] = tensor_f32(
-                &path,
-                &st,
-                &momentum_name(&module.param(of).name),
-                &p.ty.shape,
-            )?;
+        match p.role {
+            Role::Momentum(of) => {
+                state.values[i] = tensor_f32(
+                    &path,
+                    &st,
+                    &momentum_name(&module.param(of).name),
+                    &p.ty.shape,
+                )?;
+            }
+            Role::State(_) => state.values[i] = tensor_f32(&path, &st, &p.name, &p.ty.shape)?,
+            Role::Weight => {}
         }
         if state.tracked[i].is_some() {
             let (iname, vname) = tracked_names(&p.name);

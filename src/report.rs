@@ -195,9 +195,9 @@ fn fail(message: impl Into<String>) -> Failure {
 /// The layer of a parameter-table entry.
 fn layer_of(module: &Module, index: usize) -> String {
     let p = &module.params[index];
-    let name = match p.role {
-        Role::Weight => &p.name,
-        Role::Momentum(of) => &module.param(of).name,
+    let name = match p.role.owner() {
+        None => &p.name,
+        Some(of) => &module.param(of).name,
     };
     name.rsplit_once('.')
         .map_or(name.as_str(), |(l, _)| l)

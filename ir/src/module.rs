@@ -92,6 +92,21 @@ pub enum Role {
     Weight,
     /// SGD's momentum buffer for the given weight: optimizer state, saved for resuming.
     Momentum(ParamId),
+    /// A method's state tied to the given weight, of its shape: read by the step, never trained
+    /// (autodiff differentiates only weights), written by the method's run side (ADMM's `Z` and
+    /// `U`, a mask). Saved for resuming under its own name, and sliced with its weight when a
+    /// reconfiguration changes the weight's shape.
+    State(ParamId),
+}
+
+impl Role {
+    /// The weight a piece of state belongs to (`None` for a weight).
+    pub fn owner(self) -> Option<ParamId> {
+        match self {
+            Role::Weight => None,
+            Role::Momentum(of) | Role::State(of) => Some(of),
+        }
+    }
 }
 
 /// Initial value of a parameter.

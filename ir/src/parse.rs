@@ -1014,18 +1014,27 @@ impl<'a> Parser<'a> {
         };
         let role = if self.is_word("role") {
             self.key("role")?;
-            self.keyword("momentum")?;
+            let momentum = self.is_word("momentum");
+            if momentum {
+                self.keyword("momentum")?;
+            } else {
+                self.keyword("state")?;
+            }
             self.punct('(')?;
             let at = self.punct('@')?.start;
             let (of, span) = self.name("a parameter name")?;
             let id = *param_ids.get(&of).ok_or_else(|| {
                 ParseError::new(
                     at..span.end,
-                    format!("unknown parameter @{of} (a momentum buffer follows its weight)"),
+                    format!("unknown parameter @{of} (a weight's state follows the weight)"),
                 )
             })?;
             self.punct(')')?;
-            Role::Momentum(id)
+            if momentum {
+                Role::Momentum(id)
+            } else {
+                Role::State(id)
+            }
         } else {
             Role::Weight
         };

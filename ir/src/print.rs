@@ -185,10 +185,15 @@ fn write_param(out: &mut impl Write, m: &Module, p: &Param) -> fmt::Result {
         Storage::Tracked { budget } => write!(out, "tracked(budget={budget})")?,
         Storage::Masked => write!(out, "masked")?,
     }
-    if let Role::Momentum(of) = p.role {
+    let kind = match p.role {
+        Role::Weight => None,
+        Role::Momentum(of) => Some(("momentum", of)),
+        Role::State(of) => Some(("state", of)),
+    };
+    if let Some((kind, of)) = kind {
         match m.params.get(of.0 as usize) {
-            Some(w) => write!(out, " role=momentum(@{})", Name(&w.name))?,
-            None => write!(out, " role=momentum(@?{})", of.0)?,
+            Some(w) => write!(out, " role={kind}(@{})", Name(&w.name))?,
+            None => write!(out, " role={kind}(@?{})", of.0)?,
         }
     }
     writeln!(out)

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use crate::interp::{Float, State};
-use crate::module::{Module, Role, Storage};
+use crate::module::{Module, Storage};
 
 /// Kept indices per axis of one parameter: `None` keeps the whole axis.
 pub type AxisKeep = Vec<Option<Vec<usize>>>;
@@ -129,9 +129,9 @@ pub fn remap_state<T: Float>(
             .ok_or_else(|| format!("@{} is not a parameter of the program before", p.name))?;
         let i = id.0 as usize;
         let before = old.param(id);
-        let owner = match before.role {
-            Role::Weight => before.name.as_str(),
-            Role::Momentum(of) => old.param(of).name.as_str(),
+        let owner = match before.role.owner() {
+            None => before.name.as_str(),
+            Some(of) => old.param(of).name.as_str(),
         };
         let data = match remap.axes(owner) {
             None => {

@@ -279,13 +279,14 @@ impl Verifier {
                     format!("stream {} is used by another parameter", p.stream),
                 );
             }
-            if let Role::Momentum(of) = p.role {
+            if let Some(of) = p.role.owner() {
                 match m.params.get(of.0 as usize) {
                     Some(w) if w.role == Role::Weight && w.ty.shape == p.ty.shape => {}
                     _ => self.err(
                         site,
                         &ctx,
-                        "a momentum buffer must follow a weight of the same shape",
+                        "a momentum buffer or a method's state must follow a weight of the same \
+                         shape",
                     ),
                 }
             }

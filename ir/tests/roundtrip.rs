@@ -278,3 +278,34 @@ func @forward(%x: f32[64, 1, 28, 28], %labels: i32[64]) -> (f32[64, 300]) {
     assert_eq!(print_module(&m), expected);
     roundtrip(&m);
 }
+
+/// A method's state tied to a weight (`role=state(@w)`: ADMM's Z and U, a mask) prints, parses
+/// back, and must have its weight's shape.
+#[test]
+fn a_weights_state_round_trips_and_has_the_weights_shape() {
+    let text = "sparsec-ir 2 stage=ir
+module m
+
+param @w : f32[2, 3] init=uniform(-0.5, 0.5) stream=0 storage=dense
+param @w.admm_z : f32[2, 3] init=zeros stream=1 storage=dense role=state(@w)
+
+func @forward(%x: f32[4, 3]) -> (f32[4, 2]) {
+  %0 = param @w : f32[2, 3]
+  %1 = matmul_nt %x, %0 : f32[4, 2]
+  return %1
+}
+";
+    let m = parse_module(text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        m.params[1].role,
+        sparsec_ir::Role::State(sparsec_ir::ParamId(0))
+    );
+    assert_eq!(m.params[1].role.owner(), Some(sparsec_ir::ParamId(0)));
+    roundtrip(&m);
+    let wrong = text.replace("@w.admm_z : f32[2, 3]", "@w.admm_z : f32[3, 2]");
+    let errors = verify(&parse_module_unverified(&wrong).unwrap()).unwrap_err();
+    assert!(
+        errors.iter().any(|e| e.to_string().contains("same shape")),
+        "{errors:?}"
+    );
+}
