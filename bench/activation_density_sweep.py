@@ -133,6 +133,9 @@ def main():
     ap.add_argument("--peer", choices=["torch"])
     ap.add_argument("--peer-only", action="store_true",
                     help="train only the peer's runs (sparsec's finished ones are recorded)")
+    ap.add_argument("--record-only", action="store_true",
+                    help="train nothing: write sweep.json from the finished runs (every "
+                    "configuration, the peer's too)")
     ap.add_argument("--python", default=os.path.join(ROOT, "bench", ".venv", "bin", "python"))
     args = ap.parse_args()
     source = open(args.model).read()
@@ -163,11 +166,17 @@ def main():
     for seed in seeds:
         for name, _, desc in configs:
             run_dir = os.path.join(args.out, f"{name}-seed{seed}")
-            if not args.peer_only:
+            if not (args.peer_only or args.record_only):
                 train(args, files[name], run_dir, seed)
             runs.append(record(run_dir, name, desc, seed))
             save()
-    if args.peer:
+    if args.record_only:
+        for seed in seeds:
+            for name, _, desc in configs:
+                run_dir = os.path.join(args.out, "peer-torch", f"{name}-seed{seed}")
+                peer_runs.append(record(run_dir, name, desc, seed))
+        save()
+    elif args.peer:
         for seed in seeds:
             for name, _, desc in configs:
                 if desc["mode"] == "dense" or desc.get("file_schedule"):

@@ -45,12 +45,16 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--data")
     ap.add_argument("--seeds", default="1,2,3")
-    ap.add_argument("--ratios", default="0.1,0.3")
+    ap.add_argument("--ratios", default="0.1,0.2,0.3",
+                    help="ratios besides the file's (default 0.1, 0.2, 0.3)")
     ap.add_argument("--threads", type=int)
     ap.add_argument("--binary", default=os.path.join(ROOT, "target", "release", "sparsec"))
     ap.add_argument("--peer", choices=["torch"])
     ap.add_argument("--peer-only", action="store_true",
                     help="train only the peer's runs (sparsec's finished ones are recorded)")
+    ap.add_argument("--record-only", action="store_true",
+                    help="train nothing: write sweep.json from the finished runs (every "
+                    "configuration, the peer's too)")
     ap.add_argument("--python", default=os.path.join(ROOT, "bench", ".venv", "bin", "python"))
     args = ap.parse_args()
     args.peer_script = PEER
@@ -87,11 +91,16 @@ def main():
 
     for name, seed in order:
         run_dir = os.path.join(args.out, f"{name}-seed{seed}")
-        if not args.peer_only:
+        if not (args.peer_only or args.record_only):
             train(args, files[name], run_dir, seed)
         runs[(name, seed)] = record(run_dir, name, configs[name][1], seed)
         save()
-    if args.peer:
+    if args.record_only:
+        for name, seed in [(n, s) for s in seeds for n in configs]:
+            run_dir = os.path.join(args.out, "peer-torch", f"{name}-seed{seed}")
+            peer_runs[(name, seed)] = record(run_dir, name, configs[name][1], seed)
+        save()
+    elif args.peer:
         for name, seed in [(n, s) for s in seeds for n in first]:
             run_dir = os.path.join(args.out, "peer-torch", f"{name}-seed{seed}")
             train_peer(args, files[name], run_dir, seed)
