@@ -11,6 +11,7 @@
 
 pub mod activation_density;
 pub mod dropback;
+pub mod penalty;
 pub mod prunetrain;
 
 use sparsec_ir::spec::MethodSpec;

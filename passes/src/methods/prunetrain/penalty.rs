@@ -19,11 +19,11 @@
 //! loss) and appends `ce` and `GL` to `@train_step`'s results, after `(loss, logits)`, for the
 //! run side's calibration of λ and its metrics.
 
-use sparsec_ir::func_names::{FORWARD, TRAIN_STEP};
 use sparsec_ir::op::Unary;
-use sparsec_ir::{Func, Module, Op, Stage, Type, Value};
+use sparsec_ir::{Module, Op, Stage};
 
 use super::penalty_groups;
+use crate::methods::penalty::{add_to_loss, has_penalty, outputs_split, split_outputs};
 use crate::pipeline::Pass;
 
 pub const PENALTY_PASS: &str = "group_lasso";
@@ -39,10 +39,6 @@ pub struct GroupLasso {
     pub lambda: f64,
 }
 
-fn has_penalty(f: &Func) -> bool {
-    f.insts.iter().any(|i| i.loc.as_deref() == Some(LOC))
-}
-
 impl Pass for GroupLasso {
     fn name(&self) -> &'static str {
         PENALTY_PASS
@@ -51,103 +47,42 @@ impl Pass for GroupLasso {
         Stage::Train
     }
     fn applied(&self, module: &Module) -> bool {
-        module.funcs.iter().any(has_penalty)
+        module.funcs.iter().any(|f| has_penalty(f, LOC))
     }
     fn run(&self, module: &Module) -> Result<Module, String> {
         let groups = penalty_groups(module, &self.layers)?;
-        let mut out = module.clone();
-        out.stage = Stage::Train;
-        let fi = out
-            .funcs
-            .iter()
-            .position(|f| f.name == FORWARD)
-            .ok_or_else(|| format!("the program has no @{FORWARD}"))?;
-        let mut f = out.funcs[fi].clone();
-        let params = out.params.clone();
-        let loc = Some(LOC);
-        let push = |f: &mut Func, op: Op, operands: &[Value]| f.push(&params, op, operands, loc);
-        let mut total: Option<Value> = None;
-        for (id, axis) in groups {
-            let shape = params[id.0 as usize].ty.shape.clone();
-            let w = push(&mut f, Op::Param(id), &[])?;
-            let sq = push(&mut f, Op::Mul, &[w, w])?;
-            let sums = if axis == 0 {
-                let rest: usize = shape[1..].iter().product();
-                let flat = push(
-                    &mut f,
-                    Op::Reshape {
-                        shape: vec![1, shape[0], rest],
-                    },
-                    &[sq],
-                )?;
-                push(&mut f, Op::ReduceSum { axes: vec![0, 2] }, &[flat])?
-            } else {
-                let axes = (0..shape.len()).filter(|&a| a != axis).collect();
-                push(&mut f, Op::ReduceSum { axes }, &[sq])?
-            };
-            let eps = push(
-                &mut f,
-                Op::Const {
-                    value: EPSILON,
-                    shape: vec![shape[axis]],
-                },
-                &[],
-            )?;
-            let inner = push(&mut f, Op::Add, &[sums, eps])?;
-            let norms = push(&mut f, Op::Unary(Unary::Sqrt), &[inner])?;
-            let g = push(&mut f, Op::ReduceSum { axes: vec![0] }, &[norms])?;
-            total = Some(match total {
-                None => g,
-                Some(t) => push(&mut f, Op::Add, &[t, g])?,
-            });
-        }
-        let gl = match total {
-            Some(gl) => gl,
-            None => push(
-                &mut f,
-                Op::Const {
-                    value: 0.0,
-                    shape: vec![],
-                },
-                &[],
-            )?,
-        };
-        let lambda = push(
-            &mut f,
-            Op::Const {
-                value: self.lambda as f32,
-                shape: vec![],
-            },
-            &[],
-        )?;
-        let weighted = push(&mut f, Op::Scale, &[gl, lambda])?;
-        let ce = f.results[0];
-        let loss = push(&mut f, Op::Add, &[ce, weighted])?;
-        f.results[0] = loss;
-        out.funcs[fi] = f;
-        Ok(out)
+        add_to_loss(module, LOC, self.lambda, |em| {
+            let mut norms_sums = Vec::new();
+            for (id, axis) in groups {
+                let shape = em.params[id.0 as usize].ty.shape.clone();
+                let w = em.push(Op::Param(id), &[])?;
+                let sq = em.push(Op::Mul, &[w, w])?;
+                let sums = if axis == 0 {
+                    let rest: usize = shape[1..].iter().product();
+                    let flat = em.push(
+                        Op::Reshape {
+                            shape: vec![1, shape[0], rest],
+                        },
+                        &[sq],
+                    )?;
+                    em.push(Op::ReduceSum { axes: vec![0, 2] }, &[flat])?
+                } else {
+                    let axes = (0..shape.len()).filter(|&a| a != axis).collect();
+                    em.push(Op::ReduceSum { axes }, &[sq])?
+                };
+                let eps = em.constant(EPSILON, vec![shape[axis]])?;
+                let inner = em.push(Op::Add, &[sums, eps])?;
+                let norms = em.push(Op::Unary(Unary::Sqrt), &[inner])?;
+                norms_sums.push(em.push(Op::ReduceSum { axes: vec![0] }, &[norms])?);
+            }
+            em.sum_scalars(&norms_sums)
+        })
     }
 }
 
 /// After autodiff: `@forward` back to its plain loss, and `(ce, GL)` appended to
 /// `@train_step`'s results.
 pub struct PenaltyOutputs;
-
-/// `(ce, GL)` of a function whose loss is the penalty's `add %ce, (scale %GL, %λ)`.
-fn loss_parts(f: &Func) -> Option<(Value, Value)> {
-    let Value::Inst(i) = *f.results.first()? else {
-        return None;
-    };
-    let add = &f.insts[i as usize];
-    if add.op != Op::Add || add.loc.as_deref() != Some(LOC) {
-        return None;
-    }
-    let Value::Inst(s) = add.operands[1] else {
-        return None;
-    };
-    let scale = &f.insts[s as usize];
-    (scale.op == Op::Scale).then(|| (add.operands[0], scale.operands[0]))
-}
 
 impl Pass for PenaltyOutputs {
     fn name(&self) -> &'static str {
@@ -157,41 +92,9 @@ impl Pass for PenaltyOutputs {
         Stage::Train
     }
     fn applied(&self, module: &Module) -> bool {
-        module.func(FORWARD).is_some_and(|f| !has_penalty(f))
-            && module
-                .func(TRAIN_STEP)
-                .is_some_and(|f| f.results.len() == 4)
+        outputs_split(module, LOC)
     }
     fn run(&self, module: &Module) -> Result<Module, String> {
-        let mut out = module.clone();
-        for f in out
-            .funcs
-            .iter_mut()
-            .filter(|f| f.name == FORWARD || f.name == TRAIN_STEP)
-        {
-            let Some((ce, gl)) = loss_parts(f) else {
-                return Err(format!(
-                    "@{}'s loss is not the group-lasso objective `add %ce, (scale %GL, %λ)`",
-                    f.name
-                ));
-            };
-            if f.name == FORWARD {
-                // The penalty's instructions were appended after the plain loss: drop them.
-                let first = f
-                    .insts
-                    .iter()
-                    .position(|i| i.loc.as_deref() == Some(LOC))
-                    .unwrap_or(f.insts.len());
-                f.insts.truncate(first);
-                f.results[0] = ce;
-            } else if f.name == TRAIN_STEP {
-                if f.value_type(gl) != &Type::scalar_f32() {
-                    return Err("the group-lasso sum is not a scalar".into());
-                }
-                f.results.push(ce);
-                f.results.push(gl);
-            }
-        }
-        Ok(out)
+        split_outputs(module, LOC)
     }
 }
