@@ -10,6 +10,7 @@
 //! block is checked, but adds nothing), and its run side refuses to train it.
 
 pub mod activation_density;
+pub mod admm;
 pub mod dropback;
 pub mod penalty;
 pub mod prunetrain;
@@ -79,6 +80,7 @@ pub const REGISTRY: &[Registration] = &[
     dropback::REGISTRATION,
     activation_density::REGISTRATION,
     prunetrain::REGISTRATION,
+    admm::REGISTRATION,
 ];
 
 /// The compile side of a module's method (the dense program's when there is none).
