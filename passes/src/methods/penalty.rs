@@ -8,12 +8,14 @@
 //! ```
 //!
 //! Autodiff then differentiates the penalty with the loss. `@forward` is evaluation, so after
-//! autodiff [`PenaltyOutputs`] returns it to the plain loss (the reported test loss is the
+//! autodiff [`SplitOutputs`] returns it to the plain loss (the reported test loss is the
 //! cross-entropy) and appends `ce` and `P` to `@train_step`'s results, after `(loss, logits)`, for
 //! the run side (a calibration, the metrics).
 
 use sparsec_ir::func_names::{FORWARD, TRAIN_STEP};
 use sparsec_ir::{Func, Module, Op, Param, Stage, Type, Value};
+
+use crate::pipeline::Pass;
 
 /// Appends instructions to a function, typed, with the penalty's location.
 pub struct Emitter<'a> {
@@ -143,4 +145,26 @@ pub fn outputs_split(module: &Module, loc: &str) -> bool {
         && module
             .func(TRAIN_STEP)
             .is_some_and(|f| has_penalty(f, loc) && f.results.len() >= 4)
+}
+
+/// The pass after autodiff of the penalty at `loc`: [`split_outputs`].
+pub struct SplitOutputs {
+    /// The pass's name (`--print-after`).
+    pub name: &'static str,
+    pub loc: &'static str,
+}
+
+impl Pass for SplitOutputs {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn stage_after(&self) -> Stage {
+        Stage::Train
+    }
+    fn applied(&self, module: &Module) -> bool {
+        outputs_split(module, self.loc)
+    }
+    fn run(&self, module: &Module) -> Result<Module, String> {
+        split_outputs(module, self.loc)
+    }
 }

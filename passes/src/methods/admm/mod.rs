@@ -16,7 +16,7 @@
 use sparsec_ir::spec::{Method, MethodSpec};
 use sparsec_ir::{Init, Module, Op, Param, ParamId, Role, Stage, Storage};
 
-use super::penalty::{add_to_loss, has_penalty, outputs_split, split_outputs};
+use super::penalty::{add_to_loss, has_penalty, SplitOutputs};
 use super::{CompileMethod, Registration};
 use crate::pipeline::Pass;
 
@@ -124,7 +124,10 @@ impl CompileMethod for Admm {
     }
 
     fn passes_after_autodiff(&self) -> Vec<Box<dyn Pass>> {
-        vec![Box::new(AdmmOutputs)]
+        vec![Box::new(SplitOutputs {
+            name: OUTPUTS_PASS,
+            loc: LOC,
+        })]
     }
 }
 
@@ -159,23 +162,5 @@ impl Pass for AdmmPenalty {
             }
             em.sum_scalars(&norms)
         })
-    }
-}
-
-/// After autodiff: `@forward` back to its plain loss, `(ce, P)` appended to `@train_step`.
-pub struct AdmmOutputs;
-
-impl Pass for AdmmOutputs {
-    fn name(&self) -> &'static str {
-        OUTPUTS_PASS
-    }
-    fn stage_after(&self) -> Stage {
-        Stage::Train
-    }
-    fn applied(&self, module: &Module) -> bool {
-        outputs_split(module, LOC)
-    }
-    fn run(&self, module: &Module) -> Result<Module, String> {
-        split_outputs(module, LOC)
     }
 }

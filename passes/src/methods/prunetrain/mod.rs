@@ -19,6 +19,7 @@ use sparsec_ir::remap::Remap;
 use sparsec_ir::spec::{Method, MethodSpec};
 use sparsec_ir::{Module, ParamId, Role};
 
+use super::penalty::SplitOutputs;
 use super::{CompileMethod, Registration};
 use crate::pipeline::Pass;
 use crate::structural::units::unit_group;
@@ -83,7 +84,10 @@ impl CompileMethod for PruneTrain {
     }
 
     fn passes_after_autodiff(&self) -> Vec<Box<dyn Pass>> {
-        vec![Box::new(penalty::PenaltyOutputs)]
+        vec![Box::new(SplitOutputs {
+            name: penalty::OUTPUTS_PASS,
+            loc: penalty::LOC,
+        })]
     }
 }
 

@@ -23,7 +23,7 @@ use sparsec_ir::op::Unary;
 use sparsec_ir::{Module, Op, Stage};
 
 use super::penalty_groups;
-use crate::methods::penalty::{add_to_loss, has_penalty, outputs_split, split_outputs};
+use crate::methods::penalty::{add_to_loss, has_penalty};
 use crate::pipeline::Pass;
 
 pub const PENALTY_PASS: &str = "group_lasso";
@@ -77,24 +77,5 @@ impl Pass for GroupLasso {
             }
             em.sum_scalars(&norms_sums)
         })
-    }
-}
-
-/// After autodiff: `@forward` back to its plain loss, and `(ce, GL)` appended to
-/// `@train_step`'s results.
-pub struct PenaltyOutputs;
-
-impl Pass for PenaltyOutputs {
-    fn name(&self) -> &'static str {
-        OUTPUTS_PASS
-    }
-    fn stage_after(&self) -> Stage {
-        Stage::Train
-    }
-    fn applied(&self, module: &Module) -> bool {
-        outputs_split(module, LOC)
-    }
-    fn run(&self, module: &Module) -> Result<Module, String> {
-        split_outputs(module, LOC)
     }
 }
