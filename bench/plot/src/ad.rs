@@ -113,6 +113,9 @@ fn draw(
             .configure_mesh()
             .x_desc("epoch")
             .y_desc("units + channels (seed 1)")
+            .y_labels(16)
+            .y_label_formatter(&|y| format!("{y:.0}"))
+            .x_label_formatter(&|x| format!("{x:.0}"))
             .label_style(("sans-serif", 13))
             .light_line_style(BLACK.mix(0.04))
             .draw()?;
@@ -150,6 +153,7 @@ fn draw(
             .configure_mesh()
             .x_desc("epoch")
             .y_desc("test accuracy, % (mean over seeds)")
+            .x_label_formatter(&|x| format!("{x:.0}"))
             .label_style(("sans-serif", 13))
             .light_line_style(BLACK.mix(0.04))
             .draw()?;
