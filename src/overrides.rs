@@ -123,7 +123,14 @@ pub fn apply(train: &mut TrainSpec, pairs: &[(String, String)]) -> Result<RunOpt
             "max_steps" => run.max_steps = Some(uint(0)?),
             "shuffle" => run.shuffle = boolean()?,
             "memory_budget" => run.memory_budget = Some(uint(1)?),
-            _ => unreachable!("keys are checked by `parse`"),
+            // `parse` checks the command line's keys; a checkpoint's recorded overrides come
+            // here unchecked (another build's, or edited), so an unknown one is an error too.
+            other => {
+                return Err(format!(
+                    "unknown setting `{other}` (settings: {})",
+                    KEYS.join(", ")
+                ))
+            }
         }
     }
     if train.optimizer.nesterov && train.optimizer.momentum == 0.0 {
@@ -188,6 +195,11 @@ mod tests {
             let pairs = parse(&sets(&[bad])).unwrap();
             assert!(apply(&mut spec(), &pairs).is_err(), "{bad}");
         }
+        // A checkpoint's recorded overrides reach `apply` without `parse`: an unknown key (from
+        // another build, or an edited file) is an error, not a crash.
+        let unknown = [("checkpoint_every".to_owned(), "5".to_owned())];
+        let err = apply(&mut spec(), &unknown).unwrap_err();
+        assert!(err.contains("unknown setting `checkpoint_every`"), "{err}");
         let err = parse(&sets(&["epoch=3"])).unwrap_err();
         assert!(err.contains("did you mean `epochs`"), "{err}");
         assert!(parse(&sets(&["epochs"])).is_err());

@@ -232,3 +232,46 @@ fn methods_not_carried_out_yet_are_refused() {
     assert!(stderr.contains(&format!("`{method}`")), "{stderr}");
     assert!(!dir.exists(), "nothing is written for a refused run");
 }
+
+/// A checkpoint whose recorded `--set` overrides hold a key this build does not know (another
+/// build's, or an edited file) is refused with a message, not a crash.
+#[test]
+fn an_unknown_recorded_override_is_refused_on_resume() {
+    let dir = fresh_dir("unknown-set");
+    let out = sparsec(&[
+        "train",
+        "examples/lenet300.net",
+        "--set",
+        "epochs=1",
+        "--set",
+        "max_steps=0",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let state = std::fs::read_dir(dir.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("train_state.safetensors"))
+        .find(|p| p.exists())
+        .unwrap();
+    // Same length, so the safetensors header stays valid.
+    let bytes = std::fs::read(&state).unwrap();
+    let (from, to) = (r#"\"epochs\",\"1\""#, r#"\"epochx\",\"1\""#);
+    let at = bytes
+        .windows(from.len())
+        .position(|w| w == from.as_bytes())
+        .expect("the recorded override is in the metadata");
+    let mut edited = bytes.clone();
+    edited[at..at + to.len()].copy_from_slice(to.as_bytes());
+    std::fs::write(&state, edited).unwrap();
+    let out = sparsec(&["train", "--resume", dir.to_str().unwrap()]);
+    assert_ne!(out.status.code(), Some(0));
+    assert_ne!(out.status.code(), Some(101), "not a panic");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unknown setting `epochx`"), "{stderr}");
+}
