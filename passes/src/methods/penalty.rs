@@ -168,3 +168,35 @@ impl Pass for SplitOutputs {
         split_outputs(module, self.loc)
     }
 }
+
+/// A method's penalty: what its pass before autodiff adds to the loss.
+pub trait Penalty {
+    /// The pass's name (`--print-after`).
+    fn pass_name(&self) -> &'static str;
+    /// The location of its instructions.
+    fn loc(&self) -> &'static str;
+    /// The weight of `P` in the loss.
+    fn weight(&self) -> f64;
+    /// Append the instructions of `P` (a scalar) to `@forward`.
+    fn build(&self, module: &Module, em: &mut Emitter<'_>) -> Result<Value, String>;
+}
+
+/// The pass before autodiff of a [`Penalty`]: [`add_to_loss`].
+pub struct PenaltyPass<P>(pub P);
+
+impl<P: Penalty> Pass for PenaltyPass<P> {
+    fn name(&self) -> &'static str {
+        self.0.pass_name()
+    }
+    fn stage_after(&self) -> Stage {
+        Stage::Train
+    }
+    fn applied(&self, module: &Module) -> bool {
+        module.funcs.iter().any(|f| has_penalty(f, self.0.loc()))
+    }
+    fn run(&self, module: &Module) -> Result<Module, String> {
+        add_to_loss(module, self.0.loc(), self.0.weight(), |em| {
+            self.0.build(module, em)
+        })
+    }
+}

@@ -14,9 +14,9 @@
 //!   `(ce, P)` to `@train_step`'s results. ρ is the model file's `rho` (the first round's).
 
 use sparsec_ir::spec::{Method, MethodSpec};
-use sparsec_ir::{Init, Module, Op, Param, ParamId, Role, Stage, Storage};
+use sparsec_ir::{Init, Module, Op, Param, ParamId, Role, Storage, Value};
 
-use super::penalty::{add_to_loss, has_penalty, SplitOutputs};
+use super::penalty::{Emitter, Penalty, PenaltyPass, SplitOutputs};
 use super::{CompileMethod, Registration};
 use crate::pipeline::Pass;
 
@@ -117,10 +117,10 @@ impl CompileMethod for Admm {
     }
 
     fn passes_before_autodiff(&self) -> Vec<Box<dyn Pass>> {
-        vec![Box::new(AdmmPenalty {
+        vec![Box::new(PenaltyPass(AdmmPenalty {
             spec: self.spec.clone(),
             rho: self.rho,
-        })]
+        }))]
     }
 
     fn passes_after_autodiff(&self) -> Vec<Box<dyn Pass>> {
@@ -137,30 +137,27 @@ pub struct AdmmPenalty {
     pub rho: f64,
 }
 
-impl Pass for AdmmPenalty {
-    fn name(&self) -> &'static str {
+impl Penalty for AdmmPenalty {
+    fn pass_name(&self) -> &'static str {
         PENALTY_PASS
     }
-    fn stage_after(&self) -> Stage {
-        Stage::Train
+    fn loc(&self) -> &'static str {
+        LOC
     }
-    fn applied(&self, module: &Module) -> bool {
-        module.funcs.iter().any(|f| has_penalty(f, LOC))
+    fn weight(&self) -> f64 {
+        self.rho / 2.0
     }
-    fn run(&self, module: &Module) -> Result<Module, String> {
-        let triples = selected(module, &self.spec)?;
-        add_to_loss(module, LOC, self.rho / 2.0, |em| {
-            let mut norms = Vec::new();
-            for (w, z, u) in triples {
-                let w = em.push(Op::Param(w), &[])?;
-                let z = em.push(Op::Param(z), &[])?;
-                let u = em.push(Op::Param(u), &[])?;
-                let d = em.push(Op::Sub, &[w, z])?;
-                let d = em.push(Op::Add, &[d, u])?;
-                let sq = em.push(Op::Mul, &[d, d])?;
-                norms.push(em.sum_all(sq)?);
-            }
-            em.sum_scalars(&norms)
-        })
+    fn build(&self, module: &Module, em: &mut Emitter<'_>) -> Result<Value, String> {
+        let mut norms = Vec::new();
+        for (w, z, u) in selected(module, &self.spec)? {
+            let w = em.push(Op::Param(w), &[])?;
+            let z = em.push(Op::Param(z), &[])?;
+            let u = em.push(Op::Param(u), &[])?;
+            let d = em.push(Op::Sub, &[w, z])?;
+            let d = em.push(Op::Add, &[d, u])?;
+            let sq = em.push(Op::Mul, &[d, d])?;
+            norms.push(em.sum_all(sq)?);
+        }
+        em.sum_scalars(&norms)
     }
 }

@@ -19,7 +19,7 @@ use sparsec_ir::remap::Remap;
 use sparsec_ir::spec::{Method, MethodSpec};
 use sparsec_ir::{Module, ParamId, Role};
 
-use super::penalty::SplitOutputs;
+use super::penalty::{PenaltyPass, SplitOutputs};
 use super::{CompileMethod, Registration};
 use crate::pipeline::Pass;
 use crate::structural::units::unit_group;
@@ -77,10 +77,10 @@ impl CompileMethod for PruneTrain {
     }
 
     fn passes_before_autodiff(&self) -> Vec<Box<dyn Pass>> {
-        vec![Box::new(penalty::GroupLasso {
+        vec![Box::new(PenaltyPass(penalty::GroupLasso {
             layers: self.spec.layers.clone(),
             lambda: self.lambda.unwrap_or(0.0),
-        })]
+        }))]
     }
 
     fn passes_after_autodiff(&self) -> Vec<Box<dyn Pass>> {

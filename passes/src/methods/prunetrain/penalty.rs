@@ -20,11 +20,10 @@
 //! run side's calibration of λ and its metrics.
 
 use sparsec_ir::op::Unary;
-use sparsec_ir::{Module, Op, Stage};
+use sparsec_ir::{Module, Op, Value};
 
 use super::penalty_groups;
-use crate::methods::penalty::{add_to_loss, has_penalty};
-use crate::pipeline::Pass;
+use crate::methods::penalty::{Emitter, Penalty};
 
 pub const PENALTY_PASS: &str = "group_lasso";
 pub const OUTPUTS_PASS: &str = "group_lasso_outputs";
@@ -39,43 +38,40 @@ pub struct GroupLasso {
     pub lambda: f64,
 }
 
-impl Pass for GroupLasso {
-    fn name(&self) -> &'static str {
+impl Penalty for GroupLasso {
+    fn pass_name(&self) -> &'static str {
         PENALTY_PASS
     }
-    fn stage_after(&self) -> Stage {
-        Stage::Train
+    fn loc(&self) -> &'static str {
+        LOC
     }
-    fn applied(&self, module: &Module) -> bool {
-        module.funcs.iter().any(|f| has_penalty(f, LOC))
+    fn weight(&self) -> f64 {
+        self.lambda
     }
-    fn run(&self, module: &Module) -> Result<Module, String> {
-        let groups = penalty_groups(module, &self.layers)?;
-        add_to_loss(module, LOC, self.lambda, |em| {
-            let mut norms_sums = Vec::new();
-            for (id, axis) in groups {
-                let shape = em.params[id.0 as usize].ty.shape.clone();
-                let w = em.push(Op::Param(id), &[])?;
-                let sq = em.push(Op::Mul, &[w, w])?;
-                let sums = if axis == 0 {
-                    let rest: usize = shape[1..].iter().product();
-                    let flat = em.push(
-                        Op::Reshape {
-                            shape: vec![1, shape[0], rest],
-                        },
-                        &[sq],
-                    )?;
-                    em.push(Op::ReduceSum { axes: vec![0, 2] }, &[flat])?
-                } else {
-                    let axes = (0..shape.len()).filter(|&a| a != axis).collect();
-                    em.push(Op::ReduceSum { axes }, &[sq])?
-                };
-                let eps = em.constant(EPSILON, vec![shape[axis]])?;
-                let inner = em.push(Op::Add, &[sums, eps])?;
-                let norms = em.push(Op::Unary(Unary::Sqrt), &[inner])?;
-                norms_sums.push(em.push(Op::ReduceSum { axes: vec![0] }, &[norms])?);
-            }
-            em.sum_scalars(&norms_sums)
-        })
+    fn build(&self, module: &Module, em: &mut Emitter<'_>) -> Result<Value, String> {
+        let mut norms_sums = Vec::new();
+        for (id, axis) in penalty_groups(module, &self.layers)? {
+            let shape = em.params[id.0 as usize].ty.shape.clone();
+            let w = em.push(Op::Param(id), &[])?;
+            let sq = em.push(Op::Mul, &[w, w])?;
+            let sums = if axis == 0 {
+                let rest: usize = shape[1..].iter().product();
+                let flat = em.push(
+                    Op::Reshape {
+                        shape: vec![1, shape[0], rest],
+                    },
+                    &[sq],
+                )?;
+                em.push(Op::ReduceSum { axes: vec![0, 2] }, &[flat])?
+            } else {
+                let axes = (0..shape.len()).filter(|&a| a != axis).collect();
+                em.push(Op::ReduceSum { axes }, &[sq])?
+            };
+            let eps = em.constant(EPSILON, vec![shape[axis]])?;
+            let inner = em.push(Op::Add, &[sums, eps])?;
+            let norms = em.push(Op::Unary(Unary::Sqrt), &[inner])?;
+            norms_sums.push(em.push(Op::ReduceSum { axes: vec![0] }, &[norms])?);
+        }
+        em.sum_scalars(&norms_sums)
     }
 }
