@@ -211,30 +211,45 @@ def evaluate(net, x, y, torch):
     return correct / x.shape[0], total_loss / x.shape[0]
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("model_file")
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args()
-    s = settings(open(args.model_file).read())
-    common.limit_threads(args.threads)
-    import numpy as np
-    import torch
+class Setup:
+    """What both peers start from: the command line (MODEL.net --data --out --seed --threads),
+    the model file's settings read by `settings`, the thread limit, the data as tensors and the
+    network at its initial weights."""
 
-    torch.set_num_threads(args.threads)
-    torch.set_num_interop_threads(1)
-    xtr, ytr = load_split(args.data, "train")
-    xte, yte = load_split(args.data, "t10k")
-    xtr_t, ytr_t = torch.from_numpy(xtr), torch.from_numpy(ytr)
-    xte_t, yte_t = torch.from_numpy(xte), torch.from_numpy(yte)
-    batch = s["batch"]
-    steps_per_epoch = xtr.shape[0] // batch
-    os.makedirs(args.out, exist_ok=True)
-    net = Net(s["model"], args.seed, torch)
-    params_start = net.count()
+    def __init__(self, description, settings):
+        ap = argparse.ArgumentParser(description=description)
+        ap.add_argument("model_file")
+        ap.add_argument("--data", required=True)
+        ap.add_argument("--out", required=True)
+        ap.add_argument("--seed", type=int, default=1)
+        ap.add_argument("--threads", type=int, default=1)
+        self.args = args = ap.parse_args()
+        self.s = settings(open(args.model_file).read())
+        common.limit_threads(args.threads)
+        import torch
+
+        torch.set_num_threads(args.threads)
+        torch.set_num_interop_threads(1)
+        self.torch = torch
+        xtr, ytr = load_split(args.data, "train")
+        xte, yte = load_split(args.data, "t10k")
+        self.train_samples = xtr.shape[0]
+        self.xtr, self.ytr = torch.from_numpy(xtr), torch.from_numpy(ytr)
+        self.xte, self.yte = torch.from_numpy(xte), torch.from_numpy(yte)
+        self.batch = self.s["batch"]
+        self.steps_per_epoch = xtr.shape[0] // self.batch
+        os.makedirs(args.out, exist_ok=True)
+        self.net = Net(self.s["model"], args.seed, torch)
+        self.params_start = self.net.count()
+
+
+def main():
+    setup = Setup(__doc__.splitlines()[0], settings)
+    args, s, torch, net = setup.args, setup.s, setup.torch, setup.net
+    import numpy as np
+
+    xtr_t, ytr_t, xte_t, yte_t = setup.xtr, setup.ytr, setup.xte, setup.yte
+    batch, steps_per_epoch, params_start = setup.batch, setup.steps_per_epoch, setup.params_start
 
     opt = net.optimizer(s, lr_at(s, 0))
     metrics = open(os.path.join(args.out, "metrics.jsonl"), "w")
@@ -247,7 +262,7 @@ def main():
         for g in opt.param_groups:
             g["lr"] = lr_at(s, epoch)
         order = torch.from_numpy(np.random.default_rng([args.seed, epoch]).permutation(
-            xtr.shape[0]))
+            setup.train_samples))
         counts = {name: 0 for name, _, _ in net.prunable}
         outputs = {}
         step_flops = net.flops()[0] * batch

@@ -21,7 +21,6 @@ Same data, streams, metrics and summary fields as torch_activation_density.py.
     python torch_prunetrain.py MODEL.net --data DIR --out RUN --seed 1 --threads 1
 """
 
-import argparse
 import json
 import math
 import os
@@ -30,10 +29,9 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
-from torch_activation_density import Net, evaluate, lr_at  # noqa: E402
+from torch_activation_density import Setup, evaluate, lr_at  # noqa: E402
 from torch_activation_density import settings as base_settings  # noqa: E402
-from torch_dropback_train import load_split, write_json_atomic  # noqa: E402
+from torch_dropback_train import write_json_atomic  # noqa: E402
 
 # (weight, axis) of every group family, as docs/methods.md §4 lists them for LeNet-5.
 GROUPS = [("conv1.weight", 0), ("conv2.weight", 1), ("conv2.weight", 0), ("fc1.weight", 1),
@@ -66,36 +64,19 @@ def group_lasso(net, torch):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("model_file")
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args()
-    s = settings(open(args.model_file).read())
-    common.limit_threads(args.threads)
+    setup = Setup(__doc__.splitlines()[0], settings)
+    args, s, torch, net = setup.args, setup.s, setup.torch, setup.net
     import numpy as np
-    import torch
 
-    torch.set_num_threads(args.threads)
-    torch.set_num_interop_threads(1)
-    xtr, ytr = load_split(args.data, "train")
-    xte, yte = load_split(args.data, "t10k")
-    xtr_t, ytr_t = torch.from_numpy(xtr), torch.from_numpy(ytr)
-    xte_t, yte_t = torch.from_numpy(xte), torch.from_numpy(yte)
-    batch = s["batch"]
-    steps_per_epoch = xtr.shape[0] // batch
-    os.makedirs(args.out, exist_ok=True)
-    net = Net(s["model"], args.seed, torch)
-    params_start = net.count()
+    xtr_t, ytr_t, xte_t, yte_t = setup.xtr, setup.ytr, setup.xte, setup.yte
+    batch, steps_per_epoch, params_start = setup.batch, setup.steps_per_epoch, setup.params_start
 
     opt = net.optimizer(s, lr_at(s, 0))
     method = s["method"]
     metrics = open(os.path.join(args.out, "metrics.jsonl"), "w")
     lam = 0.0
     if method:
-        order = torch.from_numpy(np.random.default_rng([args.seed, 0]).permutation(xtr.shape[0]))
+        order = torch.from_numpy(np.random.default_rng([args.seed, 0]).permutation(setup.train_samples))
         idx = order[:batch]
         with torch.no_grad():
             ce = torch.nn.functional.cross_entropy(net.forward(xtr_t[idx]), ytr_t[idx]).item()
@@ -112,7 +93,7 @@ def main():
         for g in opt.param_groups:
             g["lr"] = lr_at(s, epoch)
         order = torch.from_numpy(np.random.default_rng([args.seed, epoch]).permutation(
-            xtr.shape[0]))
+            setup.train_samples))
         step_flops = net.flops()[0] * batch
         for b in range(steps_per_epoch):
             idx = order[b * batch:(b + 1) * batch]
