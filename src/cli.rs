@@ -34,8 +34,9 @@ pub enum Command {
     Train(TrainArgs),
     /// Test accuracy and loss of trained weights.
     Eval {
-        /// The model file the weights were trained with (.net or .ir).
-        file: PathBuf,
+        /// The model file the weights were trained with (.net or .ir); optional when --weights
+        /// is a run directory (the run records its model).
+        file: Option<PathBuf>,
         /// A run directory (its latest checkpoint is used) or a `model.safetensors` file.
         #[arg(long, value_name = "RUN_DIR")]
         weights: PathBuf,

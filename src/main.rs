@@ -53,7 +53,7 @@ fn main() -> ExitCode {
             backend,
             threads,
         } => train::eval(
-            file,
+            file.as_deref(),
             weights,
             data.as_deref(),
             backend.backend(),

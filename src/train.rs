@@ -1029,31 +1029,44 @@ pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
     ))
 }
 
-/// `sparsec eval FILE --weights RUN_DIR|FILE.safetensors`.
+/// `sparsec eval [FILE] --weights RUN_DIR|FILE.safetensors` (FILE may be left out for a run
+/// directory: the run knows its model).
 pub fn eval(
-    file: &Path,
+    file: Option<&Path>,
     weights: &Path,
     data_dir: Option<&Path>,
     backend: Backend,
     threads: Option<usize>,
 ) -> Result<String, Failure> {
-    let mut program = driver::load_program(file, &[])?;
-    let weights_file = if weights.is_dir() {
+    let (program, weights_file) = if weights.is_dir() {
         let dir = checkpoint::latest(weights).map_err(input_error)?;
         // A run whose shapes changed (a reconfiguration) is evaluated at its shapes as they are:
-        // the program its checkpoint records.
+        // the program its checkpoint records. Without FILE, the run's own model (its source and
+        // its `--set` overrides) is the program.
         let meta = checkpoint::read_train_meta(&dir).map_err(input_error)?;
-        if let Some(ir) = meta.program {
-            program.module = sparsec_ir::parse::parse_module(&ir).map_err(|e| {
+        let mut program = match file {
+            Some(file) => driver::load_program(file, &[])?,
+            None => driver::run_program(&meta, &meta.sets)?,
+        };
+        if let Some(ir) = &meta.program {
+            program.module = sparsec_ir::parse::parse_module(ir).map_err(|e| {
                 input_error(format!(
                     "`{}`: the program the checkpoint records does not parse: {e}",
                     dir.display()
                 ))
             })?;
         }
-        dir.join("model.safetensors")
+        (program, dir.join("model.safetensors"))
     } else {
-        weights.to_path_buf()
+        let Some(file) = file else {
+            return Err(Failure::Usage(format!(
+                "`{}` is a weights file, not a run directory: give the model file it was \
+                 trained with too (`sparsec eval FILE --weights {}`)",
+                weights.display(),
+                weights.display()
+            )));
+        };
+        (driver::load_program(file, &[])?, weights.to_path_buf())
     };
     let module = &program.module;
     let mut state = State::<f32>::initial(module);

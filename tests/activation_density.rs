@@ -205,7 +205,7 @@ fn resizes_follow_the_rule_never_grow_and_resume_exactly() {
     assert!(!text.contains("method activation_density"), "{text}");
     let small = write(&scratch, "small.net", &text);
     let Ok(eval) = train::eval(
-        &small,
+        Some(&small),
         &whole.join("model.safetensors"),
         None,
         Backend::Interp,

@@ -310,6 +310,24 @@ fn training_reconfigures_resumes_exactly_and_the_jit_matches_the_interpreter() {
         assert!(l.largest_dead_max_abs.is_none_or(|m| m < 0.01));
     }
     assert!(report.table().contains("dead channels now"));
+    // The run knows its model: `sparsec eval --weights RUN_DIR` needs no model file, and scores
+    // what the run reported.
+    let Ok(eval) = sparsec::train::eval(None, &whole, None, Backend::Interp, Some(1)) else {
+        panic!("eval of the run without its model file")
+    };
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(whole.join("summary.json")).unwrap())
+            .unwrap();
+    let accuracy = summary["test_accuracy"].as_f64().unwrap();
+    assert!(
+        eval.contains(&format!("test accuracy {:.2}%", 100.0 * accuracy)),
+        "{eval}"
+    );
+    let weights_only = whole.join("model.safetensors");
+    assert!(
+        sparsec::train::eval(None, &weights_only, None, Backend::Interp, Some(1)).is_err(),
+        "a bare weights file needs its model file"
+    );
 }
 
 #[test]

@@ -337,7 +337,7 @@ fn the_training_loop_reconfigures_and_resumes_after_it() {
     assert_eq!(v["shapes"]["fc1.weight"], serde_json::json!([21, 64]));
     assert_eq!(v["shapes"]["fc2.weight"], serde_json::json!([16, 21]));
     // Evaluation and the report read the run at the shapes it has now.
-    let eval = train::eval(&model, &whole, None, Backend::Interp, Some(1))
+    let eval = train::eval(Some(&model), &whole, None, Backend::Interp, Some(1))
         .unwrap_or_else(|_| panic!("eval of the reshaped run"));
     assert!(eval.contains("test accuracy"), "{eval}");
     let report = sparsec::report::build(&whole)
