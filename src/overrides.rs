@@ -1,6 +1,7 @@
 //! `--set KEY=VALUE`: overriding the training settings of a model file from the command line.
 //! A bad key or value is a usage error (exit 2), checked with the same ranges as the model file.
 
+use sparsec_ir::spec::ranges::{FloatRange, LR, MOMENTUM, WEIGHT_DECAY};
 use sparsec_ir::spec::TrainSpec;
 
 /// Settings that only the command line sets: they change how a run proceeds, not the model.
@@ -86,6 +87,11 @@ pub fn apply(train: &mut TrainSpec, pairs: &[(String, String)]) -> Result<RunOpt
                 .filter(|v| v.is_finite())
                 .ok_or_else(|| bad("a finite number"))
         };
+        let ranged = |range: &FloatRange| -> Result<f64, String> {
+            Some(float()?)
+                .filter(|&x| (range.ok)(x))
+                .ok_or_else(|| bad(range.rule))
+        };
         let boolean = || -> Result<bool, String> {
             match value.as_str() {
                 "true" => Ok(true),
@@ -98,27 +104,9 @@ pub fn apply(train: &mut TrainSpec, pairs: &[(String, String)]) -> Result<RunOpt
             "batch" => train.batch = uint(1)?,
             "seed" => train.seed = uint(0)?,
             "log_every" => train.log_every = uint(1)?,
-            "lr" => {
-                let lr = float()?;
-                if lr <= 0.0 {
-                    return Err(bad("> 0"));
-                }
-                train.optimizer.lr = lr;
-            }
-            "momentum" => {
-                let m = float()?;
-                if !(0.0..1.0).contains(&m) {
-                    return Err(bad("in 0 ≤ momentum < 1"));
-                }
-                train.optimizer.momentum = m;
-            }
-            "weight_decay" => {
-                let wd = float()?;
-                if wd < 0.0 {
-                    return Err(bad("≥ 0"));
-                }
-                train.optimizer.weight_decay = wd;
-            }
+            "lr" => train.optimizer.lr = ranged(&LR)?,
+            "momentum" => train.optimizer.momentum = ranged(&MOMENTUM)?,
+            "weight_decay" => train.optimizer.weight_decay = ranged(&WEIGHT_DECAY)?,
             "nesterov" => train.optimizer.nesterov = boolean()?,
             "max_steps" => run.max_steps = Some(uint(0)?),
             "shuffle" => run.shuffle = boolean()?,

@@ -109,3 +109,38 @@ pub struct MethodSpec {
     pub method: Method,
     pub layers: Vec<String>,
 }
+
+/// The ranges of the optimizer's settings: one definition for the model language's checker,
+/// `--set` and the verifier, so that an IR dump is held to what a model file is.
+pub mod ranges {
+    /// A float setting's valid values and how messages state them.
+    pub struct FloatRange {
+        pub name: &'static str,
+        /// The rule, as in "`lr` must be > 0".
+        pub rule: &'static str,
+        pub ok: fn(f64) -> bool,
+    }
+
+    impl FloatRange {
+        /// "`lr` must be > 0".
+        pub fn message(&self) -> String {
+            format!("`{}` must be {}", self.name, self.rule)
+        }
+    }
+
+    pub const LR: FloatRange = FloatRange {
+        name: "lr",
+        rule: "> 0",
+        ok: |x| x > 0.0,
+    };
+    pub const MOMENTUM: FloatRange = FloatRange {
+        name: "momentum",
+        rule: "in 0 ≤ momentum < 1",
+        ok: |x| (0.0..1.0).contains(&x),
+    };
+    pub const WEIGHT_DECAY: FloatRange = FloatRange {
+        name: "weight_decay",
+        rule: "≥ 0",
+        ok: |x| x >= 0.0,
+    };
+}

@@ -10,7 +10,7 @@ use std::fmt;
 
 use crate::module::{Func, Init, Module, Param, Role, Value};
 use crate::op::{checked_type, Op};
-use crate::spec::{KeepRatio, Method, Schedule};
+use crate::spec::{ranges, KeepRatio, Method, Schedule};
 use crate::types::{DType, Encoding, Type};
 
 /// Largest rank of any type the IR accepts. Real networks use at most 4; the bound keeps every
@@ -129,12 +129,26 @@ impl Verifier {
             if t.batch == 0 {
                 self.err(Site::Train, "train", "`batch` must be at least 1");
             }
-            for (what, x) in [
-                ("lr", o.lr),
-                ("momentum", o.momentum),
-                ("weight_decay", o.weight_decay),
+            for (range, x) in [
+                (&ranges::LR, o.lr),
+                (&ranges::MOMENTUM, o.momentum),
+                (&ranges::WEIGHT_DECAY, o.weight_decay),
             ] {
-                self.finite(Site::Train, "train", what, x);
+                if !x.is_finite() {
+                    self.finite(Site::Train, "train", range.name, x);
+                } else if !(range.ok)(x) {
+                    let message = format!("{}, found {x:?}", range.message());
+                    self.err(Site::Train, "train", message);
+                }
+            }
+            if o.nesterov && o.momentum == 0.0 {
+                self.err(Site::Train, "train", "`nesterov` needs momentum > 0");
+            }
+            if t.epochs == 0 {
+                self.err(Site::Train, "train", "`epochs` must be at least 1");
+            }
+            if t.log_every == 0 {
+                self.err(Site::Train, "train", "`log_every` must be at least 1");
             }
             match &t.schedule {
                 Schedule::Constant => {}

@@ -200,6 +200,23 @@ fn spec() {
     expect(&m, "train: `batch` must be at least 1");
     expect(&m, "train: `lr` is not finite");
 
+    // The model file's ranges hold for a dump too (one definition: `spec::ranges`).
+    let mut m = modules::mlp();
+    let t = m.train.as_mut().unwrap();
+    (
+        t.optimizer.lr,
+        t.optimizer.momentum,
+        t.optimizer.weight_decay,
+    ) = (-0.05, 0.0, -1.0);
+    (t.optimizer.nesterov, t.epochs, t.log_every) = (true, 0, 0);
+    expect(&m, "train: `lr` must be > 0, found -0.05");
+    expect(&m, "train: `weight_decay` must be ≥ 0");
+    expect(&m, "train: `nesterov` needs momentum > 0");
+    expect(&m, "train: `epochs` must be at least 1");
+    expect(&m, "train: `log_every` must be at least 1");
+    m.train.as_mut().unwrap().optimizer.momentum = 1.5;
+    expect(&m, "train: `momentum` must be in 0 ≤ momentum < 1");
+
     let mut m = modules::mlp();
     m.data = Some(DataSpec::Synthetic {
         train_samples: 0,

@@ -3,6 +3,7 @@
 use crate::ast::*;
 use crate::check::{Checker, Listing};
 use crate::diag::{error, DiagExt};
+use sparsec_ir::spec::ranges::{LR, MOMENTUM, WEIGHT_DECAY};
 use sparsec_ir::spec::Optimizer;
 
 const OPTIMIZERS: &[&str] = &["sgd"];
@@ -39,7 +40,7 @@ impl Checker {
             "`sgd`",
         );
         let lr = match opts.get("lr") {
-            Some(v) => self.float_in(v, "lr", |x| x > 0.0, "`lr` must be > 0"),
+            Some(v) => self.float_in(v, LR.name, LR.ok, &LR.message()),
             None => {
                 if !opts.had_positional {
                     self.missing(
@@ -52,19 +53,14 @@ impl Checker {
             }
         };
         let momentum = opts.get("momentum").map_or(Some(0.0), |v| {
-            self.float_in(
-                v,
-                "momentum",
-                |x| (0.0..1.0).contains(&x),
-                "`momentum` must be in 0 ≤ momentum < 1",
-            )
+            self.float_in(v, MOMENTUM.name, MOMENTUM.ok, &MOMENTUM.message())
         });
         let wd = opts.get("weight_decay").map_or(Some(0.0), |v| {
             self.float_in(
                 v,
-                "weight_decay",
-                |x| x >= 0.0,
-                "`weight_decay` must be ≥ 0",
+                WEIGHT_DECAY.name,
+                WEIGHT_DECAY.ok,
+                &WEIGHT_DECAY.message(),
             )
         });
         let nesterov = opts
