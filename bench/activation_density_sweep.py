@@ -120,14 +120,12 @@ def record(run_dir, name, desc, seed):
             "summary": s, "test_accuracy_by_epoch": acc, "method": method}
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def common_args(ap):
+    """The options every method's sweep takes besides its own."""
     ap.add_argument("model")
     ap.add_argument("--out", required=True)
     ap.add_argument("--data")
     ap.add_argument("--seeds", default="1,2,3")
-    ap.add_argument("--resize", default="1;2;1,2,3;2,4",
-                    help="schedules besides the file's, `;`-separated (e.g. `1;2,4`)")
     ap.add_argument("--threads", type=int)
     ap.add_argument("--binary", default=os.path.join(ROOT, "target", "release", "sparsec"))
     ap.add_argument("--peer", choices=["torch"])
@@ -137,53 +135,64 @@ def main():
                     help="train nothing: write sweep.json from the finished runs (every "
                     "configuration, the peer's too)")
     ap.add_argument("--python", default=os.path.join(ROOT, "bench", ".venv", "bin", "python"))
-    args = ap.parse_args()
-    source = open(args.model).read()
-    own = file_resize_at(source)
-    configs = [("dense", variant(source, dense=True), {"mode": "dense", "resize_at": None})]
-    for r in [own] + [r for r in args.resize.split(";") if r and r != own]:
-        configs.append((f"ad-r{r.replace(',', '')}", variant(source, r),
-                        {"mode": "activation_density", "resize_at": [int(x) for x in r.split(",")],
-                         "file_schedule": r == own}))
+
+
+def run_sweep(args, configs, order):
+    """Train and record a sweep. `configs`: name → (model text, description), the description's
+    `file_schedule` marking the model file's own setting; `order`: the (name, seed) of sparsec's
+    runs, in training order. The peer trains the dense and the file's configurations."""
     os.makedirs(os.path.join(args.out, "models"), exist_ok=True)
     files = {}
-    for name, text, _ in configs:
+    for name, (text, _) in configs.items():
         files[name] = os.path.join(args.out, "models", f"{name}.net")
         with open(files[name], "w") as f:
             f.write(text)
-    seeds = [int(s) for s in args.seeds.split(",")]
-    runs, peer_runs = [], []
+    seeds = sorted({seed for _, seed in order})
+    runs, peer_runs = {}, {}
     out_json = os.path.join(args.out, "sweep.json")
 
     def save():
         with open(out_json + ".tmp", "w") as f:
             json.dump({"model": os.path.relpath(os.path.abspath(args.model), ROOT),
-                       "seeds": seeds, "configs": [c[0] for c in configs],
-                       "runs": [r for r in runs if r], "peer_runs": [r for r in peer_runs if r]},
-                      f, indent=1)
+                       "seeds": seeds, "configs": list(configs),
+                       "runs": [r for r in runs.values() if r],
+                       "peer_runs": [r for r in peer_runs.values() if r]}, f, indent=1)
         os.replace(out_json + ".tmp", out_json)
 
-    for seed in seeds:
-        for name, _, desc in configs:
-            run_dir = os.path.join(args.out, f"{name}-seed{seed}")
-            if not (args.peer_only or args.record_only):
-                train(args, files[name], run_dir, seed)
-            runs.append(record(run_dir, name, desc, seed))
-            save()
-    if args.record_only:
-        for seed in seeds:
-            for name, _, desc in configs:
-                run_dir = os.path.join(args.out, "peer-torch", f"{name}-seed{seed}")
-                peer_runs.append(record(run_dir, name, desc, seed))
+    for name, seed in order:
+        run_dir = os.path.join(args.out, f"{name}-seed{seed}")
+        if not (args.peer_only or args.record_only):
+            train(args, files[name], run_dir, seed)
+        runs[(name, seed)] = record(run_dir, name, configs[name][1], seed)
         save()
-    elif args.peer:
-        for seed in seeds:
-            for name, _, desc in configs:
-                if desc["mode"] == "dense" or desc.get("file_schedule"):
-                    run_dir = os.path.join(args.out, "peer-torch", f"{name}-seed{seed}")
-                    train_peer(args, files[name], run_dir, seed)
-                    peer_runs.append(record(run_dir, name, desc, seed))
-                    save()
+    peer_configs = [n for n, (_, d) in configs.items()
+                    if args.record_only or d["mode"] == "dense" or d.get("file_schedule")]
+    if args.peer or args.record_only:
+        for name, seed in [(n, s) for s in seeds for n in peer_configs]:
+            run_dir = os.path.join(args.out, "peer-torch", f"{name}-seed{seed}")
+            if not args.record_only:
+                train_peer(args, files[name], run_dir, seed)
+            peer_runs[(name, seed)] = record(run_dir, name, configs[name][1], seed)
+            save()
+    save()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    common_args(ap)
+    ap.add_argument("--resize", default="1;2;1,2,3;2,4",
+                    help="schedules besides the file's, `;`-separated (e.g. `1;2,4`)")
+    args = ap.parse_args()
+    source = open(args.model).read()
+    own = file_resize_at(source)
+    configs = {"dense": (variant(source, dense=True), {"mode": "dense", "resize_at": None})}
+    for r in [own] + [r for r in args.resize.split(";") if r and r != own]:
+        configs[f"ad-r{r.replace(',', '')}"] = (
+            variant(source, r),
+            {"mode": "activation_density", "resize_at": [int(x) for x in r.split(",")],
+             "file_schedule": r == own})
+    seeds = [int(s) for s in args.seeds.split(",")]
+    run_sweep(args, configs, [(name, seed) for seed in seeds for name in configs])
 
 
 if __name__ == "__main__":

@@ -16,13 +16,13 @@ an interrupted sweep.
 """
 
 import argparse
-import json
 import os
 import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from activation_density_sweep import ROOT, record, train, train_peer  # noqa: E402
+from activation_density_sweep import common_args, run_sweep  # noqa: E402
+from activation_density_sweep import ROOT  # noqa: E402
 
 METHOD = re.compile(r"^method\s+prunetrain\s*\{(?P<body>.*?)^\}", re.S | re.M)
 PEER = os.path.join(ROOT, "bench", "peers", "torch_prunetrain.py")
@@ -41,21 +41,9 @@ def variant(source, ratio=None, dense=False):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("model")
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--data")
-    ap.add_argument("--seeds", default="1,2,3")
+    common_args(ap)
     ap.add_argument("--ratios", default="0.1,0.2,0.3",
                     help="ratios besides the file's (default 0.1, 0.2, 0.3)")
-    ap.add_argument("--threads", type=int)
-    ap.add_argument("--binary", default=os.path.join(ROOT, "target", "release", "sparsec"))
-    ap.add_argument("--peer", choices=["torch"])
-    ap.add_argument("--peer-only", action="store_true",
-                    help="train only the peer's runs (sparsec's finished ones are recorded)")
-    ap.add_argument("--record-only", action="store_true",
-                    help="train nothing: write sweep.json from the finished runs (every "
-                    "configuration, the peer's too)")
-    ap.add_argument("--python", default=os.path.join(ROOT, "bench", ".venv", "bin", "python"))
     args = ap.parse_args()
     args.peer_script = PEER
     source = open(args.model).read()
@@ -69,43 +57,11 @@ def main():
         if r != own:
             configs[f"pt-r{r}"] = (variant(source, r), {"mode": "prunetrain", "ratio": r,
                                                          "file_schedule": False})
-    os.makedirs(os.path.join(args.out, "models"), exist_ok=True)
-    files = {}
-    for name, (text, _) in configs.items():
-        files[name] = os.path.join(args.out, "models", f"{name}.net")
-        with open(files[name], "w") as f:
-            f.write(text)
+    # Every seed's dense run and the file's setting first, then the other ratios.
     first = ["dense", f"pt-r{own}"]
     order = [(n, s) for s in seeds for n in first] + \
         [(n, s) for n in configs if n not in first for s in seeds]
-    runs, peer_runs = {}, {}
-    out_json = os.path.join(args.out, "sweep.json")
-
-    def save():
-        with open(out_json + ".tmp", "w") as f:
-            json.dump({"model": os.path.relpath(os.path.abspath(args.model), ROOT),
-                       "seeds": seeds, "configs": list(configs),
-                       "runs": [r for r in runs.values() if r],
-                       "peer_runs": [r for r in peer_runs.values() if r]}, f, indent=1)
-        os.replace(out_json + ".tmp", out_json)
-
-    for name, seed in order:
-        run_dir = os.path.join(args.out, f"{name}-seed{seed}")
-        if not (args.peer_only or args.record_only):
-            train(args, files[name], run_dir, seed)
-        runs[(name, seed)] = record(run_dir, name, configs[name][1], seed)
-        save()
-    if args.record_only:
-        for name, seed in [(n, s) for s in seeds for n in configs]:
-            run_dir = os.path.join(args.out, "peer-torch", f"{name}-seed{seed}")
-            peer_runs[(name, seed)] = record(run_dir, name, configs[name][1], seed)
-        save()
-    elif args.peer:
-        for name, seed in [(n, s) for s in seeds for n in first]:
-            run_dir = os.path.join(args.out, "peer-torch", f"{name}-seed{seed}")
-            train_peer(args, files[name], run_dir, seed)
-            peer_runs[(name, seed)] = record(run_dir, name, configs[name][1], seed)
-            save()
+    run_sweep(args, configs, order)
 
 
 if __name__ == "__main__":
