@@ -242,6 +242,24 @@ class Setup:
         self.net = Net(self.s["model"], args.seed, torch)
         self.params_start = self.net.count()
 
+    def finish(self, method, steps, test, train_flops, seconds, **extra):
+        """Write RUN/summary.json (atomically, last) and print its headline."""
+        s, net = self.s, self.net
+        summary = {
+            "peer": "torch", "version": self.torch.__version__, "model": s["model"],
+            "method": method, "seed": self.args.seed, **extra,
+            "status": "completed", "epochs": s["epochs"], "epochs_completed": s["epochs"],
+            "steps": steps, "batch": self.batch, "threads": self.args.threads,
+            "test_accuracy": test[0], "test_loss": test[1],
+            "params_start": self.params_start, "params_total": net.count(),
+            "train_flops_total": train_flops, "inference_flops": net.flops()[1],
+            "wall_seconds": seconds,
+            "shapes": {k: list(v.shape) for k, v in net.p.items()},
+        }
+        write_json_atomic(os.path.join(self.args.out, "summary.json"), summary)
+        print(json.dumps({k: summary[k] for k in ("model", "method", "seed", "test_accuracy",
+                                                  "params_total", "wall_seconds")}))
+
 
 def main():
     setup = Setup(__doc__.splitlines()[0], settings)
@@ -306,21 +324,8 @@ def main():
             metrics.write(json.dumps(line) + "\n")
         metrics.flush()
     metrics.close()
-    train_per_sample, inference = net.flops()
-    summary = {
-        "peer": "torch", "version": torch.__version__, "model": s["model"],
-        "method": "activation_density" if method else "dense", "seed": args.seed,
-        "status": "completed", "epochs": s["epochs"], "epochs_completed": s["epochs"],
-        "steps": step, "batch": batch, "threads": args.threads,
-        "test_accuracy": test_acc, "test_loss": test_loss,
-        "params_start": params_start, "params_total": net.count(),
-        "train_flops_total": train_flops, "inference_flops": inference,
-        "wall_seconds": time.perf_counter() - t0,
-        "shapes": {k: list(v.shape) for k, v in net.p.items()},
-    }
-    write_json_atomic(os.path.join(args.out, "summary.json"), summary)
-    print(json.dumps({k: summary[k] for k in ("model", "method", "seed", "test_accuracy",
-                                              "params_total", "wall_seconds")}))
+    setup.finish("activation_density" if method else "dense", step, (test_acc, test_loss),
+                 train_flops, time.perf_counter() - t0)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,6 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from torch_activation_density import Setup, evaluate, lr_at  # noqa: E402
 from torch_activation_density import settings as base_settings  # noqa: E402
-from torch_dropback_train import write_json_atomic  # noqa: E402
 
 # (weight, axis) of every group family, as docs/methods.md §4 lists them for LeNet-5.
 GROUPS = [("conv1.weight", 0), ("conv2.weight", 1), ("conv2.weight", 0), ("fc1.weight", 1),
@@ -131,21 +130,8 @@ def main():
                                       "widths": widths}) + "\n")
         metrics.flush()
     metrics.close()
-    _, inference = net.flops()
-    summary = {
-        "peer": "torch", "version": torch.__version__, "model": s["model"],
-        "method": "prunetrain" if method else "dense", "seed": args.seed, "lambda": lam,
-        "status": "completed", "epochs": s["epochs"], "epochs_completed": s["epochs"],
-        "steps": step, "batch": batch, "threads": args.threads,
-        "test_accuracy": test_acc, "test_loss": test_loss,
-        "params_start": params_start, "params_total": net.count(),
-        "train_flops_total": train_flops, "inference_flops": inference,
-        "wall_seconds": time.perf_counter() - t0,
-        "shapes": {k: list(v.shape) for k, v in net.p.items()},
-    }
-    write_json_atomic(os.path.join(args.out, "summary.json"), summary)
-    print(json.dumps({k: summary[k] for k in ("model", "method", "seed", "test_accuracy",
-                                              "params_total", "wall_seconds")}))
+    setup.finish("prunetrain" if method else "dense", step, (test_acc, test_loss), train_flops,
+                 time.perf_counter() - t0, **{"lambda": lam})
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ pub fn with_widths(
         _ => return Err("the model file does not parse".into()),
     };
     let mut edits: Vec<(usize, usize, String)> = Vec::new();
-    let mut found = 0;
+    let mut found: Vec<&str> = Vec::new();
     for item in &file.items {
         match item {
             Item::Model(model) => {
@@ -49,7 +49,7 @@ pub fn with_widths(
                         _ => outputs.to_string(),
                     };
                     edits.push((width.value.span.start, width.value.span.end, text));
-                    found += 1;
+                    found.push(&name.text);
                 }
             }
             Item::Method(method) => {
@@ -63,12 +63,12 @@ pub fn with_widths(
             _ => {}
         }
     }
-    if found != widths.len() {
-        let missing: Vec<&str> = widths
-            .keys()
-            .filter(|l| !source.contains(l.as_str()))
-            .map(String::as_str)
-            .collect();
+    let missing: Vec<&str> = widths
+        .keys()
+        .map(String::as_str)
+        .filter(|l| !found.contains(l))
+        .collect();
+    if !missing.is_empty() {
         return Err(format!(
             "the model file does not define every resized layer (missing: {})",
             missing.join(", ")

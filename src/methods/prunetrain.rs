@@ -18,7 +18,6 @@
 use serde_json::{json, Map, Value};
 use sparsec_ir::interp::Output;
 use sparsec_ir::spec::{Method, MethodSpec};
-use sparsec_ir::Module;
 use sparsec_passes::methods::prunetrain::liveness::liveness;
 use sparsec_passes::methods::prunetrain::FixLambda;
 use sparsec_passes::structural::units::{unit_group, RemoveUnits, RemoveUnitsEach};
@@ -209,14 +208,6 @@ impl RunMethod for PruneTrain {
             .as_u64()
             .ok_or("PruneTrain: `steps` is missing from the checkpoint")?;
         Ok(())
-    }
-}
-
-/// The λ a program's method line carries, if it is PruneTrain's and fixed.
-pub fn fixed_lambda(module: &Module) -> Option<f64> {
-    match module.method.as_ref()?.method {
-        Method::PruneTrain { lambda, .. } => lambda,
-        _ => None,
     }
 }
 
