@@ -117,6 +117,33 @@ fn f32_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
+/// A mask read from a checkpoint must be one (0 or 1 in every entry), and its weight, already
+/// loaded, zero wherever the mask is: anything else is not the state a masked run can be in.
+fn check_mask(
+    path: &Path,
+    module: &Module,
+    of: sparsec_ir::ParamId,
+    mask: &[f32],
+    weight: &[f32],
+) -> Result<(), String> {
+    let name = &module.param(of).name;
+    if let Some(bad) = mask.iter().find(|&&m| m != 0.0 && m != 1.0) {
+        return Err(format!(
+            "`{}`: the mask of `{name}` holds {bad}, not only 0 and 1",
+            path.display()
+        ));
+    }
+    if let Some(i) =
+        (0..mask.len()).find(|&i| mask[i] == 0.0 && weight.get(i).is_some_and(|&w| w != 0.0))
+    {
+        return Err(format!(
+            "`{}`: `{name}` is non-zero at entry {i}, which its mask prunes",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
 fn momentum_name(weight: &str) -> String {
     format!("{weight}.momentum_buffer")
 }
@@ -130,6 +157,7 @@ fn init_records(module: &Module) -> Vec<InitRecord> {
         .map(|p| {
             let (init, lo, hi) = match p.init {
                 Init::Zeros => ("zeros", 0.0, 0.0),
+                Init::Ones => ("ones", 0.0, 0.0),
                 Init::Uniform { lo, hi } => ("uniform", lo, hi),
             };
             InitRecord {
@@ -218,7 +246,7 @@ pub fn save(run_dir: &Path, snap: &Snapshot<'_>) -> Result<PathBuf, String> {
                 state_tensors.push((indices, Dtype::I32, vec![t.len()], idx));
                 state_tensors.push((values, Dtype::F32, vec![t.len()], f32_bytes(&t.values)));
             }
-            (Role::State(_), _) => state_tensors.push((
+            (Role::State(_) | Role::Mask(_), _) => state_tensors.push((
                 p.name.clone(),
                 Dtype::F32,
                 p.ty.shape.clone(),
@@ -405,6 +433,11 @@ pub fn load(dir: &Path, module: &Module, state: &mut State<f32>) -> Result<Train
                 )?;
             }
             Role::State(_) => state.values[i] = tensor_f32(&path, &st, &p.name, &p.ty.shape)?,
+            Role::Mask(of) => {
+                let mask = tensor_f32(&path, &st, &p.name, &p.ty.shape)?;
+                check_mask(&path, module, of, &mask, &state.values[of.0 as usize])?;
+                state.values[i] = mask;
+            }
             Role::Weight => {}
         }
         if state.tracked[i].is_some() {

@@ -774,6 +774,41 @@ pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
             }
         }
     }
+    if !resumed && meta.step == 0 {
+        // A method may set its state up before the first step (ADMM's first projection).
+        for h in 0..hooks.len() {
+            let mut start = EpochEnd {
+                epoch: 0,
+                step: 0,
+                module: &compiled.module,
+                ir: &program.module,
+                state: &mut state,
+                log: serde_json::Map::new(),
+                test_accuracy: f64::NAN,
+            };
+            let asked = hooks[h].before_training(&mut start).map_err(input_error)?;
+            let log = std::mem::take(&mut start.log);
+            if !log.is_empty() {
+                metrics.log(method_line(&compiled.module, 0, 0, log))?;
+            }
+            if let Some(reconfiguration) = asked {
+                let running = Running {
+                    program: &mut program,
+                    compiled: &mut compiled,
+                    state: &mut state,
+                    costs: &mut costs,
+                    meta: &mut meta,
+                };
+                metrics.log(reconfigure_running(
+                    reconfiguration,
+                    running,
+                    &hooks,
+                    req,
+                    0,
+                )?)?;
+            }
+        }
+    }
     let mut last_checkpoint = if resumed {
         checkpoint::latest(&run_dir).ok()
     } else {
@@ -935,6 +970,7 @@ pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
                 ir: &program.module,
                 state: &mut state,
                 log: serde_json::Map::new(),
+                test_accuracy: test_acc,
             };
             let asked = hooks[h].after_epoch(&mut end).map_err(input_error)?;
             let log = std::mem::take(&mut end.log);

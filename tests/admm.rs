@@ -1,13 +1,25 @@
-//! ADMM's compile side (docs/methods.md §3; the run side is not built yet, so `sparsec train`
-//! refuses the method): each selected weight's `Z` and `U` are state the step reads and never
-//! trains, and the loss gains `ρ/2 · Σ ‖W − Z + U‖²`, checked here against an independent
-//! computation on both backends (ADMM-1's penalty invariant).
+//! Progressive ADMM (docs/methods.md §3, ADMM-1's invariants): the penalty against an
+//! independent computation on both backends; `Z` and `U` never trained; through a whole
+//! progressive run, `nnz(Z) ≤ l` after every `Z` update, `nnz(W) = l` after every hard prune,
+//! weights and momentum zero outside the mask after every masked step and nnz never growing;
+//! the interpreter and the JIT ending on the same bits; and runs resumed mid-round, at a phase
+//! boundary and mid-retraining ending on the same bits as the run that was not interrupted.
 
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+mod run_dir;
+
+use run_dir::{fresh_dir, metrics_lines as lines, write_file as write};
 use sparsec::driver::{compile_to, program_from_source, CompileOptions};
+use sparsec::methods::{EpochEnd, Reconfiguration, RunMethod, StepEnd};
 use sparsec::runner::{Backend, Runner};
+use sparsec_ir::admm::Phase;
 use sparsec_ir::func_names::TRAIN_STEP;
 use sparsec_ir::interp::{Input, Output, State};
-use sparsec_ir::{Role, Stage};
+use sparsec_ir::spec::Method;
+use sparsec_ir::{Module, Role, Stage, Storage};
 
 const MLP: &str = "model mlp {
     input x: [1, 4, 4]
@@ -19,7 +31,7 @@ const MLP: &str = "model mlp {
 }
 data synthetic { train_samples: 32, test_samples: 8, seed: 1 }
 train { epochs: 1, batch: 4, optimizer: sgd(lr: 0.1, momentum: 0.9) }
-method admm { keep: 0.25, rho: 0.02 }
+method admm { keep: 0.25, rho: 0.02, rounds: 1, epochs_per_round: 1, retrain_epochs: 0 }
 ";
 
 fn scalar(out: &Output<f32>) -> f64 {
@@ -104,5 +116,288 @@ fn the_penalty_is_rho_half_the_squared_distance_and_z_u_are_never_trained() {
     assert_eq!(
         finals[0], finals[1],
         "the JIT steps as the interpreter does"
+    );
+}
+
+/// A two-stage progressive run on synthetic data: 8 steps an epoch; stage 1 is epochs 1–3
+/// (rounds at 1 and 2, retraining at 3), stage 2 epochs 4–6.
+const PROGRESSIVE: &str = "model mlp {
+    input x: [1, 4, 4]
+    flat = flatten(x)
+    fc1 = dense(flat, 6)
+    h1 = relu(fc1)
+    fc2 = dense(h1, 3)
+    loss softmax_cross_entropy(fc2)
+}
+data synthetic { train_samples: 32, test_samples: 8, seed: 1 }
+train { epochs: 6, batch: 4, seed: 5, optimizer: sgd(lr: 0.1, momentum: 0.9) }
+method admm { keep: { fc1: 0.25, fc2: 0.5 }, rho: 0.05, rounds: 2, epochs_per_round: 1, retrain_epochs: 1, stages: [2, 4] }
+";
+
+/// `l` per stage, worked out by hand from the keep ratios (`keep · 4 / target`, at most 1) and
+/// the sizes (fc1 96 weights, fc2 18).
+fn kept_by_hand(layer: &str, stage: u64) -> usize {
+    match (layer, stage) {
+        ("fc1", 1) => 48,
+        ("fc1", 2) => 24,
+        ("fc2", 1) => 18,
+        ("fc2", 2) => 9,
+        _ => unreachable!(),
+    }
+}
+
+fn values<'a>(module: &Module, state: &'a State<f32>, name: &str) -> &'a [f32] {
+    let id = module
+        .param_by_name(name)
+        .unwrap_or_else(|| panic!("@{name}"));
+    &state.values[id.0 as usize]
+}
+
+fn nnz(v: &[f32]) -> usize {
+    v.iter().filter(|&&x| x != 0.0).count()
+}
+
+fn phase(ir: &Module) -> Phase {
+    match ir.method.as_ref().map(|m| &m.method) {
+        Some(Method::Admm { at: Some(at), .. }) => *at,
+        other => panic!("no ADMM phase: {other:?}"),
+    }
+}
+
+/// Checks ADMM's invariants on the state the method's own hook leaves, after every step and
+/// every epoch boundary; what it finds wrong goes into `problems`.
+struct Inspector {
+    problems: Shared<String>,
+    /// The last nnz of each weight seen while masked.
+    last_nnz: [Option<usize>; 2],
+    boundaries: Shared<Phase>,
+}
+
+const LAYERS: [&str; 2] = ["fc1", "fc2"];
+
+impl Inspector {
+    fn masked_state(&mut self, module: &Module, state: &State<f32>, when: &str) {
+        for (k, layer) in LAYERS.iter().enumerate() {
+            let w_name = format!("{layer}.weight");
+            let id = module.param_by_name(&w_name).unwrap();
+            if module.param(id).storage != Storage::Masked {
+                continue;
+            }
+            let w = values(module, state, &w_name);
+            let mask = values(module, state, &format!("{w_name}.mask"));
+            let momentum = values(module, state, &format!("{w_name}.momentum"));
+            let mut p = self.problems.borrow_mut();
+            for i in 0..w.len() {
+                if mask[i] == 0.0 && (w[i] != 0.0 || momentum[i] != 0.0) {
+                    p.push(format!(
+                        "{when}: {layer}[{i}] is pruned but w {} v {}",
+                        w[i], momentum[i]
+                    ));
+                }
+            }
+            let n = nnz(w);
+            if let Some(before) = self.last_nnz[k] {
+                if n > before {
+                    p.push(format!("{when}: nnz({layer}) grew from {before} to {n}"));
+                }
+            }
+            self.last_nnz[k] = Some(n);
+        }
+    }
+}
+
+impl RunMethod for Inspector {
+    fn after_step(&mut self, end: &StepEnd<'_>) -> Result<(), String> {
+        self.masked_state(end.module, end.state, &format!("step {}", end.step));
+        Ok(())
+    }
+
+    fn after_epoch(&mut self, end: &mut EpochEnd<'_>) -> Result<Option<Reconfiguration>, String> {
+        // The method's hook ran first: the program is in the phase of the next epoch.
+        let now = phase(end.ir);
+        self.boundaries.borrow_mut().push(now);
+        let when = format!("after epoch {}", end.epoch + 1);
+        let mut p = self.problems.borrow_mut();
+        for layer in LAYERS {
+            let w_name = format!("{layer}.weight");
+            let w = values(end.module, end.state, &w_name);
+            let z = values(end.module, end.state, &format!("{w_name}.admm_z"));
+            let mask = values(end.module, end.state, &format!("{w_name}.mask"));
+            match now {
+                Phase::Admm { stage, .. } if nnz(z) > kept_by_hand(layer, stage) => {
+                    p.push(format!("{when}: nnz(Z {layer}) = {} > l", nnz(z)))
+                }
+                Phase::Retrain { stage } => {
+                    let l = kept_by_hand(layer, stage);
+                    if nnz(mask) != l || nnz(w) > l {
+                        p.push(format!(
+                            "{when}: {layer} mask {} nnz {} != l {l}",
+                            nnz(mask),
+                            nnz(w)
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
+        drop(p);
+        self.masked_state(end.module, end.state, &when);
+        Ok(None)
+    }
+}
+
+type Shared<T> = Rc<RefCell<Vec<T>>>;
+
+fn inspected() -> (Box<dyn RunMethod>, Shared<String>, Shared<Phase>) {
+    let problems = Rc::new(RefCell::new(Vec::new()));
+    let boundaries = Rc::new(RefCell::new(Vec::new()));
+    let hook = Inspector {
+        problems: problems.clone(),
+        last_nnz: [None; 2],
+        boundaries: boundaries.clone(),
+    };
+    (Box::new(hook), problems, boundaries)
+}
+
+fn model_bytes(dir: &Path) -> Vec<u8> {
+    std::fs::read(dir.join("model.safetensors")).unwrap()
+}
+
+fn run(dir: &Path, file: Option<PathBuf>, resume: bool, sets: &[(&str, &str)], backend: Backend) {
+    run_dir::train_in(dir, file, resume, sets, backend, Vec::new());
+}
+
+#[test]
+fn a_progressive_run_keeps_its_invariants_and_resumes_exactly() {
+    let scratch = fresh_dir("admm-progressive");
+    let model = write(&scratch, "mlp.net", PROGRESSIVE);
+    let whole = scratch.join("whole");
+    let (hook, problems, boundaries) = inspected();
+    run_dir::train_in(
+        &whole,
+        Some(model.clone()),
+        false,
+        &[],
+        Backend::Jit,
+        vec![hook],
+    );
+    let problems = problems.borrow();
+    assert!(
+        problems.is_empty(),
+        "{} problems, the first: {:#?}",
+        problems.len(),
+        &problems[..problems.len().min(8)]
+    );
+    use Phase::*;
+    assert_eq!(
+        boundaries.borrow().as_slice(),
+        [
+            Admm { stage: 1, round: 2 },
+            Retrain { stage: 1 },
+            Admm { stage: 2, round: 1 },
+            Admm { stage: 2, round: 2 },
+            Retrain { stage: 2 },
+            Retrain { stage: 2 },
+        ]
+    );
+    // The final weights are the last stage's: exactly l non-zero entries at most, the rest
+    // of the file dense.
+    let bytes = model_bytes(&whole);
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    for layer in LAYERS {
+        let t = st.tensor(&format!("{layer}.weight")).unwrap();
+        let w: Vec<f32> = t
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        assert_eq!(nnz(&w), kept_by_hand(layer, 2), "{layer}");
+    }
+    let hard_prunes: Vec<_> = lines(&whole, "method")
+        .into_iter()
+        .filter(|l| l.get("hard_prune").is_some())
+        .collect();
+    assert_eq!(hard_prunes.len(), 2, "one hard prune per stage");
+
+    // The interpreter trains the same bits.
+    let interp = scratch.join("interp");
+    run(&interp, Some(model.clone()), false, &[], Backend::Interp);
+    assert_eq!(
+        model_bytes(&whole),
+        model_bytes(&interp),
+        "interpreter vs JIT"
+    );
+
+    // Interrupted mid-round (step 12), at the boundary where stage 1's hard prune happens
+    // (step 16), and mid-retraining (step 20): each resumed run ends on the same bits.
+    for cut_at in ["12", "16", "20"] {
+        let cut = scratch.join(format!("cut{cut_at}"));
+        run(
+            &cut,
+            Some(model.clone()),
+            false,
+            &[("max_steps", cut_at)],
+            Backend::Jit,
+        );
+        run(&cut, None, true, &[], Backend::Jit);
+        assert_eq!(
+            model_bytes(&whole),
+            model_bytes(&cut),
+            "resumed after step {cut_at}"
+        );
+        assert_eq!(
+            lines(&cut, "method"),
+            lines(&whole, "method"),
+            "the same log after step {cut_at}"
+        );
+    }
+}
+
+#[test]
+fn a_tampered_mask_is_refused_on_resume() {
+    let scratch = fresh_dir("admm-tampered");
+    let model = write(&scratch, "mlp.net", PROGRESSIVE);
+    let dir = scratch.join("run");
+    run(
+        &dir,
+        Some(model),
+        false,
+        &[("max_steps", "20")],
+        Backend::Jit,
+    );
+    let Ok(latest) = sparsec::checkpoint::latest(&dir) else {
+        panic!("a checkpoint")
+    };
+    let state_file = latest.join("train_state.safetensors");
+    let bytes = std::fs::read(&state_file).unwrap();
+    // Every mask entry is 0.0 or 1.0: turn the first 1.0 of fc1's mask into 0.5.
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let view = st.tensor("fc1.weight.mask").unwrap();
+    let data = view.data();
+    let offset = data.as_ptr() as usize - bytes.as_ptr() as usize;
+    let first_one = data
+        .chunks_exact(4)
+        .position(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) == 1.0)
+        .unwrap();
+    let mut tampered = bytes.clone();
+    let at = offset + 4 * first_one;
+    tampered[at..at + 4].copy_from_slice(&0.5f32.to_le_bytes());
+    std::fs::write(&state_file, tampered).unwrap();
+    let req = sparsec::train::TrainRequest {
+        file: None,
+        data: None,
+        out: None,
+        sets: Vec::new(),
+        resume: Some(dir.clone()),
+        backend: Backend::Jit,
+        threads: Some(1),
+        extra_hooks: Vec::new(),
+    };
+    let Err(sparsec::driver::Failure::Message(message)) = sparsec::train::train(req) else {
+        panic!("a mask of 0.5 must be refused")
+    };
+    assert!(
+        message.contains("mask of `fc1.weight` holds 0.5"),
+        "{message}"
     );
 }

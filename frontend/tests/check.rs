@@ -124,7 +124,7 @@ fn globs_skip_the_protected_output_layer() {
 fn admm_keep_map_without_on_selects_its_keys() {
     let src = format!(
         "model m {{ input x: [784]\n fc1 = dense(x, 20)\n fc2 = dense(fc1, 10)\n loss softmax_cross_entropy(fc2) }}\n\
-         {TRAIN}method admm {{ keep: {{ fc2: 0.5 }} }}\n"
+         {TRAIN}method admm {{ keep: {{ fc2: 0.5 }}, rounds: 1, epochs_per_round: 1, retrain_epochs: 0 }}\n"
     );
     assert_eq!(ok(&src).method.unwrap().layers, vec!["fc2"]);
     let bad = src.replace("fc2: 0.5", "fc3: 0.5");

@@ -1,6 +1,7 @@
 //! The sparsec intermediate representation: typed tensor dataflow graphs with a parameter table,
 //! the training specification, a verifier, and a stable, parseable text form.
 
+pub mod admm;
 pub mod dropback;
 pub mod interp;
 pub mod module;

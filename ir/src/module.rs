@@ -97,6 +97,10 @@ pub enum Role {
     /// `U`, a mask). Saved for resuming under its own name, and sliced with its weight when a
     /// reconfiguration changes the weight's shape.
     State(ParamId),
+    /// The mask of the given weight, whose storage is `masked`: 1 where the weight may be
+    /// non-zero, 0 where it is fixed at zero. Read by the step (autodiff masks the weight's
+    /// update with it), written by the method's run side, saved and sliced as [`Role::State`].
+    Mask(ParamId),
 }
 
 impl Role {
@@ -104,7 +108,7 @@ impl Role {
     pub fn owner(self) -> Option<ParamId> {
         match self {
             Role::Weight => None,
-            Role::Momentum(of) | Role::State(of) => Some(of),
+            Role::Momentum(of) | Role::State(of) | Role::Mask(of) => Some(of),
         }
     }
 }
@@ -113,6 +117,8 @@ impl Role {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Init {
     Zeros,
+    /// All ones (a mask before anything is pruned).
+    Ones,
     /// Uniform in `[lo, hi)`, drawn with the regeneration spec (ir/src/regen.rs).
     Uniform {
         lo: f32,
@@ -131,7 +137,9 @@ pub enum Storage {
     /// values. The budget is this parameter's own, resolved from the method's `k` and scope once,
     /// when the parameter is given this storage (see [`crate::dropback`]); the verifier checks it.
     Tracked { budget: u64 },
-    /// A fixed sparsity pattern (ADMM after the hard prune).
+    /// Stored in full, with a fixed sparsity pattern: the weight's mask (the parameter with
+    /// [`Role::Mask`] of it) says which entries may be non-zero; the training step masks the
+    /// weight's gradient and its new value with it (ADMM after the hard prune).
     Masked,
 }
 

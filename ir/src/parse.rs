@@ -479,6 +479,37 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// An ADMM phase: `pretrain`, `admm(stage=S, round=R)` or `retrain(stage=S)`.
+    fn admm_phase(&mut self) -> PResult<crate::admm::Phase> {
+        use crate::admm::Phase;
+        let expected = "`pretrain`, `admm(stage=S, round=R)` or `retrain(stage=S)`";
+        let (w, span) = self.word(expected)?;
+        match w {
+            "pretrain" => Ok(Phase::Pretrain),
+            "admm" => {
+                self.punct('(')?;
+                self.key("stage")?;
+                let stage = self.uint("an integer")?;
+                self.punct(',')?;
+                self.key("round")?;
+                let round = self.uint("an integer")?;
+                self.punct(')')?;
+                Ok(Phase::Admm { stage, round })
+            }
+            "retrain" => {
+                self.punct('(')?;
+                self.key("stage")?;
+                let stage = self.uint("an integer")?;
+                self.punct(')')?;
+                Ok(Phase::Retrain { stage })
+            }
+            other => Err(ParseError::new(
+                span,
+                format!("unknown ADMM phase `{other}` (expected {expected})"),
+            )),
+        }
+    }
+
     fn uint(&mut self, expected: &str) -> PResult<u64> {
         let (w, span) = self.word(expected)?;
         parse_u64(w, span, expected)
@@ -903,7 +934,14 @@ impl<'a> Parser<'a> {
                 self.punct(',')?;
                 self.key("stages")?;
                 let stages = self.list(|p| p.f64("a number"))?;
+                let at = if self.eat_punct(',')? {
+                    self.key("at")?;
+                    Some(self.admm_phase()?)
+                } else {
+                    None
+                };
                 Method::Admm {
+                    at,
                     keep,
                     rho,
                     rho_growth,
@@ -970,9 +1008,10 @@ impl<'a> Parser<'a> {
         self.punct(':')?;
         let (ty, _) = self.ty()?;
         self.key("init")?;
-        let (w, span) = self.word("`zeros` or `uniform(lo, hi)`")?;
+        let (w, span) = self.word("`zeros`, `ones` or `uniform(lo, hi)`")?;
         let init = match w {
             "zeros" => Init::Zeros,
+            "ones" => Init::Ones,
             "uniform" => {
                 self.punct('(')?;
                 let lo = self.f32("a number")?;
@@ -984,7 +1023,7 @@ impl<'a> Parser<'a> {
             _ => {
                 return Err(ParseError::new(
                     span,
-                    format!("unknown init `{w}` (expected `zeros` or `uniform(lo, hi)`)"),
+                    format!("unknown init `{w}` (expected `zeros`, `ones` or `uniform(lo, hi)`)"),
                 ))
             }
         };
@@ -1014,12 +1053,18 @@ impl<'a> Parser<'a> {
         };
         let role = if self.is_word("role") {
             self.key("role")?;
-            let momentum = self.is_word("momentum");
-            if momentum {
-                self.keyword("momentum")?;
-            } else {
-                self.keyword("state")?;
-            }
+            let (kind, kind_span) = self.word("`momentum`, `state` or `mask`")?;
+            let make: fn(ParamId) -> Role = match kind {
+                "momentum" => Role::Momentum,
+                "state" => Role::State,
+                "mask" => Role::Mask,
+                _ => {
+                    return Err(ParseError::new(
+                        kind_span,
+                        format!("unknown role `{kind}` (expected `momentum`, `state` or `mask`)"),
+                    ))
+                }
+            };
             self.punct('(')?;
             let at = self.punct('@')?.start;
             let (of, span) = self.name("a parameter name")?;
@@ -1030,11 +1075,7 @@ impl<'a> Parser<'a> {
                 )
             })?;
             self.punct(')')?;
-            if momentum {
-                Role::Momentum(id)
-            } else {
-                Role::State(id)
-            }
+            make(id)
         } else {
             Role::Weight
         };

@@ -123,6 +123,7 @@ fn write_method(out: &mut impl Write, spec: &MethodSpec) -> fmt::Result {
             epochs_per_round,
             retrain_epochs,
             stages,
+            at,
         } => {
             write!(out, "keep=")?;
             match keep {
@@ -143,6 +144,9 @@ fn write_method(out: &mut impl Write, spec: &MethodSpec) -> fmt::Result {
                 ", rho={rho:?}, rho_growth={rho_growth:?}, rounds={rounds}, epochs_per_round={epochs_per_round}, retrain_epochs={retrain_epochs}, stages="
             )?;
             write_list(out, stages, |out, x| write!(out, "{x:?}"))?;
+            if let Some(phase) = at {
+                write!(out, ", at={phase}")?;
+            }
         }
         Method::PruneTrain {
             ratio,
@@ -176,6 +180,7 @@ fn write_param(out: &mut impl Write, m: &Module, p: &Param) -> fmt::Result {
     write!(out, "param @{} : {} init=", Name(&p.name), p.ty)?;
     match p.init {
         Init::Zeros => write!(out, "zeros")?,
+        Init::Ones => write!(out, "ones")?,
         Init::Uniform { lo, hi } => write!(out, "uniform({lo:?}, {hi:?})")?,
     }
     write!(out, " stream={} storage=", p.stream)?;
@@ -189,6 +194,7 @@ fn write_param(out: &mut impl Write, m: &Module, p: &Param) -> fmt::Result {
         Role::Weight => None,
         Role::Momentum(of) => Some(("momentum", of)),
         Role::State(of) => Some(("state", of)),
+        Role::Mask(of) => Some(("mask", of)),
     };
     if let Some((kind, of)) = kind {
         match m.params.get(of.0 as usize) {

@@ -53,11 +53,15 @@ pub fn fill_uniform(seed: u64, stream: u64, lo: f32, hi: f32, out: &mut [f32]) {
 
 /// The initial value of a parameter: `Init` evaluated with its seed and stream.
 pub fn init_values(init: Init, seed: u64, stream: u64, len: usize) -> Vec<f32> {
-    let mut out = vec![0.0f32; len];
-    if let Init::Uniform { lo, hi } = init {
-        fill_uniform(seed, stream, lo, hi, &mut out);
+    match init {
+        Init::Zeros => vec![0.0; len],
+        Init::Ones => vec![1.0; len],
+        Init::Uniform { lo, hi } => {
+            let mut out = vec![0.0f32; len];
+            fill_uniform(seed, stream, lo, hi, &mut out);
+            out
+        }
     }
-    out
 }
 
 #[cfg(test)]

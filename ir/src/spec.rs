@@ -76,6 +76,9 @@ pub enum Method {
         epochs_per_round: u64,
         retrain_epochs: u64,
         stages: Vec<f64>,
+        /// The phase the program is built for (penalty with its ρ, masks); `None`: the phase of
+        /// the run's first epoch. The run side moves it on ([`crate::admm`]).
+        at: Option<crate::admm::Phase>,
     },
     PruneTrain {
         ratio: f64,

@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 use std::fmt;
 
-use crate::module::{Func, Init, Module, Param, Role, Value};
+use crate::module::{Func, Init, Module, Param, ParamId, Role, Storage, Value};
 use crate::op::{checked_type, Op};
 use crate::spec::{ranges, KeepRatio, Method, Schedule};
 use crate::types::{DType, Encoding, Type};
@@ -208,6 +208,9 @@ impl Verifier {
                     for s in stages {
                         self.finite(Site::Method, ctx, "stages", *s);
                     }
+                    for message in admm_rules(&spec.method, m.train.as_ref().map(|t| t.epochs)) {
+                        self.err(Site::Method, ctx, message);
+                    }
                 }
                 Method::PruneTrain {
                     ratio,
@@ -297,12 +300,15 @@ impl Verifier {
                 match m.params.get(of.0 as usize) {
                     Some(w) if w.role == Role::Weight && w.ty.shape == p.ty.shape => {}
                     _ => self.err(
-                        site,
+                        site.clone(),
                         &ctx,
                         "a momentum buffer or a method's state must follow a weight of the same \
                          shape",
                     ),
                 }
+            }
+            if let Some(message) = mask_rule(m, i) {
+                self.err(site, &ctx, message);
             }
         }
         for (i, message) in crate::dropback::check_budgets(m) {
@@ -404,4 +410,112 @@ impl Verifier {
             }
         }
     }
+}
+
+/// ADMM's settings against their ranges (the model language's), its schedule against the run's
+/// length, and the phase the program is built for against the schedule.
+fn admm_rules(method: &Method, epochs: Option<u64>) -> Vec<String> {
+    let Method::Admm {
+        keep,
+        rho,
+        rho_growth,
+        rounds,
+        epochs_per_round,
+        stages,
+        at,
+        ..
+    } = method
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let ratios: Vec<f64> = match keep {
+        KeepRatio::All(r) => vec![*r],
+        KeepRatio::PerLayer(layers) => layers.iter().map(|l| l.1).collect(),
+    };
+    if ratios.iter().any(|&r| !(r > 0.0 && r <= 1.0)) {
+        out.push("`keep` must be in 0 < keep ≤ 1".to_owned());
+    }
+    // Written so that NaN fails each rule too.
+    let more = |x: f64, than: f64| x > than;
+    if !more(*rho, 0.0) {
+        out.push(format!("`rho` must be > 0, not {rho:?}"));
+    }
+    if !more(*rho_growth, 1.0) && *rho_growth != 1.0 {
+        out.push(format!("`rho_growth` must be ≥ 1, not {rho_growth:?}"));
+    }
+    if *rounds == 0 || *epochs_per_round == 0 {
+        out.push("`rounds` and `epochs_per_round` must be at least 1".to_owned());
+    }
+    if stages.iter().any(|&s| !more(s, 1.0)) || stages.windows(2).any(|w| !more(w[1], w[0])) {
+        out.push("`stages` must be compression factors > 1, strictly increasing".to_owned());
+    }
+    if !out.is_empty() {
+        return out;
+    }
+    let Some(epochs) = epochs else {
+        return out;
+    };
+    match crate::admm::Schedule::new(method, epochs) {
+        Err(e) => out.push(e),
+        Ok(schedule) => {
+            use crate::admm::Phase;
+            let fits = match at {
+                None | Some(Phase::Pretrain) => true,
+                Some(Phase::Admm { stage, round }) => {
+                    (1..=schedule.stages()).contains(stage) && (1..=*rounds).contains(round)
+                }
+                Some(Phase::Retrain { stage }) => (1..=schedule.stages()).contains(stage),
+            };
+            if !fits {
+                if let Some(phase) = at {
+                    out.push(format!(
+                        "`at={phase}` is not in the schedule ({} stage(s) of {rounds} rounds)",
+                        schedule.stages()
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// What is wrong with parameter `i`'s part in a masked storage, if anything: a `masked` weight
+/// has exactly one mask (the step masks its update with it); a mask is dense and all ones at
+/// first, and its weight is stored in full (a mask may precede its weight's hard prune: ADMM
+/// keeps one from the start).
+fn mask_rule(m: &Module, i: usize) -> Option<String> {
+    let p = &m.params[i];
+    let masks_of = |w: usize| {
+        m.params
+            .iter()
+            .filter(|q| q.role == Role::Mask(ParamId(w as u32)))
+            .count()
+    };
+    if p.storage == Storage::Masked {
+        if p.role != Role::Weight {
+            return Some("only a weight can be `masked`".into());
+        }
+        let n = masks_of(i);
+        if n != 1 {
+            return Some(format!(
+                "a `masked` weight needs exactly one parameter with role=mask(@{}), found {n}",
+                p.name
+            ));
+        }
+    }
+    if let Role::Mask(of) = p.role {
+        if p.storage != Storage::Dense || p.init != Init::Ones {
+            return Some(
+                "a mask is stored dense and starts as ones (`init=ones storage=dense`)".into(),
+            );
+        }
+        if m.params
+            .get(of.0 as usize)
+            .is_some_and(|w| !matches!(w.storage, Storage::Dense | Storage::Masked))
+        {
+            return Some("a mask's weight must be stored in full (`dense` or `masked`)".into());
+        }
+    }
+    None
 }

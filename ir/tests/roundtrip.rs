@@ -56,6 +56,8 @@ fn every_storage_and_init_is_covered() {
         "storage=seeded",
         "storage=tracked(budget=8)",
         "storage=masked",
+        "role=mask(@fc2.bias)",
+        "init=ones",
         "init=zeros",
         "init=uniform(-0.25, 0.25)",
     ] {
@@ -120,7 +122,7 @@ fn spec_lines_and_quoting() {
     assert!(lines[3].ends_with("schedule=multistep(milestones=[3, 6], gamma=0.1)"));
     assert_eq!(
         lines[4],
-        r#"method admm(keep={conv1: 0.2, "0": 0.009}, rho=0.0015, rho_growth=1.3, rounds=4, epochs_per_round=3, retrain_epochs=2, stages=[10.0, 30.0]) on=[conv1, "0", "has space"]"#
+        r#"method admm(keep={conv1: 0.2, "0": 0.009}, rho=0.0015, rho_growth=1.3, rounds=3, epochs_per_round=1, retrain_epochs=2, stages=[10.0, 30.0], at=admm(stage=2, round=3)) on=[conv1, "0", "has space"]"#
     );
     assert!(
         text.contains(r#"param @"0" : f32[2, 3] init=uniform(-1e-8, 1e-8) stream=7 storage=dense"#)

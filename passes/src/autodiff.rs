@@ -733,6 +733,21 @@ fn sgd_update(
             let t = em.emit(func, Op::Scale, &[old, l])?;
             g = em.emit(func, Op::Add, &[g, t])?;
         }
+        // A masked weight's update stays on its mask: g = g ⊙ M, so the momentum buffer stays
+        // zero where the weight is pruned, and W' = (W − lr·g) ⊙ M below.
+        let mask = match m.param(w).storage {
+            Storage::Masked => {
+                let id = m
+                    .params
+                    .iter()
+                    .position(|p| p.role == Role::Mask(w))
+                    .ok_or_else(|| format!("masked weight @{} has no mask", m.param(w).name))?;
+                let mask = em.emit(func, Op::Param(ParamId(id as u32)), &[])?;
+                g = em.emit(func, Op::Mul, &[g, mask])?;
+                Some(mask)
+            }
+            _ => None,
+        };
         if let Some(mu) = mu {
             // buf' = μ·buf + g; g = nesterov ? g + μ·buf' : buf'
             let buf = em.emit(func, Op::Param(buffers[k]), &[])?;
@@ -748,7 +763,10 @@ fn sgd_update(
         }
         // W' = W − lr·g
         let step = em.emit(func, Op::Scale, &[g, lr])?;
-        let new_w = em.emit(func, Op::Sub, &[old, step])?;
+        let mut new_w = em.emit(func, Op::Sub, &[old, step])?;
+        if let Some(mask) = mask {
+            new_w = em.emit(func, Op::Mul, &[new_w, mask])?;
+        }
         em.emit(func, Op::Store(w), &[new_w])?;
     }
     Ok(())

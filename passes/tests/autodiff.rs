@@ -71,7 +71,7 @@ fn check_structure(m: &Module, t: &Module) -> HashSet<ParamId> {
     let buffers: Vec<(usize, ParamId)> = (0..t.params.len())
         .filter_map(|i| match t.params[i].role {
             Role::Momentum(w) => Some((i, w)),
-            Role::Weight | Role::State(_) => None,
+            Role::Weight | Role::State(_) | Role::Mask(_) => None,
         })
         .collect();
     if momentum == 0.0 {

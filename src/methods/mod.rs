@@ -7,6 +7,7 @@
 //! (weights, biases, momentum buffers) over through the pass's [`Remap`].
 
 pub mod activation_density;
+pub mod admm;
 pub mod dropback;
 pub mod prunetrain;
 
@@ -32,6 +33,8 @@ pub struct EpochEnd<'a> {
     /// What the hook has to say about the epoch (a statistic, a decision): logged to
     /// metrics.jsonl as one line of kind `method` when not empty.
     pub log: serde_json::Map<String, serde_json::Value>,
+    /// The epoch's test accuracy (NaN before training).
+    pub test_accuracy: f64,
 }
 
 /// What a hook sees after a training step.
@@ -93,6 +96,16 @@ pub trait RunMethod {
         Ok(None)
     }
 
+    /// A fresh run, before its first step (after the probe): may set the method's state up and
+    /// ask for a reconfiguration, as [`RunMethod::after_epoch`] does; what it does is in the
+    /// initial checkpoint. `start.epoch` is 0 and nothing has trained yet.
+    fn before_training(
+        &mut self,
+        _start: &mut EpochEnd<'_>,
+    ) -> Result<Option<Reconfiguration>, String> {
+        Ok(None)
+    }
+
     /// After every training step (its outputs, before the next step runs).
     fn after_step(&mut self, _end: &StepEnd<'_>) -> Result<(), String> {
         Ok(())
@@ -135,6 +148,7 @@ pub const REGISTRY: &[Registration] = &[
     dropback::REGISTRATION,
     activation_density::REGISTRATION,
     prunetrain::REGISTRATION,
+    admm::REGISTRATION,
 ];
 
 /// The run side of a program's method, or why `sparsec train` refuses it.

@@ -104,6 +104,10 @@ pub fn mlp() -> Module {
     );
     momentum.role = Role::Momentum(ParamId(0));
     m.add_param(momentum);
+    // fc2.bias is `masked`: its mask follows it.
+    let mut mask = param("fc2.bias.mask", &[3], Init::Ones, 5, Storage::Dense);
+    mask.role = Role::Mask(ParamId(3));
+    m.add_param(mask);
 
     for name in ["forward", "train_step"] {
         let mut f = Func::new(name);
@@ -505,10 +509,11 @@ pub fn odd_module() -> Module {
             keep: KeepRatio::PerLayer(vec![("conv1".into(), 0.2), ("0".into(), 0.009)]),
             rho: 0.0015,
             rho_growth: 1.3,
-            rounds: 4,
-            epochs_per_round: 3,
+            rounds: 3,
+            epochs_per_round: 1,
             retrain_epochs: 2,
             stages: vec![10.0, 30.0],
+            at: Some(sparsec_ir::admm::Phase::Admm { stage: 2, round: 3 }),
         },
         layers: vec!["conv1".into(), "0".into(), "has space".into()],
     });
@@ -617,19 +622,21 @@ pub fn spec_variants() -> Vec<Module> {
             keep: KeepRatio::All(0.1),
             rho: 0.0015,
             rho_growth: 1.3,
-            rounds: 4,
-            epochs_per_round: 3,
+            rounds: 3,
+            epochs_per_round: 1,
             retrain_epochs: 2,
             stages: vec![10.0, 30.0],
+            at: Some(sparsec_ir::admm::Phase::Retrain { stage: 1 }),
         }),
         Some(Method::Admm {
             keep: KeepRatio::PerLayer(vec![]),
-            rho: 0.0,
+            rho: f64::MIN_POSITIVE,
             rho_growth: 1.0,
-            rounds: 0,
-            epochs_per_round: 0,
+            rounds: 1,
+            epochs_per_round: 1,
             retrain_epochs: 0,
             stages: vec![],
+            at: None,
         }),
         Some(Method::PruneTrain {
             ratio: 0.25,

@@ -288,6 +288,7 @@ pub(super) fn exec(
             check("a regenerated value", o.len(), info.len)?;
             match info.init {
                 Init::Zeros => o.fill(0.0 * env.state.init_scale),
+                Init::Ones => o.fill(env.state.init_scale),
                 Init::Uniform { lo, hi } => {
                     let mut args = Args::default();
                     args.ptr[0] = o.as_mut_ptr() as usize;

@@ -297,8 +297,12 @@ fn exec_float<T: Float>(
         &Kernel::Regen { init, stream } => {
             regen_scratch.clear();
             regen_scratch.resize(out.len(), 0.0);
-            if let crate::module::Init::Uniform { lo, hi } = init {
-                regen::fill_uniform(regen.seed, stream, lo, hi, regen_scratch);
+            match init {
+                crate::module::Init::Zeros => {}
+                crate::module::Init::Ones => regen_scratch.fill(1.0),
+                crate::module::Init::Uniform { lo, hi } => {
+                    regen::fill_uniform(regen.seed, stream, lo, hi, regen_scratch)
+                }
             }
             for (o, &w) in out.iter_mut().zip(regen_scratch.iter()) {
                 *o = T::from_f32(w * regen.scale);

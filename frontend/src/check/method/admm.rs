@@ -46,16 +46,38 @@ impl Checker {
             Some(v) => self.stages(v),
         };
         let keep = self.keep(&opts, cx);
+        let method = Method::Admm {
+            keep: keep.as_ref()?.0.clone(),
+            rho: rho?,
+            rho_growth: rho_growth?,
+            rounds: rounds?,
+            epochs_per_round: epr?,
+            retrain_epochs: retrain?,
+            stages: stages?,
+            at: None,
+        };
+        if let Some((epochs, espan)) = cx.epochs {
+            if let Err(message) = sparsec_ir::admm::Schedule::new(&method, epochs) {
+                let mut d = error(
+                    "E0414",
+                    "ADMM's schedule does not fit in the training run",
+                    cx.item.kind.span,
+                    "stages, rounds and retraining laid out here",
+                )
+                .note(message);
+                d = match espan {
+                    Some(s) => d.secondary(s, format!("training runs for {epochs} epochs")),
+                    None => d.note(format!("training runs for {epochs} epochs (the default)")),
+                };
+                self.push(d.note(
+                    "the epochs before the stages are dense pretraining; give `epochs` at least \
+                     the stages' total, or fewer rounds, epochs per round or retraining epochs",
+                ));
+                return None;
+            }
+        }
         Some(MethodSpec {
-            method: Method::Admm {
-                keep: keep.as_ref()?.0.clone(),
-                rho: rho?,
-                rho_growth: rho_growth?,
-                rounds: rounds?,
-                epochs_per_round: epr?,
-                retrain_epochs: retrain?,
-                stages: stages?,
-            },
+            method,
             layers: keep?.1,
         })
     }
