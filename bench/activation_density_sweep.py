@@ -63,6 +63,12 @@ def summary_of(run_dir):
     return s if s.get("status") == "completed" else None
 
 
+# What the methods' `method` lines say that a report uses (activation density, PruneTrain, ADMM).
+METHOD_KEYS = ("epoch", "density", "widths", "lambda", "ce", "group_lasso", "probe",
+               "phase", "rho", "stage_start", "keep", "round_end", "z_update", "hard_prune",
+               "stage_end", "nnz", "distance_squared")
+
+
 def metrics_of(run_dir):
     """(per-epoch test accuracy, the `method` lines) of metrics.jsonl."""
     acc, method = [], []
@@ -72,8 +78,7 @@ def metrics_of(run_dir):
             if rec.get("kind") == "epoch":
                 acc.append(rec["test_accuracy"])
             elif rec.get("kind") == "method":
-                method.append({k: rec[k] for k in ("epoch", "density", "widths", "lambda", "ce",
-                                                   "group_lasso", "probe") if k in rec})
+                method.append({k: rec[k] for k in METHOD_KEYS if k in rec})
     return acc, method
 
 

@@ -101,7 +101,7 @@ class Net:
         if model == "lenet300_ad":
             shapes = [("fc1", (300, 784)), ("fc2", (100, 300)), ("fc3", (10, 100))]
             self.prunable = [("fc1", "fc2", 1), ("fc2", "fc3", 1)]
-        elif model in ("lenet5_ad", "lenet5_prunetrain"):
+        elif model in ("lenet5_ad", "lenet5_prunetrain", "lenet5_admm"):
             shapes = [("conv1", (20, 1, 5, 5)), ("conv2", (50, 20, 5, 5)),
                       ("fc1", (500, 800)), ("fc2", (10, 500))]
             self.prunable = [("conv1", "conv2", 1), ("conv2", "fc1", 16), ("fc1", "fc2", 1)]
