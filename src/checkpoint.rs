@@ -133,6 +133,15 @@ fn check_mask(
             path.display()
         ));
     }
+    if let sparsec_ir::Storage::Masked { nnz } = module.param(of).storage {
+        let kept = mask.iter().filter(|&&m| m != 0.0).count() as u64;
+        if kept != nnz {
+            return Err(format!(
+                "`{}`: the mask of `{name}` keeps {kept} entries, the program says {nnz}",
+                path.display()
+            ));
+        }
+    }
     if let Some(i) =
         (0..mask.len()).find(|&i| mask[i] == 0.0 && weight.get(i).is_some_and(|&w| w != 0.0))
     {

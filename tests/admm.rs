@@ -2,8 +2,9 @@
 //! independent computation on both backends; `Z` and `U` never trained; through a whole
 //! progressive run, `nnz(Z) ≤ l` after every `Z` update, `nnz(W) = l` after every hard prune,
 //! weights and momentum zero outside the mask after every masked step and nnz never growing;
-//! the interpreter and the JIT ending on the same bits; and runs resumed mid-round, at a phase
-//! boundary and mid-retraining ending on the same bits as the run that was not interrupted.
+//! the interpreter and the JIT ending on the same bits; runs resumed mid-round, at a phase
+//! boundary and mid-retraining ending on the same bits as the run that was not interrupted; and
+//! the sparse products the optimiser picks for masked weights equal to the dense masked step.
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
@@ -180,7 +181,7 @@ impl Inspector {
         for (k, layer) in LAYERS.iter().enumerate() {
             let w_name = format!("{layer}.weight");
             let id = module.param_by_name(&w_name).unwrap();
-            if module.param(id).storage != Storage::Masked {
+            if !matches!(module.param(id).storage, Storage::Masked { .. }) {
                 continue;
             }
             let w = values(module, state, &w_name);
@@ -400,4 +401,143 @@ fn a_tampered_mask_is_refused_on_resume() {
         message.contains("mask of `fc1.weight` holds 0.5"),
         "{message}"
     );
+}
+
+/// A layer wide enough that the cost model takes the sparse products for it once masked.
+const WIDE: &str = "model wide {
+    input x: [1, 16, 16]
+    flat = flatten(x)
+    fc1 = dense(flat, 64)
+    h1 = relu(fc1)
+    fc2 = dense(h1, 64)
+    h2 = relu(fc2)
+    fc3 = dense(h2, 4)
+    loss softmax_cross_entropy(fc3)
+}
+data synthetic { train_samples: 32, test_samples: 8, seed: 1 }
+train { epochs: 2, batch: 32, optimizer: sgd(lr: 0.1, momentum: 0.9, weight_decay: 0.01) }
+method admm { keep: { fc1: 0.05, fc2: 0.05 }, rho: 0.05, rounds: 1, epochs_per_round: 1, retrain_epochs: 0, stages: [2, 4] }
+";
+
+fn ops_of(module: &Module, func: &str) -> Vec<&'static str> {
+    module
+        .func(func)
+        .unwrap()
+        .insts
+        .iter()
+        .map(|i| i.op.name())
+        .collect()
+}
+
+#[test]
+fn sparse_products_of_masked_weights_equal_the_dense_masked_step() {
+    use sparsec_passes::methods::admm::SetPhase;
+    use sparsec_passes::structural::StructuralPass;
+    let Ok(mut program) = program_from_source("wide.net", WIDE.to_owned(), false, &[]) else {
+        panic!("compiles")
+    };
+    // Stage 2's rounds (penalty and mask) and its retraining (mask alone).
+    for phase in [
+        Phase::Admm { stage: 2, round: 1 },
+        Phase::Retrain { stage: 2 },
+    ] {
+        let Ok((ir, _)) = SetPhase { phase }.run(&program.module) else {
+            panic!("set phase")
+        };
+        program.module = ir;
+        let compile = |stage| {
+            let Ok(m) = compile_to(
+                &program,
+                stage,
+                &CompileOptions::default(),
+                &mut String::new(),
+            ) else {
+                panic!("compiles to {stage}")
+            };
+            m
+        };
+        let (dense, sparse) = (compile(Stage::Train), compile(Stage::Opt));
+        let ops = ops_of(&sparse, TRAIN_STEP);
+        for op in [
+            "masked_matmul_nt",
+            "masked_matmul",
+            "masked_grad",
+            "mask_index",
+        ] {
+            assert!(
+                ops.contains(&op),
+                "{phase}: the optimiser takes `{op}`: {ops:?}"
+            );
+        }
+        // A state that is what a masked run holds: each mask keeps its weight's nnz positions
+        // (spread by a hash), the weight and its momentum zero elsewhere.
+        let mut state = State::<f32>::initial(&sparse);
+        for (wi, w) in sparse.params.iter().enumerate() {
+            let Storage::Masked { nnz } = w.storage else {
+                continue;
+            };
+            let n = w.ty.num_elements();
+            let mut order: Vec<usize> = (0..n).collect();
+            order.sort_by_key(|&p| (p * 7919) % n);
+            let mut mask = vec![0f32; n];
+            for &p in &order[..nnz as usize] {
+                mask[p] = 1.0;
+            }
+            let find = |suffix: &str| {
+                sparse
+                    .param_by_name(&format!("{}{suffix}", w.name))
+                    .unwrap()
+            };
+            for (i, v) in state.values[wi].iter_mut().enumerate() {
+                *v *= mask[i];
+            }
+            let m = find(".momentum").0 as usize;
+            for (i, v) in state.values[m].iter_mut().enumerate() {
+                *v = mask[i] * ((i % 7) as f32 - 3.0) / 50.0;
+            }
+            let z = find(".admm_z").0 as usize;
+            for (i, v) in state.values[z].iter_mut().enumerate() {
+                *v = mask[i] * ((i % 5) as f32 - 2.0) / 40.0;
+            }
+            state.values[find(".mask").0 as usize] = mask;
+        }
+        let x: Vec<f32> = (0..32 * 256)
+            .map(|i| ((i * 13 % 29) as f32 - 14.0) / 14.0)
+            .collect();
+        let labels: Vec<i32> = (0..32).map(|i| i * 7 % 4).collect();
+        let inputs = [Input::Float(&x), Input::Int(&labels), Input::Float(&[0.1])];
+        let run = |module: &Module, backend| {
+            let mut st = state.clone();
+            let mut runner = Runner::new(module, TRAIN_STEP, backend, Some(2)).unwrap();
+            let out = runner.run(&mut st, &inputs).unwrap();
+            (st.values, scalar(&out[0]))
+        };
+        let (reference, ref_loss) = run(&dense, Backend::Interp);
+        let (interp, loss) = run(&sparse, Backend::Interp);
+        let (jit, jit_loss) = run(&sparse, Backend::Jit);
+        assert_eq!(
+            interp, jit,
+            "{phase}: the JIT's sparse step is the interpreter's"
+        );
+        assert_eq!(loss.to_bits(), jit_loss.to_bits());
+        assert!(
+            (loss - ref_loss).abs() <= 1e-6 * ref_loss.abs(),
+            "{phase}: {loss} vs {ref_loss}"
+        );
+        for (i, (a, b)) in interp.iter().zip(&reference).enumerate() {
+            for (x, y) in a.iter().zip(b) {
+                assert!(
+                    (x - y).abs() <= 1e-6 + 1e-5 * y.abs(),
+                    "{phase}: @{}: {x} vs the dense step's {y}",
+                    sparse.params[i].name
+                );
+                assert_eq!(
+                    *x == 0.0,
+                    *y == 0.0,
+                    "{phase}: @{}: zeros agree",
+                    sparse.params[i].name
+                );
+            }
+        }
+    }
 }

@@ -366,6 +366,8 @@ impl Coverage {
                 Body::MaxPool { .. } => self.add("max_pool", true),
                 Body::Conv { .. } => self.add("conv", true),
                 Body::TrackedSet { .. } => self.add("tracked_set", true),
+                Body::MaskIndex { .. } => self.add("mask_index", true),
+                Body::Masked { kind, .. } => self.add(kind.name(), true),
                 Body::TrackedValues { .. } | Body::Correction { .. } => {}
             }
         }

@@ -19,6 +19,7 @@
 
 use std::fmt;
 
+use sparsec_ir::interp::masked::MaskedDims;
 use sparsec_ir::{DType, Op};
 
 use crate::codegen::chain::ChainSpec;
@@ -164,6 +165,20 @@ pub enum Body {
     },
     /// The stored positions of a tracked parameter.
     TrackedSet { param: usize, out: Loc },
+    /// The positions a mask keeps, ascending (`mask_index`): exactly `nnz` of them.
+    MaskIndex { nnz: usize, mask: Loc, out: Loc },
+    /// A masked product over the kept positions `idx` (`sparsec_ir::interp::masked`, the
+    /// interpreter's kernels): `masked_matmul_nt` (`a` the weight, `b` the input),
+    /// `masked_matmul` (`a` the weight, `b` the output gradient) or `masked_grad` (`a` the
+    /// output gradient, `b` the input).
+    Masked {
+        kind: MaskedOp,
+        dims: MaskedDims,
+        a: Loc,
+        b: Loc,
+        idx: Loc,
+        out: Loc,
+    },
     /// A copy (a store whose operand is a parameter read).
     Copy { src: Loc, out: Loc },
     /// `reduce_sum` of `[outer, channels, inner]` over the outer and inner axes (a
@@ -248,6 +263,8 @@ impl Kernel {
             Body::GradApply { .. } => "grad_apply".into(),
             Body::TopkSelect { .. } => "topk_select".into(),
             Body::TrackedSet { .. } => "tracked_set".into(),
+            Body::MaskIndex { .. } => "mask_index".into(),
+            Body::Masked { kind, .. } => kind.name().into(),
             Body::Copy { .. } => "copy".into(),
             Body::ReduceChannels { .. } => "reduce_channels".into(),
             Body::SoftmaxXent { spec, .. } if spec.grad => "softmax_xent_grad".into(),
@@ -589,6 +606,29 @@ impl KernelProgram {
                 self.loc(*o),
                 self.param_names[*param]
             )),
+            Body::MaskIndex { nnz, mask, out: o } => out.push(format!(
+                "{} = the {nnz} positions {} keeps",
+                self.loc(*o),
+                self.loc(*mask)
+            )),
+            Body::Masked {
+                kind,
+                dims,
+                a,
+                b,
+                idx,
+                out: o,
+            } => out.push(format!(
+                "{} = {} {}, {} over the kept positions {} (batch {}, weight [{}, {}])",
+                self.loc(*o),
+                kind.name(),
+                self.loc(*a),
+                self.loc(*b),
+                self.loc(*idx),
+                dims.b,
+                dims.o,
+                dims.i
+            )),
             Body::Copy { src, out: o } => {
                 out.push(format!("{} = copy {}", self.loc(*o), self.loc(*src)))
             }
@@ -760,6 +800,8 @@ impl KernelProgram {
             Body::Regen { out, .. }
             | Body::TrackedValues { out, .. }
             | Body::TrackedSet { out, .. } => (vec![], vec![*out]),
+            Body::MaskIndex { mask, out, .. } => (vec![*mask], vec![*out]),
+            Body::Masked { a, b, idx, out, .. } => (vec![*a, *b, *idx], vec![*out]),
             Body::Overlay { w0, out, .. } | Body::Correction { w0, out, .. } => {
                 (vec![*w0], vec![*out])
             }
@@ -852,5 +894,23 @@ impl fmt::Display for KernelProgram {
                 fb.join(", ")
             }
         )
+    }
+}
+
+/// Which masked product a [`Body::Masked`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MaskedOp {
+    Nt,
+    Nn,
+    Grad,
+}
+
+impl MaskedOp {
+    pub fn name(self) -> &'static str {
+        match self {
+            MaskedOp::Nt => "masked_matmul_nt",
+            MaskedOp::Nn => "masked_matmul",
+            MaskedOp::Grad => "masked_grad",
+        }
     }
 }

@@ -32,8 +32,9 @@ use crate::codegen::conv::{ConvPass, ConvSpec};
 use crate::codegen::gemm::Layout;
 use crate::codegen::pool::PoolSpec;
 use crate::codegen::softmax::SoftmaxSpec;
-use crate::kernel_ir::KernelProgram;
+use crate::kernel_ir::{KernelProgram, MaskedOp};
 use program::build_program;
+use sparsec_ir::interp::masked::MaskedDims;
 
 #[derive(Clone, Debug, PartialEq)]
 enum Nk {
@@ -84,6 +85,13 @@ enum Nk {
         k: usize,
     },
     TrackedSet(usize),
+    MaskIndex {
+        nnz: usize,
+    },
+    Masked {
+        kind: MaskedOp,
+        dims: MaskedDims,
+    },
     Copy,
     ReduceChannels {
         outer: usize,
@@ -459,6 +467,63 @@ pub fn partition(m: &Module, func: &str) -> Result<KernelProgram, String> {
                 b.nodes[n].dtype = DType::I32;
                 b.nodes[n].sparse = true;
                 n
+            }
+            Op::MaskIndex(id) => {
+                let mask = b.param(id.0 as usize);
+                let nnz = match inst.ty.encoding {
+                    sparsec_ir::Encoding::Sparse { capacity } => capacity as usize,
+                    _ => return Err(here("`mask_index` must be sparse".into())),
+                };
+                let n = b.push(
+                    Nk::MaskIndex { nnz },
+                    vec![mask],
+                    len,
+                    name.clone(),
+                    Some(i),
+                );
+                b.nodes[n].dtype = DType::I32;
+                b.nodes[n].sparse = true;
+                n
+            }
+            Op::MaskedMatMulNt(id) | Op::MaskedMatMul(id) => {
+                let p = id.0 as usize;
+                let w = b.param(p);
+                let ws = &m.params[p].ty.shape;
+                let dims = MaskedDims {
+                    b: shape_of(inst.operands[0])[0],
+                    o: ws[0],
+                    i: ws[1],
+                };
+                let kind = if matches!(inst.op, Op::MaskedMatMulNt(_)) {
+                    MaskedOp::Nt
+                } else {
+                    MaskedOp::Nn
+                };
+                b.push(
+                    Nk::Masked { kind, dims },
+                    vec![w, ops[0], ops[1]],
+                    len,
+                    name.clone(),
+                    Some(i),
+                )
+            }
+            Op::MaskedGrad => {
+                let (dy, x) = (shape_of(inst.operands[0]), shape_of(inst.operands[1]));
+                let dims = MaskedDims {
+                    b: dy[0],
+                    o: dy[1],
+                    i: x[1],
+                };
+                b.push(
+                    Nk::Masked {
+                        kind: MaskedOp::Grad,
+                        dims,
+                    },
+                    ops,
+                    len,
+                    name.clone(),
+                    Some(i),
+                )
             }
             Op::BiasAdd => {
                 let inner = shape_of(inst.operands[0])[2..].iter().product();

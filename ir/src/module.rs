@@ -139,8 +139,10 @@ pub enum Storage {
     Tracked { budget: u64 },
     /// Stored in full, with a fixed sparsity pattern: the weight's mask (the parameter with
     /// [`Role::Mask`] of it) says which entries may be non-zero; the training step masks the
-    /// weight's gradient and its new value with it (ADMM after the hard prune).
-    Masked,
+    /// weight's gradient and its new value with it (ADMM after the hard prune). `nnz` is how
+    /// many entries the mask keeps, fixed when the storage is given (the typing of the sparse
+    /// products and the cost model read it; a run checks the mask against it).
+    Masked { nnz: u64 },
 }
 
 /// An SSA value: a function argument or the result of an instruction, by position.

@@ -1034,7 +1034,13 @@ impl<'a> Parser<'a> {
         let storage = match w {
             "dense" => Storage::Dense,
             "seeded" => Storage::Seeded,
-            "masked" => Storage::Masked,
+            "masked" => {
+                self.punct('(')?;
+                self.key("nnz")?;
+                let nnz = self.uint("an integer")?;
+                self.punct(')')?;
+                Storage::Masked { nnz }
+            }
             "tracked" => {
                 self.punct('(')?;
                 self.key("budget")?;
@@ -1046,7 +1052,7 @@ impl<'a> Parser<'a> {
                 return Err(ParseError::new(
                     span,
                     format!(
-                        "unknown storage `{w}` (expected `dense`, `seeded`, `tracked(budget=N)` or `masked`)"
+                        "unknown storage `{w}` (expected `dense`, `seeded`, `tracked(budget=N)` or `masked(nnz=N)`)"
                     ),
                 ))
             }

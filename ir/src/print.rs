@@ -188,7 +188,7 @@ fn write_param(out: &mut impl Write, m: &Module, p: &Param) -> fmt::Result {
         Storage::Dense => write!(out, "dense")?,
         Storage::Seeded => write!(out, "seeded")?,
         Storage::Tracked { budget } => write!(out, "tracked(budget={budget})")?,
-        Storage::Masked => write!(out, "masked")?,
+        Storage::Masked { nnz } => write!(out, "masked(nnz={nnz})")?,
     }
     let kind = match p.role {
         Role::Weight => None,

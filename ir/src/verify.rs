@@ -492,9 +492,15 @@ fn mask_rule(m: &Module, i: usize) -> Option<String> {
             .filter(|q| q.role == Role::Mask(ParamId(w as u32)))
             .count()
     };
-    if p.storage == Storage::Masked {
+    if let Storage::Masked { nnz } = p.storage {
         if p.role != Role::Weight {
             return Some("only a weight can be `masked`".into());
+        }
+        if nnz == 0 || nnz > p.ty.num_elements() as u64 {
+            return Some(format!(
+                "a `masked` weight keeps 1 to {} entries, not nnz={nnz}",
+                p.ty.num_elements()
+            ));
         }
         let n = masks_of(i);
         if n != 1 {
@@ -512,7 +518,7 @@ fn mask_rule(m: &Module, i: usize) -> Option<String> {
         }
         if m.params
             .get(of.0 as usize)
-            .is_some_and(|w| !matches!(w.storage, Storage::Dense | Storage::Masked))
+            .is_some_and(|w| !matches!(w.storage, Storage::Dense | Storage::Masked { .. }))
         {
             return Some("a mask's weight must be stored in full (`dense` or `masked`)".into());
         }

@@ -290,11 +290,22 @@ fn a_store_beyond_the_budget_is_an_error_and_changes_nothing() {
 }
 
 /// The optimised forms compute what the plain forms compute: the fused products bit for bit,
-/// the distributed one (regenerated product plus sparse correction) to rounding.
+/// the distributed one (regenerated product plus sparse correction) to rounding, and the masked
+/// weight's sparse products the dense ones on its mask.
 #[test]
 fn optimised_forms_agree_with_the_plain_computation() {
     let m = modules::opt_forms();
     let mut state = State::<f32>::initial(&m);
+    // The masked weight keeps every other entry (its `nnz=6`), zero elsewhere.
+    let (fm, mask) = (1usize, 2usize);
+    state.values[mask] = (0..12).map(|p| (p % 2) as f32).collect();
+    for (w, k) in state.values[fm]
+        .iter_mut()
+        .zip((0..12).map(|p| (p % 2) as f32))
+    {
+        *w *= k;
+    }
+    let w = state.values[fm].clone();
     let mut it = Interpreter::<f32>::new(&m, "train_step").unwrap();
     let x: Vec<f32> = (0..6).map(|i| 0.1 * i as f32 - 0.2).collect();
     let dy: Vec<f32> = (0..8).map(|i| 0.05 * i as f32 - 0.1).collect();
@@ -322,5 +333,26 @@ fn optimised_forms_agree_with_the_plain_computation() {
         }
         let tracked = state.tracked[0].as_ref().map_or(0, |t| t.indices.len());
         assert!(tracked <= 5, "at most k tracked");
+        // x: [2, 3], dy: [2, 4], W: [4, 3].
+        let close = |a: f32, b: f32| assert!((a - b).abs() <= 1e-6, "step {step}: {a} vs {b}");
+        for r in 0..2 {
+            for o in 0..4 {
+                close(
+                    vals[4][r * 4 + o],
+                    (0..3).map(|c| x[r * 3 + c] * w[o * 3 + c]).sum(),
+                );
+            }
+            for c in 0..3 {
+                close(
+                    vals[5][r * 3 + c],
+                    (0..4).map(|o| dy[r * 4 + o] * w[o * 3 + c]).sum(),
+                );
+            }
+        }
+        for (p, &got) in vals[6].iter().enumerate() {
+            let (o, c) = (p / 3, p % 3);
+            let g: f32 = (0..2).map(|r| dy[r * 4 + o] * x[r * 3 + c]).sum();
+            close(got, g * (p % 2) as f32);
+        }
     }
 }

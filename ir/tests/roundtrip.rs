@@ -55,7 +55,7 @@ fn every_storage_and_init_is_covered() {
         "storage=dense",
         "storage=seeded",
         "storage=tracked(budget=8)",
-        "storage=masked",
+        "storage=masked(nnz=2)",
         "role=mask(@fc2.bias)",
         "init=ones",
         "init=zeros",

@@ -420,7 +420,11 @@ pub fn vjp_rule(op: &Op) -> Option<Rule> {
         | Op::MatMulNtWeight(_)
         | Op::MatMulWeight(_)
         | Op::DropbackScoreSgd(_)
-        | Op::DropbackApplySgd { .. } => return None,
+        | Op::DropbackApplySgd { .. }
+        | Op::MaskIndex(_)
+        | Op::MaskedMatMulNt(_)
+        | Op::MaskedMatMul(_)
+        | Op::MaskedGrad => return None,
     })
 }
 
@@ -736,7 +740,7 @@ fn sgd_update(
         // A masked weight's update stays on its mask: g = g ⊙ M, so the momentum buffer stays
         // zero where the weight is pruned, and W' = (W − lr·g) ⊙ M below.
         let mask = match m.param(w).storage {
-            Storage::Masked => {
+            Storage::Masked { .. } => {
                 let id = m
                     .params
                     .iter()

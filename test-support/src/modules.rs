@@ -94,7 +94,13 @@ pub fn mlp() -> Module {
         2,
         Storage::Dense,
     ));
-    m.add_param(param("fc2.bias", &[3], Init::Zeros, 3, Storage::Masked));
+    m.add_param(param(
+        "fc2.bias",
+        &[3],
+        Init::Zeros,
+        3,
+        Storage::Masked { nnz: 2 },
+    ));
     let mut momentum = param(
         "fc1.weight.momentum",
         &[8, 16],
@@ -695,7 +701,7 @@ pub fn all_modules() -> Vec<Module> {
 }
 
 /// The forms equality saturation introduces (regeneration, sparse corrections, fused Dropback
-/// products and updates), on one tracked weight.
+/// products and updates) on one tracked weight, and the sparse products of a masked one.
 pub fn opt_forms() -> Module {
     let mut m = Module::new("opt_forms", sparsec_ir::Stage::Opt);
     m.train = Some(train_spec(Schedule::Constant));
@@ -710,6 +716,16 @@ pub fn opt_forms() -> Module {
         layers: vec!["fc".into()],
     });
     let w = m.add_param(param("fc.weight", &[4, 3], uniform(0.5), 0, tracked));
+    let fm = m.add_param(param(
+        "fm.weight",
+        &[4, 3],
+        uniform(0.5),
+        1,
+        Storage::Masked { nnz: 6 },
+    ));
+    let mut mask = param("fm.weight.mask", &[4, 3], Init::Ones, 2, Storage::Dense);
+    mask.role = Role::Mask(fm);
+    let mask = m.add_param(mask);
     let mut f = Func::new("train_step");
     let x = f.add_arg("x", Type::f32(vec![2, 3]));
     let dy = f.add_arg("dy", Type::f32(vec![2, 4]));
@@ -741,7 +757,11 @@ pub fn opt_forms() -> Module {
         None,
     );
     push(&mut f, &m, Op::Store(w), &[new], None);
-    f.results = vec![y_dense, y_dist, y_fused, dx];
+    let idx = push(&mut f, &m, Op::MaskIndex(mask), &[], None);
+    let y_masked = push(&mut f, &m, Op::MaskedMatMulNt(fm), &[x, idx], Some("fm"));
+    let dx_masked = push(&mut f, &m, Op::MaskedMatMul(fm), &[dy, idx], Some("fm"));
+    let g_masked = push(&mut f, &m, Op::MaskedGrad, &[dy, x, idx], None);
+    f.results = vec![y_dense, y_dist, y_fused, dx, y_masked, dx_masked, g_masked];
     m.funcs.push(f);
     m
 }

@@ -386,6 +386,19 @@ pub(super) fn build_program(
                         out,
                     },
                     Nk::TrackedSet(p) => Body::TrackedSet { param: *p, out },
+                    Nk::MaskIndex { nnz } => Body::MaskIndex {
+                        nnz: *nnz,
+                        mask: op(0)?,
+                        out,
+                    },
+                    Nk::Masked { kind, dims } => Body::Masked {
+                        kind: *kind,
+                        dims: *dims,
+                        a: op(0)?,
+                        b: op(1)?,
+                        idx: op(2)?,
+                        out,
+                    },
                     Nk::Copy => Body::Copy { src: op(0)?, out },
                     Nk::ReduceChannels {
                         outer,

@@ -13,7 +13,8 @@ use crate::abi::Args;
 use crate::codegen::conv::ConvPass;
 use crate::codegen::gemm::{NR, REGEN_BLOCK};
 use crate::jit::Entry;
-use crate::kernel_ir::{Body, Loc};
+use crate::kernel_ir::{Body, Loc, MaskedOp};
+use sparsec_ir::interp::masked;
 
 fn addr(s: &[f32]) -> usize {
     s.as_ptr() as usize
@@ -488,6 +489,33 @@ pub(super) fn exec(
             o.clear();
             if let Some(t) = &env.state.tracked[*param] {
                 o.extend_from_slice(&t.indices);
+            }
+        }
+        Body::MaskIndex { nnz, mask, out } => {
+            let Loc::S(j) = out else {
+                return Err("internal: a selection buffer".into());
+            };
+            let o = s_out
+                .iter_mut()
+                .find(|(x, _)| x == j)
+                .map(|(_, v)| v)
+                .ok_or("internal: output not taken")?;
+            masked::mask_positions(env.float(*mask), *nnz, o)?;
+        }
+        Body::Masked {
+            kind,
+            dims,
+            a,
+            b,
+            idx,
+            out,
+        } => {
+            let (a, b, pos) = (env.float(*a), env.float(*b), env.sparse(*idx));
+            let o = out_f(f_out, *out)?;
+            match kind {
+                MaskedOp::Nt => masked::masked_matmul_nt(*dims, b, a, pos, o)?,
+                MaskedOp::Nn => masked::masked_matmul(*dims, b, a, pos, o)?,
+                MaskedOp::Grad => masked::masked_grad(*dims, a, b, pos, o)?,
             }
         }
         Body::Copy { src, out } => {

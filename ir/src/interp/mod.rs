@@ -70,6 +70,7 @@ mod float;
 mod gemm;
 mod gemm_api;
 mod kernels;
+pub mod masked;
 mod plain;
 mod plan;
 mod run;
@@ -230,6 +231,23 @@ enum Kernel {
     TrackedSet {
         param: usize,
     },
+    /// The positions a mask (operand 0) keeps; exactly `nnz` of them.
+    MaskIndex {
+        nnz: usize,
+    },
+    /// A masked product: operands `(w, x, idx)` (`masked_matmul_nt`), `(w, dy, idx)`
+    /// (`masked_matmul`) or `(dy, x, idx)` (`masked_grad`).
+    Masked {
+        kind: MaskedKind,
+        dims: masked::MaskedDims,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum MaskedKind {
+    Nt,
+    Nn,
+    Grad,
 }
 
 #[derive(Clone, Debug)]

@@ -5,7 +5,7 @@
 use super::float::Float;
 use super::gemm::GemmScratch;
 use super::plain::Plain;
-use super::{module_seed, ArgSpec, InterpError, Interpreter, Kernel, Loc, Step};
+use super::{module_seed, ArgSpec, InterpError, Interpreter, Kernel, Loc, MaskedKind, Step};
 use crate::module::{Module, Value};
 use crate::op::Op;
 use crate::types::{DType, Encoding, Type};
@@ -211,6 +211,35 @@ impl<T: Float> Interpreter<T> {
                 Op::TrackedSet(id) => Kernel::TrackedSet {
                     param: id.0 as usize,
                 },
+                Op::MaskIndex(id) => {
+                    operands.push(Loc::Param(id.0 as usize));
+                    Kernel::MaskIndex {
+                        nnz: inst_capacity(&inst.ty),
+                    }
+                }
+                Op::MaskedMatMulNt(id) | Op::MaskedMatMul(id) => {
+                    let w = &m.params[id.0 as usize].ty.shape;
+                    let dims = super::masked::MaskedDims {
+                        b: types[0].shape[0],
+                        o: w[0],
+                        i: w[1],
+                    };
+                    operands.insert(0, Loc::Param(id.0 as usize));
+                    let kind = if matches!(inst.op, Op::MaskedMatMulNt(_)) {
+                        MaskedKind::Nt
+                    } else {
+                        MaskedKind::Nn
+                    };
+                    Kernel::Masked { kind, dims }
+                }
+                Op::MaskedGrad => Kernel::Masked {
+                    kind: MaskedKind::Grad,
+                    dims: super::masked::MaskedDims {
+                        b: types[0].shape[0],
+                        o: types[0].shape[1],
+                        i: types[1].shape[1],
+                    },
+                },
                 Op::Const { value, .. } => {
                     let loc = interp.alloc_float(inst.ty.num_elements());
                     if let Loc::F(j) = loc {
@@ -414,4 +443,12 @@ fn check_type_limits(t: &Type) -> Result<(), String> {
         return Err(format!("{t} has rank above {MAX_RANK}"));
     }
     crate::op::checked_type(t.dtype, t.shape.clone()).map(|_| ())
+}
+
+/// The capacity of a sparse type (0 for a dense one).
+fn inst_capacity(ty: &Type) -> usize {
+    match ty.encoding {
+        Encoding::Sparse { capacity } => usize::try_from(capacity).unwrap_or(usize::MAX),
+        _ => 0,
+    }
 }

@@ -5,8 +5,8 @@ use super::float::Float;
 use super::gemm::GemmScratch;
 use super::state::diff_entries;
 use super::{
-    kernels, topk_select, Input, InterpError, Interpreter, Kernel, Loc, Output, State, Step,
-    Tensor, TrackedValues,
+    kernels, masked, topk_select, Input, InterpError, Interpreter, Kernel, Loc, MaskedKind, Output,
+    State, Step, Tensor, TrackedValues,
 };
 use crate::regen;
 use crate::types::DType;
@@ -81,9 +81,9 @@ impl<T: Float> Interpreter<T> {
                 Loc::S(j) => {
                     let mut out = std::mem::take(&mut sbufs[j]);
                     let env = buffers!();
-                    exec_sparse(step, &env, &mut out, topk_scratch);
+                    let r = exec_sparse(step, &env, &mut out, topk_scratch);
                     sbufs[j] = out;
-                    Ok(())
+                    r
                 }
                 Loc::Arg(_) | Loc::Param(_) => unreachable!("steps write interpreter buffers"),
             };
@@ -360,7 +360,16 @@ fn exec_float<T: Float>(
             cols,
             gs,
         )?,
-        Kernel::TopkSelect { .. } | Kernel::TrackedSet { .. } => {
+        &Kernel::Masked { kind, dims } => {
+            let (a, b) = (env.float(step.operands[0]), env.float(step.operands[1]));
+            let pos = env.sparse(step.operands[2]);
+            match kind {
+                MaskedKind::Nt => masked::masked_matmul_nt(dims, b, a, pos, out)?,
+                MaskedKind::Nn => masked::masked_matmul(dims, b, a, pos, out)?,
+                MaskedKind::Grad => masked::masked_grad(dims, a, b, pos, out)?,
+            }
+        }
+        Kernel::TopkSelect { .. } | Kernel::TrackedSet { .. } | Kernel::MaskIndex { .. } => {
             unreachable!("{:?} does not produce f32", step.kernel)
         }
     }
@@ -372,7 +381,7 @@ fn exec_sparse<T: Float>(
     env: &Env<'_, T>,
     out: &mut Vec<u32>,
     scratch: &mut Vec<(u64, u32)>,
-) {
+) -> Result<(), String> {
     match &step.kernel {
         &Kernel::TopkSelect { k } => {
             let scores: Vec<&[T]> = step.operands.iter().map(|&l| env.float(l)).collect();
@@ -384,8 +393,12 @@ fn exec_sparse<T: Float>(
                 out.extend_from_slice(&t.indices);
             }
         }
+        &Kernel::MaskIndex { nnz } => {
+            super::masked::mask_positions(env.float(step.operands[0]), nnz, out)?;
+        }
         other => unreachable!("{other:?} does not produce a selection"),
     }
+    Ok(())
 }
 
 fn exec_int<T: Float>(step: &Step, env: &Env<'_, T>, out: &mut [i32]) -> Result<(), String> {

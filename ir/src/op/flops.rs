@@ -6,8 +6,9 @@
 //! gradients one per element of each window (output elements · KH·KW); Dropback's fused scoring
 //! and update the weight gradient `dyᵀx` (2·O·I·B) and one op per element; every other
 //! arithmetic op (activations and their gradients, additions, reductions, softmax cross-entropy
-//! and its gradient, argmax, Dropback's score, apply and top-k selection) one per element of its
-//! largest operand or result. Moving or regenerating data (`param`, `store`, `const`, `reshape`,
+//! and its gradient, argmax, Dropback's score, apply and top-k selection, a mask's index) one per
+//! element of its largest operand or result. The masked products (`masked_matmul_nt`,
+//! `masked_matmul`, `masked_grad`) are 2·B·N for the N entries a mask keeps. Moving or regenerating data (`param`, `store`, `const`, `reshape`,
 //! `regen`, `tracked`, `correction`, `tracked_set`) costs 0: the cost model counts those bytes
 //! and regenerated words as terms of their own.
 
@@ -47,6 +48,19 @@ impl Op {
             Op::DropbackScoreSgd(_) | Op::DropbackApplySgd { .. } => {
                 let b = shape(0).first().copied().unwrap_or(0) as u64;
                 2 * out * b + out
+            }
+            // The masked products: 2 per kept entry and batch row (`B` is the first operand's
+            // leading axis, `N` the mask index's capacity).
+            Op::MaskedMatMulNt(_) | Op::MaskedMatMul(_) | Op::MaskedGrad => {
+                let b = shape(0).first().copied().unwrap_or(0) as u64;
+                let nnz = operands
+                    .last()
+                    .and_then(|t| match t.encoding {
+                        crate::types::Encoding::Sparse { capacity } => Some(capacity),
+                        _ => None,
+                    })
+                    .unwrap_or(0);
+                2 * b * nnz
             }
             // Output positions of the forward convolution times one window of the weight.
             Op::Conv2d { .. } => 2 * out * elements(shape(1).get(1..).unwrap_or(&[])),

@@ -149,6 +149,21 @@ pub enum Op {
         param: ParamId,
         offset: u64,
     },
+    // ---- Sparse forms of masked weights (ADMM's rules, passes/src/methods/admm/rules.rs) ----
+    /// `mask_index @m`: the positions a mask keeps (`m` has `role=mask` of a weight with
+    /// `storage=masked(nnz=N)`), ascending, as a sparse selection `i32[len(m)]{sparse N}`. A
+    /// run whose mask keeps another number of entries is an error.
+    MaskIndex(ParamId),
+    /// `masked_matmul_nt @w, %x, %idx`: `x · Wᵀ` for the masked weight `w: [O, I]` and `x:
+    /// [B, I]`, summed over the kept entries only (`idx`: its `mask_index`), each output in
+    /// ascending position order: 2·B·N flops instead of 2·B·O·I.
+    MaskedMatMulNt(ParamId),
+    /// `masked_matmul @w, %dy, %idx`: `dy · W` (`dy: [B, O]`) over the kept entries likewise.
+    MaskedMatMul(ParamId),
+    /// `masked_grad %dy, %x, %idx`: `(dyᵀ · x) ⊙ M` (`dy: [B, O]`, `x: [B, I]`): only the kept
+    /// positions' sums are formed (over the batch, in order); the rest of the `[O, I]` result
+    /// is zero.
+    MaskedGrad,
 }
 
 impl Op {
@@ -190,6 +205,10 @@ impl Op {
         "matmul_weight",
         "dropback_score_sgd",
         "dropback_apply_sgd",
+        "mask_index",
+        "masked_matmul_nt",
+        "masked_matmul",
+        "masked_grad",
     ];
 
     /// Every op's text name, for error messages and "did you mean".
@@ -216,6 +235,9 @@ impl Op {
         "matmul_weight",
         "dropback_score_sgd",
         "dropback_apply_sgd",
+        "mask_index",
+        "masked_matmul_nt",
+        "masked_matmul",
     ];
 
     /// The parameter an op names inline, if any.
@@ -232,7 +254,10 @@ impl Op {
             | Op::MatMulNtWeight(id)
             | Op::MatMulWeight(id)
             | Op::DropbackScoreSgd(id)
-            | Op::DropbackApplySgd { param: id, .. } => Some(id),
+            | Op::DropbackApplySgd { param: id, .. }
+            | Op::MaskIndex(id)
+            | Op::MaskedMatMulNt(id)
+            | Op::MaskedMatMul(id) => Some(id),
             _ => None,
         }
     }
@@ -286,6 +311,10 @@ impl Op {
             Op::MatMulWeight(_) => "matmul_weight",
             Op::DropbackScoreSgd(_) => "dropback_score_sgd",
             Op::DropbackApplySgd { .. } => "dropback_apply_sgd",
+            Op::MaskIndex(_) => "mask_index",
+            Op::MaskedMatMulNt(_) => "masked_matmul_nt",
+            Op::MaskedMatMul(_) => "masked_matmul",
+            Op::MaskedGrad => "masked_grad",
         }
     }
 
@@ -302,6 +331,9 @@ impl Op {
             | Op::Correction(_) => 0,
             Op::DropbackApply { .. } | Op::Overlay => 2,
             Op::MatMulNtWeight(_) | Op::MatMulWeight(_) => 1,
+            Op::MaskIndex(_) => 0,
+            Op::MaskedMatMulNt(_) | Op::MaskedMatMul(_) => 2,
+            Op::MaskedGrad => 3,
             Op::DropbackScoreSgd(_) => 3,
             Op::DropbackApplySgd { .. } => 4,
             Op::DropbackScore(_)
@@ -452,6 +484,7 @@ impl Op {
             "softmax_xent_grad" => Op::SoftmaxXentGrad,
             "argmax" => Op::Argmax,
             "overlay" => Op::Overlay,
+            "masked_grad" => Op::MaskedGrad,
             "topk_select" => Op::TopkSelect {
                 k: reader.int("k")?,
             },
@@ -494,6 +527,9 @@ impl Op {
             "correction" => Op::Correction(param),
             "matmul_nt_weight" => Op::MatMulNtWeight(param),
             "matmul_weight" => Op::MatMulWeight(param),
+            "mask_index" => Op::MaskIndex(param),
+            "masked_matmul_nt" => Op::MaskedMatMulNt(param),
+            "masked_matmul" => Op::MaskedMatMul(param),
             "dropback_score_sgd" => Op::DropbackScoreSgd(param),
             "dropback_apply_sgd" => Op::DropbackApplySgd {
                 param,
@@ -530,6 +566,8 @@ impl Op {
                 Op::DropbackApplySgd { .. } => i == 3,
                 Op::Overlay => true,
                 Op::MatMul { ta: false, .. } => i == 1,
+                Op::MaskedMatMulNt(_) | Op::MaskedMatMul(_) => i == 1,
+                Op::MaskedGrad => i == 2,
                 _ => false,
             };
             if t.encoding != Encoding::Dense && !sparse_ok {
@@ -834,6 +872,69 @@ impl Op {
                     capacity: (*k).min(n),
                 }))
             }
+            Op::MaskIndex(id) => {
+                let (_, nnz) = masked_of_mask(params, *id)?;
+                let m = &params[id.0 as usize];
+                Ok(Type::i32(vec![m.ty.num_elements()])
+                    .with_encoding(Encoding::Sparse { capacity: nnz }))
+            }
+            Op::MaskedMatMulNt(id) | Op::MaskedMatMul(id) => {
+                let p = params
+                    .get(id.0 as usize)
+                    .ok_or_else(|| format!("no parameter #{}", id.0))?;
+                let Storage::Masked { nnz } = p.storage else {
+                    return Err(format!(
+                        "`{}` needs a masked weight, but @{} is not one",
+                        self.name(),
+                        p.name
+                    ));
+                };
+                if p.ty.rank() != 2 {
+                    return Err(format!(
+                        "`{}` needs a matrix weight, @{} is {}",
+                        self.name(),
+                        p.name,
+                        p.ty
+                    ));
+                }
+                f32s(1)?;
+                let x = rank(0, 2)?;
+                index_operand(self.name(), operands[1], p.ty.num_elements(), nnz)?;
+                let (rows, cols) = (p.ty.shape[0], p.ty.shape[1]);
+                let (inner, out) = match self {
+                    Op::MaskedMatMulNt(_) => (cols, rows),
+                    _ => (rows, cols),
+                };
+                if x[1] != inner {
+                    return Err(format!(
+                        "`{}`: {} does not fit the weight @{} {}",
+                        self.name(),
+                        operands[0],
+                        p.name,
+                        p.ty
+                    ));
+                }
+                Ok(Type::f32(vec![x[0], out]))
+            }
+            Op::MaskedGrad => {
+                f32s(2)?;
+                let dy = rank(0, 2)?;
+                let x = rank(1, 2)?;
+                if dy[0] != x[0] {
+                    return Err(format!(
+                        "`masked_grad` needs one batch in dy and x, found {} and {}",
+                        operands[0], operands[1]
+                    ));
+                }
+                let Encoding::Sparse { capacity } = operands[2].encoding else {
+                    return Err(format!(
+                        "operand 3 of `masked_grad` must be a mask index, found {}",
+                        operands[2]
+                    ));
+                };
+                index_operand(self.name(), operands[2], dy[1] * x[1], capacity)?;
+                Ok(Type::f32(vec![dy[1], x[1]]))
+            }
             Op::TrackedSet(id) => {
                 let p = tracked(*id)?;
                 Ok(
@@ -936,6 +1037,40 @@ fn tracked_budget(p: &Param) -> u64 {
         Storage::Tracked { budget } => budget,
         _ => 0,
     }
+}
+
+/// The masked weight a mask parameter belongs to, and how many entries it keeps.
+fn masked_of_mask(params: &[Param], mask: ParamId) -> Result<(&Param, u64), String> {
+    let m = params
+        .get(mask.0 as usize)
+        .ok_or_else(|| format!("no parameter #{}", mask.0))?;
+    let Role::Mask(of) = m.role else {
+        return Err(format!(
+            "`mask_index` needs a mask, but @{} is not one",
+            m.name
+        ));
+    };
+    let w = params
+        .get(of.0 as usize)
+        .ok_or_else(|| format!("no parameter #{}", of.0))?;
+    match w.storage {
+        Storage::Masked { nnz } => Ok((w, nnz)),
+        _ => Err(format!(
+            "`mask_index @{}`: its weight @{} is not `masked`",
+            m.name, w.name
+        )),
+    }
+}
+
+/// A mask index operand `i32[len]{sparse nnz}` of a masked product.
+fn index_operand(op: &str, t: &Type, len: usize, nnz: u64) -> Result<(), String> {
+    let want = Type::i32(vec![len]).with_encoding(Encoding::Sparse { capacity: nnz });
+    if *t != want {
+        return Err(format!(
+            "`{op}` needs the weight's mask index {want}, found {t}"
+        ));
+    }
+    Ok(())
 }
 
 pub fn checked_type(dtype: DType, shape: Vec<usize>) -> Result<Type, String> {

@@ -83,7 +83,7 @@ pub fn op_cost(
             let p = &params[id.0 as usize];
             match p.storage {
                 // The stored weight itself: reading it moves it, but nothing new is written.
-                Storage::Dense | Storage::Masked => {
+                Storage::Dense | Storage::Masked { .. } => {
                     materialised = 0;
                     moved = 0;
                 }

@@ -378,7 +378,7 @@ fn storage_name(storage: Storage) -> &'static str {
         Storage::Dense => "dense",
         Storage::Seeded => "seeded",
         Storage::Tracked { .. } => "tracked",
-        Storage::Masked => "masked",
+        Storage::Masked { .. } => "masked",
     }
 }
 

@@ -18,6 +18,8 @@
 //!   autodiff keeps their updates on the mask (the gradient and the new value are multiplied by
 //!   it), so a pruned weight stays exactly zero and so does its momentum.
 
+pub mod rules;
+
 use sparsec_ir::admm::{Phase, Schedule};
 use sparsec_ir::remap::Remap;
 use sparsec_ir::spec::{Method, MethodSpec};
@@ -92,14 +94,40 @@ pub fn masks(module: &Module, spec: &MethodSpec) -> Result<Vec<(ParamId, ParamId
         .collect()
 }
 
-/// Give the selected weights the storage `phase` calls for: `masked` once a mask is fixed.
-fn set_storage(module: &mut Module, spec: &MethodSpec, phase: Phase) -> Result<(), String> {
-    let storage = if phase.masked() {
-        Storage::Masked
-    } else {
-        Storage::Dense
+/// The storage `phase` calls for on each selected weight: `masked` once a mask is fixed, with
+/// the entries the mask keeps (those of the stage whose hard prune fixed it: the previous
+/// stage's in a later stage's rounds, this stage's in its retraining).
+pub fn storages(
+    module: &Module,
+    spec: &MethodSpec,
+    phase: Phase,
+) -> Result<Vec<(ParamId, Storage)>, String> {
+    let (schedule, _) = schedule_and_phase(module)?;
+    let mask_stage = match phase {
+        Phase::Pretrain => None,
+        Phase::Admm { stage, .. } => stage.checked_sub(1).filter(|&s| s > 0),
+        Phase::Retrain { stage } => Some(stage),
     };
-    for (w, _) in masks(module, spec)? {
+    masks(module, spec)?
+        .into_iter()
+        .map(|(w, _)| {
+            let Some(stage) = mask_stage else {
+                return Ok((w, Storage::Dense));
+            };
+            let p = module.param(w);
+            let layer = p.name.strip_suffix(".weight").unwrap_or(&p.name);
+            let ratio = schedule
+                .keep_ratio(layer, stage)
+                .ok_or_else(|| format!("ADMM's `keep` gives no ratio for `{layer}`"))?;
+            let nnz = sparsec_ir::admm::kept(ratio, p.ty.num_elements()) as u64;
+            Ok((w, Storage::Masked { nnz }))
+        })
+        .collect()
+}
+
+/// Give the selected weights the storage `phase` calls for ([`storages`]).
+fn set_storage(module: &mut Module, spec: &MethodSpec, phase: Phase) -> Result<(), String> {
+    for (w, storage) in storages(module, spec, phase)? {
         module.params[w.0 as usize].storage = storage;
     }
     Ok(())
@@ -142,22 +170,18 @@ impl CompileMethod for Admm {
             );
         }
         let (_, phase) = schedule_and_phase(module)?;
-        for (w, _) in masks(module, &self.spec)? {
+        for (w, want) in storages(module, &self.spec, phase)? {
             let p = module.param(w);
-            if (p.storage == Storage::Masked) != phase.masked() {
+            if p.storage != want {
+                let name = |s: Storage| match s {
+                    Storage::Masked { nnz } => format!("masked(nnz={nnz})"),
+                    _ => "dense".to_owned(),
+                };
                 return Err(format!(
-                    "@{} is stored `{}`, but ADMM at {phase} {} its mask",
+                    "@{} is stored `{}`, but ADMM at {phase} stores it `{}`",
                     p.name,
-                    if p.storage == Storage::Masked {
-                        "masked"
-                    } else {
-                        "dense"
-                    },
-                    if phase.masked() {
-                        "has fixed"
-                    } else {
-                        "has not fixed"
-                    }
+                    name(p.storage),
+                    name(want)
                 ));
             }
         }
@@ -218,6 +242,10 @@ impl CompileMethod for Admm {
             spec: self.spec.clone(),
             rho,
         }))]
+    }
+
+    fn eqsat_rules(&self) -> crate::eqsat::rules::RuleSource {
+        rules::phase_rules
     }
 
     fn passes_after_autodiff(&self) -> Vec<Box<dyn Pass>> {
