@@ -236,6 +236,101 @@ pub fn model_file_bytes(module: &Module, state: &State<f32>, step: u64) -> Resul
     serialize(tensors, &meta)
 }
 
+/// The file of a checkpoint (and, as `model.sparse.safetensors`, of a finished run) that holds
+/// every masked weight in its sparse form, beside the dense state_dict of `model.safetensors`:
+/// `<w>.indices` (I32, the kept flat positions, ascending) and `<w>.values` (F32, the weight
+/// there). `None` when the program has no masked weight.
+pub const SPARSE_FILE: &str = "sparse.safetensors";
+
+/// The masked weights of `module` with their masks.
+fn masked_weights(module: &Module) -> Vec<(usize, usize)> {
+    module
+        .params
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| matches!(p.storage, sparsec_ir::Storage::Masked { .. }))
+        .filter_map(|(i, _)| {
+            module
+                .params
+                .iter()
+                .position(|m| m.role == Role::Mask(sparsec_ir::ParamId(i as u32)))
+                .map(|m| (i, m))
+        })
+        .collect()
+}
+
+fn sparse_names(weight: &str) -> (String, String) {
+    (format!("{weight}.indices"), format!("{weight}.values"))
+}
+
+/// The bytes of the sparse form of the masked weights ([`SPARSE_FILE`]), `None` without any.
+pub fn sparse_file_bytes(
+    module: &Module,
+    state: &State<f32>,
+    step: u64,
+) -> Result<Option<Vec<u8>>, String> {
+    let masked = masked_weights(module);
+    if masked.is_empty() {
+        return Ok(None);
+    }
+    let mut tensors = Vec::new();
+    for (w, m) in masked {
+        let (iname, vname) = sparse_names(&module.params[w].name);
+        let kept: Vec<usize> = (0..state.values[m].len())
+            .filter(|&j| state.values[m][j] != 0.0)
+            .collect();
+        let idx: Vec<u8> = kept
+            .iter()
+            .flat_map(|&j| (j as i32).to_le_bytes())
+            .collect();
+        let vals: Vec<f32> = kept.iter().map(|&j| state.values[w][j]).collect();
+        tensors.push((iname, Dtype::I32, vec![kept.len()], idx));
+        tensors.push((vname, Dtype::F32, vec![kept.len()], f32_bytes(&vals)));
+    }
+    let meta = ModelMeta {
+        format: FORMAT,
+        model: module.name.clone(),
+        step,
+        params: init_records(module),
+        init_scale: None,
+    };
+    serialize(tensors, &meta).map(Some)
+}
+
+/// Check a checkpoint's sparse form of its masked weights against the dense weights and masks
+/// already loaded: the same positions, the same bits.
+fn check_sparse_file(dir: &Path, module: &Module, state: &State<f32>) -> Result<(), String> {
+    let masked = masked_weights(module);
+    if masked.is_empty() {
+        return Ok(());
+    }
+    let path = dir.join(SPARSE_FILE);
+    let bytes = read(&path)?;
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| format!("`{}` is not a safetensors file: {e}", path.display()))?;
+    for (w, m) in masked {
+        let name = &module.params[w].name;
+        let (iname, vname) = sparse_names(name);
+        let kept: Vec<usize> = (0..state.values[m].len())
+            .filter(|&j| state.values[m][j] != 0.0)
+            .collect();
+        let indices = tensor_i32(&path, &st, &iname, kept.len())?;
+        let values = tensor_f32(&path, &st, &vname, &[kept.len()])?;
+        let same = indices.iter().zip(&kept).all(|(&a, &b)| a as usize == b)
+            && values
+                .iter()
+                .zip(&kept)
+                .all(|(v, &j)| v.to_bits() == state.values[w][j].to_bits());
+        if !same {
+            return Err(format!(
+                "`{}`: the sparse form of `{name}` disagrees with its dense weights and mask",
+                path.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Write a checkpoint into `run_dir` and point `latest` at it. Returns its directory.
 pub fn save(run_dir: &Path, snap: &Snapshot<'_>) -> Result<PathBuf, String> {
     let module = snap.module;
@@ -275,6 +370,9 @@ pub fn save(run_dir: &Path, snap: &Snapshot<'_>) -> Result<PathBuf, String> {
     fs::create_dir(&tmp).map_err(|e| io("temporary directory", e))?;
     write_synced(&tmp.join("model.safetensors"), &model).map_err(|e| io("model", e))?;
     write_synced(&tmp.join("train_state.safetensors"), &state).map_err(|e| io("state", e))?;
+    if let Some(sparse) = sparse_file_bytes(module, snap.state, snap.train.step)? {
+        write_synced(&tmp.join(SPARSE_FILE), &sparse).map_err(|e| io("sparse weights", e))?;
+    }
     let final_dir = dir.join(&name);
     if final_dir.exists() {
         // The same step saved again (a resumed run reaching its end): replace it.
@@ -481,6 +579,7 @@ pub fn load(dir: &Path, module: &Module, state: &mut State<f32>) -> Result<Train
             });
         }
     }
+    check_sparse_file(dir, module, state)?;
     Ok(meta)
 }
 

@@ -1052,6 +1052,13 @@ pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
         checkpoint::model_file_bytes(module, &state, meta.step).map_err(input_error)?;
     checkpoint::write_atomically(&run_dir.join("model.safetensors"), &model_bytes)
         .map_err(|e| input_error(format!("cannot write model.safetensors: {e}")))?;
+    // Masked weights also in their sparse form (indices and values), beside the dense file.
+    if let Some(bytes) =
+        checkpoint::sparse_file_bytes(module, &state, meta.step).map_err(input_error)?
+    {
+        checkpoint::write_atomically(&run_dir.join("model.sparse.safetensors"), &bytes)
+            .map_err(|e| input_error(format!("cannot write model.sparse.safetensors: {e}")))?;
+    }
     // The report reads the run back from disk, so it shows what was saved, as `sparsec report`.
     let table = crate::report::build(&run_dir)?.table();
     checkpoint::write_atomically(&run_dir.join("report.txt"), table.as_bytes())

@@ -354,53 +354,72 @@ fn a_progressive_run_keeps_its_invariants_and_resumes_exactly() {
     }
 }
 
-#[test]
-fn a_tampered_mask_is_refused_on_resume() {
-    let scratch = fresh_dir("admm-tampered");
-    let model = write(&scratch, "mlp.net", PROGRESSIVE);
-    let dir = scratch.join("run");
-    run(
-        &dir,
-        Some(model),
-        false,
-        &[("max_steps", "20")],
-        Backend::Jit,
-    );
-    let Ok(latest) = sparsec::checkpoint::latest(&dir) else {
-        panic!("a checkpoint")
-    };
-    let state_file = latest.join("train_state.safetensors");
-    let bytes = std::fs::read(&state_file).unwrap();
-    // Every mask entry is 0.0 or 1.0: turn the first 1.0 of fc1's mask into 0.5.
+/// Overwrite the first entry of tensor `name` in the safetensors file `path` that `pick`
+/// accepts with `value`.
+fn tamper(path: &Path, name: &str, pick: impl Fn(f32) -> bool, value: f32) {
+    let bytes = std::fs::read(path).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let view = st.tensor("fc1.weight.mask").unwrap();
-    let data = view.data();
+    let data = st.tensor(name).unwrap().data();
     let offset = data.as_ptr() as usize - bytes.as_ptr() as usize;
-    let first_one = data
+    let first = data
         .chunks_exact(4)
-        .position(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) == 1.0)
+        .position(|b| pick(f32::from_le_bytes([b[0], b[1], b[2], b[3]])))
         .unwrap();
     let mut tampered = bytes.clone();
-    let at = offset + 4 * first_one;
-    tampered[at..at + 4].copy_from_slice(&0.5f32.to_le_bytes());
-    std::fs::write(&state_file, tampered).unwrap();
+    let at = offset + 4 * first;
+    tampered[at..at + 4].copy_from_slice(&value.to_le_bytes());
+    std::fs::write(path, tampered).unwrap();
+}
+
+fn resume_error(dir: &Path) -> String {
     let req = sparsec::train::TrainRequest {
         file: None,
         data: None,
         out: None,
         sets: Vec::new(),
-        resume: Some(dir.clone()),
+        resume: Some(dir.to_path_buf()),
         backend: Backend::Jit,
         threads: Some(1),
         extra_hooks: Vec::new(),
     };
     let Err(sparsec::driver::Failure::Message(message)) = sparsec::train::train(req) else {
-        panic!("a mask of 0.5 must be refused")
+        panic!("a tampered checkpoint must be refused")
     };
-    assert!(
-        message.contains("mask of `fc1.weight` holds 0.5"),
-        "{message}"
-    );
+    message
+}
+
+#[test]
+fn a_tampered_mask_or_sparse_form_is_refused_on_resume() {
+    let scratch = fresh_dir("admm-tampered");
+    let model = write(&scratch, "mlp.net", PROGRESSIVE);
+    for (what, file, tensor) in [
+        ("mask", "train_state.safetensors", "fc1.weight.mask"),
+        (
+            "sparse",
+            sparsec::checkpoint::SPARSE_FILE,
+            "fc1.weight.values",
+        ),
+    ] {
+        let dir = scratch.join(what);
+        run(
+            &dir,
+            Some(model.clone()),
+            false,
+            &[("max_steps", "20")],
+            Backend::Jit,
+        );
+        let Ok(latest) = sparsec::checkpoint::latest(&dir) else {
+            panic!("a checkpoint")
+        };
+        // A mask entry of 0.5; a kept weight's value changed in the sparse form.
+        tamper(&latest.join(file), tensor, |v| v != 0.0, 0.5);
+        let message = resume_error(&dir);
+        let want = match what {
+            "mask" => "mask of `fc1.weight` holds 0.5",
+            _ => "the sparse form of `fc1.weight` disagrees",
+        };
+        assert!(message.contains(want), "{what}: {message}");
+    }
 }
 
 /// A layer wide enough that the cost model takes the sparse products for it once masked.
