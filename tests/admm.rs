@@ -435,7 +435,24 @@ const WIDE: &str = "model wide {
 }
 data synthetic { train_samples: 32, test_samples: 8, seed: 1 }
 train { epochs: 2, batch: 32, optimizer: sgd(lr: 0.1, momentum: 0.9, weight_decay: 0.01) }
-method admm { keep: { fc1: 0.05, fc2: 0.05 }, rho: 0.05, rounds: 1, epochs_per_round: 1, retrain_epochs: 0, stages: [2, 4] }
+method admm { keep: { fc1: 0.01, fc2: 0.01 }, rho: 0.05, rounds: 1, epochs_per_round: 1, retrain_epochs: 0, stages: [2, 4] }
+";
+
+/// Convolutions sparse enough that the cost model takes the masked convolutions.
+const CONV: &str = "model conv {
+    input x: [1, 10, 10]
+    conv1 = conv2d(x, 8, kernel: 3)
+    h1 = relu(conv1)
+    conv2 = conv2d(h1, 64, kernel: 3, padding: 1)
+    h2 = relu(conv2)
+    pool = maxpool2d(h2, kernel: 2)
+    flat = flatten(pool)
+    fc = dense(flat, 4)
+    loss softmax_cross_entropy(fc)
+}
+data synthetic { train_samples: 32, test_samples: 8, seed: 1 }
+train { epochs: 2, batch: 16, optimizer: sgd(lr: 0.1, momentum: 0.9, weight_decay: 0.01) }
+method admm { keep: { conv2: 0.005 }, rho: 0.05, rounds: 1, epochs_per_round: 1, retrain_epochs: 0, stages: [2, 4] }
 ";
 
 fn ops_of(module: &Module, func: &str) -> Vec<&'static str> {
@@ -450,9 +467,37 @@ fn ops_of(module: &Module, func: &str) -> Vec<&'static str> {
 
 #[test]
 fn sparse_products_of_masked_weights_equal_the_dense_masked_step() {
+    sparse_step_is_the_dense_masked_step(
+        WIDE,
+        &[
+            "masked_matmul_nt",
+            "masked_matmul",
+            "masked_grad",
+            "mask_index",
+        ],
+    );
+}
+
+#[test]
+fn sparse_convolutions_of_masked_weights_equal_the_dense_masked_step() {
+    sparse_step_is_the_dense_masked_step(
+        CONV,
+        &[
+            "masked_conv2d",
+            "masked_conv2d_input_grad",
+            "masked_conv2d_weight_grad",
+            "mask_index",
+        ],
+    );
+}
+
+/// In stage 2's rounds and its retraining, the optimiser takes the sparse forms `expected` for
+/// the masked weights of `model`, and one step of it (interpreter and JIT, bit for bit) is the
+/// dense masked step of the program before optimisation, to rounding.
+fn sparse_step_is_the_dense_masked_step(model: &str, expected: &[&str]) {
     use sparsec_passes::methods::admm::SetPhase;
     use sparsec_passes::structural::StructuralPass;
-    let Ok(mut program) = program_from_source("wide.net", WIDE.to_owned(), false, &[]) else {
+    let Ok(mut program) = program_from_source("model.net", model.to_owned(), false, &[]) else {
         panic!("compiles")
     };
     // Stage 2's rounds (penalty and mask) and its retraining (mask alone).
@@ -477,14 +522,9 @@ fn sparse_products_of_masked_weights_equal_the_dense_masked_step() {
         };
         let (dense, sparse) = (compile(Stage::Train), compile(Stage::Opt));
         let ops = ops_of(&sparse, TRAIN_STEP);
-        for op in [
-            "masked_matmul_nt",
-            "masked_matmul",
-            "masked_grad",
-            "mask_index",
-        ] {
+        for op in expected {
             assert!(
-                ops.contains(&op),
+                ops.contains(op),
                 "{phase}: the optimiser takes `{op}`: {ops:?}"
             );
         }
@@ -520,10 +560,15 @@ fn sparse_products_of_masked_weights_equal_the_dense_masked_step() {
             }
             state.values[find(".mask").0 as usize] = mask;
         }
-        let x: Vec<f32> = (0..32 * 256)
+        let step = dense.func(TRAIN_STEP).unwrap();
+        let (x_len, batch) = (
+            step.args[0].ty.num_elements(),
+            step.args[1].ty.num_elements(),
+        );
+        let x: Vec<f32> = (0..x_len)
             .map(|i| ((i * 13 % 29) as f32 - 14.0) / 14.0)
             .collect();
-        let labels: Vec<i32> = (0..32).map(|i| i * 7 % 4).collect();
+        let labels: Vec<i32> = (0..batch as i32).map(|i| i * 7 % 4).collect();
         let inputs = [Input::Float(&x), Input::Int(&labels), Input::Float(&[0.1])];
         let run = |module: &Module, backend| {
             let mut st = state.clone();

@@ -368,6 +368,7 @@ impl Coverage {
                 Body::TrackedSet { .. } => self.add("tracked_set", true),
                 Body::MaskIndex { .. } => self.add("mask_index", true),
                 Body::Masked { kind, .. } => self.add(kind.name(), true),
+                Body::MaskedConv { .. } => self.add("masked_conv", true),
                 Body::TrackedValues { .. } | Body::Correction { .. } => {}
             }
         }

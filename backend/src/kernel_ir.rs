@@ -19,7 +19,8 @@
 
 use std::fmt;
 
-use sparsec_ir::interp::masked::MaskedDims;
+use sparsec_ir::interp::masked::{ConvKind, MaskedDims};
+use sparsec_ir::interp::ConvGeom;
 use sparsec_ir::{DType, Op};
 
 use crate::codegen::chain::ChainSpec;
@@ -179,6 +180,16 @@ pub enum Body {
         idx: Loc,
         out: Loc,
     },
+    /// A masked convolution over the kept positions `idx` (the interpreter's kernel): operands
+    /// `(x, w)` (forward), `(dy, w)` (input gradient) or `(x, dy)` (weight gradient).
+    MaskedConv {
+        kind: ConvKind,
+        geom: ConvGeom,
+        a: Loc,
+        b: Loc,
+        idx: Loc,
+        out: Loc,
+    },
     /// A copy (a store whose operand is a parameter read).
     Copy { src: Loc, out: Loc },
     /// `reduce_sum` of `[outer, channels, inner]` over the outer and inner axes (a
@@ -265,6 +276,12 @@ impl Kernel {
             Body::TrackedSet { .. } => "tracked_set".into(),
             Body::MaskIndex { .. } => "mask_index".into(),
             Body::Masked { kind, .. } => kind.name().into(),
+            Body::MaskedConv { kind, .. } => match kind {
+                ConvKind::Forward => "masked_conv2d",
+                ConvKind::InputGrad => "masked_conv2d_input_grad",
+                ConvKind::WeightGrad => "masked_conv2d_weight_grad",
+            }
+            .into(),
             Body::Copy { .. } => "copy".into(),
             Body::ReduceChannels { .. } => "reduce_channels".into(),
             Body::SoftmaxXent { spec, .. } if spec.grad => "softmax_xent_grad".into(),
@@ -606,6 +623,21 @@ impl KernelProgram {
                 self.loc(*o),
                 self.param_names[*param]
             )),
+            Body::MaskedConv {
+                kind,
+                geom: g,
+                a,
+                b,
+                idx,
+                out: o,
+            } => out.push(format!(
+                "{} = {kind:?} masked convolution {}, {} over the kept positions {} (x [{}, {}, {}, {}], W [{}, {}, {}, {}], stride {}x{}, padding {}x{}, out {}x{})",
+                self.loc(*o),
+                self.loc(*a),
+                self.loc(*b),
+                self.loc(*idx),
+                g.b, g.c, g.h, g.w, g.o, g.c, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.oh, g.ow
+            )),
             Body::MaskIndex { nnz, mask, out: o } => out.push(format!(
                 "{} = the {nnz} positions {} keeps",
                 self.loc(*o),
@@ -801,7 +833,9 @@ impl KernelProgram {
             | Body::TrackedValues { out, .. }
             | Body::TrackedSet { out, .. } => (vec![], vec![*out]),
             Body::MaskIndex { mask, out, .. } => (vec![*mask], vec![*out]),
-            Body::Masked { a, b, idx, out, .. } => (vec![*a, *b, *idx], vec![*out]),
+            Body::Masked { a, b, idx, out, .. } | Body::MaskedConv { a, b, idx, out, .. } => {
+                (vec![*a, *b, *idx], vec![*out])
+            }
             Body::Overlay { w0, out, .. } | Body::Correction { w0, out, .. } => {
                 (vec![*w0], vec![*out])
             }

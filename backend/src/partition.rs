@@ -34,7 +34,8 @@ use crate::codegen::pool::PoolSpec;
 use crate::codegen::softmax::SoftmaxSpec;
 use crate::kernel_ir::{KernelProgram, MaskedOp};
 use program::build_program;
-use sparsec_ir::interp::masked::MaskedDims;
+use sparsec_ir::interp::masked::{ConvKind, MaskedDims};
+use sparsec_ir::interp::ConvGeom;
 
 #[derive(Clone, Debug, PartialEq)]
 enum Nk {
@@ -91,6 +92,10 @@ enum Nk {
     Masked {
         kind: MaskedOp,
         dims: MaskedDims,
+    },
+    MaskedConv {
+        kind: ConvKind,
+        geom: ConvGeom,
     },
     Copy,
     ReduceChannels {
@@ -502,6 +507,47 @@ pub fn partition(m: &Module, func: &str) -> Result<KernelProgram, String> {
                 b.push(
                     Nk::Masked { kind, dims },
                     vec![w, ops[0], ops[1]],
+                    len,
+                    name.clone(),
+                    Some(i),
+                )
+            }
+            Op::MaskedConv2d { param, .. } | Op::MaskedConv2dInputGrad { param, .. } => {
+                let p = param.0 as usize;
+                let w = b.param(p);
+                let dense = inst
+                    .op
+                    .dense_conv()
+                    .ok_or_else(|| here("internal".into()))?;
+                let shapes = [shape_of(inst.operands[0]), m.params[p].ty.shape.clone()];
+                let geom = conv_geom_of(&dense, &[&shapes[0], &shapes[1]], &out_shape)
+                    .ok_or_else(|| here("a masked convolution needs 4-d operands".into()))?;
+                let kind = match inst.op {
+                    Op::MaskedConv2d { .. } => ConvKind::Forward,
+                    _ => ConvKind::InputGrad,
+                };
+                b.push(
+                    Nk::MaskedConv { kind, geom },
+                    vec![ops[0], w, ops[1]],
+                    len,
+                    name.clone(),
+                    Some(i),
+                )
+            }
+            Op::MaskedConv2dWeightGrad { .. } => {
+                let dense = inst
+                    .op
+                    .dense_conv()
+                    .ok_or_else(|| here("internal".into()))?;
+                let shapes = [shape_of(inst.operands[0]), shape_of(inst.operands[1])];
+                let geom = conv_geom_of(&dense, &[&shapes[0], &shapes[1]], &out_shape)
+                    .ok_or_else(|| here("a masked convolution needs 4-d operands".into()))?;
+                b.push(
+                    Nk::MaskedConv {
+                        kind: ConvKind::WeightGrad,
+                        geom,
+                    },
+                    ops,
                     len,
                     name.clone(),
                     Some(i),

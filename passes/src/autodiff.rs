@@ -424,7 +424,10 @@ pub fn vjp_rule(op: &Op) -> Option<Rule> {
         | Op::MaskIndex(_)
         | Op::MaskedMatMulNt(_)
         | Op::MaskedMatMul(_)
-        | Op::MaskedGrad => return None,
+        | Op::MaskedGrad
+        | Op::MaskedConv2d { .. }
+        | Op::MaskedConv2dInputGrad { .. }
+        | Op::MaskedConv2dWeightGrad { .. } => return None,
     })
 }
 

@@ -763,6 +763,64 @@ pub fn opt_forms() -> Module {
     let g_masked = push(&mut f, &m, Op::MaskedGrad, &[dy, x, idx], None);
     f.results = vec![y_dense, y_dist, y_fused, dx, y_masked, dx_masked, g_masked];
     m.funcs.push(f);
+    // The masked convolutions, on a masked filter bank.
+    let cm = m.add_param(param(
+        "cm.weight",
+        &[2, 1, 2, 2],
+        uniform(0.5),
+        3,
+        Storage::Masked { nnz: 3 },
+    ));
+    let mut cmask = param(
+        "cm.weight.mask",
+        &[2, 1, 2, 2],
+        Init::Ones,
+        4,
+        Storage::Dense,
+    );
+    cmask.role = Role::Mask(cm);
+    let cmask = m.add_param(cmask);
+    let mut g = Func::new("masked_conv");
+    let x = g.add_arg("x", Type::f32(vec![1, 1, 3, 3]));
+    let dy = g.add_arg("dy", Type::f32(vec![1, 2, 2, 2]));
+    let (stride, padding) = ([1, 1], [0, 0]);
+    let idx = push(&mut g, &m, Op::MaskIndex(cmask), &[], None);
+    let y = push(
+        &mut g,
+        &m,
+        Op::MaskedConv2d {
+            param: cm,
+            stride,
+            padding,
+        },
+        &[x, idx],
+        Some("cm"),
+    );
+    let dx = push(
+        &mut g,
+        &m,
+        Op::MaskedConv2dInputGrad {
+            param: cm,
+            stride,
+            padding,
+            input: [3, 3],
+        },
+        &[dy, idx],
+        Some("cm"),
+    );
+    let dw = push(
+        &mut g,
+        &m,
+        Op::MaskedConv2dWeightGrad {
+            stride,
+            padding,
+            kernel: [2, 2],
+        },
+        &[x, dy, idx],
+        None,
+    );
+    g.results = vec![y, dx, dw];
+    m.funcs.push(g);
     m
 }
 

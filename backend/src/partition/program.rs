@@ -391,6 +391,14 @@ pub(super) fn build_program(
                         mask: op(0)?,
                         out,
                     },
+                    Nk::MaskedConv { kind, geom } => Body::MaskedConv {
+                        kind: *kind,
+                        geom: *geom,
+                        a: op(0)?,
+                        b: op(1)?,
+                        idx: op(2)?,
+                        out,
+                    },
                     Nk::Masked { kind, dims } => Body::Masked {
                         kind: *kind,
                         dims: *dims,

@@ -518,6 +518,17 @@ pub(super) fn exec(
                 MaskedOp::Grad => masked::masked_grad(*dims, a, b, pos, o)?,
             }
         }
+        Body::MaskedConv {
+            kind,
+            geom,
+            a,
+            b,
+            idx,
+            out,
+        } => {
+            let (a, b, pos) = (env.float(*a), env.float(*b), env.sparse(*idx));
+            masked::masked_conv(*kind, geom, a, b, pos, out_f(f_out, *out)?)?;
+        }
         Body::Copy { src, out } => {
             let o = out_f(f_out, *out)?;
             o.copy_from_slice(env.float(*src));

@@ -126,7 +126,7 @@ pub(crate) fn reduce_sum<T: Float>(x: &[T], plan: &ReducePlan, out: &mut [T]) {
 }
 
 /// Geometry of a 2-D convolution `x: [b, c, h, w] ⋆ w: [o, c, kh, kw] → [b, o, oh, ow]`.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConvGeom {
     pub b: usize,
     pub c: usize,

@@ -241,6 +241,11 @@ enum Kernel {
         kind: MaskedKind,
         dims: masked::MaskedDims,
     },
+    /// A masked convolution: operands `(x, w, idx)`, `(dy, w, idx)` or `(x, dy, idx)`.
+    MaskedConv {
+        kind: masked::ConvKind,
+        geom: ConvGeom,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -232,6 +232,32 @@ impl<T: Float> Interpreter<T> {
                     };
                     Kernel::Masked { kind, dims }
                 }
+                Op::MaskedConv2d { param, .. } | Op::MaskedConv2dInputGrad { param, .. } => {
+                    let p = param.0 as usize;
+                    let dense = inst.op.dense_conv().expect("a masked convolution");
+                    let w = m.params[p].ty.shape.as_slice();
+                    let geom = super::plain::conv_geom_of(&dense, &[&types[0].shape, w], out_shape)
+                        .ok_or_else(|| here("a masked convolution needs 4-d operands".into()))?;
+                    let kind = match inst.op {
+                        Op::MaskedConv2d { .. } => super::masked::ConvKind::Forward,
+                        _ => super::masked::ConvKind::InputGrad,
+                    };
+                    operands = vec![operands[0], Loc::Param(p), operands[1]];
+                    Kernel::MaskedConv { kind, geom }
+                }
+                Op::MaskedConv2dWeightGrad { .. } => {
+                    let dense = inst.op.dense_conv().expect("a masked convolution");
+                    let geom = super::plain::conv_geom_of(
+                        &dense,
+                        &[&types[0].shape, &types[1].shape],
+                        out_shape,
+                    )
+                    .ok_or_else(|| here("a masked convolution needs 4-d operands".into()))?;
+                    Kernel::MaskedConv {
+                        kind: super::masked::ConvKind::WeightGrad,
+                        geom,
+                    }
+                }
                 Op::MaskedGrad => Kernel::Masked {
                     kind: MaskedKind::Grad,
                     dims: super::masked::MaskedDims {

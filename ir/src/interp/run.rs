@@ -369,6 +369,14 @@ fn exec_float<T: Float>(
                 MaskedKind::Grad => masked::masked_grad(dims, a, b, pos, out)?,
             }
         }
+        Kernel::MaskedConv { kind, geom } => masked::masked_conv(
+            *kind,
+            geom,
+            env.float(step.operands[0]),
+            env.float(step.operands[1]),
+            env.sparse(step.operands[2]),
+            out,
+        )?,
         Kernel::TopkSelect { .. } | Kernel::TrackedSet { .. } | Kernel::MaskIndex { .. } => {
             unreachable!("{:?} does not produce f32", step.kernel)
         }

@@ -62,6 +62,27 @@ impl Op {
                     .unwrap_or(0);
                 2 * b * nnz
             }
+            // Each kept weight of a masked convolution meets every output position of its plane:
+            // 2·B·H'·W'·N (the output gradient's `H'·W'` for the gradients).
+            Op::MaskedConv2d { .. }
+            | Op::MaskedConv2dInputGrad { .. }
+            | Op::MaskedConv2dWeightGrad { .. } => {
+                let nnz = operands
+                    .last()
+                    .and_then(|t| match t.encoding {
+                        crate::types::Encoding::Sparse { capacity } => Some(capacity),
+                        _ => None,
+                    })
+                    .unwrap_or(0);
+                let dy_or_y = match self {
+                    Op::MaskedConv2d { .. } => &result.shape,
+                    Op::MaskedConv2dInputGrad { .. } => shape(0),
+                    _ => shape(1),
+                };
+                let per = dy_or_y.first().copied().unwrap_or(0) as u64
+                    * elements(dy_or_y.get(2..).unwrap_or(&[]));
+                2 * per * nnz
+            }
             // Output positions of the forward convolution times one window of the weight.
             Op::Conv2d { .. } => 2 * out * elements(shape(1).get(1..).unwrap_or(&[])),
             Op::Conv2dInputGrad { .. } => {

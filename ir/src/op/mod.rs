@@ -164,6 +164,28 @@ pub enum Op {
     /// positions' sums are formed (over the batch, in order); the rest of the `[O, I]` result
     /// is zero.
     MaskedGrad,
+    /// `masked_conv2d @w, %x, %idx {stride, padding}`: `conv2d` of `x` with the masked weight
+    /// `w: [O, C, KH, KW]`, each kept weight applied to its input plane (2·B·H'·W'·N flops).
+    MaskedConv2d {
+        param: ParamId,
+        stride: Hw,
+        padding: Hw,
+    },
+    /// `masked_conv2d_input_grad @w, %dy, %idx {stride, padding, input}`: `conv2d_input_grad`
+    /// over the kept weights.
+    MaskedConv2dInputGrad {
+        param: ParamId,
+        stride: Hw,
+        padding: Hw,
+        input: Hw,
+    },
+    /// `masked_conv2d_weight_grad %x, %dy, %idx {stride, padding, kernel}`:
+    /// `conv2d_weight_grad ⊙ M`, only the kept positions' sums formed.
+    MaskedConv2dWeightGrad {
+        stride: Hw,
+        padding: Hw,
+        kernel: Hw,
+    },
 }
 
 impl Op {
@@ -209,6 +231,9 @@ impl Op {
         "masked_matmul_nt",
         "masked_matmul",
         "masked_grad",
+        "masked_conv2d",
+        "masked_conv2d_input_grad",
+        "masked_conv2d_weight_grad",
     ];
 
     /// Every op's text name, for error messages and "did you mean".
@@ -238,6 +263,8 @@ impl Op {
         "mask_index",
         "masked_matmul_nt",
         "masked_matmul",
+        "masked_conv2d",
+        "masked_conv2d_input_grad",
     ];
 
     /// The parameter an op names inline, if any.
@@ -257,7 +284,9 @@ impl Op {
             | Op::DropbackApplySgd { param: id, .. }
             | Op::MaskIndex(id)
             | Op::MaskedMatMulNt(id)
-            | Op::MaskedMatMul(id) => Some(id),
+            | Op::MaskedMatMul(id)
+            | Op::MaskedConv2d { param: id, .. }
+            | Op::MaskedConv2dInputGrad { param: id, .. } => Some(id),
             _ => None,
         }
     }
@@ -315,6 +344,9 @@ impl Op {
             Op::MaskedMatMulNt(_) => "masked_matmul_nt",
             Op::MaskedMatMul(_) => "masked_matmul",
             Op::MaskedGrad => "masked_grad",
+            Op::MaskedConv2d { .. } => "masked_conv2d",
+            Op::MaskedConv2dInputGrad { .. } => "masked_conv2d_input_grad",
+            Op::MaskedConv2dWeightGrad { .. } => "masked_conv2d_weight_grad",
         }
     }
 
@@ -333,7 +365,8 @@ impl Op {
             Op::MatMulNtWeight(_) | Op::MatMulWeight(_) => 1,
             Op::MaskIndex(_) => 0,
             Op::MaskedMatMulNt(_) | Op::MaskedMatMul(_) => 2,
-            Op::MaskedGrad => 3,
+            Op::MaskedGrad | Op::MaskedConv2dWeightGrad { .. } => 3,
+            Op::MaskedConv2d { .. } | Op::MaskedConv2dInputGrad { .. } => 2,
             Op::DropbackScoreSgd(_) => 3,
             Op::DropbackApplySgd { .. } => 4,
             Op::DropbackScore(_)
@@ -367,19 +400,33 @@ impl Op {
     pub fn attrs(&self) -> Vec<(&'static str, Attr)> {
         let hw = |v: &Hw| Attr::Ints(v.iter().map(|&x| x as u64).collect());
         match self {
-            Op::Conv2d { stride, padding } => {
+            Op::Conv2d { stride, padding }
+            | Op::MaskedConv2d {
+                stride, padding, ..
+            } => {
                 vec![("stride", hw(stride)), ("padding", hw(padding))]
             }
             Op::Conv2dInputGrad {
                 stride,
                 padding,
                 input,
+            }
+            | Op::MaskedConv2dInputGrad {
+                stride,
+                padding,
+                input,
+                ..
             } => vec![
                 ("stride", hw(stride)),
                 ("padding", hw(padding)),
                 ("input", hw(input)),
             ],
             Op::Conv2dWeightGrad {
+                stride,
+                padding,
+                kernel,
+            }
+            | Op::MaskedConv2dWeightGrad {
                 stride,
                 padding,
                 kernel,
@@ -460,6 +507,11 @@ impl Op {
                 padding: reader.hw("padding")?,
                 kernel: reader.hw("kernel")?,
             },
+            "masked_conv2d_weight_grad" => Op::MaskedConv2dWeightGrad {
+                stride: reader.hw("stride")?,
+                padding: reader.hw("padding")?,
+                kernel: reader.hw("kernel")?,
+            },
             "maxpool2d" => Op::MaxPool2d {
                 kernel: reader.hw("kernel")?,
                 stride: reader.hw("stride")?,
@@ -530,6 +582,17 @@ impl Op {
             "mask_index" => Op::MaskIndex(param),
             "masked_matmul_nt" => Op::MaskedMatMulNt(param),
             "masked_matmul" => Op::MaskedMatMul(param),
+            "masked_conv2d" => Op::MaskedConv2d {
+                param,
+                stride: reader.hw("stride")?,
+                padding: reader.hw("padding")?,
+            },
+            "masked_conv2d_input_grad" => Op::MaskedConv2dInputGrad {
+                param,
+                stride: reader.hw("stride")?,
+                padding: reader.hw("padding")?,
+                input: reader.hw("input")?,
+            },
             "dropback_score_sgd" => Op::DropbackScoreSgd(param),
             "dropback_apply_sgd" => Op::DropbackApplySgd {
                 param,
@@ -539,6 +602,36 @@ impl Op {
         };
         reader.finish()?;
         Ok(op)
+    }
+
+    /// The dense convolution a masked one computes on its mask (`None` for other ops): its
+    /// typing and geometry are the dense op's, with the weight as a plain operand.
+    pub fn dense_conv(&self) -> Option<Op> {
+        Some(match *self {
+            Op::MaskedConv2d {
+                stride, padding, ..
+            } => Op::Conv2d { stride, padding },
+            Op::MaskedConv2dInputGrad {
+                stride,
+                padding,
+                input,
+                ..
+            } => Op::Conv2dInputGrad {
+                stride,
+                padding,
+                input,
+            },
+            Op::MaskedConv2dWeightGrad {
+                stride,
+                padding,
+                kernel,
+            } => Op::Conv2dWeightGrad {
+                stride,
+                padding,
+                kernel,
+            },
+            _ => return None,
+        })
     }
 
     /// The result type of this op applied to operands of the given types, or why it is ill-typed.
@@ -567,7 +660,8 @@ impl Op {
                 Op::Overlay => true,
                 Op::MatMul { ta: false, .. } => i == 1,
                 Op::MaskedMatMulNt(_) | Op::MaskedMatMul(_) => i == 1,
-                Op::MaskedGrad => i == 2,
+                Op::MaskedGrad | Op::MaskedConv2dWeightGrad { .. } => i == 2,
+                Op::MaskedConv2d { .. } | Op::MaskedConv2dInputGrad { .. } => i == 1,
                 _ => false,
             };
             if t.encoding != Encoding::Dense && !sparse_ok {
@@ -915,6 +1009,68 @@ impl Op {
                     ));
                 }
                 Ok(Type::f32(vec![x[0], out]))
+            }
+            Op::MaskedConv2d {
+                param,
+                stride,
+                padding,
+            }
+            | Op::MaskedConv2dInputGrad {
+                param,
+                stride,
+                padding,
+                ..
+            } => {
+                let p = params
+                    .get(param.0 as usize)
+                    .ok_or_else(|| format!("no parameter #{}", param.0))?;
+                let Storage::Masked { nnz } = p.storage else {
+                    return Err(format!(
+                        "`{}` needs a masked weight, but @{} is not one",
+                        self.name(),
+                        p.name
+                    ));
+                };
+                index_operand(self.name(), operands[1], p.ty.num_elements(), nnz)?;
+                // The dense convolution's typing, with the weight as the second operand.
+                let dense = match self {
+                    Op::MaskedConv2dInputGrad { input, .. } => Op::Conv2dInputGrad {
+                        stride: *stride,
+                        padding: *padding,
+                        input: *input,
+                    },
+                    _ => Op::Conv2d {
+                        stride: *stride,
+                        padding: *padding,
+                    },
+                };
+                let weight = p.ty.with_encoding(Encoding::Dense);
+                dense
+                    .infer(&[operands[0], &weight], params)
+                    .map_err(|e| format!("`{}`: {e}", self.name()))
+            }
+            Op::MaskedConv2dWeightGrad {
+                stride,
+                padding,
+                kernel,
+            } => {
+                let dense = Op::Conv2dWeightGrad {
+                    stride: *stride,
+                    padding: *padding,
+                    kernel: *kernel,
+                };
+                let ty = dense
+                    .infer(&[operands[0], operands[1]], params)
+                    .map_err(|e| format!("`{}`: {e}", self.name()))?;
+                let Encoding::Sparse { capacity } = operands[2].encoding else {
+                    return Err(format!(
+                        "operand 3 of `{}` must be a mask index, found {}",
+                        self.name(),
+                        operands[2]
+                    ));
+                };
+                index_operand(self.name(), operands[2], ty.num_elements(), capacity)?;
+                Ok(ty)
             }
             Op::MaskedGrad => {
                 f32s(2)?;

@@ -17,6 +17,14 @@ pub struct CostModel {
     /// One ChaCha8 word: a 20-ish-cycle quarter of a block, about eight flops' worth.
     pub regen_word: u64,
     pub byte_materialised: u64,
+    /// One flop of a masked (sparse) product, against one of a dense product: the sparse
+    /// kernels (`sparsec_ir::interp::masked`) are plain loops over the kept positions, the
+    /// dense ones blocked AVX-512 GEMM. Measured with bench/admm_step.py on LeNet-5
+    /// (2026-12-06): stage 3's retraining, its convolutions sparse at 8–20 % of their weights,
+    /// ran at 0.71× the dense step, about 18× the dense time per flop for the convolutions;
+    /// fc1 sparse at 6.4 % ran about level with dense (≈ 15×). So a sparse product is taken
+    /// when it keeps fewer than about 1/16 of the weights' flops.
+    pub sparse_flop: u64,
 }
 
 impl Default for CostModel {
@@ -26,18 +34,20 @@ impl Default for CostModel {
             byte_moved: 1,
             regen_word: 8,
             byte_materialised: 2,
+            sparse_flop: 16,
         }
     }
 }
 
 impl CostModel {
     /// The constants by name, for dump headers.
-    pub fn entries(&self) -> [(&'static str, u64); 4] {
+    pub fn entries(&self) -> [(&'static str, u64); 5] {
         [
             ("flop", self.flop),
             ("byte", self.byte_moved),
             ("regen_word", self.regen_word),
             ("materialised_byte", self.byte_materialised),
+            ("sparse_flop", self.sparse_flop),
         ]
     }
 }
@@ -140,8 +150,17 @@ pub fn op_cost(
             .unwrap_or(0),
         _ => op.flops(operands, result),
     };
+    let per_flop = match op {
+        Op::MaskedMatMulNt(_)
+        | Op::MaskedMatMul(_)
+        | Op::MaskedGrad
+        | Op::MaskedConv2d { .. }
+        | Op::MaskedConv2dInputGrad { .. }
+        | Op::MaskedConv2dWeightGrad { .. } => model.sparse_flop,
+        _ => model.flop,
+    };
     NodeCost {
-        time: flops * model.flop
+        time: flops * per_flop
             + moved * model.byte_moved
             + regen_words * model.regen_word
             + materialised * model.byte_materialised,

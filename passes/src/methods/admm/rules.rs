@@ -9,6 +9,12 @@
 //! - `masked-distribute`: `(mul (add ?a ?b) (param @M))` → `(add (mul ?a (param @M)) (mul ?b
 //!   (param @M)))`, so that a gradient with a penalty term added (ADMM's rounds in a later
 //!   stage) still exposes its `matmul_tn` to the rule above.
+//! - for every convolution key `{A}` (its stride, padding, ...) in the graph:
+//!   `masked-conv`: `(conv2d{A} ?x (param @W))` → `(masked_conv2d{A} @W ?x (mask_index @M))`,
+//!   `masked-conv-input`: `(conv2d_input_grad{A} ?dy (param @W))` →
+//!   `(masked_conv2d_input_grad{A} @W ?dy (mask_index @M))`, and `masked-conv-gradient`:
+//!   `(mul (conv2d_weight_grad{A} ?x ?dy) (param @M))` →
+//!   `(masked_conv2d_weight_grad{A} ?x ?dy (mask_index @M))`.
 //!
 //! Each is exact because a masked weight is zero outside its mask and a mask is 0 or 1 (the run
 //! checks both on every checkpoint it loads; the step keeps them): only the sums' order changes
@@ -16,10 +22,10 @@
 //! sparse form is taken is the cost model's choice, per product.
 
 use egg::{EGraph, ENodeOrVar, Pattern, PatternAst, Rewrite, Symbol};
-use sparsec_ir::{Role, Storage};
+use sparsec_ir::{Op, Role, Storage};
 
 use crate::eqsat::analysis::ValueFacts;
-use crate::eqsat::lang::{Leaf, Node};
+use crate::eqsat::lang::{key_name, op_key, Leaf, Node};
 use crate::eqsat::rules::{var, Phase};
 
 /// Every masked weight of the graph's module with its mask, by name.
@@ -118,6 +124,104 @@ pub fn rules_for(w: Symbol, m: Symbol) -> Vec<Rewrite<Node, ValueFacts>> {
     out
 }
 
+/// The convolution keys of the graph with their ops, in key order.
+fn conv_keys(egraph: &EGraph<Node, ValueFacts>) -> Vec<(Symbol, Op)> {
+    let mut keys: Vec<Symbol> = egraph
+        .classes()
+        .flat_map(|c| c.nodes.iter())
+        .filter_map(|n| match n {
+            Node::Op(key, _)
+                if matches!(
+                    key_name(*key),
+                    "conv2d" | "conv2d_input_grad" | "conv2d_weight_grad"
+                ) =>
+            {
+                Some(*key)
+            }
+            _ => None,
+        })
+        .collect();
+    keys.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    keys.dedup();
+    keys.into_iter()
+        .filter_map(|k| egraph.analysis.template(k).map(|op| (k, op.clone())))
+        .collect()
+}
+
+/// The masked form of a convolution (its key's attributes, the weight `w`), registered with
+/// the analysis so its e-nodes can be typed; its key.
+fn masked_conv_key(egraph: &mut EGraph<Node, ValueFacts>, dense: &Op, w: Symbol) -> Option<Symbol> {
+    let param = egraph.analysis.param_id(w)?;
+    let masked = match *dense {
+        Op::Conv2d { stride, padding } => Op::MaskedConv2d {
+            param,
+            stride,
+            padding,
+        },
+        Op::Conv2dInputGrad {
+            stride,
+            padding,
+            input,
+        } => Op::MaskedConv2dInputGrad {
+            param,
+            stride,
+            padding,
+            input,
+        },
+        Op::Conv2dWeightGrad {
+            stride,
+            padding,
+            kernel,
+        } => Op::MaskedConv2dWeightGrad {
+            stride,
+            padding,
+            kernel,
+        },
+        _ => return None,
+    };
+    let key = op_key(&masked);
+    egraph.analysis.remember(key, &masked);
+    Some(key)
+}
+
+/// The convolution rules of masked weight `w` (mask `m`) for the convolution key `key`, whose
+/// masked form has key `masked`.
+fn conv_rule(w: Symbol, m: Symbol, key: Symbol, masked: Symbol) -> Rewrite<Node, ValueFacts> {
+    let name = key_name(key);
+    let (mut lhs, mut rhs) = (Tree::new(), Tree::new());
+    if name == "conv2d_weight_grad" {
+        let (x, dy) = (lhs.var("?x"), lhs.var("?dy"));
+        let g = lhs.op(key.as_str(), vec![x, dy]);
+        let mp = lhs.param(m);
+        lhs.op("mul", vec![g, mp]);
+        let (x, dy) = (rhs.var("?x"), rhs.var("?dy"));
+        let idx = rhs.mask_index(m);
+        rhs.op(masked.as_str(), vec![x, dy, idx]);
+        return rule(
+            format!("masked-conv-gradient{}@{w}", &key.as_str()[name.len()..]),
+            lhs,
+            rhs,
+        );
+    }
+    let a = lhs.var("?a");
+    let wp = lhs.param(w);
+    lhs.op(key.as_str(), vec![a, wp]);
+    let wl = rhs.leaf(w);
+    let a = rhs.var("?a");
+    let idx = rhs.mask_index(m);
+    rhs.op(masked.as_str(), vec![wl, a, idx]);
+    let kind = if name == "conv2d" {
+        "masked-conv"
+    } else {
+        "masked-conv-input"
+    };
+    rule(
+        format!("{kind}{}@{w}", &key.as_str()[name.len()..]),
+        lhs,
+        rhs,
+    )
+}
+
 /// ADMM's [`crate::eqsat::rules::RuleSource`]: the rules of every masked weight, in phase A.
 pub fn phase_rules(
     phase: Phase,
@@ -126,8 +230,15 @@ pub fn phase_rules(
     if phase != Phase::A {
         return Vec::new();
     }
-    masked_weights(egraph)
-        .into_iter()
-        .flat_map(|(w, m)| rules_for(w, m))
-        .collect()
+    let convs = conv_keys(egraph);
+    let mut rules = Vec::new();
+    for (w, m) in masked_weights(egraph) {
+        rules.extend(rules_for(w, m));
+        for (key, dense) in &convs {
+            if let Some(masked) = masked_conv_key(egraph, dense, w) {
+                rules.push(conv_rule(w, m, *key, masked));
+            }
+        }
+    }
+    rules
 }
