@@ -580,6 +580,33 @@ fn reconfigure_running(
     Ok(line)
 }
 
+/// What a hook said at `epoch` (1-based; 0 before training), logged as a `method` line when it
+/// said something, and the reconfiguration it asked for, carried out and logged.
+fn record_hook(
+    metrics: &mut Metrics,
+    log: serde_json::Map<String, serde_json::Value>,
+    asked: Option<Reconfiguration>,
+    running: Running<'_>,
+    hooks: &[Box<dyn RunMethod>],
+    req: &TrainRequest,
+    epoch: u64,
+) -> Result<(), Failure> {
+    if !log.is_empty() {
+        let line = method_line(&running.compiled.module, epoch, running.meta.step, log);
+        metrics.log(line)?;
+    }
+    if let Some(reconfiguration) = asked {
+        metrics.log(reconfigure_running(
+            reconfiguration,
+            running,
+            hooks,
+            req,
+            epoch,
+        )?)?;
+    }
+    Ok(())
+}
+
 #[allow(clippy::too_many_arguments)]
 fn reconfigure(
     reconfiguration: Reconfiguration,
@@ -755,23 +782,15 @@ pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
             };
             probe.log.insert("probe".into(), json!(true));
             let asked = hooks[h].after_probe(&mut probe).map_err(input_error)?;
-            metrics.log(method_line(&compiled.module, 0, 0, probe.log))?;
-            if let Some(reconfiguration) = asked {
-                let running = Running {
-                    program: &mut program,
-                    compiled: &mut compiled,
-                    state: &mut state,
-                    costs: &mut costs,
-                    meta: &mut meta,
-                };
-                metrics.log(reconfigure_running(
-                    reconfiguration,
-                    running,
-                    &hooks,
-                    req,
-                    0,
-                )?)?;
-            }
+            let log = std::mem::take(&mut probe.log);
+            let running = Running {
+                program: &mut program,
+                compiled: &mut compiled,
+                state: &mut state,
+                costs: &mut costs,
+                meta: &mut meta,
+            };
+            record_hook(&mut metrics, log, asked, running, &hooks, req, 0)?;
         }
     }
     if !resumed && meta.step == 0 {
@@ -788,25 +807,14 @@ pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
             };
             let asked = hooks[h].before_training(&mut start).map_err(input_error)?;
             let log = std::mem::take(&mut start.log);
-            if !log.is_empty() {
-                metrics.log(method_line(&compiled.module, 0, 0, log))?;
-            }
-            if let Some(reconfiguration) = asked {
-                let running = Running {
-                    program: &mut program,
-                    compiled: &mut compiled,
-                    state: &mut state,
-                    costs: &mut costs,
-                    meta: &mut meta,
-                };
-                metrics.log(reconfigure_running(
-                    reconfiguration,
-                    running,
-                    &hooks,
-                    req,
-                    0,
-                )?)?;
-            }
+            let running = Running {
+                program: &mut program,
+                compiled: &mut compiled,
+                state: &mut state,
+                costs: &mut costs,
+                meta: &mut meta,
+            };
+            record_hook(&mut metrics, log, asked, running, &hooks, req, 0)?;
         }
     }
     let mut last_checkpoint = if resumed {
@@ -974,12 +982,6 @@ pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
             };
             let asked = hooks[h].after_epoch(&mut end).map_err(input_error)?;
             let log = std::mem::take(&mut end.log);
-            if !log.is_empty() {
-                metrics.log(method_line(&compiled.module, epoch + 1, meta.step, log))?;
-            }
-            let Some(reconfiguration) = asked else {
-                continue;
-            };
             let running = Running {
                 program: &mut program,
                 compiled: &mut compiled,
@@ -987,13 +989,7 @@ pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
                 costs: &mut costs,
                 meta: &mut meta,
             };
-            metrics.log(reconfigure_running(
-                reconfiguration,
-                running,
-                &hooks,
-                req,
-                epoch + 1,
-            )?)?;
+            record_hook(&mut metrics, log, asked, running, &hooks, req, epoch + 1)?;
         }
         last_checkpoint = Some(save(&compiled.module, &state, &meta, &hooks)?);
         last_saved_step = meta.step;

@@ -466,40 +466,19 @@ pub(super) fn exec(
             }
         }
         Body::TopkSelect { k, scores, out } => {
-            let Loc::S(j) = out else {
-                return Err("internal: a selection buffer".into());
-            };
-            let o = s_out
-                .iter_mut()
-                .find(|(x, _)| x == j)
-                .map(|(_, v)| v)
-                .ok_or("internal: output not taken")?;
+            let o = selection_out(s_out, *out)?;
             let s: Vec<&[f32]> = scores.iter().map(|&l| env.float(l)).collect();
             topk_select(&s, *k, cx.topk_scratch, o);
         }
         Body::TrackedSet { param, out } => {
-            let Loc::S(j) = out else {
-                return Err("internal: a selection buffer".into());
-            };
-            let o = s_out
-                .iter_mut()
-                .find(|(x, _)| x == j)
-                .map(|(_, v)| v)
-                .ok_or("internal: output not taken")?;
+            let o = selection_out(s_out, *out)?;
             o.clear();
             if let Some(t) = &env.state.tracked[*param] {
                 o.extend_from_slice(&t.indices);
             }
         }
         Body::MaskIndex { nnz, mask, out } => {
-            let Loc::S(j) = out else {
-                return Err("internal: a selection buffer".into());
-            };
-            let o = s_out
-                .iter_mut()
-                .find(|(x, _)| x == j)
-                .map(|(_, v)| v)
-                .ok_or("internal: output not taken")?;
+            let o = selection_out(s_out, *out)?;
             masked::mask_positions(env.float(*mask), *nnz, o)?;
         }
         Body::Masked {
@@ -685,4 +664,16 @@ pub(super) fn exec(
         }
     }
     Ok(())
+}
+
+/// The selection buffer a body writes (its output `out`, taken out of the table for the run).
+fn selection_out(s_out: &mut [(usize, Vec<u32>)], out: Loc) -> Result<&mut Vec<u32>, String> {
+    let Loc::S(j) = out else {
+        return Err("internal: a selection buffer".into());
+    };
+    s_out
+        .iter_mut()
+        .find(|(x, _)| *x == j)
+        .map(|(_, v)| v)
+        .ok_or_else(|| "internal: output not taken".into())
 }

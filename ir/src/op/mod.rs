@@ -720,6 +720,43 @@ impl Op {
             }
             Ok(&t.shape)
         };
+        let masked = |id: ParamId| -> Result<(&Param, u64), String> {
+            let p = params
+                .get(id.0 as usize)
+                .ok_or_else(|| format!("no parameter #{}", id.0))?;
+            match p.storage {
+                Storage::Masked { nnz } => Ok((p, nnz)),
+                _ => Err(format!(
+                    "`{}` needs a masked weight, but @{} is not one",
+                    self.name(),
+                    p.name
+                )),
+            }
+        };
+        // `x · Wᵀ` (`nt`) or `x · W` for a matrix weight `p` and `x`, operand 0.
+        let weight_product = |p: &Param, nt: bool| -> Result<Type, String> {
+            let x = rank(0, 2)?;
+            if p.ty.rank() != 2 {
+                return Err(format!(
+                    "`{}` needs a matrix weight, @{} is {}",
+                    self.name(),
+                    p.name,
+                    p.ty
+                ));
+            }
+            let (rows, cols) = (p.ty.shape[0], p.ty.shape[1]);
+            let (inner, out) = if nt { (cols, rows) } else { (rows, cols) };
+            if x[1] != inner {
+                return Err(format!(
+                    "`{}`: {} does not fit the weight @{} {}",
+                    self.name(),
+                    operands[0],
+                    p.name,
+                    p.ty
+                ));
+            }
+            Ok(Type::f32(vec![x[0], out]))
+        };
         match self {
             Op::Param(id) => params
                 .get(id.0 as usize)
@@ -973,42 +1010,10 @@ impl Op {
                     .with_encoding(Encoding::Sparse { capacity: nnz }))
             }
             Op::MaskedMatMulNt(id) | Op::MaskedMatMul(id) => {
-                let p = params
-                    .get(id.0 as usize)
-                    .ok_or_else(|| format!("no parameter #{}", id.0))?;
-                let Storage::Masked { nnz } = p.storage else {
-                    return Err(format!(
-                        "`{}` needs a masked weight, but @{} is not one",
-                        self.name(),
-                        p.name
-                    ));
-                };
-                if p.ty.rank() != 2 {
-                    return Err(format!(
-                        "`{}` needs a matrix weight, @{} is {}",
-                        self.name(),
-                        p.name,
-                        p.ty
-                    ));
-                }
+                let (p, nnz) = masked(*id)?;
                 f32s(1)?;
-                let x = rank(0, 2)?;
                 index_operand(self.name(), operands[1], p.ty.num_elements(), nnz)?;
-                let (rows, cols) = (p.ty.shape[0], p.ty.shape[1]);
-                let (inner, out) = match self {
-                    Op::MaskedMatMulNt(_) => (cols, rows),
-                    _ => (rows, cols),
-                };
-                if x[1] != inner {
-                    return Err(format!(
-                        "`{}`: {} does not fit the weight @{} {}",
-                        self.name(),
-                        operands[0],
-                        p.name,
-                        p.ty
-                    ));
-                }
-                Ok(Type::f32(vec![x[0], out]))
+                weight_product(p, matches!(self, Op::MaskedMatMulNt(_)))
             }
             Op::MaskedConv2d {
                 param,
@@ -1021,16 +1026,7 @@ impl Op {
                 padding,
                 ..
             } => {
-                let p = params
-                    .get(param.0 as usize)
-                    .ok_or_else(|| format!("no parameter #{}", param.0))?;
-                let Storage::Masked { nnz } = p.storage else {
-                    return Err(format!(
-                        "`{}` needs a masked weight, but @{} is not one",
-                        self.name(),
-                        p.name
-                    ));
-                };
+                let (p, nnz) = masked(*param)?;
                 index_operand(self.name(), operands[1], p.ty.num_elements(), nnz)?;
                 // The dense convolution's typing, with the weight as the second operand.
                 let dense = match self {
@@ -1123,30 +1119,7 @@ impl Op {
             Op::MatMulNtWeight(id) | Op::MatMulWeight(id) => {
                 let p = tracked(*id)?;
                 f32s(1)?;
-                let x = rank(0, 2)?;
-                if p.ty.rank() != 2 {
-                    return Err(format!(
-                        "`{}` needs a matrix weight, @{} is {}",
-                        self.name(),
-                        p.name,
-                        p.ty
-                    ));
-                }
-                let (rows, cols) = (p.ty.shape[0], p.ty.shape[1]);
-                let (inner, out) = match self {
-                    Op::MatMulNtWeight(_) => (cols, rows),
-                    _ => (rows, cols),
-                };
-                if x[1] != inner {
-                    return Err(format!(
-                        "`{}`: {} does not fit the weight @{} {}",
-                        self.name(),
-                        operands[0],
-                        p.name,
-                        p.ty
-                    ));
-                }
-                Ok(Type::f32(vec![x[0], out]))
+                weight_product(p, matches!(self, Op::MatMulNtWeight(_)))
             }
             Op::DropbackScoreSgd(id) | Op::DropbackApplySgd { param: id, .. } => {
                 let p = tracked(*id)?;
