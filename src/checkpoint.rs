@@ -401,14 +401,35 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// The newest complete checkpoint of a run.
 pub fn latest(run_dir: &Path) -> Result<PathBuf, String> {
     let pointer = run_dir.join("latest");
-    let text = fs::read_to_string(&pointer).map_err(|e| {
+    // `latest` names a directory: a few bytes. Read no more than that could take, whatever the
+    // path turns out to be (a link to /dev/zero).
+    let text = {
+        use std::io::Read;
+        let mut text = String::new();
+        fs::File::open(&pointer)
+            .and_then(|f| f.take(4096).read_to_string(&mut text))
+            .map(|_| text)
+    }
+    .map_err(|e| {
         format!(
             "`{}` is not a run directory with a checkpoint ({}: {e})",
             run_dir.display(),
             pointer.display()
         )
     })?;
-    let dir = run_dir.join(text.trim());
+    // Only a checkpoint of this run: `checkpoints/step-NNNNNNNN`, never a path that leaves it.
+    let name = text.trim();
+    let is_checkpoint = name
+        .strip_prefix("checkpoints/step-")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    if !is_checkpoint {
+        let shown: String = name.chars().take(60).collect();
+        return Err(format!(
+            "`{}` must name a checkpoint of this run (`checkpoints/step-NNNNNNNN`), not {shown:?}",
+            pointer.display()
+        ));
+    }
+    let dir = run_dir.join(name);
     if !dir.join("model.safetensors").is_file() {
         return Err(format!(
             "`{}` names `{}`, which holds no model.safetensors",

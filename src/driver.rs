@@ -66,22 +66,56 @@ struct SourceFile {
     kind: SourceKind,
 }
 
+/// The most a model file or IR dump may hold: far above any real one (an IR dump of LeNet-5 is
+/// about 60 KB), and a bound on what reading a wrong path (`/dev/zero`) can cost.
+const MAX_SOURCE_BYTES: u64 = 64 << 20;
+
+/// Text as the lexers read it: without a leading byte-order mark, with `\r\n` and lone `\r`
+/// line endings as `\n`.
+fn normalize_text(text: String) -> String {
+    let text = match text.starts_with('\u{feff}') {
+        true => text['\u{feff}'.len_utf8()..].to_owned(),
+        false => text,
+    };
+    if text.contains('\r') {
+        text.replace("\r\n", "\n").replace('\r', "\n")
+    } else {
+        text
+    }
+}
+
 fn read_source(path: &Path) -> Result<SourceFile, Failure> {
+    use std::io::Read;
     let name = path.display().to_string();
     let kind = match path.extension() {
         Some(ext) if ext == "ir" => SourceKind::Ir,
         _ => SourceKind::Model,
     };
-    let bytes = std::fs::read(path).map_err(|e| {
+    let unreadable = |message: String| {
         Failure::Input(Diagnostics::unlocated(
             &name,
             Diagnostic::error()
                 .with_code(codes::UNREADABLE_FILE)
-                .with_message(format!("cannot read `{name}`: {}", io_reason(&e))),
+                .with_message(message),
         ))
-    })?;
+    };
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_SOURCE_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| unreadable(format!("cannot read `{name}`: {}", io_reason(&e))))?;
+    if bytes.len() as u64 > MAX_SOURCE_BYTES {
+        return Err(unreadable(format!(
+            "`{name}` holds more than {} MiB, far more than a model file or IR dump: is it the \
+             right file?",
+            MAX_SOURCE_BYTES >> 20
+        )));
+    }
     match String::from_utf8(bytes) {
-        Ok(text) => Ok(SourceFile { name, text, kind }),
+        Ok(text) => Ok(SourceFile {
+            name,
+            text: normalize_text(text),
+            kind,
+        }),
         Err(e) => {
             // Point at the first bad byte; everything before it is valid and shown as is.
             let at = e.utf8_error().valid_up_to();

@@ -292,3 +292,52 @@ fn an_unknown_recorded_override_is_refused_on_resume() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("unknown setting `epochx`"), "{stderr}");
 }
+
+/// A model file saved with a byte-order mark or old Mac line endings is read as text, and a path
+/// that never ends (`/dev/zero`) is refused after a bounded read, not read until memory runs out.
+#[test]
+fn model_files_are_read_as_text_and_within_bounds() {
+    let dir = fresh_dir("odd-text");
+    std::fs::create_dir_all(&dir).unwrap();
+    let source =
+        std::fs::read_to_string(sparsec_test_support::repo_root().join("examples/lenet300.net"))
+            .unwrap();
+    for (name, text) in [
+        ("bom.net", format!("\u{feff}{source}")),
+        ("cr.net", source.replace('\n', "\r")),
+        ("crlf.net", source.replace('\n', "\r\n")),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        let out = sparsec(&["check", path.to_str().unwrap()]);
+        assert!(ok(&out).contains("ok: model `lenet300`"), "{name}");
+    }
+    if std::path::Path::new("/dev/zero").exists() {
+        let out = sparsec(&["check", "/dev/zero"]);
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("more than 64 MiB"), "{stderr}");
+    }
+}
+
+/// A run directory's `latest` names one of its own checkpoints, nothing else: not a path that
+/// leaves the run, not whatever a link to a device yields.
+#[test]
+fn latest_must_name_a_checkpoint_of_the_run() {
+    let dir = fresh_dir("latest-outside");
+    std::fs::create_dir_all(&dir).unwrap();
+    for pointer in [
+        "../other-run/checkpoints/step-00000001",
+        "/etc",
+        "checkpoints/step-1/../..",
+    ] {
+        std::fs::write(dir.join("latest"), format!("{pointer}\n")).unwrap();
+        let out = sparsec(&["eval", "--weights", dir.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1), "{pointer}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("must name a checkpoint of this run"),
+            "{pointer}: {stderr}"
+        );
+    }
+}
