@@ -247,6 +247,50 @@ fn default_run_dir(model: &str) -> PathBuf {
     ))
 }
 
+/// Claim a fresh run directory for this run alone: its copy of the model source is created
+/// exclusively, so a second run given the same directory at the same moment refuses instead of
+/// interleaving its files with this one's. A default name (`default`) already claimed gets the
+/// first free suffix `-2`, `-3`, ... instead. Returns the directory and the source copy, open.
+fn claim_run_dir(
+    dir: &Path,
+    default: bool,
+    source_copy: &str,
+) -> Result<(PathBuf, fs::File), Failure> {
+    for n in 1..=100u32 {
+        let candidate = match n {
+            1 => dir.to_path_buf(),
+            _ => PathBuf::from(format!("{}-{n}", dir.display())),
+        };
+        fs::create_dir_all(&candidate)
+            .map_err(|e| input_error(format!("cannot create `{}`: {e}", candidate.display())))?;
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(candidate.join(source_copy))
+        {
+            Ok(file) => return Ok((candidate, file)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && default => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(Failure::Usage(format!(
+                    "`{}` is taken by another run (it already holds {source_copy}); choose \
+                     another --out",
+                    candidate.display()
+                )))
+            }
+            Err(e) => {
+                return Err(input_error(format!(
+                    "cannot write the run directory `{}`: {e}",
+                    candidate.display()
+                )))
+            }
+        }
+    }
+    Err(Failure::Usage(format!(
+        "`{}` and its next 99 suffixed names are all taken; give --out",
+        dir.display()
+    )))
+}
+
 /// Appends JSON lines to `metrics.jsonl`, one flush per line so a killed run keeps its log.
 struct Metrics {
     file: fs::File,
@@ -311,7 +355,7 @@ struct Session {
 
 fn prepare(req: &TrainRequest) -> Result<Session, Failure> {
     let started = Instant::now();
-    let (program, run_dir, resume_from) = match &req.resume {
+    let (program, mut run_dir, resume_from) = match &req.resume {
         Some(run_dir) => {
             let dir = checkpoint::latest(run_dir).map_err(input_error)?;
             let meta = checkpoint::read_train_meta(&dir).map_err(input_error)?;
@@ -347,7 +391,11 @@ fn prepare(req: &TrainRequest) -> Result<Session, Failure> {
                 .out
                 .clone()
                 .unwrap_or_else(|| default_run_dir(&program.module.name));
-            if run_dir.exists() && fs::read_dir(&run_dir).map_or(true, |mut d| d.next().is_some()) {
+            // A default name taken already gets a suffix when the run claims it (below).
+            if req.out.is_some()
+                && run_dir.exists()
+                && fs::read_dir(&run_dir).map_or(true, |mut d| d.next().is_some())
+            {
                 return Err(Failure::Usage(format!(
                     "`{}` already exists and is not empty; choose another --out, or --resume it",
                     run_dir.display()
@@ -391,14 +439,15 @@ fn prepare(req: &TrainRequest) -> Result<Session, Failure> {
     let meta = match resume_from {
         Some((dir, _)) => checkpoint::load(&dir, &module, &mut state).map_err(input_error)?,
         None => {
-            fs::create_dir_all(&run_dir)
-                .map_err(|e| input_error(format!("cannot create `{}`: {e}", run_dir.display())))?;
             let source_copy = if program.is_ir {
                 "model.ir"
             } else {
                 "model.net"
             };
-            checkpoint::write_atomically(&run_dir.join(source_copy), program.source.as_bytes())
+            let (claimed, mut file) = claim_run_dir(&run_dir, req.out.is_none(), source_copy)?;
+            run_dir = claimed;
+            file.write_all(program.source.as_bytes())
+                .and_then(|_| file.sync_all())
                 .map_err(|e| input_error(format!("cannot write the run directory: {e}")))?;
             TrainMeta {
                 format: checkpoint::FORMAT,

@@ -341,3 +341,32 @@ fn latest_must_name_a_checkpoint_of_the_run() {
         );
     }
 }
+
+/// Runs started at once into one directory: exactly one trains there, the others refuse (a
+/// default, one-second name would get a suffix instead: `claim_run_dir`).
+#[test]
+fn a_run_directory_belongs_to_one_run() {
+    let dir = fresh_dir("claimed");
+    let model = sparsec_test_support::repo_root().join("examples/lenet300.net");
+    let model = model.to_str().unwrap();
+    let out = dir.join("run");
+    let handles: Vec<_> = (0..3)
+        .map(|_| {
+            let out = out.to_str().unwrap().to_owned();
+            let model = model.to_owned();
+            std::thread::spawn(move || {
+                sparsec(&["train", &model, "--set", "max_steps=1", "--out", &out])
+            })
+        })
+        .collect();
+    let codes: Vec<Option<i32>> = handles
+        .into_iter()
+        .map(|h| h.join().unwrap().status.code())
+        .collect();
+    assert_eq!(
+        codes.iter().filter(|&&c| c == Some(0)).count(),
+        1,
+        "{codes:?}"
+    );
+    assert_eq!(summary(&out)["steps"], 1);
+}
