@@ -1089,9 +1089,6 @@ pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
         "checkpoint": checkpoint_dir.strip_prefix(&run_dir).unwrap_or(&checkpoint_dir),
     });
     let summary = with_tracked(summary, module, &state);
-    let text = serde_json::to_string_pretty(&summary).unwrap_or_default() + "\n";
-    checkpoint::write_atomically(&run_dir.join("summary.json"), text.as_bytes())
-        .map_err(|e| input_error(format!("cannot write summary.json: {e}")))?;
     // The final weights, also as a plain state_dict file at the top of the run directory.
     let model_bytes =
         checkpoint::model_file_bytes(module, &state, meta.step).map_err(input_error)?;
@@ -1104,6 +1101,10 @@ pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
         checkpoint::write_atomically(&run_dir.join("model.sparse.safetensors"), &bytes)
             .map_err(|e| input_error(format!("cannot write model.sparse.safetensors: {e}")))?;
     }
+    // summary.json after the model: a run that says it completed has its weights in place.
+    let text = serde_json::to_string_pretty(&summary).unwrap_or_default() + "\n";
+    checkpoint::write_atomically(&run_dir.join("summary.json"), text.as_bytes())
+        .map_err(|e| input_error(format!("cannot write summary.json: {e}")))?;
     // The report reads the run back from disk, so it shows what was saved, as `sparsec report`.
     let table = crate::report::build(&run_dir)?.table();
     checkpoint::write_atomically(&run_dir.join("report.txt"), table.as_bytes())
