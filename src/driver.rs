@@ -29,8 +29,20 @@ pub struct Diagnostics {
     diagnostics: Vec<Diagnostic<()>>,
 }
 
+/// The most diagnostics shown for one file; the rest are counted in a last note (a garbled
+/// multi-megabyte file would otherwise print far more than anyone reads).
+const MAX_DIAGNOSTICS: usize = 50;
+
 impl Diagnostics {
-    fn new(file: &SourceFile, diagnostics: Vec<Diagnostic<()>>) -> Self {
+    fn new(file: &SourceFile, mut diagnostics: Vec<Diagnostic<()>>) -> Self {
+        if diagnostics.len() > MAX_DIAGNOSTICS {
+            let more = diagnostics.len() - MAX_DIAGNOSTICS;
+            diagnostics.truncate(MAX_DIAGNOSTICS);
+            diagnostics.push(Diagnostic::note().with_message(format!(
+                "and {more} more diagnostic{} not shown; fix these first",
+                if more == 1 { "" } else { "s" }
+            )));
+        }
         Diagnostics {
             file_name: file.name.clone(),
             source: file.text.clone(),

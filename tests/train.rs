@@ -370,3 +370,26 @@ fn a_run_directory_belongs_to_one_run() {
     );
     assert_eq!(summary(&out)["steps"], 1);
 }
+
+/// A file with hundreds of errors gets the first 50 and a count of the rest, not megabytes of
+/// diagnostics.
+#[test]
+fn diagnostics_are_capped() {
+    let dir = fresh_dir("many-errors");
+    std::fs::create_dir_all(&dir).unwrap();
+    let body: String = (0..300).map(|i| format!(" a{i} = bogus(x)\n")).collect();
+    let path = dir.join("many.net");
+    std::fs::write(
+        &path,
+        format!("model m {{\n input x: [4]\n{body} loss softmax_cross_entropy(x)\n}}\n"),
+    )
+    .unwrap();
+    let out = sparsec(&["check", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.matches("\nerror").count() + usize::from(stderr.starts_with("error")),
+        50
+    );
+    assert!(stderr.contains("more diagnostics not shown"), "{stderr}");
+}
