@@ -90,17 +90,27 @@ pub fn read_split(
     };
     let images_path = locate(format!("{prefix}-images-idx3-ubyte"))?;
     let labels_path = locate(format!("{prefix}-labels-idx1-ubyte"))?;
-    let images = read_images(&images_path)?;
-    let labels = read_labels(&labels_path)?;
-    if images.count != labels.len() {
+    // Both headers first: counts that disagree are refused before a payload is read (a small
+    // gzip file may claim gigabytes).
+    let images = open_u8_idx(&images_path, 3, "images")?;
+    let labels = open_u8_idx(&labels_path, 1, "labels")?;
+    if images.count() != labels.count() {
         return Err(DataError::CountMismatch {
-            images: images_path,
-            images_count: images.count,
-            labels: labels_path,
-            labels_count: labels.len(),
+            images_count: usize::try_from(images.count()).unwrap_or(usize::MAX),
+            labels_count: usize::try_from(labels.count()).unwrap_or(usize::MAX),
+            images: images_path.clone(),
+            labels: labels_path.clone(),
         });
     }
+    let (_, labels) = labels.read_payload()?;
     check_labels(&labels_path, &labels, classes)?;
+    let (dims, pixels) = images.read_payload()?;
+    let images = IdxImages {
+        count: dims[0],
+        rows: dims[1],
+        cols: dims[2],
+        pixels,
+    };
     Ok((images, labels))
 }
 
@@ -175,12 +185,29 @@ fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
+/// A u8 IDX file whose header has been read and checked against what the file can hold; its
+/// payload not read yet.
+struct OpenIdx<'a> {
+    path: &'a Path,
+    what: &'static str,
+    dims: Vec<u64>,
+    payload: u64,
+    header_len: usize,
+    gzip: bool,
+    reader: Box<dyn Read>,
+}
+
 /// Reads a u8 IDX file with `ndim` dimensions; returns the dimensions and the payload.
 fn read_u8_idx(
     path: &Path,
     ndim: u8,
     what: &'static str,
 ) -> Result<(Vec<usize>, Vec<u8>), DataError> {
+    open_u8_idx(path, ndim, what)?.read_payload()
+}
+
+/// Opens a u8 IDX file with `ndim` dimensions and checks its header, reading nothing more.
+fn open_u8_idx<'a>(path: &'a Path, ndim: u8, what: &'static str) -> Result<OpenIdx<'a>, DataError> {
     let mut file = File::open(path).map_err(io_error(path, "cannot open"))?;
     let file_len = file
         .metadata()
@@ -299,45 +326,80 @@ fn read_u8_idx(
             decompressed: false,
         });
     }
-    let payload_len = usize::try_from(payload).map_err(|_| {
-        format_error(
-            path,
-            format!("dimensions {dims:?} too large for this machine"),
-        )
-    })?;
+    Ok(OpenIdx {
+        path,
+        what,
+        dims,
+        payload,
+        header_len,
+        gzip,
+        reader,
+    })
+}
 
-    let mut data = Vec::new();
-    data.try_reserve_exact(payload_len).map_err(|_| {
-        format_error(
+impl OpenIdx<'_> {
+    /// The first dimension (the count of images or labels).
+    fn count(&self) -> u64 {
+        self.dims[0]
+    }
+
+    /// Reads the payload: the dimensions and the bytes.
+    fn read_payload(self) -> Result<(Vec<usize>, Vec<u8>), DataError> {
+        let OpenIdx {
             path,
-            format!("cannot allocate {payload_len} bytes for dims {dims:?}"),
-        )
-    })?;
-    (&mut reader)
-        .take(payload)
-        .read_to_end(&mut data)
-        .map_err(io_error(path, read_action))?;
-    if (data.len() as u64) < payload {
-        return Err(DataError::Truncated {
-            path: path.to_path_buf(),
-            expected: expected_total,
-            actual: header_len as u64 + data.len() as u64,
-            decompressed: gzip,
             what,
-        });
+            dims,
+            payload,
+            header_len,
+            gzip,
+            mut reader,
+        } = self;
+        let expected_total = header_len as u64 + payload;
+        let read_action = if gzip {
+            "cannot decompress (corrupt gzip data?)"
+        } else {
+            "cannot read"
+        };
+        let payload_len = usize::try_from(payload).map_err(|_| {
+            format_error(
+                path,
+                format!("dimensions {dims:?} too large for this machine"),
+            )
+        })?;
+
+        let mut data = Vec::new();
+        data.try_reserve_exact(payload_len).map_err(|_| {
+            format_error(
+                path,
+                format!("cannot allocate {payload_len} bytes for dims {dims:?}"),
+            )
+        })?;
+        (&mut reader)
+            .take(payload)
+            .read_to_end(&mut data)
+            .map_err(io_error(path, read_action))?;
+        if (data.len() as u64) < payload {
+            return Err(DataError::Truncated {
+                path: path.to_path_buf(),
+                expected: expected_total,
+                actual: header_len as u64 + data.len() as u64,
+                decompressed: gzip,
+                what,
+            });
+        }
+        // Anything after the payload is an error; count it (without storing it) for the message.
+        let extra = io::copy(&mut reader, &mut io::sink()).map_err(io_error(path, read_action))?;
+        if extra > 0 {
+            return Err(DataError::TrailingData {
+                path: path.to_path_buf(),
+                expected: expected_total,
+                actual: expected_total + extra,
+                decompressed: gzip,
+            });
+        }
+        let dims = dims.into_iter().map(|d| d as usize).collect();
+        Ok((dims, data))
     }
-    // Anything after the payload is an error; count it (without storing it) for the message.
-    let extra = io::copy(&mut reader, &mut io::sink()).map_err(io_error(path, read_action))?;
-    if extra > 0 {
-        return Err(DataError::TrailingData {
-            path: path.to_path_buf(),
-            expected: expected_total,
-            actual: expected_total + extra,
-            decompressed: gzip,
-        });
-    }
-    let dims = dims.into_iter().map(|d| d as usize).collect();
-    Ok((dims, data))
 }
 
 #[cfg(test)]
@@ -349,6 +411,35 @@ mod tests {
             std::env::temp_dir().join(format!("sparsec-idx-unit-{}-{name}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         dir
+    }
+
+    /// A gzip images file whose header claims more images than the labels file has is refused
+    /// on the headers alone: its (truncated) payload is never read.
+    #[test]
+    fn counts_are_compared_before_any_payload_is_read() {
+        let dir = temp("counts-first");
+        let labels = dir.join("train-labels-idx1-ubyte");
+        write_u8_idx(&labels, &[3], &[0, 1, 2], false).unwrap();
+        let mut raw = vec![0, 0, 8, 3];
+        for d in [20_000u32, 1, 1] {
+            raw.extend_from_slice(&d.to_be_bytes());
+        }
+        raw.extend_from_slice(&[7; 5]);
+        let mut gz = flate2::GzBuilder::new().mtime(0).write(
+            File::create(dir.join("train-images-idx3-ubyte.gz")).unwrap(),
+            flate2::Compression::default(),
+        );
+        gz.write_all(&raw).unwrap();
+        gz.finish().unwrap();
+        match read_split(&dir, "train", 10) {
+            Err(DataError::CountMismatch {
+                images_count: 20_000,
+                labels_count: 3,
+                ..
+            }) => {}
+            other => panic!("expected a count mismatch, got {other:?}"),
+        }
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
