@@ -880,7 +880,7 @@ pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
         let bar = ProgressBar::new(spec.epochs * steps_per_epoch as u64);
         bar.set_style(
             ProgressStyle::with_template(
-                "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta}]",
+                "{bar:30} {pos}/{len} steps  {per_sec}  {msg}  [{elapsed_precise} < {eta}]",
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
@@ -926,10 +926,11 @@ pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
                     .as_ref()
                     .map_or("none".into(), |p| p.display().to_string());
                 return Err(input_error(format!(
-                    "the loss became {loss} at epoch {}, step {} (lr {lr}); training stopped. \
+                    "the loss became {loss} at epoch {}, step {} (lr {}); training stopped. \
                      The last good checkpoint is kept: {kept}. Try a smaller learning rate.",
                     epoch + 1,
-                    meta.step + 1
+                    meta.step + 1,
+                    lr as f32
                 )));
             }
             let classes = logits.shape[1];
@@ -974,10 +975,11 @@ pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
                 match &progress {
                     Some(bar) => bar.set_message(format!("epoch {} loss {loss:.4}", epoch + 1)),
                     None => eprintln!(
-                        "epoch {}/{} step {} loss {loss:.4} lr {lr}",
+                        "epoch {}/{} step {} loss {loss:.4} lr {}",
                         epoch + 1,
                         spec.epochs,
-                        meta.step
+                        meta.step,
+                        lr as f32
                     ),
                 }
             }
@@ -1109,11 +1111,18 @@ pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
     let table = crate::report::build(&run_dir)?.table();
     checkpoint::write_atomically(&run_dir.join("report.txt"), table.as_bytes())
         .map_err(|e| input_error(format!("cannot write report.txt: {e}")))?;
+    let rate = if session_seconds > 0.0 {
+        samples_this_session as f64 / session_seconds
+    } else {
+        0.0
+    };
     Ok(format!(
-        "{}: {} steps, test accuracy {:.2}%; run directory {}\n{table}",
+        "{}: {} steps, test accuracy {:.2}%; trained in {:.1} s ({rate:.0} samples/s); run \
+         directory {}\n{table}",
         module.name,
         meta.step,
         100.0 * last_test.1,
+        session_seconds,
         run_dir.display()
     ))
 }
