@@ -91,7 +91,9 @@ pub struct TrainArgs {
     pub out: Option<PathBuf>,
     /// Override a training setting: epochs, batch, seed, log_every, lr, momentum, weight_decay,
     /// nesterov, max_steps (stop after that many steps; 0 writes the initial checkpoint),
-    /// shuffle (false: batches in file order). Repeatable.
+    /// shuffle (false: batches in file order), memory_budget (bytes the step's materialised
+    /// values may take: the optimiser then picks the fastest program that fits, e.g. Dropback
+    /// regenerating weights instead of storing them). Repeatable.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
     /// Execution backend: `jit` (Cranelift, the default) or `interp` (the reference).
