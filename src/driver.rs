@@ -366,6 +366,14 @@ pub fn train_step_module(program: &Program) -> Result<Module, Failure> {
 /// `sparsec check FILE`: a one-line summary on success.
 pub fn check(path: &Path) -> Result<String, Failure> {
     let program = load_program(path, &[])?;
+    // The validation `train` runs before its first pass (a method's refusals: Dropback with
+    // momentum, ...), and the passes up to the training step: what check accepts, train compiles.
+    compile_to(
+        &program,
+        Stage::Train.max(program.module.stage),
+        &CompileOptions::default(),
+        &mut String::new(),
+    )?;
     let module = &program.module;
     let method = module
         .method

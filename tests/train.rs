@@ -393,3 +393,22 @@ fn diagnostics_are_capped() {
     );
     assert!(stderr.contains("more diagnostics not shown"), "{stderr}");
 }
+
+/// `check` runs the validation `train` runs: a model `train` refuses (Dropback with momentum) is
+/// not "ok" to `check`.
+#[test]
+fn check_refuses_what_train_refuses() {
+    let dir = fresh_dir("check-validates");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("dropback_momentum.net");
+    std::fs::write(
+        &path,
+        "model m { input x: [784]\n fc = dense(x, 10)\n loss softmax_cross_entropy(fc) }\n\
+         train { optimizer: sgd(lr: 0.1, momentum: 0.9) }\nmethod dropback { k: 100 }\n",
+    )
+    .unwrap();
+    let out = sparsec(&["check", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("set momentum to 0"), "{stderr}");
+}
