@@ -84,6 +84,7 @@ pub const CODES: &[(&str, &str)] = &[
     ),
     ("E0413", "list must be strictly increasing"),
     ("E0414", "epoch outside the training run"),
+    ("E0415", "training set smaller than one batch"),
     ("E0501", "selector matches no layer with parameters"),
     ("E0502", "selector names a layer without parameters"),
     ("E0503", "`keep` names a layer the method does not select"),

@@ -138,3 +138,12 @@ fn floats_accept_integers_and_reject_underflow() {
     let src = src.replace("lr: 1", "lr: 1e-400");
     assert_eq!(codes(&src), vec!["E0407"]);
 }
+
+#[test]
+fn synthetic_data_smaller_than_a_batch_is_an_error() {
+    let src = "model m { input x: [4]\n o = dense(x, 2)\n loss softmax_cross_entropy(o) }\n\
+               data synthetic { train_samples: 4, test_samples: 2 }\n\
+               train { batch: 8, optimizer: sgd(lr: 0.1) }\n";
+    assert_eq!(codes(src), vec!["E0415"]);
+    assert!(ok(&src.replace("batch: 8", "batch: 4")).train.batch == 4);
+}

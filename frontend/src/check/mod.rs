@@ -182,6 +182,25 @@ impl Checker {
         if let (Some(net), Some(train)) = (&net, &train_spec) {
             self.batch_fits(net, train.batch, facts.batch_span);
         }
+        if let (Some(DataSpec::Synthetic { train_samples, .. }), Some(train)) =
+            (&data_spec, &train_spec)
+        {
+            // Training drops a last partial batch: fewer samples than one batch train nothing.
+            if *train_samples < train.batch {
+                self.push(
+                    error(
+                        "E0415",
+                        "the training set is smaller than one batch",
+                        facts.batch_span,
+                        format!("a batch of {}", train.batch),
+                    )
+                    .note(format!(
+                        "the synthetic data has {train_samples} training samples; a run trains \
+                         on whole batches"
+                    )),
+                );
+            }
+        }
 
         let net = net?;
         let (logits, _) = net.logits?;
