@@ -28,15 +28,10 @@ import os
 import statistics
 import subprocess
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PY = os.path.join(ROOT, "bench", ".venv", "bin", "python")
+import sys
 
-
-def mean_std(xs):
-    xs = [x for x in xs if x is not None and not math.isnan(x)]
-    if not xs:
-        return math.nan, math.nan
-    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from shrink_report import PY, ROOT, mean_std  # noqa: E402
 
 
 def pm(xs, scale=100.0, digits=2):

@@ -24,7 +24,7 @@ use sparsec_ir::spec::{Method, MethodSpec};
 use sparsec_ir::{Module, Role};
 use sparsec_passes::methods::admm::{mask_name, schedule_and_phase, state_names, SetPhase};
 
-use super::{EpochEnd, Reconfiguration, Registration, RunMethod, StepEnd};
+use super::{EpochEnd, LossParts, Reconfiguration, Registration, RunMethod, StepEnd};
 
 pub const REGISTRATION: Registration = Registration {
     method: "admm",
@@ -33,20 +33,15 @@ pub const REGISTRATION: Registration = Registration {
 
 pub struct Admm {
     layers: Vec<String>,
-    /// Sums over the epoch so far of the step's cross-entropy and `P = Σ‖W − Z + U‖²` (in the
-    /// ADMM rounds), and the steps summed.
-    ce_sum: f64,
-    distance_sum: f64,
-    steps: u64,
+    /// The epoch's sums of the step's cross-entropy and `P = Σ‖W − Z + U‖²` (in the rounds).
+    parts: LossParts,
 }
 
 fn from_spec(spec: &MethodSpec) -> Option<Box<dyn RunMethod>> {
     match spec.method {
         Method::Admm { .. } => Some(Box::new(Admm {
             layers: spec.layers.clone(),
-            ce_sum: 0.0,
-            distance_sum: 0.0,
-            steps: 0,
+            parts: LossParts::new("distance", "distance_squared"),
         })),
         _ => None,
     }
@@ -330,39 +325,21 @@ impl RunMethod for Admm {
 
     fn after_step(&mut self, end: &StepEnd<'_>) -> Result<(), String> {
         if let Some((ce, p)) = loss_parts(end.outputs) {
-            self.ce_sum += ce;
-            self.distance_sum += p;
-            self.steps += 1;
+            self.parts.add(ce, p);
         }
         Ok(())
     }
 
     fn after_epoch(&mut self, end: &mut EpochEnd<'_>) -> Result<Option<Reconfiguration>, String> {
-        if self.steps > 0 {
-            let n = self.steps as f64;
-            end.log.insert("ce".into(), json!(self.ce_sum / n));
-            end.log
-                .insert("distance_squared".into(), json!(self.distance_sum / n));
-        }
-        (self.ce_sum, self.distance_sum, self.steps) = (0.0, 0.0, 0);
+        self.parts.log_and_reset(&mut end.log);
         self.boundary(end, end.epoch + 1, false)
     }
 
     fn checkpoint(&self) -> Value {
-        json!({ "ce_sum": self.ce_sum, "distance_sum": self.distance_sum, "steps": self.steps })
+        self.parts.checkpoint()
     }
 
     fn restore(&mut self, saved: &Value) -> Result<(), String> {
-        let num = |k: &str| {
-            saved[k]
-                .as_f64()
-                .ok_or_else(|| format!("ADMM: `{k}` is missing from the checkpoint"))
-        };
-        self.ce_sum = num("ce_sum")?;
-        self.distance_sum = num("distance_sum")?;
-        self.steps = saved["steps"]
-            .as_u64()
-            .ok_or("ADMM: `steps` is missing from the checkpoint")?;
-        Ok(())
+        self.parts.restore("ADMM", saved)
     }
 }

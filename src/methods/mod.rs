@@ -167,6 +167,68 @@ pub fn run_side(spec: Option<&MethodSpec>) -> Result<Box<dyn RunMethod>, String>
     })
 }
 
+/// The epoch's sums of a penalty method's two loss parts, the cross-entropy and the penalty
+/// (PruneTrain's group lasso, ADMM's `Σ‖W − Z + U‖²`), for its `method` line; part of the
+/// checkpoint, so a run resumed mid-epoch logs the same means.
+pub struct LossParts {
+    /// The penalty's name in the checkpoint (`<name>_sum`) and in the log (`log_name`).
+    name: &'static str,
+    log_name: &'static str,
+    ce_sum: f64,
+    penalty_sum: f64,
+    steps: u64,
+}
+
+impl LossParts {
+    pub fn new(name: &'static str, log_name: &'static str) -> LossParts {
+        LossParts {
+            name,
+            log_name,
+            ce_sum: 0.0,
+            penalty_sum: 0.0,
+            steps: 0,
+        }
+    }
+
+    pub fn has_steps(&self) -> bool {
+        self.steps > 0
+    }
+
+    pub fn add(&mut self, ce: f64, penalty: f64) {
+        self.ce_sum += ce;
+        self.penalty_sum += penalty;
+        self.steps += 1;
+    }
+
+    /// Log the epoch's means (`ce`, the penalty's log name) when it had steps, and start over.
+    pub fn log_and_reset(&mut self, log: &mut serde_json::Map<String, serde_json::Value>) {
+        if self.steps > 0 {
+            let n = self.steps as f64;
+            log.insert("ce".into(), serde_json::json!(self.ce_sum / n));
+            log.insert(
+                self.log_name.into(),
+                serde_json::json!(self.penalty_sum / n),
+            );
+        }
+        (self.ce_sum, self.penalty_sum, self.steps) = (0.0, 0.0, 0);
+    }
+
+    pub fn checkpoint(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({ "ce_sum": self.ce_sum, "steps": self.steps });
+        v[format!("{}_sum", self.name)] = serde_json::json!(self.penalty_sum);
+        v
+    }
+
+    pub fn restore(&mut self, method: &str, saved: &serde_json::Value) -> Result<(), String> {
+        let missing = |k: &str| format!("{method}: `{k}` is missing from the checkpoint");
+        let penalty = format!("{}_sum", self.name);
+        self.ce_sum = saved["ce_sum"].as_f64().ok_or_else(|| missing("ce_sum"))?;
+        self.penalty_sum = saved[&penalty].as_f64().ok_or_else(|| missing(&penalty))?;
+        self.steps = saved["steps"].as_u64().ok_or_else(|| missing("steps"))?;
+        Ok(())
+    }
+}
+
 /// A remap's effect on a run, for its metrics: the parameters whose shapes changed.
 pub fn changed_shapes(old: &Module, new: &Module, remap: &Remap) -> Vec<(String, Vec<usize>)> {
     new.params

@@ -22,7 +22,7 @@ use sparsec_passes::methods::prunetrain::liveness::liveness;
 use sparsec_passes::methods::prunetrain::FixLambda;
 use sparsec_passes::structural::units::{unit_group, RemoveUnits, RemoveUnitsEach};
 
-use super::{EpochEnd, Probe, Reconfiguration, Registration, RunMethod, StepEnd};
+use super::{EpochEnd, LossParts, Probe, Reconfiguration, Registration, RunMethod, StepEnd};
 
 pub const REGISTRATION: Registration = Registration {
     method: "prunetrain",
@@ -35,10 +35,8 @@ pub struct PruneTrain {
     threshold: f64,
     lambda: Option<f64>,
     layers: Vec<String>,
-    /// Sums of the step's CE and GL over the epoch so far, and the steps summed.
-    ce_sum: f64,
-    gl_sum: f64,
-    steps: u64,
+    /// The epoch's sums of the step's CE and GL.
+    parts: LossParts,
 }
 
 fn from_spec(spec: &MethodSpec) -> Option<Box<dyn RunMethod>> {
@@ -54,9 +52,7 @@ fn from_spec(spec: &MethodSpec) -> Option<Box<dyn RunMethod>> {
             threshold,
             lambda,
             layers: spec.layers.clone(),
-            ce_sum: 0.0,
-            gl_sum: 0.0,
-            steps: 0,
+            parts: LossParts::new("gl", "group_lasso"),
         })),
         _ => None,
     }
@@ -170,22 +166,15 @@ impl RunMethod for PruneTrain {
 
     fn after_step(&mut self, end: &StepEnd<'_>) -> Result<(), String> {
         let (ce, gl) = loss_parts(end.outputs)?;
-        self.ce_sum += ce;
-        self.gl_sum += gl;
-        self.steps += 1;
+        self.parts.add(ce, gl);
         Ok(())
     }
 
     fn after_epoch(&mut self, end: &mut EpochEnd<'_>) -> Result<Option<Reconfiguration>, String> {
-        if self.steps > 0 {
-            let n = self.steps as f64;
-            end.log.insert("ce".into(), json!(self.ce_sum / n));
-            end.log.insert("group_lasso".into(), json!(self.gl_sum / n));
-            if let Some(l) = self.lambda {
-                end.log.insert("lambda".into(), json!(l));
-            }
+        if let (Some(l), true) = (self.lambda, self.parts.has_steps()) {
+            end.log.insert("lambda".into(), json!(l));
         }
-        (self.ce_sum, self.gl_sum, self.steps) = (0.0, 0.0, 0);
+        self.parts.log_and_reset(&mut end.log);
         if !(end.epoch + 1).is_multiple_of(self.interval) {
             return Ok(None);
         }
@@ -193,21 +182,11 @@ impl RunMethod for PruneTrain {
     }
 
     fn checkpoint(&self) -> Value {
-        json!({ "ce_sum": self.ce_sum, "gl_sum": self.gl_sum, "steps": self.steps })
+        self.parts.checkpoint()
     }
 
     fn restore(&mut self, saved: &Value) -> Result<(), String> {
-        let num = |k: &str| {
-            saved[k]
-                .as_f64()
-                .ok_or_else(|| format!("PruneTrain: `{k}` is missing from the checkpoint"))
-        };
-        self.ce_sum = num("ce_sum")?;
-        self.gl_sum = num("gl_sum")?;
-        self.steps = saved["steps"]
-            .as_u64()
-            .ok_or("PruneTrain: `steps` is missing from the checkpoint")?;
-        Ok(())
+        self.parts.restore("PruneTrain", saved)
     }
 }
 
