@@ -207,6 +207,9 @@ def main():
                   f"stage {q['stage']} {pm(q['accuracies'])} % against {p['config']} "
                   f"{pm(p['accuracies'])} %: {verdict}")
     md += ["", "## Every run", "",
+           "NumPy's accuracy reruns the test set through the run's model.safetensors alone "
+           "(bench/check_shrunk_model.py). Wall times are each run's own, with other runs "
+           "sharing the machine: not a speed comparison (bench/admm_step.py is).", "",
            "| implementation | run | seed | test accuracy, % | NumPy's accuracy, % | "
            "non-zero parameters | wall, s |", "|---|---|---|---|---|---|---|"]
     for rec in records:
