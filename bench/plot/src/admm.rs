@@ -120,14 +120,7 @@ fn draw(all: &[Series], png: &str) -> Result<(), Box<dyn std::error::Error>> {
         .x_desc("compression of the pruned layers: weights / weights kept (log scale)")
         .y_desc("test accuracy, % (mean; bar: seed range)")
         .x_labels(30)
-        .x_label_formatter(&|x| {
-            let lead = x / 10f64.powf(x.log10().floor());
-            if [1.0, 2.0, 5.0].iter().any(|m| (lead - m).abs() < 1e-6) {
-                format!("{x:.0}×")
-            } else {
-                String::new()
-            }
-        })
+        .x_label_formatter(&cli::compression_label)
         .light_line_style(BLACK.mix(0.04))
         .label_style(("sans-serif", 15))
         .draw()?;

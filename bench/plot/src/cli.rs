@@ -40,6 +40,18 @@ pub fn run(
     draw(&data, png).map_err(|e| format!("{json}: {e}"))
 }
 
+/// A label of a log compression axis: of its 1, 2, ..., 9, 10, 20, ... marks only the 1-2-5
+/// ones are named (`10×`), so that the labels do not run into each other.
+#[allow(dead_code)] // not every figure has a compression axis
+pub fn compression_label(x: &f64) -> String {
+    let lead = x / 10f64.powf(x.log10().floor());
+    if [1.0, 2.0, 5.0].iter().any(|m| (lead - m).abs() < 1e-6) {
+        format!("{x:.0}×")
+    } else {
+        String::new()
+    }
+}
+
 /// `main` of a figure binary: [`run`] with the process's arguments, errors on stderr.
 pub fn main(name: &str, draw: impl FnOnce(&Value, &str) -> Result<(), String>) -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
