@@ -782,6 +782,18 @@ pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
         inference_flops,
     };
 
+    // The running program's parts a hook's reconfiguration replaces, borrowed afresh each time.
+    macro_rules! running {
+        () => {
+            Running {
+                program: &mut program,
+                compiled: &mut compiled,
+                state: &mut state,
+                costs: &mut costs,
+                meta: &mut meta,
+            }
+        };
+    }
     let batch = spec.batch as usize;
     let train_set = &splits.train;
     let steps_per_epoch = train_set.len() / batch;
@@ -832,13 +844,7 @@ pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
             probe.log.insert("probe".into(), json!(true));
             let asked = hooks[h].after_probe(&mut probe).map_err(input_error)?;
             let log = std::mem::take(&mut probe.log);
-            let running = Running {
-                program: &mut program,
-                compiled: &mut compiled,
-                state: &mut state,
-                costs: &mut costs,
-                meta: &mut meta,
-            };
+            let running = running!();
             record_hook(&mut metrics, log, asked, running, &hooks, req, 0)?;
         }
     }
@@ -856,13 +862,7 @@ pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
             };
             let asked = hooks[h].before_training(&mut start).map_err(input_error)?;
             let log = std::mem::take(&mut start.log);
-            let running = Running {
-                program: &mut program,
-                compiled: &mut compiled,
-                state: &mut state,
-                costs: &mut costs,
-                meta: &mut meta,
-            };
+            let running = running!();
             record_hook(&mut metrics, log, asked, running, &hooks, req, 0)?;
         }
     }
@@ -1033,13 +1033,7 @@ pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
             };
             let asked = hooks[h].after_epoch(&mut end).map_err(input_error)?;
             let log = std::mem::take(&mut end.log);
-            let running = Running {
-                program: &mut program,
-                compiled: &mut compiled,
-                state: &mut state,
-                costs: &mut costs,
-                meta: &mut meta,
-            };
+            let running = running!();
             record_hook(&mut metrics, log, asked, running, &hooks, req, epoch + 1)?;
         }
         last_checkpoint = Some(save(&compiled.module, &state, &meta, &hooks)?);

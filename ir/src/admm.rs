@@ -26,10 +26,16 @@ impl Phase {
     /// Whether the selected weights have a fixed mask: after the first hard prune, and in every
     /// later stage (which keeps the previous stage's zeros).
     pub fn masked(self) -> bool {
+        self.mask_stage().is_some()
+    }
+
+    /// The stage whose hard prune fixed the mask in force: the previous stage's in a later
+    /// stage's rounds, this stage's in its retraining; `None` before the first hard prune.
+    pub fn mask_stage(self) -> Option<u64> {
         match self {
-            Phase::Pretrain => false,
-            Phase::Admm { stage, .. } => stage > 1,
-            Phase::Retrain { .. } => true,
+            Phase::Pretrain => None,
+            Phase::Admm { stage, .. } => stage.checked_sub(1).filter(|&s| s > 0),
+            Phase::Retrain { stage } => Some(stage),
         }
     }
 

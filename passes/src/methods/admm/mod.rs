@@ -103,11 +103,7 @@ pub fn storages(
     phase: Phase,
 ) -> Result<Vec<(ParamId, Storage)>, String> {
     let (schedule, _) = schedule_and_phase(module)?;
-    let mask_stage = match phase {
-        Phase::Pretrain => None,
-        Phase::Admm { stage, .. } => stage.checked_sub(1).filter(|&s| s > 0),
-        Phase::Retrain { stage } => Some(stage),
-    };
+    let mask_stage = phase.mask_stage();
     masks(module, spec)?
         .into_iter()
         .map(|(w, _)| {
