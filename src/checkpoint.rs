@@ -15,12 +15,21 @@
 //!   its metadata, the position in the schedule and the data order, the running epoch sums, the
 //!   resolved model file and the overrides.
 //!
-//! Both files are written into a temporary directory which is then renamed into place, and the
+//! - `manifest.json`: the SHA-256 of each of those files, the step, and the run's identity.
+//!
+//! The files are written into a temporary directory which is then renamed into place, and the
 //! run's `latest` file (the name of the newest complete checkpoint) is replaced by rename too:
 //! a run killed at any instant leaves the previous checkpoint intact and `latest` pointing at a
 //! complete one.
+//!
+//! Nothing read back is trusted as it stands ([`open`]): `run.json` at the run's root holds the
+//! run's identity (a random id drawn when it was created and a fingerprint of the model source
+//! and `--set` values it was started with); a checkpoint is used only if its manifest names the
+//! same run, every file matches its checksum, its format is this build's and its training state
+//! has the fingerprint. A flipped byte, a file from another run or another model's checkpoint
+//! dropped in are refused, naming the file.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -33,7 +42,285 @@ use sparsec_ir::{Init, Module, Role};
 
 /// The single metadata key sparsec writes (one key keeps the header byte-for-byte stable).
 pub const METADATA_KEY: &str = "sparsec";
-pub const FORMAT: u32 = 1;
+/// The checkpoint format this build writes and reads: of the training state, the manifests and
+/// `run.json`. 2: manifests, `run.json`, the run id.
+pub const FORMAT: u32 = 2;
+/// The format of the weights files (`model.safetensors`, the sparse form), which a build reads
+/// without the rest of a checkpoint. Unchanged since the first: the same bits as before.
+pub const MODEL_FORMAT: u32 = 1;
+
+/// The run's identity at the root of its directory.
+pub const RUN_FILE: &str = "run.json";
+/// A checkpoint's list of its files with their checksums.
+pub const MANIFEST_FILE: &str = "manifest.json";
+
+/// Which run a checkpoint belongs to (see the module docs).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunIdentity {
+    pub format: u32,
+    /// Drawn when the run is created: tells two runs of the same model and settings apart.
+    pub run_id: String,
+    /// [`fingerprint`] of what the run was started from.
+    pub fingerprint: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Manifest {
+    run: RunIdentity,
+    step: u64,
+    /// File name → SHA-256 (hex) of its bytes.
+    files: BTreeMap<String, String>,
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The fingerprint of a run: a hash of the model source it was started from, whether that was
+/// an IR dump, and its `--set` values in order, except `epochs`: a finished run extended with
+/// `--resume RUN --set epochs=N` is still the same run.
+pub fn fingerprint(source: &str, source_is_ir: bool, sets: &[(String, String)]) -> String {
+    let sets: Vec<&(String, String)> = sets.iter().filter(|(k, _)| k != "epochs").collect();
+    let canonical = serde_json::json!({
+        "source": source,
+        "source_is_ir": source_is_ir,
+        "sets": sets,
+    });
+    sha256_hex(canonical.to_string().as_bytes())
+}
+
+/// `run.json`: the run's identity and how it was started (enough to start it again in place if
+/// it was killed before its first checkpoint).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunFile {
+    #[serde(flatten)]
+    pub identity: RunIdentity,
+    pub source_name: String,
+    pub source_is_ir: bool,
+    pub sets: Vec<(String, String)>,
+    pub data_dir: Option<String>,
+    /// The weights the run started from (`train --init-from`), absent for initialised ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<InitFrom>,
+}
+
+/// Weights a run started from instead of its initialisation: another run's checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InitFrom {
+    /// That checkpoint's `model.safetensors`.
+    pub weights: String,
+    /// Its SHA-256 when the run started (a restart in place loads the same bits or refuses).
+    pub sha256: String,
+}
+
+/// A new run's `run.json`, with an id no other run has (the clock, the process and the
+/// directory, hashed). `meta` is the run's training state at step 0.
+pub fn new_run_file(run_dir: &Path, meta: &TrainMeta) -> RunFile {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let seed = format!("{nanos}:{}:{}", std::process::id(), run_dir.display());
+    RunFile {
+        identity: RunIdentity {
+            format: FORMAT,
+            run_id: sha256_hex(seed.as_bytes())[..32].to_owned(),
+            fingerprint: fingerprint(&meta.source, meta.source_is_ir, &meta.sets),
+        },
+        source_name: meta.source_name.clone(),
+        source_is_ir: meta.source_is_ir,
+        sets: meta.sets.clone(),
+        data_dir: meta.data_dir.clone(),
+        init_from: None,
+    }
+}
+
+/// Load the weights a run starts from into `state` (only the weights: optimizer and method
+/// state start afresh), checking them against the checksum `from` records.
+pub fn load_init_from(
+    from: &InitFrom,
+    module: &Module,
+    state: &mut State<f32>,
+) -> Result<(), String> {
+    let path = Path::new(&from.weights);
+    let bytes = read(path)?;
+    if sha256_hex(&bytes) != from.sha256 {
+        return Err(format!(
+            "`{}` changed since the run started from it (its checksum differs)",
+            path.display()
+        ));
+    }
+    load_weights(path, module, state)
+        .map(|_| ())
+        .map_err(|e| format!("cannot start from another run's weights: {e}"))
+}
+
+/// The latest checkpoint of the run in `run_dir` as weights to start a new run from.
+pub fn init_from(run_dir: &Path) -> Result<(InitFrom, TrainMeta), String> {
+    let (dir, meta) = open(run_dir)?;
+    let weights = dir.join("model.safetensors");
+    let weights = fs::canonicalize(&weights).unwrap_or(weights);
+    let sha256 = sha256_hex(&read(&weights)?);
+    Ok((
+        InitFrom {
+            weights: weights.display().to_string(),
+            sha256,
+        },
+        meta,
+    ))
+}
+
+/// Write `run.json` (atomically) into a run directory just claimed.
+pub fn write_run_file(run_dir: &Path, run: &RunFile) -> Result<(), String> {
+    let json = serde_json::to_string_pretty(run).map_err(|e| e.to_string())?;
+    write_atomically(&run_dir.join(RUN_FILE), format!("{json}\n").as_bytes())
+        .map_err(|e| format!("cannot write `{}`: {e}", run_dir.join(RUN_FILE).display()))
+}
+
+/// Read at most `limit` bytes of a small file (a link to /dev/zero must not fill memory).
+fn read_small(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    fs::File::open(path)
+        .and_then(|f| f.take(limit + 1).read_to_end(&mut bytes))
+        .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    if bytes.len() as u64 > limit {
+        return Err(format!(
+            "`{}` is larger than {limit} bytes; it is not sparsec's",
+            path.display()
+        ));
+    }
+    Ok(bytes)
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path, limit: u64) -> Result<T, String> {
+    let bytes = read_small(path, limit)?;
+    serde_json::from_slice(&bytes).map_err(|e| format!("`{}` is not valid: {e}", path.display()))
+}
+
+fn check_format(path: &Path, format: u32) -> Result<(), String> {
+    if format == FORMAT {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{}` has checkpoint format {format}; this build reads format {FORMAT}",
+            path.display()
+        ))
+    }
+}
+
+/// The `run.json` of the run in `run_dir`.
+pub fn read_run_file(run_dir: &Path) -> Result<RunFile, String> {
+    let path = run_dir.join(RUN_FILE);
+    if !path.exists() {
+        return Err(format!(
+            "`{}` has no {RUN_FILE}: it is not a run directory, or was written by a sparsec \
+             older than checkpoint format {FORMAT}",
+            run_dir.display()
+        ));
+    }
+    let run: RunFile = read_json(&path, 1 << 16)?;
+    check_format(&path, run.identity.format)?;
+    Ok(run)
+}
+
+/// The model source a run was started from, as its own copy holds it, checked against the
+/// run's fingerprint.
+pub fn read_source_copy(run_dir: &Path, run: &RunFile) -> Result<String, String> {
+    let copy = run_dir.join(source_copy_name(run.source_is_ir));
+    let bytes = read_small(&copy, 64 << 20)?;
+    let text =
+        String::from_utf8(bytes).map_err(|_| format!("`{}` is not UTF-8 text", copy.display()))?;
+    if fingerprint(&text, run.source_is_ir, &run.sets) != run.identity.fingerprint {
+        return Err(format!(
+            "`{}` is not the model source the run was started with (the fingerprint in {RUN_FILE} \
+             differs)",
+            copy.display()
+        ));
+    }
+    Ok(text)
+}
+
+/// The name of a run's copy of its model source.
+pub fn source_copy_name(is_ir: bool) -> &'static str {
+    if is_ir {
+        "model.ir"
+    } else {
+        "model.net"
+    }
+}
+
+/// The latest checkpoint of the run in `run_dir` and where training stood, after checking
+/// everything that can be checked before the program is compiled: the checkpoint belongs to
+/// this run, every file has its checksum, the format is this build's, the training state has
+/// the run's fingerprint and step, and the run's own copy of its source is the one recorded.
+pub fn open(run_dir: &Path) -> Result<(PathBuf, TrainMeta), String> {
+    let dir = latest(run_dir)?;
+    let identity = read_run_file(run_dir)?.identity;
+    let manifest_path = dir.join(MANIFEST_FILE);
+    let manifest: Manifest = read_json(&manifest_path, 1 << 20)?;
+    if manifest.run != identity {
+        return Err(format!(
+            "`{}` belongs to another run (its manifest names run {}, `{}` is run {})",
+            dir.display(),
+            manifest.run.run_id,
+            run_dir.join(RUN_FILE).display(),
+            identity.run_id
+        ));
+    }
+    for required in ["model.safetensors", "train_state.safetensors"] {
+        if !manifest.files.contains_key(required) {
+            return Err(format!("`{}` lists no {required}", manifest_path.display()));
+        }
+    }
+    for (name, want) in &manifest.files {
+        let known = ["model.safetensors", "train_state.safetensors", SPARSE_FILE];
+        if !known.contains(&name.as_str()) {
+            return Err(format!(
+                "`{}` lists `{name}`, which is not a checkpoint file",
+                manifest_path.display()
+            ));
+        }
+        let path = dir.join(name);
+        let bytes = read(&path)?;
+        if sha256_hex(&bytes) != *want {
+            return Err(format!(
+                "`{}` does not match its checksum in {MANIFEST_FILE}: it was changed or \
+                 replaced after it was written",
+                path.display()
+            ));
+        }
+    }
+    let path = dir.join("train_state.safetensors");
+    let meta = read_train_meta(&dir)?;
+    if fingerprint(&meta.source, meta.source_is_ir, &meta.sets) != identity.fingerprint {
+        return Err(format!(
+            "`{}` was not written by this run: its model source or settings differ from the \
+             ones the run was started with",
+            path.display()
+        ));
+    }
+    if meta.step != manifest.step {
+        return Err(format!(
+            "`{}` is at step {}, its manifest says {}",
+            path.display(),
+            meta.step,
+            manifest.step
+        ));
+    }
+    let copy = run_dir.join(source_copy_name(meta.source_is_ir));
+    let own = read_small(&copy, 64 << 20)?;
+    if own != meta.source.as_bytes() {
+        return Err(format!(
+            "`{}` differs from the model source the run's checkpoints record",
+            copy.display()
+        ));
+    }
+    Ok((dir, meta))
+}
 
 /// How one parameter's initial value is regenerated (docs/design.md, "Seeded regeneration").
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -63,6 +350,8 @@ pub struct ModelMeta {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainMeta {
     pub format: u32,
+    /// The run's id ([`RunIdentity`]), so a checkpoint names the run it belongs to.
+    pub run_id: String,
     /// Optimizer steps done.
     pub step: u64,
     /// The epoch in progress (0-based) and the next batch in its data order.
@@ -223,7 +512,7 @@ pub fn model_file_bytes(module: &Module, state: &State<f32>, step: u64) -> Resul
         })
         .collect();
     let meta = ModelMeta {
-        format: FORMAT,
+        format: MODEL_FORMAT,
         model: module.name.clone(),
         step,
         params: init_records(module),
@@ -288,7 +577,7 @@ pub fn sparse_file_bytes(
         tensors.push((vname, Dtype::F32, vec![kept.len()], f32_bytes(&vals)));
     }
     let meta = ModelMeta {
-        format: FORMAT,
+        format: MODEL_FORMAT,
         model: module.name.clone(),
         step,
         params: init_records(module),
@@ -368,11 +657,32 @@ pub fn save(run_dir: &Path, snap: &Snapshot<'_>) -> Result<PathBuf, String> {
     let tmp = dir.join(format!(".tmp-{name}"));
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir(&tmp).map_err(|e| io("temporary directory", e))?;
-    write_synced(&tmp.join("model.safetensors"), &model).map_err(|e| io("model", e))?;
-    write_synced(&tmp.join("train_state.safetensors"), &state).map_err(|e| io("state", e))?;
+    let mut files = BTreeMap::new();
+    let mut write = |name: &str, bytes: &[u8]| {
+        files.insert(name.to_owned(), sha256_hex(bytes));
+        write_synced(&tmp.join(name), bytes).map_err(|e| io(name, e))
+    };
+    write("model.safetensors", &model)?;
+    write("train_state.safetensors", &state)?;
     if let Some(sparse) = sparse_file_bytes(module, snap.state, snap.train.step)? {
-        write_synced(&tmp.join(SPARSE_FILE), &sparse).map_err(|e| io("sparse weights", e))?;
+        write(SPARSE_FILE, &sparse)?;
     }
+    let manifest = Manifest {
+        run: RunIdentity {
+            format: FORMAT,
+            run_id: snap.train.run_id.clone(),
+            fingerprint: fingerprint(
+                &snap.train.source,
+                snap.train.source_is_ir,
+                &snap.train.sets,
+            ),
+        },
+        step: snap.train.step,
+        files,
+    };
+    let manifest = serde_json::to_string_pretty(&manifest).map_err(|e| e.to_string())?;
+    write_synced(&tmp.join(MANIFEST_FILE), manifest.as_bytes())
+        .map_err(|e| io(MANIFEST_FILE, e))?;
     let final_dir = dir.join(&name);
     if final_dir.exists() {
         // The same step saved again (a resumed run reaching its end): replace it.
@@ -522,6 +832,13 @@ pub fn load_weights(
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|e| format!("`{}` is not a safetensors file: {e}", path.display()))?;
     let meta: ModelMeta = metadata(path, &bytes)?;
+    if meta.format != MODEL_FORMAT {
+        return Err(format!(
+            "`{}` has weights format {}; this build reads format {MODEL_FORMAT}",
+            path.display(),
+            meta.format
+        ));
+    }
     state.init_scale = meta.init_scale.unwrap_or(1.0);
     for (i, p) in module.params.iter().enumerate() {
         if p.role == Role::Weight {
@@ -608,5 +925,10 @@ pub fn load(dir: &Path, module: &Module, state: &mut State<f32>) -> Result<Train
 pub fn read_train_meta(dir: &Path) -> Result<TrainMeta, String> {
     let path = dir.join("train_state.safetensors");
     let bytes = read(&path)?;
-    metadata(&path, &bytes)
+    // The format first: an older checkpoint's metadata need not have this build's fields.
+    let raw: serde_json::Value = metadata(&path, &bytes)?;
+    let format = raw.get("format").and_then(|f| f.as_u64()).unwrap_or(0);
+    check_format(&path, u32::try_from(format).unwrap_or(u32::MAX))?;
+    serde_json::from_value(raw)
+        .map_err(|e| format!("`{}`: bad sparsec metadata: {e}", path.display()))
 }

@@ -27,7 +27,7 @@ pub struct Cli {
 pub enum Command {
     /// Parse and check a model file; report every problem found, exit 1 if there is one.
     Check {
-        /// A model file (.net) or an IR dump (.ir); a run directory for `--stage model`.
+        /// A model file (.net) or an IR dump (.ir), `-` for standard input.
         file: PathBuf,
     },
     /// Train a model; writes a run directory (summary.json, metrics.jsonl, checkpoints).
@@ -73,17 +73,20 @@ pub enum Command {
         /// picks the fastest program that fits.
         #[arg(long, value_name = "BYTES")]
         memory_budget: Option<u64>,
-        /// A model file (.net) or an IR dump (.ir); a run directory for `--stage model`.
+        /// A model file (.net) or an IR dump (.ir), `-` for standard input; a run directory for
+        /// `--stage model`.
         file: PathBuf,
     },
 }
 
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
-    /// The model file (.net or .ir). Optional with --resume, which uses the run's own copy.
+    /// The model file (.net or .ir; `-` reads standard input). Optional with --resume, which
+    /// uses the run's own copy.
     pub file: Option<PathBuf>,
     /// IDX data directory (default: $SPARSEC_DATA, then /usr/share/datasets/fashion-mnist,
-    /// then the subset bundled with sparsec).
+    /// then the subset bundled with sparsec). Given for a model with `data synthetic`, it
+    /// replaces the synthetic set with that directory's IDX files.
     #[arg(long, value_name = "DIR")]
     pub data: Option<PathBuf>,
     /// Run directory to create (default: runs/<model>-<date>-<time>).
@@ -103,9 +106,15 @@ pub struct TrainArgs {
     /// results are the same bits whatever the count.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=2))]
     pub threads: Option<u8>,
-    /// Continue an interrupted run from its latest checkpoint, exactly.
+    /// Continue an interrupted run from its latest checkpoint, exactly (`--set epochs=N`
+    /// extends a finished one, as if it had been asked for N epochs from the start).
     #[arg(long, value_name = "RUN_DIR")]
     pub resume: Option<PathBuf>,
+    /// Start a new run from the weights of RUN_DIR's latest checkpoint (optimizer state starts
+    /// afresh), with FILE or, without it, RUN_DIR's own model and the --set values given: the
+    /// way to go on from a diverged run at a smaller lr.
+    #[arg(long, value_name = "RUN_DIR", conflicts_with = "resume")]
+    pub init_from: Option<PathBuf>,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]

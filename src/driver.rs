@@ -20,6 +20,9 @@ pub enum Failure {
     /// The input is wrong in a way with no location in a file (data, a run directory, a
     /// diverging run): a one-line message, exit code 1.
     Message(String),
+    /// Stopped by Ctrl-C or SIGTERM, with a checkpoint written: what to type to go on, exit
+    /// code 130.
+    Interrupted(String),
 }
 
 /// Diagnostics together with the file they point into.
@@ -98,7 +101,12 @@ fn normalize_text(text: String) -> String {
 
 fn read_source(path: &Path) -> Result<SourceFile, Failure> {
     use std::io::Read;
-    let name = path.display().to_string();
+    let from_stdin = path == Path::new("-");
+    let name = if from_stdin {
+        "<stdin>".to_owned()
+    } else {
+        path.display().to_string()
+    };
     let kind = match path.extension() {
         Some(ext) if ext == "ir" => SourceKind::Ir,
         _ => SourceKind::Model,
@@ -112,9 +120,22 @@ fn read_source(path: &Path) -> Result<SourceFile, Failure> {
         ))
     };
     let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_SOURCE_BYTES + 1).read_to_end(&mut bytes))
-        .map_err(|e| unreadable(format!("cannot read `{name}`: {}", io_reason(&e))))?;
+    let read = if from_stdin {
+        std::io::stdin()
+            .lock()
+            .take(MAX_SOURCE_BYTES + 1)
+            .read_to_end(&mut bytes)
+    } else {
+        std::fs::File::open(path).and_then(|f| f.take(MAX_SOURCE_BYTES + 1).read_to_end(&mut bytes))
+    };
+    read.map_err(|e| unreadable(format!("cannot read `{name}`: {}", io_reason(&e))))?;
+    // Standard input has no extension: a dump says what it is on its first line.
+    let kind = if from_stdin && bytes.starts_with(b"sparsec-ir") {
+        SourceKind::Ir
+    } else {
+        kind
+    };
+
     if bytes.len() as u64 > MAX_SOURCE_BYTES {
         return Err(unreadable(format!(
             "`{name}` holds more than {} MiB, far more than a model file or IR dump: is it the \
@@ -220,13 +241,14 @@ pub fn program_from_source(
         }
         SourceKind::Ir => {
             // `parse_module` also runs the verifier and locates its findings in the text.
-            let mut module = sparsec_ir::parse::parse_module(&file.text).map_err(|e| {
-                let diagnostic = Diagnostic::error()
-                    .with_code(codes::IR_INVALID)
-                    .with_message(e.message.clone())
-                    .with_labels(vec![Label::primary((), e.span.clone())]);
-                Failure::Input(Diagnostics::new(&file, vec![diagnostic]))
-            })?;
+            let mut module = sparsec_ir::parse::parse_module_checked(&file.text, &storage_rule)
+                .map_err(|e| {
+                    let diagnostic = Diagnostic::error()
+                        .with_code(codes::IR_INVALID)
+                        .with_message(e.message.clone())
+                        .with_labels(vec![Label::primary((), e.span.clone())]);
+                    Failure::Input(Diagnostics::new(&file, vec![diagnostic]))
+                })?;
             let run = match module.train.as_mut() {
                 Some(train) => {
                     let batch = train.batch;
@@ -257,6 +279,27 @@ pub fn program_from_source(
         module,
         run,
     })
+}
+
+/// An IR dump's storage must be what its method gives each parameter: the passes and the run
+/// side act on the storage, the summary on the method line, and the two must agree.
+fn storage_rule(module: &sparsec_ir::Module) -> Vec<sparsec_ir::verify::VerifyError> {
+    use sparsec_ir::verify::{Site, VerifyError};
+    match sparsec_passes::methods::storage_mismatches(module) {
+        Ok(mismatches) => mismatches
+            .into_iter()
+            .map(|(i, message)| VerifyError {
+                site: Site::Param(i),
+                context: format!("param @{}", module.params[i].name),
+                message,
+            })
+            .collect(),
+        Err(message) => vec![VerifyError {
+            site: Site::Method,
+            context: "method".to_owned(),
+            message,
+        }],
+    }
 }
 
 /// The program a run in progress trains: its program at stage `ir` as the checkpoint records

@@ -7,6 +7,7 @@
 pub mod checkpoint;
 pub mod data;
 pub mod driver;
+pub mod interrupt;
 pub mod methods;
 pub mod overrides;
 pub mod report;

@@ -9,6 +9,7 @@ mod cli;
 
 use cli::{Cli, Command};
 use sparsec::driver::{self, Failure};
+use sparsec::interrupt;
 use sparsec::overrides;
 use sparsec::report;
 use sparsec::train::{self, TrainRequest};
@@ -16,7 +17,57 @@ use sparsec::train::{self, TrainRequest};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let color = cli.color.choice();
-    let result = match &cli.command {
+    let result = check_environment(&cli).and_then(|()| run(&cli));
+    match result {
+        Ok(out) => {
+            // A closed pipe (`sparsec emit ... | head`) is not an error worth a panic.
+            let _ = std::io::stdout().write_all(out.as_bytes());
+            ExitCode::SUCCESS
+        }
+        Err(Failure::Input(diagnostics)) => {
+            let _ = std::io::stderr().write_all(diagnostics.render(color).as_bytes());
+            ExitCode::from(1)
+        }
+        Err(Failure::Message(message)) => {
+            let _ = writeln!(std::io::stderr(), "error: {message}");
+            ExitCode::from(1)
+        }
+        Err(Failure::Usage(message)) => {
+            let _ = writeln!(std::io::stderr(), "error: {message}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Interrupted(message)) => {
+            let _ = writeln!(std::io::stderr(), "{message}");
+            ExitCode::from(interrupt::EXIT_CODE)
+        }
+    }
+}
+
+/// What the command line cannot say but the environment can, checked like the option it stands
+/// for; and option combinations that contradict each other.
+fn check_environment(cli: &Cli) -> Result<(), Failure> {
+    if let Some(value) = std::env::var_os("SPARSEC_THREADS") {
+        let text = value.to_string_lossy();
+        if !matches!(text.trim(), "1" | "2") {
+            return Err(Failure::Usage(format!(
+                "SPARSEC_THREADS={text:?}: must be 1 or 2, as for --threads (or unset it)"
+            )));
+        }
+    }
+    if let Command::Train(args) = &cli.command {
+        if let (Some(_), Some(out)) = (&args.resume, &args.out) {
+            return Err(Failure::Usage(format!(
+                "--out {} with --resume: a resumed run goes on in its own directory; leave \
+                 --out out",
+                out.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn run(cli: &Cli) -> Result<String, Failure> {
+    match &cli.command {
         Command::Check { file } => driver::check(file),
         Command::Emit {
             stage,
@@ -31,8 +82,9 @@ fn main() -> ExitCode {
                 memory_budget: *memory_budget,
             },
         ),
-        Command::Train(args) => overrides::parse(&args.set)
-            .map_err(Failure::Usage)
+        Command::Train(args) => interrupt::install()
+            .map_err(Failure::Message)
+            .and_then(|()| overrides::parse(&args.set).map_err(Failure::Usage))
             .and_then(|sets| {
                 train::train(TrainRequest {
                     file: args.file.clone(),
@@ -40,6 +92,7 @@ fn main() -> ExitCode {
                     out: args.out.clone(),
                     sets,
                     resume: args.resume.clone(),
+                    init_from: args.init_from.clone(),
                     backend: args.backend.backend(),
                     threads: args.threads.map(usize::from),
                     extra_hooks: Vec::new(),
@@ -59,24 +112,5 @@ fn main() -> ExitCode {
             backend.backend(),
             threads.map(usize::from),
         ),
-    };
-    match result {
-        Ok(out) => {
-            // A closed pipe (`sparsec emit ... | head`) is not an error worth a panic.
-            let _ = std::io::stdout().write_all(out.as_bytes());
-            ExitCode::SUCCESS
-        }
-        Err(Failure::Input(diagnostics)) => {
-            let _ = std::io::stderr().write_all(diagnostics.render(color).as_bytes());
-            ExitCode::from(1)
-        }
-        Err(Failure::Message(message)) => {
-            let _ = writeln!(std::io::stderr(), "error: {message}");
-            ExitCode::from(1)
-        }
-        Err(Failure::Usage(message)) => {
-            let _ = writeln!(std::io::stderr(), "error: {message}");
-            ExitCode::from(2)
-        }
     }
 }

@@ -14,6 +14,45 @@ pub struct RunOptions {
     /// Bytes the train step's materialised values may take (extraction picks the fastest
     /// program that fits).
     pub memory_budget: Option<u64>,
+    /// Checkpoints between the epoch ends as well: every so many steps or so much time.
+    pub checkpoint_every: Option<CheckpointEvery>,
+}
+
+/// `--set checkpoint_every=N` (steps), `=Nm` (minutes) or `=Ns` (seconds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckpointEvery {
+    Steps(u64),
+    Seconds(u64),
+}
+
+impl CheckpointEvery {
+    fn parse(value: &str) -> Option<CheckpointEvery> {
+        let number = |digits: &str| {
+            digits
+                .replace('_', "")
+                .parse::<u64>()
+                .ok()
+                .filter(|&n| n > 0)
+        };
+        if let Some(minutes) = value.strip_suffix('m') {
+            number(minutes)?
+                .checked_mul(60)
+                .map(CheckpointEvery::Seconds)
+        } else if let Some(seconds) = value.strip_suffix('s') {
+            number(seconds).map(CheckpointEvery::Seconds)
+        } else {
+            number(value).map(CheckpointEvery::Steps)
+        }
+    }
+}
+
+/// Settings that concern one session of a run, not the run: they are not recorded with it, so
+/// a resumed run may be given them afresh, and they do not count in its fingerprint.
+pub const SESSION_ONLY: &[&str] = &["max_steps", "checkpoint_every"];
+
+/// Whether `key` is [`SESSION_ONLY`].
+pub fn is_session_only(key: &str) -> bool {
+    SESSION_ONLY.contains(&key)
 }
 
 impl Default for RunOptions {
@@ -22,6 +61,7 @@ impl Default for RunOptions {
             max_steps: None,
             shuffle: true,
             memory_budget: None,
+            checkpoint_every: None,
         }
     }
 }
@@ -39,6 +79,7 @@ pub const KEYS: &[&str] = &[
     "max_steps",
     "shuffle",
     "memory_budget",
+    "checkpoint_every",
 ];
 
 /// Split `KEY=VALUE` strings, rejecting malformed ones and unknown keys.
@@ -111,6 +152,11 @@ pub fn apply(train: &mut TrainSpec, pairs: &[(String, String)]) -> Result<RunOpt
             "max_steps" => run.max_steps = Some(uint(0)?),
             "shuffle" => run.shuffle = boolean()?,
             "memory_budget" => run.memory_budget = Some(uint(1)?),
+            "checkpoint_every" => {
+                run.checkpoint_every = Some(CheckpointEvery::parse(value).ok_or_else(|| {
+                    bad("a number of steps ≥ 1, or of minutes (`10m`) or seconds (`90s`)")
+                })?)
+            }
             // `parse` checks the command line's keys; a checkpoint's recorded overrides come
             // here unchecked (another build's, or edited), so an unknown one is an error too.
             other => {
@@ -170,8 +216,17 @@ mod tests {
                 max_steps: Some(0),
                 shuffle: false,
                 memory_budget: None,
+                checkpoint_every: None,
             }
         );
+        for (value, every) in [
+            ("500", CheckpointEvery::Steps(500)),
+            ("10m", CheckpointEvery::Seconds(600)),
+            ("90s", CheckpointEvery::Seconds(90)),
+        ] {
+            let pairs = parse(&sets(&[&format!("checkpoint_every={value}")])).unwrap();
+            assert_eq!(apply(&mut t, &pairs).unwrap().checkpoint_every, Some(every));
+        }
         for bad in [
             "epochs=0",
             "lr=-1",
@@ -179,15 +234,18 @@ mod tests {
             "shuffle=maybe",
             "batch=x",
             "lr=nan",
+            "checkpoint_every=0",
+            "checkpoint_every=5h",
+            "checkpoint_every=m",
         ] {
             let pairs = parse(&sets(&[bad])).unwrap();
             assert!(apply(&mut spec(), &pairs).is_err(), "{bad}");
         }
         // A checkpoint's recorded overrides reach `apply` without `parse`: an unknown key (from
         // another build, or an edited file) is an error, not a crash.
-        let unknown = [("checkpoint_every".to_owned(), "5".to_owned())];
+        let unknown = [("warmup_epochs".to_owned(), "5".to_owned())];
         let err = apply(&mut spec(), &unknown).unwrap_err();
-        assert!(err.contains("unknown setting `checkpoint_every`"), "{err}");
+        assert!(err.contains("unknown setting `warmup_epochs`"), "{err}");
         let err = parse(&sets(&["epoch=3"])).unwrap_err();
         assert!(err.contains("did you mean `epochs`"), "{err}");
         assert!(parse(&sets(&["epochs"])).is_err());

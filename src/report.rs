@@ -279,8 +279,7 @@ fn read_summary(run_dir: &Path) -> Result<serde_json::Value, Failure> {
 /// Build the report of the run in `run_dir`.
 pub fn build(run_dir: &Path) -> Result<Report, Failure> {
     read_summary(run_dir)?;
-    let checkpoint_dir = checkpoint::latest(run_dir).map_err(fail)?;
-    let meta = checkpoint::read_train_meta(&checkpoint_dir).map_err(fail)?;
+    let (checkpoint_dir, meta) = checkpoint::open(run_dir).map_err(fail)?;
     let program = driver::run_program(&meta, &meta.sets)?;
     let module = driver::train_step_module(&program)?;
     let mut state = State::<f32>::initial(&module);

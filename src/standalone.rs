@@ -26,8 +26,7 @@ pub fn model_file(run_dir: &Path) -> Result<String, Failure> {
             run_dir.display()
         )));
     }
-    let dir = checkpoint::latest(run_dir).map_err(fail)?;
-    let meta = checkpoint::read_train_meta(&dir).map_err(fail)?;
+    let (_, meta) = checkpoint::open(run_dir).map_err(fail)?;
     if meta.source_is_ir {
         return Err(fail(format!(
             "`{}` was started from an IR dump, not a model file; its program as it stands is \

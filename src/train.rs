@@ -21,7 +21,9 @@ use sparsec_ir::{Module, Role, Stage};
 use crate::checkpoint::{self, Snapshot, TrainMeta};
 use crate::data::{self, Dataset, Splits};
 use crate::driver::{self, Failure, Program};
+use crate::interrupt;
 use crate::methods::{self, EpochEnd, Probe, Reconfiguration, RunMethod, StepEnd};
+use crate::overrides;
 use crate::runner::{Backend, Runner};
 
 /// What `sparsec train` was asked to do.
@@ -31,6 +33,8 @@ pub struct TrainRequest {
     pub out: Option<PathBuf>,
     pub sets: Vec<(String, String)>,
     pub resume: Option<PathBuf>,
+    /// Start a new run from the weights of this run's latest checkpoint.
+    pub init_from: Option<PathBuf>,
     /// Where the steps run.
     pub backend: Backend,
     /// JIT threads (1 or 2); `None`: `SPARSEC_THREADS`, else up to 2.
@@ -350,43 +354,159 @@ struct Session {
     run_dir: PathBuf,
     state: State<f32>,
     meta: TrainMeta,
+    /// Whether the run continues from a checkpoint (not new, not started again in place).
+    resumed: bool,
     compile_ms: f64,
+}
+
+/// How a session starts its run.
+enum Start {
+    /// A new run directory, from initial weights or another run's.
+    New(Option<checkpoint::InitFrom>),
+    /// From the run's latest checkpoint (its directory and training state).
+    Resume(PathBuf, TrainMeta),
+    /// Again from step 0 in its own directory: the run was killed before its first checkpoint.
+    Restart(checkpoint::RunFile),
+}
+
+/// A session must not change a run it continues: the model file, if given, is the run's own,
+/// and only this session's settings (`max_steps`, `checkpoint_every`) and `epochs` (to extend
+/// a run) may be set.
+fn check_continuation(req: &TrainRequest, run_dir: &Path, source: &str) -> Result<(), Failure> {
+    if let Some(file) = &req.file {
+        let current = fs::read_to_string(file).unwrap_or_default();
+        if current != source {
+            return Err(Failure::Usage(format!(
+                "`{}` differs from the model file the run in `{}` was started with; \
+                 resume without FILE to continue with the run's own copy",
+                file.display(),
+                run_dir.display()
+            )));
+        }
+    }
+    if let Some((key, _)) = req
+        .sets
+        .iter()
+        .find(|(k, _)| !overrides::is_session_only(k) && k != "epochs")
+    {
+        return Err(Failure::Usage(format!(
+            "--set {key} cannot change a run being resumed (it continues with its own \
+             settings; only max_steps, checkpoint_every and epochs may be given): to train on \
+             from its weights with other settings, start a new run with --init-from {}",
+            run_dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// The program of a finished or stopped run, for a new run started from its weights without a
+/// model file: the run's model with its settings and `sets` on top, or, once a reconfiguration
+/// has changed its shapes, its program at stage `ir` as the checkpoint records it.
+fn program_of_run(
+    run: &Path,
+    meta: &TrainMeta,
+    sets: &[(String, String)],
+) -> Result<Program, Failure> {
+    match &meta.program {
+        Some(ir) => driver::program_from_source(
+            &format!("{}/program.ir", run.display()),
+            ir.clone(),
+            true,
+            sets,
+        ),
+        None => {
+            let mut all = meta.sets.clone();
+            all.extend(sets.iter().cloned());
+            driver::program_from_source(
+                &meta.source_name,
+                meta.source.clone(),
+                meta.source_is_ir,
+                &all,
+            )
+        }
+    }
+}
+
+/// The training state of a run at step 0.
+fn fresh_meta(
+    program: &Program,
+    module: &Module,
+    sets: &[(String, String)],
+    data_dir: Option<&Path>,
+    run_id: String,
+) -> TrainMeta {
+    TrainMeta {
+        format: checkpoint::FORMAT,
+        run_id,
+        step: 0,
+        epoch: 0,
+        batch_in_epoch: 0,
+        epoch_loss_sum: 0.0,
+        epoch_correct: 0,
+        epoch_seen: 0,
+        source: program.source.clone(),
+        source_name: program.file_name.clone(),
+        source_is_ir: program.is_ir,
+        // max_steps only stops this session; a resumed run goes on unless told again.
+        sets: sets
+            .iter()
+            .filter(|(k, _)| !overrides::is_session_only(k))
+            .cloned()
+            .collect(),
+        data_dir: data_dir.map(|d| d.display().to_string()),
+        resolved: resolved_settings(module),
+        program: None,
+        hook_states: None,
+        train_flops: Some(0),
+    }
 }
 
 fn prepare(req: &TrainRequest) -> Result<Session, Failure> {
     let started = Instant::now();
-    let (program, mut run_dir, resume_from) = match &req.resume {
+    let (program, mut run_dir, start) = match &req.resume {
+        Some(run_dir) if !run_dir.join("latest").exists() && run_dir.join("run.json").exists() => {
+            let run = checkpoint::read_run_file(run_dir).map_err(input_error)?;
+            let source = checkpoint::read_source_copy(run_dir, &run).map_err(input_error)?;
+            check_continuation(req, run_dir, &source)?;
+            eprintln!(
+                "`{}` was stopped before its first checkpoint: starting it again in place",
+                run_dir.display()
+            );
+            let mut sets = run.sets.clone();
+            sets.extend(req.sets.iter().cloned());
+            let program =
+                driver::program_from_source(&run.source_name, source, run.source_is_ir, &sets)?;
+            (program, run_dir.clone(), Start::Restart(run))
+        }
         Some(run_dir) => {
-            let dir = checkpoint::latest(run_dir).map_err(input_error)?;
-            let meta = checkpoint::read_train_meta(&dir).map_err(input_error)?;
-            if let Some(file) = &req.file {
-                let current = fs::read_to_string(file).unwrap_or_default();
-                if current != meta.source {
-                    return Err(Failure::Usage(format!(
-                        "`{}` differs from the model file the run in `{}` was started with; \
-                         resume without FILE to continue with the run's own copy",
-                        file.display(),
-                        run_dir.display()
-                    )));
-                }
-            }
-            if let Some((key, _)) = req.sets.iter().find(|(k, _)| k != "max_steps") {
-                return Err(Failure::Usage(format!(
-                    "--set {key} cannot change a run being resumed (it continues with its own \
-                     settings; only max_steps may be given)"
-                )));
-            }
+            let (dir, meta) = checkpoint::open(run_dir).map_err(input_error)?;
+            check_continuation(req, run_dir, &meta.source)?;
             // The run's own settings, with this session's stopping point (if any).
             let mut sets = meta.sets.clone();
             sets.extend(req.sets.iter().cloned());
             let program = driver::run_program(&meta, &sets)?;
-            (program, run_dir.clone(), Some((dir, meta)))
+            (program, run_dir.clone(), Start::Resume(dir, meta))
         }
         None => {
-            let file = req.file.as_ref().ok_or_else(|| {
-                Failure::Usage("give a model file to train (or --resume RUN_DIR)".into())
-            })?;
-            let program = driver::load_program(file, &req.sets)?;
+            let (program, init_from) = match (&req.file, &req.init_from) {
+                (Some(file), from) => {
+                    let from = from
+                        .as_ref()
+                        .map(|run| checkpoint::init_from(run).map_err(input_error))
+                        .transpose()?
+                        .map(|(from, _)| from);
+                    (driver::load_program(file, &req.sets)?, from)
+                }
+                (None, Some(run)) => {
+                    let (from, meta) = checkpoint::init_from(run).map_err(input_error)?;
+                    (program_of_run(run, &meta, &req.sets)?, Some(from))
+                }
+                (None, None) => {
+                    return Err(Failure::Usage(
+                        "give a model file to train (or --resume RUN_DIR)".into(),
+                    ))
+                }
+            };
             let run_dir = req
                 .out
                 .clone()
@@ -401,12 +521,31 @@ fn prepare(req: &TrainRequest) -> Result<Session, Failure> {
                     run_dir.display()
                 )));
             }
-            (program, run_dir, None)
+            (program, run_dir, Start::New(init_from))
         }
     };
     // Training such a model densely would silently be a different experiment.
     let method = methods::run_side(program.module.method.as_ref())
         .map_err(|e| input_error(format!("`{}` {e}", program.file_name)))?;
+    if let (Start::Resume(_, meta), Some((_, epochs))) =
+        (&start, req.sets.iter().rfind(|(k, _)| k == "epochs"))
+    {
+        if method.schedule_depends_on_length() {
+            return Err(Failure::Usage(format!(
+                "--set epochs={epochs}: `{}` lays its schedule out from the run's end, so a \
+                 longer run is not this run continued; start a new run (--init-from {})",
+                method_name(&program.module),
+                run_dir.display()
+            )));
+        }
+        let wanted = program.module.train.as_ref().map_or(0, |t| t.epochs);
+        if wanted < meta.epoch {
+            return Err(Failure::Usage(format!(
+                "--set epochs={epochs}: the run has done {} epochs already",
+                meta.epoch
+            )));
+        }
+    }
     if program.module.stage != Stage::Ir && method.reconfigures() {
         // A structural pass rewrites the program at stage `ir` and the pipeline rebuilds the
         // rest; a dump past that stage has its training step already written.
@@ -425,54 +564,80 @@ fn prepare(req: &TrainRequest) -> Result<Session, Failure> {
         &mut String::new(),
     )?;
     let compile_ms = started.elapsed().as_secs_f64() * 1e3;
-    let data_dir = match &resume_from {
-        Some((_, meta)) => meta
-            .data_dir
-            .clone()
-            .map(PathBuf::from)
-            .or(req.data.clone()),
-        None => req.data.clone(),
-    };
+    let data_dir = match &start {
+        Start::Resume(_, meta) => meta.data_dir.clone().map(PathBuf::from),
+        Start::Restart(run) => run.data_dir.clone().map(PathBuf::from),
+        Start::New(_) => None,
+    }
+    .or(req.data.clone());
     let splits = load_data(&module, data_dir.as_deref())?;
 
     let mut state = State::<f32>::initial(&module);
-    let meta = match resume_from {
-        Some((dir, _)) => checkpoint::load(&dir, &module, &mut state).map_err(input_error)?,
-        None => {
-            let source_copy = if program.is_ir {
-                "model.ir"
-            } else {
-                "model.net"
-            };
+    let resumed = matches!(start, Start::Resume(..));
+    let meta = match start {
+        Start::Resume(dir, _) => {
+            let mut meta = checkpoint::load(&dir, &module, &mut state).map_err(input_error)?;
+            if let Some(epochs) = req.sets.iter().rfind(|(k, _)| k == "epochs") {
+                // Extended: from now on the run is one of that many epochs.
+                meta.sets.retain(|(k, _)| k != "epochs");
+                meta.sets.push(epochs.clone());
+                meta.resolved = resolved_settings(&module);
+            }
+            meta
+        }
+        Start::Restart(run) => {
+            if let Some(from) = &run.init_from {
+                checkpoint::load_init_from(from, &module, &mut state).map_err(input_error)?;
+            }
+            // Whatever the killed session left (a checkpoint half written, a log) goes: the
+            // run starts again from nothing but its own record.
+            for leftover in ["checkpoints", "metrics.jsonl"] {
+                let path = run_dir.join(leftover);
+                let removed = if path.is_dir() {
+                    fs::remove_dir_all(&path)
+                } else {
+                    fs::remove_file(&path)
+                };
+                match removed {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(input_error(format!(
+                            "cannot clear `{}`: {e}",
+                            path.display()
+                        )))
+                    }
+                    _ => {}
+                }
+            }
+            fresh_meta(
+                &program,
+                &module,
+                &run.sets,
+                data_dir.as_deref(),
+                run.identity.run_id,
+            )
+        }
+        Start::New(init_from) => {
+            if let Some(from) = &init_from {
+                checkpoint::load_init_from(from, &module, &mut state).map_err(input_error)?;
+            }
+            let source_copy = checkpoint::source_copy_name(program.is_ir);
             let (claimed, mut file) = claim_run_dir(&run_dir, req.out.is_none(), source_copy)?;
             run_dir = claimed;
             file.write_all(program.source.as_bytes())
                 .and_then(|_| file.sync_all())
                 .map_err(|e| input_error(format!("cannot write the run directory: {e}")))?;
-            TrainMeta {
-                format: checkpoint::FORMAT,
-                step: 0,
-                epoch: 0,
-                batch_in_epoch: 0,
-                epoch_loss_sum: 0.0,
-                epoch_correct: 0,
-                epoch_seen: 0,
-                source: program.source.clone(),
-                source_name: program.file_name.clone(),
-                source_is_ir: program.is_ir,
-                // max_steps only stops this session; a resumed run goes on unless told again.
-                sets: req
-                    .sets
-                    .iter()
-                    .filter(|(k, _)| k != "max_steps")
-                    .cloned()
-                    .collect(),
-                data_dir: data_dir.map(|d| d.display().to_string()),
-                resolved: resolved_settings(&module),
-                program: None,
-                hook_states: None,
-                train_flops: Some(0),
-            }
+            let mut meta = fresh_meta(
+                &program,
+                &module,
+                &req.sets,
+                data_dir.as_deref(),
+                String::new(),
+            );
+            let mut run = checkpoint::new_run_file(&run_dir, &meta);
+            run.init_from = init_from;
+            meta.run_id = run.identity.run_id.clone();
+            checkpoint::write_run_file(&run_dir, &run).map_err(input_error)?;
+            meta
         }
     };
     Ok(Session {
@@ -483,8 +648,110 @@ fn prepare(req: &TrainRequest) -> Result<Session, Failure> {
         run_dir,
         state,
         meta,
+        resumed,
         compile_ms,
     })
+}
+
+/// Whether a periodic checkpoint is due, `steps` steps and the time since `last` after the
+/// last one.
+fn checkpoint_due(every: Option<overrides::CheckpointEvery>, steps: u64, last: Instant) -> bool {
+    match every {
+        None => false,
+        Some(overrides::CheckpointEvery::Steps(n)) => steps >= n,
+        Some(overrides::CheckpointEvery::Seconds(s)) => last.elapsed().as_secs() >= s,
+    }
+}
+
+/// How a step's loss says the run is diverging: not finite, or grown far past the loss of a
+/// uniform guess over the classes (ln C): ten thousand times that is not a model that is
+/// learning, even with a method's penalty added.
+fn divergence(loss: f32, classes: usize) -> Option<String> {
+    let uniform = (classes.max(2) as f64).ln();
+    let limit = 1e4 * uniform;
+    if !loss.is_finite() {
+        Some(format!("the loss became {loss}"))
+    } else if f64::from(loss) > limit {
+        Some(format!(
+            "the loss reached {loss:.3e}, over 10^4 times a uniform guess's (ln {classes} = \
+             {uniform:.3}): the run is diverging"
+        ))
+    } else {
+        None
+    }
+}
+
+/// A finished run that learned nothing: chance accuracy on the test set. Says so, with the
+/// likely cause the training loss points to.
+fn learned_nothing(
+    test_accuracy: f64,
+    train_loss: f64,
+    module: &Module,
+    spec: &TrainSpec,
+) -> Option<String> {
+    let classes = data_shape(module).ok()?.1;
+    if classes < 2 || !train_loss.is_finite() {
+        return None;
+    }
+    let chance = 1.0 / classes as f64;
+    if test_accuracy > 1.5 * chance {
+        return None;
+    }
+    let uniform = (classes as f64).ln();
+    let (lr, batch) = (spec.optimizer.lr as f32, spec.batch);
+    let cause = if (train_loss - uniform).abs() <= 0.05 * uniform {
+        format!(
+            "the training loss {train_loss:.4} is a uniform guess's (ln {classes} = \
+             {uniform:.4}): the outputs went flat. The likely cause is a learning rate too \
+             large for the batch (lr {lr}, batch {batch}), whose first steps leave every ReLU \
+             unit dead. Try a smaller lr or a larger batch"
+        )
+    } else if train_loss > uniform {
+        format!(
+            "the training loss {train_loss:.4} is above a uniform guess's (ln {classes} = \
+             {uniform:.4}): the steps overshoot. The likely cause is a learning rate too large \
+             (lr {lr}, batch {batch}). Try a smaller lr"
+        )
+    } else {
+        format!(
+            "yet the training loss fell to {train_loss:.4}: the model fits the training set and \
+             nothing else. The likely cause is test data that does not match the training data"
+        )
+    };
+    Some(format!(
+        "the run learned nothing: test accuracy {:.2}% is chance (1 in {classes}), and {cause}.",
+        100.0 * test_accuracy
+    ))
+}
+
+/// A resumed run's position must be one this run can be at: within its epochs, its step count
+/// the one its epoch and batch give (so no counter is near wrapping, and the data order and
+/// schedule pick up where the step count says).
+fn check_position(
+    meta: &TrainMeta,
+    epochs: u64,
+    steps_per_epoch: u64,
+    batch: u64,
+) -> Result<(), Failure> {
+    let expected = meta
+        .epoch
+        .checked_mul(steps_per_epoch)
+        .and_then(|s| s.checked_add(meta.batch_in_epoch));
+    let fits = meta.epoch <= epochs
+        && meta.batch_in_epoch < steps_per_epoch
+        && (meta.epoch < epochs || meta.batch_in_epoch == 0)
+        && expected == Some(meta.step)
+        && Some(meta.epoch_seen) == meta.batch_in_epoch.checked_mul(batch)
+        && meta.epoch_correct <= meta.epoch_seen
+        && meta.epoch_loss_sum.is_finite();
+    if fits {
+        return Ok(());
+    }
+    Err(input_error(format!(
+        "the checkpoint's position (epoch {}, batch {} of {steps_per_epoch}, step {}) is not one a \
+         run of {epochs} epochs reaches; its training state is damaged",
+        meta.epoch, meta.batch_in_epoch, meta.step
+    )))
 }
 
 /// The compile options of a run: its memory budget, nothing printed.
@@ -736,6 +1003,7 @@ pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
         run_dir,
         mut state,
         mut meta,
+        resumed,
         compile_ms,
     } = prepare(req)?;
     let mut hooks = vec![method];
@@ -760,7 +1028,6 @@ pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
         .clone()
         .ok_or_else(|| input_error("the program has no `train` settings"))?;
     let run = program.run.clone();
-    let resumed = req.resume.is_some();
     eprintln!("{}", splits.description);
     if resumed {
         eprintln!(
@@ -802,6 +1069,9 @@ pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
             "the training set has {} samples, fewer than one batch of {batch}",
             train_set.len()
         )));
+    }
+    if resumed {
+        check_position(&meta, spec.epochs, steps_per_epoch as u64, batch as u64)?;
     }
     let sample_len = train_set.sample_len();
     let mut images = vec![0f32; batch * sample_len];
@@ -872,6 +1142,7 @@ pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
         None
     };
     let mut last_saved_step = meta.step;
+    let mut last_saved_at = Instant::now();
     if !resumed {
         last_checkpoint = Some(save(&compiled.module, &state, &meta, &hooks)?);
     }
@@ -905,6 +1176,22 @@ pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
                 stop_reason = "max_steps";
                 break 'epochs;
             }
+            // Both at a step boundary, where the state is one a checkpoint can hold.
+            if interrupt::requested() {
+                stop_reason = "interrupted";
+                break 'epochs;
+            }
+            if meta.step != last_saved_step
+                && checkpoint_due(
+                    run.checkpoint_every,
+                    meta.step - last_saved_step,
+                    last_saved_at,
+                )
+            {
+                last_checkpoint = Some(save(&compiled.module, &state, &meta, &hooks)?);
+                last_saved_step = meta.step;
+                last_saved_at = Instant::now();
+            }
             let start = meta.batch_in_epoch as usize * batch;
             data::order::fill_batch(train_set, &order, start, batch, &mut images, &mut labels);
             // The method's run side (the first hook) chooses the step function.
@@ -918,7 +1205,8 @@ pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
                 return Err(input_error("@train_step must return (loss, logits)"));
             };
             let loss = loss.data.first().copied().unwrap_or(f32::NAN);
-            if !loss.is_finite() {
+            let classes = logits.shape[1];
+            if let Some(what) = divergence(loss, classes) {
                 if let Some(bar) = &progress {
                     bar.abandon();
                 }
@@ -926,14 +1214,15 @@ pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
                     .as_ref()
                     .map_or("none".into(), |p| p.display().to_string());
                 return Err(input_error(format!(
-                    "the loss became {loss} at epoch {}, step {} (lr {}); training stopped. \
-                     The last good checkpoint is kept: {kept}. Try a smaller learning rate.",
+                    "{what} at epoch {}, step {} (lr {}); training stopped. The last good \
+                     checkpoint is kept: {kept}. Try a smaller learning rate (a new run from \
+                     its weights: --init-from {} --set lr=...).",
                     epoch + 1,
                     meta.step + 1,
-                    lr as f32
+                    lr as f32,
+                    run_dir.display()
                 )));
             }
-            let classes = logits.shape[1];
             let correct = logits
                 .data
                 .chunks_exact(classes)
@@ -1047,6 +1336,30 @@ pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
         last_checkpoint = Some(save(&compiled.module, &state, &meta, &hooks)?);
     }
     let checkpoint_dir = last_checkpoint.unwrap_or_else(|| run_dir.join("checkpoints"));
+    if stop_reason == "interrupted" {
+        let summary = json!({
+            "model": compiled.module.name,
+            "method": method_name(&compiled.module),
+            "status": stop_reason,
+            "epochs": spec.epochs,
+            "epochs_completed": meta.epoch,
+            "steps": meta.step,
+            "seed": spec.seed,
+            "wall_seconds": wall.elapsed().as_secs_f64(),
+            "checkpoint": checkpoint_dir.strip_prefix(&run_dir).unwrap_or(&checkpoint_dir),
+        });
+        let text = serde_json::to_string_pretty(&summary).unwrap_or_default() + "\n";
+        checkpoint::write_atomically(&run_dir.join("summary.json"), text.as_bytes())
+            .map_err(|e| input_error(format!("cannot write summary.json: {e}")))?;
+        return Err(Failure::Interrupted(format!(
+            "interrupted at epoch {}, step {}: checkpoint {} written\nresume with: sparsec \
+             train --resume {}",
+            meta.epoch + 1,
+            meta.step,
+            checkpoint_dir.display(),
+            run_dir.display()
+        )));
+    }
     if last_test.1.is_nan() || stop_reason == "max_steps" {
         // A run stopped by max_steps (or resumed with nothing left to do) still reports where
         // it stands.
@@ -1084,7 +1397,11 @@ pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
         "wall_seconds": wall.elapsed().as_secs_f64(),
         "checkpoint": checkpoint_dir.strip_prefix(&run_dir).unwrap_or(&checkpoint_dir),
     });
-    let summary = with_tracked(summary, module, &state);
+    let mut summary = with_tracked(summary, module, &state);
+    if let Some(warning) = learned_nothing(last_test.1, last_train_loss, module, &spec) {
+        eprintln!("warning: {warning}");
+        summary["warning"] = warning.into();
+    }
     // The final weights, also as a plain state_dict file at the top of the run directory.
     let model_bytes =
         checkpoint::model_file_bytes(module, &state, meta.step).map_err(input_error)?;
@@ -1131,11 +1448,10 @@ pub fn eval(
     threads: Option<usize>,
 ) -> Result<String, Failure> {
     let (program, weights_file) = if weights.is_dir() {
-        let dir = checkpoint::latest(weights).map_err(input_error)?;
         // A run whose shapes changed (a reconfiguration) is evaluated at its shapes as they are:
         // the program its checkpoint records. Without FILE, the run's own model (its source and
         // its `--set` overrides) is the program.
-        let meta = checkpoint::read_train_meta(&dir).map_err(input_error)?;
+        let (dir, meta) = checkpoint::open(weights).map_err(input_error)?;
         let mut program = match file {
             Some(file) => driver::load_program(file, &[])?,
             None => driver::run_program(&meta, &meta.sets)?,

@@ -378,6 +378,7 @@ fn resume_error(dir: &Path) -> String {
         out: None,
         sets: Vec::new(),
         resume: Some(dir.to_path_buf()),
+        init_from: None,
         backend: Backend::Jit,
         threads: Some(1),
         extra_hooks: Vec::new(),
@@ -413,6 +414,18 @@ fn a_tampered_mask_or_sparse_form_is_refused_on_resume() {
         };
         // A mask entry of 0.5; a kept weight's value changed in the sparse form.
         tamper(&latest.join(file), tensor, |v| v != 0.0, 0.5);
+        let message = resume_error(&dir);
+        assert!(
+            message.contains("does not match its checksum"),
+            "{what}: {message}"
+        );
+        // A forger who also fixes the checksum still meets the check of what the file holds.
+        let manifest_path = latest.join(sparsec::checkpoint::MANIFEST_FILE);
+        let mut manifest: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&manifest_path).unwrap()).unwrap();
+        manifest["files"][file] =
+            sparsec::checkpoint::sha256_hex(&std::fs::read(latest.join(file)).unwrap()).into();
+        std::fs::write(&manifest_path, manifest.to_string()).unwrap();
         let message = resume_error(&dir);
         let want = match what {
             "mask" => "mask of `fc1.weight` holds 0.5",

@@ -377,10 +377,28 @@ fn load_idx_dir_scales_and_reshapes() {
             s.description
         );
     }
-    // Wrong number of elements.
-    let m = load(&spec, None, &[1, 28, 28], 3).unwrap_err().to_string();
+    // Wrong number of elements, and the right number in the wrong arrangement: 2×3 images are
+    // not what a 3×2 or a 6×1 input reads.
+    for shape in [vec![1, 28, 28], vec![3, 2], vec![1, 6, 1], vec![2, 1, 3]] {
+        let m = load(&spec, None, &shape, 3).unwrap_err().to_string();
+        assert!(
+            m.contains("images are 2×3") && m.contains(&format!("{shape:?}")),
+            "{m}"
+        );
+    }
+    // Train and test images must have the same dimensions, even for a flat input.
+    let mixed = TempDir::new("load-mixed");
+    write_dir(mixed.path(), 4, 2, 2, 3, 3);
+    let test_images = mixed.path().join("t10k-images-idx3-ubyte");
+    let other = TempDir::new("load-mixed-other");
+    write_dir(other.path(), 4, 2, 3, 2, 3);
+    std::fs::copy(other.path().join("t10k-images-idx3-ubyte"), &test_images).unwrap();
+    let mixed_spec = DataSpec::Idx {
+        dir: mixed.path().to_str().unwrap().to_string(),
+    };
+    let m = load(&mixed_spec, None, &[6], 3).unwrap_err().to_string();
     assert!(
-        m.contains("[2, 3]") && m.contains("[1, 28, 28]") && m.contains("784 values"),
+        m.contains("training images are 2×3, the test images 3×2"),
         "{m}"
     );
     // Labels not below the model's classes.

@@ -605,7 +605,7 @@ fn jit_matches_the_interpreter_on_random_graphs() {
 fn opt_module(name: &str, source: &str) -> Result<Module, String> {
     let describe = |f: Failure| match f {
         Failure::Input(d) => d.render(codespan_reporting::term::termcolor::ColorChoice::Never),
-        Failure::Usage(s) | Failure::Message(s) => s,
+        Failure::Usage(s) | Failure::Message(s) | Failure::Interrupted(s) => s,
     };
     let program = program_from_source(name, source.to_owned(), false, &[]).map_err(describe)?;
     compile_to(

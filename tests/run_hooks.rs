@@ -78,13 +78,16 @@ fn run(dir: &Path, file: Option<PathBuf>, resume: bool, max_steps: Option<u64>) 
             .map(|n| vec![("max_steps".to_owned(), n.to_string())])
             .unwrap_or_default(),
         resume: resume.then(|| dir.to_path_buf()),
+        init_from: None,
         backend: Backend::Interp,
         threads: Some(1),
         extra_hooks: vec![Box::<CountingHook>::default()],
     };
     if let Err(failure) = train::train(req) {
         let message = match failure {
-            sparsec::driver::Failure::Message(m) | sparsec::driver::Failure::Usage(m) => m,
+            sparsec::driver::Failure::Message(m)
+            | sparsec::driver::Failure::Usage(m)
+            | sparsec::driver::Failure::Interrupted(m) => m,
             sparsec::driver::Failure::Input(_) => "bad input".into(),
         };
         panic!("training in {} failed: {message}", dir.display());
@@ -145,6 +148,7 @@ func @forward(%x: f32[4, 1, 2, 2], %labels: i32[4]) -> (f32[], f32[4, 3]) {
     std::fs::create_dir_all(&dir).unwrap();
     let meta = sparsec::checkpoint::TrainMeta {
         format: sparsec::checkpoint::FORMAT,
+        run_id: String::new(),
         step: 3,
         epoch: 0,
         batch_in_epoch: 3,

@@ -285,12 +285,192 @@ fn an_unknown_recorded_override_is_refused_on_resume() {
         .expect("the recorded override is in the metadata");
     let mut edited = bytes.clone();
     edited[at..at + to.len()].copy_from_slice(to.as_bytes());
-    std::fs::write(&state, edited).unwrap();
+    std::fs::write(&state, &edited).unwrap();
+    // The checksum refuses the edited file as it stands...
+    let out = sparsec(&["train", "--resume", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("does not match its checksum"), "{stderr}");
+    // ...and with its checksum and the run's fingerprint forged to match, the unknown key is
+    // still refused, not a panic.
+    reseal(&dir, &state, |run| {
+        run["sets"][0][0] = "epochx".into();
+    });
     let out = sparsec(&["train", "--resume", dir.to_str().unwrap()]);
     assert_ne!(out.status.code(), Some(0));
     assert_ne!(out.status.code(), Some(101), "not a panic");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("unknown setting `epochx`"), "{stderr}");
+}
+
+/// What a forger would do after editing `state` (a checkpoint's train_state): record its new
+/// checksum in the checkpoint's manifest, edit `run.json` with `edit` and give it the
+/// fingerprint of the edited run.
+fn reseal(run: &Path, state: &Path, edit: impl Fn(&mut serde_json::Value)) {
+    use sparsec::checkpoint::{fingerprint, sha256_hex};
+    let manifest_path = state.with_file_name("manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest_path).unwrap()).unwrap();
+    manifest["files"]["train_state.safetensors"] =
+        sha256_hex(&std::fs::read(state).unwrap()).into();
+    let mut run_file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("run.json")).unwrap()).unwrap();
+    edit(&mut run_file);
+    let sets: Vec<(String, String)> = serde_json::from_value(run_file["sets"].clone()).unwrap();
+    let source = std::fs::read_to_string(run.join("model.net")).unwrap();
+    let print = fingerprint(&source, false, &sets);
+    run_file["fingerprint"] = print.clone().into();
+    manifest["run"]["fingerprint"] = print.into();
+    std::fs::write(&manifest_path, manifest.to_string()).unwrap();
+    std::fs::write(run.join("run.json"), run_file.to_string()).unwrap();
+}
+
+/// A checkpoint is used only as it was written, by its own run: one flipped byte, a file from
+/// another run, another run's whole checkpoint or a format this build does not read are each
+/// refused with the file named, by resume, eval and report alike.
+#[test]
+fn a_tampered_or_foreign_checkpoint_is_refused() {
+    let model = "tests/train/tiny_momentum.net";
+    let root = fresh_dir("tampered");
+    let run = |name: &str, seed: &str| {
+        let dir = root.join(name);
+        ok(&sparsec(&[
+            "train",
+            model,
+            "--out",
+            dir.to_str().unwrap(),
+            "--set",
+            "max_steps=5",
+            "--set",
+            seed,
+        ]));
+        dir
+    };
+    let ours = run("ours", "seed=11");
+    let theirs = run("theirs", "seed=12");
+    // The same model and settings, another run: only its id tells it apart.
+    let twin = run("twin", "seed=11");
+    let step = "checkpoints/step-00000005";
+    let pristine = root.join("pristine");
+    copy_dir(&ours, &pristine);
+    let restore = || {
+        std::fs::remove_dir_all(&ours).unwrap();
+        copy_dir(&pristine, &ours);
+    };
+    let refused = |what: &str, expect: &str| {
+        for args in [
+            vec!["train", "--resume", ours.to_str().unwrap()],
+            vec!["eval", "--weights", ours.to_str().unwrap()],
+            vec!["report", ours.to_str().unwrap()],
+        ] {
+            let out = sparsec(&args);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{what}, {args:?}: {stderr}");
+            assert!(stderr.contains(expect), "{what}, {args:?}: {stderr}");
+        }
+        restore();
+    };
+
+    let weights = ours.join(step).join("model.safetensors");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    std::fs::write(&weights, bytes).unwrap();
+    refused(
+        "a flipped bit",
+        "model.safetensors` does not match its checksum",
+    );
+
+    std::fs::copy(
+        theirs.join(step).join("train_state.safetensors"),
+        ours.join(step).join("train_state.safetensors"),
+    )
+    .unwrap();
+    refused(
+        "another run's state",
+        "train_state.safetensors` does not match",
+    );
+
+    for other in [&theirs, &twin] {
+        std::fs::remove_dir_all(ours.join(step)).unwrap();
+        copy_dir(&other.join(step), &ours.join(step));
+        refused("another run's checkpoint", "belongs to another run");
+    }
+
+    let run_file = ours.join("run.json");
+    let text = std::fs::read_to_string(&run_file).unwrap();
+    std::fs::write(&run_file, text.replace("\"format\": 2", "\"format\": 9")).unwrap();
+    refused(
+        "a newer format",
+        "has checkpoint format 9; this build reads format 2",
+    );
+
+    std::fs::remove_file(ours.join(step).join("manifest.json")).unwrap();
+    refused("no manifest", "manifest.json");
+
+    // Untouched, it resumes.
+    ok(&sparsec(&["train", "--resume", ours.to_str().unwrap()]));
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// A run killed while it wrote its first checkpoint (no `latest` yet, a half-written checkpoint
+/// directory) is started again in place by `--resume`, and ends as an uninterrupted run does.
+#[test]
+fn a_run_killed_before_its_first_checkpoint_starts_again_in_place() {
+    let model = "tests/train/tiny_momentum.net";
+    let whole = fresh_dir("first-whole");
+    ok(&sparsec(&[
+        "train",
+        model,
+        "--out",
+        whole.to_str().unwrap(),
+    ]));
+    let killed = fresh_dir("first-killed");
+    let k = killed.to_str().unwrap();
+    ok(&sparsec(&[
+        "train",
+        model,
+        "--out",
+        k,
+        "--set",
+        "max_steps=0",
+    ]));
+    // What a kill during the first save leaves: the claim, run.json, a temporary directory.
+    for gone in ["latest", "summary.json", "model.safetensors", "report.txt"] {
+        let _ = std::fs::remove_file(killed.join(gone));
+    }
+    std::fs::rename(
+        killed.join("checkpoints/step-00000000"),
+        killed.join("checkpoints/.tmp-step-00000000"),
+    )
+    .unwrap();
+    std::fs::remove_file(killed.join("checkpoints/.tmp-step-00000000/manifest.json")).unwrap();
+    // A new run cannot take the directory...
+    let out = sparsec(&["train", model, "--out", k]);
+    assert_eq!(out.status.code(), Some(2));
+    // ...the run itself starts again there.
+    let out = sparsec(&["train", "--resume", k]);
+    ok(&out);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("starting it again in place"));
+    let a = std::fs::read(whole.join("model.safetensors")).unwrap();
+    let b = std::fs::read(killed.join("model.safetensors")).unwrap();
+    assert!(
+        a == b,
+        "the restarted run's weights differ from an uninterrupted run's"
+    );
+    assert!(!killed.join("checkpoints/.tmp-step-00000000").exists());
 }
 
 /// A model file saved with a byte-order mark or old Mac line endings is read as text, and a path

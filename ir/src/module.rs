@@ -145,6 +145,18 @@ pub enum Storage {
     Masked { nnz: u64 },
 }
 
+/// As the text form writes it (`tracked(budget=10)`).
+impl std::fmt::Display for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Storage::Dense => write!(f, "dense"),
+            Storage::Seeded => write!(f, "seeded"),
+            Storage::Tracked { budget } => write!(f, "tracked(budget={budget})"),
+            Storage::Masked { nnz } => write!(f, "masked(nnz={nnz})"),
+        }
+    }
+}
+
 /// An SSA value: a function argument or the result of an instruction, by position.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Value {

@@ -24,7 +24,7 @@ use crate::spec::{
     DataSpec, DropbackScope, KeepRatio, Method, MethodSpec, Optimizer, Schedule, TrainSpec,
 };
 use crate::types::{DType, Encoding, Type};
-use crate::verify::{verify, Site, MAX_RANK};
+use crate::verify::{verify, Site, VerifyError, MAX_RANK};
 
 /// Named attributes as written.
 type Attrs = Vec<(String, Attr)>;
@@ -69,8 +69,21 @@ impl std::error::Error for ParseError {}
 /// Parse a module and verify it ([`crate::verify::verify`]); a verifier error is reported as a
 /// `ParseError` at the offending line or type, with the verifier's message (`@forward %3: ...`).
 pub fn parse_module(text: &str) -> Result<Module, ParseError> {
+    parse_module_checked(text, &|_| Vec::new())
+}
+
+/// [`parse_module`] with more rules than the verifier's (`extra` sees a module that verifies),
+/// their findings located the same way: for callers that know what the IR does not (which
+/// storage a method gives its parameters).
+pub fn parse_module_checked(
+    text: &str,
+    extra: &dyn Fn(&Module) -> Vec<VerifyError>,
+) -> Result<Module, ParseError> {
     let (module, spans) = Parser::new(text)?.module()?;
-    if let Err(errors) = verify(&module) {
+    if let Err(errors) = verify(&module).and_then(|()| match extra(&module) {
+        errors if errors.is_empty() => Ok(()),
+        errors => Err(errors),
+    }) {
         let more = errors.len() - 1;
         let first = &errors[0];
         let mut message = first.to_string();

@@ -7,7 +7,7 @@
 
 use std::fmt::{self, Write};
 
-use crate::module::{Func, Init, Inst, Module, Param, Role, Storage, Value, FORMAT_VERSION};
+use crate::module::{Func, Init, Inst, Module, Param, Role, Value, FORMAT_VERSION};
 use crate::op::{Attr, Op};
 use crate::spec::{DataSpec, DropbackScope, KeepRatio, Method, MethodSpec, Schedule, TrainSpec};
 
@@ -183,13 +183,7 @@ fn write_param(out: &mut impl Write, m: &Module, p: &Param) -> fmt::Result {
         Init::Ones => write!(out, "ones")?,
         Init::Uniform { lo, hi } => write!(out, "uniform({lo:?}, {hi:?})")?,
     }
-    write!(out, " stream={} storage=", p.stream)?;
-    match p.storage {
-        Storage::Dense => write!(out, "dense")?,
-        Storage::Seeded => write!(out, "seeded")?,
-        Storage::Tracked { budget } => write!(out, "tracked(budget={budget})")?,
-        Storage::Masked { nnz } => write!(out, "masked(nnz={nnz})")?,
-    }
+    write!(out, " stream={} storage={}", p.stream, p.storage)?;
     let kind = match p.role {
         Role::Weight => None,
         Role::Momentum(of) => Some(("momentum", of)),

@@ -264,11 +264,12 @@ impl fmt::Display for DataError {
                 input_shape,
             } => write!(
                 f,
-                "{}: images are {image_shape:?} ({} values) but the model's input shape is \
-                 {input_shape:?} ({} values)",
+                "{}: images are {}×{} but the model's input is {input_shape:?} (it reads \
+                 single-channel images of its last two dimensions, or a flat vector of all \
+                 their values)",
                 path.display(),
-                image_shape.iter().product::<usize>(),
-                input_shape.iter().product::<usize>()
+                image_shape[0],
+                image_shape[1],
             ),
             DataError::MissingFiles {
                 dir,
@@ -280,6 +281,14 @@ impl fmt::Display for DataError {
                     write!(
                         f,
                         "data directory {} (from {origin}) lacks {} (each may also end in .gz)",
+                        dir.display(),
+                        missing.join(", ")
+                    )
+                } else if dir.is_file() {
+                    write!(
+                        f,
+                        "{} (from {origin}) is a file; give the directory that holds the four \
+                         IDX files ({})",
                         dir.display(),
                         missing.join(", ")
                     )
@@ -471,8 +480,21 @@ pub fn load_idx_dir(
     check_model(input_shape, classes)?;
     let chosen = pick_dir(candidates)?;
     let dir = &chosen.dir;
-    let train = load_split(dir, "train", input_shape, classes)?;
-    let test = load_split(dir, "t10k", input_shape, classes)?;
+    let (train, train_dims) = load_split(dir, "train", input_shape, classes)?;
+    let (test, test_dims) = load_split(dir, "t10k", input_shape, classes)?;
+    if train_dims != test_dims {
+        return Err(DataError::Invalid {
+            message: format!(
+                "{}: the training images are {}×{}, the test images {}×{}: they are not one \
+                 data set",
+                dir.display(),
+                train_dims[0],
+                train_dims[1],
+                test_dims[0],
+                test_dims[1]
+            ),
+        });
+    }
     let shown = display_dir(dir);
     let counts = format!("{} train, {} test", train.len(), test.len());
     let (description, source) = match (kind, chosen.origin) {
@@ -518,10 +540,9 @@ fn load_split(
     prefix: &str,
     input_shape: &[usize],
     classes: usize,
-) -> Result<Dataset, DataError> {
+) -> Result<(Dataset, [usize; 2]), DataError> {
     let (images, labels) = idx::read_split(dir, prefix, classes)?;
-    let image_len = images.rows * images.cols;
-    if image_len != input_shape.iter().product::<usize>() {
+    if !image_fits_input([images.rows, images.cols], input_shape) {
         let name = format!("{prefix}-images-idx3-ubyte");
         return Err(DataError::ShapeMismatch {
             path: idx::find_file(dir, &name).unwrap_or_else(|| dir.join(name)),
@@ -529,7 +550,8 @@ fn load_split(
             input_shape: input_shape.to_vec(),
         });
     }
-    Ok(Dataset {
+    let dims = [images.rows, images.cols];
+    let set = Dataset {
         images: images
             .pixels
             .iter()
@@ -538,7 +560,25 @@ fn load_split(
         labels: labels.iter().map(|&l| i32::from(l)).collect(),
         sample_shape: input_shape.to_vec(),
         classes,
-    })
+    };
+    Ok((set, dims))
+}
+
+/// Whether `rows × cols` images are what a model with this input shape reads: the same two
+/// spatial dimensions under any number of leading 1s (`[1, 28, 28]`, `[28, 28]`), or one flat
+/// vector of all their values (`[784]`). Counting values alone would let 16×49 images feed a
+/// 28×28 model.
+fn image_fits_input(image: [usize; 2], input_shape: &[usize]) -> bool {
+    let first_real = input_shape
+        .iter()
+        .position(|&d| d != 1)
+        .unwrap_or(input_shape.len());
+    match &input_shape[first_real..] {
+        [flat] => *flat == image[0] * image[1],
+        [rows, cols] => [*rows, *cols] == image,
+        [] => image == [1, 1],
+        _ => false,
+    }
 }
 
 /// `dir` relative to the current directory when it lies below it, else as it is.

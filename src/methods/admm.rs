@@ -312,6 +312,11 @@ fn loss_parts(outputs: &[Output<f32>]) -> Option<(f64, f64)> {
 }
 
 impl RunMethod for Admm {
+    /// The stages are laid out from the run's end: more epochs would move every one.
+    fn schedule_depends_on_length(&self) -> bool {
+        true
+    }
+
     fn reconfigures(&self) -> bool {
         true
     }

@@ -85,6 +85,13 @@ pub trait RunMethod {
         false
     }
 
+    /// Whether the method's schedule is laid out from the run's length (ADMM's stages end with
+    /// the run), so that a finished run cannot be extended with `--set epochs=...` as if it
+    /// had been asked for more epochs from the start.
+    fn schedule_depends_on_length(&self) -> bool {
+        false
+    }
+
     /// Whether a fresh run should probe the step before training ([`RunMethod::after_probe`]).
     fn wants_probe(&self) -> bool {
         false

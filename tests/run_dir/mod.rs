@@ -39,6 +39,7 @@ pub fn train_in(
             .map(|&(k, v)| (k.to_owned(), v.to_owned()))
             .collect(),
         resume: resume.then(|| dir.to_path_buf()),
+        init_from: None,
         backend,
         threads: Some(2),
         extra_hooks: hooks,

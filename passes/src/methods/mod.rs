@@ -16,7 +16,7 @@ pub mod penalty;
 pub mod prunetrain;
 
 use sparsec_ir::spec::MethodSpec;
-use sparsec_ir::Module;
+use sparsec_ir::{Module, ParamId, Storage};
 
 use crate::eqsat::rules::{no_rules, RuleSource};
 use crate::pipeline::Pass;
@@ -36,6 +36,13 @@ pub trait CompileMethod {
     /// lowering, on a module whose parameters are all dense.
     fn assign_storage(&self, _module: &mut Module) -> Result<(), String> {
         Ok(())
+    }
+
+    /// The storage the method gives the parameters it selects in `module` as it stands (after
+    /// [`CompileMethod::assign_storage`], at any stage); every other parameter is dense. An IR
+    /// dump's storage is checked against it ([`storage_mismatches`]).
+    fn selected_storage(&self, _module: &Module) -> Result<Vec<(ParamId, Storage)>, String> {
+        Ok(Vec::new())
     }
 
     /// Passes that run before autodiff, in order: what changes the training objective (a
@@ -92,6 +99,35 @@ pub fn compile_side(spec: Option<&MethodSpec>) -> Box<dyn CompileMethod> {
 /// Give the parameters of a freshly lowered module the storage its method asks for.
 pub fn assign_storage(module: &mut Module) -> Result<(), String> {
     compile_side(module.method.as_ref()).assign_storage(module)
+}
+
+/// Where a module's storage differs from what its method gives it (a dump that claims
+/// `dense` under Dropback would train densely while its summary says Dropback; `seeded` momentum
+/// would silently never be stored): (parameter index, message) for each such parameter, or one
+/// message if the method's storage cannot be worked out at all.
+pub fn storage_mismatches(module: &Module) -> Result<Vec<(usize, String)>, String> {
+    let method = compile_side(module.method.as_ref());
+    let mut expected = vec![Storage::Dense; module.params.len()];
+    for (id, storage) in method.selected_storage(module)? {
+        expected[id.0 as usize] = storage;
+    }
+    let given_by = match &module.method {
+        Some(_) => format!("method `{}` gives it", method.name()),
+        None => "a program without a method keeps every parameter".to_owned(),
+    };
+    Ok(module
+        .params
+        .iter()
+        .zip(expected)
+        .enumerate()
+        .filter(|(_, (p, want))| p.storage != *want)
+        .map(|(i, (p, want))| {
+            (
+                i,
+                format!("storage is `{}`, but {given_by} `{want}`", p.storage),
+            )
+        })
+        .collect())
 }
 
 /// The parameters of the layers a method selects (`<layer>.weight`, `<layer>.bias`), in

@@ -230,6 +230,14 @@ impl CompileMethod for Admm {
         set_storage(module, &self.spec, phase)
     }
 
+    fn selected_storage(&self, module: &Module) -> Result<Vec<(ParamId, Storage)>, String> {
+        let phase = match self.spec.method {
+            Method::Admm { at: Some(at), .. } => at,
+            _ => schedule_and_phase(module)?.1,
+        };
+        storages(module, &self.spec, phase)
+    }
+
     fn passes_before_autodiff(&self) -> Vec<Box<dyn Pass>> {
         let Some(rho) = self.rho() else {
             return Vec::new();

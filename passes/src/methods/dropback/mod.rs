@@ -8,7 +8,7 @@ pub mod select;
 
 use sparsec_ir::dropback::resolve_budgets;
 use sparsec_ir::spec::{DropbackScope, Method, MethodSpec};
-use sparsec_ir::{Module, Storage};
+use sparsec_ir::{Module, ParamId, Storage};
 
 use super::{selected_params, CompileMethod, Registration};
 use crate::eqsat::rules::RuleSource;
@@ -60,18 +60,23 @@ impl CompileMethod for Dropback {
     /// Every weight and bias of the selected layers becomes `tracked`, each with its budget
     /// resolved here, once, from `k` and the scope.
     fn assign_storage(&self, module: &mut Module) -> Result<(), String> {
+        for (id, storage) in self.selected_storage(module)? {
+            module.params[id.0 as usize].storage = storage;
+        }
+        Ok(())
+    }
+
+    fn selected_storage(&self, module: &Module) -> Result<Vec<(ParamId, Storage)>, String> {
         let selected = selected_params(module, &self.spec);
         let sizes: Vec<u64> = selected
             .iter()
             .map(|&i| module.params[i].ty.num_elements() as u64)
             .collect();
-        for (&i, budget) in selected
+        Ok(selected
             .iter()
             .zip(resolve_budgets(self.k, self.scope, &sizes))
-        {
-            module.params[i].storage = Storage::Tracked { budget };
-        }
-        Ok(())
+            .map(|(&i, budget)| (ParamId(i as u32), Storage::Tracked { budget }))
+            .collect())
     }
 
     fn passes_after_autodiff(&self) -> Vec<Box<dyn Pass>> {
