@@ -11,6 +11,7 @@ pub mod interrupt;
 pub mod methods;
 pub mod overrides;
 pub mod report;
+pub mod resources;
 pub mod runner;
 pub mod standalone;
 pub mod train;

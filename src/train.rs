@@ -357,6 +357,8 @@ struct Session {
     /// Whether the run continues from a checkpoint (not new, not started again in place).
     resumed: bool,
     compile_ms: f64,
+    /// Bytes the run was estimated to need before anything was allocated.
+    memory_estimate: u64,
 }
 
 /// How a session starts its run.
@@ -571,6 +573,28 @@ fn prepare(req: &TrainRequest) -> Result<Session, Failure> {
     }
     .or(req.data.clone());
     let splits = load_data(&module, data_dir.as_deref())?;
+    let functions: Vec<&str> = [TRAIN_STEP, FORWARD]
+        .into_iter()
+        .chain(method.extra_functions().iter().copied())
+        .collect();
+    let buffers = crate::resources::buffer_bytes(&module, &functions, req.backend)
+        .map_err(|e| input_error(format!("`{}`: {e}", program.file_name)))?;
+    let state_bytes = crate::resources::state_bytes(&module);
+    let memory_parts = [
+        ("parameters and optimizer state", state_bytes),
+        ("step buffers", buffers),
+        (
+            "checkpoint writing",
+            crate::resources::checkpoint_bytes(&module),
+        ),
+    ];
+    crate::resources::check_fits(
+        &format!("training `{}`", module.name),
+        &memory_parts,
+        crate::resources::SMALLER_NETWORK,
+    )
+    .map_err(input_error)?;
+    let memory_estimate = memory_parts.iter().map(|&(_, b)| b).sum::<u64>();
 
     let mut state = State::<f32>::initial(&module);
     let resumed = matches!(start, Start::Resume(..));
@@ -650,6 +674,7 @@ fn prepare(req: &TrainRequest) -> Result<Session, Failure> {
         meta,
         resumed,
         compile_ms,
+        memory_estimate,
     })
 }
 
@@ -1005,6 +1030,7 @@ pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
         mut meta,
         resumed,
         compile_ms,
+        memory_estimate,
     } = prepare(req)?;
     let mut hooks = vec![method];
     hooks.extend(extra_hooks);
@@ -1392,6 +1418,7 @@ pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
         "weights_stored": weights_stored,
         "weight_state_bytes": state_bytes,
         "peak_rss_bytes": peak_rss_bytes(),
+        "memory_estimate_bytes": memory_estimate,
         "seed": spec.seed,
         "compile_ms": costs.compile_ms + costs.jit_compile_ms,
         "wall_seconds": wall.elapsed().as_secs_f64(),
@@ -1477,6 +1504,17 @@ pub fn eval(
         (driver::load_program(file, &[])?, weights.to_path_buf())
     };
     let module = &program.module;
+    let buffers = crate::resources::buffer_bytes(module, &[FORWARD], backend)
+        .map_err(|e| input_error(format!("`{}`: {e}", program.file_name)))?;
+    crate::resources::check_fits(
+        &format!("evaluating `{}`", module.name),
+        &[
+            ("parameters", crate::resources::state_bytes(module)),
+            ("buffers", buffers),
+        ],
+        crate::resources::SMALLER_NETWORK,
+    )
+    .map_err(input_error)?;
     let mut state = State::<f32>::initial(module);
     let meta = checkpoint::load_weights(&weights_file, module, &mut state).map_err(input_error)?;
     let splits = load_data(module, data_dir)?;

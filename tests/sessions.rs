@@ -359,3 +359,62 @@ fn the_command_line_is_consistent() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("is a file"), "{stderr}");
 }
+
+/// A network far larger than any machine is refused before anything is allocated, with the
+/// estimate and what the machine has, and writes no run directory; printing its kernels
+/// allocates none of their buffers.
+#[test]
+fn a_program_too_large_for_the_machine_is_refused_before_allocating() {
+    let dir = fresh_dir("too-large");
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = dir.join("huge.net");
+    // 4·10⁹ weights, each tensor under the IR's 2³¹-element limit.
+    std::fs::write(
+        &model,
+        "model huge {
+            input x: [1, 28, 28]
+            flat = flatten(x)
+            fc1 = dense(flat, 2700000)
+            h = relu(fc1)
+            fc2 = dense(h, 700)
+            loss softmax_cross_entropy(fc2)
+        }
+        data synthetic { train_samples: 64, test_samples: 16, seed: 1 }
+        train { epochs: 1, batch: 16, optimizer: sgd(lr: 0.1, momentum: 0.9) }
+        ",
+    )
+    .unwrap();
+    let m = model.to_str().unwrap();
+    let run = dir.join("run");
+    let out = sparsec(&["train", m, "--out", run.to_str().unwrap()]);
+    let stderr = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("needs about") && stderr.contains("available"),
+        "{stderr}"
+    );
+    assert!(!run.exists(), "a refused run wrote its directory");
+    let kernels = ok(&sparsec(&["emit", "--stage", "kernels", m]));
+    assert!(kernels.contains("kernels @train_step"));
+
+    let data = dir.join("data.net");
+    std::fs::write(
+        &data,
+        std::fs::read_to_string(sparsec_test_support::repo_root().join(TINY))
+            .unwrap()
+            .replace("train_samples: 256", "train_samples: 100000000000"),
+    )
+    .unwrap();
+    let out = sparsec(&[
+        "train",
+        data.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    let stderr = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the synthetic data needs about"),
+        "{stderr}"
+    );
+}

@@ -90,6 +90,8 @@ pub struct JitProgram {
     fbufs: Vec<Vec<f32>>,
     ibufs: Vec<Vec<i32>>,
     sbufs: Vec<Vec<u32>>,
+    /// Whether the buffers above have their sizes (done by the first run).
+    allocated: bool,
     /// Per float buffer: a kernel writes it in every run, no other store and no constant uses it,
     /// so a store may take it by swapping.
     swappable: Vec<bool>,
@@ -318,20 +320,14 @@ impl JitProgram {
             })
             .collect();
         let n_kernels = plan.kernels.len();
-        let mut fbufs = Vec::new();
-        let mut ibufs = Vec::new();
-        let mut sbufs = Vec::new();
-        for b in &plan.buffers {
-            // Every buffer has its own index space slot; unused kinds stay empty.
-            let f_len = if b.dtype == DType::F32 { b.len } else { 0 };
-            fbufs.push(vec![b.fill.unwrap_or(0.0); f_len]);
-            ibufs.push(if b.dtype == DType::I32 {
-                vec![0; b.len]
-            } else {
-                Vec::new()
-            });
-            sbufs.push(Vec::new());
-        }
+        // Every buffer has its own index space slot; they are allocated on the first run, so a
+        // program compiled only to be shown (`emit --stage kernels`) takes no run-time memory.
+        let n_buffers = plan.buffers.len();
+        let (fbufs, ibufs, sbufs) = (
+            vec![Vec::new(); n_buffers],
+            vec![Vec::new(); n_buffers],
+            vec![Vec::new(); n_buffers],
+        );
         let mut written = vec![false; fbufs.len()];
         for k in &plan.kernels {
             for o in KernelProgram::io(k).1 {
@@ -398,6 +394,7 @@ impl JitProgram {
             fbufs,
             ibufs,
             sbufs,
+            allocated: false,
             swappable,
             applied_at,
             gemm_scratch: vec![Vec::new(); threads],
@@ -517,6 +514,24 @@ impl JitProgram {
         Ok(())
     }
 
+    /// Give every buffer its size and initial fill (unused kinds stay empty).
+    fn allocate(&mut self) {
+        for (j, b) in self.plan.buffers.iter().enumerate() {
+            if b.dtype == DType::F32 {
+                self.fbufs[j] = vec![b.fill.unwrap_or(0.0); b.len];
+            }
+            if b.dtype == DType::I32 {
+                self.ibufs[j] = vec![0; b.len];
+            }
+        }
+        self.allocated = true;
+    }
+
+    /// The bytes the run-time buffers take once allocated (the first run allocates them).
+    pub fn buffer_bytes(&self) -> u64 {
+        self.plan.buffers.iter().map(|b| b.len as u64 * 4).sum()
+    }
+
     /// Run the function once: the interpreter's contract (see the module docs).
     pub fn run(
         &mut self,
@@ -524,6 +539,9 @@ impl JitProgram {
         inputs: &[Input<'_, f32>],
     ) -> Result<Vec<Output<f32>>, String> {
         self.check_call(state, inputs)?;
+        if !self.allocated {
+            self.allocate();
+        }
         let JitProgram {
             plan,
             jit,

@@ -348,7 +348,17 @@ pub fn load(
                 input_shape,
                 classes,
             ),
-            None => synthetic(*train_samples, *test_samples, *seed, input_shape, classes),
+            None => {
+                let values = (train_samples.saturating_add(*test_samples))
+                    .saturating_mul(input_shape.iter().product::<usize>() as u64);
+                crate::resources::check_fits(
+                    "the synthetic data",
+                    &[("images", values.saturating_mul(4))],
+                    "Ask for fewer `train_samples` or `test_samples`.",
+                )
+                .map_err(|message| DataError::Invalid { message })?;
+                synthetic(*train_samples, *test_samples, *seed, input_shape, classes)
+            }
         },
         DataSpec::Idx { dir } => {
             let c = match cli_dir {
