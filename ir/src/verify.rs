@@ -163,6 +163,32 @@ impl Verifier {
                 }
             }
         }
+        if let Some(crate::spec::DataSpec::Synthetic {
+            train_samples,
+            test_samples,
+            ..
+        }) = &m.data
+        {
+            // The frontend's E0415, for programs that come as dumps: training needs one batch.
+            let batch = m.train.as_ref().map_or(1, |t| t.batch);
+            if *train_samples < batch.max(1) {
+                self.err(
+                    Site::Data,
+                    "data",
+                    format!(
+                        "synthetic `train_samples` {train_samples} is less than one batch of \
+                         {batch}"
+                    ),
+                );
+            }
+            if *test_samples == 0 {
+                self.err(
+                    Site::Data,
+                    "data",
+                    "synthetic `test_samples` must be at least 1",
+                );
+            }
+        }
         if let Some(spec) = &m.method {
             let ctx = "method";
             if spec.layers.is_empty() {

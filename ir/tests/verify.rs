@@ -217,10 +217,23 @@ fn spec() {
     m.train.as_mut().unwrap().optimizer.momentum = 1.5;
     expect(&m, "train: `momentum` must be in 0 ≤ momentum < 1");
 
+    // Synthetic data must hold one batch to train and one sample to test, as a model file's
+    // must (E0415, E0408 there).
     let mut m = modules::mlp();
     m.data = Some(DataSpec::Synthetic {
         train_samples: 0,
         test_samples: 0,
+        seed: 0,
+    });
+    expect(
+        &m,
+        "data: synthetic `train_samples` 0 is less than one batch",
+    );
+    expect(&m, "data: synthetic `test_samples` must be at least 1");
+    let batch = m.train.as_ref().unwrap().batch;
+    m.data = Some(DataSpec::Synthetic {
+        train_samples: batch,
+        test_samples: 1,
         seed: 0,
     });
     assert_eq!(verify(&m), Ok(()));
