@@ -60,6 +60,20 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Draw training curves (loss, accuracy, learning rate, and the first run's layers over
+    /// time) of one run or several on one figure, as PNG.
+    Plot {
+        /// Run directories written by `sparsec train`.
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// The PNG to write (default: RUN_DIR/plot.png for one run; needed for several).
+        #[arg(long, value_name = "FILE.png")]
+        out: Option<PathBuf>,
+        /// A TrueType font for the text (default: DejaVu Sans, Liberation Sans or FreeSans
+        /// from the system).
+        #[arg(long, value_name = "TTF")]
+        font: Option<PathBuf>,
+    },
     /// Print the program after a compiler stage.
     Emit {
         /// The stage to stop after.

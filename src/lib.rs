@@ -10,6 +10,7 @@ pub mod driver;
 pub mod interrupt;
 pub mod methods;
 pub mod overrides;
+pub mod plot;
 pub mod report;
 pub mod resources;
 pub mod runner;

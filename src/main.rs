@@ -11,6 +11,7 @@ use cli::{Cli, Command};
 use sparsec::driver::{self, Failure};
 use sparsec::interrupt;
 use sparsec::overrides;
+use sparsec::plot;
 use sparsec::report;
 use sparsec::train::{self, TrainRequest};
 
@@ -99,6 +100,9 @@ fn run(cli: &Cli) -> Result<String, Failure> {
                 })
             }),
         Command::Report { run_dir, json } => report::report(run_dir, *json),
+        Command::Plot { runs, out, font } => {
+            plot::plot(runs, out.as_deref(), font.as_deref()).map_err(Failure::Message)
+        }
         Command::Eval {
             file,
             weights,
