@@ -727,9 +727,10 @@ fn learned_nothing(
     let cause = if (train_loss - uniform).abs() <= 0.05 * uniform {
         format!(
             "the training loss {train_loss:.4} is a uniform guess's (ln {classes} = \
-             {uniform:.4}): the outputs went flat. The likely cause is a learning rate too \
-             large for the batch (lr {lr}, batch {batch}), whose first steps leave every ReLU \
-             unit dead. Try a smaller lr or a larger batch"
+             {uniform:.4}): the outputs are flat. Either the learning rate is too large for the \
+             batch (lr {lr}, batch {batch}) and the first steps left every ReLU unit dead, or it \
+             is too small (or decays too fast) for the run to leave its start: try a smaller lr \
+             or a larger batch, or a larger lr or more epochs"
         )
     } else if train_loss > uniform {
         format!(
