@@ -96,6 +96,7 @@ pub const CODES: &[(&str, &str)] = &[
         "E0508",
         "activation density selects a layer not followed by `relu`",
     ),
+    ("E0509", "dropback given both `k` and `compression`"),
 ];
 
 /// Codes the driver uses for problems with a file as a whole or with an IR dump (their golden

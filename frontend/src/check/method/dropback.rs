@@ -15,16 +15,50 @@ impl Checker {
     pub(super) fn dropback(&mut self, cx: &MethodCx<'_>) -> Option<MethodSpec> {
         let opts = self.block_opts(
             cx.block,
-            &["k", "scope", "freeze_after", "decay_init", "on"],
+            &[
+                "k",
+                "compression",
+                "scope",
+                "freeze_after",
+                "decay_init",
+                "on",
+            ],
             "`dropback`",
         );
-        let k = match opts.get("k") {
-            Some(v) => self.uint(v, "k", 1).map(|k| (k, v.span)),
-            None => {
+        // `k` as a count, or as the compression of the selected layers it gives (resolved
+        // below, once the selection's size is known).
+        let mut compression = None;
+        let k = match (opts.get("k"), opts.get("compression")) {
+            (Some(v), None) => self.uint(v, "k", 1).map(|k| (k, v.span)),
+            (None, Some(v)) => {
+                compression = self
+                    .float_in(
+                        v,
+                        "compression",
+                        |x| x >= 1.0,
+                        "`compression` must be ≥ 1 (parameters / tracked weights)",
+                    )
+                    .map(|c| (c, v.span));
+                None
+            }
+            (Some(k), Some(c)) => {
+                self.push(
+                    error(
+                        "E0509",
+                        "give `k` or `compression`, not both",
+                        c.span,
+                        "a second way to say k",
+                    )
+                    .secondary(k.span, "k given here"),
+                );
+                None
+            }
+            (None, None) => {
                 self.missing(
                     cx.item.kind.span,
                     "option `k` for `dropback`",
-                    "give the number of tracked weights, e.g. `k: 10_664`",
+                    "give the number of tracked weights, e.g. `k: 10_664`, or the compression \
+                     of the selected layers, e.g. `compression: 25`",
                 );
                 None
             }
@@ -67,12 +101,26 @@ impl Checker {
                 .map(Some),
         };
         let layers = self.selection(&opts, cx, false);
-        if let (Some((k, kspan)), Some(layers), Some(net)) = (k, &layers, cx.net) {
-            let total: u64 = layers
-                .iter()
-                .filter_map(|n| net.layer(n))
-                .map(Layer::param_count)
-                .fold(0u64, u64::saturating_add);
+        let total = match (&layers, cx.net) {
+            (Some(layers), Some(net)) => Some(
+                layers
+                    .iter()
+                    .filter_map(|n| net.layer(n))
+                    .map(Layer::param_count)
+                    .fold(0u64, u64::saturating_add),
+            ),
+            _ => None,
+        };
+        // k = round(parameters / compression), at least 1.
+        let k = match (k, compression, total) {
+            (None, Some((c, span)), Some(total)) => {
+                Some((((total as f64 / c).round() as u64).max(1), span))
+            }
+            (k, _, _) => k,
+        };
+        if let (Some((k, kspan)), Some(layers), Some(net), Some(total)) =
+            (k, &layers, cx.net, total)
+        {
             if k > total {
                 let per: Vec<String> = layers
                     .iter()
