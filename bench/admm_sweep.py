@@ -84,8 +84,8 @@ def variant(source, dense=False, keep=None, stages=None, extra_epochs=0):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     common_args(ap)
-    ap.add_argument("--targets", default="10,30",
-                    help="one-shot compressions besides the chain's last (default 10, 30)")
+    ap.add_argument("--targets", default="10,15,30",
+                    help="one-shot compressions besides the chain's last (default 10, 15, 30)")
     ap.add_argument("--extend", default="167", help="an extra stage for a longer chain")
     ap.add_argument("--only", help="train only these configurations (comma-separated)")
     args = ap.parse_args()
