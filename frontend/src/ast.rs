@@ -173,6 +173,8 @@ pub enum ValueKind {
         text: String,
         negative: bool,
     },
+    /// A percentage (`4%`): the number's text as written, without the `%`.
+    Percent(String),
     /// A string literal, escapes resolved.
     Str(String),
     Bool(bool),
@@ -203,6 +205,7 @@ impl ValueKind {
         match self {
             ValueKind::Int { .. } => "an integer",
             ValueKind::Float { .. } => "a float",
+            ValueKind::Percent(_) => "a percentage",
             ValueKind::Str(_) => "a string",
             ValueKind::Bool(_) => "a boolean",
             ValueKind::Ident(_) => "a name",

@@ -45,6 +45,8 @@ enum Raw {
     Float,
     #[regex(r"[0-9][0-9_]*(\.[0-9][0-9_]*)?[eE][+-]?")]
     BadExponent,
+    #[regex(r"[0-9][0-9_]*(\.[0-9][0-9_]*)?%")]
+    Percent,
     #[regex(r#""([^"\\\n]|\\[^\n])*""#)]
     Str,
     #[regex(r#""([^"\\\n]|\\[^\n])*\\?"#)]
@@ -93,6 +95,8 @@ pub enum Tok<'a> {
     Int(&'a str),
     /// Float literal text.
     Float(&'a str),
+    /// A percentage: the number's text, without the `%`.
+    Percent(&'a str),
     /// String contents, escapes resolved.
     Str(String),
     LBrace,
@@ -125,6 +129,7 @@ impl fmt::Display for Tok<'_> {
             Tok::Kind(s) => write!(f, "kind selector `@{}`", shorten(s)),
             Tok::Int(s) => write!(f, "integer `{}`", shorten(s)),
             Tok::Float(s) => write!(f, "float `{}`", shorten(s)),
+            Tok::Percent(s) => write!(f, "percentage `{}%`", shorten(s)),
             Tok::Str(s) => write!(f, "string {:?}", shorten(s)),
             Tok::LBrace => write!(f, "`{{`"),
             Tok::RBrace => write!(f, "`}}`"),
@@ -334,6 +339,7 @@ impl<'a> Iterator for Lexer<'a, '_> {
                 Raw::Kind => Tok::Kind(text.get(1..).unwrap_or("")),
                 Raw::Int => Tok::Int(text),
                 Raw::Float => Tok::Float(text),
+                Raw::Percent => Tok::Percent(text.strip_suffix('%').unwrap_or(text)),
                 Raw::BadExponent => {
                     self.push(
                         error(

@@ -104,6 +104,7 @@ fn friendly(expected: &[String]) -> Vec<String> {
     const VALUE_STARTS: &[&str] = &[
         "integer",
         "float",
+        "percent",
         "string",
         "true",
         "false",
@@ -133,6 +134,7 @@ fn friendly(expected: &[String]) -> Vec<String> {
     }
     for n in names {
         out.push(match n.as_str() {
+            "percent" => "a percentage".to_string(),
             "identifier" | "integer" | "float" | "string" | "glob" | "kind selector" => {
                 let article = if n == "identifier" || n == "integer" {
                     "an"
@@ -151,7 +153,7 @@ fn friendly(expected: &[String]) -> Vec<String> {
 fn order(n: &str) -> (u8, String) {
     let class = match n {
         "identifier" => 0,
-        "integer" | "float" | "string" | "glob" | "kind selector" => 1,
+        "integer" | "float" | "percent" | "string" | "glob" | "kind selector" => 1,
         _ if n.chars().all(|c| c.is_ascii_alphabetic() || c == '_') => 2,
         _ => 3,
     };

@@ -122,6 +122,7 @@ impl Printer<'_> {
             ValueKind::Float { text, negative } => {
                 self.line(d, &format!("Float {}{text}", sign(negative)), v.span)
             }
+            ValueKind::Percent(text) => self.line(d, &format!("Percent {text}%"), v.span),
             ValueKind::Str(s) => self.line(d, &format!("Str {s:?}"), v.span),
             ValueKind::Bool(b) => self.line(d, &format!("Bool {b}"), v.span),
             ValueKind::Ident(s) => self.line(d, &format!("Name {s}"), v.span),

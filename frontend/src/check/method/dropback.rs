@@ -11,6 +11,13 @@ use sparsec_ir::spec::{DropbackScope, Method, MethodSpec};
 
 const SCOPES: &[&str] = &["global", "per_layer"];
 
+/// `k` given relative to the selected layers' parameters.
+#[derive(Clone, Copy)]
+enum Share {
+    Percent(f64),
+    Compression(f64),
+}
+
 impl Checker {
     pub(super) fn dropback(&mut self, cx: &MethodCx<'_>) -> Option<MethodSpec> {
         let opts = self.block_opts(
@@ -25,20 +32,34 @@ impl Checker {
             ],
             "`dropback`",
         );
-        // `k` as a count, or as the compression of the selected layers it gives (resolved
-        // below, once the selection's size is known).
-        let mut compression = None;
+        // `k` as a count, as a percentage of the selected layers' parameters (`k: 4%`), or as
+        // the compression it gives them (`compression: 25`); the last two are resolved below,
+        // once the selection's size is known.
+        let mut share: Option<(Share, Span)> = None;
         let k = match (opts.get("k"), opts.get("compression")) {
-            (Some(v), None) => self.uint(v, "k", 1).map(|k| (k, v.span)),
+            (Some(v), None) => match &v.kind {
+                ValueKind::Percent(text) => {
+                    match text.replace('_', "").parse::<f64>() {
+                        Ok(p) if p > 0.0 && p <= 100.0 => share = Some((Share::Percent(p), v.span)),
+                        _ => self.range_err(
+                            v.span,
+                            "`k` as a share must be in 0% < k ≤ 100%",
+                            &format!("{text}%"),
+                        ),
+                    }
+                    None
+                }
+                _ => self.uint(v, "k", 1).map(|k| (k, v.span)),
+            },
             (None, Some(v)) => {
-                compression = self
+                share = self
                     .float_in(
                         v,
                         "compression",
                         |x| x >= 1.0,
                         "`compression` must be ≥ 1 (parameters / tracked weights)",
                     )
-                    .map(|c| (c, v.span));
+                    .map(|c| (Share::Compression(c), v.span));
                 None
             }
             (Some(k), Some(c)) => {
@@ -111,10 +132,14 @@ impl Checker {
             ),
             _ => None,
         };
-        // k = round(parameters / compression), at least 1.
-        let k = match (k, compression, total) {
-            (None, Some((c, span)), Some(total)) => {
-                Some((((total as f64 / c).round() as u64).max(1), span))
+        // k = round(parameters · p / 100) or round(parameters / compression), at least 1.
+        let k = match (k, share, total) {
+            (None, Some((share, span)), Some(total)) => {
+                let k = match share {
+                    Share::Percent(p) => total as f64 * p / 100.0,
+                    Share::Compression(c) => total as f64 / c,
+                };
+                Some(((k.round() as u64).max(1), span))
             }
             (k, _, _) => k,
         };
