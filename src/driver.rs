@@ -240,14 +240,19 @@ pub fn program_from_source(
             (module, run)
         }
         SourceKind::Ir => {
-            // `parse_module` also runs the verifier and locates its findings in the text.
+            // The parser also runs the verifier and locates every finding in the text.
             let mut module = sparsec_ir::parse::parse_module_checked(&file.text, &storage_rule)
-                .map_err(|e| {
-                    let diagnostic = Diagnostic::error()
-                        .with_code(codes::IR_INVALID)
-                        .with_message(e.message.clone())
-                        .with_labels(vec![Label::primary((), e.span.clone())]);
-                    Failure::Input(Diagnostics::new(&file, vec![diagnostic]))
+                .map_err(|errors| {
+                    let diagnostics = errors
+                        .into_iter()
+                        .map(|e| {
+                            Diagnostic::error()
+                                .with_code(codes::IR_INVALID)
+                                .with_message(e.message)
+                                .with_labels(vec![Label::primary((), e.span)])
+                        })
+                        .collect();
+                    Failure::Input(Diagnostics::new(&file, diagnostics))
                 })?;
             let run = match module.train.as_mut() {
                 Some(train) => {

@@ -67,32 +67,42 @@ impl fmt::Display for ParseError {
 impl std::error::Error for ParseError {}
 
 /// Parse a module and verify it ([`crate::verify::verify`]); a verifier error is reported as a
-/// `ParseError` at the offending line or type, with the verifier's message (`@forward %3: ...`).
+/// `ParseError` at the offending line or type, with the verifier's message (`@forward %3: ...`),
+/// and a count of the others.
 pub fn parse_module(text: &str) -> Result<Module, ParseError> {
-    parse_module_checked(text, &|_| Vec::new())
+    parse_module_checked(text, &|_| Vec::new()).map_err(|mut errors| {
+        let more = errors.len() - 1;
+        let mut first = errors.swap_remove(0);
+        if more > 0 {
+            first
+                .message
+                .push_str(&format!(" (and {more} more verifier error(s))"));
+        }
+        first
+    })
 }
 
 /// [`parse_module`] with more rules than the verifier's (`extra` sees a module that verifies),
 /// their findings located the same way: for callers that know what the IR does not (which
-/// storage a method gives its parameters).
+/// storage a method gives its parameters). Every verifier finding is returned, in module order
+/// (a syntax error stops at the first); the list is never empty.
 pub fn parse_module_checked(
     text: &str,
     extra: &dyn Fn(&Module) -> Vec<VerifyError>,
-) -> Result<Module, ParseError> {
-    let (module, spans) = Parser::new(text)?.module()?;
+) -> Result<Module, Vec<ParseError>> {
+    let (module, spans) = Parser::new(text)
+        .and_then(|p| p.module())
+        .map_err(|e| vec![e])?;
     if let Err(errors) = verify(&module).and_then(|()| match extra(&module) {
         errors if errors.is_empty() => Ok(()),
         errors => Err(errors),
     }) {
-        let more = errors.len() - 1;
-        let first = &errors[0];
-        let mut message = first.to_string();
-        if more > 0 {
-            message.push_str(&format!(" (and {more} more verifier error(s))"));
-        }
-        return Err(ParseError::new(spans.site(&first.site), message));
+        return Err(errors
+            .iter()
+            .map(|e| ParseError::new(spans.site(&e.site), e.to_string()))
+            .collect());
     }
-    spans.check_results(&module)?;
+    spans.check_results(&module).map_err(|e| vec![e])?;
     Ok(module)
 }
 
