@@ -713,20 +713,14 @@ pub fn latest(run_dir: &Path) -> Result<PathBuf, String> {
     let pointer = run_dir.join("latest");
     // `latest` names a directory: a few bytes. Read no more than that could take, whatever the
     // path turns out to be (a link to /dev/zero).
-    let text = {
-        use std::io::Read;
-        let mut text = String::new();
-        fs::File::open(&pointer)
-            .and_then(|f| f.take(4096).read_to_string(&mut text))
-            .map(|_| text)
-    }
-    .map_err(|e| {
-        format!(
-            "`{}` is not a run directory with a checkpoint ({}: {e})",
-            run_dir.display(),
-            pointer.display()
-        )
-    })?;
+    let text = read_small(&pointer, 4096)
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .map_err(|e| {
+            format!(
+                "`{}` is not a run directory with a checkpoint ({e})",
+                run_dir.display()
+            )
+        })?;
     // Only a checkpoint of this run: `checkpoints/step-NNNNNNNN`, never a path that leaves it.
     let name = text.trim();
     let is_checkpoint = name

@@ -409,24 +409,16 @@ fn program_of_run(
     meta: &TrainMeta,
     sets: &[(String, String)],
 ) -> Result<Program, Failure> {
-    match &meta.program {
-        Some(ir) => driver::program_from_source(
-            &format!("{}/program.ir", run.display()),
-            ir.clone(),
-            true,
-            sets,
-        ),
-        None => {
-            let mut all = meta.sets.clone();
-            all.extend(sets.iter().cloned());
-            driver::program_from_source(
-                &meta.source_name,
-                meta.source.clone(),
-                meta.source_is_ir,
-                &all,
-            )
-        }
+    let mut all = meta.sets.clone();
+    all.extend(sets.iter().cloned());
+    let mut program = driver::run_program(meta, &all)?;
+    // A resumed run keeps its model source for its record; a new run has only the program.
+    if let Some(ir) = &meta.program {
+        program.file_name = format!("{}/program.ir", run.display());
+        program.source = ir.clone();
+        program.is_ir = true;
     }
+    Ok(program)
 }
 
 /// The training state of a run at step 0.
