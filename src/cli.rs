@@ -51,6 +51,34 @@ pub enum Command {
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=2))]
         threads: Option<u8>,
     },
+    /// Classify inputs with a trained run: the most likely classes and their probabilities.
+    Predict {
+        /// A run directory written by `sparsec train` (its latest weights are used).
+        run_dir: PathBuf,
+        /// IDX images files (as in the data sets, plain or .gz) or PNG/PGM images of the
+        /// model's input size; pixels are scaled to [0, 1] as in training.
+        #[arg(required = true, value_name = "INPUT")]
+        inputs: Vec<PathBuf>,
+        /// Print every class's probability and the logits as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Execution backend.
+        #[arg(long, value_enum, default_value_t = Backend::Jit)]
+        backend: Backend,
+        /// Threads for the JIT's kernels, 1 or 2; the results are the same bits whatever the
+        /// count.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=2))]
+        threads: Option<u8>,
+    },
+    /// Write a trained run's network as an ONNX model (inputs `input`, outputs `logits` and
+    /// `probabilities`, any batch size), for inference elsewhere.
+    Export {
+        /// A run directory written by `sparsec train` (its latest weights are used).
+        run_dir: PathBuf,
+        /// The ONNX file to write.
+        #[arg(long, value_name = "FILE.onnx", required = true)]
+        onnx: PathBuf,
+    },
     /// A table per layer of a run: parameters, tracked (or non-zero) weights, bytes stored,
     /// forward and training FLOPs per sample.
     Report {
@@ -113,6 +141,11 @@ pub struct TrainArgs {
     /// regenerating weights instead of storing them). Repeatable.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
+    /// Time every kernel of the compiled step and print, at the end, where the time went per
+    /// kernel and layer (also written to RUN_DIR/profile.json). JIT only; the results do not
+    /// change.
+    #[arg(long)]
+    pub profile: bool,
     /// Execution backend: `jit` (Cranelift, the default) or `interp` (the reference).
     #[arg(long, value_enum, default_value_t = Backend::Jit)]
     pub backend: Backend,

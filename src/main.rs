@@ -12,6 +12,7 @@ use sparsec::driver::{self, Failure};
 use sparsec::interrupt;
 use sparsec::overrides;
 use sparsec::plot;
+use sparsec::predict;
 use sparsec::report;
 use sparsec::train::{self, TrainRequest};
 
@@ -56,6 +57,13 @@ fn check_environment(cli: &Cli) -> Result<(), Failure> {
         }
     }
     if let Command::Train(args) = &cli.command {
+        if args.profile && matches!(args.backend, cli::Backend::Interp) {
+            return Err(Failure::Usage(
+                "--profile times the JIT's kernels; the interpreter has none (leave out \
+                 --backend interp)"
+                    .to_owned(),
+            ));
+        }
         if let (Some(_), Some(out)) = (&args.resume, &args.out) {
             return Err(Failure::Usage(format!(
                 "--out {} with --resume: a resumed run goes on in its own directory; leave \
@@ -97,8 +105,23 @@ fn run(cli: &Cli) -> Result<String, Failure> {
                     backend: args.backend.backend(),
                     threads: args.threads.map(usize::from),
                     extra_hooks: Vec::new(),
+                    profile: args.profile,
                 })
             }),
+        Command::Predict {
+            run_dir,
+            inputs,
+            json,
+            backend,
+            threads,
+        } => predict::predict(&predict::PredictRequest {
+            run: run_dir,
+            inputs,
+            json: *json,
+            backend: backend.backend(),
+            threads: threads.map(usize::from),
+        }),
+        Command::Export { run_dir, onnx } => sparsec::onnx::export(run_dir, onnx),
         Command::Report { run_dir, json } => report::report(run_dir, *json),
         Command::Plot { runs, out, font } => {
             plot::plot(runs, out.as_deref(), font.as_deref()).map_err(Failure::Message)

@@ -67,6 +67,28 @@ impl Runner {
         }
     }
 
+    /// Time each kernel from now on (the JIT only: the interpreter has no kernels to time).
+    pub fn set_profiling(&mut self, on: bool) -> Result<(), String> {
+        match self {
+            Runner::Interp(_) if on => {
+                Err("--profile times the JIT's kernels; the interpreter has none".to_owned())
+            }
+            Runner::Interp(_) => Ok(()),
+            Runner::Jit(p) => {
+                p.set_profiling(on);
+                Ok(())
+            }
+        }
+    }
+
+    /// The time per kernel since profiling started, and the runs timed.
+    pub fn profile(&self) -> Option<(Vec<sparsec_backend::KernelTime>, u64)> {
+        match self {
+            Runner::Interp(_) => None,
+            Runner::Jit(p) => p.profile(),
+        }
+    }
+
     /// Run once with the interpreter's contract.
     pub fn run(
         &mut self,

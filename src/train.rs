@@ -24,6 +24,7 @@ use crate::driver::{self, Failure, Program};
 use crate::interrupt;
 use crate::methods::{self, EpochEnd, Probe, Reconfiguration, RunMethod, StepEnd};
 use crate::overrides;
+use crate::profile::RunProfile;
 use crate::runner::{Backend, Runner};
 
 /// What `sparsec train` was asked to do.
@@ -42,6 +43,8 @@ pub struct TrainRequest {
     /// Run-side hooks beside the method's own, called after it (a library user's; the tests
     /// drive structural passes with them).
     pub extra_hooks: Vec<Box<dyn RunMethod>>,
+    /// Time every kernel and print where the steps' time went (`--profile`; JIT only).
+    pub profile: bool,
 }
 
 /// Training stopped for a reason that is the input's fault (exit 1), with a message.
@@ -785,6 +788,8 @@ fn compile_options(program: &Program) -> driver::CompileOptions {
 struct Compiled {
     module: Module,
     runners: Vec<(&'static str, Runner)>,
+    /// What earlier programs of the run timed, when profiling (`--profile`).
+    profile: Option<RunProfile>,
 }
 
 impl Compiled {
@@ -794,6 +799,7 @@ impl Compiled {
         hooks: &[Box<dyn RunMethod>],
         backend: Backend,
         threads: Option<usize>,
+        profile: Option<RunProfile>,
     ) -> Result<Compiled, Failure> {
         let mut names = vec![TRAIN_STEP];
         for &name in hooks
@@ -810,11 +816,28 @@ impl Compiled {
             if module.func(name).is_none() {
                 return Err(input_error(format!("the program has no @{name}")));
             }
-            let runner = Runner::new(&module, name, backend, threads)
+            let mut runner = Runner::new(&module, name, backend, threads)
                 .map_err(|e| input_error(format!("cannot prepare @{name}: {e}")))?;
+            if profile.is_some() {
+                runner.set_profiling(true).map_err(Failure::Usage)?;
+            }
             runners.push((name, runner));
         }
-        Ok(Compiled { module, runners })
+        Ok(Compiled {
+            module,
+            runners,
+            profile,
+        })
+    }
+
+    /// The run's kernel times so far (this program's added), when profiling; called when the
+    /// program is replaced or the run ends, so each runner's times are added once.
+    fn take_profile(&mut self) -> Option<RunProfile> {
+        let mut profile = self.profile.take()?;
+        for (name, runner) in &self.runners {
+            profile.absorb(&self.module, name, runner);
+        }
+        Some(profile)
     }
 
     fn runner(&mut self, name: &str) -> Result<&mut Runner, Failure> {
@@ -974,7 +997,8 @@ fn reconfigure(
             .into_iter()
             .map(|(name, shape)| (name, json!(shape)))
             .collect();
-    *compiled = Compiled::new(module, hooks, req.backend, req.threads)?;
+    let profile = compiled.take_profile();
+    *compiled = Compiled::new(module, hooks, req.backend, req.threads, profile)?;
     *state = carried;
     program.module = ir;
     Ok(json!({
@@ -1058,7 +1082,13 @@ pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
     }
 
     let mut metrics = Metrics::open(&run_dir, resumed.then_some(meta.step))?;
-    let mut compiled = Compiled::new(module, &hooks, req.backend, req.threads)?;
+    let mut compiled = Compiled::new(
+        module,
+        &hooks,
+        req.backend,
+        req.threads,
+        req.profile.then(RunProfile::default),
+    )?;
     sync_state(&hooks, &compiled.module, meta.step, &mut state);
     let (step_flops, inference_flops) = architecture_flops(&program, &compiled.module)?;
     let mut costs = Costs {
@@ -1384,6 +1414,7 @@ pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
         // it stands.
         last_test = evaluate(batch, compiled.runner(FORWARD)?, &mut state, &splits.test)?;
     }
+    let run_profile = compiled.take_profile();
     let module = &compiled.module;
 
     let params_total = module.param_count();
@@ -1447,9 +1478,16 @@ pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
     } else {
         0.0
     };
+    let mut profile_table = String::new();
+    if let Some(profile) = run_profile {
+        let text = serde_json::to_string_pretty(&profile.json()).unwrap_or_default() + "\n";
+        checkpoint::write_atomically(&run_dir.join("profile.json"), text.as_bytes())
+            .map_err(|e| input_error(format!("cannot write profile.json: {e}")))?;
+        profile_table = profile.table();
+    }
     Ok(format!(
         "{}: {} steps, test accuracy {:.2}%; trained in {:.1} s ({rate:.0} samples/s); run \
-         directory {}\n{table}",
+         directory {}\n{table}{profile_table}",
         module.name,
         meta.step,
         100.0 * last_test.1,
@@ -1467,49 +1505,13 @@ pub fn eval(
     backend: Backend,
     threads: Option<usize>,
 ) -> Result<String, Failure> {
-    let (program, weights_file) = if weights.is_dir() {
-        // A run whose shapes changed (a reconfiguration) is evaluated at its shapes as they are:
-        // the program its checkpoint records. Without FILE, the run's own model (its source and
-        // its `--set` overrides) is the program.
-        let (dir, meta) = checkpoint::open(weights).map_err(input_error)?;
-        let mut program = match file {
-            Some(file) => driver::load_program(file, &[])?,
-            None => driver::run_program(&meta, &meta.sets)?,
-        };
-        if let Some(ir) = &meta.program {
-            program.module = sparsec_ir::parse::parse_module(ir).map_err(|e| {
-                input_error(format!(
-                    "`{}`: the program the checkpoint records does not parse: {e}",
-                    dir.display()
-                ))
-            })?;
-        }
-        (program, dir.join("model.safetensors"))
-    } else {
-        let Some(file) = file else {
-            return Err(Failure::Usage(format!(
-                "`{}` is a weights file, not a run directory: give the model file it was \
-                 trained with too (`sparsec eval FILE --weights {}`)",
-                weights.display(),
-                weights.display()
-            )));
-        };
-        (driver::load_program(file, &[])?, weights.to_path_buf())
-    };
+    let crate::trained::Trained {
+        program,
+        mut state,
+        weights_file,
+        meta,
+    } = crate::trained::load(file, weights, backend)?;
     let module = &program.module;
-    let buffers = crate::resources::buffer_bytes(module, &[FORWARD], backend)
-        .map_err(|e| input_error(format!("`{}`: {e}", program.file_name)))?;
-    crate::resources::check_fits(
-        &format!("evaluating `{}`", module.name),
-        &[
-            ("parameters", crate::resources::state_bytes(module)),
-            ("buffers", buffers),
-        ],
-        crate::resources::SMALLER_NETWORK,
-    )
-    .map_err(input_error)?;
-    let mut state = State::<f32>::initial(module);
-    let meta = checkpoint::load_weights(&weights_file, module, &mut state).map_err(input_error)?;
     let splits = load_data(module, data_dir)?;
     eprintln!("{}", splits.description);
     let mut forward = Runner::new(module, FORWARD, backend, threads)

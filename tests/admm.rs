@@ -382,6 +382,7 @@ fn resume_error(dir: &Path) -> String {
         backend: Backend::Jit,
         threads: Some(1),
         extra_hooks: Vec::new(),
+        profile: false,
     };
     let Err(sparsec::driver::Failure::Message(message)) = sparsec::train::train(req) else {
         panic!("a tampered checkpoint must be refused")

@@ -82,6 +82,7 @@ fn run(dir: &Path, file: Option<PathBuf>, resume: bool, max_steps: Option<u64>) 
         backend: Backend::Interp,
         threads: Some(1),
         extra_hooks: vec![Box::<CountingHook>::default()],
+        profile: false,
     };
     if let Err(failure) = train::train(req) {
         let message = match failure {

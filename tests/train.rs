@@ -133,6 +133,59 @@ fn max_steps_zero_writes_the_initial_checkpoint() {
     assert_eq!(summary(&dir)["steps"], 0);
 }
 
+/// `--profile` says where the step's time went, kernel by kernel, without changing a bit.
+#[test]
+fn a_profiled_run_reports_its_kernels_and_trains_the_same_bits() {
+    let plain = fresh_dir("profile-plain");
+    let profiled = fresh_dir("profile-on");
+    let model = "tests/train/tiny_momentum.net";
+    ok(&sparsec(&[
+        "train",
+        model,
+        "--out",
+        plain.to_str().unwrap(),
+    ]));
+    let out = ok(&sparsec(&[
+        "train",
+        model,
+        "--out",
+        profiled.to_str().unwrap(),
+        "--profile",
+    ]));
+    assert!(out.contains("profile of @train_step"), "{out}");
+    assert!(out.contains("ms/run"), "{out}");
+    let profile: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(profiled.join("profile.json")).unwrap())
+            .unwrap();
+    let step = &profile["functions"]["train_step"];
+    assert_eq!(step["runs"], summary(&profiled)["steps"]);
+    let kernels = step["kernels"].as_array().unwrap();
+    assert!(kernels
+        .iter()
+        .any(|k| k["kernel"].as_str().unwrap().starts_with("gemm")
+            && k["layers"].as_str().unwrap().contains('h')));
+    let sum: f64 = kernels.iter().map(|k| k["seconds"].as_f64().unwrap()).sum();
+    assert!(sum > 0.0 && (sum - step["seconds"].as_f64().unwrap()).abs() < 1e-9);
+    assert_eq!(
+        std::fs::read(plain.join("model.safetensors")).unwrap(),
+        std::fs::read(profiled.join("model.safetensors")).unwrap()
+    );
+    // The interpreter has no kernels to time: a usage error, before anything is written.
+    let interp = fresh_dir("profile-interp");
+    let out = sparsec(&[
+        "train",
+        model,
+        "--out",
+        interp.to_str().unwrap(),
+        "--profile",
+        "--backend",
+        "interp",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--profile"));
+    assert!(!interp.exists());
+}
+
 #[test]
 fn a_diverging_run_stops_with_a_message_and_keeps_its_checkpoint() {
     let dir = fresh_dir("diverge");

@@ -60,6 +60,9 @@
 //!   scatter-add order, and every product is the imported GEMM called with exactly the
 //!   interpreter's shapes, layouts and accumulate flag ([`codegen::conv`]), so the bits do not
 //!   depend on how that GEMM sums;
+//! - subnormals: flushed to zero (FTZ and DAZ) wherever a run computes, in both backends and
+//!   every thread (`sparsec_ir::fpenv`), so a run whose values decay into subnormals neither slows down
+//!   nor depends on which thread computed what;
 //! - no FMA in the JIT's own code: Cranelift never contracts `fmul` + `fadd`, and no kernel
 //!   emits `fma` ([`Jit::has_fma`] is only reported).
 //!
@@ -81,4 +84,4 @@ pub use jit::{Jit, JitError};
 pub use kernel_ir::KernelProgram;
 pub use kernels::{Kernels, Uniform};
 pub use partition::partition;
-pub use runtime::{default_threads, JitProgram};
+pub use runtime::{default_threads, JitProgram, KernelTime};

@@ -103,28 +103,21 @@ pub struct JitProgram {
     bounds: Vec<u64>,
     op_scratch: OpScratch<f32>,
     topk_scratch: Vec<(u64, u32)>,
-    /// Seconds per kernel, when `SPARSEC_PROFILE` is set.
-    profile: Option<Vec<f64>>,
+    /// Seconds per kernel and the number of runs timed, while profiling
+    /// ([`JitProgram::set_profiling`]).
+    profile: Option<(Vec<f64>, u64)>,
 }
 
-impl Drop for JitProgram {
-    /// With `SPARSEC_PROFILE` set, the time spent in each kernel goes to stderr.
-    fn drop(&mut self) {
-        if let Some(p) = &self.profile {
-            let total: f64 = p.iter().sum();
-            eprintln!("profile @{}: {:.3} s in kernels", self.plan.func, total);
-            for (i, t) in p.iter().enumerate() {
-                if *t > 0.01 * total {
-                    eprintln!(
-                        "  k{i} {:<24} {:>8.3} s {:>5.1}%",
-                        self.plan.kernels[i].kind(),
-                        t,
-                        100.0 * t / total.max(1e-12)
-                    );
-                }
-            }
-        }
-    }
+/// The time one kernel took over the runs profiled.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KernelTime {
+    /// Its position in the kernel program (`emit --stage kernels` numbers it `k<index>`).
+    pub index: usize,
+    /// What it is: `gemm.nt`, `chain`, `regen`, `topk_select`, ...
+    pub kind: String,
+    /// The IR instructions it carries out (`%i` of the function).
+    pub insts: Vec<usize>,
+    pub seconds: f64,
 }
 
 impl std::fmt::Debug for JitProgram {
@@ -198,6 +191,7 @@ fn pool_for(threads: usize) -> Result<Option<rayon::ThreadPool>, String> {
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .thread_name(|i| format!("sparsec-jit-{i}"))
+        .start_handler(|_| sparsec_ir::fpenv::flush_subnormals_in_this_thread())
         .build()
         .map(Some)
         .map_err(|e| format!("cannot start the JIT's {threads} threads: {e}"))
@@ -319,7 +313,6 @@ impl JitProgram {
                 name: p.name.clone(),
             })
             .collect();
-        let n_kernels = plan.kernels.len();
         // Every buffer has its own index space slot; they are allocated on the first run, so a
         // program compiled only to be shown (`emit --stage kernels`) takes no run-time memory.
         let n_buffers = plan.buffers.len();
@@ -402,8 +395,33 @@ impl JitProgram {
             bounds: Vec::new(),
             op_scratch: OpScratch::default(),
             topk_scratch: Vec::new(),
-            profile: std::env::var_os("SPARSEC_PROFILE").map(|_| vec![0.0; n_kernels]),
+            profile: None,
         })
+    }
+
+    /// Start timing each kernel (from zero), or stop. Timing adds two clock reads per kernel
+    /// and run; it changes no result.
+    pub fn set_profiling(&mut self, on: bool) {
+        self.profile = on.then(|| (vec![0.0; self.plan.kernels.len()], 0));
+    }
+
+    /// The time per kernel since profiling started, and the number of runs timed.
+    pub fn profile(&self) -> Option<(Vec<KernelTime>, u64)> {
+        let (seconds, runs) = self.profile.as_ref()?;
+        let kernels = self
+            .plan
+            .kernels
+            .iter()
+            .zip(seconds)
+            .enumerate()
+            .map(|(index, (k, &seconds))| KernelTime {
+                index,
+                kind: k.kind(),
+                insts: k.insts.clone(),
+                seconds,
+            })
+            .collect();
+        Some((kernels, *runs))
     }
 
     /// Milliseconds spent partitioning and compiling.
@@ -621,16 +639,21 @@ impl JitProgram {
                 for (j, v) in s_out {
                     sbufs[j] = v;
                 }
-                if let (Some(t0), Some(p)) = (t0, profile.as_mut()) {
+                if let (Some(t0), Some((p, _))) = (t0, profile.as_mut()) {
                     p[i] += t0.elapsed().as_secs_f64();
                 }
                 r?;
             }
             Ok(())
         };
-        match pool {
-            Some(pool) if *worth_threads => pool.install(kernels)?,
-            _ => kernels()?,
+        // The pool's workers flush subnormals from their start; the caller's thread does while
+        // it runs the kernels itself.
+        sparsec_ir::fpenv::flushing_subnormals(|| match pool {
+            Some(pool) if *worth_threads => pool.install(kernels),
+            _ => kernels(),
+        })?;
+        if let Some((_, runs)) = self.profile.as_mut() {
+            *runs += 1;
         }
         let env = Env {
             inputs,

@@ -314,7 +314,8 @@ fn tile_reference(
     a: impl Fn(usize, usize) -> f32,
     b: impl Fn(usize, usize) -> f32,
 ) -> Vec<f32> {
-    let want = sequential_product((m, n, k), a, b);
+    // Under the environment every kernel runs in: subnormals flushed (sparsec_ir::fpenv).
+    let want = sparsec_ir::fpenv::flushing_subnormals(|| sequential_product((m, n, k), a, b));
     if !sparsec_ir::interp::uses_library(m, n, k) {
         assert_bits("the interpreter's own kernel order", &interp(), &want);
     }

@@ -3,6 +3,7 @@
 
 pub mod admm;
 pub mod dropback;
+pub mod fpenv;
 pub mod interp;
 pub mod module;
 pub mod op;

@@ -133,7 +133,6 @@ impl Pipeline {
                 .map_err(PipelineError::Refused)?;
         }
         let mut module = module;
-        let mut ran = false;
         for pass in &self.passes {
             let after = pass.stage_after();
             let pending = after > start || (after == start && !pass.applied(&module));
@@ -144,20 +143,10 @@ impl Pipeline {
                 pass: pass.name(),
                 message,
             })?;
-            ran = true;
-            if cfg!(debug_assertions) {
-                check(pass.name(), &module)?;
-            }
+            // The verifier runs between passes in every build, as Cranelift's does: a pass
+            // that breaks the IR is named here, not found later by a confused backend.
+            check(pass.name(), &module)?;
             after_pass(pass.name(), &module);
-        }
-        if ran && !cfg!(debug_assertions) {
-            let last = self
-                .passes
-                .iter()
-                .rev()
-                .find(|p| p.stage_after() <= target)
-                .map_or("pipeline", |p| p.name());
-            check(last, &module)?;
         }
         Ok(module)
     }

@@ -578,7 +578,7 @@ fn load_split(
 /// spatial dimensions under any number of leading 1s (`[1, 28, 28]`, `[28, 28]`), or one flat
 /// vector of all their values (`[784]`). Counting values alone would let 16×49 images feed a
 /// 28×28 model.
-fn image_fits_input(image: [usize; 2], input_shape: &[usize]) -> bool {
+pub(crate) fn image_fits_input(image: [usize; 2], input_shape: &[usize]) -> bool {
     let first_real = input_shape
         .iter()
         .position(|&d| d != 1)

@@ -43,6 +43,7 @@ pub fn train_in(
         backend,
         threads: Some(2),
         extra_hooks: hooks,
+        profile: false,
     };
     if sparsec::train::train(req).is_err() {
         panic!("training in {} failed", dir.display());

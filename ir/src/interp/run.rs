@@ -19,7 +19,17 @@ impl<T: Float> Interpreter<T> {
     /// A store to a tracked parameter keeps the entries of the stored value that differ
     /// (bitwise) from the parameter's initial value in this run (`init_scale` included); more
     /// than the parameter's capacity is an error and leaves the state unchanged.
+    ///
+    /// Subnormal results and inputs are zero while it runs ([`crate::fpenv`]), as in the JIT.
     pub fn run(
+        &mut self,
+        state: &mut State<T>,
+        inputs: &[Input<'_, T>],
+    ) -> Result<Vec<Output<T>>, InterpError> {
+        crate::fpenv::flushing_subnormals(|| self.run_flushed(state, inputs))
+    }
+
+    fn run_flushed(
         &mut self,
         state: &mut State<T>,
         inputs: &[Input<'_, T>],

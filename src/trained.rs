@@ -1,0 +1,102 @@
+//! A trained network, ready to use: the program a run (or a weights file) was trained with, at
+//! the shapes its weights have, and those weights. `eval`, `predict` and `export` all start here,
+//! so they agree on which program a run directory means.
+
+use std::path::{Path, PathBuf};
+
+use sparsec_ir::func_names::FORWARD;
+use sparsec_ir::interp::State;
+
+use crate::checkpoint::{self, ModelMeta};
+use crate::driver::{self, Failure, Program};
+use crate::runner::Backend;
+
+fn fail(message: impl Into<String>) -> Failure {
+    Failure::Message(message.into())
+}
+
+pub struct Trained {
+    pub program: Program,
+    pub state: State<f32>,
+    /// The weights file read, and its metadata (the step it was written at).
+    pub weights_file: PathBuf,
+    pub meta: ModelMeta,
+}
+
+/// Load `weights` (a run directory: its latest checkpoint; or a `model.safetensors` file with
+/// the model `file` it was trained with). A run directory needs no `file`: the run records its
+/// model, its `--set` values and, when its shapes changed, the program as it stands.
+pub fn load(file: Option<&Path>, weights: &Path, backend: Backend) -> Result<Trained, Failure> {
+    let (program, weights_file) = if weights.is_dir() {
+        let (dir, meta) = checkpoint::open(weights).map_err(fail)?;
+        let mut program = match file {
+            Some(file) => driver::load_program(file, &[])?,
+            None => driver::run_program(&meta, &meta.sets)?,
+        };
+        if let Some(ir) = &meta.program {
+            program.module = sparsec_ir::parse::parse_module(ir).map_err(|e| {
+                fail(format!(
+                    "`{}`: the program the checkpoint records does not parse: {e}",
+                    dir.display()
+                ))
+            })?;
+        }
+        (program, dir.join("model.safetensors"))
+    } else {
+        let Some(file) = file else {
+            return Err(Failure::Usage(format!(
+                "`{}` is a weights file, not a run directory: give the model file it was \
+                 trained with too (`sparsec eval FILE --weights {}`)",
+                weights.display(),
+                weights.display()
+            )));
+        };
+        (driver::load_program(file, &[])?, weights.to_path_buf())
+    };
+    let module = &program.module;
+    let buffers = crate::resources::buffer_bytes(module, &[FORWARD], backend)
+        .map_err(|e| fail(format!("`{}`: {e}", program.file_name)))?;
+    crate::resources::check_fits(
+        &format!("loading `{}`", module.name),
+        &[
+            ("parameters", crate::resources::state_bytes(module)),
+            ("buffers", buffers),
+        ],
+        crate::resources::SMALLER_NETWORK,
+    )
+    .map_err(fail)?;
+    let mut state = State::<f32>::initial(module);
+    let meta = checkpoint::load_weights(&weights_file, module, &mut state).map_err(fail)?;
+    Ok(Trained {
+        program,
+        state,
+        weights_file,
+        meta,
+    })
+}
+
+/// Fashion-MNIST's class names, by label.
+pub const FASHION_MNIST_CLASSES: [&str; 10] = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+];
+
+impl Trained {
+    /// The name of class `c`, when the model's data set names its classes.
+    pub fn class_name(&self, c: usize) -> Option<&'static str> {
+        match &self.program.module.data {
+            Some(sparsec_ir::spec::DataSpec::FashionMnist { .. }) => {
+                FASHION_MNIST_CLASSES.get(c).copied()
+            }
+            _ => None,
+        }
+    }
+}
