@@ -1,6 +1,7 @@
 //! `sparsec export --onnx` and `sparsec predict`: the exported network, run by an independent
 //! ONNX runtime (tract), gives the logits `predict` gives and the accuracy `eval` reports, for a
-//! dense network with every layer kind, a Dropback run and a run activation density shrank.
+//! dense network with every layer kind, a Dropback run, a run activation density shrank and one
+//! ADMM pruned.
 
 mod run_dir;
 
@@ -49,6 +50,24 @@ model shrinking {
 data fashion_mnist
 train { epochs: 2 batch: 64 optimizer: sgd(lr: 0.1, momentum: 0.9) }
 method activation_density { resize_at: [1] min_width: 4 }
+";
+
+/// A small conv net that ADMM prunes to a quarter of its weights, then retrains on the masks.
+const MASKED: &str = "
+model masked {
+    input x: [1, 28, 28]
+    c1 = conv2d(x, 4, kernel: 5)
+    a1 = relu(c1)
+    p1 = maxpool2d(a1, kernel: 2)
+    flat = flatten(p1)
+    fc1 = dense(flat, 32)
+    h1  = relu(fc1)
+    fc2 = dense(h1, 10)
+    loss softmax_cross_entropy(fc2)
+}
+data fashion_mnist
+train { epochs: 3 batch: 64 optimizer: sgd(lr: 0.05, momentum: 0.9) }
+method admm { keep: 0.25, rho: 0.02, rounds: 1, epochs_per_round: 1, retrain_epochs: 1 }
 ";
 
 /// The logits of every test image, from `sparsec predict --json`.
@@ -210,7 +229,7 @@ fn a_network_with_every_layer_exports_and_predicts_as_sparsec_does() {
 }
 
 #[test]
-fn dropback_and_shrunk_runs_export_their_effective_networks() {
+fn dropback_shrunk_and_masked_runs_export_their_effective_networks() {
     let dir = fresh_dir("export-methods");
     let dropback = dir.join("dropback");
     ok(&sparsec(&[
@@ -234,6 +253,32 @@ fn dropback_and_shrunk_runs_export_their_effective_networks() {
         shrunk.to_str().unwrap(),
     ]));
     let onnx = exported_model_agrees(&shrunk);
+    let masked_model = write_file(&dir, "masked.net", MASKED);
+    let masked = dir.join("masked");
+    ok(&sparsec(&[
+        "train",
+        masked_model.to_str().unwrap(),
+        "--out",
+        masked.to_str().unwrap(),
+    ]));
+    let masked_onnx = exported_model_agrees(&masked);
+    // The pruned weights are exact zeros in the exported model: a quarter of fc1 is kept.
+    let graph = tract_onnx::onnx()
+        .proto_model_for_path(&masked_onnx)
+        .unwrap();
+    let fc1 = graph
+        .graph
+        .unwrap()
+        .initializer
+        .into_iter()
+        .find(|t| t.name == "fc1.weight")
+        .unwrap();
+    let nonzero = fc1
+        .raw_data
+        .chunks_exact(4)
+        .filter(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) != 0.0)
+        .count();
+    assert_eq!(nonzero, (fc1.raw_data.len() / 4) / 4);
     // The exported layer is the width the run ended with, not the declared 64.
     let graph = tract_onnx::onnx().proto_model_for_path(&onnx).unwrap();
     let fc1 = graph
