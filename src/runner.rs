@@ -45,7 +45,7 @@ impl Runner {
             Backend::Jit => JitProgram::new(
                 module,
                 func,
-                threads.unwrap_or_else(sparsec_backend::default_threads),
+                threads.map_or_else(sparsec_backend::default_threads, Ok)?,
             )
             .map(|p| Runner::Jit(Box::new(p))),
         }

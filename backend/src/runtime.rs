@@ -46,16 +46,20 @@ use exec::exec;
 const SPLIT_MIN_WORK: usize = 1 << 15;
 
 /// The thread count from `SPARSEC_THREADS` (1 or 2), else the available parallelism capped at 2.
-pub fn default_threads() -> usize {
-    if let Some(n) = std::env::var("SPARSEC_THREADS")
-        .ok()
-        .and_then(|v| v.trim().parse::<usize>().ok())
-    {
-        return n.clamp(1, 2);
+/// A set variable that is not 1 or 2 is an error, not silently clamped: a user who asked for 4
+/// threads must learn that sparsec runs on at most 2.
+pub fn default_threads() -> Result<usize, String> {
+    if let Some(value) = std::env::var_os("SPARSEC_THREADS") {
+        let text = value.to_string_lossy();
+        return match text.trim() {
+            "1" => Ok(1),
+            "2" => Ok(2),
+            _ => Err(format!("SPARSEC_THREADS={text:?}: must be 1 or 2")),
+        };
     }
-    std::thread::available_parallelism()
+    Ok(std::thread::available_parallelism()
         .map_or(1, |n| n.get())
-        .clamp(1, 2)
+        .clamp(1, 2))
 }
 
 struct ParamInfo {
