@@ -131,6 +131,18 @@ fn onnx_logits(onnx: &Path) -> Vec<Vec<f32>> {
     rows
 }
 
+/// The initializer (a weight, as the ONNX file stores it) called `name`, read by tract's parser.
+fn initializer(onnx: &Path, name: &str) -> tract_onnx::pb::TensorProto {
+    let model = tract_onnx::onnx().proto_model_for_path(onnx).unwrap();
+    model
+        .graph
+        .unwrap()
+        .initializer
+        .into_iter()
+        .find(|t| t.name == name)
+        .unwrap()
+}
+
 fn argmax(row: &[f32]) -> usize {
     let mut best = 0;
     for (i, &v) in row.iter().enumerate() {
@@ -263,16 +275,7 @@ fn dropback_shrunk_and_masked_runs_export_their_effective_networks() {
     ]));
     let masked_onnx = exported_model_agrees(&masked);
     // The pruned weights are exact zeros in the exported model: a quarter of fc1 is kept.
-    let graph = tract_onnx::onnx()
-        .proto_model_for_path(&masked_onnx)
-        .unwrap();
-    let fc1 = graph
-        .graph
-        .unwrap()
-        .initializer
-        .into_iter()
-        .find(|t| t.name == "fc1.weight")
-        .unwrap();
+    let fc1 = initializer(&masked_onnx, "fc1.weight");
     let nonzero = fc1
         .raw_data
         .chunks_exact(4)
@@ -280,14 +283,7 @@ fn dropback_shrunk_and_masked_runs_export_their_effective_networks() {
         .count();
     assert_eq!(nonzero, (fc1.raw_data.len() / 4) / 4);
     // The exported layer is the width the run ended with, not the declared 64.
-    let graph = tract_onnx::onnx().proto_model_for_path(&onnx).unwrap();
-    let fc1 = graph
-        .graph
-        .unwrap()
-        .initializer
-        .into_iter()
-        .find(|t| t.name == "fc1.weight")
-        .unwrap();
+    let fc1 = initializer(&onnx, "fc1.weight");
     assert_eq!(fc1.dims[1], 784);
     assert!(fc1.dims[0] < 64, "fc1 kept {} units", fc1.dims[0]);
 }
