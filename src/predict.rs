@@ -39,6 +39,7 @@ pub struct PredictRequest<'a> {
 }
 
 pub fn predict(request: &PredictRequest<'_>) -> Result<String, Failure> {
+    trained::require_run_dir(request.run)?;
     let mut trained = trained::load(None, request.run, request.backend)?;
     let module = &trained.program.module;
     let forward = module

@@ -75,6 +75,19 @@ pub fn load(file: Option<&Path>, weights: &Path, backend: Backend) -> Result<Tra
     })
 }
 
+/// `predict` and `export` read a run directory (its model, its latest weights): a weights file
+/// alone does not say which network it belongs to.
+pub fn require_run_dir(path: &Path) -> Result<(), Failure> {
+    if path.is_dir() {
+        Ok(())
+    } else {
+        Err(Failure::Usage(format!(
+            "`{}` is not a run directory: give the directory `sparsec train` wrote",
+            path.display()
+        )))
+    }
+}
+
 /// Fashion-MNIST's class names, by label.
 pub const FASHION_MNIST_CLASSES: [&str; 10] = [
     "T-shirt/top",

@@ -34,6 +34,7 @@ fn fail(message: impl Into<String>) -> Failure {
 /// Write the ONNX model of the run in `run_dir` to `out` (atomically: a temporary file renamed
 /// into place). Returns the line to print.
 pub fn export(run_dir: &Path, out: &Path) -> Result<String, Failure> {
+    trained::require_run_dir(run_dir)?;
     let trained = trained::load(None, run_dir, Backend::Interp)?;
     let module = &trained.program.module;
     let weights: Vec<Vec<f32>> = (0..module.params.len())
