@@ -10,9 +10,10 @@
 //! same order as with one thread, and no summation is ever split, so the bits do not depend on
 //! the thread count.
 //!
-//! The second thread is a persistent pool worker: a run executes inside the pool
-//! (`ThreadPool::install`), so each split kernel costs one `rayon::join` (about a microsecond),
-//! not a thread spawn (tens of microseconds, which at batch 64 would rival the kernels).
+//! The second thread is a persistent helper ([`Pair`], `runtime/pair.rs`) that spins while a
+//! run is in progress, so each split kernel hands its second half over in well under a
+//! microsecond: neither a thread spawn nor the wake-up of a sleeping pool worker (tens of
+//! microseconds each, which at batch 64 rival the kernels).
 //!
 //! **Stores.** A dense parameter's new value is swapped with the buffer that holds it (the
 //! buffer is rewritten by its kernel before any read in the next run), not copied.
@@ -21,6 +22,9 @@
 //! `runtime/exec.rs` executes one kernel (its checks, argument block and split).
 
 mod exec;
+mod pair;
+
+pub use pair::Pair;
 
 use std::time::Instant;
 
@@ -78,8 +82,8 @@ pub struct JitProgram {
     /// Per kernel: its compiled function (JIT kernels) and the CLIF name.
     fns: Vec<Option<(FuncId, String)>>,
     threads: usize,
-    /// With two threads: the pool the runs execute in.
-    pool: Option<rayon::ThreadPool>,
+    /// With two threads: the helper thread split kernels hand their second half to.
+    pool: Option<Pair>,
     /// Per kernel: the buffers it writes (taken out of the table while it runs).
     outs: Vec<Vec<Loc>>,
     /// Whether some product or convolution is big enough to split; if none is, a run stays on
@@ -180,6 +184,8 @@ struct Ctx<'a> {
     seed: u64,
     params: &'a [ParamInfo],
     threads: usize,
+    /// The second thread, when the kernel may split.
+    pair: Option<&'a Pair>,
     gemm_scratch: &'a mut Vec<Vec<f32>>,
     bias_pad: &'a mut Vec<f32>,
     bounds: &'a mut Vec<u64>,
@@ -187,18 +193,12 @@ struct Ctx<'a> {
     topk_scratch: &'a mut Vec<(u64, u32)>,
 }
 
-/// The pool for `threads` threads (none for one).
-fn pool_for(threads: usize) -> Result<Option<rayon::ThreadPool>, String> {
+/// The second thread, for two threads (none for one).
+fn pool_for(threads: usize) -> Result<Option<Pair>, String> {
     if threads < 2 {
         return Ok(None);
     }
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .thread_name(|i| format!("sparsec-jit-{i}"))
-        .start_handler(|_| sparsec_ir::fpenv::flush_subnormals_in_this_thread())
-        .build()
-        .map(Some)
-        .map_err(|e| format!("cannot start the JIT's {threads} threads: {e}"))
+    Pair::new().map(Some)
 }
 
 impl JitProgram {
@@ -590,6 +590,7 @@ impl JitProgram {
             .map(|f| f.as_ref().map(|(id, _)| jit.entry(*id)))
             .collect();
         let state_in: &State<f32> = state;
+        let pair: Option<&Pair> = pool.as_ref().filter(|_| *worth_threads);
         let mut kernels = || -> Result<(), String> {
             for (i, k) in plan.kernels.iter().enumerate() {
                 let t0 = profile.is_some().then(Instant::now);
@@ -619,7 +620,8 @@ impl JitProgram {
                     let mut ctx = Ctx {
                         seed: *seed,
                         params,
-                        threads: if *worth_threads { *threads } else { 1 },
+                        threads: if pair.is_some() { *threads } else { 1 },
+                        pair,
                         gemm_scratch,
                         bias_pad,
                         bounds,
@@ -650,11 +652,10 @@ impl JitProgram {
             }
             Ok(())
         };
-        // The pool's workers flush subnormals from their start; the caller's thread does while
-        // it runs the kernels itself.
-        sparsec_ir::fpenv::flushing_subnormals(|| match pool {
-            Some(pool) if *worth_threads => pool.install(kernels),
-            _ => kernels(),
+        // The helper flushes subnormals from its start; this thread while it runs the kernels.
+        sparsec_ir::fpenv::flushing_subnormals(|| match pair {
+            Some(pair) => pair.install(kernels),
+            None => kernels(),
         })?;
         if let Some((_, runs)) = self.profile.as_mut() {
             *runs += 1;

@@ -37,30 +37,31 @@ fn split(args: Args, lo: usize, hi: usize, parts: usize, align: u64) -> Vec<Args
     vec![first, second]
 }
 
-/// Call `entry` once per argument block: two blocks under `rayon::join` (inside the run's
-/// pool, see the module docs), so on both threads.
+/// Call `entry` once per argument block: the first on this thread, the others on the run's
+/// second thread ([`super::Pair`]) when there is one (blocks come from [`split`], so there are
+/// two at most with two threads).
 ///
 /// # Safety
 ///
 /// Each block meets the contract of `Entry::call` for `entry`'s kernel on its own, and the
 /// blocks write disjoint elements (as [`split`] makes them, by cutting one range slot), so
 /// that running them at the same time still meets its point 4.
-unsafe fn run_parts(entry: Entry<'_>, parts: &[Args]) {
+unsafe fn run_parts(entry: Entry<'_>, parts: &[Args], pair: Option<&super::Pair>) {
     // SAFETY (every call below): the caller's contract above, block by block.
-    match parts {
-        [] => {}
-        [one] => unsafe { entry.call(one) },
-        [first, second] => {
-            rayon::join(
-                || unsafe { entry.call(first) },
-                || unsafe { entry.call(second) },
-            );
-        }
-        [first, rest @ ..] => {
-            rayon::join(
-                || unsafe { entry.call(first) },
-                || unsafe { run_parts(entry, rest) },
-            );
+    match (parts, pair) {
+        ([], _) => {}
+        ([first, rest @ ..], Some(pair)) if !rest.is_empty() => pair.join(
+            || unsafe { entry.call(first) },
+            || {
+                for block in rest {
+                    unsafe { entry.call(block) }
+                }
+            },
+        ),
+        (blocks, _) => {
+            for block in blocks {
+                unsafe { entry.call(block) }
+            }
         }
     }
 }
@@ -209,7 +210,7 @@ pub(super) fn exec(
             // weight's `n·k` (`check_call`), with `bounds` partition points into them. Stages
             // are buffers taken out of the table, so they alias no input; blocks cut the column
             // range at multiples of `align`, so the two threads write disjoint columns.
-            unsafe { run_parts(entry, &blocks) };
+            unsafe { run_parts(entry, &blocks, cx.pair) };
         }
         Body::Chain {
             spec,
@@ -240,7 +241,7 @@ pub(super) fn exec(
             // touches elements `int[0] .. int[1]` of each, within `0 .. len`; outputs are
             // distinct buffers taken out of the table, so they alias no input; `split` halves
             // the range, so the two threads write disjoint elements.
-            unsafe { run_parts(entry, &split(args, 0, 1, n, 16)) };
+            unsafe { run_parts(entry, &split(args, 0, 1, n, 16), cx.pair) };
         }
         Body::ReduceRows { rows, cols, x, out } => {
             let mut args = Args::default();
@@ -260,7 +261,7 @@ pub(super) fn exec(
             // SAFETY: `x` is checked to hold `rows·cols` floats and `out` `cols`; the kernel
             // reads and writes columns `int[2] .. int[3]` within `0 .. cols`; `out` was taken out
             // of the table, so it is not `x`; `split` gives the threads disjoint columns.
-            unsafe { run_parts(entry, &split(args, 2, 3, n, 4)) };
+            unsafe { run_parts(entry, &split(args, 2, 3, n, 4), cx.pair) };
         }
         Body::BiasAdd {
             inner,
@@ -314,7 +315,7 @@ pub(super) fn exec(
                     // SAFETY: `out` is checked to hold the parameter's `len` floats; the first
                     // block writes its elements `0 .. mid`, the second, starting at `mid`, the
                     // remaining `len − mid`: disjoint, within `out`, which no input aliases.
-                    unsafe { run_parts(entry, &blocks) };
+                    unsafe { run_parts(entry, &blocks, cx.pair) };
                 }
             }
         }
@@ -630,7 +631,7 @@ pub(super) fn exec(
             // `ckk·p` floats of `cols`; the result was taken out of the table, so it aliases no
             // operand. Blocks take disjoint image ranges, whose results are disjoint (the weight
             // gradient, one sum over all images, is never split).
-            unsafe { run_parts(entry, &blocks) };
+            unsafe { run_parts(entry, &blocks, cx.pair) };
         }
         Body::Interp {
             op,
