@@ -24,7 +24,7 @@
 mod exec;
 mod pair;
 
-pub use pair::Pair;
+pub(crate) use pair::Pair;
 
 use std::time::Instant;
 

@@ -13,7 +13,8 @@
 //! the helper to finish the second before it returns (or unwinds), so the posted closure, which
 //! borrows the caller's stack, outlives its use.
 
-use std::cell::UnsafeCell;
+use std::cell::{Cell, UnsafeCell};
+use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -49,10 +50,12 @@ unsafe impl Sync for Shared {}
 // SAFETY: as for `Sync`: the raw pointer in `job` is only a handle on a `Send` closure.
 unsafe impl Send for Shared {}
 
+/// The caller's side. Not `Sync`: only the thread that owns it posts jobs, one at a time.
 pub struct Pair {
     shared: Arc<Shared>,
     helper: Thread,
     handle: Option<JoinHandle<()>>,
+    not_sync: PhantomData<Cell<()>>,
 }
 
 impl std::fmt::Debug for Pair {
@@ -140,6 +143,7 @@ impl Pair {
             shared,
             helper: handle.thread().clone(),
             handle: Some(handle),
+            not_sync: PhantomData,
         })
     }
 
@@ -153,6 +157,12 @@ impl Pair {
 
     /// Run `a` on this thread and `b` on the helper; return when both have.
     pub fn join(&self, a: impl FnOnce(), b: impl FnOnce() + Send) {
+        if self.shared.state.load(Ordering::Acquire) != IDLE {
+            // Called from inside a join's first half: the helper is taken, so both run here.
+            a();
+            b();
+            return;
+        }
         /// Runs the closure in the slot `data` points to, once.
         ///
         /// # Safety
@@ -230,6 +240,17 @@ mod tests {
             }
         }
         assert_eq!(count.load(Ordering::Relaxed), 4000);
+    }
+
+    #[test]
+    fn a_join_inside_a_join_runs_on_the_caller() {
+        let pair = Pair::new().unwrap();
+        let count = AtomicUsize::new(0);
+        let bump = || {
+            count.fetch_add(1, Ordering::Relaxed);
+        };
+        pair.join(|| pair.join(bump, bump), bump);
+        assert_eq!(count.load(Ordering::Relaxed), 3);
     }
 
     #[test]
