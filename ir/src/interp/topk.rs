@@ -89,8 +89,44 @@ pub fn topk_select<T: Float>(
         scratch.select_nth_unstable_by(need - 1, better);
         scratch.truncate(need);
     }
+    // `out` holds ascending runs (one per digit); the candidates' positions are in any order.
+    let runs_end = out.len();
     out.extend(scratch.iter().map(|&(_, i)| i));
-    out.sort_unstable();
+    out[runs_end..].sort_unstable();
+    // A merge of the runs (the standard library's stable sort finds them).
+    out.sort();
+}
+
+/// Push `(key, position)` of every score whose key is at least `key_min` onto `candidates`, in
+/// position order. For a threshold at or above `+0` (Dropback's scores are magnitudes, so
+/// nearly always), that is the float comparison `x >= t` (`t` the float whose key is
+/// `key_min`; `−0` compares as `+0`, and a NaN passes, as its key is the largest), and the key is
+/// made only for the few that pass: a compare per score instead of a key per score.
+fn collect_at_or_above(scores: &[&[f32]], key_min: u64, candidates: &mut Vec<(u64, u32)>) {
+    const POSITIVE: u64 = 1 << 31;
+    let mut pos = 0u32;
+    let t = f32::from_bits(key_min.saturating_sub(POSITIVE) as u32);
+    if key_min >= POSITIVE && !t.is_nan() {
+        for s in scores {
+            for &x in s.iter() {
+                // At or above `t`, or NaN (whose key is the largest).
+                if x >= t || x.is_nan() {
+                    candidates.push((order_key32(x), pos));
+                }
+                pos = pos.wrapping_add(1);
+            }
+        }
+    } else {
+        for s in scores {
+            for &x in s.iter() {
+                let key = order_key32(x);
+                if key >= key_min {
+                    candidates.push((key, pos));
+                }
+                pos = pos.wrapping_add(1);
+            }
+        }
+    }
 }
 
 /// The first digit of [`topk_select`] over every key (two passes over `keys()`): positions above
@@ -150,16 +186,7 @@ fn topk_first_digit_f32(
         let want = (k + k / 4 + 64).div_ceil(STRIDE);
         if want < sampled {
             let (floor, _) = threshold_bucket(hist, want);
-            let mut pos = 0u32;
-            for s in scores {
-                for &x in s.iter() {
-                    let key = order_key32(x);
-                    if (key >> shift) as usize >= floor {
-                        candidates.push((key, pos));
-                    }
-                    pos = pos.wrapping_add(1);
-                }
-            }
+            collect_at_or_above(scores, (floor as u64) << shift, candidates);
             if candidates.len() >= k {
                 hist.fill(0);
                 for &(key, _) in candidates.iter() {
