@@ -66,18 +66,68 @@ unsafe fn run_parts(entry: Entry<'_>, parts: &[Args], pair: Option<&super::Pair>
     }
 }
 
-/// The scratch panel of a weight gradient `[m, n]` made 64 columns at a time, and its row
-/// stride (1 for a single column, as the whole product's, see `matmul_columns_f32`).
-fn grad_panel_scratch<'c>(cx: &'c mut Ctx<'_>, m: usize, n: usize) -> (&'c mut [f32], usize) {
-    let ldc = if n > 1 { GEMM_PANEL } else { 1 };
-    if cx.gemm_scratch.is_empty() {
-        cx.gemm_scratch.push(Vec::new());
+/// One `f32` output that two threads write at once, each in elements the other never touches
+/// (the columns of its own gradient panels).
+#[derive(Clone, Copy)]
+struct DisjointOut {
+    ptr: *mut f32,
+    len: usize,
+}
+
+// SAFETY: a `DisjointOut` is only a way to reach the output; every use of it goes through
+// `slice`, whose contract keeps the two threads' elements apart.
+unsafe impl Send for DisjointOut {}
+unsafe impl Sync for DisjointOut {}
+
+impl DisjointOut {
+    /// The elements `range` of the output.
+    ///
+    /// # Safety
+    ///
+    /// The output is alive and borrowed for the whole use of `self`, and no other thread reads
+    /// or writes `range` while the returned slice lives.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slice(&self, range: std::ops::Range<usize>) -> &mut [f32] {
+        assert!(range.start <= range.end && range.end <= self.len);
+        // SAFETY: in bounds (asserted) of a live buffer, exclusively ours by the contract.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(range.start), range.len()) }
     }
-    let s = &mut cx.gemm_scratch[0];
-    if s.len() < m * ldc {
-        s.resize(m * ldc, 0.0);
+}
+
+/// Run `work` over gradient panels `0..panels`, each call with its own scratch of `scratch`
+/// floats: on two threads (half the panels each) when the run has its second thread and the
+/// product (`work` multiply-adds) is worth splitting, else on this one. Every panel is made by
+/// the same calls either way, so the bits do not depend on the split.
+fn over_panels(
+    cx: &mut Ctx<'_>,
+    work: usize,
+    scratch: usize,
+    panels: usize,
+    run: &(dyn Fn(std::ops::Range<usize>, &mut [f32]) + Sync),
+) -> Result<(), String> {
+    let parts = if cx.pair.is_some() && panels >= 2 && work >= SPLIT_MIN_WORK * 8 {
+        2
+    } else {
+        1
+    };
+    if cx.gemm_scratch.len() < parts {
+        cx.gemm_scratch.resize(parts, Vec::new());
     }
-    (&mut s[..m * ldc], ldc)
+    for s in cx.gemm_scratch.iter_mut().take(parts) {
+        if s.len() < scratch {
+            s.resize(scratch, 0.0);
+        }
+    }
+    match (cx.pair, &mut cx.gemm_scratch[..]) {
+        (Some(pair), [first, second, ..]) if parts == 2 => {
+            let half = panels / 2;
+            let (first, second) = (&mut first[..scratch], &mut second[..scratch]);
+            pair.join(|| run(0..half, first), || run(half..panels, second));
+        }
+        (_, [first, ..]) => run(0..panels, &mut first[..scratch]),
+        (_, []) => return Err("internal: no gradient scratch".into()),
+    }
+    Ok(())
 }
 
 fn check(what: &str, got: usize, want: usize) -> Result<(), String> {
@@ -385,25 +435,34 @@ pub(super) fn exec(
             let lr = *env.float(*lr).first().ok_or("internal: an empty scalar")?;
             let o = out_f(f_out, *out)?;
             check("the scores", o.len(), m * n)?;
-            let (panel, ldc) = grad_panel_scratch(cx, m, n);
-            for j0 in (0..n).step_by(GEMM_PANEL) {
-                let j1 = (j0 + GEMM_PANEL).min(n);
-                matmul_columns_f32((m, n, k), true, dy, false, x, n, (j0, j1), panel, ldc);
-                for i in 0..m {
-                    let g = &panel[i * ldc..][..j1 - j0];
-                    let row = i * n + j0..i * n + j1;
-                    for (((s, &g), &w), &w0) in o[row.clone()]
-                        .iter_mut()
-                        .zip(g)
-                        .zip(&w[row.clone()])
-                        .zip(&w0[row])
-                    {
-                        // The interpreter's scale, sub and dropback_score, one IEEE op each.
-                        let d = (w - g * lr) - w0;
-                        *s = if d < 0.0 { -d } else { d + 0.0 };
+            let ldc = if n > 1 { GEMM_PANEL } else { 1 };
+            let panels = n.div_ceil(GEMM_PANEL);
+            let out = DisjointOut {
+                ptr: o.as_mut_ptr(),
+                len: o.len(),
+            };
+            // Panels `qs` of the gradient, each made (the interpreter's call) and scored.
+            let score_panels = |qs: std::ops::Range<usize>, panel: &mut [f32]| {
+                for q in qs {
+                    let (j0, j1) = (q * GEMM_PANEL, ((q + 1) * GEMM_PANEL).min(n));
+                    matmul_columns_f32((m, n, k), true, dy, false, x, n, (j0, j1), panel, ldc);
+                    for i in 0..m {
+                        let g = &panel[i * ldc..][..j1 - j0];
+                        let row = i * n + j0..i * n + j1;
+                        // SAFETY: columns `j0..j1` are this panel's, and each panel is scored by
+                        // one call of `score_panels` only (the two calls take disjoint `qs`).
+                        let scores = unsafe { out.slice(row.clone()) };
+                        for (((s, &g), &w), &w0) in
+                            scores.iter_mut().zip(g).zip(&w[row.clone()]).zip(&w0[row])
+                        {
+                            // The interpreter's scale, sub and dropback_score, one IEEE op each.
+                            let d = (w - g * lr) - w0;
+                            *s = if d < 0.0 { -d } else { d + 0.0 };
+                        }
                     }
                 }
-            }
+            };
+            over_panels(cx, m * n * k, m * ldc, panels, &score_panels)?;
         }
         Body::GradApply {
             offset,
@@ -451,20 +510,30 @@ pub(super) fn exec(
                 by_panel[fill[q]] = i;
                 fill[q] += 1;
             }
-            let (panel, ldc) = grad_panel_scratch(cx, m, n);
-            for q in 0..panels {
-                let here = &by_panel[start[q]..start[q + 1]];
-                if here.is_empty() {
-                    continue;
+            let ldc = if n > 1 { GEMM_PANEL } else { 1 };
+            let out = DisjointOut {
+                ptr: o.as_mut_ptr(),
+                len: o.len(),
+            };
+            let apply_panels = |qs: std::ops::Range<usize>, panel: &mut [f32]| {
+                for q in qs {
+                    let here = &by_panel[start[q]..start[q + 1]];
+                    if here.is_empty() {
+                        continue;
+                    }
+                    let (j0, j1) = (q * GEMM_PANEL, ((q + 1) * GEMM_PANEL).min(n));
+                    matmul_columns_f32((m, n, k), true, dy, false, x, n, (j0, j1), panel, ldc);
+                    for &i in here {
+                        let idx = i as usize - offset;
+                        let (r, c) = (idx / n, idx % n);
+                        // SAFETY: position `idx` is in this panel's columns, and each panel is
+                        // applied by one call of `apply_panels` only.
+                        let slot = unsafe { out.slice(idx..idx + 1) };
+                        slot[0] = w[idx] - panel[r * ldc + c - j0] * lr;
+                    }
                 }
-                let (j0, j1) = (q * GEMM_PANEL, ((q + 1) * GEMM_PANEL).min(n));
-                matmul_columns_f32((m, n, k), true, dy, false, x, n, (j0, j1), panel, ldc);
-                for &i in here {
-                    let idx = i as usize - offset;
-                    let (r, c) = (idx / n, idx % n);
-                    o[idx] = w[idx] - panel[r * ldc + c - j0] * lr;
-                }
-            }
+            };
+            over_panels(cx, m * n * k, m * ldc, panels, &apply_panels)?;
         }
         Body::TopkSelect { k, scores, out } => {
             let o = selection_out(s_out, *out)?;
