@@ -59,9 +59,7 @@ fn check_environment(cli: &Cli) -> Result<(), Failure> {
     if let Command::Train(args) = &cli.command {
         if args.profile && matches!(args.backend, cli::Backend::Interp) {
             return Err(Failure::Usage(
-                "--profile times the JIT's kernels; the interpreter has none (leave out \
-                 --backend interp)"
-                    .to_owned(),
+                sparsec::runner::PROFILE_NEEDS_JIT.to_owned(),
             ));
         }
         if let (Some(_), Some(out)) = (&args.resume, &args.out) {

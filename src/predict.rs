@@ -12,11 +12,11 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 use sparsec_ir::func_names::FORWARD;
-use sparsec_ir::interp::{Input, Output};
 
 use crate::data::{idx, image_fits_input};
 use crate::driver::Failure;
 use crate::runner::{Backend, Runner};
+use crate::train::{forward_batches, row_stats};
 use crate::trained::{self, Trained};
 
 fn fail(message: impl Into<String>) -> Failure {
@@ -39,8 +39,7 @@ pub struct PredictRequest<'a> {
 }
 
 pub fn predict(request: &PredictRequest<'_>) -> Result<String, Failure> {
-    trained::require_run_dir(request.run)?;
-    let mut trained = trained::load(None, request.run, request.backend)?;
+    let mut trained = trained::load_run(request.run, request.backend)?;
     let module = &trained.program.module;
     let forward = module
         .func(FORWARD)
@@ -61,36 +60,17 @@ pub fn predict(request: &PredictRequest<'_>) -> Result<String, Failure> {
     let mut runner = Runner::new(module, FORWARD, request.backend, request.threads)
         .map_err(|e| fail(format!("cannot prepare @forward: {e}")))?;
     let count = samples.names.len();
-    let mut images = vec![0f32; batch * sample_len];
-    let labels = vec![0i32; batch];
     let mut logits_all: Vec<Vec<f32>> = Vec::with_capacity(count);
-    let mut start = 0;
-    while start < count {
-        let n = batch.min(count - start);
-        for j in 0..batch {
-            let i = start + if j < n { j } else { 0 };
-            images[j * sample_len..(j + 1) * sample_len]
-                .copy_from_slice(&samples.values[i * sample_len..(i + 1) * sample_len]);
-        }
-        let outputs = runner
-            .run(
-                &mut trained.state,
-                &[Input::Float(&images), Input::Int(&labels)],
-            )
-            .map_err(|e| fail(format!("the forward pass failed: {e}")))?;
-        let Some(Output::Float(logits)) = outputs.get(1) else {
-            return Err(fail("@forward did not return logits"));
-        };
-        let classes = logits.shape.get(1).copied().unwrap_or(1).max(1);
-        logits_all.extend(
-            logits
-                .data
-                .chunks_exact(classes)
-                .take(n)
-                .map(<[f32]>::to_vec),
-        );
-        start += n;
-    }
+    // Labels are unused by the logits; 0 is in range for the loss the function also computes.
+    forward_batches(
+        &mut runner,
+        &mut trained.state,
+        batch,
+        sample_len,
+        count,
+        &|i| (&samples.values[i * sample_len..(i + 1) * sample_len], 0),
+        &mut |_, row| logits_all.push(row.to_vec()),
+    )?;
     Ok(if request.json {
         json_report(&trained, &samples.names, &logits_all)
     } else {
@@ -98,14 +78,10 @@ pub fn predict(request: &PredictRequest<'_>) -> Result<String, Failure> {
     })
 }
 
-/// Softmax in f64, stable.
+/// Softmax in f64, from the row's log-sum-exp as `eval` computes it.
 fn probabilities(logits: &[f32]) -> Vec<f64> {
-    let max = logits
-        .iter()
-        .fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v)));
-    let exps: Vec<f64> = logits.iter().map(|&v| (f64::from(v) - max).exp()).collect();
-    let sum: f64 = exps.iter().sum();
-    exps.iter().map(|e| e / sum).collect()
+    let (_, lse) = row_stats(logits);
+    logits.iter().map(|&v| (f64::from(v) - lse).exp()).collect()
 }
 
 /// Classes by falling probability (ties: lower class first).

@@ -99,8 +99,9 @@ impl RunProfile {
                 "share", "ms/run", "kernel"
             );
             let (mut small_count, mut small_seconds) = (0, 0.0);
+            let share_of = |s: f64| if total > 0.0 { s / total } else { 0.0 };
             for (kind, layers, s) in Self::rows(f) {
-                let share = if total > 0.0 { s / total } else { 0.0 };
+                let share = share_of(s);
                 if share < SMALL_SHARE {
                     small_count += 1;
                     small_seconds += s;
@@ -114,11 +115,7 @@ impl RunProfile {
                 );
             }
             if small_count > 0 {
-                let share = if total > 0.0 {
-                    small_seconds / total
-                } else {
-                    0.0
-                };
+                let share = share_of(small_seconds);
                 let _ = writeln!(
                     out,
                     "  {:>5.1}%  {:>9.4}  ({small_count} kernels under {:.0}% each)",

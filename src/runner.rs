@@ -30,6 +30,10 @@ pub enum Runner {
     Jit(Box<JitProgram>),
 }
 
+/// Why `--profile` is refused with the interpreter.
+pub const PROFILE_NEEDS_JIT: &str =
+    "--profile times the JIT's kernels; the interpreter has none (leave out --backend interp)";
+
 impl Runner {
     /// Prepare `func` of `module` on `backend` (compiling it, for the JIT).
     pub fn new(
@@ -70,9 +74,7 @@ impl Runner {
     /// Time each kernel from now on (the JIT only: the interpreter has no kernels to time).
     pub fn set_profiling(&mut self, on: bool) -> Result<(), String> {
         match self {
-            Runner::Interp(_) if on => {
-                Err("--profile times the JIT's kernels; the interpreter has none".to_owned())
-            }
+            Runner::Interp(_) if on => Err(PROFILE_NEEDS_JIT.to_owned()),
             Runner::Interp(_) => Ok(()),
             Runner::Jit(p) => {
                 p.set_profiling(on);

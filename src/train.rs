@@ -100,41 +100,67 @@ fn evaluate(
     state: &mut State<f32>,
     set: &Dataset,
 ) -> Result<(f64, f64), Failure> {
-    let sample_len = set.sample_len();
-    let mut images = vec![0f32; batch * sample_len];
-    let mut labels = vec![0i32; batch];
     let (mut loss_sum, mut correct) = (0f64, 0usize);
-    let mut start = 0;
-    while start < set.len() {
-        let n = batch.min(set.len() - start);
-        for j in 0..batch {
-            // A short last batch is padded with its first sample; padded rows are not counted.
-            let i = start + if j < n { j } else { 0 };
-            images[j * sample_len..(j + 1) * sample_len].copy_from_slice(set.sample(i));
-            labels[j] = set.labels[i];
-        }
-        let outputs = forward
-            .run(state, &[Input::Float(&images), Input::Int(&labels)])
-            .map_err(|e| input_error(format!("evaluation failed: {e}")))?;
-        let Some(Output::Float(logits)) = outputs.get(1) else {
-            return Err(input_error("@forward did not return logits"));
-        };
-        let classes = logits.shape[1];
-        for (j, row) in logits.data.chunks_exact(classes).take(n).enumerate() {
+    forward_batches(
+        forward,
+        state,
+        batch,
+        set.sample_len(),
+        set.len(),
+        &|i| (set.sample(i), set.labels[i]),
+        &mut |i, row| {
             let (best, lse) = row_stats(row);
-            if best == labels[j] as usize {
+            let label = set.labels[i];
+            if best == label as usize {
                 correct += 1;
             }
-            loss_sum += lse - f64::from(row[labels[j] as usize]);
-        }
-        start += n;
-    }
+            loss_sum += lse - f64::from(row[label as usize]);
+        },
+    )?;
     let n = set.len().max(1) as f64;
     Ok((loss_sum / n, correct as f64 / n))
 }
 
+/// Run `@forward` over `count` samples (`sample(i)`: its values and label) in batches of
+/// `batch`, a short last batch padded with its first sample, and hand each sample's logits to
+/// `each(i, row)` in order (padding is never handed on). `eval`, the epochs' test pass and
+/// `predict` all run the network this way.
+pub(crate) fn forward_batches<'s>(
+    forward: &mut Runner,
+    state: &mut State<f32>,
+    batch: usize,
+    sample_len: usize,
+    count: usize,
+    sample: &dyn Fn(usize) -> (&'s [f32], i32),
+    each: &mut dyn FnMut(usize, &[f32]),
+) -> Result<(), Failure> {
+    let mut images = vec![0f32; batch * sample_len];
+    let mut labels = vec![0i32; batch];
+    let mut start = 0;
+    while start < count {
+        let n = batch.min(count - start);
+        for j in 0..batch {
+            let (values, label) = sample(start + if j < n { j } else { 0 });
+            images[j * sample_len..(j + 1) * sample_len].copy_from_slice(values);
+            labels[j] = label;
+        }
+        let outputs = forward
+            .run(state, &[Input::Float(&images), Input::Int(&labels)])
+            .map_err(|e| input_error(format!("the forward pass failed: {e}")))?;
+        let Some(Output::Float(logits)) = outputs.get(1) else {
+            return Err(input_error("@forward did not return logits"));
+        };
+        let classes = logits.shape.get(1).copied().unwrap_or(1).max(1);
+        for (j, row) in logits.data.chunks_exact(classes).take(n).enumerate() {
+            each(start + j, row);
+        }
+        start += n;
+    }
+    Ok(())
+}
+
 /// Index of the first maximum of a row, and log-sum-exp of the row (computed stably, in f64).
-fn row_stats(row: &[f32]) -> (usize, f64) {
+pub(crate) fn row_stats(row: &[f32]) -> (usize, f64) {
     let mut best = 0;
     for (i, &v) in row.iter().enumerate() {
         if v > row[best] {

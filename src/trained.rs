@@ -29,18 +29,24 @@ pub struct Trained {
 pub fn load(file: Option<&Path>, weights: &Path, backend: Backend) -> Result<Trained, Failure> {
     let (program, weights_file) = if weights.is_dir() {
         let (dir, meta) = checkpoint::open(weights).map_err(fail)?;
-        let mut program = match file {
-            Some(file) => driver::load_program(file, &[])?,
+        let program = match file {
+            // The run's own program, at the shapes its checkpoint records.
             None => driver::run_program(&meta, &meta.sets)?,
+            Some(file) => {
+                let mut program = driver::load_program(file, &[])?;
+                // FILE says how the network was declared; a run whose shapes changed since
+                // is evaluated at its shapes as they stand.
+                if let Some(ir) = &meta.program {
+                    program.module = sparsec_ir::parse::parse_module(ir).map_err(|e| {
+                        fail(format!(
+                            "`{}`: the program the checkpoint records does not parse: {e}",
+                            dir.display()
+                        ))
+                    })?;
+                }
+                program
+            }
         };
-        if let Some(ir) = &meta.program {
-            program.module = sparsec_ir::parse::parse_module(ir).map_err(|e| {
-                fail(format!(
-                    "`{}`: the program the checkpoint records does not parse: {e}",
-                    dir.display()
-                ))
-            })?;
-        }
         (program, dir.join("model.safetensors"))
     } else {
         let Some(file) = file else {
@@ -75,17 +81,16 @@ pub fn load(file: Option<&Path>, weights: &Path, backend: Backend) -> Result<Tra
     })
 }
 
-/// `predict` and `export` read a run directory (its model, its latest weights): a weights file
-/// alone does not say which network it belongs to.
-pub fn require_run_dir(path: &Path) -> Result<(), Failure> {
-    if path.is_dir() {
-        Ok(())
-    } else {
-        Err(Failure::Usage(format!(
+/// The run in directory `run` (its own model, its latest weights), for `predict` and `export`:
+/// a weights file alone does not say which network it belongs to.
+pub fn load_run(run: &Path, backend: Backend) -> Result<Trained, Failure> {
+    if !run.is_dir() {
+        return Err(Failure::Usage(format!(
             "`{}` is not a run directory: give the directory `sparsec train` wrote",
-            path.display()
-        )))
+            run.display()
+        )));
     }
+    load(None, run, backend)
 }
 
 /// Fashion-MNIST's class names, by label.

@@ -83,11 +83,11 @@ pub struct JitProgram {
     fns: Vec<Option<(FuncId, String)>>,
     threads: usize,
     /// With two threads: the helper thread split kernels hand their second half to.
-    pool: Option<Pair>,
+    pair: Option<Pair>,
     /// Per kernel: the buffers it writes (taken out of the table while it runs).
     outs: Vec<Vec<Loc>>,
     /// Whether some product or convolution is big enough to split; if none is, a run stays on
-    /// the calling thread (handing a batch-1 step to the pool and splitting its element-wise
+    /// the calling thread (handing a batch-1 step to the second thread and splitting its element-wise
     /// chains costs more than it saves).
     worth_threads: bool,
     compile_ms: f64,
@@ -183,8 +183,7 @@ impl<'r> Env<'r> {
 struct Ctx<'a> {
     seed: u64,
     params: &'a [ParamInfo],
-    threads: usize,
-    /// The second thread, when the kernel may split.
+    /// The second thread, when the kernels may split (they run on one thread otherwise).
     pair: Option<&'a Pair>,
     gemm_scratch: &'a mut Vec<Vec<f32>>,
     bias_pad: &'a mut Vec<f32>,
@@ -194,7 +193,7 @@ struct Ctx<'a> {
 }
 
 /// The second thread, for two threads (none for one).
-fn pool_for(threads: usize) -> Result<Option<Pair>, String> {
+fn pair_for(threads: usize) -> Result<Option<Pair>, String> {
     if threads < 2 {
         return Ok(None);
     }
@@ -384,7 +383,7 @@ impl JitProgram {
             jit,
             fns,
             threads,
-            pool: pool_for(threads)?,
+            pair: pair_for(threads)?,
             outs,
             worth_threads,
             compile_ms: started.elapsed().as_secs_f64() * 1e3,
@@ -442,9 +441,9 @@ impl JitProgram {
     pub fn set_threads(&mut self, threads: usize) {
         let threads = threads.clamp(1, 2);
         if threads != self.threads {
-            let pool = pool_for(threads).unwrap_or(None);
-            self.threads = if pool.is_some() { threads } else { 1 };
-            self.pool = pool;
+            let pair = pair_for(threads).unwrap_or(None);
+            self.threads = if pair.is_some() { threads } else { 1 };
+            self.pair = pair;
         }
         self.gemm_scratch.resize(self.threads, Vec::new());
     }
@@ -568,8 +567,7 @@ impl JitProgram {
             plan,
             jit,
             fns,
-            threads,
-            pool,
+            pair,
             outs,
             worth_threads,
             seed,
@@ -590,7 +588,7 @@ impl JitProgram {
             .map(|f| f.as_ref().map(|(id, _)| jit.entry(*id)))
             .collect();
         let state_in: &State<f32> = state;
-        let pair: Option<&Pair> = pool.as_ref().filter(|_| *worth_threads);
+        let pair: Option<&Pair> = pair.as_ref().filter(|_| *worth_threads);
         let mut kernels = || -> Result<(), String> {
             for (i, k) in plan.kernels.iter().enumerate() {
                 let t0 = profile.is_some().then(Instant::now);
@@ -620,7 +618,6 @@ impl JitProgram {
                     let mut ctx = Ctx {
                         seed: *seed,
                         params,
-                        threads: if pair.is_some() { *threads } else { 1 },
                         pair,
                         gemm_scratch,
                         bias_pad,

@@ -34,8 +34,7 @@ fn fail(message: impl Into<String>) -> Failure {
 /// Write the ONNX model of the run in `run_dir` to `out` (atomically: a temporary file renamed
 /// into place). Returns the line to print.
 pub fn export(run_dir: &Path, out: &Path) -> Result<String, Failure> {
-    trained::require_run_dir(run_dir)?;
-    let trained = trained::load(None, run_dir, Backend::Interp)?;
+    let trained = trained::load_run(run_dir, Backend::Interp)?;
     let module = &trained.program.module;
     let weights: Vec<Vec<f32>> = (0..module.params.len())
         .map(|i| trained.state.dense_value(module, i))
@@ -297,7 +296,7 @@ impl<'a> Translation<'a> {
                     }
                 }
                 Op::Conv2d { stride, padding } => {
-                    let kernel = self.func_type(inst.operands[1])?;
+                    let kernel = self.func.value_type(inst.operands[1]).shape.clone();
                     let k = self.node("Conv", node_name, operands, out.clone());
                     let node = &mut self.nodes[k];
                     node.attribute
@@ -427,14 +426,5 @@ impl<'a> Translation<'a> {
             }],
             output: outputs,
         })
-    }
-
-    /// The shape of a value of the function.
-    fn func_type(&self, v: Value) -> Result<Vec<usize>, String> {
-        match v {
-            Value::Arg(a) => self.func.args.get(a as usize).map(|x| x.ty.shape.clone()),
-            Value::Inst(i) => self.func.insts.get(i as usize).map(|x| x.ty.shape.clone()),
-        }
-        .ok_or_else(|| format!("{v:?} does not exist"))
     }
 }

@@ -94,7 +94,7 @@ impl DisjointOut {
     }
 }
 
-/// Run `work` over gradient panels `0..panels`, each call with its own scratch of `scratch`
+/// Call `run` over gradient panels `0..panels`, each call with its own scratch of `scratch`
 /// floats: on two threads (half the panels each) when the run has its second thread and the
 /// product (`work` multiply-adds) is worth splitting, else on this one. Every panel is made by
 /// the same calls either way, so the bits do not depend on the split.
@@ -161,7 +161,7 @@ pub(super) fn exec(
     s_out: &mut [(usize, Vec<u32>)],
 ) -> Result<(), String> {
     let entry = || entry.ok_or_else(|| "internal: kernel not compiled".to_owned());
-    let parts = cx.threads;
+    let parts = if cx.pair.is_some() { 2 } else { 1 };
     match body {
         Body::Gemm {
             spec,
