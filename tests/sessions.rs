@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 mod run_dir;
 
-use run_dir::{fresh_dir, ok, sparsec, summary};
+use run_dir::{fresh_dir, ok, sparsec, summary, write_file};
 
 const TINY: &str = "tests/train/tiny_momentum.net";
 
@@ -168,10 +168,9 @@ fn a_finished_run_extends_exactly() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
 
     let admm = fresh_dir("extend-admm");
-    std::fs::create_dir_all(&admm).unwrap();
-    let model = admm.join("mlp.net");
-    std::fs::write(
-        &model,
+    let model = write_file(
+        &admm,
+        "mlp.net",
         "model mlp {
             input x: [1, 4, 4]
             flat = flatten(x)
@@ -184,8 +183,7 @@ fn a_finished_run_extends_exactly() {
         train { epochs: 4, batch: 4, seed: 5, optimizer: sgd(lr: 0.1, momentum: 0.9) }
         method admm { keep: { fc1: 0.25 }, rho: 0.05, rounds: 1, epochs_per_round: 1, retrain_epochs: 1 }
         ",
-    )
-    .unwrap();
+    );
     let run = admm.join("run");
     let r = run.to_str().unwrap();
     ok(&sparsec(&["train", model.to_str().unwrap(), "--out", r]));
@@ -366,11 +364,10 @@ fn the_command_line_is_consistent() {
 #[test]
 fn a_program_too_large_for_the_machine_is_refused_before_allocating() {
     let dir = fresh_dir("too-large");
-    std::fs::create_dir_all(&dir).unwrap();
-    let model = dir.join("huge.net");
     // 4·10⁹ weights, each tensor under the IR's 2³¹-element limit.
-    std::fs::write(
-        &model,
+    let model = write_file(
+        &dir,
+        "huge.net",
         "model huge {
             input x: [1, 28, 28]
             flat = flatten(x)
@@ -382,8 +379,7 @@ fn a_program_too_large_for_the_machine_is_refused_before_allocating() {
         data synthetic { train_samples: 64, test_samples: 16, seed: 1 }
         train { epochs: 1, batch: 16, optimizer: sgd(lr: 0.1, momentum: 0.9) }
         ",
-    )
-    .unwrap();
+    );
     let m = model.to_str().unwrap();
     let run = dir.join("run");
     let out = sparsec(&["train", m, "--out", run.to_str().unwrap()]);
