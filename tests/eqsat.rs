@@ -145,3 +145,59 @@ fn a_memory_budget_is_honoured_or_refused() {
         "16 bytes cannot fit"
     );
 }
+
+/// The train step's memory, from the dump header.
+fn step_memory(m: &Module) -> u64 {
+    m.header
+        .iter()
+        .find(|(k, _)| k == "train_step.memory")
+        .map(|(_, v)| v.parse().unwrap())
+        .unwrap()
+}
+
+/// A budget that cannot hold Dropback's scores: the selection remakes them in its passes
+/// (`dropback_score_stream`) and the update makes the new entries directly; the step computes
+/// the same bits, in the interpreter and in the JIT.
+#[test]
+fn a_budget_below_the_scores_streams_them_and_trains_the_same_bits() {
+    let name = "lenet300_dropback";
+    let text = example(name);
+    let free = compile(&text, name, Stage::Opt, None).unwrap();
+    let scores = 4 * 300 * 784;
+    let tight = compile(&text, name, Stage::Opt, Some(step_memory(&free) - scores)).unwrap();
+    assert!(step_memory(&tight) <= step_memory(&free) - scores);
+    let ops = |m: &Module| -> Vec<&'static str> {
+        m.func("train_step")
+            .unwrap()
+            .insts
+            .iter()
+            .map(|i| i.op.name())
+            .collect()
+    };
+    assert!(!ops(&free).contains(&"dropback_score_stream"));
+    assert!(ops(&free).contains(&"dropback_update_sgd"));
+    assert!(ops(&tight).contains(&"dropback_score_stream"));
+    let (a, sa) = run_steps(&free, 3);
+    let (b, sb) = run_steps(&tight, 3);
+    assert_eq!(a, b, "outputs differ");
+    assert_eq!(format!("{:?}", sa.tracked), format!("{:?}", sb.tracked));
+    // The JIT's streamed kernels, on one thread and on two.
+    for threads in [1, 2] {
+        let mut jit = sparsec_backend::JitProgram::new(&tight, "train_step", threads).unwrap();
+        assert!(jit.plan().kernels.iter().any(|k| k.kind() == "topk_stream"));
+        let mut state = State::<f32>::initial(&tight);
+        let (x, labels) = batch(&tight);
+        for _ in 0..3 {
+            jit.run(
+                &mut state,
+                &[Input::Float(&x), Input::Int(&labels), Input::Float(&[0.05])],
+            )
+            .unwrap();
+        }
+        assert_eq!(
+            format!("{:?}", state.tracked),
+            format!("{:?}", sb.tracked),
+            "{threads} thread(s)"
+        );
+    }
+}

@@ -361,6 +361,8 @@ impl Coverage {
                 Body::DropbackApply { .. } => self.add("dropback_apply", true),
                 Body::GradScore { .. } => self.add("grad_score", true),
                 Body::GradApply { .. } => self.add("grad_apply", true),
+                Body::GradUpdate { .. } => self.add("grad_update", true),
+                Body::TopkStream { .. } => self.add("topk_stream", true),
                 Body::ReduceChannels { .. } => self.add("reduce_channels", true),
                 Body::SoftmaxXent { .. } => self.add("softmax_xent", true),
                 Body::MaxPool { .. } => self.add("max_pool", true),
@@ -601,25 +603,62 @@ fn jit_matches_the_interpreter_on_random_graphs() {
     }
 }
 
-/// `source` compiled to stage `opt`.
-fn opt_module(name: &str, source: &str) -> Result<Module, String> {
+/// `source` compiled to stage `opt`, within `memory_budget` bytes if given.
+fn opt_module_within(
+    name: &str,
+    source: &str,
+    memory_budget: Option<u64>,
+) -> Result<Module, String> {
     let describe = |f: Failure| match f {
         Failure::Input(d) => d.render(codespan_reporting::term::termcolor::ColorChoice::Never),
         Failure::Usage(s) | Failure::Message(s) | Failure::Interrupted(s) => s,
     };
     let program = program_from_source(name, source.to_owned(), false, &[]).map_err(describe)?;
-    compile_to(
-        &program,
-        Stage::Opt,
-        &CompileOptions::default(),
-        &mut String::new(),
-    )
-    .map_err(describe)
+    let options = CompileOptions {
+        memory_budget,
+        ..CompileOptions::default()
+    };
+    compile_to(&program, Stage::Opt, &options, &mut String::new()).map_err(describe)
 }
 
-fn model_case(seed: u64, dropback: bool, large: bool, cover: &mut Coverage) -> Result<(), String> {
+/// `source` compiled to stage `opt`.
+fn opt_module(name: &str, source: &str) -> Result<Module, String> {
+    opt_module_within(name, source, None)
+}
+
+/// `source` compiled to its least-memory program: a budget too small is refused with the size
+/// of the smallest program of the function that does not fit, which is then tried as the
+/// budget, until every function fits.
+fn least_memory_module(name: &str, source: &str) -> Result<Module, String> {
+    let mut budget = 1;
+    for _ in 0..8 {
+        let refusal = match opt_module_within(name, source, Some(budget)) {
+            Ok(m) => return Ok(m),
+            Err(e) => e,
+        };
+        budget = refusal
+            .split("the smallest needs ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .ok_or_else(|| format!("no smallest program in: {refusal}"))?;
+    }
+    Err("no least-memory program after 8 budgets".into())
+}
+
+fn model_case(
+    seed: u64,
+    dropback: bool,
+    large: bool,
+    least_memory: bool,
+    cover: &mut Coverage,
+) -> Result<(), String> {
     let case = random_model(&mut Rng::new(seed), "random", dropback, large);
-    let m = opt_module("random.net", &case.source)?;
+    let m = if least_memory {
+        least_memory_module("random.net", &case.source)?
+    } else {
+        opt_module("random.net", &case.source)?
+    };
     let frozen = sparsec_ir::func_names::TRAIN_STEP_FROZEN;
     let mut schedule = vec!["train_step"; 3];
     if m.func(frozen).is_some() {
@@ -675,7 +714,9 @@ fn jit_matches_the_interpreter_on_random_models() {
             }
             trace(&format!("model {seed:#018x}"));
             cases += 1;
-            if let Err(e) = model_case(seed, dropback, large, &mut cover) {
+            // Every other Dropback model also as its least-memory program (streamed scores).
+            let least_memory = dropback && i % 2 == 1;
+            if let Err(e) = model_case(seed, dropback, large, least_memory, &mut cover) {
                 let source = random_model(&mut Rng::new(seed), "random", dropback, large).source;
                 failures.push((seed, e, source));
             }
@@ -698,8 +739,9 @@ fn jit_matches_the_interpreter_on_random_models() {
         ("gemm imported", 3),
         ("gemm split over threads", 1),
         ("topk_select", 10),
-        ("grad_score", 10),
-        ("grad_apply", 10),
+        ("grad_score", 5),
+        ("grad_update", 10),
+        ("topk_stream", 4),
         ("chain with a scalar", 10),
         ("reduce_rows", 10),
         ("stores", 20),

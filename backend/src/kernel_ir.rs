@@ -158,6 +158,32 @@ pub enum Body {
         w0: Loc,
         out: Loc,
     },
+    /// The new tracked entries of the tracked weight `param` `[m, n]`: at each position
+    /// selected in `sel` (from `offset`), `w − g·lr` when it differs bitwise from `w0`, with
+    /// `w` the weight (its regenerated `w0`, its entries over it) and `g = dyᵀ·x` made 64
+    /// columns at a time, only the panels holding selected positions. Neither the weight nor
+    /// `w0` is stored whole; the entries' positions go to the selection buffer `out` (`S(j)`)
+    /// and their values to the float buffer of the same slot (`F(j)`).
+    GradUpdate {
+        param: usize,
+        offset: usize,
+        m: usize,
+        n: usize,
+        k: usize,
+        dy: Loc,
+        x: Loc,
+        lr: Loc,
+        sel: Loc,
+        out: Loc,
+    },
+    /// The top-`k` positions of the concatenated scores, some of them never stored: each
+    /// [`ScoreSource::Remade`] is remade panel by panel (as [`Body::GradScore`] makes it, the
+    /// weight regenerated per panel) in each pass of a radix select (a barrier).
+    TopkStream {
+        k: usize,
+        sources: Vec<ScoreSource>,
+        out: Loc,
+    },
     /// The top-`k` positions of the concatenated scores (a barrier: needs every score).
     TopkSelect {
         k: usize,
@@ -273,6 +299,8 @@ impl Kernel {
             Body::GradScore { .. } => "grad_score".into(),
             Body::GradApply { .. } => "grad_apply".into(),
             Body::TopkSelect { .. } => "topk_select".into(),
+            Body::TopkStream { .. } => "topk_stream".into(),
+            Body::GradUpdate { .. } => "grad_update".into(),
             Body::TrackedSet { .. } => "tracked_set".into(),
             Body::MaskIndex { .. } => "mask_index".into(),
             Body::Masked { kind, .. } => kind.name().into(),
@@ -290,6 +318,31 @@ impl Kernel {
             Body::MaxPool { .. } => "maxpool2d".into(),
             Body::Conv { spec, .. } => spec.pass.name().into(),
             Body::Interp { op, .. } => format!("interp.{}", op.name()),
+        }
+    }
+}
+
+/// One operand of [`Body::TopkStream`]: scores read from a buffer, or remade in each pass.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ScoreSource {
+    Stored(Loc),
+    /// The scores of `dropback_score_sgd @param` (`[m, n]`, a batch of `k`).
+    Remade {
+        param: usize,
+        m: usize,
+        n: usize,
+        k: usize,
+        dy: Loc,
+        x: Loc,
+        lr: Loc,
+    },
+}
+
+impl ScoreSource {
+    fn reads(&self) -> Vec<Loc> {
+        match self {
+            ScoreSource::Stored(l) => vec![*l],
+            ScoreSource::Remade { dy, x, lr, .. } => vec![*dy, *x, *lr],
         }
     }
 }
@@ -613,6 +666,59 @@ impl KernelProgram {
                     self.loc(*lr)
                 ));
             }
+            Body::TopkStream {
+                k,
+                sources,
+                out: o,
+            } => {
+                let parts: Vec<String> = sources
+                    .iter()
+                    .map(|s| match s {
+                        ScoreSource::Stored(l) => self.loc(*l),
+                        ScoreSource::Remade {
+                            param,
+                            m,
+                            n,
+                            k,
+                            dy,
+                            x,
+                            lr,
+                        } => format!(
+                            "remade scores of @{} from {}ᵀ · {} ({m}x{n}x{k}), {}",
+                            self.param_names[*param],
+                            self.loc(*dy),
+                            self.loc(*x),
+                            self.loc(*lr)
+                        ),
+                    })
+                    .collect();
+                out.push(format!(
+                    "{} = top {k} of ({}) (radix select, remade scores remade in every pass)",
+                    self.loc(*o),
+                    parts.join(", ")
+                ));
+            }
+            Body::GradUpdate {
+                param,
+                offset,
+                m,
+                n,
+                k,
+                dy,
+                x,
+                lr,
+                sel,
+                out: o,
+            } => out.push(format!(
+                "{} = entries of @{} at the positions of {} from {offset} where \
+                 w - g * {} differs from w0, g = {}ᵀ · {} ({m}x{n}x{k}) made per 64-column panel",
+                self.loc(*o),
+                self.param_names[*param],
+                self.loc(*sel),
+                self.loc(*lr),
+                self.loc(*dy),
+                self.loc(*x)
+            )),
             Body::TopkSelect { k, scores, out: o } => out.push(format!(
                 "{} = top {k} of ({}) (barrier)",
                 self.loc(*o),
@@ -862,6 +968,24 @@ impl KernelProgram {
                 ..
             } => (vec![*dy, *x, *lr, *w, *sel, *w0], vec![*out]),
             Body::TopkSelect { scores, out, .. } => (scores.clone(), vec![*out]),
+            Body::TopkStream { sources, out, .. } => (
+                sources.iter().flat_map(ScoreSource::reads).collect(),
+                vec![*out],
+            ),
+            Body::GradUpdate {
+                dy,
+                x,
+                lr,
+                sel,
+                out,
+                ..
+            } => {
+                let values = match *out {
+                    Loc::S(j) => vec![*out, Loc::F(j)],
+                    other => vec![other],
+                };
+                (vec![*dy, *x, *lr, *sel], values)
+            }
             Body::Copy { src, out } => (vec![*src], vec![*out]),
             Body::ReduceChannels { x, out, .. } => (vec![*x], vec![*out]),
             Body::SoftmaxXent {

@@ -85,6 +85,28 @@ enum Nk {
     Topk {
         k: usize,
     },
+    /// `dropback_score_stream`: never a kernel or a buffer of its own; the selection reading
+    /// it takes its operands and remakes it.
+    ScoreStream {
+        p: usize,
+        m: usize,
+        n: usize,
+        k: usize,
+    },
+    /// `topk_select` over some streamed scores: per operand, `Some(p, m, n, k)` for a streamed
+    /// one (taking three of `ops`: `dy`, `x`, `lr`), `None` for a stored one (one of `ops`).
+    TopkStream {
+        k: usize,
+        sources: Vec<Option<(usize, usize, usize, usize)>>,
+    },
+    /// `dropback_update_sgd`: the new tracked entries of `p` (a sparse node).
+    GradUpdate {
+        p: usize,
+        offset: usize,
+        m: usize,
+        n: usize,
+        k: usize,
+    },
     TrackedSet(usize),
     MaskIndex {
         nnz: usize,
@@ -279,7 +301,9 @@ pub fn partition(m: &Module, func: &str) -> Result<KernelProgram, String> {
                 if matches!(b.nodes[v].kind, Nk::Param(_)) {
                     v = b.push(Nk::Copy, vec![v], len, name.clone(), Some(i));
                 }
-                if is_tracked(&m.params[p]) {
+                // Entries (`dropback_update_sgd`) are stored as they are; a dense value keeps
+                // the positions where it differs from `w0`.
+                if is_tracked(&m.params[p]) && !matches!(b.nodes[v].kind, Nk::GradUpdate { .. }) {
                     let w0 = b.w0(p, i);
                     store_w0.push((p, w0));
                 }
@@ -434,6 +458,83 @@ pub fn partition(m: &Module, func: &str) -> Result<KernelProgram, String> {
                     name.clone(),
                     Some(i),
                 )
+            }
+            Op::DropbackScoreStream(id) => {
+                let p = id.0 as usize;
+                let (mm, nn, kk) = b.grad_dims(p, shape_of(inst.operands[0])[0])?;
+                b.push(
+                    Nk::ScoreStream {
+                        p,
+                        m: mm,
+                        n: nn,
+                        k: kk,
+                    },
+                    ops,
+                    len,
+                    name.clone(),
+                    Some(i),
+                )
+            }
+            Op::DropbackUpdateSgd { param, offset } => {
+                let p = param.0 as usize;
+                let (mm, nn, kk) = b.grad_dims(p, shape_of(inst.operands[0])[0])?;
+                let capacity = match inst.ty.encoding {
+                    sparsec_ir::Encoding::Sparse { capacity } => capacity as usize,
+                    _ => return Err(here("`dropback_update_sgd` makes entries".into())),
+                };
+                let n = b.push(
+                    Nk::GradUpdate {
+                        p,
+                        offset: *offset as usize,
+                        m: mm,
+                        n: nn,
+                        k: kk,
+                    },
+                    ops,
+                    capacity,
+                    name.clone(),
+                    Some(i),
+                );
+                b.nodes[n].sparse = true;
+                n
+            }
+            Op::TopkSelect { k }
+                if ops
+                    .iter()
+                    .any(|&o| matches!(b.nodes[o].kind, Nk::ScoreStream { .. })) =>
+            {
+                let mut sources = Vec::new();
+                let mut reads = Vec::new();
+                for &o in &ops {
+                    match b.nodes[o].kind {
+                        Nk::ScoreStream {
+                            p,
+                            m: mm,
+                            n: nn,
+                            k: kk,
+                        } => {
+                            sources.push(Some((p, mm, nn, kk)));
+                            reads.extend_from_slice(&b.nodes[o].ops);
+                        }
+                        _ => {
+                            sources.push(None);
+                            reads.push(o);
+                        }
+                    }
+                }
+                let n = b.push(
+                    Nk::TopkStream {
+                        k: usize::try_from(*k).unwrap_or(usize::MAX),
+                        sources,
+                    },
+                    reads,
+                    len,
+                    name.clone(),
+                    Some(i),
+                );
+                b.nodes[n].dtype = DType::I32;
+                b.nodes[n].sparse = true;
+                n
             }
             Op::DropbackApply { param, offset } => {
                 let w0 = b.w0(param.0 as usize, i);

@@ -23,6 +23,7 @@
 
 mod exec;
 mod pair;
+mod stream;
 
 pub(crate) use pair::Pair;
 
@@ -289,7 +290,8 @@ impl JitProgram {
                     shared_fn(&mut jit, "bias_add", emit_bias_add)?,
                     "bias_add".into(),
                 )),
-                Body::Regen { .. } => Some((
+                // The streamed Dropback kernels call the regeneration kernel per panel row.
+                Body::Regen { .. } | Body::TopkStream { .. } | Body::GradUpdate { .. } => Some((
                     shared_fn(&mut jit, "regen_uniform", emit_regen)?,
                     "regen_uniform".into(),
                 )),
@@ -695,6 +697,31 @@ impl JitProgram {
             if !info.tracked {
                 continue;
             }
+            let cap = info.capacity.unwrap_or(u64::MAX);
+            let over_budget = |count: usize| {
+                format!(
+                    "@{}: the store to the tracked @{} leaves {count} values differing from its \
+                     initial value, more than its budget of {cap}",
+                    self.plan.func, info.name
+                )
+            };
+            // Entries made directly (`grad_update`): the positions in the selection slot, the
+            // values in the float slot of the same buffer.
+            if let Loc::S(j) = l {
+                let (indices, values) = (&self.sbufs[j], &self.fbufs[j]);
+                if indices.len() != values.len() {
+                    return Err("internal: entries without their values".into());
+                }
+                if indices.len() as u64 > cap {
+                    return Err(over_budget(indices.len()));
+                }
+                let t = sparsec_ir::interp::TrackedValues {
+                    indices: indices.clone(),
+                    values: values.clone(),
+                };
+                new_tracked.push((p, t));
+                continue;
+            }
             let w0 = self
                 .plan
                 .store_w0
@@ -719,15 +746,8 @@ impl JitProgram {
                 }
                 None => (0..value.len().min(w0.len())).for_each(keep),
             }
-            let cap = info.capacity.unwrap_or(u64::MAX);
             if t.len() as u64 > cap {
-                return Err(format!(
-                    "@{}: the store to the tracked @{} leaves {} values differing from its \
-                     initial value, more than its budget of {cap}",
-                    self.plan.func,
-                    info.name,
-                    t.len()
-                ));
+                return Err(over_budget(t.len()));
             }
             new_tracked.push((p, t));
         }

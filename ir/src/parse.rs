@@ -638,19 +638,21 @@ impl<'a> Parser<'a> {
         let mut ty = checked_type(dtype, shape)
             .map_err(|e| ParseError::new(start.start..self.prev_end, e))?;
         if self.eat_punct('{')? {
-            let (w, span) = self.word("`regen` or `sparse N`")?;
-            ty.encoding = match w {
-                "regen" => Encoding::Regen,
-                "sparse" => Encoding::Sparse {
-                    capacity: self.uint("the sparse capacity")?,
-                },
-                _ => {
-                    return Err(ParseError::new(
+            let (w, span) = self.word("`regen`, `streamed` or `sparse N`")?;
+            ty.encoding =
+                match w {
+                    "regen" => Encoding::Regen,
+                    "streamed" => Encoding::Streamed,
+                    "sparse" => Encoding::Sparse {
+                        capacity: self.uint("the sparse capacity")?,
+                    },
+                    _ => return Err(ParseError::new(
                         span,
-                        format!("unknown encoding `{w}` (expected `regen` or `sparse N`)"),
-                    ))
-                }
-            };
+                        format!(
+                            "unknown encoding `{w}` (expected `regen`, `streamed` or `sparse N`)"
+                        ),
+                    )),
+                };
             self.punct('}')?;
         }
         Ok((ty, start.start..self.prev_end))

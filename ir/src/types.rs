@@ -31,6 +31,9 @@ pub enum Encoding {
     Regen,
     /// At most `capacity` (sorted flat index, value) pairs; the rest are zero.
     Sparse { capacity: u64 },
+    /// Never stored: its one reader (`topk_select`) remakes it, tile by tile, in each pass
+    /// it makes over it. Dropback's scores under a memory budget that cannot hold them.
+    Streamed,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -100,6 +103,7 @@ impl fmt::Display for Type {
         match self.encoding {
             Encoding::Dense => Ok(()),
             Encoding::Regen => write!(f, "{{regen}}"),
+            Encoding::Streamed => write!(f, "{{streamed}}"),
             Encoding::Sparse { capacity } => write!(f, "{{sparse {capacity}}}"),
         }
     }

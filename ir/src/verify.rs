@@ -421,8 +421,26 @@ impl Verifier {
                 ),
                 Err(e) => self.err(site, &ctx, e),
             }
+            if let Some(why) = dropback_entries_rule(f, ii) {
+                self.err(Site::Inst { func: fi, inst: ii }, &ctx, why);
+            }
         }
         for &r in &f.results {
+            if let Value::Inst(i) = r {
+                let made_by = f.insts.get(i as usize).map(|inst| &inst.op);
+                if let Some(op @ (Op::DropbackUpdateSgd { .. } | Op::DropbackScoreStream(_))) =
+                    made_by
+                {
+                    self.err(
+                        Site::Results { func: fi },
+                        format!("@{fname} return"),
+                        format!(
+                            "returns %{i}, made by `{}`, which only its one reader may read",
+                            op.name()
+                        ),
+                    );
+                }
+            }
             if !defined(r, f.insts.len()) {
                 let what = match r {
                     Value::Arg(i) => format!("argument #{i}"),
@@ -436,6 +454,40 @@ impl Verifier {
             }
         }
     }
+}
+
+/// Dropback's new entries (`dropback_update_sgd @p`) are read by `store @p` alone, and a store
+/// takes entries only from it: the reference interpreter holds them as the weight they make.
+fn dropback_entries_rule(f: &Func, ii: usize) -> Option<String> {
+    let inst = &f.insts[ii];
+    let made_by = |v: Value| match v {
+        Value::Inst(j) => f.insts.get(j as usize).map(|i| &i.op),
+        Value::Arg(_) => None,
+    };
+    for (k, &v) in inst.operands.iter().enumerate() {
+        if let Some(&Op::DropbackUpdateSgd { param, .. }) = made_by(v) {
+            if inst.op != Op::Store(param) || k != 0 {
+                return Some(format!(
+                    "`{}` reads the entries of `dropback_update_sgd`, which only the store \
+                     of its own parameter may read",
+                    inst.op.name()
+                ));
+            }
+        }
+    }
+    if let (Op::Store(_), Some(&v)) = (&inst.op, inst.operands.first()) {
+        if matches!(
+            f.value_type(v).encoding,
+            crate::types::Encoding::Sparse { .. }
+        ) && !matches!(made_by(v), Some(Op::DropbackUpdateSgd { .. }))
+        {
+            return Some(
+                "a store takes sparse entries only from `dropback_update_sgd` of its parameter"
+                    .into(),
+            );
+        }
+    }
+    None
 }
 
 /// ADMM's settings against their ranges (the model language's), its schedule against the run's

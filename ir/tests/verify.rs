@@ -262,3 +262,50 @@ fn reports_every_error() {
         ]
     );
 }
+
+/// The least-memory Dropback forms have one reader each: streamed scores only the selection,
+/// new entries only the store of their own weight, and a store takes entries only from them.
+#[test]
+fn streamed_scores_and_entries_have_their_one_reader() {
+    let streamed = |m: &Module| m.funcs.iter().position(|f| f.name == "streamed").unwrap();
+    let base = modules::opt_forms();
+    let fi = streamed(&base);
+    // The score (%0) read by a product instead of the selection.
+    let mut m = base.clone();
+    let f = &mut m.funcs[fi];
+    f.insts[1].op = Op::Unary(sparsec_ir::op::Unary::Relu);
+    f.insts[1].ty = f.insts[0].ty.clone();
+    expect(&m, "only `topk_select` reads streamed values");
+    // The entries (%2) returned.
+    let mut m = base.clone();
+    m.funcs[fi].results.push(Value::Inst(2));
+    expect(&m, "which only its one reader may read");
+    // A streamed score returned.
+    let mut m = base.clone();
+    m.funcs[fi].results.push(Value::Inst(0));
+    expect(&m, "made by `dropback_score_stream`");
+    // Entries stored into another weight: the store's parameter is not tracked.
+    let mut m = base.clone();
+    let other = m.params.iter().position(|p| p.name == "fm.weight").unwrap();
+    m.funcs[fi].insts[3].op = Op::Store(ParamId(other as u32));
+    expect(&m, "only a tracked weight takes entries");
+    // A store of the tracked values themselves.
+    let mut m = base;
+    let f = &mut m.funcs[fi];
+    let w = match f.insts[2].op {
+        Op::DropbackUpdateSgd { param, .. } => param,
+        _ => unreachable!(),
+    };
+    f.insts.insert(
+        3,
+        Inst {
+            op: Op::Tracked(w),
+            operands: vec![],
+            ty: f.insts[2].ty.clone(),
+            loc: None,
+        },
+    );
+    f.insts[4].operands = vec![Value::Inst(3)];
+    f.results = vec![Value::Inst(1)];
+    expect(&m, "takes sparse entries only from `dropback_update_sgd`");
+}

@@ -421,6 +421,8 @@ pub fn vjp_rule(op: &Op) -> Option<Rule> {
         | Op::MatMulWeight(_)
         | Op::DropbackScoreSgd(_)
         | Op::DropbackApplySgd { .. }
+        | Op::DropbackScoreStream(_)
+        | Op::DropbackUpdateSgd { .. }
         | Op::MaskIndex(_)
         | Op::MaskedMatMulNt(_)
         | Op::MaskedMatMul(_)

@@ -12,7 +12,9 @@ use sparsec_passes::eqsat::convert::func_to_graph;
 use sparsec_passes::eqsat::lang::Node;
 use sparsec_passes::eqsat::rules::rewrite;
 use sparsec_passes::eqsat::{optimize, CostModel, Options};
-use sparsec_passes::methods::dropback::rules::{apply_rewrite, RULES};
+use sparsec_passes::methods::dropback::rules::{
+    apply_rewrite, stream_rewrite, update_rewrite, RULES,
+};
 use sparsec_test_support::examples;
 
 /// A module with one weight `@w: f32[4, 3]` (tracked or dense) and an empty function.
@@ -274,6 +276,41 @@ fn fuse_apply_gradient() {
         &[s.dy, s.x, s.lr, sel],
     );
     assert!(s.equal_after(lhs, rhs, apply_rewrite(key)));
+}
+
+#[test]
+fn stream_scores() {
+    let mut s = Sides::new(true);
+    let score = s.op(Op::DropbackScoreSgd(W), &[s.dy, s.x, s.lr]);
+    let streamed = s.op(Op::DropbackScoreStream(W), &[s.dy, s.x, s.lr]);
+    let select = Op::TopkSelect { k: 5 };
+    let key = sparsec_passes::eqsat::lang::op_key(&select);
+    let lhs = s.op(select.clone(), &[score]);
+    let rhs = s.op(select, &[streamed]);
+    assert!(s.equal_after(lhs, rhs, stream_rewrite(key, &[true])));
+}
+
+#[test]
+fn sparse_update() {
+    let mut s = Sides::new(true);
+    let sel = s.op(Op::TrackedSet(W), &[]);
+    let apply = Op::DropbackApplySgd {
+        param: W,
+        offset: 0,
+    };
+    let key = sparsec_passes::eqsat::lang::op_key(&apply);
+    let dense = s.op(apply, &[s.dy, s.x, s.lr, sel]);
+    let entries = s.op(
+        Op::DropbackUpdateSgd {
+            param: W,
+            offset: 0,
+        },
+        &[s.dy, s.x, s.lr, sel],
+    );
+    // The stores of the two (one function may store a weight once: two functions' worth).
+    let lhs = s.op(Op::Store(W), &[dense]);
+    let rhs = s.op(Op::Store(W), &[entries]);
+    assert!(s.equal_after(lhs, rhs, update_rewrite(key)));
 }
 
 /// The analysis refuses to merge values of different types: an unsound rule fails loudly.

@@ -763,6 +763,26 @@ pub fn opt_forms() -> Module {
     let g_masked = push(&mut f, &m, Op::MaskedGrad, &[dy, x, idx], None);
     f.results = vec![y_dense, y_dist, y_fused, dx, y_masked, dx_masked, g_masked];
     m.funcs.push(f);
+    // The least-memory forms: scores remade by their selection, entries made directly.
+    let mut s = Func::new("streamed");
+    let x = s.add_arg("x", Type::f32(vec![2, 3]));
+    let dy = s.add_arg("dy", Type::f32(vec![2, 4]));
+    let lr = s.add_arg("lr", Type::scalar_f32());
+    let score = push(&mut s, &m, Op::DropbackScoreStream(w), &[dy, x, lr], None);
+    let sel = push(&mut s, &m, Op::TopkSelect { k: 5 }, &[score], None);
+    let entries = push(
+        &mut s,
+        &m,
+        Op::DropbackUpdateSgd {
+            param: w,
+            offset: 0,
+        },
+        &[dy, x, lr, sel],
+        None,
+    );
+    push(&mut s, &m, Op::Store(w), &[entries], None);
+    s.results = vec![sel];
+    m.funcs.push(s);
     // The masked convolutions, on a masked filter bank.
     let cm = m.add_param(param(
         "cm.weight",

@@ -8,7 +8,7 @@ use sparsec_ir::{DType, Module};
 use super::{Nk, Node};
 use crate::codegen::chain::{ChainSpec, EwOp, Operand, MAX_CHAIN_BUFFERS, MAX_CHAIN_SCALARS};
 use crate::codegen::gemm::{use_import, GemmSpec, Layout};
-use crate::kernel_ir::{Body, Buffer, Kernel, KernelProgram, Loc};
+use crate::kernel_ir::{Body, Buffer, Kernel, KernelProgram, Loc, ScoreSource};
 
 /// What a kernel is made of while grouping.
 enum Group {
@@ -383,6 +383,45 @@ pub(super) fn build_program(
                     Nk::Topk { k } => Body::TopkSelect {
                         k: *k,
                         scores: (0..node.ops.len()).map(op).collect::<Result<_, _>>()?,
+                        out,
+                    },
+                    Nk::TopkStream { k, sources } => {
+                        let mut next = 0;
+                        let mut take = || {
+                            next += 1;
+                            op(next - 1)
+                        };
+                        let mut list = Vec::new();
+                        for source in sources {
+                            list.push(match *source {
+                                None => ScoreSource::Stored(take()?),
+                                Some((param, m, n, k)) => ScoreSource::Remade {
+                                    param,
+                                    m,
+                                    n,
+                                    k,
+                                    dy: take()?,
+                                    x: take()?,
+                                    lr: take()?,
+                                },
+                            });
+                        }
+                        Body::TopkStream {
+                            k: *k,
+                            sources: list,
+                            out,
+                        }
+                    }
+                    Nk::GradUpdate { p, offset, m, n, k } => Body::GradUpdate {
+                        param: *p,
+                        offset: *offset,
+                        m: *m,
+                        n: *n,
+                        k: *k,
+                        dy: op(0)?,
+                        x: op(1)?,
+                        lr: op(2)?,
+                        sel: op(3)?,
                         out,
                     },
                     Nk::TrackedSet(p) => Body::TrackedSet { param: *p, out },

@@ -98,7 +98,7 @@ impl DisjointOut {
 /// floats: on two threads (half the panels each) when the run has its second thread and the
 /// product (`work` multiply-adds) is worth splitting, else on this one. Every panel is made by
 /// the same calls either way, so the bits do not depend on the split.
-fn over_panels(
+pub(super) fn over_panels(
     cx: &mut Ctx<'_>,
     work: usize,
     scratch: usize,
@@ -130,7 +130,7 @@ fn over_panels(
     Ok(())
 }
 
-fn check(what: &str, got: usize, want: usize) -> Result<(), String> {
+pub(super) fn check(what: &str, got: usize, want: usize) -> Result<(), String> {
     if got == want {
         Ok(())
     } else {
@@ -534,6 +534,41 @@ pub(super) fn exec(
                 }
             };
             over_panels(cx, m * n * k, m * ldc, panels, &apply_panels)?;
+        }
+        Body::TopkStream { k, sources, out } => {
+            let o = selection_out(s_out, *out)?;
+            super::stream::topk_stream(entry()?, env, cx, *k, sources, o)?;
+        }
+        Body::GradUpdate {
+            param,
+            offset,
+            m,
+            n,
+            k,
+            dy,
+            x,
+            lr,
+            sel,
+            out,
+        } => {
+            let Loc::S(j) = *out else {
+                return Err("internal: entries go to a selection buffer".into());
+            };
+            let mut values = std::mem::take(out_f(f_out, Loc::F(j))?);
+            let indices = selection_out(s_out, *out)?;
+            let r = super::stream::grad_update(
+                entry()?,
+                env,
+                cx,
+                *param,
+                *offset,
+                (*m, *n, *k),
+                (*dy, *x, *lr),
+                env.sparse(*sel),
+                (indices, &mut values),
+            );
+            *out_f(f_out, Loc::F(j))? = values;
+            r?;
         }
         Body::TopkSelect { k, scores, out } => {
             let o = selection_out(s_out, *out)?;

@@ -182,14 +182,15 @@ impl<T: Float> Interpreter<T> {
                         tb: nt,
                     })
                 }
-                Op::DropbackScoreSgd(id) => {
+                Op::DropbackScoreSgd(id) | Op::DropbackScoreStream(id) => {
                     let p = id.0 as usize;
                     let w1 = interp.sgd_result(m, p, i, &operands, types[0].shape[0]);
                     let w0 = interp.w0_of(m, p, i);
                     operands = vec![w1, w0];
                     Kernel::DropbackScore
                 }
-                Op::DropbackApplySgd { param, offset } => {
+                Op::DropbackApplySgd { param, offset }
+                | Op::DropbackUpdateSgd { param, offset } => {
                     let p = param.0 as usize;
                     let w1 = interp.sgd_result(m, p, i, &operands, types[0].shape[0]);
                     let w0 = interp.w0_of(m, p, i);
@@ -312,12 +313,14 @@ impl<T: Float> Interpreter<T> {
                     Kernel::Plain(plain)
                 }
             };
+            // Selections get a position list; every `f32` value, whatever its encoding, a dense
+            // buffer (see `check_value_type`).
             let out = match (inst.ty.dtype, inst.ty.is_dense()) {
-                (_, false) => {
+                (DType::I32, false) => {
                     interp.sbufs.push(Vec::new());
                     Loc::S(interp.sbufs.len() - 1)
                 }
-                (DType::F32, true) => interp.alloc_float(inst.ty.num_elements()),
+                (DType::F32, _) => interp.alloc_float(inst.ty.num_elements()),
                 (DType::I32, true) => interp.alloc_int(inst.ty.num_elements()),
             };
             interp.steps.push(Step {
@@ -443,8 +446,11 @@ fn check_value_type(t: &Type) -> Result<(), String> {
     match t.encoding {
         Encoding::Dense => {}
         Encoding::Sparse { .. } if t.dtype == DType::I32 && t.rank() == 1 => {}
-        // Regenerated and sparse weights are held densely by the reference interpreter.
-        Encoding::Regen | Encoding::Sparse { .. } if t.dtype == DType::F32 => {}
+        // Regenerated, streamed and sparse values are held densely by the reference
+        // interpreter (a streamed score is made once; Dropback's new entries are held as the
+        // weight they make, from which the store takes them).
+        Encoding::Regen | Encoding::Streamed | Encoding::Sparse { .. } if t.dtype == DType::F32 => {
+        }
         _ => {
             return Err(format!(
                 "the interpreter does not execute this encoded value ({t})"

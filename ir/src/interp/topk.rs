@@ -277,3 +277,264 @@ fn order_key(x: f64) -> u64 {
         bits | (1 << 63)
     }
 }
+
+/// The selection of [`topk_select`] over scores that are never stored, only visited: in
+/// passes, each visiting every score once, in any order and split among any number of
+/// [`Tally`]s (one per thread). The caller remakes the scores for each pass.
+///
+/// The same radix select on the same 32-bit order keys: each histogram pass fixes the next 12
+/// (then 8) bits of the `k`-th largest key, until the scores that share the fixed bits are few
+/// ([`StreamSelect::CANDIDATES`]) or every bit is fixed; the last pass collects the positions
+/// above the fixed bits and the candidates that share them, and the exact selection settles
+/// the candidates (larger key first, then the lower position). Memory: `k` positions and the
+/// candidates, never a score per position. The result is `topk_select`'s, position for
+/// position.
+#[derive(Clone, Debug)]
+pub struct StreamSelect {
+    k: usize,
+    total: usize,
+    /// How many of the key's top bits are fixed, and their value.
+    fixed: u32,
+    prefix: u32,
+    /// How many positions with the fixed bits are still to be taken.
+    need: usize,
+    /// How many positions have the fixed bits (all of them before the first pass).
+    sharing: usize,
+    collected: bool,
+    out: Vec<u32>,
+}
+
+/// What one pass asks of a [`Tally`]: a histogram of the next digit, or the final collection.
+#[derive(Clone, Debug)]
+pub enum Tally {
+    Histogram {
+        fixed: u32,
+        prefix: u32,
+        digit: u32,
+        hist: Vec<usize>,
+    },
+    Collect {
+        fixed: u32,
+        prefix: u32,
+        above: Vec<u32>,
+        candidates: Vec<(u64, u32)>,
+    },
+}
+
+impl Tally {
+    /// Visit the score at `pos` (every position exactly once per pass, over all tallies).
+    #[inline(always)]
+    pub fn visit(&mut self, pos: u32, score: f32) {
+        let key = order_key32(score) as u32;
+        match self {
+            Tally::Histogram {
+                fixed,
+                prefix,
+                digit,
+                hist,
+            } => {
+                // `checked_shr`: no bits fixed yet means every key shares the (empty) prefix.
+                if key.checked_shr(32 - *fixed).unwrap_or(0) == *prefix {
+                    let d = (key << *fixed) >> (32 - *digit);
+                    hist[d as usize] += 1;
+                }
+            }
+            Tally::Collect {
+                fixed,
+                prefix,
+                above,
+                candidates,
+            } => {
+                let top = key.checked_shr(32 - *fixed).unwrap_or(0);
+                if top > *prefix {
+                    above.push(pos);
+                } else if top == *prefix {
+                    candidates.push((u64::from(key), pos));
+                }
+            }
+        }
+    }
+}
+
+impl StreamSelect {
+    /// Collect once at most this many positions share the fixed bits.
+    pub const CANDIDATES: usize = 1 << 22;
+
+    /// The top `k` of `total` scores.
+    pub fn new(k: usize, total: usize) -> StreamSelect {
+        let mut s = StreamSelect {
+            k: k.min(total),
+            total,
+            fixed: 0,
+            prefix: 0,
+            need: k.min(total),
+            sharing: total,
+            collected: false,
+            out: Vec::new(),
+        };
+        // Nothing to visit: none, or every position.
+        if s.k == 0 || s.k == total {
+            s.out.extend(0..s.k as u32);
+            s.collected = true;
+        }
+        s
+    }
+
+    /// The tally for the next pass, or `None` when the selection is made.
+    pub fn next_pass(&self) -> Option<Tally> {
+        if self.collected {
+            return None;
+        }
+        if self.fixed == 32 || (self.fixed > 0 && self.sharing <= Self::CANDIDATES) {
+            return Some(Tally::Collect {
+                fixed: self.fixed,
+                prefix: self.prefix,
+                above: Vec::new(),
+                candidates: Vec::new(),
+            });
+        }
+        let digit = (32 - self.fixed).min(12);
+        Some(Tally::Histogram {
+            fixed: self.fixed,
+            prefix: self.prefix,
+            digit,
+            hist: vec![0; 1 << digit],
+        })
+    }
+
+    /// Take the tallies of a pass (each visited some of the positions, together all of them).
+    pub fn finish_pass(&mut self, tallies: Vec<Tally>) -> Result<(), String> {
+        let mut hist: Vec<usize> = Vec::new();
+        let mut digit_bits = 0;
+        let mut above: Vec<u32> = Vec::new();
+        let mut candidates: Vec<(u64, u32)> = Vec::new();
+        for t in tallies {
+            match t {
+                Tally::Histogram { digit, hist: h, .. } => {
+                    digit_bits = digit;
+                    if hist.is_empty() {
+                        hist = h;
+                    } else {
+                        hist.iter_mut().zip(&h).for_each(|(a, b)| *a += b);
+                    }
+                }
+                Tally::Collect {
+                    above: a,
+                    candidates: c,
+                    ..
+                } => {
+                    above.extend(a);
+                    candidates.extend(c);
+                }
+            }
+        }
+        if digit_bits > 0 {
+            if hist.iter().sum::<usize>() != self.sharing {
+                return Err(
+                    "internal: a pass of the streamed top-k did not visit every score".into(),
+                );
+            }
+            let (bucket, need) = threshold_bucket(&hist, self.need);
+            self.sharing = hist[bucket];
+            self.need = need;
+            self.prefix = (self.prefix.checked_shl(digit_bits).unwrap_or(0)) | bucket as u32;
+            self.fixed += digit_bits;
+            return Ok(());
+        }
+        if above.len() + self.need != self.k || candidates.len() != self.sharing {
+            return Err(
+                "internal: the streamed top-k's collection does not match its counts".into(),
+            );
+        }
+        let better = |a: &(u64, u32), b: &(u64, u32)| b.0.cmp(&a.0).then(a.1.cmp(&b.1));
+        if self.need < candidates.len() {
+            candidates.select_nth_unstable_by(self.need - 1, better);
+            candidates.truncate(self.need);
+        }
+        self.out = above;
+        self.out.extend(candidates.iter().map(|&(_, p)| p));
+        self.out.sort_unstable();
+        self.collected = true;
+        Ok(())
+    }
+
+    /// The selected positions, ascending (once [`StreamSelect::next_pass`] is `None`).
+    pub fn into_selection(self) -> Vec<u32> {
+        self.out
+    }
+
+    /// The number of scores visited per pass.
+    pub fn total(&self) -> usize {
+        self.total
+    }
+}
+
+#[cfg(test)]
+mod stream_tests {
+    use super::*;
+
+    /// The streamed selection, its scores visited in reverse order and split over two tallies.
+    fn streamed(scores: &[f32], k: usize) -> Vec<u32> {
+        let mut s = StreamSelect::new(k, scores.len());
+        while let Some(t) = s.next_pass() {
+            let (mut a, mut b) = (t.clone(), t);
+            for (i, &x) in scores.iter().enumerate().rev() {
+                if i % 3 == 0 { &mut a } else { &mut b }.visit(i as u32, x);
+            }
+            s.finish_pass(vec![a, b]).unwrap();
+        }
+        s.into_selection()
+    }
+
+    fn dense(scores: &[f32], k: usize) -> Vec<u32> {
+        let mut out = Vec::new();
+        topk_select(&[scores], k, &mut Vec::new(), &mut out);
+        out
+    }
+
+    #[test]
+    fn streamed_selection_is_topk_select() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let cases: Vec<Vec<f32>> = vec![
+            (0..5000).map(|_| (next() % 1000) as f32 * 1e-3).collect(),
+            (0..5000)
+                .map(|_| f32::from_bits(next() as u32 & 0x7fff_ffff))
+                .collect(),
+            vec![0.0; 300],
+            (0..700)
+                .map(|i| if i % 7 == 0 { f32::NAN } else { (i % 5) as f32 })
+                .collect(),
+            (0..400)
+                .map(|i| if i % 2 == 0 { -0.0 } else { 0.0 })
+                .collect(),
+        ];
+        for scores in &cases {
+            for k in [
+                0,
+                1,
+                2,
+                17,
+                scores.len() / 3,
+                scores.len() - 1,
+                scores.len(),
+                scores.len() + 5,
+            ] {
+                assert_eq!(streamed(scores, k), dense(scores, k), "k = {k}");
+            }
+        }
+    }
+
+    #[test]
+    fn many_equal_scores_fix_every_bit() {
+        // 2^22 + 5 equal scores: more candidates than CANDIDATES until all 32 bits are fixed.
+        let n = StreamSelect::CANDIDATES + 5;
+        let scores = vec![0.5f32; n];
+        assert_eq!(streamed(&scores, 3), vec![0, 1, 2]);
+    }
+}

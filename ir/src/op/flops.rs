@@ -45,7 +45,10 @@ impl Op {
                 2 * out * shape(0).last().copied().unwrap_or(0) as u64
             }
             // The weight gradient `dyᵀx` (`dy: [B, O]`, `x: [B, I]`), then one op per element.
-            Op::DropbackScoreSgd(_) | Op::DropbackApplySgd { .. } => {
+            Op::DropbackScoreSgd(_)
+            | Op::DropbackApplySgd { .. }
+            | Op::DropbackScoreStream(_)
+            | Op::DropbackUpdateSgd { .. } => {
                 let b = shape(0).first().copied().unwrap_or(0) as u64;
                 2 * out * b + out
             }

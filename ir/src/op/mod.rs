@@ -149,6 +149,18 @@ pub enum Op {
         param: ParamId,
         offset: u64,
     },
+    /// `dropback_score_stream @p, %dy, %x, %lr`: the scores `dropback_score_sgd` makes, never
+    /// stored (`T{streamed}`): `topk_select`, their only reader, remakes them panel by panel
+    /// in each pass of its selection. Memory O(k) instead of one score per weight.
+    DropbackScoreStream(ParamId),
+    /// `dropback_update_sgd @p, %dy, %x, %lr, %sel {offset=O}`: the tracked entries `store @p`
+    /// keeps from `dropback_apply_sgd` with the same operands (the selected positions whose
+    /// new value differs bitwise from the initial one), made directly: `T{sparse budget(p)}`,
+    /// no dense weight written. Only `store @p` reads it.
+    DropbackUpdateSgd {
+        param: ParamId,
+        offset: u64,
+    },
     // ---- Sparse forms of masked weights (ADMM's rules, passes/src/methods/admm/rules.rs) ----
     /// `mask_index @m`: the positions a mask keeps (`m` has `role=mask` of a weight with
     /// `storage=masked(nnz=N)`), ascending, as a sparse selection `i32[len(m)]{sparse N}`. A
@@ -227,6 +239,8 @@ impl Op {
         "matmul_weight",
         "dropback_score_sgd",
         "dropback_apply_sgd",
+        "dropback_score_stream",
+        "dropback_update_sgd",
         "mask_index",
         "masked_matmul_nt",
         "masked_matmul",
@@ -260,6 +274,8 @@ impl Op {
         "matmul_weight",
         "dropback_score_sgd",
         "dropback_apply_sgd",
+        "dropback_score_stream",
+        "dropback_update_sgd",
         "mask_index",
         "masked_matmul_nt",
         "masked_matmul",
@@ -282,6 +298,8 @@ impl Op {
             | Op::MatMulWeight(id)
             | Op::DropbackScoreSgd(id)
             | Op::DropbackApplySgd { param: id, .. }
+            | Op::DropbackScoreStream(id)
+            | Op::DropbackUpdateSgd { param: id, .. }
             | Op::MaskIndex(id)
             | Op::MaskedMatMulNt(id)
             | Op::MaskedMatMul(id)
@@ -340,6 +358,8 @@ impl Op {
             Op::MatMulWeight(_) => "matmul_weight",
             Op::DropbackScoreSgd(_) => "dropback_score_sgd",
             Op::DropbackApplySgd { .. } => "dropback_apply_sgd",
+            Op::DropbackScoreStream(_) => "dropback_score_stream",
+            Op::DropbackUpdateSgd { .. } => "dropback_update_sgd",
             Op::MaskIndex(_) => "mask_index",
             Op::MaskedMatMulNt(_) => "masked_matmul_nt",
             Op::MaskedMatMul(_) => "masked_matmul",
@@ -367,8 +387,8 @@ impl Op {
             Op::MaskedMatMulNt(_) | Op::MaskedMatMul(_) => 2,
             Op::MaskedGrad | Op::MaskedConv2dWeightGrad { .. } => 3,
             Op::MaskedConv2d { .. } | Op::MaskedConv2dInputGrad { .. } => 2,
-            Op::DropbackScoreSgd(_) => 3,
-            Op::DropbackApplySgd { .. } => 4,
+            Op::DropbackScoreSgd(_) | Op::DropbackScoreStream(_) => 3,
+            Op::DropbackApplySgd { .. } | Op::DropbackUpdateSgd { .. } => 4,
             Op::DropbackScore(_)
             | Op::Store(_)
             | Op::Reshape { .. }
@@ -453,7 +473,9 @@ impl Op {
                 vec![("axes", Attr::Ints(axes.iter().map(|&a| a as u64).collect()))]
             }
             Op::TopkSelect { k } => vec![("k", Attr::Int(*k))],
-            Op::DropbackApply { offset, .. } | Op::DropbackApplySgd { offset, .. } => {
+            Op::DropbackApply { offset, .. }
+            | Op::DropbackApplySgd { offset, .. }
+            | Op::DropbackUpdateSgd { offset, .. } => {
                 vec![("offset", Attr::Int(*offset))]
             }
             _ => Vec::new(),
@@ -598,6 +620,11 @@ impl Op {
                 param,
                 offset: reader.int("offset")?,
             },
+            "dropback_score_stream" => Op::DropbackScoreStream(param),
+            "dropback_update_sgd" => Op::DropbackUpdateSgd {
+                param,
+                offset: reader.int("offset")?,
+            },
             _ => return Err(format!("`{name}` does not name a parameter")),
         };
         reader.finish()?;
@@ -651,12 +678,26 @@ impl Op {
         }
         // Every op computes on dense values; sparse and regenerated forms enter through their
         // own ops, never implicitly. The exceptions: the selection operand of the Dropback
-        // applies, the two operands of `overlay`, and the weight operand of `matmul_nt` /
-        // `matmul` (a product with a regenerated or a sparse matrix, both orientations).
+        // applies, the two operands of `overlay`, the weight operand of `matmul_nt` /
+        // `matmul` (a product with a regenerated or a sparse matrix, both orientations), the
+        // streamed scores `topk_select` remakes, and the entries `store` gives a tracked weight.
         for (i, t) in operands.iter().enumerate() {
+            if t.encoding == Encoding::Streamed {
+                if matches!(self, Op::TopkSelect { .. }) {
+                    continue;
+                }
+                return Err(format!(
+                    "operand {} of `{}` is streamed ({t}): only `topk_select` reads streamed \
+                     values",
+                    i + 1,
+                    self.name()
+                ));
+            }
             let sparse_ok = match self {
                 Op::DropbackApply { .. } => i == 1,
-                Op::DropbackApplySgd { .. } => i == 3,
+                Op::DropbackApplySgd { .. } | Op::DropbackUpdateSgd { .. } => i == 3,
+                // Entries: the store's typing says which weights take them.
+                Op::Store(_) => matches!(t.encoding, Encoding::Sparse { .. }),
                 Op::Overlay => true,
                 Op::MatMul { ta: false, .. } => i == 1,
                 Op::MaskedMatMulNt(_) | Op::MaskedMatMul(_) => i == 1,
@@ -771,6 +812,21 @@ impl Op {
                         "cannot store {} into @{}, which is {}",
                         operands[0], param.name, param.ty
                     ));
+                }
+                // Entries stored into a tracked weight (its new tracked values, within its
+                // budget): the value is the weight they make, dense, like any other store's.
+                if let Encoding::Sparse { capacity } = operands[0].encoding {
+                    match param.storage {
+                        Storage::Tracked { budget } if capacity <= budget => {}
+                        _ => {
+                            return Err(format!(
+                                "cannot store {} into @{}: only a tracked weight takes \
+                                 entries, at most its budget",
+                                operands[0], param.name
+                            ))
+                        }
+                    }
+                    return Ok(param.ty.with_encoding(Encoding::Dense));
                 }
                 Ok(operands[0].clone())
             }
@@ -1121,7 +1177,10 @@ impl Op {
                 f32s(1)?;
                 weight_product(p, matches!(self, Op::MatMulNtWeight(_)))
             }
-            Op::DropbackScoreSgd(id) | Op::DropbackApplySgd { param: id, .. } => {
+            Op::DropbackScoreSgd(id)
+            | Op::DropbackApplySgd { param: id, .. }
+            | Op::DropbackScoreStream(id)
+            | Op::DropbackUpdateSgd { param: id, .. } => {
                 let p = tracked(*id)?;
                 f32s(3)?;
                 let dy = rank(0, 2)?;
@@ -1140,16 +1199,25 @@ impl Op {
                         p.ty
                     ));
                 }
-                if let Op::DropbackApplySgd { offset, .. } = self {
-                    // The same selection rules as `dropback_apply`.
-                    let as_apply = Op::DropbackApply {
-                        param: *id,
-                        offset: *offset,
-                    };
-                    let w1 = p.ty.with_encoding(Encoding::Dense);
-                    return as_apply.infer(&[&w1, operands[3]], params);
+                match self {
+                    Op::DropbackApplySgd { offset, .. } | Op::DropbackUpdateSgd { offset, .. } => {
+                        // The same selection rules as `dropback_apply`.
+                        let as_apply = Op::DropbackApply {
+                            param: *id,
+                            offset: *offset,
+                        };
+                        let w1 = p.ty.with_encoding(Encoding::Dense);
+                        let applied = as_apply.infer(&[&w1, operands[3]], params)?;
+                        match (self, p.storage) {
+                            (Op::DropbackUpdateSgd { .. }, Storage::Tracked { budget }) => {
+                                Ok(applied.with_encoding(Encoding::Sparse { capacity: budget }))
+                            }
+                            _ => Ok(applied),
+                        }
+                    }
+                    Op::DropbackScoreStream(_) => Ok(p.ty.with_encoding(Encoding::Streamed)),
+                    _ => Ok(p.ty.with_encoding(Encoding::Dense)),
                 }
-                Ok(p.ty.with_encoding(Encoding::Dense))
             }
         }
     }

@@ -58,6 +58,10 @@ pub struct NodeCost {
     pub memory: u64,
 }
 
+/// Passes a top-k selection makes over scores it remakes (a histogram of the top bits, often a
+/// second of the next bits, then the pass that collects the selection).
+pub const STREAM_PASSES: u64 = 3;
+
 /// The cost of reading a seeded or tracked weight as an opaque dense value (see `op_cost`).
 pub const OPAQUE_READ: u64 = 1 << 48;
 
@@ -142,12 +146,20 @@ pub fn op_cost(
         Op::MatMulNtWeight(_)
         | Op::MatMulWeight(_)
         | Op::DropbackScoreSgd(_)
-        | Op::DropbackApplySgd { .. } => operands
+        | Op::DropbackApplySgd { .. }
+        | Op::DropbackUpdateSgd { .. } => operands
             .iter()
             .map(|t| n(t))
             .chain([n(result)])
             .max()
             .unwrap_or(0),
+        // Streamed scores are remade in every pass of their selection, each pass the whole
+        // weight gradient and a regeneration of the weight: charged in full, so that they are
+        // taken only when a memory budget cannot hold the scores.
+        Op::DropbackScoreStream(_) => {
+            regen_words *= STREAM_PASSES;
+            STREAM_PASSES * op.flops(operands, result)
+        }
         _ => op.flops(operands, result),
     };
     let per_flop = match op {

@@ -89,7 +89,7 @@ pub fn optimize(module: &Module, options: &Options) -> Result<(Module, Vec<FuncR
     for (fi, func) in module.funcs.iter().enumerate() {
         let mut graph = convert::func_to_graph(module, func)?;
         let mut phases = Vec::new();
-        for phase in [Phase::A, Phase::B] {
+        for phase in Phase::ALL {
             let rules = rule_source(phase, &mut graph.egraph);
             let runner: Runner<Node, ValueFacts, ()> = Runner::new(graph.egraph.analysis.clone())
                 .with_egraph(graph.egraph)

@@ -4,7 +4,8 @@
 //! phases in order, each with the rules its method gives for that phase.
 //!
 //! Phase A rewrites representations (what a value is made of); phase B offers fused forms
-//! of what phase A produced.
+//! of what phase A produced; phase C offers forms that hold less (values remade by their
+//! reader instead of stored), for extraction to take when a memory budget needs them.
 
 use egg::{ConditionalApplier, EGraph, Id, Pattern, Rewrite, Subst, Var};
 use sparsec_ir::Storage;
@@ -16,6 +17,12 @@ use super::lang::Node;
 pub enum Phase {
     A,
     B,
+    C,
+}
+
+impl Phase {
+    /// Every phase, in the order saturation runs them.
+    pub const ALL: [Phase; 3] = [Phase::A, Phase::B, Phase::C];
 }
 
 impl Phase {
@@ -23,6 +30,7 @@ impl Phase {
         match self {
             Phase::A => "a",
             Phase::B => "b",
+            Phase::C => "c",
         }
     }
 }

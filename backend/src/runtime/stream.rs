@@ -1,0 +1,354 @@
+//! The Dropback kernels that never hold a tracked weight, its initial value or its scores
+//! whole: [`Body::TopkStream`] (the global top-k over scores remade panel by panel in each pass
+//! of a radix select) and [`Body::GradUpdate`] (the new tracked entries, made from the gradient
+//! panels that hold selected positions). Each panel of the weight is regenerated (the JIT's
+//! ChaCha8 kernel, row segment by row segment) and its tracked entries written over it, so the
+//! memory these kernels take is a few panels per thread, the selection and the candidates.
+//!
+//! Every value is computed by the calls and in the order the stored forms use (`GradScore`,
+//! `GradApply`, `regen`, `overlay`), so the bits are theirs, and the interpreter's.
+
+use sparsec_ir::interp::{matmul_columns_f32, StreamSelect, Tally, TrackedValues, GEMM_PANEL};
+use sparsec_ir::module::Init;
+
+use super::exec::over_panels;
+use super::{Ctx, Env, ParamInfo};
+use crate::abi::Args;
+use crate::jit::Entry;
+use crate::kernel_ir::{Loc, ScoreSource};
+
+/// Where panels of one tracked weight `[m, n]` come from: its regeneration (`regen`, the JIT's
+/// ChaCha8 kernel) and its tracked entries, found row by row.
+struct WeightPanels<'a> {
+    regen: Entry<'a>,
+    seed: u64,
+    info: &'a ParamInfo,
+    init_scale: f32,
+    m: usize,
+    n: usize,
+    entries: Option<&'a TrackedValues<f32>>,
+    /// `row_start[i]..row_start[i + 1]`: the entries in row `i`.
+    row_start: Vec<usize>,
+}
+
+impl<'a> WeightPanels<'a> {
+    fn new(
+        regen: Entry<'a>,
+        cx: &Ctx<'a>,
+        env: &Env<'a>,
+        param: usize,
+        (m, n): (usize, usize),
+    ) -> Result<WeightPanels<'a>, String> {
+        let info = cx.params.get(param).ok_or("internal: no such parameter")?;
+        if info.len != m * n {
+            return Err(format!(
+                "internal: @{} has {} elements, the kernel needs {m}x{n}",
+                info.name, info.len
+            ));
+        }
+        let entries = env.state.tracked[param].as_ref();
+        let mut row_start = vec![0usize; m + 1];
+        if let Some(t) = entries {
+            for &i in &t.indices {
+                let row = i as usize / n.max(1);
+                if row >= m {
+                    return Err(format!("@{}: a tracked index out of range", info.name));
+                }
+                row_start[row + 1] += 1;
+            }
+            for i in 0..m {
+                row_start[i + 1] += row_start[i];
+            }
+        }
+        Ok(WeightPanels {
+            regen,
+            seed: cx.seed,
+            info,
+            init_scale: env.state.init_scale,
+            m,
+            n,
+            entries,
+            row_start,
+        })
+    }
+
+    /// Columns `j0..j1` of every row: the initial value into `w0`, and the weight (the initial
+    /// value with the tracked entries written over it) into `w`; row `i` at `i·ld`.
+    fn fill(&self, (j0, j1): (usize, usize), w0: &mut [f32], w: &mut [f32], ld: usize) {
+        let cols = j1 - j0;
+        assert!(cols <= ld && w0.len() >= self.m * ld && w.len() >= self.m * ld);
+        for i in 0..self.m {
+            let row = &mut w0[i * ld..i * ld + cols];
+            match self.info.init {
+                Init::Zeros => row.fill(0.0 * self.init_scale),
+                Init::Ones => row.fill(self.init_scale),
+                Init::Uniform { lo, hi } => {
+                    let mut args = Args::default();
+                    args.ptr[0] = row.as_mut_ptr() as usize;
+                    args.int[..4].copy_from_slice(&[
+                        self.seed,
+                        self.info.stream,
+                        (i * self.n + j0) as u64,
+                        cols as u64,
+                    ]);
+                    args.f32[..3].copy_from_slice(&[lo, hi, self.init_scale]);
+                    // SAFETY: the regeneration kernel writes `cols` floats at `ptr[0]`, the
+                    // row of `w0` just borrowed mutably (asserted long enough), and reads
+                    // nothing else.
+                    unsafe { self.regen.call(&args) };
+                }
+            }
+            let wr = &mut w[i * ld..i * ld + cols];
+            wr.copy_from_slice(&w0[i * ld..i * ld + cols]);
+            if let Some(t) = self.entries {
+                let (a, b) = (self.row_start[i], self.row_start[i + 1]);
+                let row0 = i * self.n;
+                let here = &t.indices[a..b];
+                let lo = here.partition_point(|&x| (x as usize) < row0 + j0);
+                let hi = here.partition_point(|&x| (x as usize) < row0 + j1);
+                for (&x, &v) in here[lo..hi].iter().zip(&t.values[a + lo..a + hi]) {
+                    wr[x as usize - row0 - j0] = v;
+                }
+            }
+        }
+    }
+}
+
+/// The scratch of one panel: the gradient, the initial value and the weight, `m × ld` each.
+fn panel_parts(scratch: &mut [f32], m: usize, ld: usize) -> (&mut [f32], &mut [f32], &mut [f32]) {
+    let (g, rest) = scratch.split_at_mut(m * ld);
+    let (w0, w) = rest.split_at_mut(m * ld);
+    (g, w0, &mut w[..m * ld])
+}
+
+/// The operands of one remade gradient, checked.
+struct Gradient<'r> {
+    m: usize,
+    n: usize,
+    k: usize,
+    dy: &'r [f32],
+    x: &'r [f32],
+    lr: f32,
+}
+
+impl<'r> Gradient<'r> {
+    fn new(
+        env: &Env<'r>,
+        (m, n, k): (usize, usize, usize),
+        dy: Loc,
+        x: Loc,
+        lr: Loc,
+    ) -> Result<Gradient<'r>, String> {
+        let (dy, x) = (env.float(dy), env.float(x));
+        super::exec::check("a gradient operand", dy.len(), k * m)?;
+        super::exec::check("a gradient operand", x.len(), k * n)?;
+        let lr = *env.float(lr).first().ok_or("internal: an empty scalar")?;
+        Ok(Gradient { m, n, k, dy, x, lr })
+    }
+
+    fn ld(&self) -> usize {
+        if self.n > 1 {
+            GEMM_PANEL
+        } else {
+            1
+        }
+    }
+
+    /// Columns `j0..j1` of `dyᵀ·x` into `g` (row `i` at `i·ld`): the stored forms' call.
+    fn panel(&self, (j0, j1): (usize, usize), g: &mut [f32]) {
+        let (m, n, k) = (self.m, self.n, self.k);
+        matmul_columns_f32(
+            (m, n, k),
+            true,
+            self.dy,
+            false,
+            self.x,
+            n,
+            (j0, j1),
+            g,
+            self.ld(),
+        );
+    }
+}
+
+/// `|(w − g·lr) − w0|`: `dropback_score_sgd`'s scale, sub and score, one IEEE op each.
+#[inline(always)]
+fn score(w: f32, g: f32, lr: f32, w0: f32) -> f32 {
+    let d = (w - g * lr) - w0;
+    if d < 0.0 {
+        -d
+    } else {
+        d + 0.0
+    }
+}
+
+/// `topk_stream`: the exact top `k` of the concatenated sources into `out`.
+pub(super) fn topk_stream(
+    regen: Entry<'_>,
+    env: &Env<'_>,
+    cx: &mut Ctx<'_>,
+    k: usize,
+    sources: &[ScoreSource],
+    out: &mut Vec<u32>,
+) -> Result<(), String> {
+    let sizes: Vec<usize> = sources
+        .iter()
+        .map(|s| match s {
+            ScoreSource::Stored(l) => env.float(*l).len(),
+            ScoreSource::Remade { m, n, .. } => m * n,
+        })
+        .collect();
+    let total: usize = sizes.iter().sum();
+    if u32::try_from(total).is_err() {
+        return Err(format!(
+            "the top-k runs over {total} scores, more than its 32-bit positions reach"
+        ));
+    }
+    let mut select = StreamSelect::new(k, total);
+    let mut remade = Vec::new();
+    for s in sources {
+        if let ScoreSource::Remade {
+            param,
+            m,
+            n,
+            k,
+            dy,
+            x,
+            lr,
+        } = s
+        {
+            let g = Gradient::new(env, (*m, *n, *k), *dy, *x, *lr)?;
+            let w = WeightPanels::new(regen, cx, env, *param, (*m, *n))?;
+            remade.push((g, w));
+        }
+    }
+    while let Some(tally) = select.next_pass() {
+        let mut tallies: Vec<Tally> = Vec::new();
+        let mut offset = 0usize;
+        let mut remade_iter = remade.iter();
+        for (s, &size) in sources.iter().zip(&sizes) {
+            match s {
+                ScoreSource::Stored(l) => {
+                    let mut t = tally.clone();
+                    for (i, &x) in env.float(*l).iter().enumerate() {
+                        t.visit((offset + i) as u32, x);
+                    }
+                    tallies.push(t);
+                }
+                ScoreSource::Remade { .. } => {
+                    let (g, w) = remade_iter.next().ok_or("internal: a remade source")?;
+                    let (m, n, ld) = (g.m, g.n, g.ld());
+                    let done = std::sync::Mutex::new(Vec::new());
+                    let visit_panels = |qs: std::ops::Range<usize>, scratch: &mut [f32]| {
+                        let mut t = tally.clone();
+                        let (gp, w0p, wp) = panel_parts(scratch, m, ld);
+                        for q in qs {
+                            let (j0, j1) = (q * GEMM_PANEL, ((q + 1) * GEMM_PANEL).min(n));
+                            g.panel((j0, j1), gp);
+                            w.fill((j0, j1), w0p, wp, ld);
+                            for i in 0..m {
+                                let base = offset + i * n + j0;
+                                let row = i * ld..i * ld + (j1 - j0);
+                                for (c, ((&gv, &wv), &w0v)) in gp[row.clone()]
+                                    .iter()
+                                    .zip(&wp[row.clone()])
+                                    .zip(&w0p[row])
+                                    .enumerate()
+                                {
+                                    t.visit((base + c) as u32, score(wv, gv, g.lr, w0v));
+                                }
+                            }
+                        }
+                        done.lock().unwrap_or_else(|e| e.into_inner()).push(t);
+                    };
+                    let panels = n.div_ceil(GEMM_PANEL);
+                    over_panels(cx, m * n * g.k, 3 * m * ld, panels, &visit_panels)?;
+                    tallies.extend(done.into_inner().unwrap_or_else(|e| e.into_inner()));
+                }
+            }
+            offset += size;
+        }
+        select.finish_pass(tallies)?;
+    }
+    *out = select.into_selection();
+    Ok(())
+}
+
+/// `grad_update`: the new entries of the tracked weight `param` `[m, n]` at the positions of
+/// `sel` from `offset` (see [`crate::kernel_ir::Body::GradUpdate`]).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn grad_update(
+    regen: Entry<'_>,
+    env: &Env<'_>,
+    cx: &mut Ctx<'_>,
+    param: usize,
+    offset: usize,
+    (m, n, k): (usize, usize, usize),
+    (dy, x, lr): (Loc, Loc, Loc),
+    sel: &[u32],
+    (indices, values): (&mut Vec<u32>, &mut Vec<f32>),
+) -> Result<(), String> {
+    indices.clear();
+    values.clear();
+    let g = Gradient::new(env, (m, n, k), dy, x, lr)?;
+    let w = WeightPanels::new(regen, cx, env, param, (m, n))?;
+    let lo = sel.partition_point(|&i| (i as usize) < offset);
+    let hi = sel.partition_point(|&i| (i as usize) < offset + m * n);
+    let mine = &sel[lo..hi];
+    if mine.is_empty() || n == 0 {
+        return Ok(());
+    }
+    // The selected positions by panel (a counting sort, ascending within a panel).
+    let panels = n.div_ceil(GEMM_PANEL);
+    let panel_of = |i: u32| ((i as usize - offset) % n) / GEMM_PANEL;
+    let mut start = vec![0usize; panels + 1];
+    for &i in mine {
+        start[panel_of(i) + 1] += 1;
+    }
+    for q in 0..panels {
+        start[q + 1] += start[q];
+    }
+    let mut fill = start.clone();
+    let mut by_panel = vec![0u32; mine.len()];
+    for &i in mine {
+        let q = panel_of(i);
+        by_panel[fill[q]] = i;
+        fill[q] += 1;
+    }
+    let ld = g.ld();
+    let found = std::sync::Mutex::new(Vec::new());
+    let update_panels = |qs: std::ops::Range<usize>, scratch: &mut [f32]| {
+        let mut made: Vec<(u32, f32)> = Vec::new();
+        let (gp, w0p, wp) = panel_parts(scratch, m, ld);
+        for q in qs {
+            let here = &by_panel[start[q]..start[q + 1]];
+            if here.is_empty() {
+                continue;
+            }
+            let (j0, j1) = (q * GEMM_PANEL, ((q + 1) * GEMM_PANEL).min(n));
+            g.panel((j0, j1), gp);
+            w.fill((j0, j1), w0p, wp, ld);
+            for &i in here {
+                let idx = i as usize - offset;
+                let at = (idx / n) * ld + idx % n - j0;
+                // `dropback_apply_sgd`'s value there, kept where it is not `w0`'s bits.
+                let w1 = wp[at] - gp[at] * g.lr;
+                if w1.to_bits() != w0p[at].to_bits() {
+                    made.push((idx as u32, w1));
+                }
+            }
+        }
+        found.lock().unwrap_or_else(|e| e.into_inner()).push(made);
+    };
+    over_panels(cx, m * n * k, 3 * m * ld, panels, &update_panels)?;
+    let mut made: Vec<(u32, f32)> = found
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .into_iter()
+        .flatten()
+        .collect();
+    made.sort_unstable_by_key(|&(i, _)| i);
+    indices.extend(made.iter().map(|&(i, _)| i));
+    values.extend(made.iter().map(|&(_, v)| v));
+    Ok(())
+}
