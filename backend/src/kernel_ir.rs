@@ -176,6 +176,17 @@ pub enum Body {
         sel: Loc,
         out: Loc,
     },
+    /// `dy · W` (`dy: [m, k]`, the tracked weight `param` `[k, n]`, out `[m, n]`): the
+    /// weight regenerated and overlaid 64 columns at a time, each panel of the product made by
+    /// the whole product's own GEMM call for it (`matmul_weight`, never materialising `W`).
+    WeightProduct {
+        param: usize,
+        m: usize,
+        n: usize,
+        k: usize,
+        dy: Loc,
+        out: Loc,
+    },
     /// The top-`k` positions of the concatenated scores, some of them never stored: each
     /// [`ScoreSource::Remade`] is remade panel by panel (as [`Body::GradScore`] makes it, the
     /// weight regenerated per panel) in each pass of a radix select (a barrier).
@@ -300,6 +311,7 @@ impl Kernel {
             Body::GradApply { .. } => "grad_apply".into(),
             Body::TopkSelect { .. } => "topk_select".into(),
             Body::TopkStream { .. } => "topk_stream".into(),
+            Body::WeightProduct { .. } => "weight_product".into(),
             Body::GradUpdate { .. } => "grad_update".into(),
             Body::TrackedSet { .. } => "tracked_set".into(),
             Body::MaskIndex { .. } => "mask_index".into(),
@@ -698,6 +710,20 @@ impl KernelProgram {
                     parts.join(", ")
                 ));
             }
+            Body::WeightProduct {
+                param,
+                m,
+                n,
+                k,
+                dy,
+                out: o,
+            } => out.push(format!(
+                "{} = {} · @{} ({m}x{n}x{k}), the weight regenerated and overlaid per 64-column \
+                 panel",
+                self.loc(*o),
+                self.loc(*dy),
+                self.param_names[*param]
+            )),
             Body::GradUpdate {
                 param,
                 offset,
@@ -968,6 +994,7 @@ impl KernelProgram {
                 ..
             } => (vec![*dy, *x, *lr, *w, *sel, *w0], vec![*out]),
             Body::TopkSelect { scores, out, .. } => (scores.clone(), vec![*out]),
+            Body::WeightProduct { dy, out, .. } => (vec![*dy], vec![*out]),
             Body::TopkStream { sources, out, .. } => (
                 sources.iter().flat_map(ScoreSource::reads).collect(),
                 vec![*out],

@@ -85,6 +85,13 @@ enum Nk {
     Topk {
         k: usize,
     },
+    /// `matmul_weight` of a tracked weight `[k, n]` regenerated panel by panel: `[m, k]·W`.
+    WeightStream {
+        p: usize,
+        m: usize,
+        n: usize,
+        k: usize,
+    },
     /// `dropback_score_stream`: never a kernel or a buffer of its own; the selection reading
     /// it takes its operands and remakes it.
     ScoreStream {
@@ -402,6 +409,24 @@ pub fn partition(m: &Module, func: &str) -> Result<KernelProgram, String> {
                         Some(i),
                     )
                 }
+            }
+            Op::MatMulWeight(id)
+                if is_tracked(&m.params[id.0 as usize])
+                    && matches!(m.params[id.0 as usize].init, Init::Uniform { .. }) =>
+            {
+                let p = id.0 as usize;
+                b.push(
+                    Nk::WeightStream {
+                        p,
+                        m: out_shape[0],
+                        n: out_shape[1],
+                        k: m.params[p].ty.shape[0],
+                    },
+                    ops,
+                    len,
+                    name.clone(),
+                    Some(i),
+                )
             }
             Op::MatMulWeight(id) => {
                 let p = id.0 as usize;
@@ -764,17 +789,21 @@ pub fn partition(m: &Module, func: &str) -> Result<KernelProgram, String> {
     // score or a data gradient) is read from that buffer by its forward product too, instead
     // of being regenerated a second time inside the product's tiles: the same values, so the
     // same bits, and one ChaCha8 pass per step instead of two.
+    // Likewise its data-gradient product `dy · W`, instead of remaking the weight per panel.
     for n in 0..b.nodes.len() {
-        if let Nk::GemmRegen { p, m: mm, n: nn, k } = b.nodes[n].kind {
-            if let Some(&eff) = b.eff.get(&p) {
-                b.nodes[n].kind = Nk::Gemm {
-                    layout: Layout::Nt,
-                    m: mm,
-                    n: nn,
-                    k,
-                };
-                b.nodes[n].ops.push(eff);
-            }
+        let (p, layout, mm, nn, k) = match b.nodes[n].kind {
+            Nk::GemmRegen { p, m, n, k } => (p, Layout::Nt, m, n, k),
+            Nk::WeightStream { p, m, n, k } => (p, Layout::Nn, m, n, k),
+            _ => continue,
+        };
+        if let Some(&eff) = b.eff.get(&p) {
+            b.nodes[n].kind = Nk::Gemm {
+                layout,
+                m: mm,
+                n: nn,
+                k,
+            };
+            b.nodes[n].ops.push(eff);
         }
     }
     build_program(m, f, b.nodes, &results, &stores, &store_w0)

@@ -291,7 +291,10 @@ impl JitProgram {
                     "bias_add".into(),
                 )),
                 // The streamed Dropback kernels call the regeneration kernel per panel row.
-                Body::Regen { .. } | Body::TopkStream { .. } | Body::GradUpdate { .. } => Some((
+                Body::Regen { .. }
+                | Body::TopkStream { .. }
+                | Body::GradUpdate { .. }
+                | Body::WeightProduct { .. } => Some((
                     shared_fn(&mut jit, "regen_uniform", emit_regen)?,
                     "regen_uniform".into(),
                 )),

@@ -639,20 +639,21 @@ impl<'a> Parser<'a> {
             .map_err(|e| ParseError::new(start.start..self.prev_end, e))?;
         if self.eat_punct('{')? {
             let (w, span) = self.word("`regen`, `streamed` or `sparse N`")?;
-            ty.encoding =
-                match w {
-                    "regen" => Encoding::Regen,
-                    "streamed" => Encoding::Streamed,
-                    "sparse" => Encoding::Sparse {
-                        capacity: self.uint("the sparse capacity")?,
-                    },
-                    _ => return Err(ParseError::new(
+            ty.encoding = match w {
+                "regen" => Encoding::Regen,
+                "streamed" => Encoding::Streamed,
+                "sparse" => Encoding::Sparse {
+                    capacity: self.uint("the sparse capacity")?,
+                },
+                _ => {
+                    return Err(ParseError::new(
                         span,
                         format!(
                             "unknown encoding `{w}` (expected `regen`, `streamed` or `sparse N`)"
                         ),
-                    )),
-                };
+                    ))
+                }
+            };
             self.punct('}')?;
         }
         Ok((ty, start.start..self.prev_end))

@@ -412,6 +412,14 @@ pub(super) fn build_program(
                             out,
                         }
                     }
+                    Nk::WeightStream { p, m, n, k } => Body::WeightProduct {
+                        param: *p,
+                        m: *m,
+                        n: *n,
+                        k: *k,
+                        dy: op(0)?,
+                        out,
+                    },
                     Nk::GradUpdate { p, offset, m, n, k } => Body::GradUpdate {
                         param: *p,
                         offset: *offset,

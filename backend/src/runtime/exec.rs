@@ -69,9 +69,9 @@ unsafe fn run_parts(entry: Entry<'_>, parts: &[Args], pair: Option<&super::Pair>
 /// One `f32` output that two threads write at once, each in elements the other never touches
 /// (the columns of its own gradient panels).
 #[derive(Clone, Copy)]
-struct DisjointOut {
-    ptr: *mut f32,
-    len: usize,
+pub(super) struct DisjointOut {
+    pub(super) ptr: *mut f32,
+    pub(super) len: usize,
 }
 
 // SAFETY: a `DisjointOut` is only a way to reach the output; every use of it goes through
@@ -87,7 +87,7 @@ impl DisjointOut {
     /// The output is alive and borrowed for the whole use of `self`, and no other thread reads
     /// or writes `range` while the returned slice lives.
     #[allow(clippy::mut_from_ref)]
-    unsafe fn slice(&self, range: std::ops::Range<usize>) -> &mut [f32] {
+    pub(super) unsafe fn slice(&self, range: std::ops::Range<usize>) -> &mut [f32] {
         assert!(range.start <= range.end && range.end <= self.len);
         // SAFETY: in bounds (asserted) of a live buffer, exclusively ours by the contract.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(range.start), range.len()) }
@@ -534,6 +534,17 @@ pub(super) fn exec(
                 }
             };
             over_panels(cx, m * n * k, m * ldc, panels, &apply_panels)?;
+        }
+        Body::WeightProduct {
+            param,
+            m,
+            n,
+            k,
+            dy,
+            out,
+        } => {
+            let o = out_f(f_out, *out)?;
+            super::stream::weight_product(entry()?, env, cx, *param, (*m, *n, *k), *dy, o)?;
         }
         Body::TopkStream { k, sources, out } => {
             let o = selection_out(s_out, *out)?;

@@ -11,7 +11,7 @@
 use sparsec_ir::interp::{matmul_columns_f32, StreamSelect, Tally, TrackedValues, GEMM_PANEL};
 use sparsec_ir::module::Init;
 
-use super::exec::over_panels;
+use super::exec::{over_panels, DisjointOut};
 use super::{Ctx, Env, ParamInfo};
 use crate::abi::Args;
 use crate::jit::Entry;
@@ -351,4 +351,48 @@ pub(super) fn grad_update(
     indices.extend(made.iter().map(|&(i, _)| i));
     values.extend(made.iter().map(|&(_, v)| v));
     Ok(())
+}
+
+/// `weight_product`: `out = dy · W` for the tracked weight `param` `[k, n]` and `dy: [m, k]`,
+/// 64 output columns at a time from the same columns of the weight, remade for each panel.
+pub(super) fn weight_product(
+    regen: Entry<'_>,
+    env: &Env<'_>,
+    cx: &mut Ctx<'_>,
+    param: usize,
+    (m, n, k): (usize, usize, usize),
+    dy: Loc,
+    out: &mut [f32],
+) -> Result<(), String> {
+    let dy = env.float(dy);
+    super::exec::check("a product operand", dy.len(), m * k)?;
+    super::exec::check("a product", out.len(), m * n)?;
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let w = WeightPanels::new(regen, cx, env, param, (k, n))?;
+    let ld = if n > 1 { GEMM_PANEL } else { 1 };
+    let out = DisjointOut {
+        ptr: out.as_mut_ptr(),
+        len: out.len(),
+    };
+    let product_panels = |qs: std::ops::Range<usize>, scratch: &mut [f32]| {
+        let (w0p, rest) = scratch.split_at_mut(k * ld);
+        let (wp, cp) = rest.split_at_mut(k * ld);
+        for q in qs {
+            let (j0, j1) = (q * GEMM_PANEL, ((q + 1) * GEMM_PANEL).min(n));
+            w.fill((j0, j1), w0p, wp, ld);
+            // The whole product's call for columns `j0..j1` (its library decision is the
+            // whole product's), with this panel of the weight as its columns.
+            matmul_columns_f32((m, n, k), false, dy, false, wp, ld, (0, j1 - j0), cp, ld);
+            for i in 0..m {
+                // SAFETY: columns `j0..j1` are this panel's, and each panel is made by one call
+                // of `product_panels` only (the two calls take disjoint `qs`).
+                let row = unsafe { out.slice(i * n + j0..i * n + j1) };
+                row.copy_from_slice(&cp[i * ld..i * ld + (j1 - j0)]);
+            }
+        }
+    };
+    let panels = n.div_ceil(GEMM_PANEL);
+    over_panels(cx, m * n * k, 2 * k * ld + m * ld, panels, &product_panels)
 }
