@@ -344,6 +344,28 @@ pub struct ModelMeta {
     /// this step (`decay_init^step`, 1 without decay).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_scale: Option<f32>,
+    /// The tracked weights are not in this file: a run whose memory budget their dense values
+    /// do not fit keeps them only as what they are, entries over the regenerated initial value,
+    /// in the `train_state.safetensors` beside it ([`tracked_weights_dense`]).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub tracked_in_state: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// Whether a run's weights files hold its tracked weights densely, as a PyTorch `state_dict`
+/// does: unless the run has a memory budget that their dense values do not fit. Such a run's
+/// step never holds them whole (its program streams them), and neither do its checkpoints.
+pub fn tracked_weights_dense(module: &Module, memory_budget: Option<u64>) -> bool {
+    let dense: u64 = module
+        .params
+        .iter()
+        .filter(|p| sparsec_ir::interp::is_tracked(p))
+        .map(|p| 4 * p.ty.num_elements() as u64)
+        .sum();
+    memory_budget.is_none_or(|budget| dense <= budget)
 }
 
 /// Where training stands; with the weights and optimizer state it determines the rest of the run.
@@ -392,6 +414,8 @@ pub struct Snapshot<'a> {
     pub module: &'a Module,
     pub state: &'a State<f32>,
     pub train: TrainMeta,
+    /// [`tracked_weights_dense`] for the run.
+    pub tracked_dense: bool,
 }
 
 /// The names of a tracked weight's two tensors in `train_state.safetensors`.
@@ -495,14 +519,20 @@ fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.sync_all()
 }
 
-/// The bytes of `model.safetensors`: the weights (tracked ones densely, as their effective
-/// values) under their PyTorch names.
-pub fn model_file_bytes(module: &Module, state: &State<f32>, step: u64) -> Result<Vec<u8>, String> {
+/// The bytes of `model.safetensors`: the weights under their PyTorch names, tracked ones
+/// densely (their effective values) when `tracked_dense`, else left to the training state.
+pub fn model_file_bytes(
+    module: &Module,
+    state: &State<f32>,
+    step: u64,
+    tracked_dense: bool,
+) -> Result<Vec<u8>, String> {
     let tensors = module
         .params
         .iter()
         .enumerate()
         .filter(|(_, p)| p.role == Role::Weight)
+        .filter(|&(i, _)| tracked_dense || state.tracked[i].is_none())
         .map(|(i, p)| {
             let bytes = match &state.tracked[i] {
                 None => f32_bytes(&state.values[i]),
@@ -521,6 +551,7 @@ pub fn model_file_bytes(module: &Module, state: &State<f32>, step: u64) -> Resul
             .iter()
             .any(Option::is_some)
             .then_some(state.init_scale),
+        tracked_in_state: !tracked_dense && state.tracked.iter().any(Option::is_some),
     };
     serialize(tensors, &meta)
 }
@@ -582,6 +613,7 @@ pub fn sparse_file_bytes(
         step,
         params: init_records(module),
         init_scale: None,
+        tracked_in_state: false,
     };
     serialize(tensors, &meta).map(Some)
 }
@@ -623,7 +655,7 @@ fn check_sparse_file(dir: &Path, module: &Module, state: &State<f32>) -> Result<
 /// Write a checkpoint into `run_dir` and point `latest` at it. Returns its directory.
 pub fn save(run_dir: &Path, snap: &Snapshot<'_>) -> Result<PathBuf, String> {
     let module = snap.module;
-    let model = model_file_bytes(module, snap.state, snap.train.step)?;
+    let model = model_file_bytes(module, snap.state, snap.train.step, snap.tracked_dense)?;
     let mut state_tensors = Vec::new();
     for (i, p) in module.params.iter().enumerate() {
         match (p.role, &snap.state.tracked[i]) {
@@ -834,13 +866,86 @@ pub fn load_weights(
         ));
     }
     state.init_scale = meta.init_scale.unwrap_or(1.0);
+    let mut in_state = Vec::new();
     for (i, p) in module.params.iter().enumerate() {
-        if p.role == Role::Weight {
-            let v = tensor_f32(path, &st, &p.name, &p.ty.shape)?;
-            state.set_dense_value(module, i, v);
+        if p.role != Role::Weight {
+            continue;
+        }
+        if meta.tracked_in_state && state.tracked[i].is_some() {
+            in_state.push(i);
+            continue;
+        }
+        let v = tensor_f32(path, &st, &p.name, &p.ty.shape)?;
+        state.set_dense_value(module, i, v);
+    }
+    if !in_state.is_empty() {
+        // The tracked weights are in the training state beside the file.
+        let state_path = path.with_file_name("train_state.safetensors");
+        if !state_path.is_file() {
+            return Err(format!(
+                "`{}` keeps its tracked weights in the train_state.safetensors beside it, \
+                 which is missing: load the run directory (or its checkpoint) instead",
+                path.display()
+            ));
+        }
+        let bytes = read(&state_path)?;
+        let st = SafeTensors::deserialize(&bytes)
+            .map_err(|e| format!("`{}` is not a safetensors file: {e}", state_path.display()))?;
+        let train: TrainMeta = metadata(&state_path, &bytes)?;
+        if train.step != meta.step {
+            return Err(format!(
+                "`{}`: the weights are from step {} but the training state from step {}",
+                path.display(),
+                meta.step,
+                train.step
+            ));
+        }
+        for i in in_state {
+            load_tracked(&state_path, &st, module, state, i)?;
         }
     }
     Ok(meta)
+}
+
+/// Read the tracked entries of parameter `i` from a training state file into `state`.
+fn load_tracked(
+    path: &Path,
+    st: &SafeTensors<'_>,
+    module: &Module,
+    state: &mut State<f32>,
+    i: usize,
+) -> Result<(), String> {
+    let p = &module.params[i];
+    let (iname, vname) = tracked_names(&p.name);
+    let len = st
+        .tensor(&vname)
+        .map_err(|_| format!("`{}` has no tensor `{vname}`", path.display()))?
+        .shape()
+        .first()
+        .copied()
+        .unwrap_or(0);
+    let values = tensor_f32(path, st, &vname, &[len])?;
+    let indices = tensor_i32(path, st, &iname, len)?;
+    let n = p.ty.num_elements();
+    let cap = sparsec_ir::dropback::budgets(&module.params)
+        .iter()
+        .find(|(id, _)| id.0 as usize == i)
+        .map_or(0, |&(_, c)| c);
+    let sorted = indices.windows(2).all(|w| w[0] < w[1]);
+    let in_range = indices.iter().all(|&j| j >= 0 && (j as usize) < n);
+    if !sorted || !in_range || len as u64 > cap {
+        return Err(format!(
+            "`{}`: the tracked entries of `{}` must be at most {cap} sorted, distinct indices \
+             below {n}",
+            path.display(),
+            p.name
+        ));
+    }
+    state.tracked[i] = Some(TrackedValues {
+        indices: indices.into_iter().map(|j| j as u32).collect(),
+        values,
+    });
+    Ok(())
 }
 
 /// Read a whole checkpoint directory: weights, tracked entries and optimizer state into
@@ -860,7 +965,6 @@ pub fn load(dir: &Path, module: &Module, state: &mut State<f32>) -> Result<Train
             meta.step
         ));
     }
-    let capacity = sparsec_ir::dropback::budgets(&module.params);
     for (i, p) in module.params.iter().enumerate() {
         match p.role {
             Role::Momentum(of) => {
@@ -880,35 +984,7 @@ pub fn load(dir: &Path, module: &Module, state: &mut State<f32>) -> Result<Train
             Role::Weight => {}
         }
         if state.tracked[i].is_some() {
-            let (iname, vname) = tracked_names(&p.name);
-            let len = st
-                .tensor(&vname)
-                .map_err(|_| format!("`{}` has no tensor `{vname}`", path.display()))?
-                .shape()
-                .first()
-                .copied()
-                .unwrap_or(0);
-            let values = tensor_f32(&path, &st, &vname, &[len])?;
-            let indices = tensor_i32(&path, &st, &iname, len)?;
-            let n = p.ty.num_elements();
-            let cap = capacity
-                .iter()
-                .find(|(id, _)| id.0 as usize == i)
-                .map_or(0, |&(_, c)| c);
-            let sorted = indices.windows(2).all(|w| w[0] < w[1]);
-            let in_range = indices.iter().all(|&j| j >= 0 && (j as usize) < n);
-            if !sorted || !in_range || len as u64 > cap {
-                return Err(format!(
-                    "`{}`: the tracked entries of `{}` must be at most {cap} sorted, distinct \
-                     indices below {n}",
-                    path.display(),
-                    p.name
-                ));
-            }
-            state.tracked[i] = Some(TrackedValues {
-                indices: indices.into_iter().map(|j| j as u32).collect(),
-                values,
-            });
+            load_tracked(&path, &st, module, state, i)?;
         }
     }
     check_sparse_file(dir, module, state)?;

@@ -57,7 +57,8 @@ pub fn predict(request: &PredictRequest<'_>) -> Result<String, Failure> {
     for path in request.inputs {
         read_input(path, &sample_shape, &mut samples)?;
     }
-    let mut runner = Runner::new(module, FORWARD, request.backend, request.threads)
+    let optimised = trained::optimised(&trained.program)?;
+    let mut runner = Runner::new(&optimised, FORWARD, request.backend, request.threads)
         .map_err(|e| fail(format!("cannot prepare @forward: {e}")))?;
     let count = samples.names.len();
     let mut logits_all: Vec<Vec<f32>> = Vec::with_capacity(count);

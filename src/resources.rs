@@ -59,9 +59,10 @@ pub fn state_bytes(module: &Module) -> u64 {
 }
 
 /// Bytes a checkpoint of `module` is serialised into before it is written: every weight densely
-/// (`model.safetensors` is a state_dict, a tracked weight included), the optimizer's and the
-/// method's state and the tracked entries, each once as tensor bytes and once as the file's.
-pub fn checkpoint_bytes(module: &Module) -> u64 {
+/// (`model.safetensors` is a state_dict; a tracked weight included when `tracked_dense`, see
+/// `checkpoint::tracked_weights_dense`), the optimizer's and the method's state and the tracked
+/// entries, each once as tensor bytes and once as the file's.
+pub fn checkpoint_bytes(module: &Module, tracked_dense: bool) -> u64 {
     let tensors = module
         .params
         .iter()
@@ -69,7 +70,12 @@ pub fn checkpoint_bytes(module: &Module) -> u64 {
             let dense = (p.ty.num_elements() as u64).saturating_mul(4);
             match p.storage {
                 Storage::Tracked { budget } if is_tracked(p) => {
-                    dense.saturating_add(budget.saturating_mul(8))
+                    let entries = budget.saturating_mul(8);
+                    if tracked_dense {
+                        dense.saturating_add(entries)
+                    } else {
+                        entries
+                    }
                 }
                 _ => dense,
             }
@@ -105,8 +111,8 @@ pub fn buffer_bytes(module: &Module, funcs: &[&str], backend: Backend) -> Result
 
 /// What to say to a program too large to train or evaluate.
 pub const SMALLER_NETWORK: &str = "Make the network or the batch smaller (a Dropback program's \
-     state is O(k), but its step still forms dense gradients, and `--set memory_budget=BYTES` \
-     lets it regenerate weights instead of storing them)";
+     state is O(k), and with `--set memory_budget=BYTES` its step regenerates its weights and \
+     remakes its scores instead of storing them)";
 
 /// Refuse to go on if `parts` (what, bytes) add up to more than the machine has available.
 pub fn check_fits(purpose: &str, parts: &[(&str, u64)], hint: &str) -> Result<(), String> {

@@ -185,14 +185,11 @@ fn weight_names(module: &Module) -> impl Iterator<Item = (usize, &str)> {
 fn sparsity(module: &Module, state: &State<f32>) -> serde_json::Map<String, serde_json::Value> {
     weight_names(module)
         .map(|(i, name)| {
-            let zeros = match &state.tracked[i] {
-                None => state.values[i].iter().filter(|&&x| x == 0.0).count(),
-                Some(_) => state
-                    .dense_value(module, i)
-                    .iter()
-                    .filter(|&&x| x == 0.0)
-                    .count(),
-            };
+            // Window by window: a tracked weight may be larger than memory.
+            let mut zeros = 0;
+            state.visit_dense_value(module, i, 1 << 20, |_, part| {
+                zeros += part.iter().filter(|&&x| x == 0.0).count();
+            });
             let n = module.params[i].ty.num_elements();
             (name.to_owned(), json!(zeros as f64 / n.max(1) as f64))
         })
@@ -606,7 +603,10 @@ fn prepare(req: &TrainRequest) -> Result<Session, Failure> {
         ("step buffers", buffers),
         (
             "checkpoint writing",
-            crate::resources::checkpoint_bytes(&module),
+            crate::resources::checkpoint_bytes(
+                &module,
+                checkpoint::tracked_weights_dense(&module, program.run.memory_budget),
+            ),
         ),
     ];
     crate::resources::check_fits(
@@ -1151,6 +1151,7 @@ pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
     let sample_len = train_set.sample_len();
     let mut images = vec![0f32; batch * sample_len];
     let mut labels = vec![0i32; batch];
+    let memory_budget = program.run.memory_budget;
     let save =
         |module: &Module, state: &State<f32>, meta: &TrainMeta, hooks: &[Box<dyn RunMethod>]| {
             let mut train = meta.clone();
@@ -1162,6 +1163,7 @@ pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
                     module,
                     state,
                     train,
+                    tracked_dense: checkpoint::tracked_weights_dense(module, memory_budget),
                 },
             )
             .map_err(input_error)
@@ -1480,8 +1482,13 @@ pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
         summary["warning"] = warning.into();
     }
     // The final weights, also as a plain state_dict file at the top of the run directory.
-    let model_bytes =
-        checkpoint::model_file_bytes(module, &state, meta.step).map_err(input_error)?;
+    let model_bytes = checkpoint::model_file_bytes(
+        module,
+        &state,
+        meta.step,
+        checkpoint::tracked_weights_dense(module, program.run.memory_budget),
+    )
+    .map_err(input_error)?;
     checkpoint::write_atomically(&run_dir.join("model.safetensors"), &model_bytes)
         .map_err(|e| input_error(format!("cannot write model.safetensors: {e}")))?;
     // Masked weights also in their sparse form (indices and values), beside the dense file.
@@ -1540,7 +1547,8 @@ pub fn eval(
     let module = &program.module;
     let splits = load_data(module, data_dir)?;
     eprintln!("{}", splits.description);
-    let mut forward = Runner::new(module, FORWARD, backend, threads)
+    let optimised = crate::trained::optimised(&program)?;
+    let mut forward = Runner::new(&optimised, FORWARD, backend, threads)
         .map_err(|e| input_error(format!("cannot prepare @forward: {e}")))?;
     let batch = module.train.as_ref().map_or(1, |t| t.batch as usize);
     let (loss, acc) = evaluate(batch, &mut forward, &mut state, &splits.test)?;

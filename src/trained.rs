@@ -81,6 +81,20 @@ pub fn load(file: Option<&Path>, weights: &Path, backend: Backend) -> Result<Tra
     })
 }
 
+/// A trained network's program with its functions optimised by equality saturation within
+/// the run's memory budget, its parameter table unchanged (so a state loaded for the program
+/// runs it): the one whose `forward` evaluation and prediction run. Its values are the
+/// program's own, and a Dropback network larger than memory stays streamed.
+pub fn optimised(program: &driver::Program) -> Result<sparsec_ir::Module, Failure> {
+    let options = sparsec_passes::eqsat::Options {
+        memory_budget: program.run.memory_budget,
+        ..sparsec_passes::eqsat::Options::default()
+    };
+    let (module, _) = sparsec_passes::eqsat::optimize(&program.module, &options)
+        .map_err(|e| fail(format!("`{}`: {e}", program.file_name)))?;
+    Ok(module)
+}
+
 /// The run in directory `run` (its own model, its latest weights), for `predict` and `export`:
 /// a weights file alone does not say which network it belongs to.
 pub fn load_run(run: &Path, backend: Backend) -> Result<Trained, Failure> {

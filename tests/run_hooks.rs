@@ -172,6 +172,7 @@ func @forward(%x: f32[4, 1, 2, 2], %labels: i32[4]) -> (f32[], f32[4, 3]) {
             module: &module,
             state: &state,
             train: meta,
+            tracked_dense: true,
         },
     )
     .unwrap();

@@ -645,3 +645,76 @@ fn check_refuses_what_train_refuses() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("set momentum to 0"), "{stderr}");
 }
+
+/// The tensor names of a safetensors file.
+fn tensor_names(path: &Path) -> Vec<String> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut names: Vec<String> = st.names().into_iter().map(str::to_owned).collect();
+    names.sort();
+    names
+}
+
+/// A Dropback run whose memory budget its dense weights do not fit: the step streams them, the
+/// weights files keep the tracked weights only as entries (in the training state), and the run
+/// trains, resumes, evaluates and reports exactly as the same run without a budget.
+#[test]
+fn a_run_within_a_budget_below_its_weights_keeps_them_as_entries() {
+    let model = "tests/train/dropback_streamed.net";
+    let budget = "memory_budget=120000";
+    let free = fresh_dir("streamed-free");
+    ok(&sparsec(&["train", model, "--out", free.to_str().unwrap()]));
+    let tight = fresh_dir("streamed-tight");
+    let t = tight.to_str().unwrap();
+    ok(&sparsec(&[
+        "train",
+        model,
+        "--out",
+        t,
+        "--set",
+        budget,
+        "--set",
+        "max_steps=21",
+    ]));
+    ok(&sparsec(&["train", "--resume", t]));
+
+    // The state_dict holds the untracked weights only (here: none), and says where the rest is.
+    assert!(tensor_names(&free.join("model.safetensors")).contains(&"fc1.weight".to_owned()));
+    assert!(tensor_names(&tight.join("model.safetensors")).is_empty());
+    let latest = std::fs::read_to_string(tight.join("latest")).unwrap();
+    let checkpoint = tight.join(latest.trim());
+    assert!(tensor_names(&checkpoint.join("train_state.safetensors"))
+        .contains(&"fc1.weight.tracked_values".to_owned()));
+
+    // The same training, bit for bit: the same metrics and the same evaluation.
+    let metrics = |d: &Path| {
+        std::fs::read_to_string(d.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v.as_object_mut().unwrap().remove("wall");
+                v
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(metrics(&free), metrics(&tight));
+    let eval = |d: &Path| {
+        let out = ok(&sparsec(&["eval", "--weights", d.to_str().unwrap()]));
+        out.split_once("test accuracy").unwrap().1.to_owned()
+    };
+    assert_eq!(eval(&free), eval(&tight));
+    let report = |d: &Path| ok(&sparsec(&["report", d.to_str().unwrap()]));
+    assert_eq!(report(&free), report(&tight));
+
+    // The state_dict alone cannot give the tracked weights: a clear refusal, not a guess.
+    let out = sparsec(&[
+        "eval",
+        model,
+        "--weights",
+        tight.join("model.safetensors").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("train_state.safetensors"), "{err}");
+}

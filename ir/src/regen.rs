@@ -64,9 +64,34 @@ pub fn init_values(init: Init, seed: u64, stream: u64, len: usize) -> Vec<f32> {
     }
 }
 
+/// Elements `start .. start + out.len()` of the initial value `init` of stream `(seed, stream)`:
+/// a window of [`init_values`], for values too large to make whole.
+pub fn init_values_at(init: Init, seed: u64, stream: u64, start: u64, out: &mut [f32]) {
+    match init {
+        Init::Zeros => out.fill(0.0),
+        Init::Ones => out.fill(1.0),
+        Init::Uniform { lo, hi } => {
+            let mut rng = stream_rng(seed, stream);
+            rng.set_word_pos(u128::from(start));
+            for x in out.iter_mut() {
+                *x = word_to_f32(rng.next_u32(), lo, hi);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn windows_match_the_whole_value() {
+        let init = Init::Uniform { lo: -0.5, hi: 0.5 };
+        let all = init_values(init, 7, 2, 300);
+        let mut window = vec![0.0f32; 37];
+        init_values_at(init, 7, 2, 101, &mut window);
+        assert_eq!(window, all[101..138]);
+    }
 
     #[test]
     fn single_elements_match_the_sequential_stream() {

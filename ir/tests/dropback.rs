@@ -238,6 +238,15 @@ fn tracked_state_is_the_selected_entries() {
     assert!(st.values[0].is_empty());
     assert_eq!(st.tracked[1].as_ref().unwrap().indices, vec![0]);
     assert_eq!(st.dense_value(&m, 0), want_w);
+    // The same value window by window (a window that splits the entries, one that holds all).
+    for window in [4, 100] {
+        let mut seen = Vec::new();
+        st.visit_dense_value(&m, 0, window, |start, part| {
+            assert_eq!(start, seen.len());
+            seen.extend_from_slice(part);
+        });
+        assert_eq!(seen, want_w, "windows of {window}");
+    }
     // Next call: `param` overlays, `tracked_set` reports the stored positions.
     let out = run(&mut it, &mut st, &w0, &[0.0, 0.0]).unwrap();
     assert_eq!(out[0].as_float().unwrap().data, want_w);

@@ -27,6 +27,9 @@ use proto::{
     ValueInfoProto,
 };
 
+/// The size limit of one protobuf message, which an ONNX model without external data is.
+const ONNX_PROTOBUF_LIMIT: u64 = 1 << 31;
+
 fn fail(message: impl Into<String>) -> Failure {
     Failure::Message(message.into())
 }
@@ -36,6 +39,20 @@ fn fail(message: impl Into<String>) -> Failure {
 pub fn export(run_dir: &Path, out: &Path) -> Result<String, Failure> {
     let trained = trained::load_run(run_dir, Backend::Interp)?;
     let module = &trained.program.module;
+    // Every weight goes into the file densely, inside one protobuf message, which ONNX's
+    // readers refuse past 2 GiB (weights as external data are not written).
+    let dense: u64 = module
+        .params
+        .iter()
+        .map(|p| 4 * p.ty.num_elements() as u64)
+        .sum();
+    if dense >= ONNX_PROTOBUF_LIMIT {
+        return Err(fail(format!(
+            "`{}` cannot be exported: its weights take {dense} bytes densely, and an ONNX file \
+             holds less than 2 GiB (weights as external data are not written)",
+            run_dir.display()
+        )));
+    }
     let weights: Vec<Vec<f32>> = (0..module.params.len())
         .map(|i| trained.state.dense_value(module, i))
         .collect();

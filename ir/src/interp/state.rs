@@ -132,6 +132,48 @@ impl<T: Float> State<T> {
         }
     }
 
+    /// Parameter `p`'s effective value in consecutive windows of at most `window` elements,
+    /// each passed to `visit` with its start: the value [`State::dense_value`] makes whole, in
+    /// bounded memory (a tracked weight may be far larger than the memory of the machine).
+    pub fn visit_dense_value(
+        &self,
+        m: &Module,
+        p: usize,
+        window: usize,
+        mut visit: impl FnMut(usize, &[T]),
+    ) {
+        let Some(t) = &self.tracked[p] else {
+            for (j, chunk) in self.values[p].chunks(window.max(1)).enumerate() {
+                visit(j * window.max(1), chunk);
+            }
+            return;
+        };
+        let param = &m.params[p];
+        let n = param.ty.num_elements();
+        let mut raw = vec![0f32; window.max(1).min(n)];
+        let mut out: Vec<T> = Vec::with_capacity(raw.len());
+        let mut entry = 0;
+        let mut start = 0;
+        while start < n {
+            let len = raw.len().min(n - start);
+            regen::init_values_at(
+                param.init,
+                module_seed(m),
+                param.stream,
+                start as u64,
+                &mut raw[..len],
+            );
+            out.clear();
+            out.extend(raw[..len].iter().map(|&x| T::from_f32(x * self.init_scale)));
+            while entry < t.indices.len() && (t.indices[entry] as usize) < start + len {
+                out[t.indices[entry] as usize - start] = t.values[entry];
+                entry += 1;
+            }
+            visit(start, &out);
+            start += len;
+        }
+    }
+
     /// Give parameter `p` the effective value `value` (a tracked parameter keeps the entries
     /// that differ from its initial value under the current `init_scale`, however many).
     pub fn set_dense_value(&mut self, m: &Module, p: usize, value: Vec<T>) {
