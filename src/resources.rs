@@ -95,7 +95,7 @@ pub fn buffer_bytes(module: &Module, funcs: &[&str], backend: Backend) -> Result
             Backend::Jit => sparsec_backend::partition::partition(module, name)?
                 .buffers
                 .iter()
-                .map(|b| b.len as u64 * 4)
+                .map(|b| b.bytes())
                 .fold(0, u64::saturating_add),
             // The interpreter materialises every value (an upper bound: it frees as it goes).
             Backend::Interp => func

@@ -92,7 +92,7 @@ fn bits(outputs: &[Output<f32>]) -> Vec<Vec<u32>> {
         .map(|o| match o {
             Output::Float(t) => t.data.iter().map(|x| x.to_bits()).collect(),
             Output::Int(t) => t.data.iter().map(|&x| x as u32).collect(),
-            Output::Sparse { indices, .. } => indices.clone(),
+            Output::Sparse { indices, .. } => indices.iter().map(|&i| i as u32).collect(),
         })
         .collect()
 }

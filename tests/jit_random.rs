@@ -79,7 +79,8 @@ fn bits(outputs: &[Output<f32>]) -> Vec<Vec<u32>> {
         .map(|o| match o {
             Output::Float(t) => t.data.iter().map(|&x| fbits(x)).collect(),
             Output::Int(t) => t.data.iter().map(|&x| x as u32).collect(),
-            Output::Sparse { indices, .. } => indices.clone(),
+            // Positions of these small models, compared as the other outputs are.
+            Output::Sparse { indices, .. } => indices.iter().map(|&i| i as u32).collect(),
         })
         .collect()
 }

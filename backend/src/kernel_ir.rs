@@ -50,9 +50,26 @@ pub struct Buffer {
     /// The value it holds, as the dump names it (`%5`, `%24.w1`, `w0(@fc1.weight)`).
     pub name: String,
     pub dtype: DType,
+    /// Elements; for a sparse buffer, the entries it can hold.
     pub len: usize,
     /// A `const`: filled once when the program is built.
     pub fill: Option<f32>,
+    /// Entries, not elements: a selection (its positions, 64-bit, grown as it is made) or
+    /// Dropback's new entries of a weight (their positions, and their values in the float slot
+    /// of the same index).
+    pub sparse: bool,
+}
+
+impl Buffer {
+    /// The bytes it takes at most once allocated.
+    pub fn bytes(&self) -> u64 {
+        let len = self.len as u64;
+        match (self.sparse, self.dtype) {
+            (true, DType::F32) => len.saturating_mul(12),
+            (true, DType::I32) => len.saturating_mul(8),
+            (false, _) => len.saturating_mul(4),
+        }
+    }
 }
 
 /// How a kernel runs.

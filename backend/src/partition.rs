@@ -775,6 +775,12 @@ pub fn partition(m: &Module, func: &str) -> Result<KernelProgram, String> {
             }
             _ => interp(&mut b, inst, &ops, f, len, &name, i),
         };
+        // A sparse value's node holds its entries: as many as its type's capacity.
+        if let sparsec_ir::Encoding::Sparse { capacity } = inst.ty.encoding {
+            if b.nodes[node].sparse && b.nodes[node].inst == Some(i) {
+                b.nodes[node].len = usize::try_from(capacity).unwrap_or(usize::MAX);
+            }
+        }
         val.push(node);
     }
     let results: Vec<usize> = f

@@ -98,7 +98,7 @@ pub struct JitProgram {
     result_shapes: Vec<Vec<usize>>,
     fbufs: Vec<Vec<f32>>,
     ibufs: Vec<Vec<i32>>,
-    sbufs: Vec<Vec<u32>>,
+    sbufs: Vec<Vec<u64>>,
     /// Whether the buffers above have their sizes (done by the first run).
     allocated: bool,
     /// Per float buffer: a kernel writes it in every run, no other store and no constant uses it,
@@ -111,7 +111,7 @@ pub struct JitProgram {
     bias_pad: Vec<f32>,
     bounds: Vec<u64>,
     op_scratch: OpScratch<f32>,
-    topk_scratch: Vec<(u64, u32)>,
+    topk_scratch: Vec<(u64, u64)>,
     /// Seconds per kernel and the number of runs timed, while profiling
     /// ([`JitProgram::set_profiling`]).
     profile: Option<(Vec<f64>, u64)>,
@@ -145,7 +145,7 @@ struct Env<'r> {
     state: &'r State<f32>,
     fbufs: &'r [Vec<f32>],
     ibufs: &'r [Vec<i32>],
-    sbufs: &'r [Vec<u32>],
+    sbufs: &'r [Vec<u64>],
 }
 
 impl<'r> Env<'r> {
@@ -172,7 +172,7 @@ impl<'r> Env<'r> {
         }
     }
 
-    fn sparse(&self, l: Loc) -> &'r [u32] {
+    fn sparse(&self, l: Loc) -> &'r [u64] {
         match l {
             Loc::S(j) => &self.sbufs[j],
             _ => &[],
@@ -190,7 +190,7 @@ struct Ctx<'a> {
     bias_pad: &'a mut Vec<f32>,
     bounds: &'a mut Vec<u64>,
     op_scratch: &'a mut OpScratch<f32>,
-    topk_scratch: &'a mut Vec<(u64, u32)>,
+    topk_scratch: &'a mut Vec<(u64, u64)>,
 }
 
 /// The second thread, for two threads (none for one).
@@ -543,10 +543,12 @@ impl JitProgram {
     /// Give every buffer its size and initial fill (unused kinds stay empty).
     fn allocate(&mut self) {
         for (j, b) in self.plan.buffers.iter().enumerate() {
+            // A selection grows as it is made; Dropback's new entries keep their values in
+            // the float slot.
             if b.dtype == DType::F32 {
                 self.fbufs[j] = vec![b.fill.unwrap_or(0.0); b.len];
             }
-            if b.dtype == DType::I32 {
+            if b.dtype == DType::I32 && !b.sparse {
                 self.ibufs[j] = vec![0; b.len];
             }
         }
@@ -555,7 +557,7 @@ impl JitProgram {
 
     /// The bytes the run-time buffers take once allocated (the first run allocates them).
     pub fn buffer_bytes(&self) -> u64 {
-        self.plan.buffers.iter().map(|b| b.len as u64 * 4).sum()
+        self.plan.buffers.iter().map(|b| b.bytes()).sum()
     }
 
     /// Run the function once: the interpreter's contract (see the module docs).
@@ -601,7 +603,7 @@ impl JitProgram {
                 // Take the outputs out of the buffer table, so the inputs can be borrowed from it.
                 let mut f_out: Vec<(usize, Vec<f32>)> = Vec::new();
                 let mut i_out: Vec<(usize, Vec<i32>)> = Vec::new();
-                let mut s_out: Vec<(usize, Vec<u32>)> = Vec::new();
+                let mut s_out: Vec<(usize, Vec<u64>)> = Vec::new();
                 for o in outs {
                     match *o {
                         Loc::F(j) => f_out.push((j, std::mem::take(&mut fbufs[j]))),
@@ -718,8 +720,9 @@ impl JitProgram {
                 if indices.len() as u64 > cap {
                     return Err(over_budget(indices.len()));
                 }
+                // A weight's positions are below 2^31 (MAX_ELEMENTS).
                 let t = sparsec_ir::interp::TrackedValues {
-                    indices: indices.clone(),
+                    indices: indices.iter().map(|&i| i as u32).collect(),
                     values: values.clone(),
                 };
                 new_tracked.push((p, t));

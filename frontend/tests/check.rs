@@ -147,3 +147,34 @@ fn synthetic_data_smaller_than_a_batch_is_an_error() {
     assert_eq!(codes(src), vec!["E0415"]);
     assert!(ok(&src.replace("batch: 8", "batch: 4")).train.batch == 4);
 }
+
+/// A model stores at most 2^32 parameters, but a Dropback method's layers are regenerated, not
+/// stored: such a model may hold more, up to 2^40 in all.
+#[test]
+fn parameter_limits_count_what_is_stored() {
+    // Five 2^30-parameter layers (plus biases): more than 2^32 in all.
+    let mut layers = String::from("h0 = dense(x, 32768) ");
+    for i in 1..5 {
+        layers.push_str(&format!("h{i} = dense(h{}, 32768) ", i - 1));
+    }
+    let model = format!(
+        "model m {{ input x: [32768] {layers} o = dense(h4, 10) loss softmax_cross_entropy(o) }}\n\
+         data synthetic\n{TRAIN}"
+    );
+    assert_eq!(codes(&model), vec!["E0310"]);
+    let dropback = "method dropback { k: 1_000_000, on: [h*] }";
+    assert_eq!(codes(&format!("{model}\n{dropback}")), Vec::<String>::new());
+    // Dropback on some layers only: the others are still stored.
+    let some = "method dropback { k: 1_000_000, on: [h0] }";
+    assert_eq!(codes(&format!("{model}\n{some}")), vec!["E0310"]);
+    // 1025 such layers: more than 2^40 parameters, whatever the method.
+    let mut layers = String::from("h0 = dense(x, 32768) ");
+    for i in 1..1025 {
+        layers.push_str(&format!("h{i} = dense(h{}, 32768) ", i - 1));
+    }
+    let model = format!(
+        "model m {{ input x: [32768] {layers} o = dense(h1024, 10) loss softmax_cross_entropy(o) }}\n\
+         data synthetic\n{TRAIN}\n{dropback}"
+    );
+    assert_eq!(codes(&model), vec!["E0313"]);
+}

@@ -18,7 +18,7 @@ use std::ops::Range;
 use crate::module::{
     Arg, Func, Init, Inst, Module, Param, ParamId, Role, Stage, Storage, Value, FORMAT_VERSION,
 };
-use crate::op::{checked_type, Attr, Op};
+use crate::op::{Attr, Op};
 use crate::print::{is_bare_name, is_word_char};
 use crate::spec::{
     DataSpec, DropbackScope, KeepRatio, Method, MethodSpec, Optimizer, Schedule, TrainSpec,
@@ -635,8 +635,18 @@ impl<'a> Parser<'a> {
             rank += 1;
             p.usize("a dimension")
         })?;
-        let mut ty = checked_type(dtype, shape)
-            .map_err(|e| ParseError::new(start.start..self.prev_end, e))?;
+        // The element count is checked once the encoding is known (a selection may span more
+        // positions than a dense value may hold); here only that it does not overflow.
+        shape
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .ok_or_else(|| {
+                ParseError::new(
+                    start.start..self.prev_end,
+                    format!("shape {shape:?} has more than 2^31 elements (its count overflows)"),
+                )
+            })?;
+        let mut ty = Type::dense(dtype, shape);
         if self.eat_punct('{')? {
             let (w, span) = self.word("`regen`, `streamed` or `sparse N`")?;
             ty.encoding = match w {
@@ -656,6 +666,8 @@ impl<'a> Parser<'a> {
             };
             self.punct('}')?;
         }
+        crate::op::check_elements(&ty)
+            .map_err(|e| ParseError::new(start.start..self.prev_end, e))?;
         Ok((ty, start.start..self.prev_end))
     }
 

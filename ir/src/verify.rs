@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::fmt;
 
 use crate::module::{Func, Init, Module, Param, ParamId, Role, Storage, Value};
-use crate::op::{checked_type, Op};
+use crate::op::Op;
 use crate::spec::{ranges, KeepRatio, Method, Schedule};
 use crate::types::{DType, Encoding, Type};
 
@@ -96,12 +96,13 @@ pub fn verify(m: &Module) -> Result<(), Vec<VerifyError>> {
     }
 }
 
-/// Whether `t` is within the IR's size limits: rank at most [`MAX_RANK`], at most 2^31 elements.
+/// Whether `t` is within the IR's size limits: rank at most [`MAX_RANK`], and the element
+/// counts of [`crate::op::check_elements`].
 pub fn check_type_limits(t: &Type) -> Result<(), String> {
     if t.rank() > MAX_RANK {
         return Err(format!("rank {} exceeds the limit of {MAX_RANK}", t.rank()));
     }
-    checked_type(t.dtype, t.shape.clone()).map(|_| ())
+    crate::op::check_elements(t)
 }
 
 struct Verifier {

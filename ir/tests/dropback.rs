@@ -9,7 +9,7 @@ use sparsec_ir::{
 };
 use sparsec_test_support::modules;
 
-fn topk(scores: &[&[f32]], k: usize) -> Vec<u32> {
+fn topk(scores: &[&[f32]], k: usize) -> Vec<u64> {
     let (mut scratch, mut out) = (Vec::new(), Vec::new());
     topk_select(scores, k, &mut scratch, &mut out);
     out
@@ -50,9 +50,9 @@ fn topk_is_exact_against_a_full_sort() {
             .collect();
         let all: Vec<f32> = parts.iter().flatten().copied().collect();
         let k = (next() % (all.len() as u64 + 3)) as usize;
-        let mut order: Vec<u32> = (0..all.len() as u32).collect();
+        let mut order: Vec<u64> = (0..all.len() as u64).collect();
         order.sort_by(|&i, &j| all[j as usize].total_cmp(&all[i as usize]).then(i.cmp(&j)));
-        let mut want: Vec<u32> = order.into_iter().take(k).collect();
+        let mut want: Vec<u64> = order.into_iter().take(k).collect();
         want.sort_unstable();
         let refs: Vec<&[f32]> = parts.iter().map(Vec::as_slice).collect();
         assert_eq!(topk(&refs, k), want, "case {case}");
@@ -85,10 +85,10 @@ fn topk_is_exact_on_large_inputs_with_clustered_scores() {
             .collect();
         let cut = (next() % n as u64) as usize;
         let parts = [&all[..cut], &all[cut..]];
-        let mut order: Vec<u32> = (0..n as u32).collect();
+        let mut order: Vec<u64> = (0..n as u64).collect();
         order.sort_by(|&i, &j| all[j as usize].total_cmp(&all[i as usize]).then(i.cmp(&j)));
         for k in [1, n / 25, n / 10 + 7, n / 2, n - 1] {
-            let mut want: Vec<u32> = order[..k].to_vec();
+            let mut want: Vec<u64> = order[..k].to_vec();
             want.sort_unstable();
             assert_eq!(topk(&parts, k), want, "case {case}, n {n}, k {k}");
         }

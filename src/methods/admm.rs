@@ -88,7 +88,7 @@ fn layer_states(module: &Module, layers: &[String]) -> Result<Vec<LayerState>, S
 
 /// The positions of the `l` largest `|values|` among those the mask keeps, ascending; ties to
 /// the lower position.
-fn top_within_mask(values: &[f32], mask: &[f32], l: usize) -> Vec<u32> {
+fn top_within_mask(values: &[f32], mask: &[f32], l: usize) -> Vec<u64> {
     // Pruned positions score below every |value|, so they are chosen only if the mask keeps
     // fewer than `l` (never: a stage keeps at most what the previous one did).
     let scores: Vec<f32> = values

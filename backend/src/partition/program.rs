@@ -207,6 +207,7 @@ pub(super) fn build_program(
                         Nk::Const(v) => Some(v),
                         _ => None,
                     },
+                    sparse: node.sparse,
                 });
                 let j = buffers.len() - 1;
                 Some(match (node.sparse, node.dtype) {

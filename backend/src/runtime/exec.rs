@@ -158,7 +158,7 @@ pub(super) fn exec(
     cx: &mut Ctx<'_>,
     f_out: &mut [(usize, Vec<f32>)],
     i_out: &mut [(usize, Vec<i32>)],
-    s_out: &mut [(usize, Vec<u32>)],
+    s_out: &mut [(usize, Vec<u64>)],
 ) -> Result<(), String> {
     let entry = || entry.ok_or_else(|| "internal: kernel not compiled".to_owned());
     let parts = if cx.pair.is_some() { 2 } else { 1 };
@@ -495,7 +495,7 @@ pub(super) fn exec(
             }
             // The selected positions by panel (counting sort, ascending within a panel).
             let panels = n.div_ceil(GEMM_PANEL);
-            let panel_of = |i: u32| ((i as usize - offset) % n) / GEMM_PANEL;
+            let panel_of = |i: u64| ((i as usize - offset) % n) / GEMM_PANEL;
             let mut start = vec![0usize; panels + 1];
             for &i in mine {
                 start[panel_of(i) + 1] += 1;
@@ -504,7 +504,7 @@ pub(super) fn exec(
                 start[q + 1] += start[q];
             }
             let mut fill = start.clone();
-            let mut by_panel = vec![0u32; mine.len()];
+            let mut by_panel = vec![0u64; mine.len()];
             for &i in mine {
                 let q = panel_of(i);
                 by_panel[fill[q]] = i;
@@ -590,7 +590,7 @@ pub(super) fn exec(
             let o = selection_out(s_out, *out)?;
             o.clear();
             if let Some(t) = &env.state.tracked[*param] {
-                o.extend_from_slice(&t.indices);
+                o.extend(t.indices.iter().map(|&i| u64::from(i)));
             }
         }
         Body::MaskIndex { nnz, mask, out } => {
@@ -783,7 +783,7 @@ pub(super) fn exec(
 }
 
 /// The selection buffer a body writes (its output `out`, taken out of the table for the run).
-fn selection_out(s_out: &mut [(usize, Vec<u32>)], out: Loc) -> Result<&mut Vec<u32>, String> {
+fn selection_out(s_out: &mut [(usize, Vec<u64>)], out: Loc) -> Result<&mut Vec<u64>, String> {
     let Loc::S(j) = out else {
         return Err("internal: a selection buffer".into());
     };

@@ -189,7 +189,7 @@ pub(super) fn topk_stream(
     cx: &mut Ctx<'_>,
     k: usize,
     sources: &[ScoreSource],
-    out: &mut Vec<u32>,
+    out: &mut Vec<u64>,
 ) -> Result<(), String> {
     let sizes: Vec<usize> = sources
         .iter()
@@ -199,11 +199,6 @@ pub(super) fn topk_stream(
         })
         .collect();
     let total: usize = sizes.iter().sum();
-    if u32::try_from(total).is_err() {
-        return Err(format!(
-            "the top-k runs over {total} scores, more than its 32-bit positions reach"
-        ));
-    }
     let mut select = StreamSelect::new(k, total);
     let mut remade = Vec::new();
     for s in sources {
@@ -231,7 +226,7 @@ pub(super) fn topk_stream(
                 ScoreSource::Stored(l) => {
                     let mut t = tally.clone();
                     for (i, &x) in env.float(*l).iter().enumerate() {
-                        t.visit((offset + i) as u32, x);
+                        t.visit((offset + i) as u64, x);
                     }
                     tallies.push(t);
                 }
@@ -255,7 +250,7 @@ pub(super) fn topk_stream(
                                     .zip(&w0p[row])
                                     .enumerate()
                                 {
-                                    t.visit((base + c) as u32, score(wv, gv, g.lr, w0v));
+                                    t.visit((base + c) as u64, score(wv, gv, g.lr, w0v));
                                 }
                             }
                         }
@@ -285,8 +280,8 @@ pub(super) fn grad_update(
     offset: usize,
     (m, n, k): (usize, usize, usize),
     (dy, x, lr): (Loc, Loc, Loc),
-    sel: &[u32],
-    (indices, values): (&mut Vec<u32>, &mut Vec<f32>),
+    sel: &[u64],
+    (indices, values): (&mut Vec<u64>, &mut Vec<f32>),
 ) -> Result<(), String> {
     indices.clear();
     values.clear();
@@ -300,7 +295,7 @@ pub(super) fn grad_update(
     }
     // The selected positions by panel (a counting sort, ascending within a panel).
     let panels = n.div_ceil(GEMM_PANEL);
-    let panel_of = |i: u32| ((i as usize - offset) % n) / GEMM_PANEL;
+    let panel_of = |i: u64| ((i as usize - offset) % n) / GEMM_PANEL;
     let mut start = vec![0usize; panels + 1];
     for &i in mine {
         start[panel_of(i) + 1] += 1;
@@ -309,7 +304,7 @@ pub(super) fn grad_update(
         start[q + 1] += start[q];
     }
     let mut fill = start.clone();
-    let mut by_panel = vec![0u32; mine.len()];
+    let mut by_panel = vec![0u64; mine.len()];
     for &i in mine {
         let q = panel_of(i);
         by_panel[fill[q]] = i;
@@ -318,7 +313,7 @@ pub(super) fn grad_update(
     let ld = g.ld();
     let found = std::sync::Mutex::new(Vec::new());
     let update_panels = |qs: std::ops::Range<usize>, scratch: &mut [f32]| {
-        let mut made: Vec<(u32, f32)> = Vec::new();
+        let mut made: Vec<(u64, f32)> = Vec::new();
         let (gp, w0p, wp) = panel_parts(scratch, m, ld);
         for q in qs {
             let here = &by_panel[start[q]..start[q + 1]];
@@ -334,14 +329,14 @@ pub(super) fn grad_update(
                 // `dropback_apply_sgd`'s value there, kept where it is not `w0`'s bits.
                 let w1 = wp[at] - gp[at] * g.lr;
                 if w1.to_bits() != w0p[at].to_bits() {
-                    made.push((idx as u32, w1));
+                    made.push((idx as u64, w1));
                 }
             }
         }
         found.lock().unwrap_or_else(|e| e.into_inner()).push(made);
     };
     over_panels(cx, m * n * k, 3 * m * ld, panels, &update_panels)?;
-    let mut made: Vec<(u32, f32)> = found
+    let mut made: Vec<(u64, f32)> = found
         .into_inner()
         .unwrap_or_else(|e| e.into_inner())
         .into_iter()

@@ -24,8 +24,12 @@ use train::TrainFacts;
 
 /// Largest number of elements in any single tensor (per sample for activations).
 pub const MAX_TENSOR_ELEMENTS: u64 = 1 << 31;
-/// Largest total number of parameters.
-pub const MAX_TOTAL_PARAMS: u64 = 1 << 32;
+/// Largest total number of parameters (E0313): a bound on absurd sizes, not on memory.
+pub const MAX_TOTAL_PARAMS: u64 = 1 << 40;
+/// Largest number of parameters a model stores (E0310): every parameter but those of a
+/// Dropback method's layers, which are regenerated from their seed and never stored (whether a
+/// model fits the machine's memory is checked when it trains).
+pub const MAX_STORED_PARAMS: u64 = 1 << 32;
 
 /// Checks a parsed file and builds the model the rest of the compiler uses.
 pub fn check(file: &File) -> Result<CheckedModel, Vec<Diag>> {
@@ -176,6 +180,9 @@ impl Checker {
             Some(m) => self.method(m, net.as_ref(), &facts).map(Some),
             None => Some(None),
         };
+        if let (Some(net), Some(method)) = (&net, &method_spec) {
+            self.stored_params_fit(net, method.as_ref());
+        }
         if let (Some(net), Some(spec)) = (&net, &data_spec) {
             self.data_fits(net, spec, data);
         }

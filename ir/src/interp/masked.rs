@@ -11,13 +11,13 @@ use super::float::Float;
 
 /// The positions `mask` keeps (non-zero entries), ascending, into `out`; an error unless there
 /// are exactly `nnz` of them (the program's `masked(nnz=N)` says how many a run's mask keeps).
-pub fn mask_positions<T: Float>(mask: &[T], nnz: usize, out: &mut Vec<u32>) -> Result<(), String> {
+pub fn mask_positions<T: Float>(mask: &[T], nnz: usize, out: &mut Vec<u64>) -> Result<(), String> {
     out.clear();
     out.extend(
         mask.iter()
             .enumerate()
             .filter(|(_, &m)| m != T::zero())
-            .map(|(i, _)| i as u32),
+            .map(|(i, _)| i as u64),
     );
     if out.len() != nnz {
         return Err(format!(
@@ -43,7 +43,7 @@ fn check(what: &str, got: usize, want: usize) -> Result<(), String> {
     Ok(())
 }
 
-fn check_positions(pos: &[u32], len: usize) -> Result<(), String> {
+fn check_positions(pos: &[u64], len: usize) -> Result<(), String> {
     if pos.last().is_some_and(|&p| p as usize >= len) {
         return Err(format!(
             "a mask position is outside the weight's {len} entries"
@@ -58,7 +58,7 @@ pub fn masked_matmul_nt<T: Float>(
     d: MaskedDims,
     x: &[T],
     w: &[T],
-    pos: &[u32],
+    pos: &[u64],
     y: &mut [T],
 ) -> Result<(), String> {
     check("masked_matmul_nt input", x.len(), d.b * d.i)?;
@@ -83,7 +83,7 @@ pub fn masked_matmul<T: Float>(
     d: MaskedDims,
     dy: &[T],
     w: &[T],
-    pos: &[u32],
+    pos: &[u64],
     dx: &mut [T],
 ) -> Result<(), String> {
     check("masked_matmul gradient", dy.len(), d.b * d.o)?;
@@ -108,7 +108,7 @@ pub fn masked_grad<T: Float>(
     d: MaskedDims,
     dy: &[T],
     x: &[T],
-    pos: &[u32],
+    pos: &[u64],
     g: &mut [T],
 ) -> Result<(), String> {
     check("masked_grad gradient", dy.len(), d.b * d.o)?;
@@ -160,7 +160,7 @@ pub fn masked_conv<T: Float>(
     g: &super::kernels::ConvGeom,
     a: &[T],
     b: &[T],
-    pos: &[u32],
+    pos: &[u64],
     out: &mut [T],
 ) -> Result<(), String> {
     let x_len = g.b * g.c * g.h * g.w;

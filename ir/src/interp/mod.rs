@@ -114,7 +114,7 @@ pub enum Output<T> {
     /// A sparse selection mask (`i32[N]{sparse K}`): its sorted selected positions.
     Sparse {
         shape: Vec<usize>,
-        indices: Vec<u32>,
+        indices: Vec<u64>,
     },
 }
 
@@ -289,9 +289,9 @@ pub struct Interpreter<T> {
     seed: u64,
     fbufs: Vec<Vec<T>>,
     ibufs: Vec<Vec<i32>>,
-    sbufs: Vec<Vec<u32>>,
+    sbufs: Vec<Vec<u64>>,
     regen_scratch: Vec<f32>,
-    topk_scratch: Vec<(u64, u32)>,
+    topk_scratch: Vec<(u64, u64)>,
     cols: Vec<T>,
     gemm: GemmScratch<T>,
 }

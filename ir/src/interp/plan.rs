@@ -474,7 +474,7 @@ fn check_type_limits(t: &Type) -> Result<(), String> {
     if t.rank() > MAX_RANK {
         return Err(format!("{t} has rank above {MAX_RANK}"));
     }
-    crate::op::checked_type(t.dtype, t.shape.clone()).map(|_| ())
+    crate::op::check_elements(t)
 }
 
 /// The capacity of a sparse type (0 for a dense one).

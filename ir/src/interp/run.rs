@@ -257,7 +257,7 @@ struct Env<'r, T> {
     tracked: &'r [Option<TrackedValues<T>>],
     fbufs: &'r [Vec<T>],
     ibufs: &'r [Vec<i32>],
-    sbufs: &'r [Vec<u32>],
+    sbufs: &'r [Vec<u64>],
 }
 
 impl<'r, T> Env<'r, T> {
@@ -284,7 +284,7 @@ impl<'r, T> Env<'r, T> {
         }
     }
 
-    fn sparse(&self, loc: Loc) -> &'r [u32] {
+    fn sparse(&self, loc: Loc) -> &'r [u64] {
         match loc {
             Loc::S(j) => &self.sbufs[j],
             _ => unreachable!("operand types are checked"),
@@ -397,8 +397,8 @@ fn exec_float<T: Float>(
 fn exec_sparse<T: Float>(
     step: &Step,
     env: &Env<'_, T>,
-    out: &mut Vec<u32>,
-    scratch: &mut Vec<(u64, u32)>,
+    out: &mut Vec<u64>,
+    scratch: &mut Vec<(u64, u64)>,
 ) -> Result<(), String> {
     match &step.kernel {
         &Kernel::TopkSelect { k } => {
@@ -408,7 +408,7 @@ fn exec_sparse<T: Float>(
         &Kernel::TrackedSet { param } => {
             out.clear();
             if let Some(t) = &env.tracked[param] {
-                out.extend_from_slice(&t.indices);
+                out.extend(t.indices.iter().map(|&i| u64::from(i)));
             }
         }
         &Kernel::MaskIndex { nnz } => {

@@ -18,8 +18,8 @@ use super::float::Float;
 pub fn topk_select<T: Float>(
     scores: &[&[T]],
     k: usize,
-    scratch: &mut Vec<(u64, u32)>,
-    out: &mut Vec<u32>,
+    scratch: &mut Vec<(u64, u64)>,
+    out: &mut Vec<u64>,
 ) {
     const DIGIT: u32 = 12;
     const BUCKETS: usize = 1 << DIGIT;
@@ -32,7 +32,7 @@ pub fn topk_select<T: Float>(
         return;
     }
     if k >= n {
-        out.extend(0..n as u32);
+        out.extend(0..n as u64);
         return;
     }
     // `f32` scores get 32-bit keys (same order, cheaper to make); all keys of one call are of
@@ -77,7 +77,7 @@ pub fn topk_select<T: Float>(
             d == bucket
         });
     }
-    let better = |a: &(u64, u32), b: &(u64, u32)| b.0.cmp(&a.0).then(a.1.cmp(&b.1));
+    let better = |a: &(u64, u64), b: &(u64, u64)| b.0.cmp(&a.0).then(a.1.cmp(&b.1));
     // Candidates stay in ascending position order (pushed so, and `retain` keeps order), so when
     // they are all one score, ties to the lower position are simply the first ones: the common
     // case of a batch-1 step, where most scores are an exact 0.
@@ -102,9 +102,9 @@ pub fn topk_select<T: Float>(
 /// nearly always), that is the float comparison `x >= t` (`t` the float whose key is
 /// `key_min`; `−0` compares as `+0`, and a NaN passes, as its key is the largest), and the key is
 /// made only for the few that pass: a compare per score instead of a key per score.
-fn collect_at_or_above(scores: &[&[f32]], key_min: u64, candidates: &mut Vec<(u64, u32)>) {
+fn collect_at_or_above(scores: &[&[f32]], key_min: u64, candidates: &mut Vec<(u64, u64)>) {
     const POSITIVE: u64 = 1 << 31;
-    let mut pos = 0u32;
+    let mut pos = 0u64;
     let t = f32::from_bits(key_min.saturating_sub(POSITIVE) as u32);
     if key_min >= POSITIVE && !t.is_nan() {
         for s in scores {
@@ -137,8 +137,8 @@ fn topk_first_digit<I: Iterator<Item = u64>>(
     shift: u32,
     k: usize,
     hist: &mut [usize],
-    candidates: &mut Vec<(u64, u32)>,
-    out: &mut Vec<u32>,
+    candidates: &mut Vec<(u64, u64)>,
+    out: &mut Vec<u64>,
 ) -> usize {
     for key in keys() {
         hist[(key >> shift) as usize] += 1;
@@ -147,9 +147,9 @@ fn topk_first_digit<I: Iterator<Item = u64>>(
     for (pos, key) in keys().enumerate() {
         let d = (key >> shift) as usize;
         if d > bucket {
-            out.push(pos as u32);
+            out.push(pos as u64);
         } else if d == bucket {
-            candidates.push((key, pos as u32));
+            candidates.push((key, pos as u64));
         }
     }
     need
@@ -163,8 +163,8 @@ fn topk_first_digit_f32(
     shift: u32,
     k: usize,
     hist: &mut [usize],
-    candidates: &mut Vec<(u64, u32)>,
-    out: &mut Vec<u32>,
+    candidates: &mut Vec<(u64, u64)>,
+    out: &mut Vec<u64>,
 ) -> usize {
     // A sample of every STRIDE-th score estimates a digit that about 1.25·k scores reach; one
     // pass collects every score at or above it. If at least k were collected, the top k are
@@ -223,7 +223,7 @@ fn topk_first_digit_f32(
         *h = (0..4).map(|lane| lanes[lane * buckets + b] as usize).sum();
     }
     let (bucket, need) = threshold_bucket(hist, k);
-    let mut pos = 0u32;
+    let mut pos = 0u64;
     for s in scores {
         for &x in s.iter() {
             let key = order_key32(x);
@@ -301,7 +301,7 @@ pub struct StreamSelect {
     /// How many positions have the fixed bits (all of them before the first pass).
     sharing: usize,
     collected: bool,
-    out: Vec<u32>,
+    out: Vec<u64>,
 }
 
 /// What one pass asks of a [`Tally`]: a histogram of the next digit, or the final collection.
@@ -316,15 +316,15 @@ pub enum Tally {
     Collect {
         fixed: u32,
         prefix: u32,
-        above: Vec<u32>,
-        candidates: Vec<(u64, u32)>,
+        above: Vec<u64>,
+        candidates: Vec<(u64, u64)>,
     },
 }
 
 impl Tally {
     /// Visit the score at `pos` (every position exactly once per pass, over all tallies).
     #[inline(always)]
-    pub fn visit(&mut self, pos: u32, score: f32) {
+    pub fn visit(&mut self, pos: u64, score: f32) {
         let key = order_key32(score) as u32;
         match self {
             Tally::Histogram {
@@ -374,7 +374,7 @@ impl StreamSelect {
         };
         // Nothing to visit: none, or every position.
         if s.k == 0 || s.k == total {
-            s.out.extend(0..s.k as u32);
+            s.out.extend(0..s.k as u64);
             s.collected = true;
         }
         s
@@ -406,8 +406,8 @@ impl StreamSelect {
     pub fn finish_pass(&mut self, tallies: Vec<Tally>) -> Result<(), String> {
         let mut hist: Vec<usize> = Vec::new();
         let mut digit_bits = 0;
-        let mut above: Vec<u32> = Vec::new();
-        let mut candidates: Vec<(u64, u32)> = Vec::new();
+        let mut above: Vec<u64> = Vec::new();
+        let mut candidates: Vec<(u64, u64)> = Vec::new();
         for t in tallies {
             match t {
                 Tally::Histogram { digit, hist: h, .. } => {
@@ -446,7 +446,7 @@ impl StreamSelect {
                 "internal: the streamed top-k's collection does not match its counts".into(),
             );
         }
-        let better = |a: &(u64, u32), b: &(u64, u32)| b.0.cmp(&a.0).then(a.1.cmp(&b.1));
+        let better = |a: &(u64, u64), b: &(u64, u64)| b.0.cmp(&a.0).then(a.1.cmp(&b.1));
         if self.need < candidates.len() {
             candidates.select_nth_unstable_by(self.need - 1, better);
             candidates.truncate(self.need);
@@ -459,7 +459,7 @@ impl StreamSelect {
     }
 
     /// The selected positions, ascending (once [`StreamSelect::next_pass`] is `None`).
-    pub fn into_selection(self) -> Vec<u32> {
+    pub fn into_selection(self) -> Vec<u64> {
         self.out
     }
 
@@ -474,19 +474,19 @@ mod stream_tests {
     use super::*;
 
     /// The streamed selection, its scores visited in reverse order and split over two tallies.
-    fn streamed(scores: &[f32], k: usize) -> Vec<u32> {
+    fn streamed(scores: &[f32], k: usize) -> Vec<u64> {
         let mut s = StreamSelect::new(k, scores.len());
         while let Some(t) = s.next_pass() {
             let (mut a, mut b) = (t.clone(), t);
             for (i, &x) in scores.iter().enumerate().rev() {
-                if i % 3 == 0 { &mut a } else { &mut b }.visit(i as u32, x);
+                if i % 3 == 0 { &mut a } else { &mut b }.visit(i as u64, x);
             }
             s.finish_pass(vec![a, b]).unwrap();
         }
         s.into_selection()
     }
 
-    fn dense(scores: &[f32], k: usize) -> Vec<u32> {
+    fn dense(scores: &[f32], k: usize) -> Vec<u64> {
         let mut out = Vec::new();
         topk_select(&[scores], k, &mut Vec::new(), &mut out);
         out

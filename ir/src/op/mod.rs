@@ -1053,11 +1053,14 @@ impl Op {
                     }
                     n = n.saturating_add(t.num_elements() as u64);
                 }
-                let ty = checked_type(DType::I32, vec![n.min(usize::MAX as u64) as usize])
+                let ty = Type::i32(vec![n.min(usize::MAX as u64) as usize]).with_encoding(
+                    Encoding::Sparse {
+                        capacity: (*k).min(n),
+                    },
+                );
+                check_elements(&ty)
                     .map_err(|e| format!("`topk_select`: the scores together: {e}"))?;
-                Ok(ty.with_encoding(Encoding::Sparse {
-                    capacity: (*k).min(n),
-                }))
+                Ok(ty)
             }
             Op::MaskIndex(id) => {
                 let (_, nnz) = masked_of_mask(params, *id)?;
@@ -1226,6 +1229,29 @@ impl Op {
 /// Largest element count of one tensor the IR accepts (2^31), so sizes always fit the index
 /// types of every backend.
 pub const MAX_ELEMENTS: usize = 1 << 31;
+
+/// Largest number of positions one selection spans (`i32[N]{sparse K}`: the positions of all
+/// the parameters a global top-k covers together). A selection holds only its `K` entries, as
+/// 64-bit positions, so `N` is not bounded by [`MAX_ELEMENTS`]; `K` is.
+pub const MAX_POSITIONS: u64 = 1 << 48;
+
+/// Whether `t` is within the IR's size limits: a selection (`i32[N]{sparse K}`) spans at most
+/// [`MAX_POSITIONS`] positions and holds at most [`MAX_ELEMENTS`] entries; every other value
+/// has at most [`MAX_ELEMENTS`] elements.
+pub fn check_elements(t: &Type) -> Result<(), String> {
+    match t.encoding {
+        Encoding::Sparse { capacity } if t.dtype == DType::I32 && t.rank() == 1 => {
+            if t.shape[0] as u64 > MAX_POSITIONS {
+                return Err(format!("a selection of more than 2^48 positions ({t})"));
+            }
+            if capacity > MAX_ELEMENTS as u64 {
+                return Err(format!("a selection of more than 2^31 entries ({t})"));
+            }
+            Ok(())
+        }
+        _ => checked_type(t.dtype, t.shape.clone()).map(|_| ()),
+    }
+}
 
 /// A type whose element count is checked against [`MAX_ELEMENTS`] without overflow.
 /// How many values a tracked parameter may hold (0 for any other).

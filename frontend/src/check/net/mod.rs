@@ -7,7 +7,7 @@ mod resolve;
 mod shape;
 mod window;
 
-use super::{Checker, MAX_TOTAL_PARAMS};
+use super::{Checker, MAX_STORED_PARAMS, MAX_TOTAL_PARAMS};
 use crate::ast::*;
 use crate::diag::{error, DiagExt};
 use crate::model::{InputDecl, Layer};
@@ -34,6 +34,8 @@ pub(super) struct Net {
     pub(super) classes: usize,
     pub(super) input_span: Span,
     pub(super) loss_span: Option<Span>,
+    /// Where each of `layers` is declared.
+    pub(super) layer_spans: Vec<Span>,
     /// Whether every statement checked: selectors are resolved only then.
     pub(super) complete: bool,
     /// Layer name → index in `layers`.
@@ -262,12 +264,12 @@ impl Checker {
                                 _ => {
                                     self.push(
                                         error(
-                                            "E0310",
+                                            "E0313",
                                             "too many parameters in total",
                                             name.span,
-                                            format!("with `{}` the model has more than 2^32 parameters", name.text),
+                                            format!("with `{}` the model has more than 2^40 parameters", name.text),
                                         )
-                                        .note(format!("a model is limited to 2^32 ({MAX_TOTAL_PARAMS}) parameters")),
+                                        .note(format!("a model is limited to 2^40 ({MAX_TOTAL_PARAMS}) parameters")),
                                     );
                                     total_params = u64::MAX;
                                     values.insert(name.text.clone(), Avail::Failed);
@@ -344,7 +346,49 @@ impl Checker {
             classes,
             input_span,
             loss_span,
+            layer_spans,
             complete,
         })
+    }
+
+    /// E0310: the parameters a model stores, every one but a Dropback method's, at most 2^32.
+    pub(super) fn stored_params_fit(
+        &mut self,
+        net: &Net,
+        method: Option<&sparsec_ir::spec::MethodSpec>,
+    ) {
+        let regenerated: Vec<&str> = match method {
+            Some(sparsec_ir::spec::MethodSpec {
+                method: sparsec_ir::spec::Method::Dropback { .. },
+                layers,
+            }) => layers.iter().map(String::as_str).collect(),
+            _ => Vec::new(),
+        };
+        let mut stored = 0u64;
+        for (layer, &span) in net.layers.iter().zip(&net.layer_spans) {
+            if regenerated.contains(&layer.name.as_str()) {
+                continue;
+            }
+            stored = stored.saturating_add(layer.param_count());
+            if stored > MAX_STORED_PARAMS {
+                self.push(
+                    error(
+                        "E0310",
+                        "too many stored parameters",
+                        span,
+                        format!(
+                            "with `{}` the model stores more than 2^32 parameters",
+                            layer.name
+                        ),
+                    )
+                    .note(format!(
+                        "a model stores at most 2^32 ({MAX_STORED_PARAMS}) parameters; the layers \
+                         of a Dropback method are regenerated from their seed, not stored, and \
+                         may hold more"
+                    )),
+                );
+                return;
+            }
+        }
     }
 }
