@@ -5,9 +5,11 @@
 #
 # builds sparsec (release), creates bench/.venv if needed (bench/setup.sh), checks that the peers'
 # Dropback is faithful, times PyTorch, JAX and sparsec on LeNet-300-100 and LeNet-5 (dense and
-# Dropback; batch 1, 16, 64, 256; 1 and 2 threads), writes bench/results/*.jsonl and regenerates
-# bench/RESULTS.md. About 10 minutes on 2 cores. Knobs (environment): MIN_SECONDS (timed seconds
-# per configuration, 3), MAX_STEPS (3000), BATCHES, THREADS, MODELS (comma lists).
+# Dropback; batch 1, 16, 64, 256; 1 and 2 threads), runs sparsec's memory benchmarks
+# (bench/scale.sh: the regenerate-versus-store curve and the 8.65·10⁹-parameter Dropback run),
+# writes bench/results/*.jsonl and regenerates bench/RESULTS.md. About 20 minutes on 2 cores.
+# Knobs (environment): MIN_SECONDS (timed seconds per configuration, 3), MAX_STEPS (3000),
+# BATCHES, THREADS, MODELS (comma lists), and bench/scale.sh's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$PWD"
@@ -58,6 +60,9 @@ for backend in "${SPARSEC_BACKENDS[@]}"; do
     python3 bench/sparsec_bench.py "${common[@]}" --backend "$backend" --threads "$THREADS" \
         --out "$results/sparsec-$backend.jsonl"
 done
+
+echo "== sparsec's memory benchmarks (bench/scale.sh)"
+bash "$root/bench/scale.sh"
 
 # The machine and versions, for RESULTS.md.
 LOAD_BEFORE="$load_before" LOAD_AFTER="$(load)" "$py" - "$results/machine.json" <<'PY'

@@ -191,6 +191,9 @@ pub enum Body {
         x: Loc,
         lr: Loc,
         sel: Loc,
+        /// The weight and its initial value, when the step builds them anyway (for the
+        /// scores): read there instead of regenerated per panel.
+        weight: Option<(Loc, Loc)>,
         out: Loc,
     },
     /// `dy · W` (`dy: [m, k]`, the tracked weight `param` `[k, n]`, out `[m, n]`): the
@@ -751,16 +754,22 @@ impl KernelProgram {
                 x,
                 lr,
                 sel,
+                weight,
                 out: o,
             } => out.push(format!(
                 "{} = entries of @{} at the positions of {} from {offset} where \
-                 w - g * {} differs from w0, g = {}ᵀ · {} ({m}x{n}x{k}) made per 64-column panel",
+                 w - g * {} differs from w0, g = {}ᵀ · {} ({m}x{n}x{k}) made per 64-column panel, \
+                 {}",
                 self.loc(*o),
                 self.param_names[*param],
                 self.loc(*sel),
                 self.loc(*lr),
                 self.loc(*dy),
-                self.loc(*x)
+                self.loc(*x),
+                match weight {
+                    Some((w, w0)) => format!("w = {}, w0 = {}", self.loc(*w), self.loc(*w0)),
+                    None => "the weight regenerated per panel".into(),
+                }
             )),
             Body::TopkSelect { k, scores, out: o } => out.push(format!(
                 "{} = top {k} of ({}) (barrier)",
@@ -1021,6 +1030,7 @@ impl KernelProgram {
                 x,
                 lr,
                 sel,
+                weight,
                 out,
                 ..
             } => {
@@ -1028,7 +1038,9 @@ impl KernelProgram {
                     Loc::S(j) => vec![*out, Loc::F(j)],
                     other => vec![other],
                 };
-                (vec![*dy, *x, *lr, *sel], values)
+                let mut ins = vec![*dy, *x, *lr, *sel];
+                ins.extend(weight.iter().flat_map(|&(w, w0)| [w, w0]));
+                (ins, values)
             }
             Body::Copy { src, out } => (vec![*src], vec![*out]),
             Body::ReduceChannels { x, out, .. } => (vec![*x], vec![*out]),

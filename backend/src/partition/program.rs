@@ -431,6 +431,11 @@ pub(super) fn build_program(
                         x: op(1)?,
                         lr: op(2)?,
                         sel: op(3)?,
+                        weight: if node.ops.len() == 6 {
+                            Some((op(4)?, op(5)?))
+                        } else {
+                            None
+                        },
                         out,
                     },
                     Nk::TrackedSet(p) => Body::TrackedSet { param: *p, out },

@@ -560,6 +560,7 @@ pub(super) fn exec(
             x,
             lr,
             sel,
+            weight,
             out,
         } => {
             let Loc::S(j) = *out else {
@@ -575,6 +576,7 @@ pub(super) fn exec(
                 *offset,
                 (*m, *n, *k),
                 (*dy, *x, *lr),
+                weight.map(|(w, w0)| (env.float(w), env.float(w0))),
                 env.sparse(*sel),
                 (indices, &mut values),
             );

@@ -280,6 +280,7 @@ pub(super) fn grad_update(
     offset: usize,
     (m, n, k): (usize, usize, usize),
     (dy, x, lr): (Loc, Loc, Loc),
+    stored: Option<(&[f32], &[f32])>,
     sel: &[u64],
     (indices, values): (&mut Vec<u64>, &mut Vec<f32>),
 ) -> Result<(), String> {
@@ -287,6 +288,10 @@ pub(super) fn grad_update(
     values.clear();
     let g = Gradient::new(env, (m, n, k), dy, x, lr)?;
     let w = WeightPanels::new(regen, cx, env, param, (m, n))?;
+    if let Some((wv, w0v)) = stored {
+        super::exec::check("a weight", wv.len(), m * n)?;
+        super::exec::check("an initial weight", w0v.len(), m * n)?;
+    }
     let lo = sel.partition_point(|&i| (i as usize) < offset);
     let hi = sel.partition_point(|&i| (i as usize) < offset + m * n);
     let mine = &sel[lo..hi];
@@ -322,13 +327,19 @@ pub(super) fn grad_update(
             }
             let (j0, j1) = (q * GEMM_PANEL, ((q + 1) * GEMM_PANEL).min(n));
             g.panel((j0, j1), gp);
-            w.fill((j0, j1), w0p, wp, ld);
+            if stored.is_none() {
+                w.fill((j0, j1), w0p, wp, ld);
+            }
             for &i in here {
                 let idx = i as usize - offset;
                 let at = (idx / n) * ld + idx % n - j0;
+                let (wv, w0v) = match stored {
+                    Some((wv, w0v)) => (wv[idx], w0v[idx]),
+                    None => (wp[at], w0p[at]),
+                };
                 // `dropback_apply_sgd`'s value there, kept where it is not `w0`'s bits.
-                let w1 = wp[at] - gp[at] * g.lr;
-                if w1.to_bits() != w0p[at].to_bits() {
+                let w1 = wv - gp[at] * g.lr;
+                if w1.to_bits() != w0v.to_bits() {
                     made.push((idx as u64, w1));
                 }
             }
