@@ -115,6 +115,11 @@ pub struct JitProgram {
     /// Seconds per kernel and the number of runs timed, while profiling
     /// ([`JitProgram::set_profiling`]).
     profile: Option<(Vec<f64>, u64)>,
+    /// Per kernel: for a regeneration whose buffer holds its value from an earlier run, the
+    /// `init_scale` (bits) it was made with. A tracked weight's initial value depends on
+    /// nothing else, so while the scale is unchanged the kernel is not run again: the buffer
+    /// already holds the value (loop-invariant across steps), bit for bit.
+    regenerated: Vec<Option<u32>>,
 }
 
 /// The time one kernel took over the runs profiled.
@@ -324,6 +329,7 @@ impl JitProgram {
         // Every buffer has its own index space slot; they are allocated on the first run, so a
         // program compiled only to be shown (`emit --stage kernels`) takes no run-time memory.
         let n_buffers = plan.buffers.len();
+        let n_kernels = plan.kernels.len();
         let (fbufs, ibufs, sbufs) = (
             vec![Vec::new(); n_buffers],
             vec![Vec::new(); n_buffers],
@@ -404,6 +410,7 @@ impl JitProgram {
             op_scratch: OpScratch::default(),
             topk_scratch: Vec::new(),
             profile: None,
+            regenerated: vec![None; n_kernels],
         })
     }
 
@@ -588,6 +595,7 @@ impl JitProgram {
             op_scratch,
             topk_scratch,
             profile,
+            regenerated,
             ..
         } = self;
         let entries: Vec<Option<Entry<'_>>> = fns
@@ -598,6 +606,11 @@ impl JitProgram {
         let pair: Option<&Pair> = pair.as_ref().filter(|_| *worth_threads);
         let mut kernels = || -> Result<(), String> {
             for (i, k) in plan.kernels.iter().enumerate() {
+                let regen_scale =
+                    matches!(k.body, Body::Regen { .. }).then(|| state_in.init_scale.to_bits());
+                if regen_scale.is_some() && regenerated[i] == regen_scale {
+                    continue;
+                }
                 let t0 = profile.is_some().then(Instant::now);
                 let outs = &outs[i];
                 // Take the outputs out of the buffer table, so the inputs can be borrowed from it.
@@ -653,6 +666,9 @@ impl JitProgram {
                     p[i] += t0.elapsed().as_secs_f64();
                 }
                 r?;
+                if regen_scale.is_some() {
+                    regenerated[i] = regen_scale;
+                }
             }
             Ok(())
         };
