@@ -120,6 +120,14 @@ pub struct JitProgram {
     /// nothing else, so while the scale is unchanged the kernel is not run again: the buffer
     /// already holds the value (loop-invariant across steps), bit for bit.
     regenerated: Vec<Option<u32>>,
+    /// Per kernel: for a `grad_score`, the selection (kernel index) its scores feed and where
+    /// they start in it.
+    score_feeds: Vec<Option<(usize, usize)>>,
+    /// Per kernel: for a `grad_update`, the selection whose candidates carry its new values.
+    update_feeds: Vec<Option<usize>>,
+    /// Per kernel: for a `topk_select`, what its score kernels gather for it (see
+    /// `exec::select_top`).
+    selections: Vec<exec::Selection>,
 }
 
 /// The time one kernel took over the runs profiled.
@@ -196,6 +204,13 @@ struct Ctx<'a> {
     bounds: &'a mut Vec<u64>,
     op_scratch: &'a mut OpScratch<f32>,
     topk_scratch: &'a mut Vec<(u64, u64)>,
+    /// For a `grad_score`: the selection its scores feed and their offset in it.
+    score_feed: Option<(usize, usize)>,
+    /// For a `grad_update`: the selection whose candidates may carry its new values.
+    update_feed: Option<usize>,
+    /// For a `topk_select`: its own index in `selections`.
+    selection: Option<usize>,
+    selections: &'a mut [exec::Selection],
 }
 
 /// The second thread, for two threads (none for one).
@@ -330,6 +345,50 @@ impl JitProgram {
         // program compiled only to be shown (`emit --stage kernels`) takes no run-time memory.
         let n_buffers = plan.buffers.len();
         let n_kernels = plan.kernels.len();
+        // Which selection each score kernel feeds, at which offset.
+        let mut score_feeds = vec![None; n_kernels];
+        let mut selections = vec![exec::Selection::default(); n_kernels];
+        for (t, kernel) in plan.kernels.iter().enumerate() {
+            let Body::TopkSelect { scores, .. } = &kernel.body else {
+                continue;
+            };
+            let mut offset = 0;
+            let mut fed = Vec::with_capacity(scores.len());
+            for &l in scores {
+                selections[t].offsets.push(offset as u64);
+                let maker = plan
+                    .kernels
+                    .iter()
+                    .position(|k| matches!(k.body, Body::GradScore { out, .. } if out == l));
+                let (Loc::F(j), Some(g)) = (l, maker) else {
+                    fed.push(false);
+                    if let Loc::F(j) = l {
+                        offset += plan.buffers[j].len;
+                    }
+                    continue;
+                };
+                score_feeds[g] = Some((t, offset));
+                fed.push(true);
+                offset += plan.buffers[j].len;
+            }
+            selections[t].fed = fed;
+        }
+        // Which selection's candidates carry each update's new values.
+        let update_feeds =
+            plan.kernels
+                .iter()
+                .map(|k| {
+                    let Body::GradUpdate { offset, sel, .. } = k.body else {
+                        return None;
+                    };
+                    let t = plan.kernels.iter().position(
+                        |k| matches!(k.body, Body::TopkSelect { out, .. } if out == sel),
+                    )?;
+                    let s = &selections[t];
+                    let operand = s.offsets.iter().position(|&o| o == offset as u64)?;
+                    s.fed[operand].then_some(t)
+                })
+                .collect();
         let (fbufs, ibufs, sbufs) = (
             vec![Vec::new(); n_buffers],
             vec![Vec::new(); n_buffers],
@@ -411,6 +470,9 @@ impl JitProgram {
             topk_scratch: Vec::new(),
             profile: None,
             regenerated: vec![None; n_kernels],
+            score_feeds,
+            update_feeds,
+            selections,
         })
     }
 
@@ -596,8 +658,14 @@ impl JitProgram {
             topk_scratch,
             profile,
             regenerated,
+            score_feeds,
+            update_feeds,
+            selections,
             ..
         } = self;
+        for s in selections.iter_mut() {
+            s.reset();
+        }
         let entries: Vec<Option<Entry<'_>>> = fns
             .iter()
             .map(|f| f.as_ref().map(|(id, _)| jit.entry(*id)))
@@ -644,6 +712,10 @@ impl JitProgram {
                         bounds,
                         op_scratch,
                         topk_scratch,
+                        score_feed: score_feeds[i],
+                        update_feed: update_feeds[i],
+                        selection: matches!(k.body, Body::TopkSelect { .. }).then_some(i),
+                        selections,
                     };
                     exec(
                         &k.body, entries[i], &env, &mut ctx, &mut f_out, &mut i_out, &mut s_out,

@@ -4,7 +4,8 @@
 //! bookkeeping, top-k, the interpreter fallbacks) run here directly.
 
 use sparsec_ir::interp::{
-    eval_op, matmul_columns_f32, topk_select, Input, OpArg, OpOut, GEMM_PANEL,
+    eval_op, matmul_columns_f32, score_key, topk_among, topk_select, Input, OpArg, OpOut,
+    GEMM_PANEL,
 };
 use sparsec_ir::module::Init;
 
@@ -441,8 +442,19 @@ pub(super) fn exec(
                 ptr: o.as_mut_ptr(),
                 len: o.len(),
             };
+            // The scores at or above the floor of the selection they feed (the previous step's
+            // k-th largest, lowered), with their positions in it: that selection's candidates.
+            let feed = cx.score_feed.and_then(|(t, offset)| {
+                let floor = cx.selections[t].floor?;
+                let cap = cx.selections[t].cap;
+                // Scores are magnitudes (never −0): at or above the floor's float, or NaN.
+                let t_float = f32::from_bits((floor.saturating_sub(1 << 31)) as u32);
+                (floor >= 1 << 31).then_some((t, offset, t_float, cap))
+            });
+            let found = std::sync::Mutex::new(Vec::new());
             // Panels `qs` of the gradient, each made (the interpreter's call) and scored.
             let score_panels = |qs: std::ops::Range<usize>, panel: &mut [f32]| {
+                let mut mine: Option<Vec<(u64, u64, f32)>> = feed.map(|_| Vec::new());
                 for q in qs {
                     let (j0, j1) = (q * GEMM_PANEL, ((q + 1) * GEMM_PANEL).min(n));
                     matmul_columns_f32((m, n, k), true, dy, false, x, n, (j0, j1), panel, ldc);
@@ -452,17 +464,57 @@ pub(super) fn exec(
                         // SAFETY: columns `j0..j1` are this panel's, and each panel is scored by
                         // one call of `score_panels` only (the two calls take disjoint `qs`).
                         let scores = unsafe { out.slice(row.clone()) };
-                        for (((s, &g), &w), &w0) in
-                            scores.iter_mut().zip(g).zip(&w[row.clone()]).zip(&w0[row])
+                        for (((s, &g), &w), &w0) in scores
+                            .iter_mut()
+                            .zip(g)
+                            .zip(&w[row.clone()])
+                            .zip(&w0[row.clone()])
                         {
                             // The interpreter's scale, sub and dropback_score, one IEEE op each.
                             let d = (w - g * lr) - w0;
                             *s = if d < 0.0 { -d } else { d + 0.0 };
                         }
+                        let (w_row, g_row) = (&w[row.clone()], g);
+                        if let (Some(list), Some((_, offset, t_float, cap))) = (&mut mine, feed) {
+                            // Few scores reach the floor: test 16 at a time (a branch-free
+                            // fold the compiler vectorises), then the few blocks that have one.
+                            for (b, block) in scores.chunks(16).enumerate() {
+                                let any = block
+                                    .iter()
+                                    .fold(false, |a, &s| a | (s >= t_float) | s.is_nan());
+                                if !any {
+                                    continue;
+                                }
+                                for (c, &s) in block.iter().enumerate() {
+                                    if s >= t_float || s.is_nan() {
+                                        let j = 16 * b + c;
+                                        let pos = offset + row.start + j;
+                                        // The updated weight there, as `grad_update` makes it.
+                                        let w1 = w_row[j] - g_row[j] * lr;
+                                        list.push((score_key(s), pos as u64, w1));
+                                    }
+                                }
+                            }
+                            // Too many to be worth it: the selection reads every score.
+                            if list.len() > cap {
+                                mine = None;
+                            }
+                        }
                     }
                 }
+                found.lock().unwrap_or_else(|e| e.into_inner()).push(mine);
             };
             over_panels(cx, m * n * k, m * ldc, panels, &score_panels)?;
+            if let Some((t, ..)) = feed {
+                let sel = &mut cx.selections[t];
+                for part in found.into_inner().unwrap_or_else(|e| e.into_inner()) {
+                    match part {
+                        Some(list) if !sel.overflow => sel.candidates.extend(list),
+                        _ => sel.overflow = true,
+                    }
+                }
+                sel.fed_this_run += 1;
+            }
         }
         Body::GradApply {
             offset,
@@ -568,6 +620,30 @@ pub(super) fn exec(
             };
             let mut values = std::mem::take(out_f(f_out, Loc::F(j))?);
             let indices = selection_out(s_out, *out)?;
+            // The selection was made from candidates that carry the new values: no gradient
+            // to make again, only the comparison with `w0`.
+            let carried = cx.update_feed.and_then(|t| {
+                let s = &cx.selections[t];
+                Some((&s.candidates[..s.selected?], weight.as_ref()?.1))
+            });
+            if let Some((chosen, w0)) = carried {
+                let w0 = env.float(w0);
+                check("an initial weight", w0.len(), m * n)?;
+                let (lo, hi) = (*offset as u64, (*offset + m * n) as u64);
+                let a = chosen.partition_point(|c| c.1 < lo);
+                let b = chosen.partition_point(|c| c.1 < hi);
+                indices.clear();
+                values.clear();
+                for &(_, pos, w1) in &chosen[a..b] {
+                    let idx = (pos - lo) as usize;
+                    if w1.to_bits() != w0[idx].to_bits() {
+                        indices.push(idx as u64);
+                        values.push(w1);
+                    }
+                }
+                *out_f(f_out, Loc::F(j))? = values;
+                return Ok(());
+            }
             let r = super::stream::grad_update(
                 entry()?,
                 env,
@@ -586,7 +662,7 @@ pub(super) fn exec(
         Body::TopkSelect { k, scores, out } => {
             let o = selection_out(s_out, *out)?;
             let s: Vec<&[f32]> = scores.iter().map(|&l| env.float(l)).collect();
-            topk_select(&s, *k, cx.topk_scratch, o);
+            select_top(cx, &s, *k, o);
         }
         Body::TrackedSet { param, out } => {
             let o = selection_out(s_out, *out)?;
@@ -794,4 +870,104 @@ fn selection_out(s_out: &mut [(usize, Vec<u64>)], out: Loc) -> Result<&mut Vec<u
         .find(|(x, _)| *x == j)
         .map(|(_, v)| v)
         .ok_or_else(|| "internal: output not taken".into())
+}
+
+/// One `topk_select` of the step and what its score kernels gathered for it this run.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Selection {
+    /// Which of its operands `grad_score` kernels make (and gather candidates for).
+    pub fed: Vec<bool>,
+    /// The floor for this run: the order key of half the last run's `k`-th largest score;
+    /// `None` before the first run.
+    pub floor: Option<u64>,
+    /// How many candidates a kernel may gather before giving up on them.
+    pub cap: usize,
+    /// Every score at or above the floor that the fed operands made this run (key, position,
+    /// the updated weight there: NaN for an operand no score kernel makes). Once selected
+    /// from, the first `k` are the selection, in position order.
+    pub candidates: Vec<(u64, u64, f32)>,
+    /// How many fed operands gathered this run, and whether one gave up.
+    pub fed_this_run: usize,
+    pub overflow: bool,
+    /// This run's selection was made from the candidates: the first `selected` of them.
+    pub selected: Option<usize>,
+    /// Where each operand starts (positions).
+    pub offsets: Vec<u64>,
+}
+
+impl Selection {
+    /// Ready for a run: nothing gathered yet.
+    pub fn reset(&mut self) {
+        self.candidates.clear();
+        self.fed_this_run = 0;
+        self.overflow = false;
+        self.selected = None;
+    }
+}
+
+/// The top `k` of `scores` into `out`: `topk_select`'s selection. When the step's score kernels
+/// gathered every score at or above a floor and at least `k` did, the `k` largest are among
+/// them (every score left out is below every one gathered), and only those are ranked; else
+/// every score is. Either way the floor for the next run follows the `k`-th largest score.
+fn select_top(cx: &mut Ctx<'_>, scores: &[&[f32]], k: usize, out: &mut Vec<u64>) {
+    let gathered = match cx.selection {
+        Some(t) => {
+            let sel = &mut cx.selections[t];
+            let fed = sel.fed.iter().filter(|&&f| f).count();
+            match sel.floor {
+                Some(floor) if !sel.overflow && sel.fed_this_run == fed && fed > 0 => {
+                    // The operands no score kernel makes (a bias's scores): read here.
+                    let mut offset = 0u64;
+                    for (s, &is_fed) in scores.iter().zip(&sel.fed) {
+                        if !is_fed {
+                            for (i, &x) in s.iter().enumerate() {
+                                let key = score_key(x);
+                                if key >= floor {
+                                    sel.candidates.push((key, offset + i as u64, f32::NAN));
+                                }
+                            }
+                        }
+                        offset += s.len() as u64;
+                    }
+                    sel.candidates.len() >= k
+                }
+                _ => false,
+            }
+        }
+        None => false,
+    };
+    match (gathered, cx.selection) {
+        (true, Some(t)) => {
+            topk_among(&mut cx.selections[t].candidates, k, out);
+            cx.selections[t].selected = Some(out.len());
+        }
+        _ => topk_select(scores, k, cx.topk_scratch, out),
+    }
+    if let Some(t) = cx.selection {
+        // The k-th largest score's key: the smallest key selected.
+        let mut kth = u64::MAX;
+        let mut at = out.iter().peekable();
+        let mut offset = 0u64;
+        for s in scores {
+            let end = offset + s.len() as u64;
+            while let Some(&&p) = at.peek() {
+                if p >= end {
+                    break;
+                }
+                kth = kth.min(score_key(s[(p - offset) as usize]));
+                at.next();
+            }
+            offset = end;
+        }
+        const POSITIVE: u64 = 1 << 31;
+        let sel = &mut cx.selections[t];
+        // Half the k-th largest score: the threshold moves little from one step to the next
+        // (on LeNet-300-100, k = N/25, batch 64: nearly every step at least k scores reach it,
+        // about 1.1·k of them), and a step where fewer do reads every score instead.
+        sel.floor = (!out.is_empty() && kth >= POSITIVE).then(|| {
+            let kth_score = f32::from_bits((kth - POSITIVE) as u32);
+            score_key(kth_score * 0.5)
+        });
+        sel.cap = 4 * k + 4096;
+    }
 }

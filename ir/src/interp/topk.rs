@@ -254,6 +254,33 @@ fn threshold_bucket(hist: &[usize], k: usize) -> (usize, usize) {
     (0, k - above)
 }
 
+/// The top `k` of `candidates` (order key, position, anything the caller carries along) in
+/// [`topk_select`]'s order (larger key first, then the lower position), their positions
+/// ascending into `out`, and the chosen candidates moved to the front of `candidates` in that
+/// position order: the selection of `topk_select` over every score when `candidates` holds
+/// every position whose key is at least the `k`-th largest's (a caller's superset, e.g. every
+/// score above a floor, when at least `k` passed it).
+pub fn topk_among<P: Copy>(candidates: &mut [(u64, u64, P)], k: usize, out: &mut Vec<u64>) {
+    out.clear();
+    let k = k.min(candidates.len());
+    if k == 0 {
+        return;
+    }
+    let better = |a: &(u64, u64, P), b: &(u64, u64, P)| b.0.cmp(&a.0).then(a.1.cmp(&b.1));
+    if k < candidates.len() {
+        candidates.select_nth_unstable_by(k - 1, better);
+    }
+    candidates[..k].sort_unstable_by_key(|c| c.1);
+    out.extend(candidates[..k].iter().map(|c| c.1));
+}
+
+/// The order key of a score: [`topk_select`]'s order of `f32` values as unsigned integers
+/// (`−0 = +0`, NaN above every number).
+#[inline(always)]
+pub fn score_key(x: f32) -> u64 {
+    order_key32(x)
+}
+
 /// [`order_key`] for an `f32`, in 32 bits: the same order. Branch-free (selects only), since
 /// it runs over every score twice per step.
 #[inline(always)]
@@ -527,6 +554,32 @@ mod stream_tests {
             ] {
                 assert_eq!(streamed(scores, k), dense(scores, k), "k = {k}");
             }
+        }
+    }
+
+    /// Ranking only the scores at or above a floor gives the whole selection whenever at
+    /// least `k` reach it (ties at the floor included).
+    #[test]
+    fn candidates_above_a_floor_give_the_whole_selection() {
+        let scores: Vec<f32> = (0..3000u32)
+            .map(|i| ((i * 7919) % 1000) as f32 * 0.01)
+            .collect();
+        for floor_score in [0.0f32, 2.5, 5.0, 9.0] {
+            let floor = score_key(floor_score);
+            let mut candidates: Vec<(u64, u64, ())> = scores
+                .iter()
+                .enumerate()
+                .filter(|&(_, &x)| score_key(x) >= floor)
+                .map(|(i, &x)| (score_key(x), i as u64, ()))
+                .collect();
+            let reach = candidates.len();
+            for k in [1, 10, reach / 2, reach] {
+                let mut c = candidates.clone();
+                let mut out = Vec::new();
+                topk_among(&mut c, k, &mut out);
+                assert_eq!(out, dense(&scores, k), "floor {floor_score}, k {k}");
+            }
+            candidates.clear();
         }
     }
 
