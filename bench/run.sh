@@ -33,7 +33,10 @@ echo "== peers (bench/setup.sh)"
 bash "$root/bench/setup.sh"
 
 mkdir -p "$results"
-rm -f "$results"/*.jsonl "$results"/check.txt "$results"/machine.json
+# The peers' and sparsec's results; bench/scale.sh replaces its own (and keeps them when told
+# to skip them: SKIP_CURVE=1 SKIP_SCALE=1).
+rm -f "$results"/torch.jsonl "$results"/jax.jsonl "$results"/sparsec-*.jsonl "$results"/check.txt \
+    "$results"/machine.json
 load() { cut -d' ' -f1-3 /proc/loadavg; }
 load_before="$(load)"
 if awk '{exit !($1 > 0.5)}' /proc/loadavg; then
