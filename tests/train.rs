@@ -99,22 +99,24 @@ fn a_stopped_and_resumed_run_equals_an_uninterrupted_one() {
     let a = std::fs::read(whole.join("model.safetensors")).unwrap();
     let b = std::fs::read(parts.join("model.safetensors")).unwrap();
     assert!(a == b, "resumed weights differ from the uninterrupted run");
-    let m = |d: &Path| {
-        std::fs::read_to_string(d.join("metrics.jsonl"))
-            .unwrap()
-            .lines()
-            .map(|l| {
-                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-                v.as_object_mut().unwrap().remove("wall");
-                v
-            })
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(m(&whole), m(&parts), "metrics differ");
+    assert_eq!(metrics(&whole), metrics(&parts), "metrics differ");
     assert_eq!(
         summary(&whole)["test_accuracy"],
         summary(&parts)["test_accuracy"]
     );
+}
+
+/// A run's metrics lines without their wall-clock times.
+fn metrics(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v.as_object_mut().unwrap().remove("wall");
+            v
+        })
+        .collect()
 }
 
 #[test]
@@ -687,17 +689,6 @@ fn a_run_within_a_budget_below_its_weights_keeps_them_as_entries() {
         .contains(&"fc1.weight.tracked_values".to_owned()));
 
     // The same training, bit for bit: the same metrics and the same evaluation.
-    let metrics = |d: &Path| {
-        std::fs::read_to_string(d.join("metrics.jsonl"))
-            .unwrap()
-            .lines()
-            .map(|l| {
-                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-                v.as_object_mut().unwrap().remove("wall");
-                v
-            })
-            .collect::<Vec<_>>()
-    };
     assert_eq!(metrics(&free), metrics(&tight));
     let eval = |d: &Path| {
         let out = ok(&sparsec(&["eval", "--weights", d.to_str().unwrap()]));

@@ -538,30 +538,11 @@ pub(super) fn exec(
             let o = out_f(f_out, *out)?;
             check("an applied weight", o.len(), m * n)?;
             o.copy_from_slice(w0);
-            let sel = env.sparse(*sel);
-            let lo = sel.partition_point(|&i| (i as usize) < offset);
-            let hi = sel.partition_point(|&i| (i as usize) < offset + m * n);
-            let mine = &sel[lo..hi];
-            if mine.is_empty() || n == 0 {
+            let Some((start, by_panel)) = selected_by_panel(env.sparse(*sel), offset, (m, n))
+            else {
                 return Ok(());
-            }
-            // The selected positions by panel (counting sort, ascending within a panel).
-            let panels = n.div_ceil(GEMM_PANEL);
-            let panel_of = |i: u64| ((i as usize - offset) % n) / GEMM_PANEL;
-            let mut start = vec![0usize; panels + 1];
-            for &i in mine {
-                start[panel_of(i) + 1] += 1;
-            }
-            for q in 0..panels {
-                start[q + 1] += start[q];
-            }
-            let mut fill = start.clone();
-            let mut by_panel = vec![0u64; mine.len()];
-            for &i in mine {
-                let q = panel_of(i);
-                by_panel[fill[q]] = i;
-                fill[q] += 1;
-            }
+            };
+            let panels = start.len() - 1;
             let ldc = if n > 1 { GEMM_PANEL } else { 1 };
             let out = DisjointOut {
                 ptr: o.as_mut_ptr(),
@@ -870,6 +851,39 @@ fn selection_out(s_out: &mut [(usize, Vec<u64>)], out: Loc) -> Result<&mut Vec<u
         .find(|(x, _)| *x == j)
         .map(|(_, v)| v)
         .ok_or_else(|| "internal: output not taken".into())
+}
+
+/// The positions of `sel` in the weight `[m, n]` at `offset` grouped by 64-column gradient
+/// panel (a counting sort, ascending within a panel): panel `q`'s are
+/// `by_panel[start[q]..start[q + 1]]`. `None` when none is selected.
+pub(super) fn selected_by_panel(
+    sel: &[u64],
+    offset: usize,
+    (m, n): (usize, usize),
+) -> Option<(Vec<usize>, Vec<u64>)> {
+    let lo = sel.partition_point(|&i| (i as usize) < offset);
+    let hi = sel.partition_point(|&i| (i as usize) < offset + m * n);
+    let mine = &sel[lo..hi];
+    if mine.is_empty() || n == 0 {
+        return None;
+    }
+    let panels = n.div_ceil(GEMM_PANEL);
+    let panel_of = |i: u64| ((i as usize - offset) % n) / GEMM_PANEL;
+    let mut start = vec![0usize; panels + 1];
+    for &i in mine {
+        start[panel_of(i) + 1] += 1;
+    }
+    for q in 0..panels {
+        start[q + 1] += start[q];
+    }
+    let mut fill = start.clone();
+    let mut by_panel = vec![0u64; mine.len()];
+    for &i in mine {
+        let q = panel_of(i);
+        by_panel[fill[q]] = i;
+        fill[q] += 1;
+    }
+    Some((start, by_panel))
 }
 
 /// One `topk_select` of the step and what its score kernels gathered for it this run.

@@ -292,29 +292,10 @@ pub(super) fn grad_update(
         super::exec::check("a weight", wv.len(), m * n)?;
         super::exec::check("an initial weight", w0v.len(), m * n)?;
     }
-    let lo = sel.partition_point(|&i| (i as usize) < offset);
-    let hi = sel.partition_point(|&i| (i as usize) < offset + m * n);
-    let mine = &sel[lo..hi];
-    if mine.is_empty() || n == 0 {
+    let Some((start, by_panel)) = super::exec::selected_by_panel(sel, offset, (m, n)) else {
         return Ok(());
-    }
-    // The selected positions by panel (a counting sort, ascending within a panel).
-    let panels = n.div_ceil(GEMM_PANEL);
-    let panel_of = |i: u64| ((i as usize - offset) % n) / GEMM_PANEL;
-    let mut start = vec![0usize; panels + 1];
-    for &i in mine {
-        start[panel_of(i) + 1] += 1;
-    }
-    for q in 0..panels {
-        start[q + 1] += start[q];
-    }
-    let mut fill = start.clone();
-    let mut by_panel = vec![0u64; mine.len()];
-    for &i in mine {
-        let q = panel_of(i);
-        by_panel[fill[q]] = i;
-        fill[q] += 1;
-    }
+    };
+    let panels = start.len() - 1;
     let ld = g.ld();
     let found = std::sync::Mutex::new(Vec::new());
     let update_panels = |qs: std::ops::Range<usize>, scratch: &mut [f32]| {
