@@ -898,7 +898,7 @@ pub(super) struct Selection {
     pub cap: usize,
     /// Every score at or above the floor that the fed operands made this run (key, position,
     /// the updated weight there: NaN for an operand no score kernel makes). Once selected
-    /// from, the first `k` are the selection, in position order.
+    /// from, the selection, in position order.
     pub candidates: Vec<(u64, u64, f32)>,
     /// How many fed operands gathered this run, and whether one gave up.
     pub fed_this_run: usize,

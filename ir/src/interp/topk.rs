@@ -255,23 +255,39 @@ fn threshold_bucket(hist: &[usize], k: usize) -> (usize, usize) {
 }
 
 /// The top `k` of `candidates` (order key, position, anything the caller carries along) in
-/// [`topk_select`]'s order (larger key first, then the lower position), their positions
-/// ascending into `out`, and the chosen candidates moved to the front of `candidates` in that
-/// position order: the selection of `topk_select` over every score when `candidates` holds
-/// every position whose key is at least the `k`-th largest's (a caller's superset, e.g. every
-/// score above a floor, when at least `k` passed it).
-pub fn topk_among<P: Copy>(candidates: &mut [(u64, u64, P)], k: usize, out: &mut Vec<u64>) {
+/// [`topk_select`]'s order (larger key first, then the lower position): their positions
+/// ascending into `out`, and `candidates` left holding just those, in that position order.
+/// This is `topk_select`'s selection over every score when `candidates` holds every position
+/// whose key is at least the `k`-th largest's (a caller's superset, e.g. every score above a
+/// floor, when at least `k` passed it).
+///
+/// The candidates are put in position order first (a stable sort, which merges the ascending
+/// runs a caller gathering panel by panel produces), then the `k`-th largest key is found on
+/// the keys alone, and one pass in position order keeps every larger key and, of the keys
+/// equal to it, the first ones: ties to the lower position.
+pub fn topk_among<P: Copy>(candidates: &mut Vec<(u64, u64, P)>, k: usize, out: &mut Vec<u64>) {
     out.clear();
     let k = k.min(candidates.len());
     if k == 0 {
+        candidates.clear();
         return;
     }
-    let better = |a: &(u64, u64, P), b: &(u64, u64, P)| b.0.cmp(&a.0).then(a.1.cmp(&b.1));
-    if k < candidates.len() {
-        candidates.select_nth_unstable_by(k - 1, better);
-    }
-    candidates[..k].sort_unstable_by_key(|c| c.1);
-    out.extend(candidates[..k].iter().map(|c| c.1));
+    candidates.sort_by_key(|c| c.1);
+    let mut keys: Vec<u64> = candidates.iter().map(|c| c.0).collect();
+    let (_, &mut kth, _) = keys.select_nth_unstable_by(k - 1, |a, b| b.cmp(a));
+    let above = keys.iter().filter(|&&key| key > kth).count();
+    let mut ties = k - above;
+    candidates.retain(|c| {
+        if c.0 > kth {
+            true
+        } else if c.0 == kth && ties > 0 {
+            ties -= 1;
+            true
+        } else {
+            false
+        }
+    });
+    out.extend(candidates.iter().map(|c| c.1));
 }
 
 /// The order key of a score: [`topk_select`]'s order of `f32` values as unsigned integers
@@ -575,9 +591,12 @@ mod stream_tests {
             let reach = candidates.len();
             for k in [1, 10, reach / 2, reach] {
                 let mut c = candidates.clone();
+                // Gathered panel by panel: runs in position order, not one.
+                c.reverse();
                 let mut out = Vec::new();
                 topk_among(&mut c, k, &mut out);
                 assert_eq!(out, dense(&scores, k), "floor {floor_score}, k {k}");
+                assert_eq!(c.iter().map(|x| x.1).collect::<Vec<_>>(), out);
             }
             candidates.clear();
         }
