@@ -978,10 +978,14 @@ fn select_top(cx: &mut Ctx<'_>, scores: &[&[f32]], k: usize, out: &mut Vec<u64>)
         // Half the k-th largest score: the threshold moves little from one step to the next
         // (on LeNet-300-100, k = N/25, batch 64: nearly every step at least k scores reach it,
         // about 1.1·k of them), and a step where fewer do reads every score instead.
-        sel.floor = (!out.is_empty() && kth >= POSITIVE).then(|| {
-            let kth_score = f32::from_bits((kth - POSITIVE) as u32);
-            score_key(kth_score * 0.5)
-        });
+        // A floor of 0 lets every score through (a k-th largest score of 0: most of a
+        // batch-1 step's scores are exact zeros): then every score is read instead.
+        sel.floor = (!out.is_empty() && kth >= POSITIVE)
+            .then(|| {
+                let kth_score = f32::from_bits((kth - POSITIVE) as u32);
+                score_key(kth_score * 0.5)
+            })
+            .filter(|&floor| floor > POSITIVE);
         sel.cap = 4 * k + 4096;
     }
 }
