@@ -848,12 +848,40 @@ fn tensor_i32(
 
 /// Read the weights of `model.safetensors` into `state` (indexed like `module.params`). A
 /// tracked weight is read densely and kept as the entries that differ from its initial value
-/// (under the file's `init_scale`); for resuming, [`load`] reads its exact entries instead.
+/// (under the file's `init_scale`); for resuming, [`load`] reads its exact entries instead. A
+/// file that keeps its tracked weights in the training state beside it (`tracked_in_state`)
+/// has them read from there.
 pub fn load_weights(
     path: &Path,
     module: &Module,
     state: &mut State<f32>,
 ) -> Result<ModelMeta, String> {
+    let (meta, in_state) = load_stored_weights(path, module, state)?;
+    if !in_state.is_empty() {
+        let state_path = path.with_file_name("train_state.safetensors");
+        if !state_path.is_file() {
+            return Err(format!(
+                "`{}` keeps its tracked weights in the train_state.safetensors beside it, \
+                 which is missing: load the run directory (or its checkpoint) instead",
+                path.display()
+            ));
+        }
+        let bytes = read(&state_path)?;
+        let (st, _) = open_train_state(&state_path, &bytes, meta.step)?;
+        for i in in_state {
+            load_tracked(&state_path, &st, module, state, i)?;
+        }
+    }
+    Ok(meta)
+}
+
+/// The weights `model.safetensors` holds, into `state`; returns its metadata and the tracked
+/// weights it leaves to the training state (`tracked_in_state`).
+fn load_stored_weights(
+    path: &Path,
+    module: &Module,
+    state: &mut State<f32>,
+) -> Result<(ModelMeta, Vec<usize>), String> {
     let bytes = read(path)?;
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|e| format!("`{}` is not a safetensors file: {e}", path.display()))?;
@@ -878,33 +906,26 @@ pub fn load_weights(
         let v = tensor_f32(path, &st, &p.name, &p.ty.shape)?;
         state.set_dense_value(module, i, v);
     }
-    if !in_state.is_empty() {
-        // The tracked weights are in the training state beside the file.
-        let state_path = path.with_file_name("train_state.safetensors");
-        if !state_path.is_file() {
-            return Err(format!(
-                "`{}` keeps its tracked weights in the train_state.safetensors beside it, \
-                 which is missing: load the run directory (or its checkpoint) instead",
-                path.display()
-            ));
-        }
-        let bytes = read(&state_path)?;
-        let st = SafeTensors::deserialize(&bytes)
-            .map_err(|e| format!("`{}` is not a safetensors file: {e}", state_path.display()))?;
-        let train: TrainMeta = metadata(&state_path, &bytes)?;
-        if train.step != meta.step {
-            return Err(format!(
-                "`{}`: the weights are from step {} but the training state from step {}",
-                path.display(),
-                meta.step,
-                train.step
-            ));
-        }
-        for i in in_state {
-            load_tracked(&state_path, &st, module, state, i)?;
-        }
+    Ok((meta, in_state))
+}
+
+/// A training state file's tensors and metadata, checked to be of the weights' `step`.
+fn open_train_state<'b>(
+    path: &Path,
+    bytes: &'b [u8],
+    step: u64,
+) -> Result<(SafeTensors<'b>, TrainMeta), String> {
+    let st = SafeTensors::deserialize(bytes)
+        .map_err(|e| format!("`{}` is not a safetensors file: {e}", path.display()))?;
+    let meta: TrainMeta = metadata(path, bytes)?;
+    if meta.step != step {
+        return Err(format!(
+            "`{}`: the weights are from step {step} but the training state from step {}",
+            path.display(),
+            meta.step
+        ));
     }
-    Ok(meta)
+    Ok((st, meta))
 }
 
 /// Read the tracked entries of parameter `i` from a training state file into `state`.
@@ -951,20 +972,12 @@ fn load_tracked(
 /// Read a whole checkpoint directory: weights, tracked entries and optimizer state into
 /// `state`, and where the run stood.
 pub fn load(dir: &Path, module: &Module, state: &mut State<f32>) -> Result<TrainMeta, String> {
-    let model_meta = load_weights(&dir.join("model.safetensors"), module, state)?;
+    // Every tracked weight's entries are read below, so those the weights file leaves to the
+    // training state are not read twice.
+    let (model_meta, _) = load_stored_weights(&dir.join("model.safetensors"), module, state)?;
     let path = dir.join("train_state.safetensors");
     let bytes = read(&path)?;
-    let st = SafeTensors::deserialize(&bytes)
-        .map_err(|e| format!("`{}` is not a safetensors file: {e}", path.display()))?;
-    let meta: TrainMeta = metadata(&path, &bytes)?;
-    if meta.step != model_meta.step {
-        return Err(format!(
-            "`{}`: the weights are from step {} but the training state from step {}",
-            dir.display(),
-            model_meta.step,
-            meta.step
-        ));
-    }
+    let (st, meta) = open_train_state(&path, &bytes, model_meta.step)?;
     for (i, p) in module.params.iter().enumerate() {
         match p.role {
             Role::Momentum(of) => {

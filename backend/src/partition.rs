@@ -795,19 +795,18 @@ pub fn partition(m: &Module, func: &str) -> Result<KernelProgram, String> {
     // score or a data gradient) is read from that buffer by its forward product too, instead
     // of being regenerated a second time inside the product's tiles: the same values, so the
     // same bits, and one ChaCha8 pass per step instead of two.
-    // Likewise its update, and its data-gradient product `dy · W`, instead of remaking the
+    // Likewise its data-gradient product `dy · W` and its update, instead of remaking the
     // weight per panel.
-    for n in 0..b.nodes.len() {
-        if let Nk::GradUpdate { p, .. } = b.nodes[n].kind {
-            if let (Some(&eff), Some(&w0)) = (b.eff.get(&p), b.w0.get(&p)) {
-                b.nodes[n].ops.extend([eff, w0]);
-            }
-        }
-    }
     for n in 0..b.nodes.len() {
         let (p, layout, mm, nn, k) = match b.nodes[n].kind {
             Nk::GemmRegen { p, m, n, k } => (p, Layout::Nt, m, n, k),
             Nk::WeightStream { p, m, n, k } => (p, Layout::Nn, m, n, k),
+            Nk::GradUpdate { p, .. } => {
+                if let (Some(&eff), Some(&w0)) = (b.eff.get(&p), b.w0.get(&p)) {
+                    b.nodes[n].ops.extend([eff, w0]);
+                }
+                continue;
+            }
             _ => continue,
         };
         if let Some(&eff) = b.eff.get(&p) {

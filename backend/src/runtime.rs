@@ -349,9 +349,10 @@ impl JitProgram {
         let mut score_feeds = vec![None; n_kernels];
         let mut selections = vec![exec::Selection::default(); n_kernels];
         for (t, kernel) in plan.kernels.iter().enumerate() {
-            let Body::TopkSelect { scores, .. } = &kernel.body else {
+            let Body::TopkSelect { scores, k, .. } = &kernel.body else {
                 continue;
             };
+            selections[t].cap = 4 * k + 4096;
             let mut offset = 0;
             let mut fed = Vec::with_capacity(scores.len());
             for &l in scores {

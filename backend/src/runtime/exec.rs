@@ -4,11 +4,11 @@
 //! bookkeeping, top-k, the interpreter fallbacks) run here directly.
 
 use sparsec_ir::interp::{
-    eval_op, matmul_columns_f32, score_key, topk_among, topk_select, Input, OpArg, OpOut,
-    GEMM_PANEL,
+    eval_op, score_key, topk_among, topk_select, Input, OpArg, OpOut, GEMM_PANEL,
 };
 use sparsec_ir::module::Init;
 
+use super::stream::Gradient;
 use super::{Ctx, Env, SPLIT_MIN_WORK};
 use crate::abi::Args;
 use crate::codegen::conv::ConvPass;
@@ -428,15 +428,12 @@ pub(super) fn exec(
             out,
         } => {
             let (m, n, k) = (*m, *n, *k);
-            let (dy, x, w, w0) = (env.float(*dy), env.float(*x), env.float(*w), env.float(*w0));
-            check("a gradient operand", dy.len(), k * m)?;
-            check("a gradient operand", x.len(), k * n)?;
+            let gradient = Gradient::new(env, (m, n, k), *dy, *x, *lr)?;
+            let (w, w0, lr, ldc) = (env.float(*w), env.float(*w0), gradient.lr, gradient.ld());
             check("a weight", w.len(), m * n)?;
             check("an initial weight", w0.len(), m * n)?;
-            let lr = *env.float(*lr).first().ok_or("internal: an empty scalar")?;
             let o = out_f(f_out, *out)?;
             check("the scores", o.len(), m * n)?;
-            let ldc = if n > 1 { GEMM_PANEL } else { 1 };
             let panels = n.div_ceil(GEMM_PANEL);
             let out = DisjointOut {
                 ptr: o.as_mut_ptr(),
@@ -457,7 +454,7 @@ pub(super) fn exec(
                 let mut mine: Option<Vec<(u64, u64, f32)>> = feed.map(|_| Vec::new());
                 for q in qs {
                     let (j0, j1) = (q * GEMM_PANEL, ((q + 1) * GEMM_PANEL).min(n));
-                    matmul_columns_f32((m, n, k), true, dy, false, x, n, (j0, j1), panel, ldc);
+                    gradient.panel((j0, j1), panel);
                     for i in 0..m {
                         let g = &panel[i * ldc..][..j1 - j0];
                         let row = i * n + j0..i * n + j1;
@@ -470,9 +467,7 @@ pub(super) fn exec(
                             .zip(&w[row.clone()])
                             .zip(&w0[row.clone()])
                         {
-                            // The interpreter's scale, sub and dropback_score, one IEEE op each.
-                            let d = (w - g * lr) - w0;
-                            *s = if d < 0.0 { -d } else { d + 0.0 };
+                            *s = super::stream::score(w, g, lr, w0);
                         }
                         let (w_row, g_row) = (&w[row.clone()], g);
                         if let (Some(list), Some((_, offset, t_float, cap))) = (&mut mine, feed) {
@@ -530,11 +525,9 @@ pub(super) fn exec(
             out,
         } => {
             let (m, n, k, offset) = (*m, *n, *k, *offset);
-            let (dy, x, w, w0) = (env.float(*dy), env.float(*x), env.float(*w), env.float(*w0));
-            check("a gradient operand", dy.len(), k * m)?;
-            check("a gradient operand", x.len(), k * n)?;
+            let gradient = Gradient::new(env, (m, n, k), *dy, *x, *lr)?;
+            let (w, w0, lr, ldc) = (env.float(*w), env.float(*w0), gradient.lr, gradient.ld());
             check("a weight", w.len(), m * n)?;
-            let lr = *env.float(*lr).first().ok_or("internal: an empty scalar")?;
             let o = out_f(f_out, *out)?;
             check("an applied weight", o.len(), m * n)?;
             o.copy_from_slice(w0);
@@ -543,7 +536,6 @@ pub(super) fn exec(
                 return Ok(());
             };
             let panels = start.len() - 1;
-            let ldc = if n > 1 { GEMM_PANEL } else { 1 };
             let out = DisjointOut {
                 ptr: o.as_mut_ptr(),
                 len: o.len(),
@@ -555,7 +547,7 @@ pub(super) fn exec(
                         continue;
                     }
                     let (j0, j1) = (q * GEMM_PANEL, ((q + 1) * GEMM_PANEL).min(n));
-                    matmul_columns_f32((m, n, k), true, dy, false, x, n, (j0, j1), panel, ldc);
+                    gradient.panel((j0, j1), panel);
                     for &i in here {
                         let idx = i as usize - offset;
                         let (r, c) = (idx / n, idx % n);
@@ -605,7 +597,7 @@ pub(super) fn exec(
             // to make again, only the comparison with `w0`.
             let carried = cx.update_feed.and_then(|t| {
                 let s = &cx.selections[t];
-                Some((&s.candidates[..s.selected?], weight.as_ref()?.1))
+                Some((&s.candidates[..], weight.as_ref()?.1)).filter(|_| s.from_candidates)
             });
             if let Some((chosen, w0)) = carried {
                 let w0 = env.float(w0);
@@ -894,7 +886,8 @@ pub(super) struct Selection {
     /// The floor for this run: the order key of half the last run's `k`-th largest score;
     /// `None` before the first run.
     pub floor: Option<u64>,
-    /// How many candidates a kernel may gather before giving up on them.
+    /// How many candidates a kernel may gather before giving up on them (set with the
+    /// selection's `k`).
     pub cap: usize,
     /// Every score at or above the floor that the fed operands made this run (key, position,
     /// the updated weight there: NaN for an operand no score kernel makes). Once selected
@@ -903,8 +896,8 @@ pub(super) struct Selection {
     /// How many fed operands gathered this run, and whether one gave up.
     pub fed_this_run: usize,
     pub overflow: bool,
-    /// This run's selection was made from the candidates: the first `selected` of them.
-    pub selected: Option<usize>,
+    /// This run's selection was made from the candidates, which now hold just it.
+    pub from_candidates: bool,
     /// Where each operand starts (positions).
     pub offsets: Vec<u64>,
 }
@@ -915,7 +908,7 @@ impl Selection {
         self.candidates.clear();
         self.fed_this_run = 0;
         self.overflow = false;
-        self.selected = None;
+        self.from_candidates = false;
     }
 }
 
@@ -953,7 +946,7 @@ fn select_top(cx: &mut Ctx<'_>, scores: &[&[f32]], k: usize, out: &mut Vec<u64>)
     match (gathered, cx.selection) {
         (true, Some(t)) => {
             topk_among(&mut cx.selections[t].candidates, k, out);
-            cx.selections[t].selected = Some(out.len());
+            cx.selections[t].from_candidates = true;
         }
         _ => topk_select(scores, k, cx.topk_scratch, out),
     }
@@ -986,6 +979,5 @@ fn select_top(cx: &mut Ctx<'_>, scores: &[&[f32]], k: usize, out: &mut Vec<u64>)
                 score_key(kth_score * 0.5)
             })
             .filter(|&floor| floor > POSITIVE);
-        sel.cap = 4 * k + 4096;
     }
 }

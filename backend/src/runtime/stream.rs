@@ -121,18 +121,19 @@ fn panel_parts(scratch: &mut [f32], m: usize, ld: usize) -> (&mut [f32], &mut [f
     (g, w0, &mut w[..m * ld])
 }
 
-/// The operands of one remade gradient, checked.
-struct Gradient<'r> {
+/// The operands of a weight gradient `dyᵀ·x` made 64 columns at a time, checked: every
+/// Dropback kernel that makes its panels.
+pub(super) struct Gradient<'r> {
     m: usize,
     n: usize,
     k: usize,
     dy: &'r [f32],
     x: &'r [f32],
-    lr: f32,
+    pub(super) lr: f32,
 }
 
 impl<'r> Gradient<'r> {
-    fn new(
+    pub(super) fn new(
         env: &Env<'r>,
         (m, n, k): (usize, usize, usize),
         dy: Loc,
@@ -146,7 +147,8 @@ impl<'r> Gradient<'r> {
         Ok(Gradient { m, n, k, dy, x, lr })
     }
 
-    fn ld(&self) -> usize {
+    /// The row stride of a panel.
+    pub(super) fn ld(&self) -> usize {
         if self.n > 1 {
             GEMM_PANEL
         } else {
@@ -155,7 +157,7 @@ impl<'r> Gradient<'r> {
     }
 
     /// Columns `j0..j1` of `dyᵀ·x` into `g` (row `i` at `i·ld`): the stored forms' call.
-    fn panel(&self, (j0, j1): (usize, usize), g: &mut [f32]) {
+    pub(super) fn panel(&self, (j0, j1): (usize, usize), g: &mut [f32]) {
         let (m, n, k) = (self.m, self.n, self.k);
         matmul_columns_f32(
             (m, n, k),
@@ -171,9 +173,10 @@ impl<'r> Gradient<'r> {
     }
 }
 
-/// `|(w − g·lr) − w0|`: `dropback_score_sgd`'s scale, sub and score, one IEEE op each.
+/// `|(w − g·lr) − w0|`: `dropback_score_sgd`'s scale, sub and score, one IEEE op each (the
+/// interpreter's ops), for every kernel that makes the scores.
 #[inline(always)]
-fn score(w: f32, g: f32, lr: f32, w0: f32) -> f32 {
+pub(super) fn score(w: f32, g: f32, lr: f32, w0: f32) -> f32 {
     let d = (w - g * lr) - w0;
     if d < 0.0 {
         -d

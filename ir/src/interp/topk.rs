@@ -335,7 +335,6 @@ fn order_key(x: f64) -> u64 {
 #[derive(Clone, Debug)]
 pub struct StreamSelect {
     k: usize,
-    total: usize,
     /// How many of the key's top bits are fixed, and their value.
     fixed: u32,
     prefix: u32,
@@ -407,7 +406,6 @@ impl StreamSelect {
     pub fn new(k: usize, total: usize) -> StreamSelect {
         let mut s = StreamSelect {
             k: k.min(total),
-            total,
             fixed: 0,
             prefix: 0,
             need: k.min(total),
@@ -504,11 +502,6 @@ impl StreamSelect {
     /// The selected positions, ascending (once [`StreamSelect::next_pass`] is `None`).
     pub fn into_selection(self) -> Vec<u64> {
         self.out
-    }
-
-    /// The number of scores visited per pass.
-    pub fn total(&self) -> usize {
-        self.total
     }
 }
 
