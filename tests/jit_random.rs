@@ -369,6 +369,7 @@ impl Coverage {
                 Body::SoftmaxXent { .. } => self.add("softmax_xent", true),
                 Body::MaxPool { .. } => self.add("max_pool", true),
                 Body::Conv { .. } => self.add("conv", true),
+                Body::ConvWeightGrad { .. } => self.add("conv weight gradient", true),
                 Body::TrackedSet { .. } => self.add("tracked_set", true),
                 Body::MaskIndex { .. } => self.add("mask_index", true),
                 Body::Masked { kind, .. } => self.add(kind.name(), true),

@@ -280,6 +280,14 @@ pub enum Body {
         b: Loc,
         out: Loc,
     },
+    /// `conv2d_weight_grad x, dy`: the interpreter's kernel (image groups, one deep product
+    /// each), with `dW`'s columns split over the threads at multiples of the GEMM panel.
+    ConvWeightGrad {
+        geom: ConvGeom,
+        x: Loc,
+        dy: Loc,
+        out: Loc,
+    },
     /// One instruction on the interpreter's kernel.
     Interp {
         op: Op,
@@ -349,6 +357,7 @@ impl Kernel {
             Body::MaxPool { spec, .. } if spec.grad => "maxpool2d_grad".into(),
             Body::MaxPool { .. } => "maxpool2d".into(),
             Body::Conv { spec, .. } => spec.pass.name().into(),
+            Body::ConvWeightGrad { .. } => "conv2d_weight_grad".into(),
             Body::Interp { op, .. } => format!("interp.{}", op.name()),
         }
     }
@@ -829,7 +838,9 @@ impl KernelProgram {
                 x,
                 out: o,
             } => {
-                out.push(format!("for c in 0..{channels}"));
+                out.push(format!(
+                    "for c in 0..{channels} (8 channels side by side; threads split here)"
+                ));
                 out.push(format!(
                     "  {}[c] = sum over b in 0..{outer}, i in 0..{inner} ascending of {}[b, c, i]",
                     self.loc(*o),
@@ -872,7 +883,7 @@ impl KernelProgram {
             } => {
                 let s = spec;
                 out.push(format!(
-                    "for plane in 0..{}, oh in 0..{}, ow in 0..{} (one thread)",
+                    "for plane in 0..{}, oh in 0..{}, ow in 0..{} (threads split the planes)",
                     s.planes, s.oh, s.ow
                 ));
                 out.push(format!(
@@ -887,6 +898,11 @@ impl KernelProgram {
                     s.w
                 ));
                 match dy {
+                    Some(dy) if s.tiles() => out.push(format!(
+                        "  {}[plane, window] = {}[plane, oh, ow] at `at`, 0 elsewhere (the windows tile the plane)",
+                        self.loc(*o),
+                        self.loc(*dy)
+                    )),
                     Some(dy) => out.push(format!(
                         "  {}[plane, at] += {}[plane, oh, ow] (after zeroing)",
                         self.loc(*o),
@@ -916,11 +932,7 @@ impl KernelProgram {
                     s.pw,
                     s.oh,
                     s.ow,
-                    if s.pass == ConvPass::WeightGrad {
-                        "one thread: one running sum over the images"
-                    } else {
-                        "threads split the images, each with its own scratch"
-                    }
+                    "threads split the images, each with its own scratch"
                 ));
                 match s.pass {
                     ConvPass::Forward => {
@@ -939,15 +951,35 @@ impl KernelProgram {
                         ));
                         out.push(format!("  {o}[i] += col2im cols (JIT loop)"));
                     }
-                    ConvPass::WeightGrad => {
-                        out.push(format!("{o} = 0; for i in 0..{}", s.b));
-                        out.push(format!("  cols = im2col {a}[i] (JIT loop)"));
-                        out.push(format!(
-                            "  call {GEMM_IMPORT}({}x{ckk}x{p}, {b}[i][o, p] * cols[ckk, p]^T, accumulate) -> {o}",
-                            s.o
-                        ));
-                    }
                 }
+            }
+            Body::ConvWeightGrad {
+                geom: g,
+                x,
+                dy,
+                out: o,
+            } => {
+                let (ckk, p, group) = (g.ckk(), g.p(), g.weight_grad_group());
+                let (x, dy, o) = (self.loc(*x), self.loc(*dy), self.loc(*o));
+                let [first, second] = g.weight_grad_halves();
+                out.push(format!(
+                    "geometry x [{}, {}, {}, {}], dW [{}, {}, {}, {}], stride {}x{}, padding {}x{}, \
+                     out {}x{}; images in groups of {group}",
+                    g.b, g.c, g.h, g.w, g.o, g.c, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.oh, g.ow,
+                ));
+                out.push(format!(
+                    "for half in [{first:?}, {second:?}] (threads split here, each with its own scratch)"
+                ));
+                out.push("  for each group G of the half's images (host loop)".to_string());
+                out.push(format!(
+                    "    cols = [im2col {x}[i] for i in G] [{ckk}, |G|*{p}]; dyG = {dy}[G] as [{}, |G|*{p}]",
+                    g.o
+                ));
+                out.push(format!(
+                    "    sum (=, then +=) dyG * cols^T ({}x{ckk}x|G|*{p}, the interpreter's product)",
+                    g.o
+                ));
+                out.push(format!("{o} = sum of the first half + sum of the second"));
             }
             Body::Interp {
                 op,
@@ -1056,6 +1088,7 @@ impl KernelProgram {
                 (i, vec![*out])
             }
             Body::Conv { a, b, out, .. } => (vec![*a, *b], vec![*out]),
+            Body::ConvWeightGrad { x, dy, out, .. } => (vec![*x, *dy], vec![*out]),
             Body::Interp { operands, out, .. } => (operands.clone(), vec![*out]),
         }
     }

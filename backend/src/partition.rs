@@ -135,6 +135,8 @@ enum Nk {
     Softmax(SoftmaxSpec),
     MaxPool(PoolSpec),
     Conv(ConvSpec),
+    /// `conv2d_weight_grad` (the interpreter's kernel, on the host).
+    ConvWeightGrad(ConvGeom),
     Interp {
         op: Op,
         shapes: Vec<Vec<usize>>,
@@ -764,7 +766,15 @@ pub fn partition(m: &Module, func: &str) -> Result<KernelProgram, String> {
                     _ => interp(&mut b, inst, &ops, f, len, &name, i),
                 }
             }
-            Op::Conv2d { .. } | Op::Conv2dInputGrad { .. } | Op::Conv2dWeightGrad { .. } => {
+            Op::Conv2dWeightGrad { .. } => {
+                let shapes: Vec<Vec<usize>> = inst.operands.iter().map(|&v| shape_of(v)).collect();
+                let shapes: Vec<&[usize]> = shapes.iter().map(Vec::as_slice).collect();
+                match conv_geom_of(&inst.op, &shapes, &out_shape) {
+                    Some(geom) => b.push(Nk::ConvWeightGrad(geom), ops, len, name.clone(), Some(i)),
+                    None => interp(&mut b, inst, &ops, f, len, &name, i),
+                }
+            }
+            Op::Conv2d { .. } | Op::Conv2dInputGrad { .. } => {
                 let shapes: Vec<Vec<usize>> = inst.operands.iter().map(|&v| shape_of(v)).collect();
                 match conv_spec(&inst.op, &shapes, &out_shape) {
                     Some(spec) if spec.fits() => {
@@ -853,7 +863,6 @@ fn conv_spec(op: &Op, shapes: &[Vec<usize>], out: &[usize]) -> Option<ConvSpec> 
     let pass = match op {
         Op::Conv2d { .. } => ConvPass::Forward,
         Op::Conv2dInputGrad { .. } => ConvPass::InputGrad,
-        Op::Conv2dWeightGrad { .. } => ConvPass::WeightGrad,
         _ => return None,
     };
     let shapes: Vec<&[usize]> = shapes.iter().map(Vec::as_slice).collect();

@@ -434,6 +434,9 @@ impl JitProgram {
             Body::Conv { spec, .. } => {
                 spec.b * spec.o * spec.p() * spec.ckk() >= SPLIT_MIN_WORK * 8
             }
+            Body::ConvWeightGrad { geom: g, .. } => {
+                g.b * g.o * g.p() * g.ckk() >= SPLIT_MIN_WORK * 8
+            }
             _ => false,
         });
         let threads = threads.clamp(1, 2);

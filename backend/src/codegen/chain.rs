@@ -20,7 +20,8 @@
 //! A **channel reduction** ([`emit_reduce_channels`]) is `reduce_sum` of `x: [B, C, I]` over
 //! `B` and `I` (a convolution's bias gradient): `out[c]` adds `x[b, c, i]` one at a time in
 //! `(b, i)` order from `+0`, which is the interpreter's row-major order restricted to channel
-//! `c`. Slots: `x` = `ptr[0]`, out = `ptr[1]`; `int[0..3]` = B, C, I.
+//! `c`. Slots: `x` = `ptr[0]`, out = `ptr[1]`; `int[0..5]` = B, C, I and the channel range
+//! `c0 .. c1` (threads take disjoint ranges).
 
 use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::{types, InstBuilder, Type, Value};
@@ -299,30 +300,71 @@ pub fn emit_reduce_rows(fx: &mut FnCtx<'_>) {
     counted_loop(fx, main_end, c1, 1, |fx, c| body(fx, c, types::F32));
 }
 
-/// The body of a channel reduction (slots in the module docs).
+/// Channels summed side by side: each channel's sum is one chain of dependent additions (its
+/// order is the contract), so only independent chains can hide the adder's latency.
+const CHANNEL_CHAINS: usize = 8;
+
+/// The body of a channel reduction (slots in the module docs): the channels `c0 .. c1` in groups
+/// of [`CHANNEL_CHAINS`] (then of 4, then one at a time), each group's sums advancing together
+/// over `(b, i)`.
 pub fn emit_reduce_channels(fx: &mut FnCtx<'_>) {
     let x = fx.arg_ptr(0);
     let out = fx.arg_ptr(1);
     let outer = fx.arg_int(0);
     let channels = fx.arg_int(1);
     let inner = fx.arg_int(2);
+    let c0 = fx.arg_int(3);
+    let c1 = fx.arg_int(4);
+    let mut start = c0;
+    for width in [CHANNEL_CHAINS, 4, 1] {
+        // Groups of `width` from `start` while they fit below `c1`; the next width goes on
+        // from where they stop.
+        let room = fx.b.ins().isub(c1, start);
+        let groups = fx.b.ins().udiv_imm_u(room, width as i64);
+        let span = fx.b.ins().imul_imm_s(groups, width as i64);
+        let end = fx.b.ins().iadd(start, span);
+        counted_loop(fx, start, end, width as i64, |fx, c| {
+            reduce_channel_group(fx, x, out, (outer, channels, inner), c, width)
+        });
+        start = end;
+    }
+}
+
+/// `out[c + j]` for `j < width`: the sums of channels `c ..` over `(b, i)`, side by side.
+fn reduce_channel_group(
+    fx: &mut FnCtx<'_>,
+    x: Value,
+    out: Value,
+    (outer, channels, inner): (Value, Value, Value),
+    c: Value,
+    width: usize,
+) {
     let zero_i = fx.iconst(0);
     let zero = fx.f32const(0.0);
-    counted_loop(fx, zero_i, channels, 1, |fx, c| {
-        let acc = fx.var(types::F32, zero);
-        counted_loop(fx, zero_i, outer, 1, |fx, b| {
-            let base = fx.b.ins().imul(b, channels);
-            let base = fx.b.ins().iadd(base, c);
-            let base = fx.b.ins().imul(base, inner);
-            let row = fx.elem(x, base);
-            counted_loop(fx, zero_i, inner, 1, |fx, i| {
-                let v = fx.load_at(types::F32, row, i, 0);
-                let s = fx.b.use_var(acc);
+    let accs: Vec<_> = (0..width).map(|_| fx.var(types::F32, zero)).collect();
+    let row_bytes = fx.b.ins().ishl_imm_u(inner, 2);
+    counted_loop(fx, zero_i, outer, 1, |fx, b| {
+        let base = fx.b.ins().imul(b, channels);
+        let base = fx.b.ins().iadd(base, c);
+        let base = fx.b.ins().imul(base, inner);
+        let first = fx.elem(x, base);
+        let rows: Vec<Value> = (0..width as i64)
+            .map(|j| {
+                let off = fx.b.ins().imul_imm_s(row_bytes, j);
+                fx.b.ins().iadd(first, off)
+            })
+            .collect();
+        counted_loop(fx, zero_i, inner, 1, |fx, i| {
+            for (row, acc) in rows.iter().zip(&accs) {
+                let v = fx.load_at(types::F32, *row, i, 0);
+                let s = fx.b.use_var(*acc);
                 let s = fx.b.ins().fadd(s, v);
-                fx.b.def_var(acc, s);
-            });
+                fx.b.def_var(*acc, s);
+            }
         });
-        let s = fx.b.use_var(acc);
-        fx.store_at(s, out, c, 0);
     });
+    for (j, acc) in accs.iter().enumerate() {
+        let s = fx.b.use_var(*acc);
+        fx.store_at(s, out, c, 4 * j as i32);
+    }
 }

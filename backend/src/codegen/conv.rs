@@ -1,6 +1,8 @@
-//! 2-D convolutions `x: [b, c, h, w] ⋆ w: [o, c, kh, kw] → [b, o, oh, ow]` and their two
-//! gradients, bit-exact with the interpreter's `conv2d`, `conv2d_input_grad` and
-//! `conv2d_weight_grad` (`ir/src/interp/kernels.rs`).
+//! 2-D convolutions `x: [b, c, h, w] ⋆ w: [o, c, kh, kw] → [b, o, oh, ow]` and their input
+//! gradient, bit-exact with the interpreter's `conv2d` and `conv2d_input_grad`
+//! (`ir/src/interp/kernels.rs`). The weight gradient is the interpreter's own kernel, run on the
+//! host (`runtime/exec.rs`): it is data movement around one deep product per image group, where
+//! generated code would win nothing.
 //!
 //! The data movement (`im2col` and its adjoint, the scatter-add `col2im`) is Cranelift code here;
 //! every matrix product is the imported GEMM (`crate::jit::sparsec_gemm_f32`, the interpreter's
@@ -11,9 +13,7 @@
 //! - forward: `cols = im2col(x[i])`; `y[i] = W[o, ckk] · cols` (`gemm(o, p, ckk)`, overwrite);
 //! - input gradient: `dx = 0`; `cols = Wᵀ · dy[i]` (`gemm(ckk, p, o)`, A transposed,
 //!   overwrite); `dx[i] += col2im(cols)`, contributions in (channel, kernel row, kernel column,
-//!   oh, ow) order as in the interpreter;
-//! - weight gradient: `dW = 0`; `cols = im2col(x[i])`; `dW += dy[i] · colsᵀ`
-//!   (`gemm(o, ckk, p)`, B transposed, accumulate).
+//!   oh, ow) order as in the interpreter.
 //!
 //! Positions in the padding read as `+0` (`im2col`) or receive nothing (`col2im`): an input row
 //! index is `oh·sh + ki − ph` computed in wrapping unsigned arithmetic, valid when below `h`;
@@ -24,13 +24,10 @@
 //! **Threads.** The kernel runs the images `int[0] .. int[1]`. The forward pass and the input
 //! gradient write each image's result from that image alone, so two threads may take disjoint
 //! image ranges (each with its own `cols`): every image still gets the same
-//! calls, and every output element is computed by one thread. The weight gradient is one
-//! running sum over the whole batch, so it always runs all images on one thread.
+//! calls, and every output element is computed by one thread.
 //!
-//! Slots: forward and weight gradient `x` = `ptr[0]`; forward and input gradient `W` = `ptr[1]`;
-//! input gradient `dy` = `ptr[0]`, weight gradient `dy` = `ptr[1]`; the result = `ptr[2]`;
-//! scratch `cols` (`ckk·p` floats) = `ptr[3]`; the image
-//! range `int[0] .. int[1]` (all of `0 .. b` for the weight gradient). The sizes are compiled
+//! Slots: forward `x` = `ptr[0]`, input gradient `dy` = `ptr[0]`; `W` = `ptr[1]`; the result =
+//! `ptr[2]`; scratch `cols` (`ckk·p` floats) = `ptr[3]`; the image range `int[0] .. int[1]`. The sizes are compiled
 //! in ([`ConvSpec`]); the caller checks the buffers against them. `fx.imports[0]` is the GEMM
 //! import.
 
@@ -46,8 +43,6 @@ pub enum ConvPass {
     Forward,
     /// `conv2d_input_grad dy, W`.
     InputGrad,
-    /// `conv2d_weight_grad x, dy`.
-    WeightGrad,
 }
 
 impl ConvPass {
@@ -55,7 +50,6 @@ impl ConvPass {
         match self {
             ConvPass::Forward => "conv2d",
             ConvPass::InputGrad => "conv2d_input_grad",
-            ConvPass::WeightGrad => "conv2d_weight_grad",
         }
     }
 }
@@ -329,10 +323,6 @@ pub fn emit_conv(fx: &mut FnCtx<'_>, s: &ConvSpec) {
             let n = fx.b.ins().imul_imm_s(images, chw as i64);
             zero_fill(fx, from, n);
         }
-        ConvPass::WeightGrad => {
-            let n = fx.iconst((o * ckk) as i64);
-            zero_fill(fx, out, n);
-        }
         ConvPass::Forward => {}
     }
     counted_loop(fx, b0, b1, 1, |fx, bi| {
@@ -351,13 +341,6 @@ pub fn emit_conv(fx: &mut FnCtx<'_>, s: &ConvSpec) {
                 gemm_call(fx, (ckk, p, o), 1, in1, dyb, p, cols, p);
                 let dxb = fx.elem(out, img);
                 emit_col2im(fx, s, cols, dxb);
-            }
-            ConvPass::WeightGrad => {
-                let xb = fx.elem(in0, img);
-                emit_im2col(fx, s, xb, cols);
-                let dyb = fx.elem(in1, per_out);
-                // B = colsᵀ (flags bit 1, ldb = p), accumulating into dW (bit 2).
-                gemm_call(fx, (o, ckk, p), 2 | 4, dyb, cols, p, out, ckk);
             }
         }
     });

@@ -9,10 +9,15 @@
 //! then adds each `dy` to its window's argmax, windows in row-major order, so overlapping
 //! windows add in the interpreter's order (and a single `+ dy` onto `+0` rounds `−0` the same).
 //!
-//! Slots: x = `ptr[0]`, dy = `ptr[1]` (gradient), out = `ptr[2]`. The caller checks the lengths
+//! When the windows tile the plane exactly ([`PoolSpec::tiles`], as in LeNet's 2×2 pooling), the
+//! gradient writes every element once instead: `+0 + dy` at its window's argmax, `+0` elsewhere
+//! (the same bits, without the zeroing pass and the read-modify-write).
+//!
+//! Slots: x = `ptr[0]`, dy = `ptr[1]` (gradient), out = `ptr[2]`; `int[0]` = the planes to pool
+//! (threads take disjoint planes, the pointers moved to their first). The caller checks the lengths
 //! and the partitioner that every window lies inside its plane.
 
-use cranelift_codegen::ir::condcodes::FloatCC;
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{types, InstBuilder, Value};
 
 use super::loops::counted_loop;
@@ -39,6 +44,16 @@ pub struct PoolSpec {
 }
 
 impl PoolSpec {
+    /// Whether the windows tile each plane exactly: side by side without overlap, every
+    /// element in one window. The gradient then writes each element once (its window's `dy`
+    /// at the argmax, `+0` elsewhere) instead of zeroing the plane and adding.
+    pub fn tiles(&self) -> bool {
+        self.sh == self.kh
+            && self.sw == self.kw
+            && self.oh * self.kh == self.h
+            && self.ow * self.kw == self.w
+    }
+
     /// Whether every window lies inside its plane and is small enough to unroll: what the
     /// kernel relies on (the interpreter's slicing would panic otherwise).
     pub fn fits(&self) -> bool {
@@ -69,12 +84,12 @@ pub fn emit_maxpool(fx: &mut FnCtx<'_>, spec: &PoolSpec) {
     let out = fx.arg_ptr(2);
     let s = *spec;
     let zero = fx.iconst(0);
-    if s.grad {
-        let total = fx.iconst((s.planes * s.h * s.w) as i64);
+    let planes = fx.arg_int(0);
+    if s.grad && !s.tiles() {
+        let total = fx.b.ins().imul_imm_s(planes, (s.h * s.w) as i64);
         let z = fx.f32const(0.0);
         counted_loop(fx, zero, total, 1, |fx, i| fx.store_at(z, out, i, 0));
     }
-    let planes = fx.iconst(s.planes as i64);
     let oh_n = fx.iconst(s.oh as i64);
     let ow_n = fx.iconst(s.ow as i64);
     let ow4 = fx.iconst((s.ow & !3) as i64);
@@ -128,7 +143,20 @@ fn window1(fx: &mut FnCtx<'_>, s: &PoolSpec, p: &Planes, h0: Value, orow: Value,
         }
     }
     let o = fx.b.ins().iadd(orow, ow);
-    if s.grad {
+    if s.grad && s.tiles() {
+        // `+0 + dy` at the argmax (as adding onto the zeroed plane rounds it), `+0` elsewhere.
+        let d = fx.load_at(types::F32, p.dplane, o, 0);
+        let z = fx.f32const(0.0);
+        let d = fx.b.ins().fadd(z, d);
+        for ki in 0..s.kh {
+            for kj in 0..s.kw {
+                let idx = fx.b.ins().iadd_imm_s(origin, (ki * s.w + kj) as i64);
+                let here = fx.b.ins().icmp(IntCC::Equal, idx, best);
+                let v = fx.b.ins().select(here, d, z);
+                fx.store_at(v, p.dxp, idx, 0);
+            }
+        }
+    } else if s.grad {
         let d = fx.load_at(types::F32, p.dplane, o, 0);
         let old = fx.load_at(types::F32, p.dxp, best, 0);
         let sum = fx.b.ins().fadd(old, d);
@@ -173,7 +201,27 @@ fn windows4(fx: &mut FnCtx<'_>, s: &PoolSpec, p: &Planes, h0: Value, orow: Value
         }
     }
     let o = fx.b.ins().iadd(orow, ow);
-    if s.grad {
+    if s.grad && s.tiles() {
+        // Each window's elements: `+0 + dy` at its argmax, `+0` elsewhere (see `window1`).
+        let zero4 = fx.vconst32(F32X4, [0; 4]);
+        let d = fx.load_at(F32X4, p.dplane, o, 0);
+        let d = fx.b.ins().fadd(zero4, d);
+        let dxb = fx.elem(p.dxp, origin);
+        for ki in 0..s.kh {
+            for kj in 0..s.kw {
+                let off = ki * s.w + kj;
+                let here = fx.vconst32(I32X4, [off as u32; 4]);
+                let hit = fx.b.ins().icmp(IntCC::Equal, best, here);
+                let hit = fx.vbitcast(F32X4, hit);
+                let v = fx.b.ins().bitselect(hit, d, zero4);
+                for l in 0..4u8 {
+                    let e = fx.b.ins().extractlane(v, l);
+                    let at = 4 * (l as usize * s.sw + off);
+                    fx.b.ins().store(mem(), e, dxb, at as i32);
+                }
+            }
+        }
+    } else if s.grad {
         for l in 0..4u8 {
             let off = fx.b.ins().extractlane(best, l);
             let off = fx.b.ins().uextend(types::I64, off);

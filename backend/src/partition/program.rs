@@ -490,6 +490,12 @@ pub(super) fn build_program(
                         dy: None,
                         out,
                     },
+                    Nk::ConvWeightGrad(geom) => Body::ConvWeightGrad {
+                        geom: *geom,
+                        x: op(0)?,
+                        dy: op(1)?,
+                        out,
+                    },
                     Nk::Conv(spec) => Body::Conv {
                         spec: *spec,
                         a: op(0)?,

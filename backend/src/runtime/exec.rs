@@ -4,7 +4,8 @@
 //! bookkeeping, top-k, the interpreter fallbacks) run here directly.
 
 use sparsec_ir::interp::{
-    eval_op, score_key, topk_among, topk_select, Input, OpArg, OpOut, GEMM_PANEL,
+    conv2d_weight_grad_images_f32, eval_op, score_key, topk_among, topk_select, Input, OpArg,
+    OpOut, GEMM_PANEL,
 };
 use sparsec_ir::module::Init;
 
@@ -330,10 +331,23 @@ pub(super) fn exec(
             let mut args = Args::default();
             args.ptr[..3].copy_from_slice(&[addr(xv), addr(bv), o.as_mut_ptr() as usize]);
             args.int[..3].copy_from_slice(&[outer as u64, bv.len() as u64, *inner as u64]);
+            // Outer rows are independent: two threads take half of them each.
+            let mut blocks = vec![args];
+            if parts > 1 && outer >= 2 && xv.len() >= SPLIT_MIN_WORK {
+                let half = outer / 2;
+                let mut second = args;
+                second.int[0] = (outer - half) as u64;
+                second.ptr[0] += 4 * half * plane;
+                second.ptr[2] += 4 * half * plane;
+                blocks[0].int[0] = half as u64;
+                blocks.push(second);
+            }
             let entry = entry()?;
             // SAFETY: `x` and `out` are checked to hold `outer·channels·inner` floats, the bias
-            // is `channels` = `bv.len()` long, and `out`, taken out of the table, is neither.
-            unsafe { entry.call(&args) };
+            // is `channels` = `bv.len()` long, and `out`, taken out of the table, is neither. A
+            // block's rows (its pointers moved to its first) stay within both, and the two
+            // blocks write disjoint rows.
+            unsafe { run_parts(entry, &blocks, cx.pair) };
         }
         Body::Regen { param, out } => {
             let info = &cx.params[*param];
@@ -692,11 +706,20 @@ pub(super) fn exec(
             check("a reduction", o.len(), *channels)?;
             let mut args = Args::default();
             args.ptr[..2].copy_from_slice(&[addr(xv), o.as_mut_ptr() as usize]);
-            args.int[..3].copy_from_slice(&[*outer as u64, *channels as u64, *inner as u64]);
+            args.int[..5].copy_from_slice(&[
+                *outer as u64,
+                *channels as u64,
+                *inner as u64,
+                0,
+                *channels as u64,
+            ]);
+            let n = if xv.len() >= SPLIT_MIN_WORK { parts } else { 1 };
             let entry = entry()?;
             // SAFETY: `x` is checked to hold `outer·channels·inner` floats and `out` `channels`;
-            // `out` was taken out of the table, so it is not `x`.
-            unsafe { entry.call(&args) };
+            // the kernel sums channels `int[3] .. int[4]`, within `0 .. channels`; `out` was
+            // taken out of the table, so it is not `x`; `split` gives the threads disjoint
+            // channels.
+            unsafe { run_parts(entry, &split(args, 3, 4, n, 4), cx.pair) };
         }
         Body::SoftmaxXent {
             spec,
@@ -750,12 +773,31 @@ pub(super) fn exec(
                 if spec.grad { xv.len() } else { pooled },
             )?;
             args.ptr[2] = o.as_mut_ptr() as usize;
+            args.int[0] = spec.planes as u64;
+            // Planes are independent: two threads take half of them each, every pointer moved
+            // to the second half's first plane.
+            let mut blocks = vec![args];
+            if parts > 1 && spec.planes >= 2 && xv.len() >= SPLIT_MIN_WORK {
+                let half = spec.planes / 2;
+                let (plane, pooled) = (4 * spec.h * spec.w, 4 * spec.oh * spec.ow);
+                let mut second = args;
+                second.int[0] = (spec.planes - half) as u64;
+                second.ptr[0] += half * plane;
+                if spec.grad {
+                    second.ptr[1] += half * pooled;
+                }
+                second.ptr[2] += half * if spec.grad { plane } else { pooled };
+                blocks[0].int[0] = half as u64;
+                blocks.push(second);
+            }
             let entry = entry()?;
             // SAFETY: `x` is checked to hold `planes·h·w` floats, `dy` (a gradient's, which the
             // kernel IR always gives it) and the forward output the pooled size, the gradient's
-            // output `x`'s; every window lies inside its plane (the partitioner's check). The
-            // output was taken out of the table, so it aliases neither input.
-            unsafe { entry.call(&args) };
+            // output `x`'s; every window lies inside its plane (the partitioner's check). A
+            // block's pointers and plane count stay within those buffers, and the two blocks
+            // write disjoint planes. The output was taken out of the table, so it aliases
+            // neither input.
+            unsafe { run_parts(entry, &blocks, cx.pair) };
         }
         Body::Conv { spec, a, b, out } => {
             let (av, bv) = (env.float(*a), env.float(*b));
@@ -767,7 +809,6 @@ pub(super) fn exec(
             let (a_len, b_len, o_len) = match spec.pass {
                 ConvPass::Forward => (x_len, w_len, y_len),
                 ConvPass::InputGrad => (y_len, w_len, x_len),
-                ConvPass::WeightGrad => (x_len, y_len, w_len),
             };
             check("a convolution operand", av.len(), a_len)?;
             check("a convolution operand", bv.len(), b_len)?;
@@ -776,10 +817,9 @@ pub(super) fn exec(
             let mut args = Args::default();
             args.ptr[..3].copy_from_slice(&[addr(av), addr(bv), o.as_mut_ptr() as usize]);
             args.int[1] = spec.b as u64;
-            // Images are independent except in the weight gradient's running sum.
+            // Images are independent.
             let work = spec.b * spec.o * spec.p() * spec.ckk();
-            let split_it =
-                parts > 1 && spec.pass != ConvPass::WeightGrad && work >= SPLIT_MIN_WORK * 8;
+            let split_it = parts > 1 && work >= SPLIT_MIN_WORK * 8;
             let mut blocks = split(args, 0, 1, if split_it { parts } else { 1 }, 1);
             if cx.gemm_scratch.len() < blocks.len() {
                 cx.gemm_scratch.resize(blocks.len(), Vec::new());
@@ -795,9 +835,48 @@ pub(super) fn exec(
             // SAFETY: both operands and the result are checked against the extents of `spec`
             // (which the kernel is compiled with) for this pass, and each block has its own
             // `ckk·p` floats of `cols`; the result was taken out of the table, so it aliases no
-            // operand. Blocks take disjoint image ranges, whose results are disjoint (the weight
-            // gradient, one sum over all images, is never split).
+            // operand. Blocks take disjoint image ranges, whose results are disjoint.
             unsafe { run_parts(entry, &blocks, cx.pair) };
+        }
+        Body::ConvWeightGrad { geom, x, dy, out } => {
+            let (xv, dyv) = (env.float(*x), env.float(*dy));
+            let g = *geom;
+            check("a convolution operand", xv.len(), g.b * g.c * g.h * g.w)?;
+            check("a convolution operand", dyv.len(), g.b * g.o * g.p())?;
+            let dw = out_f(f_out, *out)?;
+            check("a convolution", dw.len(), g.o * g.ckk())?;
+            // The two halves of the batch are summed apart, then added (the interpreter's
+            // order): on two threads when the run has its second one and the work is worth it.
+            let [first, second] = g.weight_grad_halves();
+            let work = g.b * g.o * g.p() * g.ckk();
+            let (groups, len) = (g.weight_grad_scratch(), dw.len());
+            if cx.gemm_scratch.len() < 2 {
+                cx.gemm_scratch.resize(2, Vec::new());
+            }
+            let [s0, s1, ..] = &mut cx.gemm_scratch[..] else {
+                return Err("internal: no convolution scratch".into());
+            };
+            for (s, need) in [(&mut *s0, groups), (&mut *s1, groups + len)] {
+                if s.len() < need {
+                    s.resize(need, 0.0);
+                }
+            }
+            let (s1, half) = s1.split_at_mut(groups);
+            let half = &mut half[..len];
+            let run_first = || conv2d_weight_grad_images_f32(xv, dyv, &g, first, dw, s0);
+            let run_second = || conv2d_weight_grad_images_f32(xv, dyv, &g, second, half, s1);
+            match cx.pair {
+                Some(pair) if work >= SPLIT_MIN_WORK * 8 => pair.join(run_first, run_second),
+                _ => {
+                    run_first();
+                    run_second();
+                }
+            }
+            if !g.weight_grad_halves()[1].is_empty() {
+                for (d, h) in dw.iter_mut().zip(half.iter()) {
+                    *d += *h;
+                }
+            }
         }
         Body::Interp {
             op,

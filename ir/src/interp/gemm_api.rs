@@ -3,6 +3,7 @@
 //! their bits, are the interpreter's (the kernel and its two paths are in `gemm.rs`).
 
 use super::gemm::{gemm, gemm_library, uses_library, GemmScratch, View, GEMM_PANEL};
+use super::kernels::{conv2d_weight_grad_images, ConvGeom};
 
 /// The interpreter's product over raw slices, for other executors that must give the same
 /// bits: `c[i·ldc + j] (=|+=) Σ_kk op(a)(i, kk) · op(b)(kk, j)` for `i < m`, `j < n`, exactly
@@ -65,6 +66,21 @@ pub fn gemm_f32_panels(
     if let Some((av, bv)) = gemm_views(m, n, k, ta, a, tb, b, ldb, c, ldc, accumulate) {
         gemm_library(m, n, k, av, bv, c, ldc, accumulate);
     }
+}
+
+/// The interpreter's convolution weight gradient over the images `images` into
+/// `out: [o, c·kh·kw]` (`kernels::conv2d_weight_grad_images`; the whole gradient is the sum of
+/// its two halves, `g.weight_grad_halves()`), with `g.weight_grad_scratch()` floats of
+/// `scratch`. Panics if a slice is shorter than the geometry says.
+pub fn conv2d_weight_grad_images_f32(
+    x: &[f32],
+    dy: &[f32],
+    g: &ConvGeom,
+    images: std::ops::Range<usize>,
+    out: &mut [f32],
+    scratch: &mut [f32],
+) {
+    conv2d_weight_grad_images(x, dy, g, images, out, scratch, &mut GemmScratch::default());
 }
 
 /// The operand views of a [`gemm_f32`] call, checked against the slices; `None` when nothing is

@@ -165,28 +165,7 @@ fn src_index(o: usize, stride: usize, k: usize, pad: usize, len: usize) -> Optio
 
 /// One image `x_b: [c, h, w]` into `cols: [c·kh·kw, oh·ow]` (zero where the window is in padding).
 fn im2col<T: Float>(x_b: &[T], g: &ConvGeom, cols: &mut [T]) {
-    let p = g.p();
-    for c in 0..g.c {
-        for ki in 0..g.kh {
-            for kj in 0..g.kw {
-                let row = (c * g.kh + ki) * g.kw + kj;
-                let dst = &mut cols[row * p..][..p];
-                for (oh, drow) in dst.chunks_exact_mut(g.ow).enumerate() {
-                    let Some(ih) = src_index(oh, g.sh, ki, g.ph, g.h) else {
-                        drow.fill(T::zero());
-                        continue;
-                    };
-                    let src = &x_b[(c * g.h + ih) * g.w..][..g.w];
-                    for (ow, d) in drow.iter_mut().enumerate() {
-                        *d = match src_index(ow, g.sw, kj, g.pw, g.w) {
-                            Some(iw) => src[iw],
-                            None => T::zero(),
-                        };
-                    }
-                }
-            }
-        }
-    }
+    im2col_rows(x_b, g, 0..g.ckk(), cols, g.p(), 0);
 }
 
 /// Scatter-add `cols: [c·kh·kw, oh·ow]` into one image `dx_b: [c, h, w]` (the adjoint of
@@ -279,32 +258,134 @@ pub(crate) fn conv2d_input_grad<T: Float>(
     }
 }
 
-/// `dW = Σ_b dy[b] · im2col(x[b])ᵀ`, one running sum per element over (b, oh, ow) in order.
+/// Floats of scratch the weight gradient's image group aims at: the group's im2col columns and
+/// its transposed `dy` (1 MiB, so that both stay in a core's L2 while the product reads them).
+const WEIGHT_GRAD_GROUP_FLOATS: usize = 1 << 18;
+
+impl ConvGeom {
+    /// Images per product of the weight gradient: as many as [`WEIGHT_GRAD_GROUP_FLOATS`] hold
+    /// (at least one, at most the batch). A function of the geometry alone, so every executor
+    /// makes the same products.
+    pub fn weight_grad_group(&self) -> usize {
+        let per_image = (self.ckk() + self.o).saturating_mul(self.p()).max(1);
+        (WEIGHT_GRAD_GROUP_FLOATS / per_image).clamp(1, self.b.max(1))
+    }
+
+    /// The weight gradient's two halves of the batch, `0 .. ⌈b/2⌉` and the rest, each summed on
+    /// its own before the two sums are added (so two threads can take one each).
+    pub fn weight_grad_halves(&self) -> [std::ops::Range<usize>; 2] {
+        let h = self.b.div_ceil(2);
+        [0..h, h..self.b]
+    }
+
+    /// Scratch floats [`conv2d_weight_grad_images`] needs: one group's im2col columns and `dy`.
+    pub fn weight_grad_scratch(&self) -> usize {
+        (self.ckk() + self.o) * self.weight_grad_group() * self.p()
+    }
+}
+
+/// `dW = Σ_b dy[b] · im2col(x[b])ᵀ`, as the sum over the first half of the batch plus the sum
+/// over the second ([`ConvGeom::weight_grad_halves`], each [`conv2d_weight_grad_images`]).
 pub(crate) fn conv2d_weight_grad<T: Float>(
     x: &[T],
     dy: &[T],
     g: &ConvGeom,
     dw: &mut [T],
-    cols: &mut Vec<T>,
+    scratch: &mut Vec<T>,
+    gs: &mut GemmScratch<T>,
+) {
+    let [first, second] = g.weight_grad_halves();
+    let groups = g.weight_grad_scratch();
+    let scratch = grow(scratch, groups + dw.len());
+    let (scratch, half) = scratch.split_at_mut(groups);
+    conv2d_weight_grad_images(x, dy, g, first, dw, scratch, gs);
+    if !second.is_empty() {
+        conv2d_weight_grad_images(x, dy, g, second, half, scratch, gs);
+        for (d, h) in dw.iter_mut().zip(half.iter()) {
+            *d += *h;
+        }
+    }
+}
+
+/// `out = Σ_{b in images} dy[b] · im2col(x[b])ᵀ` (`out: [o, c·kh·kw]`; zeros for no images).
+///
+/// The images go in groups of [`ConvGeom::weight_grad_group`] from `images.start`. Per group `G`
+/// of `n` images, with `cols_G = [im2col(x[i]) for i in G]` side by side (`[ckk, n·p]`) and
+/// `dy_G` the group's `dy` as `[o, n·p]`: `out (=|+=) dy_G · cols_Gᵀ`, one product of depth
+/// `n·p` per group (the first overwrites, the others accumulate). One deep product per group
+/// instead of one of depth `p` per image is what makes the GEMM library fast here. `scratch`
+/// holds at least [`ConvGeom::weight_grad_scratch`] floats.
+pub fn conv2d_weight_grad_images<T: Float>(
+    x: &[T],
+    dy: &[T],
+    g: &ConvGeom,
+    images: std::ops::Range<usize>,
+    out: &mut [T],
+    scratch: &mut [T],
     gs: &mut GemmScratch<T>,
 ) {
     let (ckk, p) = (g.ckk(), g.p());
-    let cols = grow(cols, ckk * p);
-    dw.fill(T::zero());
-    for bi in 0..g.b {
-        im2col(&x[bi * g.chw()..][..g.chw()], g, cols);
-        let dyb = &dy[bi * g.o * p..][..g.o * p];
-        gemm(
-            g.o,
-            ckk,
-            p,
-            View::rows(dyb, p),
-            View::transposed(cols, p),
-            dw,
-            ckk,
-            true,
-            gs,
-        );
+    let out = &mut out[..g.o * ckk];
+    if images.is_empty() || p == 0 {
+        out.fill(T::zero());
+        return;
+    }
+    let group = g.weight_grad_group();
+    let (xcols, dyt) = scratch[..g.weight_grad_scratch()].split_at_mut(ckk * group * p);
+    for g0 in images.clone().step_by(group) {
+        let n = group.min(images.end - g0);
+        let depth = n * p;
+        for i in 0..n {
+            let b = g0 + i;
+            im2col_rows(&x[b * g.chw()..][..g.chw()], g, 0..ckk, xcols, depth, i * p);
+            for oc in 0..g.o {
+                dyt[oc * depth + i * p..][..p].copy_from_slice(&dy[(b * g.o + oc) * p..][..p]);
+            }
+        }
+        let a = View::rows(&dyt[..g.o * depth], depth);
+        let bt = View::transposed(&xcols[..ckk * depth], depth);
+        gemm(g.o, ckk, depth, a, bt, out, ckk, g0 > images.start, gs);
+    }
+}
+
+/// Rows `rows` of one image's im2col matrix into `cols`, row `r` at `cols[(r − rows.start)·ld
+/// + at ..][..p]` (zero where the window is in padding).
+fn im2col_rows<T: Float>(
+    x_b: &[T],
+    g: &ConvGeom,
+    rows: std::ops::Range<usize>,
+    cols: &mut [T],
+    ld: usize,
+    at: usize,
+) {
+    let p = g.p();
+    for (r, row) in rows.clone().enumerate() {
+        let (c, ki, kj) = (row / (g.kh * g.kw), row / g.kw % g.kh, row % g.kw);
+        let dst = &mut cols[r * ld + at..][..p];
+        for (oh, drow) in dst.chunks_exact_mut(g.ow).enumerate() {
+            let Some(ih) = src_index(oh, g.sh, ki, g.ph, g.h) else {
+                drow.fill(T::zero());
+                continue;
+            };
+            let src = &x_b[(c * g.h + ih) * g.w..][..g.w];
+            if g.sw == 1 {
+                // The inside of the row is one contiguous run of the input row.
+                let lo = g.pw.saturating_sub(kj).min(g.ow);
+                let hi = (g.w + g.pw).saturating_sub(kj).min(g.ow).max(lo);
+                drow[..lo].fill(T::zero());
+                if hi > lo {
+                    drow[lo..hi].copy_from_slice(&src[lo + kj - g.pw..][..hi - lo]);
+                }
+                drow[hi..].fill(T::zero());
+            } else {
+                for (ow, d) in drow.iter_mut().enumerate() {
+                    *d = match src_index(ow, g.sw, kj, g.pw, g.w) {
+                        Some(iw) => src[iw],
+                        None => T::zero(),
+                    };
+                }
+            }
+        }
     }
 }
 

@@ -90,7 +90,7 @@ pub use topk::{score_key, topk_among, topk_select, StreamSelect, Tally};
 use crate::types::DType;
 use gemm::GemmScratch;
 pub use gemm::{uses_library, GEMM_PANEL, LIBRARY_MIN_WORK};
-pub use gemm_api::{gemm_f32, gemm_f32_panels, matmul_columns_f32};
+pub use gemm_api::{conv2d_weight_grad_images_f32, gemm_f32, gemm_f32_panels, matmul_columns_f32};
 
 /// A dense row-major tensor.
 #[derive(Clone, Debug, PartialEq)]

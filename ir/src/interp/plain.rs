@@ -214,9 +214,8 @@ impl Plain {
     /// Elements of im2col scratch the op needs (0 but for convolutions).
     pub(crate) fn cols_needed(&self) -> usize {
         match self {
-            Plain::Conv2d(g) | Plain::Conv2dInputGrad(g) | Plain::Conv2dWeightGrad(g) => {
-                g.ckk() * g.p()
-            }
+            Plain::Conv2d(g) | Plain::Conv2dInputGrad(g) => g.ckk() * g.p(),
+            Plain::Conv2dWeightGrad(g) => g.weight_grad_scratch() + g.o * g.ckk(),
             _ => 0,
         }
     }
