@@ -89,6 +89,15 @@ impl ConvSpec {
         self.c * self.h * self.w
     }
 
+    /// Whether no window reaches into the padding: none, and every window inside the image.
+    pub fn unpadded(&self) -> bool {
+        let inside = |o: usize, st: usize, k: usize, len: usize| o == 0 || (o - 1) * st + k <= len;
+        self.ph == 0
+            && self.pw == 0
+            && inside(self.oh, self.sh, self.kh, self.h)
+            && inside(self.ow, self.sw, self.kw, self.w)
+    }
+
     /// Whether the kernel applies: non-empty images, strides of at least 1 (`ow_range` divides
     /// by the stride) and sizes that fit the 64-bit index arithmetic with room to spare.
     pub fn fits(&self) -> bool {
@@ -242,9 +251,54 @@ fn range_loop(
     }
 }
 
+/// Longest output row the unpadded paths copy in straight-line code.
+const UNROLLED_ROW: usize = 64;
+
+/// `dst[j] (= | +=) src[j·sw]` for `j < ow`, unrolled: `f32x4` when `sw == 1` (distinct
+/// elements, one operation each), then scalars. With `add`, `src` is a row of `cols` and `dst`
+/// of the image (`dst[j·sw] += src[j]`).
+fn row_unrolled(fx: &mut FnCtx<'_>, s: &ConvSpec, src: Value, dst: Value, add: bool) {
+    let flags = super::mem();
+    let vector_end = if s.sw == 1 { s.ow & !3 } else { 0 };
+    let mut j = 0;
+    while j < s.ow {
+        let ty = if j < vector_end { F32X4 } else { types::F32 };
+        let (from, to) = if add {
+            (4 * j, 4 * j * s.sw)
+        } else {
+            (4 * j * s.sw, 4 * j)
+        };
+        let v = fx.b.ins().load(ty, flags, src, from as i32);
+        let v = if add {
+            let old = fx.b.ins().load(ty, flags, dst, to as i32);
+            fx.b.ins().fadd(old, v)
+        } else {
+            v
+        };
+        fx.b.ins().store(flags, v, dst, to as i32);
+        j += if ty == F32X4 { 4 } else { 1 };
+    }
+}
+
 /// One image `xb: [c, h, w]` into `cols: [ckk, p]`, `+0` in the padding. Copies only: the
-/// in-range part of a row is contiguous when `sw == 1`, and then copied in `f32x4`.
+/// in-range part of a row is contiguous when `sw == 1`, and then copied in `f32x4`. Without
+/// padding every window is inside the image, and short rows are copied in straight-line code.
 fn emit_im2col(fx: &mut FnCtx<'_>, s: &ConvSpec, xb: Value, cols: Value) {
+    if s.unpadded() && s.ow <= UNROLLED_ROW {
+        for_rows(fx, s, |fx, c, kj, row, oh, ih, _| {
+            let at = fx.b.ins().imul_imm_s(row, s.p() as i64);
+            let o0 = fx.b.ins().imul_imm_s(oh, s.ow as i64);
+            let at = fx.b.ins().iadd(at, o0);
+            let drow = fx.elem(cols, at);
+            let src = fx.b.ins().imul_imm_s(c, s.h as i64);
+            let src = fx.b.ins().iadd(src, ih);
+            let src = fx.b.ins().imul_imm_s(src, s.w as i64);
+            let src = fx.b.ins().iadd(src, kj);
+            let src = fx.elem(xb, src);
+            row_unrolled(fx, s, src, drow, false);
+        });
+        return;
+    }
     let zero = fx.iconst(0);
     let own = fx.iconst(s.ow as i64);
     let zf = fx.f32const(0.0);
@@ -281,6 +335,21 @@ fn emit_im2col(fx: &mut FnCtx<'_>, s: &ConvSpec, xb: Value, cols: Value) {
 /// Scatter-add `cols: [ckk, p]` into one image `dxb: [c, h, w]`: each in-range element of a
 /// row adds once (in `f32x4` when `sw == 1`: distinct elements, one addition each).
 fn emit_col2im(fx: &mut FnCtx<'_>, s: &ConvSpec, cols: Value, dxb: Value) {
+    if s.unpadded() && s.ow <= UNROLLED_ROW {
+        for_rows(fx, s, |fx, c, kj, row, oh, ih, _| {
+            let at = fx.b.ins().imul_imm_s(row, s.p() as i64);
+            let o0 = fx.b.ins().imul_imm_s(oh, s.ow as i64);
+            let at = fx.b.ins().iadd(at, o0);
+            let srow = fx.elem(cols, at);
+            let dst = fx.b.ins().imul_imm_s(c, s.h as i64);
+            let dst = fx.b.ins().iadd(dst, ih);
+            let dst = fx.b.ins().imul_imm_s(dst, s.w as i64);
+            let dst = fx.b.ins().iadd(dst, kj);
+            let drow = fx.elem(dxb, dst);
+            row_unrolled(fx, s, srow, drow, true);
+        });
+        return;
+    }
     for_rows(fx, s, |fx, c, kj, row, oh, ih, ok| {
         super::loops::if_then(fx, ok, |fx| {
             let (lo, hi) = ow_range(fx, s, kj);

@@ -348,6 +348,21 @@ pub fn conv2d_weight_grad_images<T: Float>(
     }
 }
 
+/// `dst = src` for the short runs of im2col (a convolution's output rows): in blocks of a
+/// fixed 8 elements, which compile to vector moves, where a copy of any length would call
+/// `memmove` once per run.
+#[inline(always)]
+fn copy_run<T: Copy>(dst: &mut [T], src: &[T]) {
+    let mut d = dst.chunks_exact_mut(8);
+    let mut s = src.chunks_exact(8);
+    for (d, s) in (&mut d).zip(&mut s) {
+        d.copy_from_slice(s);
+    }
+    for (d, s) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *d = *s;
+    }
+}
+
 /// Rows `rows` of one image's im2col matrix into `cols`, row `r` at `cols[(r − rows.start)·ld
 /// + at ..][..p]` (zero where the window is in padding).
 fn im2col_rows<T: Float>(
@@ -362,6 +377,10 @@ fn im2col_rows<T: Float>(
     for (r, row) in rows.clone().enumerate() {
         let (c, ki, kj) = (row / (g.kh * g.kw), row / g.kw % g.kh, row % g.kw);
         let dst = &mut cols[r * ld + at..][..p];
+        // With unit stride, the outputs `lo .. hi` of every row read one contiguous run of the
+        // input row, from its column `lo + kj − pw`.
+        let lo = g.pw.saturating_sub(kj).min(g.ow);
+        let hi = (g.w + g.pw).saturating_sub(kj).min(g.ow).max(lo);
         for (oh, drow) in dst.chunks_exact_mut(g.ow).enumerate() {
             let Some(ih) = src_index(oh, g.sh, ki, g.ph, g.h) else {
                 drow.fill(T::zero());
@@ -369,12 +388,9 @@ fn im2col_rows<T: Float>(
             };
             let src = &x_b[(c * g.h + ih) * g.w..][..g.w];
             if g.sw == 1 {
-                // The inside of the row is one contiguous run of the input row.
-                let lo = g.pw.saturating_sub(kj).min(g.ow);
-                let hi = (g.w + g.pw).saturating_sub(kj).min(g.ow).max(lo);
                 drow[..lo].fill(T::zero());
                 if hi > lo {
-                    drow[lo..hi].copy_from_slice(&src[lo + kj - g.pw..][..hi - lo]);
+                    copy_run(&mut drow[lo..hi], &src[lo + kj - g.pw..][..hi - lo]);
                 }
                 drow[hi..].fill(T::zero());
             } else {
