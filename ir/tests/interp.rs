@@ -455,6 +455,73 @@ fn conv2d_grads_by_hand() {
     assert_eq!(dw.data, vec![16.0, 20.0, 28.0, 32.0]);
 }
 
+/// A weight gradient whose batch falls into several image groups in each half (an odd batch,
+/// stride 2, padding 1), in `f32` on the GEMM library's path and in `f64`, against a naive loop:
+/// small integers, so every sum is exact whatever its order.
+#[test]
+fn conv2d_weight_grad_over_image_groups_and_halves_is_the_plain_sum() {
+    let (b, c, h, w, o, k) = (5usize, 2usize, 84usize, 84usize, 40usize, 3usize);
+    let (oh, ow) = ((h + 2 - k) / 2 + 1, (w + 2 - k) / 2 + 1);
+    let geom = sparsec_ir::interp::ConvGeom {
+        b,
+        c,
+        h,
+        w,
+        o,
+        kh: k,
+        kw: k,
+        sh: 2,
+        sw: 2,
+        ph: 1,
+        pw: 1,
+        oh,
+        ow,
+    };
+    // Two images per group: the halves (3 and 2 images) take two groups and one.
+    assert_eq!(geom.weight_grad_group(), 2);
+    let x: Vec<f64> = (0..b * c * h * w)
+        .map(|i| ((i * 7) % 5) as f64 - 2.0)
+        .collect();
+    let dy: Vec<f64> = (0..b * o * oh * ow)
+        .map(|i| ((i * 3) % 7) as f64 - 3.0)
+        .collect();
+    let mut want = vec![0.0; o * c * k * k];
+    for bb in 0..b {
+        for oc in 0..o {
+            for y in 0..oh {
+                for xx in 0..ow {
+                    let d = dy[((bb * o + oc) * oh + y) * ow + xx];
+                    for cc in 0..c {
+                        for ki in 0..k {
+                            for kj in 0..k {
+                                let (ih, iw) =
+                                    ((y * 2 + ki) as isize - 1, (xx * 2 + kj) as isize - 1);
+                                if ih < 0 || iw < 0 || ih >= h as isize || iw >= w as isize {
+                                    continue;
+                                }
+                                let xi = ((bb * c + cc) * h + ih as usize) * w + iw as usize;
+                                want[((oc * c + cc) * k + ki) * k + kj] += d * x[xi];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let op = Op::Conv2dWeightGrad {
+        stride: [2, 2],
+        padding: [1, 1],
+        kernel: [k, k],
+    };
+    let xs: &[usize] = &[b, c, h, w];
+    let ys: &[usize] = &[b, o, oh, ow];
+    let got = eval(op.clone(), &[(xs, x.clone()), (ys, dy.clone())]);
+    assert_eq!(got.data, want);
+    let to32 = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<f32>>();
+    let got = eval_f32(op, &[(xs, to32(&x)), (ys, to32(&dy))]);
+    assert_eq!(got.data, to32(&want));
+}
+
 fn maxpool(kernel: Hw, stride: Hw) -> Op {
     Op::MaxPool2d { kernel, stride }
 }
