@@ -466,10 +466,17 @@ pub(super) fn exec(
             // Panels `qs` of the gradient, each made (the interpreter's call) and scored.
             let score_panels = |qs: std::ops::Range<usize>, panel: &mut [f32]| {
                 let mut mine: Option<Vec<(u64, u64, f32)>> = feed.map(|_| Vec::new());
+                // Where each (panel, row)'s candidates start in `mine`, panel by panel: so
+                // that they can be put in position order (row by row) without a sort.
+                let mut starts: Vec<usize> = Vec::new();
+                let first = qs.start;
                 for q in qs {
                     let (j0, j1) = (q * GEMM_PANEL, ((q + 1) * GEMM_PANEL).min(n));
                     gradient.panel((j0, j1), panel);
                     for i in 0..m {
+                        if let Some(list) = &mine {
+                            starts.push(list.len());
+                        }
                         let g = &panel[i * ldc..][..j1 - j0];
                         let row = i * n + j0..i * n + j1;
                         // SAFETY: columns `j0..j1` are this panel's, and each panel is scored by
@@ -508,15 +515,33 @@ pub(super) fn exec(
                         }
                     }
                 }
-                found.lock().unwrap_or_else(|e| e.into_inner()).push(mine);
+                if let Some(list) = &mine {
+                    starts.push(list.len());
+                }
+                let part = mine.map(|list| (first, list, starts));
+                found.lock().unwrap_or_else(|e| e.into_inner()).push(part);
             };
             over_panels(cx, m * n * k, m * ldc, panels, &score_panels)?;
             if let Some((t, ..)) = feed {
                 let sel = &mut cx.selections[t];
+                let mut parts = Vec::new();
                 for part in found.into_inner().unwrap_or_else(|e| e.into_inner()) {
                     match part {
-                        Some(list) if !sel.overflow => sel.candidates.extend(list),
+                        Some(part) if !sel.overflow => parts.push(part),
                         _ => sel.overflow = true,
+                    }
+                }
+                if !sel.overflow {
+                    // Row by row, each row's panels left to right: position order.
+                    parts.sort_unstable_by_key(|p| p.0);
+                    for i in 0..m {
+                        for (_, list, starts) in &parts {
+                            for q in 0..(starts.len() - 1) / m.max(1) {
+                                let at = q * m + i;
+                                sel.candidates
+                                    .extend_from_slice(&list[starts[at]..starts[at + 1]]);
+                            }
+                        }
                     }
                 }
                 sel.fed_this_run += 1;
