@@ -469,6 +469,7 @@ pub(super) fn exec(
                 // Where each (panel, row)'s candidates start in `mine`, panel by panel: so
                 // that they can be put in position order (row by row) without a sort.
                 let mut starts: Vec<usize> = Vec::new();
+                let mut hits: Vec<u16> = Vec::new();
                 let first = qs.start;
                 for q in qs {
                     let (j0, j1) = (q * GEMM_PANEL, ((q + 1) * GEMM_PANEL).min(n));
@@ -482,23 +483,18 @@ pub(super) fn exec(
                         // SAFETY: columns `j0..j1` are this panel's, and each panel is scored by
                         // one call of `score_panels` only (the two calls take disjoint `qs`).
                         let scores = unsafe { out.slice(row.clone()) };
-                        for (((s, &g), &w), &w0) in scores
-                            .iter_mut()
-                            .zip(g)
-                            .zip(&w[row.clone()])
-                            .zip(&w0[row.clone()])
-                        {
-                            *s = super::stream::score(w, g, lr, w0);
-                        }
                         let (w_row, g_row) = (&w[row.clone()], g);
-                        if let (Some(list), Some((_, offset, t_float, cap))) = (&mut mine, feed) {
+                        let floor = match (&mine, feed) {
+                            (Some(_), Some((_, _, t_float, _))) => Some((t_float, &mut hits)),
+                            _ => None,
+                        };
+                        super::stream::score_row(scores, (g, w_row, &w0[row.clone()]), lr, floor);
+                        if let (Some(list), Some((_, offset, _, cap))) = (&mut mine, feed) {
                             // Few scores reach the floor (about one in 25), yet half the blocks
-                            // of 16 hold one: each block's tests make a bit mask (a branch-free
-                            // fold the compiler vectorises), and only its set bits are visited.
-                            for (b, block) in scores.chunks(16).enumerate() {
-                                let mut hits = block.iter().enumerate().fold(0u32, |a, (c, &s)| {
-                                    a | (u32::from((s >= t_float) | s.is_nan()) << c)
-                                });
+                            // of 16 hold one: each block's tests made a bit mask, and only its
+                            // set bits are visited.
+                            for (b, &block) in hits.iter().enumerate() {
+                                let mut hits = u32::from(block);
                                 while hits != 0 {
                                     let j = 16 * b + hits.trailing_zeros() as usize;
                                     hits &= hits - 1;

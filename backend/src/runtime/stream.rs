@@ -185,6 +185,58 @@ pub(super) fn score(w: f32, g: f32, lr: f32, w0: f32) -> f32 {
     }
 }
 
+/// One row of scores: `scores[j] = score(w[j], g[j], lr, w0[j])`; and, given a floor, bit `c`
+/// of `hits[b]` set when score `16·b + c` is at or above it or NaN (a candidate). Built twice,
+/// for the baseline and for AVX2 (chosen at run time): the same IEEE operations either way
+/// (no FMA), so the same bits, twice the width where the CPU has it.
+pub(super) fn score_row(
+    scores: &mut [f32],
+    (g, w, w0): (&[f32], &[f32], &[f32]),
+    lr: f32,
+    floor: Option<(f32, &mut Vec<u16>)>,
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 (checked just above), all `score_row_avx2` requires; it
+            // is safe Rust compiled with that feature enabled.
+            return unsafe { score_row_avx2(scores, (g, w, w0), lr, floor) };
+        }
+    }
+    score_row_portable(scores, (g, w, w0), lr, floor)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn score_row_avx2(
+    scores: &mut [f32],
+    operands: (&[f32], &[f32], &[f32]),
+    lr: f32,
+    floor: Option<(f32, &mut Vec<u16>)>,
+) {
+    score_row_portable(scores, operands, lr, floor)
+}
+
+#[inline(always)]
+fn score_row_portable(
+    scores: &mut [f32],
+    (g, w, w0): (&[f32], &[f32], &[f32]),
+    lr: f32,
+    floor: Option<(f32, &mut Vec<u16>)>,
+) {
+    for (((s, &g), &w), &w0) in scores.iter_mut().zip(g).zip(w).zip(w0) {
+        *s = score(w, g, lr, w0);
+    }
+    if let Some((t, hits)) = floor {
+        hits.clear();
+        hits.extend(scores.chunks(16).map(|block| {
+            block.iter().enumerate().fold(0u16, |a, (c, &s)| {
+                a | (u16::from((s >= t) | s.is_nan()) << c)
+            })
+        }));
+    }
+}
+
 /// `topk_stream`: the exact top `k` of the concatenated sources into `out`.
 pub(super) fn topk_stream(
     regen: Entry<'_>,
