@@ -363,6 +363,15 @@ fn copy_run<T: Copy>(dst: &mut [T], src: &[T]) {
     }
 }
 
+/// `dst`'s rows of `W` elements from `src`'s rows `stride` apart (`W` a compile-time width).
+fn copy_rows<T: Copy, const W: usize>(dst: &mut [T], src: &[T], stride: usize, _ow: usize) {
+    for (oh, d) in dst.chunks_exact_mut(W).enumerate() {
+        if let Ok(s) = <&[T; W]>::try_from(&src[oh * stride..][..W]) {
+            d.copy_from_slice(s);
+        }
+    }
+}
+
 /// Rows `rows` of one image's im2col matrix into `cols`, row `r` at `cols[(r − rows.start)·ld
 /// + at ..][..p]` (zero where the window is in padding).
 fn im2col_rows<T: Float>(
@@ -374,6 +383,34 @@ fn im2col_rows<T: Float>(
     at: usize,
 ) {
     let p = g.p();
+    let inside = |o: usize, st: usize, k: usize, len: usize| o == 0 || (o - 1) * st + k <= len;
+    let unpadded = g.ph == 0
+        && g.pw == 0
+        && g.sw == 1
+        && inside(g.oh, g.sh, g.kh, g.h)
+        && inside(g.ow, g.sw, g.kw, g.w);
+    if unpadded {
+        // Every window inside the image: each output row is `ow` contiguous inputs. Copies of
+        // a width known at compile time are a few vector moves; of any other, a loop.
+        let copy: fn(&mut [T], &[T], usize, usize) = match g.ow {
+            4 => copy_rows::<T, 4>,
+            8 => copy_rows::<T, 8>,
+            16 => copy_rows::<T, 16>,
+            24 => copy_rows::<T, 24>,
+            32 => copy_rows::<T, 32>,
+            _ => |dst, src, stride, ow| {
+                for (d, s) in dst.chunks_exact_mut(ow).zip(src.chunks(stride)) {
+                    copy_run(d, &s[..ow]);
+                }
+            },
+        };
+        for (r, row) in rows.enumerate() {
+            let (c, ki, kj) = (row / (g.kh * g.kw), row / g.kw % g.kh, row % g.kw);
+            let src = &x_b[(c * g.h + ki) * g.w + kj..];
+            copy(&mut cols[r * ld + at..][..p], src, g.sh * g.w, g.ow);
+        }
+        return;
+    }
     for (r, row) in rows.clone().enumerate() {
         let (c, ki, kj) = (row / (g.kh * g.kw), row / g.kw % g.kh, row % g.kw);
         let dst = &mut cols[r * ld + at..][..p];
