@@ -143,6 +143,62 @@ fn compare(example: &str, m: &Module, func: &str, steps: u64) {
     }
 }
 
+/// Dropback steps whose selection the gathered candidates cannot make: a learning rate 100
+/// times the last one's (nearly every score reaches the floor: too many candidates), then the
+/// same batch stepped back (the entries just made move back toward `w0`: perhaps too few).
+/// The score kernels, which gather without writing their scores, run again and write them,
+/// and every step still gives the interpreter's bits, on one thread and two.
+#[test]
+fn dropback_selections_the_candidates_cannot_make_match_the_interpreter() {
+    let m = opt_module("lenet300_dropback.net", 64).expect("the example compiles");
+    let func = "train_step";
+    let mut reference = Interpreter::<f32>::new(&m, func).expect("interpreter");
+    let mut ref_state = State::<f32>::initial(&m);
+    let mut jits: Vec<(JitProgram, State<f32>)> = [1, 2]
+        .iter()
+        .map(|&t| {
+            let jit = JitProgram::new(&m, func, t).expect("jit");
+            (jit, State::<f32>::initial(&m))
+        })
+        .collect();
+    // (inputs of step, learning rate)
+    let plan = [
+        (0, 0.05),
+        (1, 0.05),
+        (2, 5.0),
+        (3, 0.05),
+        (3, -0.05),
+        (4, 0.05),
+    ];
+    for (step, &(batch, lr)) in plan.iter().enumerate() {
+        let (mut fl, il) = inputs(&m, func, batch);
+        for scalar in fl.iter_mut().filter(|v| v.len() == 1) {
+            scalar[0] = lr;
+        }
+        let ins = as_inputs(&m, func, &fl, &il);
+        let want = reference
+            .run(&mut ref_state, &ins)
+            .expect("interpreter run");
+        for (jit, state) in &mut jits {
+            let got = jit.run(state, &ins).expect("jit run");
+            let what = format!("step {step} (lr {lr}) threads {}", jit.threads());
+            assert_eq!(bits(&got), bits(&want), "{what}: outputs differ");
+            assert_eq!(
+                state_bits(state),
+                state_bits(&ref_state),
+                "{what}: states differ"
+            );
+        }
+    }
+    for (jit, _) in &jits {
+        assert!(
+            jit.selections_rescored() >= 1,
+            "threads {}: no selection needed its scores written",
+            jit.threads()
+        );
+    }
+}
+
 #[test]
 fn jit_matches_the_interpreter_on_every_example_bit_for_bit() {
     let mut compared = 0;

@@ -123,6 +123,17 @@ pub struct JitProgram {
     /// Per kernel: for a `grad_score`, the selection (kernel index) its scores feed and where
     /// they start in it.
     score_feeds: Vec<Option<(usize, usize)>>,
+    /// Per kernel: a `grad_score` whose scores only its selection reads, so that it may leave
+    /// them unwritten when it gathers candidates (the selection asks for them when the
+    /// candidates do not serve, and the kernel is run again to write them).
+    scores_private: Vec<bool>,
+    /// Per kernel: for an `overlay` whose `w0` a cached regeneration makes and whose output
+    /// no other kernel writes, the positions its last run wrote over `w0` (`Some(None)` before
+    /// one has): the next run puts `w0` back there and writes the new entries, without copying
+    /// all of `w0` again. `None` for any other kernel.
+    overlaid: Vec<Option<Option<Vec<u32>>>>,
+    /// How many selections had their score kernels run again (see `scores_private`).
+    rescored: u64,
     /// Per kernel: for a `grad_update`, the selection whose candidates carry its new values.
     update_feeds: Vec<Option<usize>>,
     /// Per kernel: for a `topk_select`, what its score kernels gather for it (see
@@ -206,6 +217,12 @@ struct Ctx<'a> {
     topk_scratch: &'a mut Vec<(u64, u64)>,
     /// For a `grad_score`: the selection its scores feed and their offset in it.
     score_feed: Option<(usize, usize)>,
+    /// For a `grad_score` that feeds a selection: whether only the selection reads its scores
+    /// (see `JitProgram::scores_private`).
+    scores_private: bool,
+    /// For an `overlay` that may write only what changed: its memo (see
+    /// `JitProgram::overlaid`).
+    overlaid: Option<&'a mut Option<Vec<u32>>>,
     /// For a `grad_update`: the selection whose candidates may carry its new values.
     update_feed: Option<usize>,
     /// For a `topk_select`: its own index in `selections`.
@@ -374,6 +391,41 @@ impl JitProgram {
             }
             selections[t].fed = fed;
         }
+        let writers = |l: Loc| {
+            (0..n_kernels)
+                .filter(|&r| KernelProgram::io(&plan.kernels[r]).1.contains(&l))
+                .count()
+        };
+        let overlaid = plan
+            .kernels
+            .iter()
+            .map(|k| {
+                let Body::Overlay { w0, out, .. } = k.body else {
+                    return None;
+                };
+                let regenerated = plan
+                    .kernels
+                    .iter()
+                    .any(|r| matches!(r.body, Body::Regen { out: o, .. } if o == w0));
+                (regenerated && writers(w0) == 1 && writers(out) == 1).then_some(None)
+            })
+            .collect();
+        let scores_private: Vec<bool> = (0..n_kernels)
+            .map(|g| {
+                let (Some((t, _)), Body::GradScore { out, .. }) =
+                    (score_feeds[g], &plan.kernels[g].body)
+                else {
+                    return false;
+                };
+                let readers: Vec<usize> = (0..n_kernels)
+                    .filter(|&r| KernelProgram::io(&plan.kernels[r]).0.contains(out))
+                    .collect();
+                readers == [t]
+                    && !plan.results.contains(out)
+                    && !plan.stores.iter().any(|s| s.1 == *out)
+                    && !plan.store_w0.iter().any(|s| s.1 == *out)
+            })
+            .collect();
         // Which selection's candidates carry each update's new values.
         let update_feeds =
             plan.kernels
@@ -475,6 +527,9 @@ impl JitProgram {
             profile: None,
             regenerated: vec![None; n_kernels],
             score_feeds,
+            scores_private,
+            overlaid,
+            rescored: 0,
             update_feeds,
             selections,
         })
@@ -512,6 +567,13 @@ impl JitProgram {
 
     pub fn threads(&self) -> usize {
         self.threads
+    }
+
+    /// How many Dropback selections so far could not be made from the candidates their score
+    /// kernels gathered and had those kernels run again to write every score (the exact
+    /// fallback; rare once the threshold settles).
+    pub fn selections_rescored(&self) -> u64 {
+        self.rescored
     }
 
     /// Run on `threads` threads from now on (1 or 2; the results do not change). If the
@@ -663,6 +725,9 @@ impl JitProgram {
             profile,
             regenerated,
             score_feeds,
+            scores_private,
+            overlaid,
+            rescored,
             update_feeds,
             selections,
             ..
@@ -676,74 +741,104 @@ impl JitProgram {
             .collect();
         let state_in: &State<f32> = state;
         let pair: Option<&Pair> = pair.as_ref().filter(|_| *worth_threads);
-        let mut kernels = || -> Result<(), String> {
-            for (i, k) in plan.kernels.iter().enumerate() {
-                let regen_scale =
-                    matches!(k.body, Body::Regen { .. }).then(|| state_in.init_scale.to_bits());
-                if regen_scale.is_some() && regenerated[i] == regen_scale {
-                    continue;
+        // Per selection, the score kernels that feed it.
+        let feeders: Vec<Vec<usize>> = (0..plan.kernels.len())
+            .map(|t| {
+                (0..plan.kernels.len())
+                    .filter(|&g| matches!(score_feeds[g], Some((s, _)) if s == t))
+                    .collect()
+            })
+            .collect();
+        // Kernel `i`; `rescore` for a score kernel run again to write the scores its selection
+        // asks for. Whether the kernel is a selection that asks for its scores.
+        let mut run = |i: usize, rescore: bool| -> Result<bool, String> {
+            let k = &plan.kernels[i];
+            let regen_scale =
+                matches!(k.body, Body::Regen { .. }).then(|| state_in.init_scale.to_bits());
+            if regen_scale.is_some() && regenerated[i] == regen_scale {
+                return Ok(false);
+            }
+            let t0 = profile.is_some().then(Instant::now);
+            let outs = &outs[i];
+            // Take the outputs out of the buffer table, so the inputs can be borrowed from it.
+            let mut f_out: Vec<(usize, Vec<f32>)> = Vec::new();
+            let mut i_out: Vec<(usize, Vec<i32>)> = Vec::new();
+            let mut s_out: Vec<(usize, Vec<u64>)> = Vec::new();
+            for o in outs {
+                match *o {
+                    Loc::F(j) => f_out.push((j, std::mem::take(&mut fbufs[j]))),
+                    Loc::I(j) => i_out.push((j, std::mem::take(&mut ibufs[j]))),
+                    Loc::S(j) => s_out.push((j, std::mem::take(&mut sbufs[j]))),
+                    _ => return Err("internal: a kernel writes an argument or parameter".into()),
                 }
-                let t0 = profile.is_some().then(Instant::now);
-                let outs = &outs[i];
-                // Take the outputs out of the buffer table, so the inputs can be borrowed from it.
-                let mut f_out: Vec<(usize, Vec<f32>)> = Vec::new();
-                let mut i_out: Vec<(usize, Vec<i32>)> = Vec::new();
-                let mut s_out: Vec<(usize, Vec<u64>)> = Vec::new();
-                for o in outs {
-                    match *o {
-                        Loc::F(j) => f_out.push((j, std::mem::take(&mut fbufs[j]))),
-                        Loc::I(j) => i_out.push((j, std::mem::take(&mut ibufs[j]))),
-                        Loc::S(j) => s_out.push((j, std::mem::take(&mut sbufs[j]))),
-                        _ => {
-                            return Err("internal: a kernel writes an argument or parameter".into())
-                        }
-                    }
-                }
-                let r = {
-                    let env = Env {
-                        inputs,
-                        state: state_in,
-                        fbufs,
-                        ibufs,
-                        sbufs,
-                    };
-                    let mut ctx = Ctx {
-                        seed: *seed,
-                        params,
-                        pair,
-                        gemm_scratch,
-                        bias_pad,
-                        bounds,
-                        op_scratch,
-                        topk_scratch,
-                        score_feed: score_feeds[i],
-                        update_feed: update_feeds[i],
-                        selection: matches!(k.body, Body::TopkSelect { .. }).then_some(i),
-                        selections,
-                    };
-                    exec(
-                        &k.body, entries[i], &env, &mut ctx, &mut f_out, &mut i_out, &mut s_out,
-                    )
-                    .map_err(|e| {
-                        let at: Vec<String> = k.insts.iter().map(|i| format!("%{i}")).collect();
-                        format!("@{} {}: {e}", plan.func, at.join(" "))
-                    })
+            }
+            let r = {
+                let env = Env {
+                    inputs,
+                    state: state_in,
+                    fbufs,
+                    ibufs,
+                    sbufs,
                 };
-                for (j, v) in f_out {
-                    fbufs[j] = v;
+                let mut ctx = Ctx {
+                    seed: *seed,
+                    params,
+                    pair,
+                    gemm_scratch,
+                    bias_pad,
+                    bounds,
+                    op_scratch,
+                    topk_scratch,
+                    score_feed: if rescore { None } else { score_feeds[i] },
+                    scores_private: scores_private[i],
+                    overlaid: overlaid[i].as_mut(),
+                    update_feed: update_feeds[i],
+                    selection: matches!(k.body, Body::TopkSelect { .. }).then_some(i),
+                    selections,
+                };
+                exec(
+                    &k.body, entries[i], &env, &mut ctx, &mut f_out, &mut i_out, &mut s_out,
+                )
+                .map_err(|e| {
+                    let at: Vec<String> = k.insts.iter().map(|i| format!("%{i}")).collect();
+                    format!("@{} {}: {e}", plan.func, at.join(" "))
+                })
+            };
+            for (j, v) in f_out {
+                fbufs[j] = v;
+            }
+            for (j, v) in i_out {
+                ibufs[j] = v;
+            }
+            for (j, v) in s_out {
+                sbufs[j] = v;
+            }
+            if let (Some(t0), Some((p, _))) = (t0, profile.as_mut()) {
+                p[i] += t0.elapsed().as_secs_f64();
+            }
+            r?;
+            if regen_scale.is_some() {
+                regenerated[i] = regen_scale;
+                // A new `w0`: every overlay starts again from a whole copy of it.
+                for memo in overlaid.iter_mut().flatten() {
+                    *memo = None;
                 }
-                for (j, v) in i_out {
-                    ibufs[j] = v;
-                }
-                for (j, v) in s_out {
-                    sbufs[j] = v;
-                }
-                if let (Some(t0), Some((p, _))) = (t0, profile.as_mut()) {
-                    p[i] += t0.elapsed().as_secs_f64();
-                }
-                r?;
-                if regen_scale.is_some() {
-                    regenerated[i] = regen_scale;
+            }
+            Ok(matches!(k.body, Body::TopkSelect { .. })
+                && std::mem::take(&mut selections[i].needs_scores))
+        };
+        let mut kernels = || -> Result<(), String> {
+            for (i, fed_by) in feeders.iter().enumerate() {
+                if run(i, false)? {
+                    // The candidates did not serve and the score kernels left their scores
+                    // unwritten: made again, written this time, for a selection over all.
+                    for &g in fed_by {
+                        run(g, true)?;
+                    }
+                    *rescored += 1;
+                    if run(i, false)? {
+                        return Err("internal: a selection asks twice for its scores".into());
+                    }
                 }
             }
             Ok(())

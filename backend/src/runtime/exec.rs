@@ -18,6 +18,9 @@ use crate::jit::Entry;
 use crate::kernel_ir::{Body, Loc, MaskedOp};
 use sparsec_ir::interp::masked;
 
+// A panel row's candidates are one 64-bit mask (`stream::score_row`).
+const _: () = assert!(GEMM_PANEL <= 64);
+
 fn addr(s: &[f32]) -> usize {
     s.as_ptr() as usize
 }
@@ -386,11 +389,27 @@ pub(super) fn exec(
         }
         Body::Overlay { param, w0, out } => {
             let o = out_f(f_out, *out)?;
-            o.copy_from_slice(env.float(*w0));
-            if let Some(t) = &env.state.tracked[*param] {
+            let w0 = env.float(*w0);
+            check("an initial weight", w0.len(), o.len())?;
+            let tracked = env.state.tracked[*param].as_ref();
+            match cx.overlaid.as_deref_mut() {
+                // The buffer holds `w0` but at the positions the last run wrote: put back.
+                Some(Some(written)) => {
+                    for &i in written.iter() {
+                        o[i as usize] = w0[i as usize];
+                    }
+                }
+                _ => o.copy_from_slice(w0),
+            }
+            if let Some(t) = tracked {
                 for (&i, &v) in t.indices.iter().zip(&t.values) {
                     o[i as usize] = v;
                 }
+            }
+            if let Some(memo) = cx.overlaid.as_deref_mut() {
+                let written = memo.get_or_insert_with(Vec::new);
+                written.clear();
+                written.extend(tracked.iter().flat_map(|t| t.indices.iter().copied()));
             }
         }
         Body::TrackedValues { param, out } => {
@@ -462,6 +481,9 @@ pub(super) fn exec(
                 let t_float = f32::from_bits((floor.saturating_sub(1 << 31)) as u32);
                 (floor >= 1 << 31).then_some((t, offset, t_float, cap))
             });
+            // Scores only the selection reads, gathered as candidates: made a row at a time in
+            // scratch and not written (the selection asks for them when it needs them all).
+            let unwritten = feed.is_some() && cx.scores_private;
             let found = std::sync::Mutex::new(Vec::new());
             // Panels `qs` of the gradient, each made (the interpreter's call) and scored.
             let score_panels = |qs: std::ops::Range<usize>, panel: &mut [f32]| {
@@ -469,7 +491,7 @@ pub(super) fn exec(
                 // Where each (panel, row)'s candidates start in `mine`, panel by panel: so
                 // that they can be put in position order (row by row) without a sort.
                 let mut starts: Vec<usize> = Vec::new();
-                let mut hits: Vec<u16> = Vec::new();
+                let mut scratch = [0f32; GEMM_PANEL];
                 let first = qs.start;
                 for q in qs {
                     let (j0, j1) = (q * GEMM_PANEL, ((q + 1) * GEMM_PANEL).min(n));
@@ -482,27 +504,28 @@ pub(super) fn exec(
                         let row = i * n + j0..i * n + j1;
                         // SAFETY: columns `j0..j1` are this panel's, and each panel is scored by
                         // one call of `score_panels` only (the two calls take disjoint `qs`).
-                        let scores = unsafe { out.slice(row.clone()) };
+                        let scores = match unwritten {
+                            true => &mut scratch[..j1 - j0],
+                            false => unsafe { out.slice(row.clone()) },
+                        };
                         let (w_row, g_row) = (&w[row.clone()], g);
                         let floor = match (&mine, feed) {
-                            (Some(_), Some((_, _, t_float, _))) => Some((t_float, &mut hits)),
+                            (Some(_), Some((_, _, t_float, _))) => Some(t_float),
                             _ => None,
                         };
-                        super::stream::score_row(scores, (g, w_row, &w0[row.clone()]), lr, floor);
+                        let row_w0 = &w0[row.clone()];
+                        let mut hits =
+                            super::stream::score_row(scores, (g, w_row, row_w0), lr, floor);
                         if let (Some(list), Some((_, offset, _, cap))) = (&mut mine, feed) {
-                            // Few scores reach the floor (about one in 25), yet half the blocks
-                            // of 16 hold one: each block's tests made a bit mask, and only its
-                            // set bits are visited.
-                            for (b, &block) in hits.iter().enumerate() {
-                                let mut hits = u32::from(block);
-                                while hits != 0 {
-                                    let j = 16 * b + hits.trailing_zeros() as usize;
-                                    hits &= hits - 1;
-                                    let pos = offset + row.start + j;
-                                    // The updated weight there, as `grad_update` makes it.
-                                    let w1 = w_row[j] - g_row[j] * lr;
-                                    list.push((score_key(scores[j]), pos as u64, w1));
-                                }
+                            // Few scores reach the floor (about one in 25): only the set bits
+                            // of the row's candidate mask are visited.
+                            while hits != 0 {
+                                let j = hits.trailing_zeros() as usize;
+                                hits &= hits - 1;
+                                let pos = offset + row.start + j;
+                                // The updated weight there, as `grad_update` makes it.
+                                let w1 = w_row[j] - g_row[j] * lr;
+                                list.push((score_key(scores[j]), pos as u64, w1));
                             }
                             // Too many to be worth it: the selection reads every score.
                             if list.len() > cap {
@@ -520,6 +543,7 @@ pub(super) fn exec(
             over_panels(cx, m * n * k, m * ldc, panels, &score_panels)?;
             if let Some((t, ..)) = feed {
                 let sel = &mut cx.selections[t];
+                sel.scores_missing |= unwritten;
                 let mut parts = Vec::new();
                 for part in found.into_inner().unwrap_or_else(|e| e.into_inner()) {
                     match part {
@@ -993,6 +1017,12 @@ pub(super) struct Selection {
     /// How many fed operands gathered this run, and whether one gave up.
     pub fed_this_run: usize,
     pub overflow: bool,
+    /// A score kernel gathered without writing its scores (only the selection reads them):
+    /// a selection that cannot be made from the candidates must ask for them.
+    pub scores_missing: bool,
+    /// Set by a selection that asked for its scores instead of selecting (its score kernels
+    /// are run again, writing them, and it runs again).
+    pub needs_scores: bool,
     /// This run's selection was made from the candidates, which now hold just it.
     pub from_candidates: bool,
     /// Where each operand starts (positions).
@@ -1005,6 +1035,8 @@ impl Selection {
         self.candidates.clear();
         self.fed_this_run = 0;
         self.overflow = false;
+        self.scores_missing = false;
+        self.needs_scores = false;
         self.from_candidates = false;
     }
 }
@@ -1045,23 +1077,42 @@ fn select_top(cx: &mut Ctx<'_>, scores: &[&[f32]], k: usize, out: &mut Vec<u64>)
             topk_among(&mut cx.selections[t].candidates, k, out);
             cx.selections[t].from_candidates = true;
         }
+        (false, Some(t)) if cx.selections[t].scores_missing => {
+            // Every score is needed and some were not written: asked for (made again and
+            // written); this second selection reads them all.
+            let sel = &mut cx.selections[t];
+            sel.needs_scores = true;
+            sel.scores_missing = false;
+            sel.overflow = true;
+            return;
+        }
         _ => topk_select(scores, k, cx.topk_scratch, out),
     }
     if let Some(t) = cx.selection {
-        // The k-th largest score's key: the smallest key selected.
+        // The k-th largest score's key: the smallest key selected (the candidates, when
+        // selected from, hold just the selection with its keys; not every score is written).
         let mut kth = u64::MAX;
-        let mut at = out.iter().peekable();
-        let mut offset = 0u64;
-        for s in scores {
-            let end = offset + s.len() as u64;
-            while let Some(&&p) = at.peek() {
-                if p >= end {
-                    break;
+        if gathered {
+            kth = cx.selections[t]
+                .candidates
+                .iter()
+                .map(|c| c.0)
+                .min()
+                .unwrap_or(u64::MAX);
+        } else {
+            let mut at = out.iter().peekable();
+            let mut offset = 0u64;
+            for s in scores {
+                let end = offset + s.len() as u64;
+                while let Some(&&p) = at.peek() {
+                    if p >= end {
+                        break;
+                    }
+                    kth = kth.min(score_key(s[(p - offset) as usize]));
+                    at.next();
                 }
-                kth = kth.min(score_key(s[(p - offset) as usize]));
-                at.next();
+                offset = end;
             }
-            offset = end;
         }
         const POSITIVE: u64 = 1 << 31;
         let sel = &mut cx.selections[t];

@@ -185,55 +185,95 @@ pub(super) fn score(w: f32, g: f32, lr: f32, w0: f32) -> f32 {
     }
 }
 
-/// One row of scores: `scores[j] = score(w[j], g[j], lr, w0[j])`; and, given a floor, bit `c`
-/// of `hits[b]` set when score `16·b + c` is at or above it or NaN (a candidate). Built twice,
-/// for the baseline and for AVX2 (chosen at run time): the same IEEE operations either way
-/// (no FMA), so the same bits, twice the width where the CPU has it.
+/// One row of at most 64 scores: `scores[j] = score(w[j], g[j], lr, w0[j])`; and, given a
+/// floor, the candidates as a bit mask: bit `j` set when score `j` is at or above the floor or
+/// NaN. Built for AVX2 with its intrinsics where the CPU has it (chosen at run time) and
+/// portably otherwise: the same IEEE operations either way (no FMA), so the same bits.
 pub(super) fn score_row(
     scores: &mut [f32],
     (g, w, w0): (&[f32], &[f32], &[f32]),
     lr: f32,
-    floor: Option<(f32, &mut Vec<u16>)>,
-) {
+    floor: Option<f32>,
+) -> u64 {
+    let n = scores.len().min(g.len()).min(w.len()).min(w0.len()).min(64);
+    let (scores, g, w, w0) = (&mut scores[..n], &g[..n], &w[..n], &w0[..n]);
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2 (checked just above), all `score_row_avx2` requires; it
-            // is safe Rust compiled with that feature enabled.
+            // SAFETY: the CPU has AVX2 (checked just above), and the four rows are `n` long.
             return unsafe { score_row_avx2(scores, (g, w, w0), lr, floor) };
         }
     }
-    score_row_portable(scores, (g, w, w0), lr, floor)
+    score_tail(scores, (g, w, w0), lr, floor, 0)
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn score_row_avx2(
-    scores: &mut [f32],
-    operands: (&[f32], &[f32], &[f32]),
-    lr: f32,
-    floor: Option<(f32, &mut Vec<u16>)>,
-) {
-    score_row_portable(scores, operands, lr, floor)
-}
-
-#[inline(always)]
-fn score_row_portable(
+/// `score_row` from column `from` on, one score at a time.
+fn score_tail(
     scores: &mut [f32],
     (g, w, w0): (&[f32], &[f32], &[f32]),
     lr: f32,
-    floor: Option<(f32, &mut Vec<u16>)>,
-) {
-    for (((s, &g), &w), &w0) in scores.iter_mut().zip(g).zip(w).zip(w0) {
-        *s = score(w, g, lr, w0);
+    floor: Option<f32>,
+    from: usize,
+) -> u64 {
+    let mut mask = 0u64;
+    for j in from..scores.len() {
+        let s = score(w[j], g[j], lr, w0[j]);
+        scores[j] = s;
+        if let Some(t) = floor {
+            mask |= u64::from((s >= t) | s.is_nan()) << j;
+        }
     }
-    if let Some((t, hits)) = floor {
-        hits.clear();
-        hits.extend(scores.chunks(16).map(|block| {
-            block.iter().enumerate().fold(0u16, |a, (c, &s)| {
-                a | (u16::from((s >= t) | s.is_nan()) << c)
-            })
-        }));
+    mask
+}
+
+/// `score_row`, eight scores at a time.
+///
+/// # Safety
+///
+/// The CPU has AVX2; `g`, `w` and `w0` are at least `scores.len()` long, at most 64.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn score_row_avx2(
+    scores: &mut [f32],
+    (g, w, w0): (&[f32], &[f32], &[f32]),
+    lr: f32,
+    floor: Option<f32>,
+) -> u64 {
+    use std::arch::x86_64::*;
+    let n = scores.len();
+    let (lr8, zero, sign) = (
+        _mm256_set1_ps(lr),
+        _mm256_setzero_ps(),
+        _mm256_set1_ps(-0.0),
+    );
+    let floor8 = _mm256_set1_ps(floor.unwrap_or(f32::INFINITY));
+    let mut mask = 0u64;
+    let mut j = 0;
+    while j + 8 <= n {
+        // SAFETY: `j + 8 <= n` and every row is at least `n` long.
+        let (gv, wv, w0v) = unsafe {
+            (
+                _mm256_loadu_ps(g.as_ptr().add(j)),
+                _mm256_loadu_ps(w.as_ptr().add(j)),
+                _mm256_loadu_ps(w0.as_ptr().add(j)),
+            )
+        };
+        let d = _mm256_sub_ps(_mm256_sub_ps(wv, _mm256_mul_ps(gv, lr8)), w0v);
+        // `score`'s choice: −d below zero, else d + 0 (so −0 becomes +0, NaN stays itself).
+        let below = _mm256_cmp_ps::<_CMP_LT_OQ>(d, zero);
+        let s = _mm256_blendv_ps(_mm256_add_ps(d, zero), _mm256_xor_ps(d, sign), below);
+        // SAFETY: as for the loads.
+        unsafe { _mm256_storeu_ps(scores.as_mut_ptr().add(j), s) };
+        // Not below the floor, or unordered (NaN): a candidate.
+        let hit = _mm256_cmp_ps::<_CMP_NLT_UQ>(s, floor8);
+        mask |= u64::from(_mm256_movemask_ps(hit) as u8) << j;
+        j += 8;
+    }
+    let mask = mask | score_tail(scores, (g, w, w0), lr, floor, j);
+    if floor.is_some() {
+        mask
+    } else {
+        0
     }
 }
 
