@@ -63,6 +63,12 @@ for backend in "${SPARSEC_BACKENDS[@]}"; do
     python3 bench/sparsec_bench.py "${common[@]}" --backend "$backend" --threads "$THREADS" \
         --out "$results/sparsec-$backend.jsonl"
 done
+# P3's second row: the Dropback step compiled within a memory budget too small for its scores
+# (the O(k)-working-memory program: scores streamed, weights regenerated panel by panel).
+echo "== sparsec --backend jit, Dropback within a small memory budget"
+python3 bench/sparsec_bench.py --model lenet300 --mode dropback --batch 64 \
+    --min-seconds "$MIN_SECONDS" --max-steps "$MAX_STEPS" --backend jit --threads "$THREADS" \
+    --memory-budget "${LEAN_BUDGET:-800000}" --out "$results/sparsec-jit.jsonl"
 
 echo "== sparsec's memory benchmarks (bench/scale.sh)"
 bash "$root/bench/scale.sh"

@@ -35,13 +35,15 @@ def csv_list(kind):
     return lambda s: [kind(v) for v in s.split(",") if v]
 
 
-def train(binary, model_file, backend, batch, steps, workdir, threads):
+def train(binary, model_file, backend, batch, steps, workdir, threads, budget=None):
     out = os.path.join(workdir, "run")
     shutil.rmtree(out, ignore_errors=True)
     cpus = ",".join(str(c) for c in sorted(os.sched_getaffinity(0))[:threads])
     cmd = ["taskset", "-c", cpus, binary, "train", model_file,
            "--backend", backend, "--out", out, "--set", f"batch={batch}",
            "--set", f"max_steps={steps}"]
+    if budget is not None:
+        cmd += ["--set", f"memory_budget={budget}"]
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     s0 = common.cpu_snapshot()
     t0 = time.perf_counter()
@@ -71,6 +73,9 @@ def main():
                    help="the timed runs together take about this long")
     p.add_argument("--min-steps", type=int, default=10)
     p.add_argument("--max-steps", type=int, default=3000)
+    p.add_argument("--memory-budget", type=int,
+                   help="compile within this many bytes (--set memory_budget); the results are "
+                   "recorded under mode `<mode>_lean`")
     p.add_argument("--out")
     args = p.parse_args()
     failures = 0
@@ -83,7 +88,8 @@ def main():
                         continue
                     try:
                         cal, _ = train(args.binary, model_file, args.backend, batch,
-                                       20 if batch <= 16 else 5, workdir, threads)
+                                       20 if batch <= 16 else 5, workdir, threads,
+                                       args.memory_budget)
                         per_step = batch / cal["samples_per_sec"]
                         steps = int(min(args.max_steps, max(args.min_steps, math.ceil(
                             args.min_seconds / common.REPEATS / per_step))))
@@ -92,7 +98,8 @@ def main():
                         for _ in range(1 + common.RETRIES):
                             busy = common.wait_for_quiet()
                             runs = [train(args.binary, model_file, args.backend, batch, steps,
-                                          workdir, threads) for _ in range(common.REPEATS)]
+                                          workdir, threads, args.memory_budget)
+                                    for _ in range(common.REPEATS)]
                             s, cmd = max(runs, key=lambda r: r[0]["samples_per_sec"])
                             if s["_other_cpus"] <= common.DISTURBED_CPUS:
                                 break
@@ -104,7 +111,9 @@ def main():
                         continue
                     sps = s["samples_per_sec"]
                     rec = {
-                        "peer": f"sparsec-{args.backend}", "model": model, "mode": mode,
+                        "peer": f"sparsec-{args.backend}", "model": model,
+                        "mode": mode if args.memory_budget is None else f"{mode}_lean",
+                        "memory_budget": args.memory_budget,
                         "batch": batch, "threads": s.get("threads", threads),
                         "samples_per_sec": sps,
                         "step_ms": batch / sps * 1e3, "peak_rss_bytes": s["peak_rss_bytes"],
