@@ -420,7 +420,15 @@ impl JitProgram {
                 let readers: Vec<usize> = (0..n_kernels)
                     .filter(|&r| KernelProgram::io(&plan.kernels[r]).0.contains(out))
                     .collect();
-                readers == [t]
+                // Run again just before the selection, the kernel must find its operands as
+                // it left them: nothing between the two writes one.
+                let (operands, _) = KernelProgram::io(&plan.kernels[g]);
+                let untouched = (g + 1..t).all(|r| {
+                    let (_, writes) = KernelProgram::io(&plan.kernels[r]);
+                    !writes.iter().any(|l| operands.contains(l))
+                });
+                untouched
+                    && readers == [t]
                     && !plan.results.contains(out)
                     && !plan.stores.iter().any(|s| s.1 == *out)
                     && !plan.store_w0.iter().any(|s| s.1 == *out)
