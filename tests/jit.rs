@@ -113,6 +113,18 @@ fn state_bits(s: &State<f32>) -> Vec<Vec<u32>> {
 /// `steps` steps of `func` on the interpreter and on the JIT with 1 and 2 threads, from the
 /// initial state: the same bits everywhere.
 fn compare(example: &str, m: &Module, func: &str, steps: u64) {
+    let plan: Vec<(u64, Option<f32>)> = (0..steps).map(|s| (s, None)).collect();
+    compare_steps(example, m, func, &plan);
+}
+
+/// As [`compare`], one step per `(inputs of step, learning rate)` of `plan` (`None`: the
+/// inputs' own); the JIT programs, to look into.
+fn compare_steps(
+    example: &str,
+    m: &Module,
+    func: &str,
+    plan: &[(u64, Option<f32>)],
+) -> Vec<JitProgram> {
     let mut reference = Interpreter::<f32>::new(m, func).expect("interpreter");
     let mut ref_state = State::<f32>::initial(m);
     let mut jits: Vec<(JitProgram, State<f32>)> = [1, 2]
@@ -124,8 +136,13 @@ fn compare(example: &str, m: &Module, func: &str, steps: u64) {
             )
         })
         .collect();
-    for step in 0..steps {
-        let (fl, il) = inputs(m, func, step);
+    for (step, &(batch, lr)) in plan.iter().enumerate() {
+        let (mut fl, il) = inputs(m, func, batch);
+        if let Some(lr) = lr {
+            for scalar in fl.iter_mut().filter(|v| v.len() == 1) {
+                scalar[0] = lr;
+            }
+        }
         let ins = as_inputs(m, func, &fl, &il);
         let want = reference
             .run(&mut ref_state, &ins)
@@ -141,6 +158,7 @@ fn compare(example: &str, m: &Module, func: &str, steps: u64) {
             );
         }
     }
+    jits.into_iter().map(|(jit, _)| jit).collect()
 }
 
 /// Dropback steps whose selection the gathered candidates cannot make: a learning rate 100
@@ -150,47 +168,17 @@ fn compare(example: &str, m: &Module, func: &str, steps: u64) {
 /// and every step still gives the interpreter's bits, on one thread and two.
 #[test]
 fn dropback_selections_the_candidates_cannot_make_match_the_interpreter() {
-    let m = opt_module("lenet300_dropback.net", 64).expect("the example compiles");
-    let func = "train_step";
-    let mut reference = Interpreter::<f32>::new(&m, func).expect("interpreter");
-    let mut ref_state = State::<f32>::initial(&m);
-    let mut jits: Vec<(JitProgram, State<f32>)> = [1, 2]
-        .iter()
-        .map(|&t| {
-            let jit = JitProgram::new(&m, func, t).expect("jit");
-            (jit, State::<f32>::initial(&m))
-        })
-        .collect();
-    // (inputs of step, learning rate)
+    let example = "lenet300_dropback.net";
+    let m = opt_module(example, 64).expect("the example compiles");
     let plan = [
-        (0, 0.05),
-        (1, 0.05),
-        (2, 5.0),
-        (3, 0.05),
-        (3, -0.05),
-        (4, 0.05),
+        (0, Some(0.05)),
+        (1, Some(0.05)),
+        (2, Some(5.0)),
+        (3, Some(0.05)),
+        (3, Some(-0.05)),
+        (4, Some(0.05)),
     ];
-    for (step, &(batch, lr)) in plan.iter().enumerate() {
-        let (mut fl, il) = inputs(&m, func, batch);
-        for scalar in fl.iter_mut().filter(|v| v.len() == 1) {
-            scalar[0] = lr;
-        }
-        let ins = as_inputs(&m, func, &fl, &il);
-        let want = reference
-            .run(&mut ref_state, &ins)
-            .expect("interpreter run");
-        for (jit, state) in &mut jits {
-            let got = jit.run(state, &ins).expect("jit run");
-            let what = format!("step {step} (lr {lr}) threads {}", jit.threads());
-            assert_eq!(bits(&got), bits(&want), "{what}: outputs differ");
-            assert_eq!(
-                state_bits(state),
-                state_bits(&ref_state),
-                "{what}: states differ"
-            );
-        }
-    }
-    for (jit, _) in &jits {
+    for jit in compare_steps(example, &m, "train_step", &plan) {
         assert!(
             jit.selections_rescored() >= 1,
             "threads {}: no selection needed its scores written",

@@ -280,21 +280,42 @@ fn row_unrolled(fx: &mut FnCtx<'_>, s: &ConvSpec, src: Value, dst: Value, add: b
     }
 }
 
+/// The address of output row `oh` of `cols` row `row` (`cols: [ckk, p]`, rows of `ow`).
+fn cols_row(fx: &mut FnCtx<'_>, s: &ConvSpec, cols: Value, row: Value, oh: Value) -> Value {
+    let at = fx.b.ins().imul_imm_s(row, s.p() as i64);
+    let o0 = fx.b.ins().imul_imm_s(oh, s.ow as i64);
+    let at = fx.b.ins().iadd(at, o0);
+    fx.elem(cols, at)
+}
+
+/// The address of the image element `(c, ih, kj − pw)` (`img: [c, h, w]`): where the row of
+/// window column `kj` starts, as if the padding were in memory.
+fn image_row(
+    fx: &mut FnCtx<'_>,
+    s: &ConvSpec,
+    img: Value,
+    (c, ih, kj): (Value, Value, Value),
+) -> Value {
+    let at = fx.b.ins().imul_imm_s(c, s.h as i64);
+    let at = fx.b.ins().iadd(at, ih);
+    let at = fx.b.ins().imul_imm_s(at, s.w as i64);
+    let at = fx.b.ins().iadd(at, kj);
+    let at = if s.pw == 0 {
+        at
+    } else {
+        fx.b.ins().iadd_imm_s(at, -(s.pw as i64))
+    };
+    fx.elem(img, at)
+}
+
 /// One image `xb: [c, h, w]` into `cols: [ckk, p]`, `+0` in the padding. Copies only: the
 /// in-range part of a row is contiguous when `sw == 1`, and then copied in `f32x4`. Without
 /// padding every window is inside the image, and short rows are copied in straight-line code.
 fn emit_im2col(fx: &mut FnCtx<'_>, s: &ConvSpec, xb: Value, cols: Value) {
     if s.unpadded() && s.ow <= UNROLLED_ROW {
         for_rows(fx, s, |fx, c, kj, row, oh, ih, _| {
-            let at = fx.b.ins().imul_imm_s(row, s.p() as i64);
-            let o0 = fx.b.ins().imul_imm_s(oh, s.ow as i64);
-            let at = fx.b.ins().iadd(at, o0);
-            let drow = fx.elem(cols, at);
-            let src = fx.b.ins().imul_imm_s(c, s.h as i64);
-            let src = fx.b.ins().iadd(src, ih);
-            let src = fx.b.ins().imul_imm_s(src, s.w as i64);
-            let src = fx.b.ins().iadd(src, kj);
-            let src = fx.elem(xb, src);
+            let drow = cols_row(fx, s, cols, row, oh);
+            let src = image_row(fx, s, xb, (c, ih, kj));
             row_unrolled(fx, s, src, drow, false);
         });
         return;
@@ -303,23 +324,15 @@ fn emit_im2col(fx: &mut FnCtx<'_>, s: &ConvSpec, xb: Value, cols: Value) {
     let own = fx.iconst(s.ow as i64);
     let zf = fx.f32const(0.0);
     for_rows(fx, s, |fx, c, kj, row, oh, ih, ok| {
-        let at = fx.b.ins().imul_imm_s(row, s.p() as i64);
-        let o0 = fx.b.ins().imul_imm_s(oh, s.ow as i64);
-        let at = fx.b.ins().iadd(at, o0);
-        let drow = fx.elem(cols, at);
+        let drow = cols_row(fx, s, cols, row, oh);
         if_else(
             fx,
             ok,
             |fx| {
                 let (lo, hi) = ow_range(fx, s, kj);
                 counted_loop(fx, zero, lo, 1, |fx, ow| fx.store_at(zf, drow, ow, 0));
-                let src = fx.b.ins().imul_imm_s(c, s.h as i64);
-                let src = fx.b.ins().iadd(src, ih);
-                let src = fx.b.ins().imul_imm_s(src, s.w as i64);
                 // Element `ow·sw` of `src` is input column `ow·sw + kj − pw`, in range here.
-                let src = fx.b.ins().iadd(src, kj);
-                let src = fx.b.ins().iadd_imm_s(src, -(s.pw as i64));
-                let src = fx.elem(xb, src);
+                let src = image_row(fx, s, xb, (c, ih, kj));
                 range_loop(fx, lo, hi, s.sw == 1, |fx, ow, ty| {
                     let i = fx.b.ins().imul_imm_s(ow, s.sw as i64);
                     let v = fx.load_at(ty, src, i, 0);
@@ -337,15 +350,8 @@ fn emit_im2col(fx: &mut FnCtx<'_>, s: &ConvSpec, xb: Value, cols: Value) {
 fn emit_col2im(fx: &mut FnCtx<'_>, s: &ConvSpec, cols: Value, dxb: Value) {
     if s.unpadded() && s.ow <= UNROLLED_ROW {
         for_rows(fx, s, |fx, c, kj, row, oh, ih, _| {
-            let at = fx.b.ins().imul_imm_s(row, s.p() as i64);
-            let o0 = fx.b.ins().imul_imm_s(oh, s.ow as i64);
-            let at = fx.b.ins().iadd(at, o0);
-            let srow = fx.elem(cols, at);
-            let dst = fx.b.ins().imul_imm_s(c, s.h as i64);
-            let dst = fx.b.ins().iadd(dst, ih);
-            let dst = fx.b.ins().imul_imm_s(dst, s.w as i64);
-            let dst = fx.b.ins().iadd(dst, kj);
-            let drow = fx.elem(dxb, dst);
+            let srow = cols_row(fx, s, cols, row, oh);
+            let drow = image_row(fx, s, dxb, (c, ih, kj));
             row_unrolled(fx, s, srow, drow, true);
         });
         return;
@@ -353,16 +359,8 @@ fn emit_col2im(fx: &mut FnCtx<'_>, s: &ConvSpec, cols: Value, dxb: Value) {
     for_rows(fx, s, |fx, c, kj, row, oh, ih, ok| {
         super::loops::if_then(fx, ok, |fx| {
             let (lo, hi) = ow_range(fx, s, kj);
-            let at = fx.b.ins().imul_imm_s(row, s.p() as i64);
-            let o0 = fx.b.ins().imul_imm_s(oh, s.ow as i64);
-            let at = fx.b.ins().iadd(at, o0);
-            let srow = fx.elem(cols, at);
-            let dst = fx.b.ins().imul_imm_s(c, s.h as i64);
-            let dst = fx.b.ins().iadd(dst, ih);
-            let dst = fx.b.ins().imul_imm_s(dst, s.w as i64);
-            let dst = fx.b.ins().iadd(dst, kj);
-            let dst = fx.b.ins().iadd_imm_s(dst, -(s.pw as i64));
-            let drow = fx.elem(dxb, dst);
+            let srow = cols_row(fx, s, cols, row, oh);
+            let drow = image_row(fx, s, dxb, (c, ih, kj));
             range_loop(fx, lo, hi, s.sw == 1, |fx, ow, ty| {
                 let i = fx.b.ins().imul_imm_s(ow, s.sw as i64);
                 let v = fx.load_at(ty, srow, ow, 0);
