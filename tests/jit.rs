@@ -187,6 +187,39 @@ fn dropback_selections_the_candidates_cannot_make_match_the_interpreter() {
     }
 }
 
+/// A dense step updates its weights (and momenta) where they lie (no second copy, and its
+/// buffers take less than the weights would twice), while a Dropback step, whose tracked
+/// stores may still fail after its kernels, updates none in place; both keep the interpreter's
+/// bits (the comparisons above).
+#[test]
+fn a_dense_step_updates_its_weights_in_place() {
+    let m = opt_module("lenet300.net", 64).expect("the example compiles");
+    let mut jit = JitProgram::new(&m, "train_step", 1).expect("jit");
+    // Every weight and its momentum (SGD with momentum: one chain writes both).
+    let mut names = jit.updated_in_place();
+    names.sort_unstable();
+    let mut all: Vec<&str> = m.params.iter().map(|p| p.name.as_str()).collect();
+    all.sort_unstable();
+    assert_eq!(names, all);
+    assert!(names.contains(&"fc1.weight.momentum"), "{names:?}");
+    let before = jit.buffer_bytes();
+    let mut state = State::<f32>::initial(&m);
+    let (fl, il) = inputs(&m, "train_step", 0);
+    let first = state_bits(&state);
+    jit.run(&mut state, &as_inputs(&m, "train_step", &fl, &il))
+        .expect("run");
+    assert_ne!(state_bits(&state), first, "the step changed no weight");
+    let weights: u64 = state.values.iter().map(|v| 4 * v.len() as u64).sum();
+    assert_eq!(jit.buffer_bytes(), before);
+    assert!(
+        jit.plan().buffers.iter().map(|b| b.bytes()).sum::<u64>() >= before + weights,
+        "the in-place weights' buffers are still counted"
+    );
+    let dropback = opt_module("lenet300_dropback.net", 64).expect("the example compiles");
+    let jit = JitProgram::new(&dropback, "train_step", 1).expect("jit");
+    assert!(jit.updated_in_place().is_empty());
+}
+
 #[test]
 fn jit_matches_the_interpreter_on_every_example_bit_for_bit() {
     let mut compared = 0;

@@ -104,6 +104,13 @@ pub struct JitProgram {
     /// Per float buffer: a kernel writes it in every run, no other store and no constant uses it,
     /// so a store may take it by swapping.
     swappable: Vec<bool>,
+    /// Per parameter: the float buffer it is updated in place through, when its update is a
+    /// chain that reads it and nothing reads it after nor the new value at all (a dense
+    /// weight's SGD step): the weight moves into that buffer for the run, every read of it
+    /// goes there, the chain writes the new value over it, and it moves back. One copy of the
+    /// weight instead of two, and a cache-resident step at batch 1. Only in programs with no
+    /// tracked store, whose stores cannot fail after the kernels have run.
+    in_place: Vec<Option<usize>>,
     /// Per tracked store whose value is a `dropback_apply`: that kernel's selection buffer and
     /// offset, the only positions where the value can differ from its initial value.
     applied_at: Vec<Option<(Loc, usize)>>,
@@ -167,6 +174,8 @@ impl std::fmt::Debug for JitProgram {
 struct Env<'r> {
     inputs: &'r [Input<'r, f32>],
     state: &'r State<f32>,
+    /// Per parameter: the float buffer that holds it during this run (`JitProgram::in_place`).
+    moved: &'r [Option<usize>],
     fbufs: &'r [Vec<f32>],
     ibufs: &'r [Vec<i32>],
     sbufs: &'r [Vec<u64>],
@@ -179,9 +188,23 @@ impl<'r> Env<'r> {
                 Input::Float(s) => s,
                 Input::Int(_) => &[],
             },
-            Loc::Param(p) => &self.state.values[p],
+            Loc::Param(p) => match self.moved.get(p) {
+                Some(&Some(j)) => &self.fbufs[j],
+                _ => &self.state.values[p],
+            },
             Loc::F(j) => &self.fbufs[j],
             Loc::I(_) | Loc::S(_) => &[],
+        }
+    }
+
+    /// Where `l` is during this run: a parameter moved into a buffer is that buffer.
+    fn resolve(&self, l: Loc) -> Loc {
+        match l {
+            Loc::Param(p) => match self.moved.get(p) {
+                Some(&Some(j)) => Loc::F(j),
+                _ => l,
+            },
+            _ => l,
         }
     }
 
@@ -463,12 +486,42 @@ impl JitProgram {
                 }
             }
         }
-        let swappable = (0..fbufs.len())
+        let swappable: Vec<bool> = (0..fbufs.len())
             .map(|j| {
                 let stores = plan.stores.iter().filter(|&&(_, l)| l == Loc::F(j)).count();
                 written[j] && stores == 1 && plan.buffers[j].fill.is_none()
             })
             .collect();
+        let any_tracked_store = plan
+            .stores
+            .iter()
+            .any(|&(p, _)| sparsec_ir::interp::is_tracked(&m.params[p]));
+        let mut in_place = vec![None; m.params.len()];
+        for &(p, l) in plan.stores.iter().filter(|_| !any_tracked_store) {
+            let Loc::F(j) = l else { continue };
+            let reads = |k: &crate::kernel_ir::Kernel, l: Loc| KernelProgram::io(k).0.contains(&l);
+            let Some(writer) = plan
+                .kernels
+                .iter()
+                .position(|k| KernelProgram::io(k).1.contains(&l))
+            else {
+                continue;
+            };
+            let Body::Chain { inputs, .. } = &plan.kernels[writer].body else {
+                continue;
+            };
+            let param = Loc::Param(p);
+            let ok = swappable[j]
+                && inputs.contains(&param)
+                && plan.stores.iter().filter(|s| s.0 == p).count() == 1
+                && !plan.results.contains(&l)
+                && !plan.results.contains(&param)
+                && !plan.kernels.iter().any(|k| reads(k, l))
+                && !plan.kernels[writer + 1..].iter().any(|k| reads(k, param));
+            if ok {
+                in_place[p] = Some(j);
+            }
+        }
         let applied_at = plan
             .stores
             .iter()
@@ -526,6 +579,7 @@ impl JitProgram {
             sbufs,
             allocated: false,
             swappable,
+            in_place,
             applied_at,
             gemm_scratch: vec![Vec::new(); threads],
             bias_pad: Vec::new(),
@@ -688,7 +742,8 @@ impl JitProgram {
         for (j, b) in self.plan.buffers.iter().enumerate() {
             // A selection grows as it is made; Dropback's new entries keep their values in
             // the float slot.
-            if b.dtype == DType::F32 {
+            // A buffer a weight is updated in place through holds that weight during a run.
+            if b.dtype == DType::F32 && !self.in_place.contains(&Some(j)) {
                 self.fbufs[j] = vec![b.fill.unwrap_or(0.0); b.len];
             }
             if b.dtype == DType::I32 && !b.sparse {
@@ -700,7 +755,22 @@ impl JitProgram {
 
     /// The bytes the run-time buffers take once allocated (the first run allocates them).
     pub fn buffer_bytes(&self) -> u64 {
-        self.plan.buffers.iter().map(|b| b.bytes()).sum()
+        let moved = |j: usize| self.in_place.contains(&Some(j));
+        let buffers = self.plan.buffers.iter().enumerate();
+        buffers
+            .filter(|&(j, _)| !moved(j))
+            .map(|(_, b)| b.bytes())
+            .sum()
+    }
+
+    /// The parameters each run updates in place (their update a chain that reads them, in a
+    /// program with no tracked store): the step holds no second copy of them.
+    pub fn updated_in_place(&self) -> Vec<&str> {
+        let params = self.params.iter().zip(&self.in_place);
+        params
+            .filter(|(_, j)| j.is_some())
+            .map(|(p, _)| p.name.as_str())
+            .collect()
     }
 
     /// Run the function once: the interpreter's contract (see the module docs).
@@ -738,6 +808,7 @@ impl JitProgram {
             rescored,
             update_feeds,
             selections,
+            in_place,
             ..
         } = self;
         for s in selections.iter_mut() {
@@ -747,6 +818,16 @@ impl JitProgram {
             .iter()
             .map(|f| f.as_ref().map(|(id, _)| jit.entry(*id)))
             .collect();
+        // The weights updated in place move into their buffers for the run (`in_place`).
+        let moved: &[Option<usize>] = in_place;
+        for (p, j) in moved
+            .iter()
+            .enumerate()
+            .filter_map(|(p, j)| Some((p, (*j)?)))
+        {
+            std::mem::swap(&mut state.values[p], &mut fbufs[j]);
+        }
+        let mut updated_in_place = false;
         let state_in: &State<f32> = state;
         let pair: Option<&Pair> = pair.as_ref().filter(|_| *worth_threads);
         // Per selection, the score kernels that feed it.
@@ -784,6 +865,7 @@ impl JitProgram {
                 let env = Env {
                     inputs,
                     state: state_in,
+                    moved,
                     fbufs,
                     ibufs,
                     sbufs,
@@ -825,6 +907,12 @@ impl JitProgram {
                 p[i] += t0.elapsed().as_secs_f64();
             }
             r?;
+            if outs
+                .iter()
+                .any(|&o| matches!(o, Loc::F(j) if moved.contains(&Some(j))))
+            {
+                updated_in_place = true;
+            }
             if regen_scale.is_some() {
                 regenerated[i] = regen_scale;
                 // A new `w0`: every overlay starts again from a whole copy of it.
@@ -852,9 +940,24 @@ impl JitProgram {
             Ok(())
         };
         // The helper flushes subnormals from its start; this thread while it runs the kernels.
-        sparsec_ir::fpenv::flushing_subnormals(|| match pair {
+        let ran = sparsec_ir::fpenv::flushing_subnormals(|| match pair {
             Some(pair) => pair.install(kernels),
             None => kernels(),
+        });
+        for (p, j) in self
+            .in_place
+            .iter()
+            .enumerate()
+            .filter_map(|(p, j)| Some((p, (*j)?)))
+        {
+            std::mem::swap(&mut state.values[p], &mut self.fbufs[j]);
+        }
+        ran.map_err(|e| match updated_in_place {
+            true => format!(
+                "{e} (the step had already updated weights in place: the training state is no \
+                 longer the one before the step)"
+            ),
+            false => e,
         })?;
         if let Some((_, runs)) = self.profile.as_mut() {
             *runs += 1;
@@ -862,6 +965,7 @@ impl JitProgram {
         let env = Env {
             inputs,
             state,
+            moved: &[],
             fbufs: &self.fbufs,
             ibufs: &self.ibufs,
             sbufs: &self.sbufs,
@@ -955,7 +1059,8 @@ impl JitProgram {
         let mut dense: Vec<(usize, Vec<f32>)> = Vec::new();
         let mut swaps: Vec<(usize, usize)> = Vec::new();
         for &(p, l) in &self.plan.stores {
-            if self.params[p].tracked {
+            // A weight updated in place is already the stored value.
+            if self.params[p].tracked || self.in_place[p].is_some() {
                 continue;
             }
             match l {

@@ -275,15 +275,20 @@ pub(super) fn exec(
             outputs,
         } => {
             let mut args = Args::default();
-            for (j, l) in inputs.iter().enumerate() {
-                let v = env.float(*l);
-                check("a chain input", v.len(), *len)?;
-                args.ptr[j] = addr(v);
-            }
             for (j, l) in outputs.iter().enumerate() {
                 let v = out_f(f_out, *l)?;
                 check("a chain output", v.len(), *len)?;
                 args.ptr[spec.inputs + j] = v.as_mut_ptr() as usize;
+            }
+            for (j, l) in inputs.iter().enumerate() {
+                // A weight updated in place is in the output it is written to.
+                if let Some(o) = outputs.iter().position(|&o| o == env.resolve(*l)) {
+                    args.ptr[j] = args.ptr[spec.inputs + o];
+                    continue;
+                }
+                let v = env.float(*l);
+                check("a chain input", v.len(), *len)?;
+                args.ptr[j] = addr(v);
             }
             for (j, l) in scalars.iter().enumerate() {
                 args.f32[j] = *env.float(*l).first().ok_or("internal: an empty scalar")?;
@@ -294,8 +299,10 @@ pub(super) fn exec(
             let entry = entry()?;
             // SAFETY: every input and output is checked to hold `len` floats and the kernel
             // touches elements `int[0] .. int[1]` of each, within `0 .. len`; outputs are
-            // distinct buffers taken out of the table, so they alias no input; `split` halves
-            // the range, so the two threads write disjoint elements.
+            // distinct buffers taken out of the table, so they alias no input but the weight
+            // an output updates in place, which the kernel reads at an index before it writes
+            // there and nowhere else (element-wise: every load of an index precedes its
+            // stores); `split` halves the range, so the two threads touch disjoint elements.
             unsafe { run_parts(entry, &split(args, 0, 1, n, 16), cx.pair) };
         }
         Body::ReduceRows { rows, cols, x, out } => {
