@@ -92,7 +92,10 @@ flags = next((l.split(":", 1)[1].split() for l in open("/proc/cpuinfo")
 simd = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile") if f in flags]
 mem = next((l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemTotal")), "0")
 commit = sh("git", "rev-parse", "--short", "HEAD")
-dirty = " (with uncommitted changes)" if sh("git", "status", "--porcelain") else ""
+# The results this run rewrites do not count as changes to what was measured.
+dirty = (" (with uncommitted changes)"
+         if sh("git", "status", "--porcelain", "--", ".", ":!bench/results", ":!bench/RESULTS.md")
+         else "")
 json.dump({
     "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
     "command": "bench/run.sh",
