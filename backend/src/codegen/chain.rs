@@ -3,8 +3,9 @@
 //! A **chain** ([`ChainSpec`]) is a small expression DAG over same-length buffers: every node
 //! is one element-wise operation of the IR on inputs, scalars or earlier nodes, and the nodes
 //! the rest of the program needs are stored. Each element is loaded once, every node is
-//! computed in registers (`f32x4` main loop, scalar tail) with the interpreter's single IEEE
-//! operations, and only the outputs are written: the same bits as running the ops one by one.
+//! computed in registers (`f32x4`, four vectors a trip, then one, then a scalar tail) with the
+//! interpreter's single IEEE operations, and only the outputs are written: the same bits as
+//! running the ops one by one.
 //! `tanh` and `sigmoid`'s `exp` call the interpreter's own functions ([`super::math`]), lane by
 //! lane. The activations are the IR's table ([`sparsec_ir::op::Unary`]); `emit_unary` and
 //! `emit_unary_grad` hold each one's code, the one place a new activation needs JIT code.
@@ -232,7 +233,10 @@ pub fn emit_chain(fx: &mut FnCtx<'_>, spec: &ChainSpec) {
     let len = fx.b.ins().isub(end, start);
     let len4 = fx.b.ins().band_imm_s(len, !3i64);
     let main_end = fx.b.ins().iadd(start, len4);
-    let body = |fx: &mut FnCtx<'_>, i: Value, ty: Type| {
+    let len16 = fx.b.ins().band_imm_s(len, !15i64);
+    let unrolled_end = fx.b.ins().iadd(start, len16);
+    // Element `i` (+ `off` bytes) of every operand.
+    let body = |fx: &mut FnCtx<'_>, i: Value, off: i32, ty: Type| {
         let (sc, z, o) = if ty == F32X4 {
             (&scalars4, zero4, one4)
         } else {
@@ -244,7 +248,7 @@ pub fn emit_chain(fx: &mut FnCtx<'_>, spec: &ChainSpec) {
             let mut get = |fx: &mut FnCtx<'_>, k: usize| -> Value {
                 match operands.get(k).copied() {
                     Some(Operand::Input(j)) => {
-                        *loaded[j].get_or_insert_with(|| fx.load_at(ty, ins[j], i, 0))
+                        *loaded[j].get_or_insert_with(|| fx.load_at(ty, ins[j], i, off))
                     }
                     Some(Operand::Scalar(j)) => sc[j],
                     Some(Operand::Node(j)) => vals[j],
@@ -257,11 +261,19 @@ pub fn emit_chain(fx: &mut FnCtx<'_>, spec: &ChainSpec) {
             vals.push(v);
         }
         for (slot, &node) in spec.outputs.iter().enumerate() {
-            fx.store_at(vals[node], outs[slot], i, 0);
+            fx.store_at(vals[node], outs[slot], i, off);
         }
     };
-    counted_loop(fx, start, main_end, 4, |fx, i| body(fx, i, F32X4));
-    counted_loop(fx, main_end, end, 1, |fx, i| body(fx, i, types::F32));
+    // Four vectors a trip, then one, then single elements: each element's operations are the
+    // same whichever loop takes it, and each index's loads precede its stores (an output may
+    // be the weight it updates, in place).
+    counted_loop(fx, start, unrolled_end, 16, |fx, i| {
+        for part in 0..4 {
+            body(fx, i, 16 * part, F32X4);
+        }
+    });
+    counted_loop(fx, unrolled_end, main_end, 4, |fx, i| body(fx, i, 0, F32X4));
+    counted_loop(fx, main_end, end, 1, |fx, i| body(fx, i, 0, types::F32));
 }
 
 /// The body of a column reduction (slots in the module docs).
