@@ -9,7 +9,8 @@
 # (bench/scale.sh: the regenerate-versus-store curve and the 8.65·10⁹-parameter Dropback run),
 # writes bench/results/*.jsonl and regenerates bench/RESULTS.md. About 20 minutes on 2 cores.
 # Knobs (environment): MIN_SECONDS (timed seconds per configuration, 3), MAX_STEPS (3000),
-# BATCHES, THREADS, MODELS (comma lists), and bench/scale.sh's.
+# BATCHES, THREADS, MODELS (comma lists), LEAN_BUDGET (bytes for P3's memory-budget row,
+# 800000), and bench/scale.sh's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$PWD"

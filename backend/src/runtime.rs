@@ -139,6 +139,9 @@ pub struct JitProgram {
     /// one has): the next run puts `w0` back there and writes the new entries, without copying
     /// all of `w0` again. `None` for any other kernel.
     overlaid: Vec<Option<Option<Vec<u32>>>>,
+    /// Per kernel: for a `topk_select`, the score kernels that feed it (run again when it asks
+    /// for its scores).
+    feeders: Vec<Vec<usize>>,
     /// How many selections had their score kernels run again (see `scores_private`).
     rescored: u64,
     /// Per kernel: for a `grad_update`, the selection whose candidates carry its new values.
@@ -188,8 +191,8 @@ impl<'r> Env<'r> {
                 Input::Float(s) => s,
                 Input::Int(_) => &[],
             },
-            Loc::Param(p) => match self.moved.get(p) {
-                Some(&Some(j)) => &self.fbufs[j],
+            Loc::Param(p) => match self.resolve(l) {
+                Loc::F(j) => &self.fbufs[j],
                 _ => &self.state.values[p],
             },
             Loc::F(j) => &self.fbufs[j],
@@ -251,6 +254,14 @@ struct Ctx<'a> {
     /// For a `topk_select`: its own index in `selections`.
     selection: Option<usize>,
     selections: &'a mut [exec::Selection],
+}
+
+/// `(parameter, buffer)` for each weight updated in place (`JitProgram::in_place`).
+fn moved_weights(in_place: &[Option<usize>]) -> impl Iterator<Item = (usize, usize)> + '_ {
+    in_place
+        .iter()
+        .enumerate()
+        .filter_map(|(p, j)| Some((p, (*j)?)))
 }
 
 /// The second thread, for two threads (none for one).
@@ -433,6 +444,13 @@ impl JitProgram {
                 (regenerated && writers(w0) == 1 && writers(out) == 1).then_some(None)
             })
             .collect();
+        let feeders: Vec<Vec<usize>> = (0..n_kernels)
+            .map(|t| {
+                (0..n_kernels)
+                    .filter(|&g| matches!(score_feeds[g], Some((s, _)) if s == t))
+                    .collect()
+            })
+            .collect();
         let scores_private: Vec<bool> = (0..n_kernels)
             .map(|g| {
                 let (Some((t, _)), Body::GradScore { out, .. }) =
@@ -591,6 +609,7 @@ impl JitProgram {
             score_feeds,
             scores_private,
             overlaid,
+            feeders,
             rescored: 0,
             update_feeds,
             selections,
@@ -805,6 +824,7 @@ impl JitProgram {
             score_feeds,
             scores_private,
             overlaid,
+            feeders,
             rescored,
             update_feeds,
             selections,
@@ -820,24 +840,12 @@ impl JitProgram {
             .collect();
         // The weights updated in place move into their buffers for the run (`in_place`).
         let moved: &[Option<usize>] = in_place;
-        for (p, j) in moved
-            .iter()
-            .enumerate()
-            .filter_map(|(p, j)| Some((p, (*j)?)))
-        {
+        for (p, j) in moved_weights(moved) {
             std::mem::swap(&mut state.values[p], &mut fbufs[j]);
         }
         let mut updated_in_place = false;
         let state_in: &State<f32> = state;
         let pair: Option<&Pair> = pair.as_ref().filter(|_| *worth_threads);
-        // Per selection, the score kernels that feed it.
-        let feeders: Vec<Vec<usize>> = (0..plan.kernels.len())
-            .map(|t| {
-                (0..plan.kernels.len())
-                    .filter(|&g| matches!(score_feeds[g], Some((s, _)) if s == t))
-                    .collect()
-            })
-            .collect();
         // Kernel `i`; `rescore` for a score kernel run again to write the scores its selection
         // asks for. Whether the kernel is a selection that asks for its scores.
         let mut run = |i: usize, rescore: bool| -> Result<bool, String> {
@@ -944,12 +952,7 @@ impl JitProgram {
             Some(pair) => pair.install(kernels),
             None => kernels(),
         });
-        for (p, j) in self
-            .in_place
-            .iter()
-            .enumerate()
-            .filter_map(|(p, j)| Some((p, (*j)?)))
-        {
+        for (p, j) in moved_weights(&self.in_place) {
             std::mem::swap(&mut state.values[p], &mut self.fbufs[j]);
         }
         ran.map_err(|e| match updated_in_place {

@@ -897,6 +897,7 @@ pub(super) fn exec(
             // The two halves of the batch are summed apart, then added (the interpreter's
             // order): on two threads when the run has its second one and the work is worth it.
             let [first, second] = g.weight_grad_halves();
+            let halves = !second.is_empty();
             let work = g.b * g.o * g.p() * g.ckk();
             let (groups, len) = (g.weight_grad_scratch(), dw.len());
             if cx.gemm_scratch.len() < 2 {
@@ -921,7 +922,7 @@ pub(super) fn exec(
                     run_second();
                 }
             }
-            if !g.weight_grad_halves()[1].is_empty() {
+            if halves {
                 for (d, h) in dw.iter_mut().zip(half.iter()) {
                     *d += *h;
                 }
