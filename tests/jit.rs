@@ -220,6 +220,29 @@ fn a_dense_step_updates_its_weights_in_place() {
     assert!(jit.updated_in_place().is_empty());
 }
 
+/// At a small batch a weight's gradient is made inside its update, 64 columns at a time, and
+/// never stored: fc1's and fc2's (fc3's, 10x100x3, is below the GEMM library's size and stays
+/// a product kernel of its own). The bits are checked with every example at batch 1 and 3
+/// (`jit_matches_the_interpreter_on_every_example_bit_for_bit`).
+#[test]
+fn a_shallow_weight_gradient_is_made_inside_its_update() {
+    let m = opt_module("lenet300.net", 3).expect("the example compiles");
+    let jit = JitProgram::new(&m, "train_step", 2).expect("jit");
+    let text = jit.plan().to_string();
+    assert_eq!(text.matches("chain.matmul_tn [jit]").count(), 2, "{text}");
+    assert_eq!(text.matches("gemm.matmul_tn [jit]").count(), 1, "{text}");
+    // fc1's new weight and new momentum; no 300x784 gradient.
+    let fc1_sized = jit.plan().buffers.iter().filter(|b| b.len == 300 * 784);
+    assert_eq!(fc1_sized.count(), 2, "{text}");
+    let mut names = jit.updated_in_place();
+    names.sort_unstable();
+    assert!(names.contains(&"fc1.weight"), "{names:?}");
+    // At batch 64 making the product dominates: it keeps its own kernel.
+    let m = opt_module("lenet300.net", 64).expect("the example compiles");
+    let jit = JitProgram::new(&m, "train_step", 2).expect("jit");
+    assert!(!jit.plan().to_string().contains("chain.matmul_tn"));
+}
+
 #[test]
 fn jit_matches_the_interpreter_on_every_example_bit_for_bit() {
     let mut compared = 0;

@@ -320,7 +320,10 @@ impl Coverage {
                         (LIBRARY_MIN_WORK / 2..LIBRARY_MIN_WORK * 2).contains(&work),
                     );
                 }
-                Body::Chain { spec, len, .. } => {
+                Body::Chain {
+                    spec, len, product, ..
+                } => {
+                    self.add("chain over its matmul_tn's panels", product.is_some());
                     let mut uses = vec![0; spec.inputs];
                     for (_, ops) in &spec.nodes {
                         for o in ops {
@@ -418,7 +421,10 @@ fn check_plan(m: &Module, jit: &JitProgram) -> Result<(), String> {
                 bump("bias_add", spec.bias as usize);
                 bump("elementwise", spec.relu as usize);
             }
-            Body::Chain { spec, .. } => bump("elementwise", spec.nodes.len()),
+            Body::Chain { spec, product, .. } => {
+                bump("elementwise", spec.nodes.len());
+                bump("matmul_tn", product.iter().len());
+            }
             Body::ReduceRows { .. } => bump("reduce_rows", 1),
             Body::BiasAdd { .. } => bump("bias_add", 1),
             Body::ReduceChannels { .. } => bump("reduce_other", 1),

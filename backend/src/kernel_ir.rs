@@ -72,6 +72,20 @@ impl Buffer {
     }
 }
 
+/// The product `dyᵀ · x` (`dy: [k, m]`, `x: [k, n]`, the product `[m, n]`) that a chain reads as
+/// its input 0: a weight's gradient feeding its update. It is made 64 columns at a time into a
+/// scratch panel by the product's own library calls (the interpreter's `matmul_tn`) and the
+/// chain runs over that panel's rows at once, so the gradient is never stored whole and the
+/// weight is read and written once a step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ChainProduct {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub dy: Loc,
+    pub x: Loc,
+}
+
 /// How a kernel runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Exec {
@@ -107,10 +121,12 @@ pub enum Body {
         bias: Option<Loc>,
         outs: [Option<Loc>; 3],
     },
-    /// A fused element-wise chain over `len` elements.
+    /// A fused element-wise chain over `len` elements. With a `product`, the chain's input 0
+    /// is that product, made panel by panel and consumed there, and `inputs` are its inputs 1 ..
     Chain {
         spec: ChainSpec,
         len: usize,
+        product: Option<ChainProduct>,
         inputs: Vec<Loc>,
         scalars: Vec<Loc>,
         outputs: Vec<Loc>,
@@ -327,6 +343,9 @@ impl Kernel {
     pub fn kind(&self) -> String {
         match &self.body {
             Body::Gemm { spec, .. } => format!("gemm.{}", spec.layout.name()),
+            Body::Chain {
+                product: Some(_), ..
+            } => "chain.matmul_tn".into(),
             Body::Chain { .. } => "chain".into(),
             Body::ReduceRows { .. } => "reduce_rows".into(),
             Body::BiasAdd { .. } => "bias_add".into(),
@@ -566,15 +585,37 @@ impl KernelProgram {
             Body::Chain {
                 spec,
                 len,
+                product,
                 inputs,
                 scalars,
                 outputs,
             } => {
-                out.push(format!(
-                    "for i in 0..{len} step 4 (f32x4, scalar tail; threads split here)"
-                ));
+                let first = match product {
+                    Some(p) => {
+                        out.push(format!(
+                            "for each 64-column panel of g = {}ᵀ · {} ({}x{}x{}, the product's \
+                             own calls), made into a scratch panel (threads split panels):",
+                            self.loc(p.dy),
+                            self.loc(p.x),
+                            p.m,
+                            p.n,
+                            p.k
+                        ));
+                        out.push(format!(
+                            "for i in the panel's elements of 0..{len} (f32x4, scalar tail)"
+                        ));
+                        out.push("  in0 = g[i] (no dense gradient)".into());
+                        1
+                    }
+                    None => {
+                        out.push(format!(
+                            "for i in 0..{len} step 4 (f32x4, scalar tail; threads split here)"
+                        ));
+                        0
+                    }
+                };
                 for (j, l) in inputs.iter().enumerate() {
-                    out.push(format!("  in{j} = {}[i]", self.loc(*l)));
+                    out.push(format!("  in{} = {}[i]", first + j, self.loc(*l)));
                 }
                 for (j, l) in scalars.iter().enumerate() {
                     out.push(format!("  s{j} = {}[0]", self.loc(*l)));
@@ -1008,12 +1049,14 @@ impl KernelProgram {
                 (i, outs.iter().flatten().copied().collect())
             }
             Body::Chain {
+                product,
                 inputs,
                 scalars,
                 outputs,
                 ..
             } => {
-                let mut i = inputs.clone();
+                let mut i: Vec<Loc> = product.iter().flat_map(|p| [p.dy, p.x]).collect();
+                i.extend(inputs.iter().copied());
                 i.extend(scalars.iter().copied());
                 (i, outputs.clone())
             }

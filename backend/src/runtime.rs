@@ -35,7 +35,7 @@ use sparsec_ir::module::Init;
 use sparsec_ir::{DType, Module};
 
 use crate::codegen::chacha::emit_regen;
-use crate::codegen::chain::{emit_chain, emit_reduce_channels, emit_reduce_rows};
+use crate::codegen::chain::{emit_chain, emit_chain_rows, emit_reduce_channels, emit_reduce_rows};
 use crate::codegen::conv::emit_conv;
 use crate::codegen::elementwise::emit_bias_add;
 use crate::codegen::gemm::{emit_gemm_fused, GEMM_IMPORT, GEMM_IMPORT_PARAMS, NR};
@@ -334,9 +334,12 @@ impl JitProgram {
                     let callee = gemm(&mut jit)?;
                     own(&mut jit, &[callee], &|fx| emit_gemm_fused(fx, spec))?
                 }
-                Body::Chain { spec, .. } if spec.uses_math() => {
+                Body::Chain { spec, product, .. } if spec.uses_math() => {
                     let callees = math(&mut jit)?;
-                    own(&mut jit, &callees, &|fx| emit_chain(fx, spec))?
+                    match product {
+                        Some(_) => own(&mut jit, &callees, &|fx| emit_chain_rows(fx, spec))?,
+                        None => own(&mut jit, &callees, &|fx| emit_chain(fx, spec))?,
+                    }
                 }
                 Body::SoftmaxXent { spec, .. } => {
                     let callees = math(&mut jit)?;
@@ -348,6 +351,11 @@ impl JitProgram {
                 }
                 Body::MaxPool { spec, .. } => own(&mut jit, &[], &|fx| emit_maxpool(fx, spec))?,
                 Body::Gemm { spec, .. } => own(&mut jit, &[], &|fx| emit_gemm_fused(fx, spec))?,
+                Body::Chain {
+                    spec,
+                    product: Some(_),
+                    ..
+                } => own(&mut jit, &[], &|fx| emit_chain_rows(fx, spec))?,
                 Body::Chain { spec, .. } => own(&mut jit, &[], &|fx| emit_chain(fx, spec))?,
                 Body::ReduceChannels { .. } => Some((
                     shared_fn(&mut jit, "reduce_channels", emit_reduce_channels)?,
@@ -568,6 +576,9 @@ impl JitProgram {
             Body::ConvWeightGrad { geom: g, .. } => {
                 g.b * g.o * g.p() * g.ckk() >= SPLIT_MIN_WORK * 8
             }
+            Body::Chain {
+                product: Some(p), ..
+            } => p.m * p.n * p.k >= SPLIT_MIN_WORK * 8,
             _ => false,
         });
         let threads = threads.clamp(1, 2);

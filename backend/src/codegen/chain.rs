@@ -13,6 +13,13 @@
 //! Chain slots: inputs `ptr[0 .. inputs]`, outputs `ptr[inputs ..]`, scalars `f32[0 ..]`;
 //! `int[0]`, `int[1]` = the element range `start .. end` (threads take disjoint ranges).
 //!
+//! A **chain over a product** ([`emit_chain_rows`]) is a chain whose input 0 is a matrix product
+//! the runtime makes 64 columns at a time into a scratch panel (a weight gradient feeding its
+//! update, so the gradient is never stored whole): the chain runs over a block of rows of that
+//! panel's columns. Slots as a chain's, with `ptr[0]` the panel and every other buffer at the
+//! panel's first column; `int[0]` = rows, `int[1]` = columns, `int[2]` = the row stride (in
+//! elements) of every buffer but the panel, `int[3]` = the panel's.
+//!
 //! A **column reduction** ([`emit_reduce_rows`]) is `reduce_sum` over the leading axes of
 //! `x: [R, C]`: `out[c] = ((0 + x[0, c]) + x[1, c]) + ...`, the interpreter's row-major order,
 //! vectorised over `c`. Slots: `x` = `ptr[0]`, out = `ptr[1]`; `int[0..4]` = R, C, and the column
@@ -222,14 +229,86 @@ pub fn emit_chain(fx: &mut FnCtx<'_>, spec: &ChainSpec) {
     let outs: Vec<Value> = (0..spec.outputs.len())
         .map(|o| fx.arg_ptr(spec.inputs + o))
         .collect();
-    let scalars: Vec<Value> = (0..spec.scalars).map(|i| fx.arg_f32(i)).collect();
-    let scalars4: Vec<Value> = scalars.iter().map(|&s| fx.splat(s)).collect();
+    let scalars = chain_scalars(fx, spec);
     let start = fx.arg_int(0);
     let end = fx.arg_int(1);
-    let zero = fx.f32const(0.0);
-    let one = fx.f32const(1.0);
-    let zero4 = fx.splat(zero);
-    let one4 = fx.splat(one);
+    let consts = ChainConsts::new(fx, scalars);
+    chain_loops(fx, spec, &consts, (&ins, &outs), start, end);
+}
+
+/// The body of a chain over a block of rows whose input 0 is a product panel (a chain fused
+/// behind the product that feeds it, made 64 columns at a time; slots in the module docs): the
+/// chain's own loops over the columns of each row.
+pub fn emit_chain_rows(fx: &mut FnCtx<'_>, spec: &ChainSpec) {
+    let ins: Vec<Value> = (0..spec.inputs).map(|i| fx.arg_ptr(i)).collect();
+    let outs: Vec<Value> = (0..spec.outputs.len())
+        .map(|o| fx.arg_ptr(spec.inputs + o))
+        .collect();
+    let scalars = chain_scalars(fx, spec);
+    let consts = ChainConsts::new(fx, scalars);
+    let rows = fx.arg_int(0);
+    let cols = fx.arg_int(1);
+    let row_bytes = fx.arg_int(2);
+    let row_bytes = fx.b.ins().ishl_imm_u(row_bytes, 2);
+    let panel_row_bytes = fx.arg_int(3);
+    let panel_row_bytes = fx.b.ins().ishl_imm_u(panel_row_bytes, 2);
+    let zero_i = fx.iconst(0);
+    counted_loop(fx, zero_i, rows, 1, |fx, r| {
+        let off = fx.b.ins().imul(r, row_bytes);
+        let panel_off = fx.b.ins().imul(r, panel_row_bytes);
+        let row_ins: Vec<Value> = ins
+            .iter()
+            .enumerate()
+            .map(|(j, &p)| fx.b.ins().iadd(p, if j == 0 { panel_off } else { off }))
+            .collect();
+        let row_outs: Vec<Value> = outs.iter().map(|&p| fx.b.ins().iadd(p, off)).collect();
+        chain_loops(fx, spec, &consts, (&row_ins, &row_outs), zero_i, cols);
+    });
+}
+
+/// A chain's scalars and constants, scalar and splatted, made once in the entry block.
+struct ChainConsts {
+    scalars: Vec<Value>,
+    scalars4: Vec<Value>,
+    zero: Value,
+    one: Value,
+    zero4: Value,
+    one4: Value,
+}
+
+/// A chain's scalars, as `f32` and splatted.
+fn chain_scalars(fx: &mut FnCtx<'_>, spec: &ChainSpec) -> (Vec<Value>, Vec<Value>) {
+    let scalars: Vec<Value> = (0..spec.scalars).map(|i| fx.arg_f32(i)).collect();
+    let scalars4: Vec<Value> = scalars.iter().map(|&s| fx.splat(s)).collect();
+    (scalars, scalars4)
+}
+
+impl ChainConsts {
+    fn new(fx: &mut FnCtx<'_>, (scalars, scalars4): (Vec<Value>, Vec<Value>)) -> ChainConsts {
+        let zero = fx.f32const(0.0);
+        let one = fx.f32const(1.0);
+        let zero4 = fx.splat(zero);
+        let one4 = fx.splat(one);
+        ChainConsts {
+            scalars,
+            scalars4,
+            zero,
+            one,
+            zero4,
+            one4,
+        }
+    }
+}
+
+/// Elements `start .. end` of every operand (base addresses `ins`, `outs`) through the chain.
+fn chain_loops(
+    fx: &mut FnCtx<'_>,
+    spec: &ChainSpec,
+    c: &ChainConsts,
+    (ins, outs): (&[Value], &[Value]),
+    start: Value,
+    end: Value,
+) {
     let len = fx.b.ins().isub(end, start);
     let len4 = fx.b.ins().band_imm_s(len, !3i64);
     let main_end = fx.b.ins().iadd(start, len4);
@@ -238,9 +317,9 @@ pub fn emit_chain(fx: &mut FnCtx<'_>, spec: &ChainSpec) {
     // Element `i` (+ `off` bytes) of every operand.
     let body = |fx: &mut FnCtx<'_>, i: Value, off: i32, ty: Type| {
         let (sc, z, o) = if ty == F32X4 {
-            (&scalars4, zero4, one4)
+            (&c.scalars4, c.zero4, c.one4)
         } else {
-            (&scalars, zero, one)
+            (&c.scalars, c.zero, c.one)
         };
         let mut loaded: Vec<Option<Value>> = vec![None; spec.inputs];
         let mut vals: Vec<Value> = Vec::with_capacity(spec.nodes.len());

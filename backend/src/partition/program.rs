@@ -8,7 +8,7 @@ use sparsec_ir::{DType, Module};
 use super::{Nk, Node};
 use crate::codegen::chain::{ChainSpec, EwOp, Operand, MAX_CHAIN_BUFFERS, MAX_CHAIN_SCALARS};
 use crate::codegen::gemm::{use_import, GemmSpec, Layout};
-use crate::kernel_ir::{Body, Buffer, Kernel, KernelProgram, Loc, ScoreSource};
+use crate::kernel_ir::{Body, Buffer, ChainProduct, Kernel, KernelProgram, Loc, ScoreSource};
 
 /// What a kernel is made of while grouping.
 enum Group {
@@ -20,8 +20,44 @@ enum Group {
     Chain {
         len: usize,
         nodes: Vec<usize>,
+        /// A product the chain reads as its input 0, made panel by panel inside the kernel
+        /// (`kernel_ir::ChainProduct`).
+        product: Option<usize>,
     },
     Single(usize),
+    /// A product a later chain took over (`Chain::product`): no kernel of its own.
+    Taken,
+}
+
+/// Deepest product (its `k`: the batch, for a weight gradient) a chain takes over. A shallow
+/// product is cheap to make and costly to store (LeNet-300-100's fc1 update, 1 thread: batch 1
+/// 8.4k -> 9.2k samples/s, batch 16 44k -> 53k); at batch 64 making it dominates, and the fused
+/// kernel measured no faster on one thread and up to 10 % slower on two.
+const CHAIN_PRODUCT_MAX_DEPTH: usize = 16;
+
+/// Whether element-wise node `n` can take over the product `g` as its chain's input 0: a
+/// shallow, library-sized `matmul_tn` (a weight gradient, `dyᵀ · x`) with no epilogue, of `n`'s
+/// length, which nothing else reads or keeps. The chain then makes the product 64 columns at a
+/// time and consumes each panel at once (`kernel_ir::ChainProduct`), so it is never stored.
+fn takes_product(nodes: &[Node], n: usize, g: usize, readers: &[usize], kept: &[bool]) -> bool {
+    let Nk::Gemm {
+        layout: Layout::Tn,
+        m,
+        n: cols,
+        k,
+    } = nodes[g].kind
+    else {
+        return false;
+    };
+    let node = &nodes[n];
+    let scalar = node.kind == Nk::Ew(EwOp::Scale) && node.ops.get(1) == Some(&g);
+    use_import(m, cols, k)
+        && k <= CHAIN_PRODUCT_MAX_DEPTH
+        && node.len == m * cols
+        && node.ops.contains(&g)
+        && !scalar
+        && readers[g] == 1
+        && !kept[g]
 }
 
 pub(super) fn build_program(
@@ -80,6 +116,23 @@ pub(super) fn build_program(
     }
 
     // 3. Group.
+    // How many scheduled nodes read each node, and which a store or a result keeps.
+    let mut readers = vec![0usize; nodes.len()];
+    for &n in &order {
+        let mut ops = nodes[n].ops.clone();
+        ops.sort_unstable();
+        ops.dedup();
+        for o in ops {
+            readers[o] += 1;
+        }
+    }
+    let mut kept = vec![false; nodes.len()];
+    for &(_, n) in stores.iter().chain(store_w0) {
+        kept[n] = true;
+    }
+    for &n in results {
+        kept[n] = true;
+    }
     let mut groups: Vec<Group> = Vec::new();
     let mut kof: Vec<Option<usize>> = vec![None; nodes.len()];
     let tail = |g: &Group| match g {
@@ -122,6 +175,7 @@ pub(super) fn build_program(
                 Group::Chain {
                     len,
                     nodes: members,
+                    ..
                 } if *len == node.len => {
                     let scalar_here = *op == EwOp::Scale && kof[node.ops[1]] == Some(k);
                     let mut ins: Vec<usize> = Vec::new();
@@ -166,6 +220,7 @@ pub(super) fn build_program(
                     Nk::Ew(_) => Group::Chain {
                         len: node.len,
                         nodes: vec![n],
+                        product: None,
                     },
                     _ => Group::Single(n),
                 });
@@ -173,6 +228,27 @@ pub(super) fn build_program(
             }
         };
         kof[n] = Some(k);
+        // A product only this chain reads moves into it (it runs later than the product's own
+        // kernel would have, when all it reads is long made), which is left empty.
+        let bare_chain = matches!(groups[k], Group::Chain { product: None, .. });
+        let taken = node.ops.iter().copied().find_map(|g| {
+            let kg = kof[g].filter(|&kg| kg != k && bare_chain)?;
+            match groups[kg] {
+                Group::Gemm {
+                    gemm,
+                    bias: None,
+                    relu: None,
+                } if gemm == g && takes_product(&nodes, n, g, &readers, &kept) => Some((g, kg)),
+                _ => None,
+            }
+        });
+        if let Some((g, kg)) = taken {
+            if let Group::Chain { product, .. } = &mut groups[k] {
+                *product = Some(g);
+            }
+            groups[kg] = Group::Taken;
+            kof[g] = Some(k);
+        }
     }
 
     // 4. Materialise.
@@ -273,8 +349,11 @@ pub(super) fn build_program(
             Group::Chain {
                 len,
                 nodes: members,
+                product,
             } => {
-                let mut inputs: Vec<usize> = Vec::new();
+                // The product, when there is one, is input 0.
+                let mut inputs: Vec<usize> = product.iter().copied().collect();
+                product.iter().for_each(|&g| note(g));
                 let mut scalars: Vec<usize> = Vec::new();
                 let mut spec_nodes = Vec::new();
                 for &mm in members {
@@ -311,7 +390,25 @@ pub(super) fn build_program(
                         outputs: out_nodes.clone(),
                     },
                     len: *len,
-                    inputs: inputs.iter().map(|&x| at(x)).collect::<Result<_, _>>()?,
+                    product: match *product {
+                        Some(g) => {
+                            let Nk::Gemm { m, n, k, .. } = nodes[g].kind else {
+                                unreachable!("a chain's product is a matmul_tn")
+                            };
+                            Some(ChainProduct {
+                                m,
+                                n,
+                                k,
+                                dy: at(nodes[g].ops[0])?,
+                                x: at(nodes[g].ops[1])?,
+                            })
+                        }
+                        None => None,
+                    },
+                    inputs: inputs[product.iter().len()..]
+                        .iter()
+                        .map(|&x| at(x))
+                        .collect::<Result<_, _>>()?,
                     scalars: scalars.iter().map(|&x| at(x)).collect::<Result<_, _>>()?,
                     outputs: out_nodes
                         .iter()
@@ -319,6 +416,7 @@ pub(super) fn build_program(
                         .collect::<Result<_, _>>()?,
                 }
             }
+            Group::Taken => continue,
             Group::Single(n) => {
                 let n = *n;
                 note(n);

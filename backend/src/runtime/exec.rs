@@ -4,8 +4,8 @@
 //! bookkeeping, top-k, the interpreter fallbacks) run here directly.
 
 use sparsec_ir::interp::{
-    conv2d_weight_grad_images_f32, eval_op, score_key, topk_among, topk_select, Input, OpArg,
-    OpOut, GEMM_PANEL,
+    conv2d_weight_grad_images_f32, eval_op, matmul_columns_f32, score_key, topk_among, topk_select,
+    Input, OpArg, OpOut, GEMM_PANEL,
 };
 use sparsec_ir::module::Init;
 
@@ -133,6 +133,48 @@ pub(super) fn over_panels(
         (_, []) => return Err("internal: no gradient scratch".into()),
     }
     Ok(())
+}
+
+/// A chain whose input 0 is the product `p` (`kernel_ir::ChainProduct`): each 64-column panel
+/// of the product made into scratch by the interpreter's own call, then the chain run over the
+/// panel's rows ([`crate::codegen::chain::emit_chain_rows`]). `args` holds the chain's buffers
+/// (slots `1 .. buffers`, each checked to hold `m·n` floats, and scalars); threads take
+/// disjoint panels, each with its own scratch.
+fn chain_over_product(
+    cx: &mut Ctx<'_>,
+    env: &Env<'_>,
+    p: crate::kernel_ir::ChainProduct,
+    args: Args,
+    buffers: usize,
+    entry: Entry<'_>,
+) -> Result<(), String> {
+    let (m, n, k) = (p.m, p.n, p.k);
+    let (dy, x) = (env.float(p.dy), env.float(p.x));
+    check("a product operand", dy.len(), k * m)?;
+    check("a product operand", x.len(), k * n)?;
+    // The product's own stride rule (`matmul_columns_f32`): a panel row stride above 1 exactly
+    // when the product has more than one column.
+    let ld = if n > 1 { GEMM_PANEL } else { 1 };
+    let run = |qs: std::ops::Range<usize>, panel: &mut [f32]| {
+        for q in qs {
+            let (j0, j1) = (q * GEMM_PANEL, ((q + 1) * GEMM_PANEL).min(n));
+            matmul_columns_f32((m, n, k), true, dy, false, x, n, (j0, j1), panel, ld);
+            let mut a = args;
+            a.ptr[0] = panel.as_mut_ptr() as usize;
+            for slot in &mut a.ptr[1..buffers] {
+                *slot += j0 * std::mem::size_of::<f32>();
+            }
+            a.int[..4].copy_from_slice(&[m as u64, (j1 - j0) as u64, n as u64, ld as u64]);
+            // SAFETY: the panel holds rows `0 .. m` of `j1 - j0 ≤ ld` columns at stride `ld`
+            // (this thread's scratch of `m·ld` floats); every other buffer holds `m·n` floats
+            // (checked by the caller) and is addressed from column `j0`, so row `i`'s columns
+            // reach `i·n + j1 ≤ m·n`. Outputs alias no input but the weight an output updates in
+            // place, whose every index is loaded before it is stored; the two threads take
+            // disjoint panels, so they write disjoint columns.
+            unsafe { entry.call(&a) };
+        }
+    };
+    over_panels(cx, m * n * k, m * ld, n.div_ceil(GEMM_PANEL), &run)
 }
 
 pub(super) fn check(what: &str, got: usize, want: usize) -> Result<(), String> {
@@ -270,6 +312,7 @@ pub(super) fn exec(
         Body::Chain {
             spec,
             len,
+            product,
             inputs,
             scalars,
             outputs,
@@ -280,18 +323,29 @@ pub(super) fn exec(
                 check("a chain output", v.len(), *len)?;
                 args.ptr[spec.inputs + j] = v.as_mut_ptr() as usize;
             }
+            // With a product, slot 0 is its panel and `inputs` fill the slots after it.
+            let first = product.iter().len();
+            if first + inputs.len() != spec.inputs {
+                return Err("internal: a chain's inputs do not match its slots".into());
+            }
             for (j, l) in inputs.iter().enumerate() {
+                let slot = first + j;
                 // A weight updated in place is in the output it is written to.
                 if let Some(o) = outputs.iter().position(|&o| o == env.resolve(*l)) {
-                    args.ptr[j] = args.ptr[spec.inputs + o];
+                    args.ptr[slot] = args.ptr[spec.inputs + o];
                     continue;
                 }
                 let v = env.float(*l);
                 check("a chain input", v.len(), *len)?;
-                args.ptr[j] = addr(v);
+                args.ptr[slot] = addr(v);
             }
             for (j, l) in scalars.iter().enumerate() {
                 args.f32[j] = *env.float(*l).first().ok_or("internal: an empty scalar")?;
+            }
+            if let Some(p) = product {
+                check("a chain over a product", *len, p.m * p.n)?;
+                let buffers = spec.inputs + outputs.len();
+                return chain_over_product(cx, env, *p, args, buffers, entry()?);
             }
             args.int[0] = 0;
             args.int[1] = *len as u64;
