@@ -237,6 +237,14 @@ fn a_shallow_weight_gradient_is_made_inside_its_update() {
     let mut names = jit.updated_in_place();
     names.sort_unstable();
     assert!(names.contains(&"fc1.weight"), "{names:?}");
+    // At batch 1 every weight's gradient is an outer product, made inside the update, however
+    // small.
+    let m = opt_module("lenet300.net", 1).expect("the example compiles");
+    let jit = JitProgram::new(&m, "train_step", 2).expect("jit");
+    let text = jit.plan().to_string();
+    assert_eq!(text.matches("chain.matmul_tn [jit]").count(), 3, "{text}");
+    assert!(!text.contains("gemm.matmul_tn"), "{text}");
+    assert!(text.contains("made where it is read"), "{text}");
     // At batch 64 making the product dominates: it keeps its own kernel.
     let m = opt_module("lenet300.net", 64).expect("the example compiles");
     let jit = JitProgram::new(&m, "train_step", 2).expect("jit");

@@ -73,10 +73,11 @@ impl Buffer {
 }
 
 /// The product `dyᵀ · x` (`dy: [k, m]`, `x: [k, n]`, the product `[m, n]`) that a chain reads as
-/// its input 0: a weight's gradient feeding its update. It is made 64 columns at a time into a
-/// scratch panel by the product's own library calls (the interpreter's `matmul_tn`) and the
-/// chain runs over that panel's rows at once, so the gradient is never stored whole and the
-/// weight is read and written once a step.
+/// its input 0: a weight's gradient feeding its update, never stored whole, so the weight is
+/// read and written once a step. An outer product (`k = 1`, batch 1) is made where the chain
+/// reads it (`0 + dy[r]·x[j]`, the interpreter's order for one term); a deeper one 64 columns at
+/// a time into a scratch panel by the product's own library calls (the interpreter's
+/// `matmul_tn`), the chain then running over that panel's rows.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ChainProduct {
     pub m: usize,
@@ -591,6 +592,21 @@ impl KernelProgram {
                 outputs,
             } => {
                 let first = match product {
+                    Some(p) if p.k == 1 => {
+                        out.push(format!(
+                            "for r in 0..{}, j in 0..{} (f32x4, scalar tail; threads split rows)",
+                            p.m, p.n
+                        ));
+                        out.push(format!(
+                            "  in0 = 0 + {}[r] * {}[j] (the outer product g = {}ᵀ · {}, made \
+                             where it is read)",
+                            self.loc(p.dy),
+                            self.loc(p.x),
+                            self.loc(p.dy),
+                            self.loc(p.x)
+                        ));
+                        1
+                    }
                     Some(p) => {
                         out.push(format!(
                             "for each 64-column panel of g = {}ᵀ · {} ({}x{}x{}, the product's \

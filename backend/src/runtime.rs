@@ -35,7 +35,9 @@ use sparsec_ir::module::Init;
 use sparsec_ir::{DType, Module};
 
 use crate::codegen::chacha::emit_regen;
-use crate::codegen::chain::{emit_chain, emit_chain_rows, emit_reduce_channels, emit_reduce_rows};
+use crate::codegen::chain::{
+    emit_chain, emit_chain_outer, emit_chain_rows, emit_reduce_channels, emit_reduce_rows,
+};
 use crate::codegen::conv::emit_conv;
 use crate::codegen::elementwise::emit_bias_add;
 use crate::codegen::gemm::{emit_gemm_fused, GEMM_IMPORT, GEMM_IMPORT_PARAMS, NR};
@@ -337,6 +339,9 @@ impl JitProgram {
                 Body::Chain { spec, product, .. } if spec.uses_math() => {
                     let callees = math(&mut jit)?;
                     match product {
+                        Some(p) if p.k == 1 => {
+                            own(&mut jit, &callees, &|fx| emit_chain_outer(fx, spec))?
+                        }
                         Some(_) => own(&mut jit, &callees, &|fx| emit_chain_rows(fx, spec))?,
                         None => own(&mut jit, &callees, &|fx| emit_chain(fx, spec))?,
                     }
@@ -351,6 +356,11 @@ impl JitProgram {
                 }
                 Body::MaxPool { spec, .. } => own(&mut jit, &[], &|fx| emit_maxpool(fx, spec))?,
                 Body::Gemm { spec, .. } => own(&mut jit, &[], &|fx| emit_gemm_fused(fx, spec))?,
+                Body::Chain {
+                    spec,
+                    product: Some(p),
+                    ..
+                } if p.k == 1 => own(&mut jit, &[], &|fx| emit_chain_outer(fx, spec))?,
                 Body::Chain {
                     spec,
                     product: Some(_),

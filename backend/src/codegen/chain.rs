@@ -18,7 +18,11 @@
 //! update, so the gradient is never stored whole): the chain runs over a block of rows of that
 //! panel's columns. Slots as a chain's, with `ptr[0]` the panel and every other buffer at the
 //! panel's first column; `int[0]` = rows, `int[1]` = columns, `int[2]` = the row stride (in
-//! elements) of every buffer but the panel, `int[3]` = the panel's.
+//! elements) of every buffer but the panel, `int[3]` = the panel's. When the product is an outer
+//! product (`k = 1`), [`emit_chain_outer`] makes it where it is read instead: `ptr[0]` = `x`
+//! (the `n` floats every row reads), `ptr[OUTER_DY_SLOT]` = `dy` (one factor per row), the other
+//! buffers `[m, n]` from row 0; `int[0]`, `int[1]` = the row range (threads take disjoint rows),
+//! `int[2]` = `n`.
 //!
 //! A **column reduction** ([`emit_reduce_rows`]) is `reduce_sum` over the leading axes of
 //! `x: [R, C]`: `out[c] = ((0 + x[0, c]) + x[1, c]) + ...`, the interpreter's row-major order,
@@ -266,6 +270,53 @@ pub fn emit_chain_rows(fx: &mut FnCtx<'_>, spec: &ChainSpec) {
     });
 }
 
+/// The body of a chain over a block of rows whose input 0 is an outer product `dy[r]·x[j]`
+/// (the product's own order for one term: `0 + dy[r]·x[j]`), made where it is used, so the
+/// chain passes over its other buffers once (slots in the module docs).
+pub fn emit_chain_outer(fx: &mut FnCtx<'_>, spec: &ChainSpec) {
+    let x = fx.arg_ptr(0);
+    let dy = fx.arg_ptr(OUTER_DY_SLOT);
+    let ins: Vec<Value> = (0..spec.inputs).map(|i| fx.arg_ptr(i)).collect();
+    let outs: Vec<Value> = (0..spec.outputs.len())
+        .map(|o| fx.arg_ptr(spec.inputs + o))
+        .collect();
+    let scalars = chain_scalars(fx, spec);
+    let consts = ChainConsts::new(fx, scalars);
+    let r0 = fx.arg_int(0);
+    let r1 = fx.arg_int(1);
+    let cols = fx.arg_int(2);
+    let row_bytes = fx.b.ins().ishl_imm_u(cols, 2);
+    let zero_i = fx.iconst(0);
+    counted_loop(fx, r0, r1, 1, |fx, r| {
+        let off = fx.b.ins().imul(r, row_bytes);
+        let d = fx.load_at(types::F32, dy, r, 0);
+        let d4 = fx.splat(d);
+        let row_ins: Vec<Value> = ins.iter().map(|&p| fx.b.ins().iadd(p, off)).collect();
+        let row_outs: Vec<Value> = outs.iter().map(|&p| fx.b.ins().iadd(p, off)).collect();
+        let product = OuterRow { x, d, d4 };
+        chain_loops_with(
+            fx,
+            spec,
+            &consts,
+            (&row_ins, &row_outs),
+            Some(product),
+            zero_i,
+            cols,
+        );
+    });
+}
+
+/// The `ptr` slot of an outer-product chain's `dy` (the last: such a chain has one buffer fewer).
+pub const OUTER_DY_SLOT: usize = crate::abi::PTR_SLOTS - 1;
+
+/// Row `r` of an outer product: input 0 at column `j` is `0 + d·x[j]`.
+#[derive(Clone, Copy)]
+struct OuterRow {
+    x: Value,
+    d: Value,
+    d4: Value,
+}
+
 /// A chain's scalars and constants, scalar and splatted, made once in the entry block.
 struct ChainConsts {
     scalars: Vec<Value>,
@@ -305,7 +356,20 @@ fn chain_loops(
     fx: &mut FnCtx<'_>,
     spec: &ChainSpec,
     c: &ChainConsts,
+    buffers: (&[Value], &[Value]),
+    start: Value,
+    end: Value,
+) {
+    chain_loops_with(fx, spec, c, buffers, None, start, end)
+}
+
+/// As [`chain_loops`]; with `outer`, input 0 is that outer product's row instead of a buffer.
+fn chain_loops_with(
+    fx: &mut FnCtx<'_>,
+    spec: &ChainSpec,
+    c: &ChainConsts,
     (ins, outs): (&[Value], &[Value]),
+    outer: Option<OuterRow>,
     start: Value,
     end: Value,
 ) {
@@ -326,9 +390,15 @@ fn chain_loops(
         for (op, operands) in &spec.nodes {
             let mut get = |fx: &mut FnCtx<'_>, k: usize| -> Value {
                 match operands.get(k).copied() {
-                    Some(Operand::Input(j)) => {
-                        *loaded[j].get_or_insert_with(|| fx.load_at(ty, ins[j], i, off))
-                    }
+                    Some(Operand::Input(j)) => *loaded[j].get_or_insert_with(|| match outer {
+                        Some(row) if j == 0 => {
+                            let x = fx.load_at(ty, row.x, i, off);
+                            let d = if ty == F32X4 { row.d4 } else { row.d };
+                            let p = fx.b.ins().fmul(d, x);
+                            fx.b.ins().fadd(z, p)
+                        }
+                        _ => fx.load_at(ty, ins[j], i, off),
+                    }),
                     Some(Operand::Scalar(j)) => sc[j],
                     Some(Operand::Node(j)) => vals[j],
                     None => z,

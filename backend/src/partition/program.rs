@@ -29,6 +29,28 @@ enum Group {
     Taken,
 }
 
+/// The buffers (inputs) and scalars a chain of `members` reads from outside itself.
+fn chain_operands(nodes: &[Node], members: &[usize]) -> (Vec<usize>, Vec<usize>) {
+    let mut ins: Vec<usize> = Vec::new();
+    let mut scalars: Vec<usize> = Vec::new();
+    for &mm in members {
+        for (j, &o) in nodes[mm].ops.iter().enumerate() {
+            if members.contains(&o) {
+                continue;
+            }
+            let list = if nodes[mm].kind == Nk::Ew(EwOp::Scale) && j == 1 {
+                &mut scalars
+            } else {
+                &mut ins
+            };
+            if !list.contains(&o) {
+                list.push(o);
+            }
+        }
+    }
+    (ins, scalars)
+}
+
 /// Deepest product (its `k`: the batch, for a weight gradient) a chain takes over. A shallow
 /// product is cheap to make and costly to store (LeNet-300-100's fc1 update, 1 thread: batch 1
 /// 8.4k -> 9.2k samples/s, batch 16 44k -> 53k); at batch 64 making it dominates, and the fused
@@ -51,8 +73,8 @@ fn takes_product(nodes: &[Node], n: usize, g: usize, readers: &[usize], kept: &[
     };
     let node = &nodes[n];
     let scalar = node.kind == Nk::Ew(EwOp::Scale) && node.ops.get(1) == Some(&g);
-    use_import(m, cols, k)
-        && k <= CHAIN_PRODUCT_MAX_DEPTH
+    // An outer product is made where it is used; a deeper one by the library, panel by panel.
+    (k == 1 || use_import(m, cols, k) && k <= CHAIN_PRODUCT_MAX_DEPTH)
         && node.len == m * cols
         && node.ops.contains(&g)
         && !scalar
@@ -175,27 +197,13 @@ pub(super) fn build_program(
                 Group::Chain {
                     len,
                     nodes: members,
-                    ..
+                    product,
                 } if *len == node.len => {
                     let scalar_here = *op == EwOp::Scale && kof[node.ops[1]] == Some(k);
-                    let mut ins: Vec<usize> = Vec::new();
-                    let mut scalars: Vec<usize> = Vec::new();
-                    for &mm in members.iter().chain(std::iter::once(&n)) {
-                        for (j, &o) in nodes[mm].ops.iter().enumerate() {
-                            if members.contains(&o) {
-                                continue;
-                            }
-                            let list = if nodes[mm].kind == Nk::Ew(EwOp::Scale) && j == 1 {
-                                &mut scalars
-                            } else {
-                                &mut ins
-                            };
-                            if !list.contains(&o) {
-                                list.push(o);
-                            }
-                        }
-                    }
-                    let fits = ins.len() + members.len() < MAX_CHAIN_BUFFERS
+                    let mut with = members.clone();
+                    with.push(n);
+                    let (ins, scalars) = chain_operands(&nodes, &with);
+                    let fits = ins.len() + with.len() + product.iter().len() <= MAX_CHAIN_BUFFERS
                         && scalars.len() <= MAX_CHAIN_SCALARS;
                     if fits && !scalar_here {
                         members.push(n);
@@ -230,7 +238,15 @@ pub(super) fn build_program(
         kof[n] = Some(k);
         // A product only this chain reads moves into it (it runs later than the product's own
         // kernel would have, when all it reads is long made), which is left empty.
-        let bare_chain = matches!(groups[k], Group::Chain { product: None, .. });
+        // A chain taking a product keeps a buffer slot free for it (`OUTER_DY_SLOT`).
+        let bare_chain = match &groups[k] {
+            Group::Chain {
+                nodes: members,
+                product: None,
+                ..
+            } => chain_operands(&nodes, members).0.len() + members.len() < MAX_CHAIN_BUFFERS,
+            _ => false,
+        };
         let taken = node.ops.iter().copied().find_map(|g| {
             let kg = kof[g].filter(|&kg| kg != k && bare_chain)?;
             match groups[kg] {

@@ -12,6 +12,7 @@ use sparsec_ir::module::Init;
 use super::stream::Gradient;
 use super::{Ctx, Env, SPLIT_MIN_WORK};
 use crate::abi::Args;
+use crate::codegen::chain::OUTER_DY_SLOT;
 use crate::codegen::conv::ConvPass;
 use crate::codegen::gemm::{NR, REGEN_BLOCK};
 use crate::jit::Entry;
@@ -152,6 +153,32 @@ fn chain_over_product(
     let (dy, x) = (env.float(p.dy), env.float(p.x));
     check("a product operand", dy.len(), k * m)?;
     check("a product operand", x.len(), k * n)?;
+    if k == 1 {
+        // An outer product, made inside the chain (`emit_chain_outer`): threads take rows.
+        if buffers > OUTER_DY_SLOT {
+            return Err("internal: an outer-product chain without room for its operand".into());
+        }
+        let mut args = args;
+        args.ptr[0] = addr(x);
+        args.ptr[OUTER_DY_SLOT] = addr(dy);
+        args.int[..3].copy_from_slice(&[0, m as u64, n as u64]);
+        let parts = if m * n >= SPLIT_MIN_WORK {
+            if cx.pair.is_some() {
+                2
+            } else {
+                1
+            }
+        } else {
+            1
+        };
+        // SAFETY: `x` holds the `n` floats every row reads and `dy` the `m` row factors; every
+        // other buffer holds `m·n` floats (checked by the caller) and rows `0 .. m` reach
+        // `m·n`. Outputs alias no input but the weight an output updates in place, whose every
+        // index is loaded before it is stored; `split` halves the row range, so the two threads
+        // write disjoint rows.
+        unsafe { run_parts(entry, &split(args, 0, 1, parts, 1), cx.pair) };
+        return Ok(());
+    }
     // The product's own stride rule (`matmul_columns_f32`): a panel row stride above 1 exactly
     // when the product has more than one column.
     let ld = if n > 1 { GEMM_PANEL } else { 1 };

@@ -6,7 +6,7 @@
 //! **Two paths, chosen by the shape alone** ([`uses_library`]), so that every executor that
 //! makes the same calls gets the same bits:
 //!
-//! - **Large `f32` products** (`m·n·k ≥ 2^12` multiply-adds) call the `gemm` crate (AVX-512 or
+//! - **Large `f32` products** (`m·n·k ≥ 2^12` multiply-adds, `k > 1`) call the `gemm` crate (AVX-512 or
 //!   AVX2 with FMA kernels, picked at run time) in fixed panels of [`GEMM_PANEL`] columns of `C`
 //!   counted from column 0, one library call per panel. The library's summation order depends on
 //!   the call's shape (its blocking and its small-matrix paths), never on the data, the address
@@ -15,8 +15,8 @@
 //!   products over its threads that way, and regenerates seeded weights [`GEMM_PANEL`] rows at a
 //!   time, so it gives the interpreter's bits for any thread count. The bits do depend on the
 //!   CPU's instruction set (FMA or not), which is the price of the library's speed.
-//! - **Everything else** (small products, and `f64`, which only the gradient checks use) runs
-//!   our own kernel, whose order is the contract the JIT's Cranelift tiles reproduce: every
+//! - **Everything else** (small products, outer products (`k = 1`), and `f64`, which only the
+//!   gradient checks use) runs our own kernel, whose order is the contract the JIT's Cranelift tiles reproduce: every
 //!   element is `c[i][j] = (((c0 + a[i][0]·b[0][j]) + a[i][1]·b[1][j]) + ...) + a[i][k-1]·b[k-1][j]`,
 //!   products rounded to `T`, added one at a time in ascending `k`, no fused multiply-add,
 //!   starting from `c0 = 0` (or the old `c[i][j]` when accumulating). Blocking, packing and
@@ -84,9 +84,14 @@ pub const LIBRARY_MIN_WORK: usize = 1 << 12;
 /// Columns of `C` per GEMM-library call: the unit in which callers may split a large product.
 pub const GEMM_PANEL: usize = 64;
 
-/// Whether an `f32` product of this shape runs in the GEMM library (module docs).
+/// Whether an `f32` product of this shape runs in the GEMM library (module docs). Never an
+/// outer product (`k = 1`, a batch-1 weight gradient): each element is one rounded product, there
+/// is nothing for the library to block, and its calls cost more than the products
+/// (LeNet-300-100's 300×784 gradient: 35 µs in 13 panel calls, where a pass that also updates
+/// the weight takes about 20). Our own order makes it `0 + a·b`, which a kernel can compute
+/// wherever it needs the value instead of storing it (the JIT does, inside the weight's update).
 pub fn uses_library(m: usize, n: usize, k: usize) -> bool {
-    m.saturating_mul(n).saturating_mul(k) >= LIBRARY_MIN_WORK
+    k > 1 && m.saturating_mul(n).saturating_mul(k) >= LIBRARY_MIN_WORK
 }
 
 /// Depth of one pass over the packed panels (keeps a `KC × NR` panel of B in L1).
