@@ -3,7 +3,7 @@
 //! A **chain** ([`ChainSpec`]) is a small expression DAG over same-length buffers: every node
 //! is one element-wise operation of the IR on inputs, scalars or earlier nodes, and the nodes
 //! the rest of the program needs are stored. Each element is loaded once, every node is
-//! computed in registers (`f32x4`, four vectors a trip, then one, then a scalar tail) with the
+//! computed in registers (`f32x4`, eight vectors a trip, then one, then a scalar tail) with the
 //! interpreter's single IEEE operations, and only the outputs are written: the same bits as
 //! running the ops one by one.
 //! `tanh` and `sigmoid`'s `exp` call the interpreter's own functions ([`super::math`]), lane by
@@ -376,8 +376,8 @@ fn chain_loops_with(
     let len = fx.b.ins().isub(end, start);
     let len4 = fx.b.ins().band_imm_s(len, !3i64);
     let main_end = fx.b.ins().iadd(start, len4);
-    let len16 = fx.b.ins().band_imm_s(len, !15i64);
-    let unrolled_end = fx.b.ins().iadd(start, len16);
+    let len32 = fx.b.ins().band_imm_s(len, !31i64);
+    let unrolled_end = fx.b.ins().iadd(start, len32);
     // Element `i` (+ `off` bytes) of every operand.
     let body = |fx: &mut FnCtx<'_>, i: Value, off: i32, ty: Type| {
         let (sc, z, o) = if ty == F32X4 {
@@ -413,11 +413,11 @@ fn chain_loops_with(
             fx.store_at(vals[node], outs[slot], i, off);
         }
     };
-    // Four vectors a trip, then one, then single elements: each element's operations are the
+    // Eight vectors a trip, then one, then single elements: each element's operations are the
     // same whichever loop takes it, and each index's loads precede its stores (an output may
     // be the weight it updates, in place).
-    counted_loop(fx, start, unrolled_end, 16, |fx, i| {
-        for part in 0..4 {
+    counted_loop(fx, start, unrolled_end, 32, |fx, i| {
+        for part in 0..8 {
             body(fx, i, 16 * part, F32X4);
         }
     });
