@@ -724,7 +724,9 @@ pub fn partition(m: &Module, func: &str) -> Result<KernelProgram, String> {
                         name.clone(),
                         Some(i),
                     )
-                } else if let Some((outer, channels, inner)) = channel_reduction(&s, axes) {
+                } else if let Some((outer, channels, inner)) = channel_reduction(&s, axes)
+                    .filter(|&(_, _, inner)| crate::codegen::chain::channel_planes_fit(inner))
+                {
                     b.push(
                         Nk::ReduceChannels {
                             outer,

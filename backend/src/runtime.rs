@@ -367,10 +367,10 @@ impl JitProgram {
                     ..
                 } => own(&mut jit, &[], &|fx| emit_chain_rows(fx, spec))?,
                 Body::Chain { spec, .. } => own(&mut jit, &[], &|fx| emit_chain(fx, spec))?,
-                Body::ReduceChannels { .. } => Some((
-                    shared_fn(&mut jit, "reduce_channels", emit_reduce_channels)?,
-                    "reduce_channels".into(),
-                )),
+                Body::ReduceChannels { inner, .. } => {
+                    let inner = *inner;
+                    own(&mut jit, &[], &|fx| emit_reduce_channels(fx, inner))?
+                }
                 Body::ReduceRows { .. } => Some((
                     shared_fn(&mut jit, "reduce_rows", emit_reduce_rows)?,
                     "reduce_rows".into(),

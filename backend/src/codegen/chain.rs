@@ -35,13 +35,13 @@
 //! `c`. Slots: `x` = `ptr[0]`, out = `ptr[1]`; `int[0..5]` = B, C, I and the channel range
 //! `c0 .. c1` (threads take disjoint ranges).
 
-use cranelift_codegen::ir::condcodes::FloatCC;
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{types, InstBuilder, Type, Value};
 
 use sparsec_ir::op::unary::LEAKY_RELU_SLOPE;
 use sparsec_ir::op::Unary;
 
-use super::loops::counted_loop;
+use super::loops::{counted_loop, if_then};
 use super::{FnCtx, F32X4};
 
 /// One element-wise operation of a chain (the IR op it computes, bit for bit).
@@ -461,34 +461,54 @@ pub fn emit_reduce_rows(fx: &mut FnCtx<'_>) {
     counted_loop(fx, main_end, c1, 1, |fx, c| body(fx, c, types::F32));
 }
 
-/// Channels summed side by side: each channel's sum is one chain of dependent additions (its
-/// order is the contract), so only independent chains can hide the adder's latency.
-const CHANNEL_CHAINS: usize = 8;
+/// Most channels summed side by side: each channel's sum is one chain of dependent additions
+/// (its order is the contract), so only independent chains can hide the adder's latency; one
+/// accumulator each, fourteen leaving a register for the load.
+const CHANNEL_CHAINS: usize = 14;
 
-/// The body of a channel reduction (slots in the module docs): the channels `c0 .. c1` in groups
-/// of [`CHANNEL_CHAINS`] (then of 4, then one at a time), each group's sums advancing together
-/// over `(b, i)`.
-pub fn emit_reduce_channels(fx: &mut FnCtx<'_>) {
+/// Whether a channel reduction over planes of `inner` elements can run as JIT code: a group's
+/// planes are immediate (32-bit) byte offsets from one address. Larger planes (over 38 million
+/// elements) take the interpreter's kernel.
+pub fn channel_planes_fit(inner: usize) -> bool {
+    inner
+        .checked_mul(4 * CHANNEL_CHAINS)
+        .is_some_and(|bytes| bytes <= i32::MAX as usize)
+}
+
+/// The body of a channel reduction (slots in the module docs) for planes of `inner` elements
+/// (compiled in, so each channel of a group is an immediate offset from one address): the
+/// channels `c0 .. c1` in as few groups as fit [`CHANNEL_CHAINS`], of near-equal widths (20
+/// channels as two groups of 10, not 14 and 6: each group is one pass over the batch), each
+/// group's sums advancing together over `(b, i)`.
+pub fn emit_reduce_channels(fx: &mut FnCtx<'_>, inner: usize) {
     let x = fx.arg_ptr(0);
     let out = fx.arg_ptr(1);
     let outer = fx.arg_int(0);
     let channels = fx.arg_int(1);
-    let inner = fx.arg_int(2);
     let c0 = fx.arg_int(3);
     let c1 = fx.arg_int(4);
-    let mut start = c0;
-    for width in [CHANNEL_CHAINS, 4, 1] {
-        // Groups of `width` from `start` while they fit below `c1`; the next width goes on
-        // from where they stop.
-        let room = fx.b.ins().isub(c1, start);
-        let groups = fx.b.ins().udiv_imm_u(room, width as i64);
-        let span = fx.b.ins().imul_imm_s(groups, width as i64);
-        let end = fx.b.ins().iadd(start, span);
-        counted_loop(fx, start, end, width as i64, |fx, c| {
-            reduce_channel_group(fx, x, out, (outer, channels, inner), c, width)
-        });
-        start = end;
-    }
+    let room = fx.b.ins().isub(c1, c0);
+    let groups = fx.b.ins().iadd_imm_s(room, CHANNEL_CHAINS as i64 - 1);
+    let groups = fx.b.ins().udiv_imm_u(groups, CHANNEL_CHAINS as i64);
+    let c = fx.var(fx.ptr, c0);
+    let zero_i = fx.iconst(0);
+    counted_loop(fx, zero_i, groups, 1, |fx, g| {
+        let at = fx.b.use_var(c);
+        // This group's width: what is left over the groups left, rounded up.
+        let left = fx.b.ins().isub(c1, at);
+        let groups_left = fx.b.ins().isub(groups, g);
+        let width = fx.b.ins().iadd(left, groups_left);
+        let width = fx.b.ins().iadd_imm_s(width, -1);
+        let width = fx.b.ins().udiv(width, groups_left);
+        for w in 1..=CHANNEL_CHAINS {
+            let is_w = fx.b.ins().icmp_imm_u(IntCC::Equal, width, w as i64);
+            if_then(fx, is_w, |fx| {
+                reduce_channel_group(fx, x, out, (outer, channels, inner), at, w)
+            });
+        }
+        let next = fx.b.ins().iadd(at, width);
+        fx.b.def_var(c, next);
+    });
 }
 
 /// `out[c + j]` for `j < width`: the sums of channels `c ..` over `(b, i)`, side by side.
@@ -496,28 +516,25 @@ fn reduce_channel_group(
     fx: &mut FnCtx<'_>,
     x: Value,
     out: Value,
-    (outer, channels, inner): (Value, Value, Value),
+    (outer, channels, inner): (Value, Value, usize),
     c: Value,
     width: usize,
 ) {
     let zero_i = fx.iconst(0);
     let zero = fx.f32const(0.0);
     let accs: Vec<_> = (0..width).map(|_| fx.var(types::F32, zero)).collect();
-    let row_bytes = fx.b.ins().ishl_imm_u(inner, 2);
+    let inner_v = fx.iconst(inner as i64);
     counted_loop(fx, zero_i, outer, 1, |fx, b| {
         let base = fx.b.ins().imul(b, channels);
         let base = fx.b.ins().iadd(base, c);
-        let base = fx.b.ins().imul(base, inner);
+        let base = fx.b.ins().imul(base, inner_v);
         let first = fx.elem(x, base);
-        let rows: Vec<Value> = (0..width as i64)
-            .map(|j| {
-                let off = fx.b.ins().imul_imm_s(row_bytes, j);
-                fx.b.ins().iadd(first, off)
-            })
-            .collect();
-        counted_loop(fx, zero_i, inner, 1, |fx, i| {
-            for (row, acc) in rows.iter().zip(&accs) {
-                let v = fx.load_at(types::F32, *row, i, 0);
+        counted_loop(fx, zero_i, inner_v, 1, |fx, i| {
+            for (j, acc) in accs.iter().enumerate() {
+                // Channel `c + j`'s plane starts `j·inner` elements on (checked to fit an
+                // immediate where the kernel is compiled).
+                let off = (j * inner * 4) as i32;
+                let v = fx.load_at(types::F32, first, i, off);
                 let s = fx.b.use_var(*acc);
                 let s = fx.b.ins().fadd(s, v);
                 fx.b.def_var(*acc, s);

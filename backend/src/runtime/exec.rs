@@ -846,10 +846,11 @@ pub(super) fn exec(
             let n = if xv.len() >= SPLIT_MIN_WORK { parts } else { 1 };
             let entry = entry()?;
             // SAFETY: `x` is checked to hold `outer·channels·inner` floats and `out` `channels`;
-            // the kernel sums channels `int[3] .. int[4]`, within `0 .. channels`; `out` was
-            // taken out of the table, so it is not `x`; `split` gives the threads disjoint
-            // channels.
-            unsafe { run_parts(entry, &split(args, 3, 4, n, 4), cx.pair) };
+            // the kernel sums channels `int[3] .. int[4]`, within `0 .. channels`, over planes of
+            // the `inner` it was compiled for (this kernel's); `out` was taken out of the
+            // table, so it is not `x`; `split` gives the threads disjoint channels (halves: the
+            // kernel groups whatever range it gets).
+            unsafe { run_parts(entry, &split(args, 3, 4, n, 1), cx.pair) };
         }
         Body::SoftmaxXent {
             spec,
