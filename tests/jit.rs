@@ -402,9 +402,9 @@ fn a_short_jit_training_run_matches_the_interpreter_run() {
 }
 
 /// Geometry the examples do not have (overlapping pooling windows, unequal strides and
-/// paddings, a non-square kernel, channel reductions over every axis pattern) and special
-/// values (NaN, ±0, ties, large logits): every kernel that replaced an interpreter fallback
-/// gives the interpreter's bits, on one thread and two.
+/// paddings, a non-square kernel, a fused bias, channel reductions over every axis pattern)
+/// and special values (NaN, ±0, ties, large logits): every kernel that replaced an interpreter
+/// fallback gives the interpreter's bits, on one thread and two.
 #[test]
 fn the_new_kernels_match_the_interpreter_on_odd_geometry_and_special_values() {
     let text = "sparsec-ir 2 stage=opt
@@ -412,7 +412,7 @@ module edge
 data synthetic train_samples=64 test_samples=16 seed=3
 train epochs=1 batch=2 seed=7 log_every=1 optimizer=sgd(lr=0.5, momentum=0.0, weight_decay=0.0, nesterov=false) schedule=constant
 
-func @f(%x: f32[2, 3, 9, 7], %w: f32[4, 3, 3, 2], %dy: f32[2, 4, 6, 8], %logits: f32[5, 7], %labels: i32[5]) -> (f32[2, 4, 6, 8], f32[2, 3, 9, 7], f32[4, 3, 3, 2], f32[2, 3, 4, 3], f32[2, 3, 9, 7], f32[], f32[5, 7], f32[4], f32[2], f32[2, 3, 9, 7], f32[2, 3, 9, 7], f32[7], f32[2, 4, 7, 4], f32[2, 3, 9, 7], f32[4, 3, 3, 2], f32[2, 3, 8, 7], f32[2, 3, 9, 7]) {
+func @f(%x: f32[2, 3, 9, 7], %w: f32[4, 3, 3, 2], %dy: f32[2, 4, 6, 8], %logits: f32[5, 7], %labels: i32[5], %b: f32[4]) -> (f32[2, 4, 6, 8], f32[2, 3, 9, 7], f32[4, 3, 3, 2], f32[2, 3, 4, 3], f32[2, 3, 9, 7], f32[], f32[5, 7], f32[4], f32[2], f32[2, 3, 9, 7], f32[2, 3, 9, 7], f32[7], f32[2, 4, 7, 4], f32[2, 3, 9, 7], f32[4, 3, 3, 2], f32[2, 3, 8, 7], f32[2, 3, 9, 7], f32[2, 4, 7, 6]) {
   %0 = conv2d %x, %w {stride=[2, 1], padding=[2, 1]} : f32[2, 4, 6, 8]
   %1 = conv2d_input_grad %dy, %w {stride=[2, 1], padding=[2, 1], input=[9, 7]} : f32[2, 3, 9, 7]
   %2 = conv2d_weight_grad %x, %dy {stride=[2, 1], padding=[2, 1], kernel=[3, 2]} : f32[4, 3, 3, 2]
@@ -430,7 +430,9 @@ func @f(%x: f32[2, 3, 9, 7], %w: f32[4, 3, 3, 2], %dy: f32[2, 4, 6, 8], %logits:
   %14 = conv2d_weight_grad %x, %12 {stride=[1, 3], padding=[0, 2], kernel=[3, 2]} : f32[4, 3, 3, 2]
   %15 = maxpool2d %x {kernel=[2, 1], stride=[1, 1]} : f32[2, 3, 8, 7]
   %16 = maxpool2d_grad %15, %x {kernel=[2, 1], stride=[1, 1]} : f32[2, 3, 9, 7]
-  return %0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16
+  %17 = conv2d %x, %w {stride=[1, 1], padding=[0, 0]} : f32[2, 4, 7, 6]
+  %18 = bias_add %17, %b : f32[2, 4, 7, 6]
+  return %0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %18
 }
 ";
     let m = sparsec_ir::parse::parse_module(text).expect("parses");
@@ -471,6 +473,7 @@ func @f(%x: f32[2, 3, 9, 7], %w: f32[4, 3, 3, 2], %dy: f32[2, 4, 6, 8], %logits:
         values(4 * 3 * 3 * 2),
         values(2 * 4 * 6 * 8),
         values(5 * 7),
+        values(4),
     ];
     let il = vec![vec![0, 6, 3, 3, 1]];
     let ins = as_inputs(&m, "f", &fl, &il);
@@ -485,6 +488,9 @@ func @f(%x: f32[2, 3, 9, 7], %w: f32[4, 3, 3, 2], %dy: f32[2, 4, 6, 8], %logits:
             "{:?}",
             jit.plan().fallbacks()
         );
+        // The last convolution carries its bias_add (42 positions a channel: a scalar tail).
+        let text = jit.plan().to_string();
+        assert!(text.contains("+= %b[oc] (bias_add"), "{text}");
         let got = jit
             .run(&mut State::<f32>::initial(&m), &ins)
             .expect("jit run");

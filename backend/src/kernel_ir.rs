@@ -295,6 +295,8 @@ pub enum Body {
         spec: ConvSpec,
         a: Loc,
         b: Loc,
+        /// The bias of a fused `bias_add` (`spec.bias`).
+        bias: Option<Loc>,
         out: Loc,
     },
     /// `conv2d_weight_grad x, dy`: the interpreter's kernel (image groups, one deep product
@@ -968,7 +970,13 @@ impl KernelProgram {
                     None => out.push(format!("  {}[plane, oh, ow] = value at", self.loc(*o))),
                 }
             }
-            Body::Conv { spec, a, b, out: o } => {
+            Body::Conv {
+                spec,
+                a,
+                b,
+                bias,
+                out: o,
+            } => {
                 let s = spec;
                 let (ckk, p) = (s.ckk(), s.p());
                 let (a, b, o) = (self.loc(*a), self.loc(*b), self.loc(*o));
@@ -999,6 +1007,12 @@ impl KernelProgram {
                             "  call {GEMM_IMPORT}({}x{p}x{ckk}, {b}[o, ckk] * cols[ckk, p]) -> {o}[i]",
                             s.o
                         ));
+                        if let Some(bias) = bias {
+                            out.push(format!(
+                                "  {o}[i][oc, p] += {}[oc] (bias_add; f32x4, scalar tail)",
+                                self.loc(*bias)
+                            ));
+                        }
                     }
                     ConvPass::InputGrad => {
                         out.push(format!("{o} = 0; for i in 0..{}", s.b));
@@ -1146,7 +1160,13 @@ impl KernelProgram {
                 i.push(*x);
                 (i, vec![*out])
             }
-            Body::Conv { a, b, out, .. } => (vec![*a, *b], vec![*out]),
+            Body::Conv {
+                a, b, bias, out, ..
+            } => {
+                let mut i = vec![*a, *b];
+                i.extend(bias.iter().copied());
+                (i, vec![*out])
+            }
             Body::ConvWeightGrad { x, dy, out, .. } => (vec![*x, *dy], vec![*out]),
             Body::Interp { operands, out, .. } => (operands.clone(), vec![*out]),
         }

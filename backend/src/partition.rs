@@ -871,6 +871,7 @@ fn conv_spec(op: &Op, shapes: &[Vec<usize>], out: &[usize]) -> Option<ConvSpec> 
     let g = conv_geom_of(op, &shapes, out)?;
     Some(ConvSpec {
         pass,
+        bias: false,
         b: g.b,
         c: g.c,
         h: g.h,

@@ -26,8 +26,12 @@
 //! image ranges (each with its own `cols`): every image still gets the same
 //! calls, and every output element is computed by one thread.
 //!
+//! A forward convolution may carry the `bias_add` that follows it ([`ConvSpec::bias`]): each
+//! image's result gets its channel's bias added right after its product, the same single
+//! addition as the interpreter's `bias_add`, so the unbiased result is never stored.
+//!
 //! Slots: forward `x` = `ptr[0]`, input gradient `dy` = `ptr[0]`; `W` = `ptr[1]`; the result =
-//! `ptr[2]`; scratch `cols` (`ckk·p` floats) = `ptr[3]`; the image range `int[0] .. int[1]`. The sizes are compiled
+//! `ptr[2]`; scratch `cols` (`ckk·p` floats) = `ptr[3]`; the bias (`o` floats) = `ptr[4]`; the image range `int[0] .. int[1]`. The sizes are compiled
 //! in ([`ConvSpec`]); the caller checks the buffers against them. `fx.imports[0]` is the GEMM
 //! import.
 
@@ -58,6 +62,9 @@ impl ConvPass {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ConvSpec {
     pub pass: ConvPass,
+    /// Forward only: `bias_add` fused, `y[i][oc, ·] + bias[oc]` (the same single addition)
+    /// written instead of the product.
+    pub bias: bool,
     pub b: usize,
     pub c: usize,
     pub h: usize,
@@ -372,12 +379,37 @@ fn emit_col2im(fx: &mut FnCtx<'_>, s: &ConvSpec, cols: Value, dxb: Value) {
     });
 }
 
+/// `y[oc, j] = y[oc, j] + bias[oc]` over one image's `[o, p]` result.
+fn add_bias(fx: &mut FnCtx<'_>, y: Value, bias: Value, (o, p): (usize, usize)) {
+    let zero = fx.iconst(0);
+    let channels = fx.iconst(o as i64);
+    let plane = fx.iconst(p as i64);
+    counted_loop(fx, zero, channels, 1, |fx, oc| {
+        let b = fx.load_at(types::F32, bias, oc, 0);
+        let b4 = fx.splat(b);
+        let at = fx.b.ins().imul_imm_s(oc, p as i64);
+        let row = fx.elem(y, at);
+        let main = fx.iconst((p & !3) as i64);
+        counted_loop(fx, zero, main, 4, |fx, j| {
+            let v = fx.load_at(F32X4, row, j, 0);
+            let v = fx.b.ins().fadd(v, b4);
+            fx.store_at(v, row, j, 0);
+        });
+        counted_loop(fx, main, plane, 1, |fx, j| {
+            let v = fx.load_at(types::F32, row, j, 0);
+            let v = fx.b.ins().fadd(v, b);
+            fx.store_at(v, row, j, 0);
+        });
+    });
+}
+
 /// The body of a convolution kernel (module docs); defined with the GEMM import.
 pub fn emit_conv(fx: &mut FnCtx<'_>, s: &ConvSpec) {
     let in0 = fx.arg_ptr(0);
     let in1 = fx.arg_ptr(1);
     let out = fx.arg_ptr(2);
     let cols = fx.arg_ptr(3);
+    let bias = fx.arg_ptr(4);
     let b0 = fx.arg_int(0);
     let b1 = fx.arg_int(1);
     let (ckk, p, chw, o) = (s.ckk(), s.p(), s.chw(), s.o);
@@ -401,6 +433,10 @@ pub fn emit_conv(fx: &mut FnCtx<'_>, s: &ConvSpec) {
                 emit_im2col(fx, s, xb, cols);
                 let yb = fx.elem(out, per_out);
                 gemm_call(fx, (o, p, ckk), 0, in1, cols, p, yb, p);
+                if s.bias {
+                    // While the image's result is in cache.
+                    add_bias(fx, yb, bias, (o, p));
+                }
             }
             ConvPass::InputGrad => {
                 let dyb = fx.elem(in0, per_out);

@@ -7,6 +7,7 @@ use sparsec_ir::{DType, Module};
 
 use super::{Nk, Node};
 use crate::codegen::chain::{ChainSpec, EwOp, Operand, MAX_CHAIN_BUFFERS, MAX_CHAIN_SCALARS};
+use crate::codegen::conv::{ConvPass, ConvSpec};
 use crate::codegen::gemm::{use_import, GemmSpec, Layout};
 use crate::kernel_ir::{Body, Buffer, ChainProduct, Kernel, KernelProgram, Loc, ScoreSource};
 
@@ -25,6 +26,11 @@ enum Group {
         product: Option<usize>,
     },
     Single(usize),
+    /// A forward convolution and the `bias_add` it carries out over its result.
+    ConvBias {
+        conv: usize,
+        bias_add: usize,
+    },
     /// A product a later chain took over (`Chain::product`): no kernel of its own.
     Taken,
 }
@@ -118,11 +124,15 @@ pub(super) fn build_program(
     }
     for (n, node) in nodes.iter().enumerate() {
         if !node.lazy() && live[n] {
-            if matches!(node.kind, Nk::Gemm { .. } | Nk::GemmRegen { .. }) {
-                // A bias that the product's epilogue will add must be ready before it runs
-                // (a tracked bias is regenerated and overlaid lazily otherwise: after it).
+            if matches!(
+                node.kind,
+                Nk::Gemm { .. } | Nk::GemmRegen { .. } | Nk::Conv(_)
+            ) {
+                // A bias that the product's (or convolution's) epilogue will add must be ready
+                // before it runs (a tracked bias is regenerated and overlaid lazily otherwise:
+                // after it).
                 for u in &nodes {
-                    if matches!(u.kind, Nk::BiasAdd { inner: 1 }) && u.ops[0] == n {
+                    if matches!(u.kind, Nk::BiasAdd { .. }) && u.ops[0] == n {
                         place(u.ops[1], &nodes, &mut placed, &mut order);
                     }
                 }
@@ -177,6 +187,23 @@ pub(super) fn build_program(
                     if let Group::Gemm { bias, .. } = g {
                         *bias = Some(n);
                     }
+                    Some(k)
+                }
+                _ => None,
+            },
+            (Nk::BiasAdd { inner }, Some(k)) => match groups[k] {
+                Group::Single(c)
+                    if node.ops[0] == c
+                        && matches!(nodes[c].kind, Nk::Conv(s)
+                            if s.pass == ConvPass::Forward && s.p() == *inner)
+                        && readers[c] == 1
+                        && !kept[c]
+                        && kof[node.ops[1]].is_none_or(|kb| kb < k) =>
+                {
+                    groups[k] = Group::ConvBias {
+                        conv: c,
+                        bias_add: n,
+                    };
                     Some(k)
                 }
                 _ => None,
@@ -433,6 +460,20 @@ pub(super) fn build_program(
                 }
             }
             Group::Taken => continue,
+            Group::ConvBias { conv, bias_add } => {
+                note(*conv);
+                note(*bias_add);
+                let Nk::Conv(spec) = nodes[*conv].kind else {
+                    unreachable!("a convolution group starts with a convolution")
+                };
+                Body::Conv {
+                    spec: ConvSpec { bias: true, ..spec },
+                    a: at(nodes[*conv].ops[0])?,
+                    b: at(nodes[*conv].ops[1])?,
+                    bias: Some(at(nodes[*bias_add].ops[1])?),
+                    out: at(*bias_add)?,
+                }
+            }
             Group::Single(n) => {
                 let n = *n;
                 note(n);
@@ -614,6 +655,7 @@ pub(super) fn build_program(
                         spec: *spec,
                         a: op(0)?,
                         b: op(1)?,
+                        bias: None,
                         out,
                     },
                     Nk::Interp {

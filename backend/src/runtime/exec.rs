@@ -930,7 +930,13 @@ pub(super) fn exec(
             // neither input.
             unsafe { run_parts(entry, &blocks, cx.pair) };
         }
-        Body::Conv { spec, a, b, out } => {
+        Body::Conv {
+            spec,
+            a,
+            b,
+            bias,
+            out,
+        } => {
             let (av, bv) = (env.float(*a), env.float(*b));
             let (x_len, w_len, y_len) = (
                 spec.b * spec.chw(),
@@ -947,6 +953,15 @@ pub(super) fn exec(
             check("a convolution", o.len(), o_len)?;
             let mut args = Args::default();
             args.ptr[..3].copy_from_slice(&[addr(av), addr(bv), o.as_mut_ptr() as usize]);
+            match (spec.bias, bias) {
+                (true, Some(bias)) => {
+                    let bias = env.float(*bias);
+                    check("a convolution's bias", bias.len(), spec.o)?;
+                    args.ptr[4] = addr(bias);
+                }
+                (false, None) => {}
+                _ => return Err("internal: a convolution's bias does not match its kernel".into()),
+            }
             args.int[1] = spec.b as u64;
             // Images are independent.
             let work = spec.b * spec.o * spec.p() * spec.ckk();
@@ -963,8 +978,9 @@ pub(super) fn exec(
                 blk.ptr[3] = cols.as_mut_ptr() as usize;
             }
             let entry = entry()?;
-            // SAFETY: both operands and the result are checked against the extents of `spec`
-            // (which the kernel is compiled with) for this pass, and each block has its own
+            // SAFETY: both operands, the bias the kernel adds (`o` floats) and the result are
+            // checked against the extents of `spec` (which the kernel is compiled with) for this
+            // pass, and each block has its own
             // `ckk·p` floats of `cols`; the result was taken out of the table, so it aliases no
             // operand. Blocks take disjoint image ranges, whose results are disjoint.
             unsafe { run_parts(entry, &blocks, cx.pair) };
