@@ -229,10 +229,7 @@ fn emit_unary_grad(
 
 /// The body of a chain kernel (slots in the module docs).
 pub fn emit_chain(fx: &mut FnCtx<'_>, spec: &ChainSpec) {
-    let ins: Vec<Value> = (0..spec.inputs).map(|i| fx.arg_ptr(i)).collect();
-    let outs: Vec<Value> = (0..spec.outputs.len())
-        .map(|o| fx.arg_ptr(spec.inputs + o))
-        .collect();
+    let (ins, outs) = chain_buffers(fx, spec);
     let scalars = chain_scalars(fx, spec);
     let start = fx.arg_int(0);
     let end = fx.arg_int(1);
@@ -244,10 +241,7 @@ pub fn emit_chain(fx: &mut FnCtx<'_>, spec: &ChainSpec) {
 /// behind the product that feeds it, made 64 columns at a time; slots in the module docs): the
 /// chain's own loops over the columns of each row.
 pub fn emit_chain_rows(fx: &mut FnCtx<'_>, spec: &ChainSpec) {
-    let ins: Vec<Value> = (0..spec.inputs).map(|i| fx.arg_ptr(i)).collect();
-    let outs: Vec<Value> = (0..spec.outputs.len())
-        .map(|o| fx.arg_ptr(spec.inputs + o))
-        .collect();
+    let (ins, outs) = chain_buffers(fx, spec);
     let scalars = chain_scalars(fx, spec);
     let consts = ChainConsts::new(fx, scalars);
     let rows = fx.arg_int(0);
@@ -276,10 +270,7 @@ pub fn emit_chain_rows(fx: &mut FnCtx<'_>, spec: &ChainSpec) {
 pub fn emit_chain_outer(fx: &mut FnCtx<'_>, spec: &ChainSpec) {
     let x = fx.arg_ptr(0);
     let dy = fx.arg_ptr(OUTER_DY_SLOT);
-    let ins: Vec<Value> = (0..spec.inputs).map(|i| fx.arg_ptr(i)).collect();
-    let outs: Vec<Value> = (0..spec.outputs.len())
-        .map(|o| fx.arg_ptr(spec.inputs + o))
-        .collect();
+    let (ins, outs) = chain_buffers(fx, spec);
     let scalars = chain_scalars(fx, spec);
     let consts = ChainConsts::new(fx, scalars);
     let r0 = fx.arg_int(0);
@@ -325,6 +316,15 @@ struct ChainConsts {
     one: Value,
     zero4: Value,
     one4: Value,
+}
+
+/// A chain's input and output addresses (`ptr[0 .. inputs]`, then its outputs).
+fn chain_buffers(fx: &mut FnCtx<'_>, spec: &ChainSpec) -> (Vec<Value>, Vec<Value>) {
+    let ins: Vec<Value> = (0..spec.inputs).map(|i| fx.arg_ptr(i)).collect();
+    let outs: Vec<Value> = (0..spec.outputs.len())
+        .map(|o| fx.arg_ptr(spec.inputs + o))
+        .collect();
+    (ins, outs)
 }
 
 /// A chain's scalars, as `f32` and splatted.
