@@ -251,6 +251,70 @@ fn a_shallow_weight_gradient_is_made_inside_its_update() {
     assert!(!jit.plan().to_string().contains("chain.matmul_tn"));
 }
 
+/// Weight gradients made inside their update on shapes the examples do not have: an outer
+/// product (`k = 1`) whose rows split over two threads and whose rows end in a scalar tail
+/// (131 columns), and a depth-16 product in four panels, the last of 5 columns, split over two
+/// threads. Special values included; the interpreter's bits on one thread and two.
+#[test]
+fn products_made_inside_their_update_match_the_interpreter_on_odd_shapes() {
+    let text = "sparsec-ir 2 stage=opt
+module fused
+data synthetic train_samples=64 test_samples=16 seed=3
+train epochs=1 batch=2 seed=7 log_every=1 optimizer=sgd(lr=0.5, momentum=0.0, weight_decay=0.0, nesterov=false) schedule=constant
+
+func @f(%dy1: f32[1, 300], %x1: f32[1, 131], %w1: f32[300, 131], %dy16: f32[16, 100], %x16: f32[16, 197], %w16: f32[100, 197], %lr: f32[]) -> (f32[300, 131], f32[100, 197]) {
+  %0 = matmul_tn %dy1, %x1 : f32[300, 131]
+  %1 = scale %0, %lr : f32[300, 131]
+  %2 = sub %w1, %1 : f32[300, 131]
+  %3 = matmul_tn %dy16, %x16 : f32[100, 197]
+  %4 = scale %3, %lr : f32[100, 197]
+  %5 = sub %w16, %4 : f32[100, 197]
+  return %2, %5
+}
+";
+    let m = sparsec_ir::parse::parse_module(text).expect("parses");
+    let mut state = 0x853c_49e6_748f_ea9bu64;
+    let mut values = |n: usize| -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                match state % 11 {
+                    0 => [0.0, -0.0, f32::NAN, f32::INFINITY, 1e-30][(state >> 8) as usize % 5],
+                    _ => ((state >> 40) % 4001) as f32 / 1000.0 - 2.0,
+                }
+            })
+            .collect()
+    };
+    let fl = vec![
+        values(300),
+        values(131),
+        values(300 * 131),
+        values(16 * 100),
+        values(16 * 197),
+        values(100 * 197),
+        vec![0.375],
+    ];
+    let ins = as_inputs(&m, "f", &fl, &[]);
+    let mut reference = Interpreter::<f32>::new(&m, "f").expect("interpreter");
+    let want = reference
+        .run(&mut State::<f32>::initial(&m), &ins)
+        .expect("interpreter run");
+    for threads in [1, 2] {
+        let mut jit = JitProgram::new(&m, "f", threads).expect("jit");
+        let text = jit.plan().to_string();
+        assert_eq!(text.matches("chain.matmul_tn [jit]").count(), 2, "{text}");
+        assert!(text.contains("made where it is read"), "{text}");
+        let got = jit
+            .run(&mut State::<f32>::initial(&m), &ins)
+            .expect("jit run");
+        for (i, (g, w)) in bits(&got).iter().zip(bits(&want)).enumerate() {
+            assert_eq!(g, &w, "result {i} differs ({threads} threads)");
+        }
+    }
+}
+
 #[test]
 fn jit_matches_the_interpreter_on_every_example_bit_for_bit() {
     let mut compared = 0;
