@@ -64,9 +64,11 @@ fn chain_operands(nodes: &[Node], members: &[usize]) -> (Vec<usize>, Vec<usize>)
 const CHAIN_PRODUCT_MAX_DEPTH: usize = 16;
 
 /// Whether element-wise node `n` can take over the product `g` as its chain's input 0: a
-/// shallow, library-sized `matmul_tn` (a weight gradient, `dyᵀ · x`) with no epilogue, of `n`'s
-/// length, which nothing else reads or keeps. The chain then makes the product 64 columns at a
-/// time and consumes each panel at once (`kernel_ir::ChainProduct`), so it is never stored.
+/// `matmul_tn` (a weight gradient, `dyᵀ · x`) with no epilogue, of `n`'s length, which nothing
+/// else reads or keeps, and either an outer product (`k = 1`, any size: the chain makes each
+/// element where it reads it) or shallow and library-sized (the chain makes it 64 columns at a
+/// time and consumes each panel at once). Either way it is never stored
+/// (`kernel_ir::ChainProduct`).
 fn takes_product(nodes: &[Node], n: usize, g: usize, readers: &[usize], kept: &[bool]) -> bool {
     let Nk::Gemm {
         layout: Layout::Tn,
