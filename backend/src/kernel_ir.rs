@@ -123,7 +123,8 @@ pub enum Body {
         outs: [Option<Loc>; 3],
     },
     /// A fused element-wise chain over `len` elements. With a `product`, the chain's input 0
-    /// is that product, made panel by panel and consumed there, and `inputs` are its inputs 1 ..
+    /// is that product, made where the chain consumes it ([`ChainProduct`]), and `inputs` are
+    /// its inputs 1 ..
     Chain {
         spec: ChainSpec,
         len: usize,

@@ -37,6 +37,7 @@ use sparsec_ir::{DType, Module};
 use crate::codegen::chacha::emit_regen;
 use crate::codegen::chain::{
     emit_chain, emit_chain_outer, emit_chain_rows, emit_reduce_channels, emit_reduce_rows,
+    ChainSpec,
 };
 use crate::codegen::conv::emit_conv;
 use crate::codegen::elementwise::emit_bias_add;
@@ -336,15 +337,18 @@ impl JitProgram {
                     let callee = gemm(&mut jit)?;
                     own(&mut jit, &[callee], &|fx| emit_gemm_fused(fx, spec))?
                 }
-                Body::Chain { spec, product, .. } if spec.uses_math() => {
-                    let callees = math(&mut jit)?;
-                    match product {
-                        Some(p) if p.k == 1 => {
-                            own(&mut jit, &callees, &|fx| emit_chain_outer(fx, spec))?
-                        }
-                        Some(_) => own(&mut jit, &callees, &|fx| emit_chain_rows(fx, spec))?,
-                        None => own(&mut jit, &callees, &|fx| emit_chain(fx, spec))?,
-                    }
+                Body::Chain { spec, product, .. } => {
+                    // A chain over a product makes it per row or per panel (`ChainProduct`).
+                    let emit: fn(&mut crate::codegen::FnCtx<'_>, &ChainSpec) = match product {
+                        Some(p) if p.k == 1 => emit_chain_outer,
+                        Some(_) => emit_chain_rows,
+                        None => emit_chain,
+                    };
+                    let callees = match spec.uses_math() {
+                        true => math(&mut jit)?,
+                        false => Vec::new(),
+                    };
+                    own(&mut jit, &callees, &|fx| emit(fx, spec))?
                 }
                 Body::SoftmaxXent { spec, .. } => {
                     let callees = math(&mut jit)?;
@@ -356,17 +360,6 @@ impl JitProgram {
                 }
                 Body::MaxPool { spec, .. } => own(&mut jit, &[], &|fx| emit_maxpool(fx, spec))?,
                 Body::Gemm { spec, .. } => own(&mut jit, &[], &|fx| emit_gemm_fused(fx, spec))?,
-                Body::Chain {
-                    spec,
-                    product: Some(p),
-                    ..
-                } if p.k == 1 => own(&mut jit, &[], &|fx| emit_chain_outer(fx, spec))?,
-                Body::Chain {
-                    spec,
-                    product: Some(_),
-                    ..
-                } => own(&mut jit, &[], &|fx| emit_chain_rows(fx, spec))?,
-                Body::Chain { spec, .. } => own(&mut jit, &[], &|fx| emit_chain(fx, spec))?,
                 Body::ReduceChannels { inner, .. } => {
                     let inner = *inner;
                     own(&mut jit, &[], &|fx| emit_reduce_channels(fx, inner))?

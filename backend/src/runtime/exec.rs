@@ -136,11 +136,13 @@ pub(super) fn over_panels(
     Ok(())
 }
 
-/// A chain whose input 0 is the product `p` (`kernel_ir::ChainProduct`): each 64-column panel
-/// of the product made into scratch by the interpreter's own call, then the chain run over the
-/// panel's rows ([`crate::codegen::chain::emit_chain_rows`]). `args` holds the chain's buffers
-/// (slots `1 .. buffers`, each checked to hold `m·n` floats, and scalars); threads take
-/// disjoint panels, each with its own scratch.
+/// A chain whose input 0 is the product `p` (`kernel_ir::ChainProduct`). An outer product
+/// (`k = 1`) is made inside the chain ([`crate::codegen::chain::emit_chain_outer`]), the threads
+/// taking rows; otherwise each 64-column panel of the product is made into scratch by the
+/// interpreter's own call and the chain run over the panel's rows
+/// ([`crate::codegen::chain::emit_chain_rows`]), the threads taking panels, each with its own
+/// scratch. `args` holds the chain's buffers (slots `1 .. buffers`, each checked to hold `m·n`
+/// floats) and scalars.
 fn chain_over_product(
     cx: &mut Ctx<'_>,
     env: &Env<'_>,
@@ -162,12 +164,8 @@ fn chain_over_product(
         args.ptr[0] = addr(x);
         args.ptr[OUTER_DY_SLOT] = addr(dy);
         args.int[..3].copy_from_slice(&[0, m as u64, n as u64]);
-        let parts = if m * n >= SPLIT_MIN_WORK {
-            if cx.pair.is_some() {
-                2
-            } else {
-                1
-            }
+        let parts = if m * n >= SPLIT_MIN_WORK && cx.pair.is_some() {
+            2
         } else {
             1
         };
@@ -980,9 +978,9 @@ pub(super) fn exec(
             let entry = entry()?;
             // SAFETY: both operands, the bias the kernel adds (`o` floats) and the result are
             // checked against the extents of `spec` (which the kernel is compiled with) for this
-            // pass, and each block has its own
-            // `ckk·p` floats of `cols`; the result was taken out of the table, so it aliases no
-            // operand. Blocks take disjoint image ranges, whose results are disjoint.
+            // pass, and each block has its own `ckk·p` floats of `cols`; the result was taken
+            // out of the table, so it aliases no operand. Blocks take disjoint image ranges,
+            // whose results are disjoint.
             unsafe { run_parts(entry, &blocks, cx.pair) };
         }
         Body::ConvWeightGrad { geom, x, dy, out } => {
