@@ -257,12 +257,9 @@ fn a_shallow_weight_gradient_is_made_inside_its_update() {
 /// threads. Special values included; the interpreter's bits on one thread and two.
 #[test]
 fn products_made_inside_their_update_match_the_interpreter_on_odd_shapes() {
-    let text = "sparsec-ir 2 stage=opt
-module fused
-data synthetic train_samples=64 test_samples=16 seed=3
-train epochs=1 batch=2 seed=7 log_every=1 optimizer=sgd(lr=0.5, momentum=0.0, weight_decay=0.0, nesterov=false) schedule=constant
-
-func @f(%dy1: f32[1, 300], %x1: f32[1, 131], %w1: f32[300, 131], %dy16: f32[16, 100], %x16: f32[16, 197], %w16: f32[100, 197], %lr: f32[]) -> (f32[300, 131], f32[100, 197]) {
+    let text = [
+        EDGE_MODULE,
+        "func @f(%dy1: f32[1, 300], %x1: f32[1, 131], %w1: f32[300, 131], %dy16: f32[16, 100], %x16: f32[16, 197], %w16: f32[100, 197], %lr: f32[]) -> (f32[300, 131], f32[100, 197]) {
   %0 = matmul_tn %dy1, %x1 : f32[300, 131]
   %1 = scale %0, %lr : f32[300, 131]
   %2 = sub %w1, %1 : f32[300, 131]
@@ -271,22 +268,11 @@ func @f(%dy1: f32[1, 300], %x1: f32[1, 131], %w1: f32[300, 131], %dy16: f32[16, 
   %5 = sub %w16, %4 : f32[100, 197]
   return %2, %5
 }
-";
-    let m = sparsec_ir::parse::parse_module(text).expect("parses");
-    let mut state = 0x853c_49e6_748f_ea9bu64;
-    let mut values = |n: usize| -> Vec<f32> {
-        (0..n)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                match state % 11 {
-                    0 => [0.0, -0.0, f32::NAN, f32::INFINITY, 1e-30][(state >> 8) as usize % 5],
-                    _ => ((state >> 40) % 4001) as f32 / 1000.0 - 2.0,
-                }
-            })
-            .collect()
-    };
+",
+    ]
+    .concat();
+    let m = sparsec_ir::parse::parse_module(&text).expect("parses");
+    let mut values = special_values(0x853c_49e6_748f_ea9b);
     let fl = vec![
         values(300),
         values(131),
@@ -296,18 +282,71 @@ func @f(%dy1: f32[1, 300], %x1: f32[1, 131], %w1: f32[300, 131], %dy16: f32[16, 
         values(100 * 197),
         vec![0.375],
     ];
-    let ins = as_inputs(&m, "f", &fl, &[]);
-    let mut reference = Interpreter::<f32>::new(&m, "f").expect("interpreter");
-    let want = reference
-        .run(&mut State::<f32>::initial(&m), &ins)
-        .expect("interpreter run");
-    for threads in [1, 2] {
-        let mut jit = JitProgram::new(&m, "f", threads).expect("jit");
+    jit_matches_the_interpreter_on(&m, &fl, &[], |jit| {
         let text = jit.plan().to_string();
         assert_eq!(text.matches("chain.matmul_tn [jit]").count(), 2, "{text}");
         assert!(text.contains("made where it is read"), "{text}");
+    });
+}
+
+/// The header of the hand-written modules below (one function `@f`, no parameters).
+const EDGE_MODULE: &str = "sparsec-ir 2 stage=opt
+module edge
+data synthetic train_samples=64 test_samples=16 seed=3
+train epochs=1 batch=2 seed=7 log_every=1 optimizer=sgd(lr=0.5, momentum=0.0, weight_decay=0.0, nesterov=false) schedule=constant
+
+";
+
+/// Inputs of `n` values from `seed`: mostly a coarse grid (so ties are common), one in seven a
+/// special value (NaN, ±0, ±1, ±100, a tiny value, infinity).
+fn special_values(seed: u64) -> impl FnMut(usize) -> Vec<f32> {
+    let mut state = seed;
+    let special = [
+        f32::NAN,
+        0.0,
+        -0.0,
+        1.0,
+        1.0,
+        -1.0,
+        100.0,
+        -100.0,
+        1e-30,
+        f32::INFINITY,
+    ];
+    move |n| {
+        (0..n)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                if state.is_multiple_of(7) {
+                    special[(state >> 8) as usize % special.len()]
+                } else {
+                    ((state >> 40) % 17) as f32 / 4.0 - 2.0
+                }
+            })
+            .collect()
+    }
+}
+
+/// `@f` of `m` on these inputs gives the interpreter's bits on the JIT with one thread and
+/// two; `check` looks at each JIT program first.
+fn jit_matches_the_interpreter_on(
+    m: &Module,
+    fl: &[Vec<f32>],
+    il: &[Vec<i32>],
+    check: impl Fn(&JitProgram),
+) {
+    let ins = as_inputs(m, "f", fl, il);
+    let mut reference = Interpreter::<f32>::new(m, "f").expect("interpreter");
+    let want = reference
+        .run(&mut State::<f32>::initial(m), &ins)
+        .expect("interpreter run");
+    for threads in [1, 2] {
+        let mut jit = JitProgram::new(m, "f", threads).expect("jit");
+        check(&jit);
         let got = jit
-            .run(&mut State::<f32>::initial(&m), &ins)
+            .run(&mut State::<f32>::initial(m), &ins)
             .expect("jit run");
         for (i, (g, w)) in bits(&got).iter().zip(bits(&want)).enumerate() {
             assert_eq!(g, &w, "result {i} differs ({threads} threads)");
@@ -471,12 +510,9 @@ fn a_short_jit_training_run_matches_the_interpreter_run() {
 /// fallback gives the interpreter's bits, on one thread and two.
 #[test]
 fn the_new_kernels_match_the_interpreter_on_odd_geometry_and_special_values() {
-    let text = "sparsec-ir 2 stage=opt
-module edge
-data synthetic train_samples=64 test_samples=16 seed=3
-train epochs=1 batch=2 seed=7 log_every=1 optimizer=sgd(lr=0.5, momentum=0.0, weight_decay=0.0, nesterov=false) schedule=constant
-
-func @f(%x: f32[2, 3, 9, 7], %w: f32[4, 3, 3, 2], %dy: f32[2, 4, 6, 8], %logits: f32[5, 7], %labels: i32[5], %b: f32[4]) -> (f32[2, 4, 6, 8], f32[2, 3, 9, 7], f32[4, 3, 3, 2], f32[2, 3, 4, 3], f32[2, 3, 9, 7], f32[], f32[5, 7], f32[4], f32[2], f32[2, 3, 9, 7], f32[2, 3, 9, 7], f32[7], f32[2, 4, 7, 4], f32[2, 3, 9, 7], f32[4, 3, 3, 2], f32[2, 3, 8, 7], f32[2, 3, 9, 7], f32[2, 4, 7, 6]) {
+    let text = [
+        EDGE_MODULE,
+        "func @f(%x: f32[2, 3, 9, 7], %w: f32[4, 3, 3, 2], %dy: f32[2, 4, 6, 8], %logits: f32[5, 7], %labels: i32[5], %b: f32[4]) -> (f32[2, 4, 6, 8], f32[2, 3, 9, 7], f32[4, 3, 3, 2], f32[2, 3, 4, 3], f32[2, 3, 9, 7], f32[], f32[5, 7], f32[4], f32[2], f32[2, 3, 9, 7], f32[2, 3, 9, 7], f32[7], f32[2, 4, 7, 4], f32[2, 3, 9, 7], f32[4, 3, 3, 2], f32[2, 3, 8, 7], f32[2, 3, 9, 7], f32[2, 4, 7, 6]) {
   %0 = conv2d %x, %w {stride=[2, 1], padding=[2, 1]} : f32[2, 4, 6, 8]
   %1 = conv2d_input_grad %dy, %w {stride=[2, 1], padding=[2, 1], input=[9, 7]} : f32[2, 3, 9, 7]
   %2 = conv2d_weight_grad %x, %dy {stride=[2, 1], padding=[2, 1], kernel=[3, 2]} : f32[4, 3, 3, 2]
@@ -498,40 +534,11 @@ func @f(%x: f32[2, 3, 9, 7], %w: f32[4, 3, 3, 2], %dy: f32[2, 4, 6, 8], %logits:
   %18 = bias_add %17, %b : f32[2, 4, 7, 6]
   return %0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %18
 }
-";
-    let m = sparsec_ir::parse::parse_module(text).expect("parses");
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
-    let special = [
-        f32::NAN,
-        0.0,
-        -0.0,
-        1.0,
-        1.0,
-        -1.0,
-        100.0,
-        -100.0,
-        1e-30,
-        f32::INFINITY,
-    ];
-    let mut values = |n: usize| -> Vec<f32> {
-        (0..n)
-            .map(|_| {
-                let r = next();
-                if r % 7 == 0 {
-                    special[(r >> 8) as usize % special.len()]
-                } else {
-                    // A coarse grid, so that ties are common.
-                    ((r >> 40) % 17) as f32 / 4.0 - 2.0
-                }
-            })
-            .collect()
-    };
+",
+    ]
+    .concat();
+    let m = sparsec_ir::parse::parse_module(&text).expect("parses");
+    let mut values = special_values(0x2545_f491_4f6c_dd1d);
     let fl = vec![
         values(2 * 3 * 9 * 7),
         values(4 * 3 * 3 * 2),
@@ -540,13 +547,7 @@ func @f(%x: f32[2, 3, 9, 7], %w: f32[4, 3, 3, 2], %dy: f32[2, 4, 6, 8], %logits:
         values(4),
     ];
     let il = vec![vec![0, 6, 3, 3, 1]];
-    let ins = as_inputs(&m, "f", &fl, &il);
-    let mut reference = Interpreter::<f32>::new(&m, "f").expect("interpreter");
-    let want = reference
-        .run(&mut State::<f32>::initial(&m), &ins)
-        .expect("interpreter run");
-    for threads in [1, 2] {
-        let mut jit = JitProgram::new(&m, "f", threads).expect("jit");
+    jit_matches_the_interpreter_on(&m, &fl, &il, |jit| {
         assert!(
             jit.plan().fallbacks().is_empty(),
             "{:?}",
@@ -555,13 +556,7 @@ func @f(%x: f32[2, 3, 9, 7], %w: f32[4, 3, 3, 2], %dy: f32[2, 4, 6, 8], %logits:
         // The last convolution carries its bias_add (42 positions a channel: a scalar tail).
         let text = jit.plan().to_string();
         assert!(text.contains("+= %b[oc] (bias_add"), "{text}");
-        let got = jit
-            .run(&mut State::<f32>::initial(&m), &ins)
-            .expect("jit run");
-        for (i, (g, w)) in bits(&got).iter().zip(bits(&want)).enumerate() {
-            assert_eq!(g, &w, "result {i} differs ({threads} threads)");
-        }
-    }
+    });
     // A label out of range is the interpreter's error, not a read outside the logits.
     let bad = vec![vec![0, 7, 3, 3, 1]];
     let ins = as_inputs(&m, "f", &fl, &bad);
