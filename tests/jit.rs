@@ -245,6 +245,8 @@ fn a_shallow_weight_gradient_is_made_inside_its_update() {
     assert_eq!(text.matches("chain.matmul_tn [jit]").count(), 3, "{text}");
     assert!(!text.contains("gemm.matmul_tn"), "{text}");
     assert!(text.contains("made where it is read"), "{text}");
+    // fc1's forward product and update split over both threads, cutting the rows alike.
+    assert!(jit.uses_second_thread(), "{text}");
     // At batch 64 making the product dominates: it keeps its own kernel.
     let m = opt_module("lenet300.net", 64).expect("the example compiles");
     let jit = JitProgram::new(&m, "train_step", 2).expect("jit");

@@ -597,7 +597,8 @@ impl KernelProgram {
                 let first = match product {
                     Some(p) if p.k == 1 => {
                         out.push(format!(
-                            "for r in 0..{}, j in 0..{} (f32x4, scalar tail; threads split rows)",
+                            "for r in 0..{}, j in 0..{} (f32x4, scalar tail; threads split rows at \
+                             multiples of 64, where a product of the weight splits its columns)",
                             p.m, p.n
                         ));
                         out.push(format!(

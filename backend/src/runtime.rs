@@ -53,6 +53,19 @@ use exec::exec;
 /// Work (elements, or multiply-adds for products) below which a kernel runs on one thread.
 const SPLIT_MIN_WORK: usize = 1 << 15;
 
+/// Whether an `m×n×k` product kernel splits its columns over two threads. A product of a few
+/// rows (batch 1) streams `B` from memory once and is bound by that, not by its multiply-adds,
+/// so it counts as eight rows: LeNet-300-100's 1×300×784 forward takes 14 µs.
+fn product_splits(m: usize, n: usize, k: usize) -> bool {
+    m.max(8) * n * k >= SPLIT_MIN_WORK * 8 && n > NR
+}
+
+/// Whether a chain over an `m×n` outer product splits its rows over two threads (as a plain
+/// chain of `m·n` elements would).
+fn outer_product_splits(m: usize, n: usize) -> bool {
+    m * n >= SPLIT_MIN_WORK
+}
+
 /// The thread count from `SPARSEC_THREADS` (1 or 2), else the available parallelism capped at 2.
 /// A set variable that is not 1 or 2 is an error, not silently clamped: a user who asked for 4
 /// threads must learn that sparsec runs on at most 2.
@@ -90,9 +103,13 @@ pub struct JitProgram {
     pair: Option<Pair>,
     /// Per kernel: the buffers it writes (taken out of the table while it runs).
     outs: Vec<Vec<Loc>>,
-    /// Whether some product or convolution is big enough to split; if none is, a run stays on
-    /// the calling thread (handing a batch-1 step to the second thread and splitting its element-wise
-    /// chains costs more than it saves).
+    /// Whether some product, convolution or update over an outer product is big enough to split;
+    /// if none is, a run stays on the calling thread (handing element-wise chains alone to the
+    /// second thread costs more than it saves). A batch-1 LeNet-300-100 step splits: its first
+    /// layer's forward product and its update cut the weight's rows at the same multiple of 64,
+    /// so each thread streams its rows from its own cache in both (14.8k → 19.6k samples/s
+    /// on two threads; cut in different places, the rows moved between the caches every step
+    /// and two threads ran slower than one).
     worth_threads: bool,
     compile_ms: f64,
     seed: u64,
@@ -572,13 +589,16 @@ impl JitProgram {
             .map(|k| KernelProgram::io(k).1)
             .collect();
         let worth_threads = plan.kernels.iter().any(|k| match &k.body {
-            Body::Gemm { m, n, k, .. } => m * n * k >= SPLIT_MIN_WORK * 8 && *n > NR,
+            Body::Gemm { m, n, k, .. } => product_splits(*m, *n, *k),
             Body::Conv { spec, .. } => {
                 spec.b * spec.o * spec.p() * spec.ckk() >= SPLIT_MIN_WORK * 8
             }
             Body::ConvWeightGrad { geom: g, .. } => {
                 g.b * g.o * g.p() * g.ckk() >= SPLIT_MIN_WORK * 8
             }
+            Body::Chain {
+                product: Some(p), ..
+            } if p.k == 1 => outer_product_splits(p.m, p.n),
             Body::Chain {
                 product: Some(p), ..
             } => p.m * p.n * p.k >= SPLIT_MIN_WORK * 8,
@@ -662,6 +682,12 @@ impl JitProgram {
 
     pub fn threads(&self) -> usize {
         self.threads
+    }
+
+    /// Whether a run hands work to the second thread (it has one, and some kernel is big
+    /// enough to split); otherwise every kernel runs on the calling thread.
+    pub fn uses_second_thread(&self) -> bool {
+        self.pair.is_some() && self.worth_threads
     }
 
     /// How many Dropback selections so far could not be made from the candidates their score

@@ -10,7 +10,7 @@ use sparsec_ir::interp::{
 use sparsec_ir::module::Init;
 
 use super::stream::Gradient;
-use super::{Ctx, Env, SPLIT_MIN_WORK};
+use super::{outer_product_splits, product_splits, Ctx, Env, SPLIT_MIN_WORK};
 use crate::abi::Args;
 use crate::codegen::chain::OUTER_DY_SLOT;
 use crate::codegen::conv::ConvPass;
@@ -164,7 +164,7 @@ fn chain_over_product(
         args.ptr[0] = addr(x);
         args.ptr[OUTER_DY_SLOT] = addr(dy);
         args.int[..3].copy_from_slice(&[0, m as u64, n as u64]);
-        let parts = if m * n >= SPLIT_MIN_WORK && cx.pair.is_some() {
+        let parts = if outer_product_splits(m, n) && cx.pair.is_some() {
             2
         } else {
             1
@@ -173,8 +173,10 @@ fn chain_over_product(
         // other buffer holds `m·n` floats (checked by the caller) and rows `0 .. m` reach
         // `m·n`. Outputs alias no input but the weight an output updates in place, whose every
         // index is loaded before it is stored; `split` halves the row range, so the two threads
-        // write disjoint rows.
-        unsafe { run_parts(entry, &split(args, 0, 1, parts, 1), cx.pair) };
+        // write disjoint rows. The rows are cut where a product of the weight's rows is cut
+        // (`GEMM_PANEL`), so that each thread updates the rows its own cache holds from the
+        // forward product (at batch 1 the weight is the step's whole traffic).
+        unsafe { run_parts(entry, &split(args, 0, 1, parts, GEMM_PANEL as u64), cx.pair) };
         return Ok(());
     }
     // The product's own stride rule (`matmul_columns_f32`): a panel row stride above 1 exactly
@@ -300,7 +302,7 @@ pub(super) fn exec(
                     args.ptr[9] = cx.bounds.as_ptr() as usize;
                 }
             }
-            let split_it = parts > 1 && m * n * k >= SPLIT_MIN_WORK * 8 && n > NR;
+            let split_it = parts > 1 && product_splits(m, n, k);
             // Imported products are cut at the library's panels, so each thread makes the
             // interpreter's calls (sparsec_ir::interp::GEMM_PANEL).
             let align = if spec.import { REGEN_BLOCK } else { NR };
