@@ -48,7 +48,7 @@
 //!   `regen::word_to_f32`;
 //! - the Cranelift product tile (the runtime's products below 2^12 multiply-adds, and every
 //!   product of [`Kernels`]): vectorised over output columns, each element still summed one
-//!   product at a time in ascending `k` from `+0`, the order of the interpreter's own kernel,
+//!   product at a time in ascending `k` from `−0`, the order of the interpreter's own kernel,
 //!   which the interpreter runs below that size;
 //! - products from 2^12 multiply-adds (`sparsec_ir::interp::LIBRARY_MIN_WORK`): the imported
 //!   GEMM makes the interpreter's very calls into the `gemm` crate, one per 64-column panel,

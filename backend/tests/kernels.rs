@@ -284,7 +284,7 @@ fn regeneration_windows_agree_with_the_whole_stream() {
 }
 
 /// The Cranelift tile's contract, the interpreter's own-kernel order: each element summed from
-/// `+0` in ascending `kk`, one rounded `f32` product at a time, no FMA. The interpreter itself
+/// `−0` (so from its first product exactly; an empty sum is `+0`) in ascending `kk`, one rounded `f32` product at a time, no FMA. The interpreter itself
 /// runs products from `uses_library`'s size in the GEMM library (whose order differs), and the
 /// JIT calls that library for them too (`tests/jit.rs`), so the tile is checked against this
 /// loop at every size and against the interpreter where the interpreter uses the same order.
@@ -296,7 +296,7 @@ fn sequential_product(
     let mut c = vec![0.0f32; m * n];
     for i in 0..m {
         for j in 0..n {
-            let mut s = 0.0f32;
+            let mut s = if k == 0 { 0.0f32 } else { -0.0 };
             for kk in 0..k {
                 s += a(i, kk) * b(kk, j);
             }

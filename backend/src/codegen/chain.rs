@@ -265,7 +265,7 @@ pub fn emit_chain_rows(fx: &mut FnCtx<'_>, spec: &ChainSpec) {
 }
 
 /// The body of a chain over a block of rows whose input 0 is an outer product `dy[r]·x[j]`
-/// (the product's own order for one term: `0 + dy[r]·x[j]`), made where it is used, so the
+/// (the product's own order for one term: `−0 + dy[r]·x[j]`, which is the product itself), made where it is used, so the
 /// chain passes over its other buffers once (slots in the module docs).
 pub fn emit_chain_outer(fx: &mut FnCtx<'_>, spec: &ChainSpec) {
     let x = fx.arg_ptr(0);
@@ -300,7 +300,7 @@ pub fn emit_chain_outer(fx: &mut FnCtx<'_>, spec: &ChainSpec) {
 /// The `ptr` slot of an outer-product chain's `dy` (the last: such a chain has one buffer fewer).
 pub const OUTER_DY_SLOT: usize = crate::abi::PTR_SLOTS - 1;
 
-/// Row `r` of an outer product: input 0 at column `j` is `0 + d·x[j]`.
+/// Row `r` of an outer product: input 0 at column `j` is `d·x[j]`.
 #[derive(Clone, Copy)]
 struct OuterRow {
     x: Value,
@@ -394,8 +394,8 @@ fn chain_loops_with(
                         Some(row) if j == 0 => {
                             let x = fx.load_at(ty, row.x, i, off);
                             let d = if ty == F32X4 { row.d4 } else { row.d };
-                            let p = fx.b.ins().fmul(d, x);
-                            fx.b.ins().fadd(z, p)
+                            // The product's own order: `−0 + d·x`, which is `d·x`.
+                            fx.b.ins().fmul(d, x)
                         }
                         _ => fx.load_at(ty, ins[j], i, off),
                     }),

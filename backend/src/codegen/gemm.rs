@@ -1,8 +1,9 @@
 //! Matrix products `C[m, n] = op(A) · op(B)`, bit-exact with the interpreter.
 //!
 //! **Order** (products below the import threshold). The interpreter's contract (`ir/src/interp/gemm.rs`) is that every element is
-//! `c[i][j] = ((0 + a(i,0)·b(0,j)) + a(i,1)·b(1,j)) + ... + a(i,k−1)·b(k−1,j)`: products rounded
-//! to `f32`, added one at a time in ascending `k`, starting from `+0`, no FMA. Vectorising over
+//! `c[i][j] = ((−0 + a(i,0)·b(0,j)) + a(i,1)·b(1,j)) + ... + a(i,k−1)·b(k−1,j)`: products rounded
+//! to `f32`, added one at a time in ascending `k`, starting from `−0` (so from the first product
+//! exactly), no FMA. Vectorising over
 //! `k` would change that order, so the vectors run over `n` instead: a register tile of
 //! `MR × NR` outputs (`MR` = 4 rows of A, `NR` = 8 columns = two `f32x4`) is updated once per
 //! `k` with `acc += splat(a(i, k)) · b(k, j..j+8)`, each lane still its own ascending-`k` sum.
@@ -324,10 +325,14 @@ fn tile(
     panel: Value,
 ) {
     let (a, m, n, k, zero) = (d.a, d.m, d.n, d.k, d.zero);
-    let z = fx.f32const(0.0);
-    let z4 = fx.splat(z);
+    // Sums start from −0, the interpreter's start; an empty one (k = 0) is +0.
+    let (plus, minus) = (fx.f32const(0.0), fx.f32const(-0.0));
+    let empty = fx.b.ins().icmp_imm_s(IntCC::Equal, k, 0);
+    let start = fx.b.ins().select(empty, plus, minus);
+    let start4 = fx.splat(start);
+    let z4 = fx.splat(plus);
     let acc: Vec<[Variable; NR / 4]> = (0..rows)
-        .map(|_| [fx.var(F32X4, z4), fx.var(F32X4, z4)])
+        .map(|_| [fx.var(F32X4, start4), fx.var(F32X4, start4)])
         .collect();
     // Pointers carried across iterations (so nothing is recomputed per `k`): one per row of
     // the tile into op(A) (one for transposed A, whose rows are adjacent), and the panel row.

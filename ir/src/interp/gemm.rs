@@ -19,9 +19,12 @@
 //!   gradient checks use) runs our own kernel, whose order is the contract the JIT's Cranelift tiles reproduce: every
 //!   element is `c[i][j] = (((c0 + a[i][0]·b[0][j]) + a[i][1]·b[1][j]) + ...) + a[i][k-1]·b[k-1][j]`,
 //!   products rounded to `T`, added one at a time in ascending `k`, no fused multiply-add,
-//!   starting from `c0 = 0` (or the old `c[i][j]` when accumulating). Blocking, packing and
-//!   vector width change only where the partial sums live, never the order, so this path is
-//!   bit-identical on every CPU and for every tile size.
+//!   starting from `c0 = −0` (or the old `c[i][j]` when accumulating). `−0 + x` is `x` for
+//!   every `x`, so a sum is exactly its first product plus the others: an outer product
+//!   (`k = 1`) is the rounded product `a·b` itself, which a kernel can make wherever it reads
+//!   it with one multiplication. Blocking, packing and vector width change only where the
+//!   partial sums live, never the order, so this path is bit-identical on every CPU and for
+//!   every tile size.
 //!
 //! Our kernel packs both operands into zero-padded panels (A in `MR`-row strips, B in `NR`-column
 //! strips, `k` running along each strip), and an `MR × NR` register tile is updated once per `k`
@@ -88,8 +91,9 @@ pub const GEMM_PANEL: usize = 64;
 /// outer product (`k = 1`, a batch-1 weight gradient): each element is one rounded product, there
 /// is nothing for the library to block, and its calls cost more than the products
 /// (LeNet-300-100's 300×784 gradient: 35 µs in 13 panel calls, where a pass that also updates
-/// the weight takes about 20). Our own order makes it `0 + a·b`, which a kernel can compute
-/// wherever it needs the value instead of storing it (the JIT does, inside the weight's update).
+/// the weight takes about 20). Our own order makes it the product `a·b`, which a kernel can
+/// compute wherever it needs the value instead of storing it (the JIT does, inside the weight's
+/// update).
 pub fn uses_library(m: usize, n: usize, k: usize) -> bool {
     k > 1 && m.saturating_mul(n).saturating_mul(k) >= LIBRARY_MIN_WORK
 }
@@ -134,8 +138,10 @@ pub(crate) fn gemm<T: Float>(
         }
     }
     if !accumulate {
+        // Every sum starts from −0 (module docs); an empty one is +0.
+        let start = if k == 0 { T::zero() } else { T::from_f32(-0.0) };
         for i in 0..m {
-            c[i * ldc..i * ldc + n].fill(T::zero());
+            c[i * ldc..i * ldc + n].fill(start);
         }
     }
     if k == 0 {

@@ -13,7 +13,7 @@ use super::kernels::{conv2d_weight_grad_images, ConvGeom};
 ///
 /// `op(a)(i, kk)` is `a[i·k + kk]` (`ta = false`, `a` is `[m, k]`) or `a[kk·m + i]` (`ta`, `a` is
 /// `[k, m]`); `op(b)(kk, j)` is `b[kk·ldb + j]` (`tb = false`) or `b[j·ldb + kk]` (`tb`). With
-/// `accumulate`, each sum starts from the old `c[i·ldc + j]` instead of `+0` (as the
+/// `accumulate`, each sum starts from the old `c[i·ldc + j]` instead of `−0` (as the
 /// convolutions' weight gradient calls it). Panics if a slice is too short for those extents.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_f32(
