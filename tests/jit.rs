@@ -291,6 +291,33 @@ fn products_made_inside_their_update_match_the_interpreter_on_odd_shapes() {
     });
 }
 
+/// Pooling windows two wide at stride 2 (LeNet's) read, and in the gradient write, the rows
+/// of four windows as whole vectors split into even and odd lanes: tiling 2×2 windows and
+/// overlapping 3×2 ones (stride 1 down), 11 windows a row (two groups of four, then three
+/// alone), with ties, NaN, ±0 and infinities; the interpreter's bits on one thread and two.
+#[test]
+fn paired_pooling_windows_match_the_interpreter_on_special_values() {
+    let text = [
+        EDGE_MODULE,
+        "func @f(%x: f32[2, 3, 10, 22]) -> (f32[2, 3, 5, 11], f32[2, 3, 10, 22], f32[2, 3, 8, 11], f32[2, 3, 10, 22]) {
+  %0 = maxpool2d %x {kernel=[2, 2], stride=[2, 2]} : f32[2, 3, 5, 11]
+  %1 = maxpool2d_grad %0, %x {kernel=[2, 2], stride=[2, 2]} : f32[2, 3, 10, 22]
+  %2 = maxpool2d %x {kernel=[3, 2], stride=[1, 2]} : f32[2, 3, 8, 11]
+  %3 = maxpool2d_grad %2, %x {kernel=[3, 2], stride=[1, 2]} : f32[2, 3, 10, 22]
+  return %0, %1, %2, %3
+}
+",
+    ]
+    .concat();
+    let m = sparsec_ir::parse::parse_module(&text).expect("parses");
+    let fl = vec![special_values(0x2545_f491_4f6c_dd1d)(2 * 3 * 10 * 22)];
+    jit_matches_the_interpreter_on(&m, &fl, &[], |jit| {
+        let text = jit.plan().to_string();
+        assert_eq!(text.matches("maxpool2d [jit]").count(), 2, "{text}");
+        assert_eq!(text.matches("maxpool2d_grad [jit]").count(), 2, "{text}");
+    });
+}
+
 /// The header of the hand-written modules below (one function `@f`, no parameters).
 const EDGE_MODULE: &str = "sparsec-ir 2 stage=opt
 module edge

@@ -20,7 +20,7 @@
 //! product and sum rounded to `f32`, as `regen::word_to_f32` writes it.
 
 use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::{types, ConstantData, InstBuilder, Value};
+use cranelift_codegen::ir::{types, InstBuilder, Value};
 
 use super::loops::{counted_loop, if_else};
 use super::{FnCtx, F32X4, I32X4};
@@ -98,17 +98,8 @@ pub fn blocks4(fx: &mut FnCtx<'_>, seed: Value, stream: Value, block: Value) -> 
     x
 }
 
-/// Lane shuffle of two 4 × 32-bit vectors: result lane `i` is lane `lanes[i]` of `a ++ b`.
 fn shuffle32(fx: &mut FnCtx<'_>, a: Value, b: Value, lanes: [u8; 4]) -> Value {
-    let mask: Vec<u8> = lanes
-        .iter()
-        .flat_map(|&l| (0..4).map(move |k| 4 * l + k))
-        .collect();
-    let mask = fx.b.func.dfg.immediates.push(ConstantData::from(mask));
-    let a8 = fx.vbitcast(types::I8X16, a);
-    let b8 = fx.vbitcast(types::I8X16, b);
-    let r = fx.b.ins().shuffle(a8, b8, mask);
-    fx.vbitcast(I32X4, r)
+    fx.shuffle32(I32X4, a, b, lanes)
 }
 
 /// Transpose the 4×4 matrix whose rows are `r`.

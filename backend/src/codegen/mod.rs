@@ -154,4 +154,18 @@ impl<'a> FnCtx<'a> {
         let flags = MemFlagsData::new().with_endianness(Endianness::Little);
         self.b.ins().bitcast(ty, flags, v)
     }
+
+    /// Lane shuffle of two vectors of four 32-bit lanes: result lane `i` is lane `lanes[i]` of
+    /// `a ++ b`, as type `ty` (`I32X4` or `F32X4`).
+    pub fn shuffle32(&mut self, ty: Type, a: Value, b: Value, lanes: [u8; 4]) -> Value {
+        let mask: Vec<u8> = lanes
+            .iter()
+            .flat_map(|&l| (0..4).map(move |k| 4 * l + k))
+            .collect();
+        let mask = self.b.func.dfg.immediates.push(ConstantData::from(mask));
+        let a8 = self.vbitcast(types::I8X16, a);
+        let b8 = self.vbitcast(types::I8X16, b);
+        let r = self.b.ins().shuffle(a8, b8, mask);
+        self.vbitcast(ty, r)
+    }
 }
