@@ -265,8 +265,9 @@ pub fn emit_chain_rows(fx: &mut FnCtx<'_>, spec: &ChainSpec) {
 }
 
 /// The body of a chain over a block of rows whose input 0 is an outer product `dy[r]·x[j]`
-/// (the product's own order for one term: `−0 + dy[r]·x[j]`, which is the product itself), made where it is used, so the
-/// chain passes over its other buffers once (slots in the module docs).
+/// (the product's own order for one term, `−0 + dy[r]·x[j]`, is the product itself), made
+/// where it is used, so the chain passes over its other buffers once (slots in the module
+/// docs).
 pub fn emit_chain_outer(fx: &mut FnCtx<'_>, spec: &ChainSpec) {
     let x = fx.arg_ptr(0);
     let dy = fx.arg_ptr(OUTER_DY_SLOT);

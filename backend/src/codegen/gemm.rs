@@ -1,12 +1,13 @@
 //! Matrix products `C[m, n] = op(A) · op(B)`, bit-exact with the interpreter.
 //!
-//! **Order** (products below the import threshold). The interpreter's contract (`ir/src/interp/gemm.rs`) is that every element is
+//! **Order** (products below the import threshold). The interpreter's contract
+//! (`ir/src/interp/gemm.rs`) is that every element is
 //! `c[i][j] = ((−0 + a(i,0)·b(0,j)) + a(i,1)·b(1,j)) + ... + a(i,k−1)·b(k−1,j)`: products rounded
 //! to `f32`, added one at a time in ascending `k`, starting from `−0` (so from the first product
-//! exactly), no FMA. Vectorising over
-//! `k` would change that order, so the vectors run over `n` instead: a register tile of
-//! `MR × NR` outputs (`MR` = 4 rows of A, `NR` = 8 columns = two `f32x4`) is updated once per
-//! `k` with `acc += splat(a(i, k)) · b(k, j..j+8)`, each lane still its own ascending-`k` sum.
+//! exactly), no FMA. Vectorising over `k` would change that order, so the vectors run over `n`
+//! instead: a register tile of `MR × NR` outputs (`MR` = 4 rows of A, `NR` = 8 columns = two
+//! `f32x4`) is updated once per `k` with `acc += splat(a(i, k)) · b(k, j..j+8)`, each lane still
+//! its own ascending-`k` sum.
 //!
 //! **Imported GEMM.** Products of at least 2^12 multiply-adds ([`use_import`]) are the ones the
 //! interpreter hands to the GEMM library (AVX-512/FMA), in panels of 64 columns. This kernel

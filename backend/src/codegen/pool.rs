@@ -5,13 +5,15 @@
 //! when strictly greater (so the first maximum wins, and a NaN never replaces anything): the
 //! same compare-and-select as the interpreter's `window_argmax`, unrolled over the window (whose
 //! size is compiled in, [`PoolSpec`]), four adjacent windows at a time in `f32x4` lanes (then
-//! one at a time for the rest of the row). Windows two wide at stride 2 ([`PoolSpec::paired`],
-//! LeNet's) read each of their rows as eight adjacent floats, two vector loads split into even
-//! and odd lanes, where others gather their lanes one float at a time; the tiled gradient
-//! weaves them back and stores the rows whole (LeNet-5 at batch 64, one thread: pool1's
-//! gradient 0.55–0.60 → 0.39 ms a step, its forward 0.23–0.26 → 0.18). Forward stores the maximum; the gradient zeroes `dx`,
+//! one at a time for the rest of the row). Forward stores the maximum; the gradient zeroes `dx`,
 //! then adds each `dy` to its window's argmax, windows in row-major order, so overlapping
 //! windows add in the interpreter's order (and a single `+ dy` onto `+0` rounds `−0` the same).
+//!
+//! Windows two wide at stride 2 ([`PoolSpec::paired`], LeNet's) read each of their rows as
+//! eight adjacent floats, two vector loads split into even and odd lanes, where others gather
+//! their lanes one float at a time; the tiled gradient weaves them back and stores the rows
+//! whole (LeNet-5 at batch 64, one thread: pool1's gradient 0.55–0.60 → 0.39 ms a step, its
+//! forward 0.23–0.26 → 0.18).
 //!
 //! When the windows tile the plane exactly ([`PoolSpec::tiles`], as in LeNet's 2×2 pooling), the
 //! gradient writes every element once instead: `+0 + dy` at its window's argmax, `+0` elsewhere
