@@ -323,8 +323,13 @@ fn tile_reference(
 }
 
 /// (m, k, n): the brief's odd shapes plus a few edges of the 4 × 8 register tile.
-const SHAPES: [(usize, usize, usize); 9] = [
+const SHAPES: [(usize, usize, usize); 12] = [
     (1, 1, 1),
+    // One row: a batch-1 `_nt` product reads B's rows in place (two panels, the last of 2
+    // columns; three, the last of 5; an empty sum).
+    (1, 100, 10),
+    (1, 37, 21),
+    (1, 0, 5),
     (7, 13, 5),
     (65, 130, 33),
     (64, 784, 300),

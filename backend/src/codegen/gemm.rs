@@ -233,14 +233,22 @@ pub fn emit_gemm_fused(fx: &mut FnCtx<'_>, spec: &GemmSpec) {
             }
             None => (b, jb),
         };
-        pack_panel(fx, layout, &d, src, row0, jb, cols, panel);
-        let m4 = fx.b.ins().band_imm_s(m, !(MR as i64 - 1));
-        counted_loop(fx, zero, m4, MR as i64, |fx, i| {
-            tile(fx, layout, &d, MR, i, jb, cols, panel)
-        });
-        counted_loop(fx, m4, m, 1, |fx, i| {
-            tile(fx, layout, &d, 1, i, jb, cols, panel)
-        });
+        let packed = |fx: &mut FnCtx<'_>| {
+            pack_panel(fx, layout, &d, src, row0, jb, cols, panel);
+            let m4 = fx.b.ins().band_imm_s(m, !(MR as i64 - 1));
+            counted_loop(fx, zero, m4, MR as i64, |fx, i| {
+                tile(fx, layout, &d, MR, i, jb, cols, panel)
+            });
+            counted_loop(fx, m4, m, 1, |fx, i| {
+                tile(fx, layout, &d, 1, i, jb, cols, panel)
+            });
+        };
+        if layout == Layout::Nt {
+            let one_row = fx.b.ins().icmp_imm_s(IntCC::Equal, m, 1);
+            if_else(fx, one_row, |fx| one_row_nt(fx, &d, b, jb, cols), packed);
+        } else {
+            packed(fx);
+        }
     });
 }
 
@@ -325,13 +333,12 @@ fn tile(
     cols: Value,
     panel: Value,
 ) {
-    let (a, m, n, k, zero) = (d.a, d.m, d.n, d.k, d.zero);
+    let (a, m, k, zero) = (d.a, d.m, d.k, d.zero);
     // Sums start from −0, the interpreter's start; an empty one (k = 0) is +0.
     let (plus, minus) = (fx.f32const(0.0), fx.f32const(-0.0));
     let empty = fx.b.ins().icmp_imm_s(IntCC::Equal, k, 0);
     let start = fx.b.ins().select(empty, plus, minus);
     let start4 = fx.splat(start);
-    let z4 = fx.splat(plus);
     let acc: Vec<[Variable; NR / 4]> = (0..rows)
         .map(|_| [fx.var(F32X4, start4), fx.var(F32X4, start4)])
         .collect();
@@ -381,13 +388,78 @@ fn tile(
         let next = fx.b.ins().iadd_imm_s(pb, (NR * 4) as i64);
         fx.b.def_var(b_ptr, next);
     });
-    // The epilogue, in registers: stage 0 is the product, 1 after the bias, 2 after relu.
-    let spec = d.spec;
-    let mut stages: Vec<(usize, Vec<[Value; NR / 4]>)> = Vec::new();
-    let mut cur: Vec<[Value; NR / 4]> = acc
+    let sums: Vec<[Value; NR / 4]> = acc
         .iter()
         .map(|r| [fx.b.use_var(r[0]), fx.b.use_var(r[1])])
         .collect();
+    epilogue(fx, d, i, jb, cols, sums);
+}
+
+/// Columns `jb .. jb + cols` of a one-row `matmul_nt` (batch 1): each a dot product of `a` with
+/// a row of `B`, read where it lies rather than packed (every value of `B` is used once), the
+/// panel's eight columns as eight scalar sums that run side by side, each in ascending `k` from
+/// `−0` as in [`tile`]. Lanes past `cols` repeat the last row of `B`; the epilogue does not
+/// store them.
+fn one_row_nt(fx: &mut FnCtx<'_>, d: &Dims, b: Value, jb: Value, cols: Value) {
+    let (a, n, k, zero) = (d.a, d.n, d.k, d.zero);
+    let (plus, minus) = (fx.f32const(0.0), fx.f32const(-0.0));
+    let empty = fx.b.ins().icmp_imm_s(IntCC::Equal, k, 0);
+    let start = fx.b.ins().select(empty, plus, minus);
+    let last = fx.b.ins().iadd_imm_s(n, -1);
+    let rows: Vec<Variable> = (0..NR)
+        .map(|r| {
+            let j = fx.b.ins().iadd_imm_s(jb, r as i64);
+            let j = fx.umin(j, last);
+            let at = fx.b.ins().imul(j, k);
+            let p = fx.elem(b, at);
+            fx.var(fx.ptr, p)
+        })
+        .collect();
+    let a_ptr = fx.var(fx.ptr, a);
+    let acc: Vec<Variable> = (0..NR).map(|_| fx.var(types::F32, start)).collect();
+    counted_loop(fx, zero, k, 1, |fx, _kk| {
+        let pa = fx.b.use_var(a_ptr);
+        let av = fx.b.ins().load(types::F32, mem(), pa, 0);
+        for (&row, &sum) in rows.iter().zip(&acc) {
+            let pr = fx.b.use_var(row);
+            let bv = fx.b.ins().load(types::F32, mem(), pr, 0);
+            let p = fx.b.ins().fmul(av, bv);
+            let s = fx.b.use_var(sum);
+            let s = fx.b.ins().fadd(s, p);
+            fx.b.def_var(sum, s);
+            let next = fx.b.ins().iadd_imm_s(pr, 4);
+            fx.b.def_var(row, next);
+        }
+        let next = fx.b.ins().iadd_imm_s(pa, 4);
+        fx.b.def_var(a_ptr, next);
+    });
+    let halves: [Value; NR / 4] = std::array::from_fn(|h| {
+        let first = fx.b.use_var(acc[4 * h]);
+        let mut v = fx.b.ins().scalar_to_vector(F32X4, first);
+        for l in 1..4u8 {
+            let e = fx.b.use_var(acc[4 * h + l as usize]);
+            v = fx.b.ins().insertlane(v, e, l);
+        }
+        v
+    });
+    epilogue(fx, d, zero, jb, cols, vec![halves]);
+}
+
+/// A tile's sums (rows `i ..`, columns `jb .. jb + cols`) through the bias and `relu`, in
+/// registers, each stage stored where the program needs it: stage 0 is the product, 1 after
+/// the bias, 2 after relu.
+fn epilogue(
+    fx: &mut FnCtx<'_>,
+    d: &Dims,
+    i: Value,
+    jb: Value,
+    cols: Value,
+    mut cur: Vec<[Value; NR / 4]>,
+) {
+    let (n, zero) = (d.n, d.zero);
+    let z4 = fx.vconst32(F32X4, [0; 4]);
+    let spec = d.spec;
+    let mut stages: Vec<(usize, Vec<[Value; NR / 4]>)> = Vec::new();
     if spec.store[0] {
         stages.push((0, cur.clone()));
     }
