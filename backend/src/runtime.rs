@@ -30,7 +30,7 @@ pub(crate) use pair::Pair;
 use std::time::Instant;
 
 use cranelift_module::FuncId;
-use sparsec_ir::interp::{Input, OpScratch, Output, State, Tensor};
+use sparsec_ir::interp::{Input, OpScratch, Output, State, Tensor, GEMM_PANEL};
 use sparsec_ir::module::Init;
 use sparsec_ir::{DType, Module};
 
@@ -60,10 +60,11 @@ fn product_splits(m: usize, n: usize, k: usize) -> bool {
     m.max(8) * n * k >= SPLIT_MIN_WORK * 8 && n > NR
 }
 
-/// Whether a chain over an `m×n` outer product splits its rows over two threads (as a plain
-/// chain of `m·n` elements would).
+/// Whether a chain over an `m×n` outer product splits its rows over two threads: as a plain
+/// chain of `m·n` elements would, when its rows can be cut at a multiple of
+/// [`GEMM_PANEL`] (where a product of the same weight cuts its columns).
 fn outer_product_splits(m: usize, n: usize) -> bool {
-    m * n >= SPLIT_MIN_WORK
+    m >= 2 * GEMM_PANEL && m * n >= SPLIT_MIN_WORK
 }
 
 /// The thread count from `SPARSEC_THREADS` (1 or 2), else the available parallelism capped at 2.

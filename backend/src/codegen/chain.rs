@@ -241,9 +241,7 @@ pub fn emit_chain(fx: &mut FnCtx<'_>, spec: &ChainSpec) {
 /// behind the product that feeds it, made 64 columns at a time; slots in the module docs): the
 /// chain's own loops over the columns of each row.
 pub fn emit_chain_rows(fx: &mut FnCtx<'_>, spec: &ChainSpec) {
-    let (ins, outs) = chain_buffers(fx, spec);
-    let scalars = chain_scalars(fx, spec);
-    let consts = ChainConsts::new(fx, scalars);
+    let (ins, outs, consts) = chain_setup(fx, spec);
     let rows = fx.arg_int(0);
     let cols = fx.arg_int(1);
     let row_bytes = fx.arg_int(2);
@@ -254,12 +252,13 @@ pub fn emit_chain_rows(fx: &mut FnCtx<'_>, spec: &ChainSpec) {
     counted_loop(fx, zero_i, rows, 1, |fx, r| {
         let off = fx.b.ins().imul(r, row_bytes);
         let panel_off = fx.b.ins().imul(r, panel_row_bytes);
+        // Input 0 is the panel, at its own row stride.
         let row_ins: Vec<Value> = ins
             .iter()
             .enumerate()
             .map(|(j, &p)| fx.b.ins().iadd(p, if j == 0 { panel_off } else { off }))
             .collect();
-        let row_outs: Vec<Value> = outs.iter().map(|&p| fx.b.ins().iadd(p, off)).collect();
+        let row_outs = offset_all(fx, &outs, off);
         chain_loops(fx, spec, &consts, (&row_ins, &row_outs), zero_i, cols);
     });
 }
@@ -271,9 +270,7 @@ pub fn emit_chain_rows(fx: &mut FnCtx<'_>, spec: &ChainSpec) {
 pub fn emit_chain_outer(fx: &mut FnCtx<'_>, spec: &ChainSpec) {
     let x = fx.arg_ptr(0);
     let dy = fx.arg_ptr(OUTER_DY_SLOT);
-    let (ins, outs) = chain_buffers(fx, spec);
-    let scalars = chain_scalars(fx, spec);
-    let consts = ChainConsts::new(fx, scalars);
+    let (ins, outs, consts) = chain_setup(fx, spec);
     let r0 = fx.arg_int(0);
     let r1 = fx.arg_int(1);
     let cols = fx.arg_int(2);
@@ -283,8 +280,8 @@ pub fn emit_chain_outer(fx: &mut FnCtx<'_>, spec: &ChainSpec) {
         let off = fx.b.ins().imul(r, row_bytes);
         let d = fx.load_at(types::F32, dy, r, 0);
         let d4 = fx.splat(d);
-        let row_ins: Vec<Value> = ins.iter().map(|&p| fx.b.ins().iadd(p, off)).collect();
-        let row_outs: Vec<Value> = outs.iter().map(|&p| fx.b.ins().iadd(p, off)).collect();
+        let row_ins = offset_all(fx, &ins, off);
+        let row_outs = offset_all(fx, &outs, off);
         let product = OuterRow { x, d, d4 };
         chain_loops_with(
             fx,
@@ -326,6 +323,19 @@ fn chain_buffers(fx: &mut FnCtx<'_>, spec: &ChainSpec) -> (Vec<Value>, Vec<Value
         .map(|o| fx.arg_ptr(spec.inputs + o))
         .collect();
     (ins, outs)
+}
+
+/// A chain's buffers and its constants, for the kernels that run it row by row.
+fn chain_setup(fx: &mut FnCtx<'_>, spec: &ChainSpec) -> (Vec<Value>, Vec<Value>, ChainConsts) {
+    let (ins, outs) = chain_buffers(fx, spec);
+    let scalars = chain_scalars(fx, spec);
+    let consts = ChainConsts::new(fx, scalars);
+    (ins, outs, consts)
+}
+
+/// Every address of `ptrs` moved on by `off` bytes.
+fn offset_all(fx: &mut FnCtx<'_>, ptrs: &[Value], off: Value) -> Vec<Value> {
+    ptrs.iter().map(|&p| fx.b.ins().iadd(p, off)).collect()
 }
 
 /// A chain's scalars, as `f32` and splatted.

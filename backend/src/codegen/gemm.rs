@@ -19,7 +19,8 @@
 //! **Blocking.** For each panel of `NR` columns, `B`'s part is packed once into a contiguous,
 //! zero-padded `[k][NR]` buffer (the transposition of `matmul_nt` happens here), then every
 //! strip of rows of A is run against it (4 rows at a time, then single rows). Padded columns
-//! are computed and dropped.
+//! are computed and dropped. A one-row `matmul_nt` (batch 1) packs nothing: each value of `B`
+//! is used once, so its panel's columns are summed over `B`'s rows where they lie.
 //!
 //! **In-tile regeneration** ([`Layout::NtRegen`]): `B` is a seeded weight `[n, k]` that is
 //! never materialised. Its `NR` rows of the panel are words `j·k .. (j + NR)·k` of the stream,
@@ -321,6 +322,14 @@ fn pack_panel(
     }
 }
 
+/// Where a sum of `k` products starts: `−0`, the interpreter's start (so a sum is its first
+/// product plus the rest); `+0` for an empty one.
+fn sum_start(fx: &mut FnCtx<'_>, k: Value) -> Value {
+    let (plus, minus) = (fx.f32const(0.0), fx.f32const(-0.0));
+    let empty = fx.b.ins().icmp_imm_s(IntCC::Equal, k, 0);
+    fx.b.ins().select(empty, plus, minus)
+}
+
 /// One register tile: rows `i .. i + rows` of C, columns `jb .. jb + cols`, over all of `k`.
 #[allow(clippy::too_many_arguments)]
 fn tile(
@@ -334,10 +343,7 @@ fn tile(
     panel: Value,
 ) {
     let (a, m, k, zero) = (d.a, d.m, d.k, d.zero);
-    // Sums start from −0, the interpreter's start; an empty one (k = 0) is +0.
-    let (plus, minus) = (fx.f32const(0.0), fx.f32const(-0.0));
-    let empty = fx.b.ins().icmp_imm_s(IntCC::Equal, k, 0);
-    let start = fx.b.ins().select(empty, plus, minus);
+    let start = sum_start(fx, k);
     let start4 = fx.splat(start);
     let acc: Vec<[Variable; NR / 4]> = (0..rows)
         .map(|_| [fx.var(F32X4, start4), fx.var(F32X4, start4)])
@@ -402,9 +408,7 @@ fn tile(
 /// store them.
 fn one_row_nt(fx: &mut FnCtx<'_>, d: &Dims, b: Value, jb: Value, cols: Value) {
     let (a, n, k, zero) = (d.a, d.n, d.k, d.zero);
-    let (plus, minus) = (fx.f32const(0.0), fx.f32const(-0.0));
-    let empty = fx.b.ins().icmp_imm_s(IntCC::Equal, k, 0);
-    let start = fx.b.ins().select(empty, plus, minus);
+    let start = sum_start(fx, k);
     let last = fx.b.ins().iadd_imm_s(n, -1);
     let rows: Vec<Variable> = (0..NR)
         .map(|r| {
