@@ -166,7 +166,10 @@ pub enum Body {
     /// The Dropback scores `|(w − g·lr) − w0|` of a tracked weight `[m, n]` whose gradient
     /// `g = dyᵀ·x` (`dy: [k, m]`, `x: [k, n]`) is made 64 columns at a time, each panel scored
     /// as soon as it is made: neither the gradient nor the updated weight is ever stored whole.
+    /// `w` is the overlay of the tracked weight `param` (`w0` with its entries over it), which
+    /// lets the candidates of a selection be gathered without reading `w` whole.
     GradScore {
+        param: usize,
         m: usize,
         n: usize,
         k: usize,
@@ -724,6 +727,7 @@ impl KernelProgram {
                 w,
                 w0,
                 out: o,
+                ..
             } => {
                 out.push(format!(
                     "for each 64-column panel of g = {}ᵀ · {} ({m}x{n}x{k}, the product's own \

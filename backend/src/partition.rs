@@ -71,6 +71,7 @@ enum Nk {
     },
     /// `dropback_score_sgd` of a tracked weight `[m, n]` over a batch of `k`.
     GradScore {
+        p: usize,
         m: usize,
         n: usize,
         k: usize,
@@ -458,6 +459,7 @@ pub fn partition(m: &Module, func: &str) -> Result<KernelProgram, String> {
                 let w0 = b.w0(p, i);
                 b.push(
                     Nk::GradScore {
+                        p,
                         m: mm,
                         n: nn,
                         k: kk,

@@ -22,6 +22,7 @@
 //! `runtime/exec.rs` executes one kernel (its checks, argument block and split).
 
 mod exec;
+mod gather;
 mod pair;
 mod stream;
 

@@ -514,7 +514,8 @@ pub(super) fn build_program(
                         w0: op(2)?,
                         out,
                     },
-                    Nk::GradScore { m, n, k } => Body::GradScore {
+                    Nk::GradScore { p, m, n, k } => Body::GradScore {
+                        param: *p,
                         m: *m,
                         n: *n,
                         k: *k,

@@ -9,6 +9,7 @@ use sparsec_ir::interp::{
 };
 use sparsec_ir::module::Init;
 
+use super::gather::{self, cursors, initial_bound, untracked_threshold, EntryRows};
 use super::stream::Gradient;
 use super::{outer_product_splits, product_splits, Ctx, Env, SPLIT_MIN_WORK};
 use crate::abi::Args;
@@ -538,6 +539,7 @@ pub(super) fn exec(
             }
         }
         Body::GradScore {
+            param,
             m,
             n,
             k,
@@ -572,6 +574,20 @@ pub(super) fn exec(
             // Scores only the selection reads, gathered as candidates: made a row at a time in
             // scratch and not written (the selection asks for them when it needs them all).
             let unwritten = feed.is_some() && cx.scores_private;
+            // Then `w` is read only at the entries (`gather`): elsewhere it is `w0`.
+            let entries = env.state.tracked[*param].as_ref();
+            let entry_rows = match unwritten {
+                true => Some(EntryRows::new(
+                    entries.map_or(&[][..], |t| &t.indices[..]),
+                    (m, n),
+                )?),
+                false => None,
+            };
+            let w0_bound = cx
+                .params
+                .get(*param)
+                .map(|info| initial_bound(info.init, env.state.init_scale))
+                .ok_or("internal: no such parameter")?;
             let found = std::sync::Mutex::new(Vec::new());
             // Panels `qs` of the gradient, each made (the interpreter's call) and scored.
             let score_panels = |qs: std::ops::Range<usize>, panel: &mut [f32]| {
@@ -581,6 +597,35 @@ pub(super) fn exec(
                 let mut starts: Vec<usize> = Vec::new();
                 let mut scratch = [0f32; GEMM_PANEL];
                 let first = qs.start;
+                if let (Some(rows), Some((_, offset, floor, cap))) = (&entry_rows, feed) {
+                    let mut list = Vec::new();
+                    let mut cursors = cursors(entries, rows, (m, n), first * GEMM_PANEL);
+                    let mut whole = true;
+                    for q in qs {
+                        let (j0, j1) = (q * GEMM_PANEL, ((q + 1) * GEMM_PANEL).min(n));
+                        gradient.panel((j0, j1), panel);
+                        let p = gather::Panel {
+                            g: panel,
+                            ldc,
+                            w0,
+                            entries,
+                            rows,
+                            n,
+                            lr,
+                            floor,
+                            threshold: untracked_threshold(floor, w0_bound),
+                        };
+                        whole =
+                            p.gather((j0, j1), &mut cursors, offset, cap, &mut list, &mut starts);
+                        if !whole {
+                            break;
+                        }
+                    }
+                    starts.push(list.len());
+                    let part = whole.then_some((first, list, starts));
+                    found.lock().unwrap_or_else(|e| e.into_inner()).push(part);
+                    return;
+                }
                 for q in qs {
                     let (j0, j1) = (q * GEMM_PANEL, ((q + 1) * GEMM_PANEL).min(n));
                     gradient.panel((j0, j1), panel);

@@ -1,0 +1,387 @@
+//! Gathering a selection's candidates from a gradient panel while reading a tracked weight only
+//! where it is not its initial value.
+//!
+//! A tracked weight `w` is `w0` with its entries written over it, so at every other position its
+//! Dropback score is `|(w0 − g·lr) − w0|`: `|g·lr|` give or take two roundings on the scale of
+//! `w0`. A position whose `|g·lr|` is below [`untracked_threshold`] cannot reach the floor, so
+//! only the others and the entries are scored, with `stream::score`'s operations: the
+//! candidates (and their bits) are those of scoring every position, and the pass reads the
+//! gradient panel, which is in cache, instead of streaming `w` and `w0` whole.
+
+use sparsec_ir::interp::{score_key, TrackedValues};
+use sparsec_ir::module::Init;
+
+use super::stream::score;
+
+/// A tracked weight's entries row by row: `start[i]..start[i + 1]` index row `i`'s.
+pub(super) struct EntryRows {
+    start: Vec<usize>,
+}
+
+impl EntryRows {
+    /// The rows of `indices` (sorted, distinct) in a weight `[m, n]`.
+    pub(super) fn new(indices: &[u32], (m, n): (usize, usize)) -> Result<EntryRows, String> {
+        if indices.last().is_some_and(|&i| i as usize >= m * n) {
+            return Err("a tracked index out of range".into());
+        }
+        // The indices are sorted: each row's start is where the indices reach its first
+        // position (no division per index).
+        let mut start = Vec::with_capacity(m + 1);
+        let mut e = 0;
+        for i in 0..m {
+            while e < indices.len() && (indices[e] as usize) < i * n {
+                e += 1;
+            }
+            start.push(e);
+        }
+        start.push(indices.len());
+        Ok(EntryRows { start })
+    }
+
+    /// Row `i`'s entries.
+    pub(super) fn row(&self, i: usize) -> std::ops::Range<usize> {
+        self.start[i]..self.start[i + 1]
+    }
+}
+
+/// A bound on `|w0|` for a weight initialised by `init` times `scale`: the uniform draw is
+/// `lo + (hi − lo)·u` rounded, so it may land on either bound and a rounding beyond it.
+pub(super) fn initial_bound(init: Init, scale: f32) -> f32 {
+    let unscaled = match init {
+        Init::Zeros => 0.0,
+        Init::Ones => 1.0,
+        Init::Uniform { lo, hi } => lo.abs().max(hi.abs()),
+    };
+    (f64::from(unscaled) * f64::from(scale.abs()) * (1.0 + 1.0 / 1_048_576.0)) as f32
+}
+
+/// The least `|fl(g·lr)|` at which an untracked position's score `|fl(fl(w0 − x) − w0)|`,
+/// `x = fl(g·lr)`, `|w0| ≤ w0_bound`, can reach `floor`.
+///
+/// Each of the two roundings is off by at most `u = 2⁻²⁴` of its result, or `2⁻¹²⁶` where the
+/// result is flushed to zero (FTZ; DAZ only shrinks the operands), so the score is at most
+/// `|x|(1 + u)² + u(1 + u)·w0_bound + 2⁻¹²⁵(1 + u)`, below `|x|(1 + 4u) + 2u·w0_bound + 2⁻¹²⁴`.
+/// Below the returned value that is below `floor`. NaN or infinite inputs give a value nothing
+/// is below (a NaN, or −∞): then every position is scored.
+pub(super) fn untracked_threshold(floor: f32, w0_bound: f32) -> f32 {
+    const U: f64 = 1.0 / 16_777_216.0;
+    let slack = 2.0 * U * f64::from(w0_bound) + 2f64.powi(-124);
+    let t = (f64::from(floor) - slack) / (1.0 + 4.0 * U);
+    let rounded = t as f32;
+    // Rounded down, so that below it stays below `t`.
+    if f64::from(rounded) > t {
+        rounded.next_down()
+    } else {
+        rounded
+    }
+}
+
+/// One gradient panel (columns `j0..j1` of a tracked weight `[m, n]`) to gather from.
+pub(super) struct Panel<'a> {
+    /// The gradient panel, row `i` at `i·ldc`.
+    pub g: &'a [f32],
+    pub ldc: usize,
+    pub w0: &'a [f32],
+    pub entries: Option<&'a TrackedValues<f32>>,
+    pub rows: &'a EntryRows,
+    pub n: usize,
+    pub lr: f32,
+    /// A candidate's score is at or above this, or NaN.
+    pub floor: f32,
+    /// [`untracked_threshold`] of the floor.
+    pub threshold: f32,
+}
+
+/// The next entry of each row at or after a panel's first column: a thread's place in the
+/// entries as it goes through its panels left to right.
+pub(super) fn cursors(
+    entries: Option<&TrackedValues<f32>>,
+    rows: &EntryRows,
+    (m, n): (usize, usize),
+    j0: usize,
+) -> Vec<usize> {
+    (0..m)
+        .map(|i| {
+            let r = rows.row(i);
+            let here = entries.map_or(&[][..], |t| &t.indices[r.clone()]);
+            r.start + here.partition_point(|&x| (x as usize) < i * n + j0)
+        })
+        .collect()
+}
+
+impl Panel<'_> {
+    /// The candidates of columns `j0..j1`, row by row (`starts` gets where each row's begin in
+    /// `list`): `(score key, offset + position, w − g·lr)`. Stops early, returning false, once
+    /// `list` holds more than `cap`. `cursors` (see [`cursors`]) move past the panel.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn gather(
+        &self,
+        (j0, j1): (usize, usize),
+        cursors: &mut [usize],
+        offset: usize,
+        cap: usize,
+        list: &mut Vec<(u64, u64, f32)>,
+        starts: &mut Vec<usize>,
+    ) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2 (checked just above).
+                return unsafe { self.gather_avx2((j0, j1), cursors, offset, cap, list, starts) };
+            }
+        }
+        self.gather_rows((j0, j1), cursors, offset, cap, list, starts, |g| {
+            reach_mask(g, self.lr, self.threshold)
+        })
+    }
+
+    /// [`Panel::gather`] with the reach masks made eight columns at a time.
+    ///
+    /// # Safety
+    ///
+    /// The CPU has AVX2.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn gather_avx2(
+        &self,
+        cols: (usize, usize),
+        cursors: &mut [usize],
+        offset: usize,
+        cap: usize,
+        list: &mut Vec<(u64, u64, f32)>,
+        starts: &mut Vec<usize>,
+    ) -> bool {
+        self.gather_rows(cols, cursors, offset, cap, list, starts, |g| {
+            // SAFETY: this function's caller promised AVX2.
+            unsafe { reach_mask_avx2(g, self.lr, self.threshold) }
+        })
+    }
+
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn gather_rows(
+        &self,
+        (j0, j1): (usize, usize),
+        cursors: &mut [usize],
+        offset: usize,
+        cap: usize,
+        list: &mut Vec<(u64, u64, f32)>,
+        starts: &mut Vec<usize>,
+        reach: impl Fn(&[f32]) -> u64,
+    ) -> bool {
+        let (n, cols) = (self.n, j1 - j0);
+        let (indices, values) = match self.entries {
+            Some(t) => (&t.indices[..], &t.values[..]),
+            None => (&[][..], &[][..]),
+        };
+        let m = cursors.len();
+        for (i, cursor) in cursors.iter_mut().enumerate() {
+            if i + AHEAD < m {
+                prefetch(&self.w0[(i + AHEAD) * n + j0..][..cols]);
+            }
+            starts.push(list.len());
+            let g = &self.g[i * self.ldc..][..cols];
+            let first = i * n + j0;
+            let row_start = list.len();
+            // The row's entries in this panel (nearly all of them candidates), in column order;
+            // their columns as a mask.
+            let end = self.rows.row(i).end;
+            let mut tracked = 0u64;
+            let mut e = *cursor;
+            while e < end && (indices[e] as usize) < first + cols {
+                let j = indices[e] as usize - first;
+                tracked |= 1 << j;
+                self.visit(values[e], g[j], first + j, offset, list);
+                e += 1;
+            }
+            *cursor = e;
+            // The untracked positions that may reach the floor: few (none in most rows).
+            let mut extra = reach(g) & !tracked;
+            if extra != 0 {
+                while extra != 0 {
+                    let j = extra.trailing_zeros() as usize;
+                    extra &= extra - 1;
+                    self.visit(self.w0[first + j], g[j], first + j, offset, list);
+                }
+                // Back in position order.
+                list[row_start..].sort_unstable_by_key(|c| c.1);
+            }
+            if list.len() > cap {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+impl Panel<'_> {
+    /// Position `pos` (of the weight) with the weight `w` and gradient `g` there: a candidate
+    /// when its score reaches the floor.
+    #[inline(always)]
+    fn visit(&self, w: f32, g: f32, pos: usize, offset: usize, list: &mut Vec<(u64, u64, f32)>) {
+        let w0 = self.w0[pos];
+        let s = score(w, g, self.lr, w0);
+        if s >= self.floor || s.is_nan() {
+            list.push((score_key(s), (offset + pos) as u64, w - g * self.lr));
+        }
+    }
+}
+
+const AHEAD: usize = 6;
+
+/// Asks for the cache lines of `x` (a hint: no effect on the values).
+#[inline(always)]
+fn prefetch(x: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let mut at = 0;
+        while at < x.len() {
+            // SAFETY: a prefetch reads nothing and faults never; the address is in `x`.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(x.as_ptr().add(at) as *const i8) };
+            at += 16;
+        }
+    }
+}
+
+/// `x` is not below `t`: at or above it, or either is NaN.
+#[inline(always)]
+fn not_below(x: f32, t: f32) -> bool {
+    x.partial_cmp(&t) != Some(std::cmp::Ordering::Less)
+}
+
+/// Bit `j` set where `|fl(g[j]·lr)|` is not below `threshold` (or is NaN); `g` at most 64 long.
+fn reach_mask(g: &[f32], lr: f32, threshold: f32) -> u64 {
+    let mut mask = 0u64;
+    for (j, &x) in g.iter().enumerate().take(64) {
+        mask |= u64::from(not_below((x * lr).abs(), threshold)) << j;
+    }
+    mask
+}
+
+/// [`reach_mask`], eight at a time.
+///
+/// # Safety
+///
+/// The CPU has AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn reach_mask_avx2(g: &[f32], lr: f32, threshold: f32) -> u64 {
+    use std::arch::x86_64::*;
+    let g = &g[..g.len().min(64)];
+    let (lr8, t8, sign) = (
+        _mm256_set1_ps(lr),
+        _mm256_set1_ps(threshold),
+        _mm256_set1_ps(-0.0),
+    );
+    let mut mask = 0u64;
+    let mut j = 0;
+    while j + 8 <= g.len() {
+        // SAFETY: `j + 8 <= g.len()`.
+        let x = unsafe { _mm256_loadu_ps(g.as_ptr().add(j)) };
+        let a = _mm256_andnot_ps(sign, _mm256_mul_ps(x, lr8));
+        let hit = _mm256_cmp_ps::<_CMP_NLT_UQ>(a, t8);
+        mask |= u64::from(_mm256_movemask_ps(hit) as u8) << j;
+        j += 8;
+    }
+    if j < g.len() {
+        mask |= reach_mask(&g[j..], lr, threshold) << j;
+    }
+    mask
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every untracked position whose score reaches the floor passes the threshold, however
+    /// large `w0` is next to `g·lr` (where the score is all rounding).
+    #[test]
+    fn no_untracked_score_at_the_floor_is_below_the_threshold() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut checked = 0;
+        for _ in 0..200_000 {
+            // Random signs and mantissas; exponents over wide ranges (g from 2⁻²⁷ to 2¹³).
+            let mut float = |exponents: std::ops::Range<u32>| {
+                let r = next();
+                let exponent =
+                    exponents.start + (r >> 40) as u32 % (exponents.end - exponents.start);
+                f32::from_bits((r as u32 & 0x807f_ffff) | exponent << 23)
+            };
+            let g = float(100..140);
+            let lr = float(110..127).abs();
+            let w0_bound = float(110..130).abs();
+            let w0 = w0_bound * ((next() % 2001) as f32 / 1000.0 - 1.0);
+            let s = score(w0, g, lr, w0);
+            // Floors at and just above the score: the tightest cases.
+            for floor in [s, s.next_down(), s.next_up()] {
+                if s >= floor && floor > 0.0 {
+                    let t = untracked_threshold(floor, w0_bound);
+                    assert!(
+                        not_below((g * lr).abs(), t),
+                        "w0 {w0:e}, g {g:e}, lr {lr:e}: score {s:e} reaches {floor:e}, |g·lr| {:e} < {t:e}",
+                        (g * lr).abs()
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 200_000);
+    }
+
+    #[test]
+    fn a_nan_or_infinite_bound_lets_everything_through() {
+        for t in [
+            untracked_threshold(1e-3, f32::NAN),
+            untracked_threshold(1e-3, f32::INFINITY),
+            untracked_threshold(f32::NAN, 1.0),
+        ] {
+            assert!(not_below(0.0, t) && not_below(f32::NAN, t));
+        }
+        // A NaN gradient always passes.
+        assert_eq!(reach_mask(&[f32::NAN, 0.0], 0.1, 1e-3), 1);
+    }
+
+    #[test]
+    fn the_initial_bound_covers_every_drawn_value() {
+        let (lo, hi, scale) = (-0.0357f32, 0.0357f32, 1.7f32);
+        let bound = initial_bound(Init::Uniform { lo, hi }, scale);
+        for word in [0u32, 1 << 8, u32::MAX, u32::MAX - 255, 0x8000_0000] {
+            let v = sparsec_ir::regen::word_to_f32(word, lo, hi) * scale;
+            assert!(v.abs() <= bound, "{v} > {bound}");
+        }
+    }
+
+    /// The AVX2 mask and the scalar one agree, on special values and partial rows.
+    #[test]
+    fn reach_masks_agree() {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            let g: Vec<f32> = (0..64)
+                .map(|j| match j % 7 {
+                    0 => f32::NAN,
+                    1 => -0.02,
+                    2 => 0.02,
+                    3 => -0.0,
+                    4 => f32::INFINITY,
+                    5 => 0.009_999,
+                    _ => -0.010_001,
+                })
+                .collect();
+            for len in [0, 5, 8, 13, 64] {
+                let scalar = reach_mask(&g[..len], 0.1, 1e-3);
+                // SAFETY: the CPU has AVX2 (checked above).
+                let vector = unsafe { reach_mask_avx2(&g[..len], 0.1, 1e-3) };
+                assert_eq!(scalar, vector, "len {len}");
+            }
+        }
+    }
+}
