@@ -157,10 +157,10 @@ pub struct JitProgram {
     /// candidates do not serve, and the kernel is run again to write them).
     scores_private: Vec<bool>,
     /// Per kernel: for an `overlay` whose `w0` a cached regeneration makes and whose output
-    /// no other kernel writes, the positions its last run wrote over `w0` (`Some(None)` before
-    /// one has): the next run puts `w0` back there and writes the new entries, without copying
-    /// all of `w0` again. `None` for any other kernel.
-    overlaid: Vec<Option<Option<Vec<u32>>>>,
+    /// no other kernel writes, the positions its last run wrote over `w0` and `w0` there
+    /// (`Some(None)` before one has): the next run puts `w0` back there and writes the new
+    /// entries, without copying or reading all of `w0` again. `None` for any other kernel.
+    overlaid: Vec<Option<Option<Written>>>,
     /// Per kernel: for a `topk_select`, the score kernels that feed it (run again when it asks
     /// for its scores).
     feeders: Vec<Vec<usize>>,
@@ -252,6 +252,9 @@ impl<'r> Env<'r> {
     }
 }
 
+/// The positions an overlay wrote over `w0`, with `w0` there.
+type Written = Vec<(u32, f32)>;
+
 /// What a kernel needs of the program besides the values: its parameters, threads and scratch.
 struct Ctx<'a> {
     seed: u64,
@@ -270,7 +273,7 @@ struct Ctx<'a> {
     scores_private: bool,
     /// For an `overlay` that may write only what changed: its memo (see
     /// `JitProgram::overlaid`).
-    overlaid: Option<&'a mut Option<Vec<u32>>>,
+    overlaid: Option<&'a mut Option<Written>>,
     /// For a `grad_update`: the selection whose candidates may carry its new values.
     update_feed: Option<usize>,
     /// For a `topk_select`: its own index in `selections`.

@@ -4,8 +4,8 @@
 //! bookkeeping, top-k, the interpreter fallbacks) run here directly.
 
 use sparsec_ir::interp::{
-    conv2d_weight_grad_images_f32, eval_op, matmul_columns_f32, score_key, topk_among, topk_select,
-    Input, OpArg, OpOut, GEMM_PANEL,
+    conv2d_weight_grad_images_f32, eval_op, matmul_columns_f32, score_key, topk_among_runs,
+    topk_select, Input, OpArg, OpOut, GEMM_PANEL,
 };
 use sparsec_ir::module::Init;
 
@@ -482,23 +482,35 @@ pub(super) fn exec(
             check("an initial weight", w0.len(), o.len())?;
             let tracked = env.state.tracked[*param].as_ref();
             match cx.overlaid.as_deref_mut() {
-                // The buffer holds `w0` but at the positions the last run wrote: put back.
+                // The buffer holds `w0` but at the positions the last run wrote, whose `w0`
+                // it kept: put back.
                 Some(Some(written)) => {
-                    for &i in written.iter() {
-                        o[i as usize] = w0[i as usize];
+                    for &(i, v0) in written.iter() {
+                        o[i as usize] = v0;
                     }
                 }
                 _ => o.copy_from_slice(w0),
             }
-            if let Some(t) = tracked {
-                for (&i, &v) in t.indices.iter().zip(&t.values) {
-                    o[i as usize] = v;
+            let entries = tracked.map_or((&[][..], &[][..]), |t| (&t.indices[..], &t.values[..]));
+            match cx.overlaid.as_deref_mut() {
+                Some(memo) => {
+                    // `o` is `w0` now: what each position held before its entry is written
+                    // over it is `w0` there, kept (from the line the write brings in anyway)
+                    // so that the next run puts it back without reading `w0`.
+                    let written = memo.get_or_insert_with(Vec::new);
+                    written.clear();
+                    written.reserve(entries.0.len());
+                    for (&i, &v) in entries.0.iter().zip(entries.1) {
+                        let slot = &mut o[i as usize];
+                        written.push((i, *slot));
+                        *slot = v;
+                    }
                 }
-            }
-            if let Some(memo) = cx.overlaid.as_deref_mut() {
-                let written = memo.get_or_insert_with(Vec::new);
-                written.clear();
-                written.extend(tracked.iter().flat_map(|t| t.indices.iter().copied()));
+                None => {
+                    for (&i, &v) in entries.0.iter().zip(entries.1) {
+                        o[i as usize] = v;
+                    }
+                }
             }
         }
         Body::TrackedValues { param, out } => {
@@ -589,17 +601,26 @@ pub(super) fn exec(
                 .map(|info| initial_bound(info.init, env.state.init_scale))
                 .ok_or("internal: no such parameter")?;
             let found = std::sync::Mutex::new(Vec::new());
+            // The lists the last runs gathered into, reused (their room is the same each run).
+            let lists = std::sync::Mutex::new(match feed {
+                Some((t, ..)) => std::mem::take(&mut cx.selections[t].lists),
+                None => Vec::new(),
+            });
             // Panels `qs` of the gradient, each made (the interpreter's call) and scored.
             let score_panels = |qs: std::ops::Range<usize>, panel: &mut [f32]| {
-                let mut mine: Option<Vec<(u64, u64, f32)>> = feed.map(|_| Vec::new());
+                let mut mine: Option<Vec<Candidate>> = feed.map(|_| Vec::new());
                 // Where each (panel, row)'s candidates start in `mine`, panel by panel: so
                 // that they can be put in position order (row by row) without a sort.
                 let mut starts: Vec<usize> = Vec::new();
                 let mut scratch = [0f32; GEMM_PANEL];
                 let first = qs.start;
                 if let (Some(rows), Some((_, offset, floor, cap))) = (&entry_rows, feed) {
-                    let mut list = Vec::new();
+                    let reused = lists.lock().unwrap_or_else(|e| e.into_inner()).pop();
+                    let (mut list, mut starts) = reused.unwrap_or_default();
+                    list.clear();
+                    starts.clear();
                     let mut cursors = cursors(entries, rows, (m, n), first * GEMM_PANEL);
+                    let mut masks = Vec::new();
                     let mut whole = true;
                     for q in qs {
                         let (j0, j1) = (q * GEMM_PANEL, ((q + 1) * GEMM_PANEL).min(n));
@@ -615,8 +636,8 @@ pub(super) fn exec(
                             floor,
                             threshold: untracked_threshold(floor, w0_bound),
                         };
-                        whole =
-                            p.gather((j0, j1), &mut cursors, offset, cap, &mut list, &mut starts);
+                        let (out, scratch) = ((&mut list, &mut starts), &mut masks);
+                        whole = p.gather((j0, j1), &mut cursors, offset, cap, out, scratch);
                         if !whole {
                             break;
                         }
@@ -658,7 +679,7 @@ pub(super) fn exec(
                                 let pos = offset + row.start + j;
                                 // The updated weight there, as `grad_update` makes it.
                                 let w1 = w_row[j] - g_row[j] * lr;
-                                list.push((score_key(scores[j]), pos as u64, w1));
+                                list.push((score_key(scores[j]), pos as u64, (w1, row_w0[j])));
                             }
                             // Too many to be worth it: the selection reads every score.
                             if list.len() > cap {
@@ -684,19 +705,26 @@ pub(super) fn exec(
                         _ => sel.overflow = true,
                     }
                 }
+                sel.lists = lists.into_inner().unwrap_or_else(|e| e.into_inner());
                 if !sel.overflow {
-                    // Row by row, each row's panels left to right: position order.
+                    // Row by row, each row's panels left to right: position order. A row of a
+                    // panel holds a few candidates: copied one by one, not by a call each.
                     parts.sort_unstable_by_key(|p| p.0);
+                    let total: usize = parts.iter().map(|p| p.1.len()).sum();
+                    sel.candidates.reserve(total);
                     for i in 0..m {
                         for (_, list, starts) in &parts {
                             for q in 0..(starts.len() - 1) / m.max(1) {
                                 let at = q * m + i;
-                                sel.candidates
-                                    .extend_from_slice(&list[starts[at]..starts[at + 1]]);
+                                for &c in &list[starts[at]..starts[at + 1]] {
+                                    sel.candidates.push(c);
+                                }
                             }
                         }
                     }
                 }
+                sel.lists
+                    .extend(parts.into_iter().map(|(_, list, starts)| (list, starts)));
                 sel.fed_this_run += 1;
             }
         }
@@ -796,9 +824,11 @@ pub(super) fn exec(
                 let b = chosen.partition_point(|c| c.1 < hi);
                 indices.clear();
                 values.clear();
-                for &(_, pos, w1) in &chosen[a..b] {
+                for &(_, pos, (w1, w1_w0)) in &chosen[a..b] {
                     let idx = (pos - lo) as usize;
-                    if w1.to_bits() != w0[idx].to_bits() {
+                    // `w0` there, carried (read when the candidate was scored).
+                    debug_assert_eq!(w1_w0.to_bits(), w0[idx].to_bits());
+                    if w1.to_bits() != w1_w0.to_bits() {
                         indices.push(idx as u64);
                         values.push(w1);
                     }
@@ -1150,6 +1180,11 @@ pub(super) fn selected_by_panel(
     Some((start, by_panel))
 }
 
+/// A score a selection may choose: its order key, its position in the selection, and the
+/// updated weight and `w0` there (NaN for an operand no score kernel makes), which the new
+/// entries take without reading `w0` again.
+pub(super) type Candidate = (u64, u64, (f32, f32));
+
 /// One `topk_select` of the step and what its score kernels gathered for it this run.
 #[derive(Clone, Debug, Default)]
 pub(super) struct Selection {
@@ -1161,10 +1196,9 @@ pub(super) struct Selection {
     /// How many candidates a kernel may gather before giving up on them (set with the
     /// selection's `k`).
     pub cap: usize,
-    /// Every score at or above the floor that the fed operands made this run (key, position,
-    /// the updated weight there: NaN for an operand no score kernel makes). Once selected
+    /// Every score at or above the floor that the fed operands made this run. Once selected
     /// from, the selection, in position order.
-    pub candidates: Vec<(u64, u64, f32)>,
+    pub candidates: Vec<Candidate>,
     /// How many fed operands gathered this run, and whether one gave up.
     pub fed_this_run: usize,
     pub overflow: bool,
@@ -1178,6 +1212,14 @@ pub(super) struct Selection {
     pub from_candidates: bool,
     /// Where each operand starts (positions).
     pub offsets: Vec<u64>,
+    /// This run's candidates of the operands no score kernel makes, in position order.
+    pub unfed: Vec<Candidate>,
+    /// Room for the selection made from the candidates, and for their keys.
+    pub chosen: Vec<Candidate>,
+    pub keys: Vec<u64>,
+    /// The lists score kernels gathered into (candidates, where each panel row's start), kept
+    /// for their room.
+    pub lists: Vec<(Vec<Candidate>, Vec<usize>)>,
 }
 
 impl Selection {
@@ -1203,30 +1245,44 @@ fn select_top(cx: &mut Ctx<'_>, scores: &[&[f32]], k: usize, out: &mut Vec<u64>)
             let fed = sel.fed.iter().filter(|&&f| f).count();
             match sel.floor {
                 Some(floor) if !sel.overflow && sel.fed_this_run == fed && fed > 0 => {
-                    // The operands no score kernel makes (a bias's scores): read here.
+                    // The operands no score kernel makes (a bias's scores): read here, in
+                    // position order, apart from the rest.
+                    let unfed = &mut sel.unfed;
+                    unfed.clear();
                     let mut offset = 0u64;
                     for (s, &is_fed) in scores.iter().zip(&sel.fed) {
                         if !is_fed {
                             for (i, &x) in s.iter().enumerate() {
                                 let key = score_key(x);
                                 if key >= floor {
-                                    sel.candidates.push((key, offset + i as u64, f32::NAN));
+                                    let none = (f32::NAN, f32::NAN);
+                                    unfed.push((key, offset + i as u64, none));
                                 }
                             }
                         }
                         offset += s.len() as u64;
                     }
-                    sel.candidates.len() >= k
+                    sel.candidates.len() + sel.unfed.len() >= k
                 }
                 _ => false,
             }
         }
         None => false,
     };
+    let mut kth = u64::MAX;
     match (gathered, cx.selection) {
         (true, Some(t)) => {
-            topk_among(&mut cx.selections[t].candidates, k, out);
-            cx.selections[t].from_candidates = true;
+            let sel = &mut cx.selections[t];
+            // The score kernels gathered in position order when they ran in it.
+            if !sel.candidates.is_sorted_by_key(|c| c.1) {
+                sel.candidates.sort_by_key(|c| c.1);
+            }
+            let runs = (&sel.candidates[..], &sel.unfed[..]);
+            let chosen = &mut sel.chosen;
+            kth = topk_among_runs(runs, k, &mut sel.keys, chosen, out).unwrap_or(u64::MAX);
+            // The candidates hold just the selection now, in position order.
+            std::mem::swap(&mut sel.candidates, &mut sel.chosen);
+            sel.from_candidates = true;
         }
         (false, Some(t)) if cx.selections[t].scores_missing => {
             // Every score is needed and some were not written: asked for (made again and
@@ -1240,17 +1296,9 @@ fn select_top(cx: &mut Ctx<'_>, scores: &[&[f32]], k: usize, out: &mut Vec<u64>)
         _ => topk_select(scores, k, cx.topk_scratch, out),
     }
     if let Some(t) = cx.selection {
-        // The k-th largest score's key: the smallest key selected (the candidates, when
-        // selected from, hold just the selection with its keys; not every score is written).
-        let mut kth = u64::MAX;
-        if gathered {
-            kth = cx.selections[t]
-                .candidates
-                .iter()
-                .map(|c| c.0)
-                .min()
-                .unwrap_or(u64::MAX);
-        } else {
+        // The k-th largest score's key (found above when selected from the candidates: not
+        // every score is written).
+        if !gathered {
             let mut at = out.iter().peekable();
             let mut offset = 0u64;
             for s in scores {

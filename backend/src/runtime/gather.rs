@@ -11,6 +11,7 @@
 use sparsec_ir::interp::{score_key, TrackedValues};
 use sparsec_ir::module::Init;
 
+use super::exec::Candidate;
 use super::stream::score;
 
 /// A tracked weight's entries row by row: `start[i]..start[i + 1]` index row `i`'s.
@@ -111,8 +112,9 @@ pub(super) fn cursors(
 
 impl Panel<'_> {
     /// The candidates of columns `j0..j1`, row by row (`starts` gets where each row's begin in
-    /// `list`): `(score key, offset + position, w − g·lr)`. Stops early, returning false, once
-    /// `list` holds more than `cap`. `cursors` (see [`cursors`]) move past the panel.
+    /// `list`): `(score key, offset + position, (w − g·lr, w0))`. Stops early, returning false,
+    /// once `list` holds more than `cap`. `cursors` (see [`cursors`]) move past the panel;
+    /// `masks` is scratch.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn gather(
         &self,
@@ -120,57 +122,13 @@ impl Panel<'_> {
         cursors: &mut [usize],
         offset: usize,
         cap: usize,
-        list: &mut Vec<(u64, u64, f32)>,
-        starts: &mut Vec<usize>,
-    ) -> bool {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU has AVX2 (checked just above).
-                return unsafe { self.gather_avx2((j0, j1), cursors, offset, cap, list, starts) };
-            }
-        }
-        self.gather_rows((j0, j1), cursors, offset, cap, list, starts, |g| {
-            reach_mask(g, self.lr, self.threshold)
-        })
-    }
-
-    /// [`Panel::gather`] with the reach masks made eight columns at a time.
-    ///
-    /// # Safety
-    ///
-    /// The CPU has AVX2.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn gather_avx2(
-        &self,
-        cols: (usize, usize),
-        cursors: &mut [usize],
-        offset: usize,
-        cap: usize,
-        list: &mut Vec<(u64, u64, f32)>,
-        starts: &mut Vec<usize>,
-    ) -> bool {
-        self.gather_rows(cols, cursors, offset, cap, list, starts, |g| {
-            // SAFETY: this function's caller promised AVX2.
-            unsafe { reach_mask_avx2(g, self.lr, self.threshold) }
-        })
-    }
-
-    #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    fn gather_rows(
-        &self,
-        (j0, j1): (usize, usize),
-        cursors: &mut [usize],
-        offset: usize,
-        cap: usize,
-        list: &mut Vec<(u64, u64, f32)>,
-        starts: &mut Vec<usize>,
-        reach: impl Fn(&[f32]) -> u64,
+        (list, starts): (&mut Vec<Candidate>, &mut Vec<usize>),
+        masks: &mut Vec<u64>,
     ) -> bool {
         let (n, cols) = (self.n, j1 - j0);
+        masks.clear();
+        masks.resize(cursors.len(), 0);
+        reach_masks(self.g, self.ldc, cols, (self.lr, self.threshold), masks);
         let (indices, values) = match self.entries {
             Some(t) => (&t.indices[..], &t.values[..]),
             None => (&[][..], &[][..]),
@@ -197,7 +155,7 @@ impl Panel<'_> {
             }
             *cursor = e;
             // The untracked positions that may reach the floor: few (none in most rows).
-            let mut extra = reach(g) & !tracked;
+            let mut extra = masks[i] & !tracked;
             if extra != 0 {
                 while extra != 0 {
                     let j = extra.trailing_zeros() as usize;
@@ -219,11 +177,11 @@ impl Panel<'_> {
     /// Position `pos` (of the weight) with the weight `w` and gradient `g` there: a candidate
     /// when its score reaches the floor.
     #[inline(always)]
-    fn visit(&self, w: f32, g: f32, pos: usize, offset: usize, list: &mut Vec<(u64, u64, f32)>) {
+    fn visit(&self, w: f32, g: f32, pos: usize, offset: usize, list: &mut Vec<Candidate>) {
         let w0 = self.w0[pos];
         let s = score(w, g, self.lr, w0);
         if s >= self.floor || s.is_nan() {
-            list.push((score_key(s), (offset + pos) as u64, w - g * self.lr));
+            list.push((score_key(s), (offset + pos) as u64, (w - g * self.lr, w0)));
         }
     }
 }
@@ -260,36 +218,100 @@ fn reach_mask(g: &[f32], lr: f32, threshold: f32) -> u64 {
     mask
 }
 
-/// [`reach_mask`], eight at a time.
+/// The reach masks ([`reach_mask`]) of rows `0..masks.len()` of a panel (`cols` columns, row
+/// `i` of `g` at `i·ldc`), sixteen or eight columns at a time where the CPU can.
+fn reach_masks(g: &[f32], ldc: usize, cols: usize, (lr, threshold): (f32, f32), masks: &mut [u64]) {
+    let rows = masks.len();
+    assert!(cols <= 64 && cols <= ldc && (rows == 0 || g.len() >= (rows - 1) * ldc + cols));
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F; every row is in `g` (asserted).
+            return unsafe { reach_masks_avx512(g, ldc, cols, (lr, threshold), masks) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2; every row is in `g` (asserted).
+            return unsafe { reach_masks_avx2(g, ldc, cols, (lr, threshold), masks) };
+        }
+    }
+    for (i, mask) in masks.iter_mut().enumerate() {
+        *mask = reach_mask(&g[i * ldc..][..cols], lr, threshold);
+    }
+}
+
+/// [`reach_masks`], sixteen columns at a time.
 ///
 /// # Safety
 ///
-/// The CPU has AVX2.
+/// The CPU has AVX-512F; `cols ≤ 64` and row `i < masks.len()` of `g` is `g[i·ldc..][..cols]`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn reach_masks_avx512(
+    g: &[f32],
+    ldc: usize,
+    cols: usize,
+    (lr, threshold): (f32, f32),
+    masks: &mut [u64],
+) {
+    use std::arch::x86_64::*;
+    let (lr16, t16) = (_mm512_set1_ps(lr), _mm512_set1_ps(threshold));
+    for (i, mask) in masks.iter_mut().enumerate() {
+        let row = &g[i * ldc..][..cols];
+        let mut bits = 0u64;
+        let mut j = 0;
+        while j < cols {
+            let lanes = (cols - j).min(16);
+            let k: __mmask16 = if lanes == 16 { !0 } else { (1 << lanes) - 1 };
+            // SAFETY: the lanes loaded are `j .. j + lanes`, within the row; the others are
+            // masked off (never read).
+            let x = unsafe { _mm512_maskz_loadu_ps(k, row.as_ptr().add(j)) };
+            let a = _mm512_abs_ps(_mm512_mul_ps(x, lr16));
+            // Not below the threshold, or unordered (NaN).
+            let hit = _mm512_mask_cmp_ps_mask::<_CMP_NLT_UQ>(k, a, t16);
+            bits |= u64::from(hit) << j;
+            j += 16;
+        }
+        *mask = bits;
+    }
+}
+
+/// [`reach_masks`], eight columns at a time.
+///
+/// # Safety
+///
+/// The CPU has AVX2; `cols ≤ 64` and row `i < masks.len()` of `g` is `g[i·ldc..][..cols]`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-#[inline]
-unsafe fn reach_mask_avx2(g: &[f32], lr: f32, threshold: f32) -> u64 {
+unsafe fn reach_masks_avx2(
+    g: &[f32],
+    ldc: usize,
+    cols: usize,
+    (lr, threshold): (f32, f32),
+    masks: &mut [u64],
+) {
     use std::arch::x86_64::*;
-    let g = &g[..g.len().min(64)];
     let (lr8, t8, sign) = (
         _mm256_set1_ps(lr),
         _mm256_set1_ps(threshold),
         _mm256_set1_ps(-0.0),
     );
-    let mut mask = 0u64;
-    let mut j = 0;
-    while j + 8 <= g.len() {
-        // SAFETY: `j + 8 <= g.len()`.
-        let x = unsafe { _mm256_loadu_ps(g.as_ptr().add(j)) };
-        let a = _mm256_andnot_ps(sign, _mm256_mul_ps(x, lr8));
-        let hit = _mm256_cmp_ps::<_CMP_NLT_UQ>(a, t8);
-        mask |= u64::from(_mm256_movemask_ps(hit) as u8) << j;
-        j += 8;
+    for (i, mask) in masks.iter_mut().enumerate() {
+        let row = &g[i * ldc..][..cols];
+        let mut bits = 0u64;
+        let mut j = 0;
+        while j + 8 <= cols {
+            // SAFETY: `j + 8 <= cols`, the row's length.
+            let x = unsafe { _mm256_loadu_ps(row.as_ptr().add(j)) };
+            let a = _mm256_andnot_ps(sign, _mm256_mul_ps(x, lr8));
+            let hit = _mm256_cmp_ps::<_CMP_NLT_UQ>(a, t8);
+            bits |= u64::from(_mm256_movemask_ps(hit) as u8) << j;
+            j += 8;
+        }
+        if j < cols {
+            bits |= reach_mask(&row[j..], lr, threshold) << j;
+        }
+        *mask = bits;
     }
-    if j < g.len() {
-        mask |= reach_mask(&g[j..], lr, threshold) << j;
-    }
-    mask
 }
 
 #[cfg(test)]
@@ -360,28 +382,46 @@ mod tests {
         }
     }
 
-    /// The AVX2 mask and the scalar one agree, on special values and partial rows.
+    /// The vector masks and the scalar ones agree, on special values and partial rows.
     #[test]
     fn reach_masks_agree() {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            let g: Vec<f32> = (0..64)
-                .map(|j| match j % 7 {
-                    0 => f32::NAN,
-                    1 => -0.02,
-                    2 => 0.02,
-                    3 => -0.0,
-                    4 => f32::INFINITY,
-                    5 => 0.009_999,
-                    _ => -0.010_001,
-                })
+        let values = [
+            f32::NAN,
+            -0.02,
+            0.02,
+            -0.0,
+            f32::INFINITY,
+            0.009_999,
+            -0.010_001,
+            0.01,
+        ];
+        let g: Vec<f32> = (0..5 * 64).map(|j| values[(j * 7 + j / 64) % 8]).collect();
+        let (lr, t) = (0.1, 1e-3);
+        for cols in [0, 5, 8, 13, 16, 17, 44, 64] {
+            let want: Vec<u64> = (0..5)
+                .map(|i| reach_mask(&g[i * 64..][..cols], lr, t))
                 .collect();
-            for len in [0, 5, 8, 13, 64] {
-                let scalar = reach_mask(&g[..len], 0.1, 1e-3);
-                // SAFETY: the CPU has AVX2 (checked above).
-                let vector = unsafe { reach_mask_avx2(&g[..len], 0.1, 1e-3) };
-                assert_eq!(scalar, vector, "len {len}");
+            let mut got = vec![0u64; 5];
+            reach_masks(&g, 64, cols, (lr, t), &mut got);
+            assert_eq!(got, want, "cols {cols}");
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    got.fill(0);
+                    // SAFETY: the CPU has AVX2; five rows of 64 are in `g`.
+                    unsafe { reach_masks_avx2(&g, 64, cols, (lr, t), &mut got) };
+                    assert_eq!(got, want, "avx2, cols {cols}");
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    got.fill(0);
+                    // SAFETY: the CPU has AVX-512F; five rows of 64 are in `g`.
+                    unsafe { reach_masks_avx512(&g, 64, cols, (lr, t), &mut got) };
+                    assert_eq!(got, want, "avx512, cols {cols}");
+                }
             }
+            assert!(want.iter().all(|&m| cols == 64 || m >> cols == 0));
         }
+        // NaN reaches, and so does ±0.02·0.1 (above 1e-3); −0 does not.
+        assert_eq!(reach_mask(&values[..4], lr, t), 0b0111);
     }
 }

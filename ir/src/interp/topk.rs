@@ -254,6 +254,10 @@ fn threshold_bucket(hist: &[usize], k: usize) -> (usize, usize) {
     (0, k - above)
 }
 
+/// A candidate of [`topk_among`]: its order key ([`score_key`]), its position, and anything the
+/// caller carries along.
+pub type Ranked<P> = (u64, u64, P);
+
 /// The top `k` of `candidates` (order key, position, anything the caller carries along) in
 /// [`topk_select`]'s order (larger key first, then the lower position): their positions
 /// ascending into `out`, and `candidates` left holding just those, in that position order.
@@ -261,33 +265,72 @@ fn threshold_bucket(hist: &[usize], k: usize) -> (usize, usize) {
 /// whose key is at least the `k`-th largest's (a caller's superset, e.g. every score above a
 /// floor, when at least `k` passed it).
 ///
-/// The candidates are put in position order first (a stable sort, which merges the ascending
-/// runs a caller gathering panel by panel produces), then the `k`-th largest key is found on
+/// The candidates are put in position order first (unless they are: a stable sort, which
+/// merges the ascending runs a caller gathering panel by panel produces), then the `k`-th largest key is found on
 /// the keys alone, and one pass in position order keeps every larger key and, of the keys
 /// equal to it, the first ones: ties to the lower position.
-pub fn topk_among<P: Copy>(candidates: &mut Vec<(u64, u64, P)>, k: usize, out: &mut Vec<u64>) {
+pub fn topk_among<P: Copy>(candidates: &mut Vec<Ranked<P>>, k: usize, out: &mut Vec<u64>) {
     out.clear();
     let k = k.min(candidates.len());
     if k == 0 {
         candidates.clear();
         return;
     }
-    candidates.sort_by_key(|c| c.1);
-    let mut keys: Vec<u64> = candidates.iter().map(|c| c.0).collect();
-    let (_, &mut kth, _) = keys.select_nth_unstable_by(k - 1, |a, b| b.cmp(a));
+    if !candidates.is_sorted_by_key(|c| c.1) {
+        candidates.sort_by_key(|c| c.1);
+    }
+    let mut kept = Vec::with_capacity(k);
+    topk_among_runs((candidates, &[]), k, &mut Vec::new(), &mut kept, out);
+    *candidates = kept;
+}
+
+/// [`topk_among`] over candidates in two runs, each in position order (disjoint positions),
+/// without merging them first: the selection into `kept` in position order, its positions
+/// into `out`, and the `k`-th largest key returned (`None` for an empty selection). `keys` is
+/// scratch. A caller whose candidates come from two sources (a few gathered apart from the
+/// rest) saves a pass over all of them.
+pub fn topk_among_runs<P: Copy>(
+    (a, b): (&[Ranked<P>], &[Ranked<P>]),
+    k: usize,
+    keys: &mut Vec<u64>,
+    kept: &mut Vec<Ranked<P>>,
+    out: &mut Vec<u64>,
+) -> Option<u64> {
+    out.clear();
+    kept.clear();
+    let k = k.min(a.len() + b.len());
+    if k == 0 {
+        return None;
+    }
+    keys.clear();
+    keys.extend(a.iter().chain(b).map(|c| c.0));
+    let (_, &mut kth, _) = keys.select_nth_unstable_by(k - 1, |x, y| y.cmp(x));
     let above = keys.iter().filter(|&&key| key > kth).count();
     let mut ties = k - above;
-    candidates.retain(|c| {
-        if c.0 > kth {
-            true
-        } else if c.0 == kth && ties > 0 {
+    let mut keep = |c: &Ranked<P>| {
+        let kept_here = c.0 > kth || (c.0 == kth && ties > 0);
+        if c.0 == kth && kept_here {
             ties -= 1;
-            true
-        } else {
-            false
         }
-    });
-    out.extend(candidates.iter().map(|c| c.1));
+        if kept_here {
+            kept.push(*c);
+        }
+    };
+    // Both runs in position order: every larger key, and the first of the keys equal to the
+    // k-th (ties to the lower position).
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        if b[j].1 < a[i].1 {
+            keep(&b[j]);
+            j += 1;
+        } else {
+            keep(&a[i]);
+            i += 1;
+        }
+    }
+    a[i..].iter().chain(&b[j..]).for_each(keep);
+    out.extend(kept.iter().map(|c| c.1));
+    Some(kth)
 }
 
 /// The order key of a score: [`topk_select`]'s order of `f32` values as unsigned integers
@@ -590,6 +633,13 @@ mod stream_tests {
                 topk_among(&mut c, k, &mut out);
                 assert_eq!(out, dense(&scores, k), "floor {floor_score}, k {k}");
                 assert_eq!(c.iter().map(|x| x.1).collect::<Vec<_>>(), out);
+                // The same from two runs, each in position order, interleaved (many ties).
+                let (a, b): (Vec<_>, Vec<_>) = candidates.iter().partition(|x| x.1 % 3 != 0);
+                let (mut keys, mut kept, mut from_runs) = (Vec::new(), Vec::new(), Vec::new());
+                let kth = topk_among_runs((&a, &b), k, &mut keys, &mut kept, &mut from_runs);
+                assert_eq!(from_runs, out, "two runs: floor {floor_score}, k {k}");
+                assert_eq!(kept, c);
+                assert_eq!(kth, c.iter().map(|x| x.0).min());
             }
             candidates.clear();
         }
