@@ -73,6 +73,48 @@ unsafe fn run_parts(entry: Entry<'_>, parts: &[Args], pair: Option<&super::Pair>
     }
 }
 
+/// Entries at least this many a half: an overlay's (or new entries') two halves go to two
+/// threads.
+const OVERLAY_SPLIT: usize = 2048;
+
+/// The new entries among the `chosen` candidates (positions from `lo`) into the front of
+/// `indices` and `values`: where the updated weight differs from `w0` (both carried), as
+/// `dropback_apply_sgd` keeps them. Returns how many.
+fn new_entries(
+    chosen: &[Candidate],
+    lo: u64,
+    (indices, values): (&mut [u64], &mut [f32]),
+) -> usize {
+    let mut kept = 0;
+    for &(_, pos, (w1, w0)) in chosen {
+        indices[kept] = pos - lo;
+        values[kept] = w1;
+        kept += usize::from(w1.to_bits() != w0.to_bits());
+    }
+    kept
+}
+
+/// The part of an overlay's buffer from position `from` on (`o`, its positions `from ..`): the
+/// last run's `written` positions put back to `w0` (kept with them), then the entries
+/// written over it, each position's `w0` kept into `kept` first (`o` holds `w0` there then,
+/// and the write brings the line in anyway), so that the next run puts it back without
+/// reading `w0`.
+fn overlay_part(
+    (o, from): (&mut [f32], usize),
+    written: &[(u32, f32)],
+    (indices, values): (&[u32], &[f32]),
+    kept: &mut [(u32, f32)],
+) {
+    for &(i, v0) in written {
+        o[i as usize - from] = v0;
+    }
+    for ((&i, &v), k) in indices.iter().zip(values).zip(kept) {
+        let slot = &mut o[i as usize - from];
+        *k = (i, *slot);
+        *slot = v;
+    }
+}
+
 /// One `f32` output that two threads write at once, each in elements the other never touches
 /// (the columns of its own gradient panels).
 #[derive(Clone, Copy)]
@@ -481,32 +523,41 @@ pub(super) fn exec(
             let w0 = env.float(*w0);
             check("an initial weight", w0.len(), o.len())?;
             let tracked = env.state.tracked[*param].as_ref();
-            match cx.overlaid.as_deref_mut() {
-                // The buffer holds `w0` but at the positions the last run wrote, whose `w0`
-                // it kept: put back.
-                Some(Some(written)) => {
-                    for &(i, v0) in written.iter() {
-                        o[i as usize] = v0;
-                    }
-                }
-                _ => o.copy_from_slice(w0),
-            }
             let entries = tracked.map_or((&[][..], &[][..]), |t| (&t.indices[..], &t.values[..]));
             match cx.overlaid.as_deref_mut() {
                 Some(memo) => {
-                    // `o` is `w0` now: what each position held before its entry is written
-                    // over it is `w0` there, kept (from the line the write brings in anyway)
-                    // so that the next run puts it back without reading `w0`.
-                    let written = memo.get_or_insert_with(Vec::new);
-                    written.clear();
-                    written.reserve(entries.0.len());
-                    for (&i, &v) in entries.0.iter().zip(entries.1) {
-                        let slot = &mut o[i as usize];
-                        written.push((i, *slot));
-                        *slot = v;
+                    // The buffer holds `w0` but at the positions the last run wrote, whose `w0`
+                    // it kept (none the first time: a whole copy of `w0`).
+                    let last = match memo.take() {
+                        Some(written) => written,
+                        None => {
+                            o.copy_from_slice(w0);
+                            Vec::new()
+                        }
+                    };
+                    let mut written = vec![(0u32, 0f32); entries.0.len()];
+                    // Two halves of the positions, at the middle entry: each its own part of
+                    // `o`, of the last run's positions and of the entries.
+                    let half = entries.0.len() / 2;
+                    match cx.pair {
+                        Some(pair) if half >= OVERLAY_SPLIT => {
+                            let at = entries.0[half] as usize;
+                            let cut = last.partition_point(|&(i, _)| (i as usize) < at);
+                            let (o_lo, o_hi) = o.split_at_mut(at);
+                            let (kept_lo, kept_hi) = written.split_at_mut(half);
+                            let lo = (&entries.0[..half], &entries.1[..half]);
+                            let hi = (&entries.0[half..], &entries.1[half..]);
+                            pair.join(
+                                || overlay_part((o_lo, 0), &last[..cut], lo, kept_lo),
+                                || overlay_part((o_hi, at), &last[cut..], hi, kept_hi),
+                            );
+                        }
+                        _ => overlay_part((o, 0), &last, entries, &mut written),
                     }
+                    *memo = Some(written);
                 }
                 None => {
+                    o.copy_from_slice(w0);
                     for (&i, &v) in entries.0.iter().zip(entries.1) {
                         o[i as usize] = v;
                     }
@@ -822,17 +873,32 @@ pub(super) fn exec(
                 let (lo, hi) = (*offset as u64, (*offset + m * n) as u64);
                 let a = chosen.partition_point(|c| c.1 < lo);
                 let b = chosen.partition_point(|c| c.1 < hi);
+                let chosen = &chosen[a..b];
+                debug_assert!(chosen
+                    .iter()
+                    .all(|c| c.2 .1.to_bits() == w0[(c.1 - lo) as usize].to_bits()));
                 indices.clear();
                 values.clear();
-                for &(_, pos, (w1, w1_w0)) in &chosen[a..b] {
-                    let idx = (pos - lo) as usize;
-                    // `w0` there, carried (read when the candidate was scored).
-                    debug_assert_eq!(w1_w0.to_bits(), w0[idx].to_bits());
-                    if w1.to_bits() != w1_w0.to_bits() {
-                        indices.push(idx as u64);
-                        values.push(w1);
+                indices.resize(chosen.len(), 0);
+                values.resize(chosen.len(), 0.0);
+                let half = chosen.len() / 2;
+                let kept = match cx.pair {
+                    Some(pair) if half >= OVERLAY_SPLIT => {
+                        let (i_lo, i_hi) = indices.split_at_mut(half);
+                        let (v_lo, v_hi) = values.split_at_mut(half);
+                        let (mut first, mut second) = (0, 0);
+                        pair.join(
+                            || first = new_entries(&chosen[..half], lo, (i_lo, v_lo)),
+                            || second = new_entries(&chosen[half..], lo, (i_hi, v_hi)),
+                        );
+                        indices.copy_within(half..half + second, first);
+                        values.copy_within(half..half + second, first);
+                        first + second
                     }
-                }
+                    _ => new_entries(chosen, lo, (indices, &mut values)),
+                };
+                indices.truncate(kept);
+                values.truncate(kept);
                 *out_f(f_out, Loc::F(j))? = values;
                 return Ok(());
             }
