@@ -9,7 +9,7 @@ use sparsec_ir::interp::{
 };
 use sparsec_ir::module::Init;
 
-use super::gather::{self, cursors, initial_bound, untracked_threshold, EntryRows};
+use super::gather::{self, cursors, initial_bound, untracked_threshold, EntryRows, BLOCK_PANELS};
 use super::stream::Gradient;
 use super::{outer_product_splits, product_splits, Ctx, Env, SPLIT_MIN_WORK};
 use crate::abi::Args;
@@ -651,6 +651,8 @@ pub(super) fn exec(
                 .get(*param)
                 .map(|info| initial_bound(info.init, env.state.init_scale))
                 .ok_or("internal: no such parameter")?;
+            // A gather's block of panels: its rows' stride (1 for a one-column gradient).
+            let block_ld = if n > 1 { BLOCK_PANELS * GEMM_PANEL } else { 1 };
             let found = std::sync::Mutex::new(Vec::new());
             // The lists the last runs gathered into, reused (their room is the same each run).
             let lists = std::sync::Mutex::new(match feed {
@@ -673,12 +675,18 @@ pub(super) fn exec(
                     let mut cursors = cursors(entries, rows, (m, n), first * GEMM_PANEL);
                     let mut masks = Vec::new();
                     let mut whole = true;
-                    for q in qs {
-                        let (j0, j1) = (q * GEMM_PANEL, ((q + 1) * GEMM_PANEL).min(n));
-                        gradient.panel((j0, j1), panel);
+                    // Blocks of panels, each panel made into its columns of the block.
+                    let end = qs.end;
+                    for b in qs.step_by(BLOCK_PANELS) {
+                        let b1 = (b + BLOCK_PANELS).min(end);
+                        let (j0, j1) = (b * GEMM_PANEL, (b1 * GEMM_PANEL).min(n));
+                        for p0 in (j0..j1).step_by(GEMM_PANEL) {
+                            let p1 = (p0 + GEMM_PANEL).min(j1);
+                            gradient.columns((p0, p1), &mut panel[p0 - j0..], block_ld);
+                        }
                         let p = gather::Panel {
                             g: panel,
-                            ldc,
+                            ldc: block_ld,
                             w0,
                             entries,
                             rows,
@@ -745,7 +753,8 @@ pub(super) fn exec(
                 let part = mine.map(|list| (first, list, starts));
                 found.lock().unwrap_or_else(|e| e.into_inner()).push(part);
             };
-            over_panels(cx, m * n * k, m * ldc, panels, &score_panels)?;
+            let scratch = m * ldc.max(block_ld);
+            over_panels(cx, m * n * k, scratch, panels, &score_panels)?;
             if let Some((t, ..)) = feed {
                 let sel = &mut cx.selections[t];
                 sel.scores_missing |= unwritten;

@@ -77,9 +77,15 @@ pub(super) fn untracked_threshold(floor: f32, w0_bound: f32) -> f32 {
     }
 }
 
-/// One gradient panel (columns `j0..j1` of a tracked weight `[m, n]`) to gather from.
+/// How many 64-column panels of the gradient one gather walks together: each row's entries
+/// are walked once for all of them, and the candidates come out in position order over their
+/// columns (fewer pieces to put in order after).
+pub(super) const BLOCK_PANELS: usize = 4;
+
+/// A block of gradient panels (columns `j0..j1` of a tracked weight `[m, n]`, at most
+/// [`BLOCK_PANELS`] panels) to gather from.
 pub(super) struct Panel<'a> {
-    /// The gradient panel, row `i` at `i·ldc`.
+    /// The gradient's columns, row `i` at `i·ldc`.
     pub g: &'a [f32],
     pub ldc: usize,
     pub w0: &'a [f32],
@@ -93,8 +99,8 @@ pub(super) struct Panel<'a> {
     pub threshold: f32,
 }
 
-/// The next entry of each row at or after a panel's first column: a thread's place in the
-/// entries as it goes through its panels left to right.
+/// The next entry of each row at or after a column `j0`: a thread's place in the entries as it
+/// goes through its blocks left to right.
 pub(super) fn cursors(
     entries: Option<&TrackedValues<f32>>,
     rows: &EntryRows,
@@ -113,7 +119,7 @@ pub(super) fn cursors(
 impl Panel<'_> {
     /// The candidates of columns `j0..j1`, row by row (`starts` gets where each row's begin in
     /// `list`): `(score key, offset + position, (w − g·lr, w0))`. Stops early, returning false,
-    /// once `list` holds more than `cap`. `cursors` (see [`cursors`]) move past the panel;
+    /// once `list` holds more than `cap`. `cursors` (see [`cursors`]) move past the block;
     /// `masks` is scratch.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn gather(
@@ -125,43 +131,55 @@ impl Panel<'_> {
         (list, starts): (&mut Vec<Candidate>, &mut Vec<usize>),
         masks: &mut Vec<u64>,
     ) -> bool {
-        let (n, cols) = (self.n, j1 - j0);
+        let (n, m, cols) = (self.n, cursors.len(), j1 - j0);
+        assert!(cols <= BLOCK_PANELS * 64 && cols <= self.ldc.max(1));
+        // The reach masks of each 64 columns (`masks[w·m + i]`: row `i`, word `w`).
+        let words = cols.div_ceil(64);
         masks.clear();
-        masks.resize(cursors.len(), 0);
-        reach_masks(self.g, self.ldc, cols, (self.lr, self.threshold), masks);
+        masks.resize(words * m, 0);
+        for (w, part) in masks.chunks_mut(m.max(1)).enumerate().take(words) {
+            let width = (cols - 64 * w).min(64);
+            reach_masks(
+                &self.g[64 * w..],
+                self.ldc,
+                width,
+                (self.lr, self.threshold),
+                part,
+            );
+        }
         let (indices, values) = match self.entries {
             Some(t) => (&t.indices[..], &t.values[..]),
             None => (&[][..], &[][..]),
         };
-        let m = cursors.len();
         for (i, cursor) in cursors.iter_mut().enumerate() {
-            if i + AHEAD < m {
-                prefetch(&self.w0[(i + AHEAD) * n + j0..][..cols]);
-            }
             starts.push(list.len());
             let g = &self.g[i * self.ldc..][..cols];
             let first = i * n + j0;
             let row_start = list.len();
-            // The row's entries in this panel (nearly all of them candidates), in column order;
-            // their columns as a mask.
+            // The row's entries in the block (nearly all of them candidates), in column order;
+            // their columns as masks.
             let end = self.rows.row(i).end;
-            let mut tracked = 0u64;
+            let mut tracked = [0u64; BLOCK_PANELS];
             let mut e = *cursor;
             while e < end && (indices[e] as usize) < first + cols {
                 let j = indices[e] as usize - first;
-                tracked |= 1 << j;
+                tracked[j / 64] |= 1 << (j % 64);
                 self.visit(values[e], g[j], first + j, offset, list);
                 e += 1;
             }
             *cursor = e;
             // The untracked positions that may reach the floor: few (none in most rows).
-            let mut extra = masks[i] & !tracked;
-            if extra != 0 {
+            let mut any = false;
+            for (w, &t) in tracked.iter().enumerate().take(words) {
+                let mut extra = masks[w * m + i] & !t;
+                any |= extra != 0;
                 while extra != 0 {
-                    let j = extra.trailing_zeros() as usize;
+                    let j = 64 * w + extra.trailing_zeros() as usize;
                     extra &= extra - 1;
                     self.visit(self.w0[first + j], g[j], first + j, offset, list);
                 }
+            }
+            if any {
                 // Back in position order.
                 list[row_start..].sort_unstable_by_key(|c| c.1);
             }
@@ -182,23 +200,6 @@ impl Panel<'_> {
         let s = score(w, g, self.lr, w0);
         if s >= self.floor || s.is_nan() {
             list.push((score_key(s), (offset + pos) as u64, (w - g * self.lr, w0)));
-        }
-    }
-}
-
-const AHEAD: usize = 6;
-
-/// Asks for the cache lines of `x` (a hint: no effect on the values).
-#[inline(always)]
-fn prefetch(x: &[f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let mut at = 0;
-        while at < x.len() {
-            // SAFETY: a prefetch reads nothing and faults never; the address is in `x`.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(x.as_ptr().add(at) as *const i8) };
-            at += 16;
         }
     }
 }

@@ -158,18 +158,14 @@ impl<'r> Gradient<'r> {
 
     /// Columns `j0..j1` of `dyᵀ·x` into `g` (row `i` at `i·ld`): the stored forms' call.
     pub(super) fn panel(&self, (j0, j1): (usize, usize), g: &mut [f32]) {
+        self.columns((j0, j1), g, self.ld());
+    }
+
+    /// [`Gradient::panel`] with rows `ldc` apart (more than 1 exactly when the gradient's are:
+    /// the library's call is the same, so are the bits).
+    pub(super) fn columns(&self, (j0, j1): (usize, usize), g: &mut [f32], ldc: usize) {
         let (m, n, k) = (self.m, self.n, self.k);
-        matmul_columns_f32(
-            (m, n, k),
-            true,
-            self.dy,
-            false,
-            self.x,
-            n,
-            (j0, j1),
-            g,
-            self.ld(),
-        );
+        matmul_columns_f32((m, n, k), true, self.dy, false, self.x, n, (j0, j1), g, ldc);
     }
 }
 
