@@ -171,6 +171,9 @@ pub struct JitProgram {
     /// Per kernel: for a `topk_select`, what its score kernels gather for it (see
     /// `exec::select_top`).
     selections: Vec<exec::Selection>,
+    /// The tracked entries a store replaced, kept for their room: the next stores fill them
+    /// instead of allocating (a Dropback step stores k entries every run).
+    spare_tracked: Vec<sparsec_ir::interp::TrackedValues<f32>>,
 }
 
 /// The time one kernel took over the runs profiled.
@@ -252,8 +255,13 @@ impl<'r> Env<'r> {
     }
 }
 
-/// The positions an overlay wrote over `w0`, with `w0` there.
-type Written = Vec<(u32, f32)>;
+/// The positions an overlay wrote over `w0`, with `w0` there; and the room its next run
+/// writes them into.
+#[derive(Default)]
+struct Written {
+    positions: Vec<(u32, f32)>,
+    spare: Vec<(u32, f32)>,
+}
 
 /// What a kernel needs of the program besides the values: its parameters, threads and scratch.
 struct Ctx<'a> {
@@ -652,6 +660,7 @@ impl JitProgram {
             rescored: 0,
             update_feeds,
             selections,
+            spare_tracked: Vec::new(),
         })
     }
 
@@ -1068,10 +1077,11 @@ impl JitProgram {
                     return Err(over_budget(indices.len()));
                 }
                 // A weight's positions are below 2^31 (MAX_ELEMENTS).
-                let t = sparsec_ir::interp::TrackedValues {
-                    indices: indices.iter().map(|&i| i as u32).collect(),
-                    values: values.clone(),
-                };
+                let mut t = self.spare_tracked.pop().unwrap_or_default();
+                t.indices.clear();
+                t.indices.extend(indices.iter().map(|&i| i as u32));
+                t.values.clear();
+                t.values.extend_from_slice(values);
                 new_tracked.push((p, t));
                 continue;
             }
@@ -1083,7 +1093,9 @@ impl JitProgram {
                 .map(|&(_, w)| env.float(w))
                 .ok_or("internal: no w0 for a tracked store")?;
             let value = env.float(l);
-            let mut t = sparsec_ir::interp::TrackedValues::default();
+            let mut t = self.spare_tracked.pop().unwrap_or_default();
+            t.indices.clear();
+            t.values.clear();
             let mut keep = |i: usize| {
                 if value[i].to_bits() != w0[i].to_bits() {
                     t.indices.push(i as u32);
@@ -1123,7 +1135,9 @@ impl JitProgram {
             std::mem::swap(&mut state.values[p], &mut self.fbufs[j]);
         }
         for (p, t) in new_tracked {
-            state.tracked[p] = Some(t);
+            if let Some(old) = state.tracked[p].replace(t) {
+                self.spare_tracked.push(old);
+            }
         }
         Ok(outputs)
     }

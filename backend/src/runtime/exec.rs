@@ -528,14 +528,15 @@ pub(super) fn exec(
                 Some(memo) => {
                     // The buffer holds `w0` but at the positions the last run wrote, whose `w0`
                     // it kept (none the first time: a whole copy of `w0`).
-                    let last = match memo.take() {
-                        Some(written) => written,
+                    let (last, mut written) = match memo.take() {
+                        Some(w) => (w.positions, w.spare),
                         None => {
                             o.copy_from_slice(w0);
-                            Vec::new()
+                            (Vec::new(), Vec::new())
                         }
                     };
-                    let mut written = vec![(0u32, 0f32); entries.0.len()];
+                    written.clear();
+                    written.resize(entries.0.len(), (0, 0.0));
                     // Two halves of the positions, at the middle entry: each its own part of
                     // `o`, of the last run's positions and of the entries.
                     let half = entries.0.len() / 2;
@@ -554,7 +555,10 @@ pub(super) fn exec(
                         }
                         _ => overlay_part((o, 0), &last, entries, &mut written),
                     }
-                    *memo = Some(written);
+                    *memo = Some(super::Written {
+                        positions: written,
+                        spare: last,
+                    });
                 }
                 None => {
                     o.copy_from_slice(w0);
