@@ -688,7 +688,7 @@ pub(super) fn exec(
                             let p1 = (p0 + GEMM_PANEL).min(j1);
                             gradient.columns((p0, p1), &mut panel[p0 - j0..], block_ld);
                         }
-                        let p = gather::Panel {
+                        let p = gather::Block {
                             g: panel,
                             ldc: block_ld,
                             w0,

@@ -1,12 +1,12 @@
-//! Gathering a selection's candidates from a gradient panel while reading a tracked weight only
-//! where it is not its initial value.
+//! Gathering a selection's candidates from blocks of gradient panels while reading a tracked
+//! weight only where it is not its initial value.
 //!
 //! A tracked weight `w` is `w0` with its entries written over it, so at every other position its
 //! Dropback score is `|(w0 − g·lr) − w0|`: `|g·lr|` give or take two roundings on the scale of
 //! `w0`. A position whose `|g·lr|` is below [`untracked_threshold`] cannot reach the floor, so
 //! only the others and the entries are scored, with `stream::score`'s operations: the
 //! candidates (and their bits) are those of scoring every position, and the pass reads the
-//! gradient panel, which is in cache, instead of streaming `w` and `w0` whole.
+//! gradient block, which is in cache, instead of streaming `w` and `w0` whole.
 
 use sparsec_ir::interp::{score_key, TrackedValues};
 use sparsec_ir::module::Init;
@@ -84,7 +84,7 @@ pub(super) const BLOCK_PANELS: usize = 4;
 
 /// A block of gradient panels (columns `j0..j1` of a tracked weight `[m, n]`, at most
 /// [`BLOCK_PANELS`] panels) to gather from.
-pub(super) struct Panel<'a> {
+pub(super) struct Block<'a> {
     /// The gradient's columns, row `i` at `i·ldc`.
     pub g: &'a [f32],
     pub ldc: usize,
@@ -116,7 +116,7 @@ pub(super) fn cursors(
         .collect()
 }
 
-impl Panel<'_> {
+impl Block<'_> {
     /// The candidates of columns `j0..j1`, row by row (`starts` gets where each row's begin in
     /// `list`): `(score key, offset + position, (w − g·lr, w0))`. Stops early, returning false,
     /// once `list` holds more than `cap`. `cursors` (see [`cursors`]) move past the block;
@@ -191,7 +191,7 @@ impl Panel<'_> {
     }
 }
 
-impl Panel<'_> {
+impl Block<'_> {
     /// Position `pos` (of the weight) with the weight `w` and gradient `g` there: a candidate
     /// when its score reaches the floor.
     #[inline(always)]
