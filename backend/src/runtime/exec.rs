@@ -9,7 +9,7 @@ use sparsec_ir::interp::{
 };
 use sparsec_ir::module::Init;
 
-use super::gather::{self, cursors, initial_bound, untracked_threshold, EntryRows, BLOCK_PANELS};
+use super::gather::{self, initial_bound, untracked_threshold, EntryRows};
 use super::stream::Gradient;
 use super::{outer_product_splits, product_splits, Ctx, Env, SPLIT_MIN_WORK};
 use crate::abi::Args;
@@ -642,21 +642,27 @@ pub(super) fn exec(
             // scratch and not written (the selection asks for them when it needs them all).
             let unwritten = feed.is_some() && cx.scores_private;
             // Then `w` is read only at the entries (`gather`): elsewhere it is `w0`.
-            let entries = env.state.tracked[*param].as_ref();
-            let entry_rows = match unwritten {
-                true => Some(EntryRows::new(
-                    entries.map_or(&[][..], |t| &t.indices[..]),
-                    (m, n),
-                )?),
-                false => None,
+            let gathering = match feed {
+                Some((_, offset, floor, cap)) if unwritten => {
+                    let info = cx.params.get(*param).ok_or("internal: no such parameter")?;
+                    let entries = env.state.tracked[*param].as_ref();
+                    let indices = entries.map_or(&[][..], |t| &t.indices[..]);
+                    let w0_bound = initial_bound(info.init, env.state.init_scale);
+                    Some(gather::Gathering {
+                        w0,
+                        entries,
+                        rows: EntryRows::new(indices, (m, n))?,
+                        m,
+                        n,
+                        lr,
+                        floor,
+                        threshold: untracked_threshold(floor, w0_bound),
+                        offset,
+                        cap,
+                    })
+                }
+                _ => None,
             };
-            let w0_bound = cx
-                .params
-                .get(*param)
-                .map(|info| initial_bound(info.init, env.state.init_scale))
-                .ok_or("internal: no such parameter")?;
-            // A gather's block of panels: its rows' stride (1 for a one-column gradient).
-            let block_ld = if n > 1 { BLOCK_PANELS * GEMM_PANEL } else { 1 };
             let found = std::sync::Mutex::new(Vec::new());
             // The lists the last runs gathered into, reused (their room is the same each run).
             let lists = std::sync::Mutex::new(match feed {
@@ -665,51 +671,21 @@ pub(super) fn exec(
             });
             // Panels `qs` of the gradient, each made (the interpreter's call) and scored.
             let score_panels = |qs: std::ops::Range<usize>, panel: &mut [f32]| {
+                let first = qs.start;
+                if let Some(gathering) = &gathering {
+                    let reused = lists.lock().unwrap_or_else(|e| e.into_inner()).pop();
+                    let (mut list, mut starts) = reused.unwrap_or_default();
+                    let whole = gathering.panels(&gradient, qs, panel, (&mut list, &mut starts));
+                    let part = whole.then_some((first, list, starts));
+                    found.lock().unwrap_or_else(|e| e.into_inner()).push(part);
+                    return;
+                }
+                // Scores written (and perhaps gathered), every position.
                 let mut mine: Option<Vec<Candidate>> = feed.map(|_| Vec::new());
                 // Where each (panel, row)'s candidates start in `mine`, panel by panel: so
                 // that they can be put in position order (row by row) without a sort.
                 let mut starts: Vec<usize> = Vec::new();
                 let mut scratch = [0f32; GEMM_PANEL];
-                let first = qs.start;
-                if let (Some(rows), Some((_, offset, floor, cap))) = (&entry_rows, feed) {
-                    let reused = lists.lock().unwrap_or_else(|e| e.into_inner()).pop();
-                    let (mut list, mut starts) = reused.unwrap_or_default();
-                    list.clear();
-                    starts.clear();
-                    let mut cursors = cursors(entries, rows, (m, n), first * GEMM_PANEL);
-                    let mut masks = Vec::new();
-                    let mut whole = true;
-                    // Blocks of panels, each panel made into its columns of the block.
-                    let end = qs.end;
-                    for b in qs.step_by(BLOCK_PANELS) {
-                        let b1 = (b + BLOCK_PANELS).min(end);
-                        let (j0, j1) = (b * GEMM_PANEL, (b1 * GEMM_PANEL).min(n));
-                        for p0 in (j0..j1).step_by(GEMM_PANEL) {
-                            let p1 = (p0 + GEMM_PANEL).min(j1);
-                            gradient.columns((p0, p1), &mut panel[p0 - j0..], block_ld);
-                        }
-                        let p = gather::Block {
-                            g: panel,
-                            ldc: block_ld,
-                            w0,
-                            entries,
-                            rows,
-                            n,
-                            lr,
-                            floor,
-                            threshold: untracked_threshold(floor, w0_bound),
-                        };
-                        let (out, scratch) = ((&mut list, &mut starts), &mut masks);
-                        whole = p.gather((j0, j1), &mut cursors, offset, cap, out, scratch);
-                        if !whole {
-                            break;
-                        }
-                    }
-                    starts.push(list.len());
-                    let part = whole.then_some((first, list, starts));
-                    found.lock().unwrap_or_else(|e| e.into_inner()).push(part);
-                    return;
-                }
                 for q in qs {
                     let (j0, j1) = (q * GEMM_PANEL, ((q + 1) * GEMM_PANEL).min(n));
                     gradient.panel((j0, j1), panel);
@@ -757,7 +733,7 @@ pub(super) fn exec(
                 let part = mine.map(|list| (first, list, starts));
                 found.lock().unwrap_or_else(|e| e.into_inner()).push(part);
             };
-            let scratch = m * ldc.max(block_ld);
+            let scratch = m * ldc.max(gather::block_ld(n));
             over_panels(cx, m * n * k, scratch, panels, &score_panels)?;
             if let Some((t, ..)) = feed {
                 let sel = &mut cx.selections[t];

@@ -8,11 +8,11 @@
 //! candidates (and their bits) are those of scoring every position, and the pass reads the
 //! gradient block, which is in cache, instead of streaming `w` and `w0` whole.
 
-use sparsec_ir::interp::{score_key, TrackedValues};
+use sparsec_ir::interp::{score_key, TrackedValues, GEMM_PANEL};
 use sparsec_ir::module::Init;
 
 use super::exec::Candidate;
-use super::stream::score;
+use super::stream::{score, Gradient};
 
 /// A tracked weight's entries row by row: `start[i]..start[i + 1]` index row `i`'s.
 pub(super) struct EntryRows {
@@ -82,70 +82,100 @@ pub(super) fn untracked_threshold(floor: f32, w0_bound: f32) -> f32 {
 /// columns (fewer pieces to put in order after).
 pub(super) const BLOCK_PANELS: usize = 4;
 
-/// A block of gradient panels (columns `j0..j1` of a tracked weight `[m, n]`, at most
-/// [`BLOCK_PANELS`] panels) to gather from.
-pub(super) struct Block<'a> {
-    /// The gradient's columns, row `i` at `i·ldc`.
-    pub g: &'a [f32],
-    pub ldc: usize,
+/// The row stride of a block of panels of a gradient `n` columns wide (1 for one column: the
+/// library's call keeps the whole product's choice of a unit stride).
+pub(super) fn block_ld(n: usize) -> usize {
+    if n > 1 {
+        BLOCK_PANELS * GEMM_PANEL
+    } else {
+        1
+    }
+}
+
+/// What one score kernel gathers from: the tracked weight `[m, n]` (its `w0` and entries), the
+/// step's learning rate, and the selection's floor; candidates are numbered from `offset` and
+/// a list of more than `cap` is given up.
+pub(super) struct Gathering<'a> {
     pub w0: &'a [f32],
     pub entries: Option<&'a TrackedValues<f32>>,
-    pub rows: &'a EntryRows,
+    pub rows: EntryRows,
+    pub m: usize,
     pub n: usize,
     pub lr: f32,
     /// A candidate's score is at or above this, or NaN.
     pub floor: f32,
     /// [`untracked_threshold`] of the floor.
     pub threshold: f32,
+    pub offset: usize,
+    pub cap: usize,
 }
 
-/// The next entry of each row at or after a column `j0`: a thread's place in the entries as it
-/// goes through its blocks left to right.
-pub(super) fn cursors(
-    entries: Option<&TrackedValues<f32>>,
-    rows: &EntryRows,
-    (m, n): (usize, usize),
-    j0: usize,
-) -> Vec<usize> {
-    (0..m)
-        .map(|i| {
-            let r = rows.row(i);
-            let here = entries.map_or(&[][..], |t| &t.indices[r.clone()]);
-            r.start + here.partition_point(|&x| (x as usize) < i * n + j0)
-        })
-        .collect()
-}
-
-impl Block<'_> {
-    /// The candidates of columns `j0..j1`, row by row (`starts` gets where each row's begin in
-    /// `list`): `(score key, offset + position, (w − g·lr, w0))`. Stops early, returning false,
-    /// once `list` holds more than `cap`. `cursors` (see [`cursors`]) move past the block;
-    /// `masks` is scratch.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn gather(
+impl Gathering<'_> {
+    /// Panels `qs` of `gradient`, made block by block into `scratch` (each panel by its own
+    /// call) and gathered: the candidates `(score key, offset + position, (w − g·lr, w0))` into
+    /// `list`, row by row of each block (`starts` gets where each block row's begin, and the
+    /// end). False once `list` holds more than `cap` (given up).
+    pub(super) fn panels(
         &self,
-        (j0, j1): (usize, usize),
+        gradient: &Gradient<'_>,
+        qs: std::ops::Range<usize>,
+        scratch: &mut [f32],
+        (list, starts): (&mut Vec<Candidate>, &mut Vec<usize>),
+    ) -> bool {
+        list.clear();
+        starts.clear();
+        let (n, ld) = (self.n, block_ld(self.n));
+        let mut cursors = self.cursors(qs.start * GEMM_PANEL);
+        let mut masks = Vec::new();
+        let end = qs.end;
+        for b in qs.step_by(BLOCK_PANELS) {
+            let (j0, j1) = (
+                b * GEMM_PANEL,
+                ((b + BLOCK_PANELS).min(end) * GEMM_PANEL).min(n),
+            );
+            for p0 in (j0..j1).step_by(GEMM_PANEL) {
+                let p1 = (p0 + GEMM_PANEL).min(j1);
+                gradient.columns((p0, p1), &mut scratch[p0 - j0..], ld);
+            }
+            let block = (&scratch[..], ld, (j0, j1));
+            if !self.block(block, &mut cursors, (list, starts), &mut masks) {
+                return false;
+            }
+        }
+        starts.push(list.len());
+        true
+    }
+
+    /// The next entry of each row at or after column `j0`: a thread's place in the entries as
+    /// it goes through its blocks left to right.
+    fn cursors(&self, j0: usize) -> Vec<usize> {
+        (0..self.m)
+            .map(|i| {
+                let r = self.rows.row(i);
+                let here = self.entries.map_or(&[][..], |t| &t.indices[r.clone()]);
+                r.start + here.partition_point(|&x| (x as usize) < i * self.n + j0)
+            })
+            .collect()
+    }
+
+    /// The candidates of the block `g` (columns `j0..j1`, row `i` at `i·ldc`), row by row;
+    /// false once there are too many. `cursors` move past the block; `masks` is scratch.
+    fn block(
+        &self,
+        (g, ldc, (j0, j1)): (&[f32], usize, (usize, usize)),
         cursors: &mut [usize],
-        offset: usize,
-        cap: usize,
         (list, starts): (&mut Vec<Candidate>, &mut Vec<usize>),
         masks: &mut Vec<u64>,
     ) -> bool {
-        let (n, m, cols) = (self.n, cursors.len(), j1 - j0);
-        assert!(cols <= BLOCK_PANELS * 64 && cols <= self.ldc.max(1));
+        let (n, m, cols) = (self.n, self.m, j1 - j0);
+        assert!(cols <= BLOCK_PANELS * 64 && cols <= ldc && cursors.len() == m);
         // The reach masks of each 64 columns (`masks[w·m + i]`: row `i`, word `w`).
         let words = cols.div_ceil(64);
         masks.clear();
         masks.resize(words * m, 0);
         for (w, part) in masks.chunks_mut(m.max(1)).enumerate().take(words) {
             let width = (cols - 64 * w).min(64);
-            reach_masks(
-                &self.g[64 * w..],
-                self.ldc,
-                width,
-                (self.lr, self.threshold),
-                part,
-            );
+            reach_masks(&g[64 * w..], ldc, width, (self.lr, self.threshold), part);
         }
         let (indices, values) = match self.entries {
             Some(t) => (&t.indices[..], &t.values[..]),
@@ -153,7 +183,7 @@ impl Block<'_> {
         };
         for (i, cursor) in cursors.iter_mut().enumerate() {
             starts.push(list.len());
-            let g = &self.g[i * self.ldc..][..cols];
+            let g = &g[i * ldc..][..cols];
             let first = i * n + j0;
             let row_start = list.len();
             // The row's entries in the block (nearly all of them candidates), in column order;
@@ -164,7 +194,7 @@ impl Block<'_> {
             while e < end && (indices[e] as usize) < first + cols {
                 let j = indices[e] as usize - first;
                 tracked[j / 64] |= 1 << (j % 64);
-                self.visit(values[e], g[j], first + j, offset, list);
+                self.visit(values[e], g[j], first + j, list);
                 e += 1;
             }
             *cursor = e;
@@ -176,30 +206,32 @@ impl Block<'_> {
                 while extra != 0 {
                     let j = 64 * w + extra.trailing_zeros() as usize;
                     extra &= extra - 1;
-                    self.visit(self.w0[first + j], g[j], first + j, offset, list);
+                    self.visit(self.w0[first + j], g[j], first + j, list);
                 }
             }
             if any {
                 // Back in position order.
                 list[row_start..].sort_unstable_by_key(|c| c.1);
             }
-            if list.len() > cap {
+            if list.len() > self.cap {
                 return false;
             }
         }
         true
     }
-}
 
-impl Block<'_> {
     /// Position `pos` (of the weight) with the weight `w` and gradient `g` there: a candidate
     /// when its score reaches the floor.
     #[inline(always)]
-    fn visit(&self, w: f32, g: f32, pos: usize, offset: usize, list: &mut Vec<Candidate>) {
+    fn visit(&self, w: f32, g: f32, pos: usize, list: &mut Vec<Candidate>) {
         let w0 = self.w0[pos];
         let s = score(w, g, self.lr, w0);
         if s >= self.floor || s.is_nan() {
-            list.push((score_key(s), (offset + pos) as u64, (w - g * self.lr, w0)));
+            list.push((
+                score_key(s),
+                (self.offset + pos) as u64,
+                (w - g * self.lr, w0),
+            ));
         }
     }
 }

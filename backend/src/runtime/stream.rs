@@ -12,6 +12,7 @@ use sparsec_ir::interp::{matmul_columns_f32, StreamSelect, Tally, TrackedValues,
 use sparsec_ir::module::Init;
 
 use super::exec::{over_panels, DisjointOut};
+use super::gather::EntryRows;
 use super::{Ctx, Env, ParamInfo};
 use crate::abi::Args;
 use crate::jit::Entry;
@@ -27,8 +28,7 @@ struct WeightPanels<'a> {
     m: usize,
     n: usize,
     entries: Option<&'a TrackedValues<f32>>,
-    /// `row_start[i]..row_start[i + 1]`: the entries in row `i`.
-    row_start: Vec<usize>,
+    rows: EntryRows,
 }
 
 impl<'a> WeightPanels<'a> {
@@ -47,19 +47,8 @@ impl<'a> WeightPanels<'a> {
             ));
         }
         let entries = env.state.tracked[param].as_ref();
-        let mut row_start = vec![0usize; m + 1];
-        if let Some(t) = entries {
-            for &i in &t.indices {
-                let row = i as usize / n.max(1);
-                if row >= m {
-                    return Err(format!("@{}: a tracked index out of range", info.name));
-                }
-                row_start[row + 1] += 1;
-            }
-            for i in 0..m {
-                row_start[i + 1] += row_start[i];
-            }
-        }
+        let indices = entries.map_or(&[][..], |t| &t.indices[..]);
+        let rows = EntryRows::new(indices, (m, n)).map_err(|e| format!("@{}: {e}", info.name))?;
         Ok(WeightPanels {
             regen,
             seed: cx.seed,
@@ -68,7 +57,7 @@ impl<'a> WeightPanels<'a> {
             m,
             n,
             entries,
-            row_start,
+            rows,
         })
     }
 
@@ -101,9 +90,9 @@ impl<'a> WeightPanels<'a> {
             let wr = &mut w[i * ld..i * ld + cols];
             wr.copy_from_slice(&w0[i * ld..i * ld + cols]);
             if let Some(t) = self.entries {
-                let (a, b) = (self.row_start[i], self.row_start[i + 1]);
-                let row0 = i * self.n;
-                let here = &t.indices[a..b];
+                let r = self.rows.row(i);
+                let (a, row0) = (r.start, i * self.n);
+                let here = &t.indices[r];
                 let lo = here.partition_point(|&x| (x as usize) < row0 + j0);
                 let hi = here.partition_point(|&x| (x as usize) < row0 + j1);
                 for (&x, &v) in here[lo..hi].iter().zip(&t.values[a + lo..a + hi]) {
