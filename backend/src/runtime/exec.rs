@@ -179,6 +179,68 @@ pub(super) fn over_panels(
     Ok(())
 }
 
+/// A score kernel's candidates for selection `t`, appended to its candidates in position
+/// order; false if the walk gave up (too many). The gradient `dyᵀ·x` is made whole into `g`
+/// (the scores' buffer), then walked row by row ([`gather::Gathering::rows`]). On two threads
+/// each makes half the columns (its own rows of `g`), then each walks half the rows over both
+/// halves: the first half's candidates go straight to the selection, the second's after.
+fn gather_candidates(
+    cx: &mut Ctx<'_>,
+    gathering: &gather::Gathering<'_>,
+    gradient: &Gradient<'_>,
+    g: &mut [f32],
+    t: usize,
+    work: usize,
+) -> bool {
+    let (m, n) = (gathering.m, gathering.n);
+    let half = n.div_ceil(GEMM_PANEL) / 2 * GEMM_PANEL;
+    // Split where each half is at least a panel and two columns (a stride above 1).
+    let pair = cx
+        .pair
+        .filter(|_| half > 0 && n - half >= 2 && work >= SPLIT_MIN_WORK * 8);
+    let sel = &mut cx.selections[t];
+    let [first_masks, second_masks] = &mut sel.masks;
+    let Some(pair) = pair else {
+        let ld = gather::gather_ld(n);
+        gathering.make(gradient, (0, n), (&mut *g, ld), first_masks);
+        let whole = gather::Segment {
+            cols: (0, n),
+            g,
+            ld,
+            masks: first_masks,
+        };
+        return gathering.rows(&[whole], 0..m, &mut sel.candidates);
+    };
+    let (left, right) = g.split_at_mut(m * half);
+    pair.join(
+        || gathering.make(gradient, (0, half), (&mut *left, half), first_masks),
+        || gathering.make(gradient, (half, n), (&mut *right, n - half), second_masks),
+    );
+    let segments = [
+        gather::Segment {
+            cols: (0, half),
+            g: left,
+            ld: half,
+            masks: first_masks,
+        },
+        gather::Segment {
+            cols: (half, n),
+            g: right,
+            ld: n - half,
+            masks: second_masks,
+        },
+    ];
+    let (candidates, second) = (&mut sel.candidates, &mut sel.second);
+    second.clear();
+    let (mut first_whole, mut second_whole) = (false, false);
+    pair.join(
+        || first_whole = gathering.rows(&segments, 0..m / 2, candidates),
+        || second_whole = gathering.rows(&segments, m / 2..m, second),
+    );
+    candidates.extend_from_slice(second);
+    first_whole && second_whole
+}
+
 /// A chain whose input 0 is the product `p` (`kernel_ir::ChainProduct`). An outer product
 /// (`k = 1`) is made inside the chain ([`crate::codegen::chain::emit_chain_outer`]), the threads
 /// taking rows; otherwise each 64-column panel of the product is made into scratch by the
@@ -625,10 +687,6 @@ pub(super) fn exec(
             let o = out_f(f_out, *out)?;
             check("the scores", o.len(), m * n)?;
             let panels = n.div_ceil(GEMM_PANEL);
-            let out = DisjointOut {
-                ptr: o.as_mut_ptr(),
-                len: o.len(),
-            };
             // The scores at or above the floor of the selection they feed (the previous step's
             // k-th largest, lowered), with their positions in it: that selection's candidates.
             let feed = cx.score_feed.and_then(|(t, offset)| {
@@ -638,54 +696,47 @@ pub(super) fn exec(
                 let t_float = f32::from_bits((floor.saturating_sub(1 << 31)) as u32);
                 (floor >= 1 << 31).then_some((t, offset, t_float, cap))
             });
-            // Scores only the selection reads, gathered as candidates: made a row at a time in
-            // scratch and not written (the selection asks for them when it needs them all).
-            let unwritten = feed.is_some() && cx.scores_private;
-            // Then `w` is read only at the entries (`gather`): elsewhere it is `w0`.
-            let gathering = match feed {
-                Some((_, offset, floor, cap)) if unwritten => {
-                    let info = cx.params.get(*param).ok_or("internal: no such parameter")?;
-                    let entries = env.state.tracked[*param].as_ref();
-                    let indices = entries.map_or(&[][..], |t| &t.indices[..]);
-                    let w0_bound = initial_bound(info.init, env.state.init_scale);
-                    Some(gather::Gathering {
-                        w0,
-                        entries,
-                        rows: EntryRows::new(indices, (m, n))?,
-                        m,
-                        n,
-                        lr,
-                        floor,
-                        threshold: untracked_threshold(floor, w0_bound),
-                        offset,
-                        cap,
-                    })
-                }
-                _ => None,
+            // Scores only the selection reads are not written, only gathered as candidates (the
+            // selection asks for them when it needs them all), and `w` is read only at its
+            // entries: elsewhere it is `w0`. The gradient is made whole into the scores' buffer
+            // and walked row by row.
+            if let Some((t, offset, floor, cap)) = feed.filter(|_| cx.scores_private) {
+                let info = cx.params.get(*param).ok_or("internal: no such parameter")?;
+                let entries = env.state.tracked[*param].as_ref();
+                let indices = entries.map_or(&[][..], |t| &t.indices[..]);
+                let w0_bound = initial_bound(info.init, env.state.init_scale);
+                let gathering = gather::Gathering {
+                    w0,
+                    entries,
+                    rows: EntryRows::new(indices, (m, n))?,
+                    m,
+                    n,
+                    lr,
+                    floor,
+                    threshold: untracked_threshold(floor, w0_bound),
+                    offset,
+                    cap,
+                };
+                let gave_up = !gather_candidates(cx, &gathering, &gradient, o, t, m * n * k);
+                let sel = &mut cx.selections[t];
+                sel.scores_missing = true;
+                sel.overflow |= gave_up;
+                sel.fed_this_run += 1;
+                return Ok(());
+            }
+            let out = DisjointOut {
+                ptr: o.as_mut_ptr(),
+                len: o.len(),
             };
             let found = std::sync::Mutex::new(Vec::new());
-            // The lists the last runs gathered into, reused (their room is the same each run).
-            let lists = std::sync::Mutex::new(match feed {
-                Some((t, ..)) => std::mem::take(&mut cx.selections[t].lists),
-                None => Vec::new(),
-            });
             // Panels `qs` of the gradient, each made (the interpreter's call) and scored.
             let score_panels = |qs: std::ops::Range<usize>, panel: &mut [f32]| {
                 let first = qs.start;
-                if let Some(gathering) = &gathering {
-                    let reused = lists.lock().unwrap_or_else(|e| e.into_inner()).pop();
-                    let (mut list, mut starts) = reused.unwrap_or_default();
-                    let whole = gathering.panels(&gradient, qs, panel, (&mut list, &mut starts));
-                    let part = whole.then_some((first, list, starts));
-                    found.lock().unwrap_or_else(|e| e.into_inner()).push(part);
-                    return;
-                }
-                // Scores written (and perhaps gathered), every position.
+                // Scores written, every position (and gathered, for a selection).
                 let mut mine: Option<Vec<Candidate>> = feed.map(|_| Vec::new());
                 // Where each (panel, row)'s candidates start in `mine`, panel by panel: so
                 // that they can be put in position order (row by row) without a sort.
                 let mut starts: Vec<usize> = Vec::new();
-                let mut scratch = [0f32; GEMM_PANEL];
                 for q in qs {
                     let (j0, j1) = (q * GEMM_PANEL, ((q + 1) * GEMM_PANEL).min(n));
                     gradient.panel((j0, j1), panel);
@@ -697,10 +748,7 @@ pub(super) fn exec(
                         let row = i * n + j0..i * n + j1;
                         // SAFETY: columns `j0..j1` are this panel's, and each panel is scored by
                         // one call of `score_panels` only (the two calls take disjoint `qs`).
-                        let scores = match unwritten {
-                            true => &mut scratch[..j1 - j0],
-                            false => unsafe { out.slice(row.clone()) },
-                        };
+                        let scores = unsafe { out.slice(row.clone()) };
                         let (w_row, g_row) = (&w[row.clone()], g);
                         let floor = match (&mine, feed) {
                             (Some(_), Some((_, _, t_float, _))) => Some(t_float),
@@ -733,11 +781,9 @@ pub(super) fn exec(
                 let part = mine.map(|list| (first, list, starts));
                 found.lock().unwrap_or_else(|e| e.into_inner()).push(part);
             };
-            let scratch = m * ldc.max(gather::block_ld(n));
-            over_panels(cx, m * n * k, scratch, panels, &score_panels)?;
+            over_panels(cx, m * n * k, m * ldc, panels, &score_panels)?;
             if let Some((t, ..)) = feed {
                 let sel = &mut cx.selections[t];
-                sel.scores_missing |= unwritten;
                 let mut parts = Vec::new();
                 for part in found.into_inner().unwrap_or_else(|e| e.into_inner()) {
                     match part {
@@ -745,7 +791,6 @@ pub(super) fn exec(
                         _ => sel.overflow = true,
                     }
                 }
-                sel.lists = lists.into_inner().unwrap_or_else(|e| e.into_inner());
                 if !sel.overflow {
                     // Row by row, each row's panels left to right: position order. A row of a
                     // panel holds a few candidates: copied one by one, not by a call each.
@@ -763,8 +808,6 @@ pub(super) fn exec(
                         }
                     }
                 }
-                sel.lists
-                    .extend(parts.into_iter().map(|(_, list, starts)| (list, starts)));
                 sel.fed_this_run += 1;
             }
         }
@@ -1272,9 +1315,10 @@ pub(super) struct Selection {
     /// Room for the selection made from the candidates, and for their keys.
     pub chosen: Vec<Candidate>,
     pub keys: Vec<u64>,
-    /// The lists score kernels gathered into (candidates, where each panel row's start), kept
-    /// for their room.
-    pub lists: Vec<(Vec<Candidate>, Vec<usize>)>,
+    /// The reach masks of the two halves a score kernel gathers from, and the candidates of
+    /// the second half of its rows: kept for their room.
+    pub masks: [Vec<u64>; 2],
+    pub second: Vec<Candidate>,
 }
 
 impl Selection {

@@ -1,12 +1,13 @@
-//! Gathering a selection's candidates from blocks of gradient panels while reading a tracked
-//! weight only where it is not its initial value.
+//! Gathering a selection's candidates from a weight's gradient, made whole and walked row by
+//! row, while reading a tracked weight only where it is not its initial value.
 //!
 //! A tracked weight `w` is `w0` with its entries written over it, so at every other position its
 //! Dropback score is `|(w0 − g·lr) − w0|`: `|g·lr|` give or take two roundings on the scale of
 //! `w0`. A position whose `|g·lr|` is below [`untracked_threshold`] cannot reach the floor, so
 //! only the others and the entries are scored, with `stream::score`'s operations: the
 //! candidates (and their bits) are those of scoring every position, and the pass reads the
-//! gradient block, which is in cache, instead of streaming `w` and `w0` whole.
+//! gradient, just made, instead of streaming `w` and `w0` whole. Walking whole rows gives the
+//! candidates in position order as they are found: the selection takes them as they are.
 
 use sparsec_ir::interp::{score_key, TrackedValues, GEMM_PANEL};
 use sparsec_ir::module::Init;
@@ -77,24 +78,16 @@ pub(super) fn untracked_threshold(floor: f32, w0_bound: f32) -> f32 {
     }
 }
 
-/// How many 64-column panels of the gradient one gather walks together: each row's entries
-/// are walked once for all of them, and the candidates come out in position order over their
-/// columns (fewer pieces to put in order after).
-pub(super) const BLOCK_PANELS: usize = 4;
-
-/// The row stride of a block of panels of a gradient `n` columns wide (1 for one column: the
-/// library's call keeps the whole product's choice of a unit stride).
-pub(super) fn block_ld(n: usize) -> usize {
-    if n > 1 {
-        BLOCK_PANELS * GEMM_PANEL
-    } else {
-        1
-    }
+/// The row stride of a gradient made whole for gathering, `n` columns wide: `n` (the
+/// library's call and bits are the same for any stride above 1, and 1 for one column, as the
+/// whole product's).
+pub(super) fn gather_ld(n: usize) -> usize {
+    n.max(1)
 }
 
 /// What one score kernel gathers from: the tracked weight `[m, n]` (its `w0` and entries), the
 /// step's learning rate, and the selection's floor; candidates are numbered from `offset` and
-/// a list of more than `cap` is given up.
+/// a walk that appends more than `cap` gives up.
 pub(super) struct Gathering<'a> {
     pub w0: &'a [f32],
     pub entries: Option<&'a TrackedValues<f32>>,
@@ -110,110 +103,88 @@ pub(super) struct Gathering<'a> {
     pub cap: usize,
 }
 
+/// Columns `cols` of a weight's gradient, made (row `i` at `g[i·ld..]`), with their reach
+/// masks (`masks[w·m + i]`: row `i`, the segment's columns `64w .. 64w + 64`).
+pub(super) struct Segment<'a> {
+    pub cols: (usize, usize),
+    pub g: &'a [f32],
+    pub ld: usize,
+    pub masks: &'a [u64],
+}
+
 impl Gathering<'_> {
-    /// Panels `qs` of `gradient`, made block by block into `scratch` (each panel by its own
-    /// call) and gathered: the candidates `(score key, offset + position, (w − g·lr, w0))` into
-    /// `list`, row by row of each block (`starts` gets where each block row's begin, and the
-    /// end). False once `list` holds more than `cap` (given up).
-    pub(super) fn panels(
+    /// Columns `(j0, j1)` of `gradient` into `g` (rows `ld` apart), each 64-column panel by
+    /// its own call, and their reach masks into `masks`: a [`Segment`]'s parts.
+    pub(super) fn make(
         &self,
         gradient: &Gradient<'_>,
-        qs: std::ops::Range<usize>,
-        scratch: &mut [f32],
-        (list, starts): (&mut Vec<Candidate>, &mut Vec<usize>),
-    ) -> bool {
-        list.clear();
-        starts.clear();
-        let (n, ld) = (self.n, block_ld(self.n));
-        let mut cursors = self.cursors(qs.start * GEMM_PANEL);
-        let mut masks = Vec::new();
-        let end = qs.end;
-        for b in qs.step_by(BLOCK_PANELS) {
-            let (j0, j1) = (
-                b * GEMM_PANEL,
-                ((b + BLOCK_PANELS).min(end) * GEMM_PANEL).min(n),
-            );
-            for p0 in (j0..j1).step_by(GEMM_PANEL) {
-                let p1 = (p0 + GEMM_PANEL).min(j1);
-                gradient.columns((p0, p1), &mut scratch[p0 - j0..], ld);
-            }
-            let block = (&scratch[..], ld, (j0, j1));
-            if !self.block(block, &mut cursors, (list, starts), &mut masks) {
-                return false;
-            }
-        }
-        starts.push(list.len());
-        true
-    }
-
-    /// The next entry of each row at or after column `j0`: a thread's place in the entries as
-    /// it goes through its blocks left to right.
-    fn cursors(&self, j0: usize) -> Vec<usize> {
-        (0..self.m)
-            .map(|i| {
-                let r = self.rows.row(i);
-                let here = self.entries.map_or(&[][..], |t| &t.indices[r.clone()]);
-                r.start + here.partition_point(|&x| (x as usize) < i * self.n + j0)
-            })
-            .collect()
-    }
-
-    /// The candidates of the block `g` (columns `j0..j1`, row `i` at `i·ldc`), row by row;
-    /// false once there are too many. `cursors` move past the block; `masks` is scratch.
-    fn block(
-        &self,
-        (g, ldc, (j0, j1)): (&[f32], usize, (usize, usize)),
-        cursors: &mut [usize],
-        (list, starts): (&mut Vec<Candidate>, &mut Vec<usize>),
+        (j0, j1): (usize, usize),
+        (g, ld): (&mut [f32], usize),
         masks: &mut Vec<u64>,
-    ) -> bool {
-        let (n, m, cols) = (self.n, self.m, j1 - j0);
-        assert!(cols <= BLOCK_PANELS * 64 && cols <= ldc && cursors.len() == m);
-        // The reach masks of each 64 columns (`masks[w·m + i]`: row `i`, word `w`).
+    ) {
+        for p0 in (j0..j1).step_by(GEMM_PANEL) {
+            let p1 = (p0 + GEMM_PANEL).min(j1);
+            gradient.columns((p0, p1), &mut g[p0 - j0..], ld);
+        }
+        let (m, cols) = (self.m, j1 - j0);
         let words = cols.div_ceil(64);
         masks.clear();
         masks.resize(words * m, 0);
         for (w, part) in masks.chunks_mut(m.max(1)).enumerate().take(words) {
             let width = (cols - 64 * w).min(64);
-            reach_masks(&g[64 * w..], ldc, width, (self.lr, self.threshold), part);
+            reach_masks(&g[64 * w..], ld, width, (self.lr, self.threshold), part);
         }
+    }
+
+    /// The candidates `(score key, offset + position, (w − g·lr, w0))` of rows `rows`, each
+    /// walked over `segments` (left to right, together the whole row), appended to `list` in
+    /// position order. False once more than `cap` were appended (given up).
+    pub(super) fn rows(
+        &self,
+        segments: &[Segment<'_>],
+        rows: std::ops::Range<usize>,
+        list: &mut Vec<Candidate>,
+    ) -> bool {
+        let (m, n) = (self.m, self.n);
         let (indices, values) = match self.entries {
             Some(t) => (&t.indices[..], &t.values[..]),
             None => (&[][..], &[][..]),
         };
-        for (i, cursor) in cursors.iter_mut().enumerate() {
-            starts.push(list.len());
-            let g = &g[i * ldc..][..cols];
-            let first = i * n + j0;
-            let row_start = list.len();
-            // The row's entries in the block (nearly all of them candidates), in column order;
-            // their columns as masks.
-            let end = self.rows.row(i).end;
-            let mut tracked = [0u64; BLOCK_PANELS];
-            let mut e = *cursor;
-            while e < end && (indices[e] as usize) < first + cols {
-                let j = indices[e] as usize - first;
-                tracked[j / 64] |= 1 << (j % 64);
-                self.visit(values[e], g[j], first + j, list);
-                e += 1;
-            }
-            *cursor = e;
-            // The untracked positions that may reach the floor: few (none in most rows).
-            let mut any = false;
-            for (w, &t) in tracked.iter().enumerate().take(words) {
-                let mut extra = masks[w * m + i] & !t;
-                any |= extra != 0;
-                while extra != 0 {
-                    let j = 64 * w + extra.trailing_zeros() as usize;
-                    extra &= extra - 1;
-                    self.visit(self.w0[first + j], g[j], first + j, list);
+        let start = list.len();
+        for i in rows {
+            let entries = self.rows.row(i);
+            let (mut e, end) = (entries.start, entries.end);
+            for s in segments {
+                let (j0, j1) = s.cols;
+                let g = &s.g[i * s.ld..][..j1 - j0];
+                let first = i * n + j0;
+                for w in 0..(j1 - j0).div_ceil(64) {
+                    let word_end = first + (64 * w + 64).min(j1 - j0);
+                    let word_start = list.len();
+                    // The entries in these 64 columns (nearly all of them candidates), in
+                    // column order, and their columns as a mask.
+                    let mut tracked = 0u64;
+                    while e < end && (indices[e] as usize) < word_end {
+                        let j = indices[e] as usize - first;
+                        tracked |= 1 << (j % 64);
+                        self.visit(values[e], g[j], first + j, list);
+                        e += 1;
+                    }
+                    // The untracked positions that may reach the floor: few (none in most
+                    // words).
+                    let mut extra = s.masks[w * m + i] & !tracked;
+                    if extra != 0 {
+                        while extra != 0 {
+                            let j = 64 * w + extra.trailing_zeros() as usize;
+                            extra &= extra - 1;
+                            self.visit(self.w0[first + j], g[j], first + j, list);
+                        }
+                        // Back in position order.
+                        list[word_start..].sort_unstable_by_key(|c| c.1);
+                    }
                 }
             }
-            if any {
-                // Back in position order.
-                list[row_start..].sort_unstable_by_key(|c| c.1);
-            }
-            if list.len() > self.cap {
+            if list.len() - start > self.cap {
                 return false;
             }
         }
