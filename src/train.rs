@@ -14,7 +14,7 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use sparsec_ir::func_names::{FORWARD, TRAIN_STEP};
-use sparsec_ir::interp::{Input, Output, State};
+use sparsec_ir::interp::{Input, Output, State, ZeroCounts};
 use sparsec_ir::spec::{Schedule, TrainSpec};
 use sparsec_ir::{Module, Role, Stage};
 
@@ -182,14 +182,14 @@ fn weight_names(module: &Module) -> impl Iterator<Item = (usize, &str)> {
 }
 
 /// Fraction of exactly-zero entries of each weight (of its effective value).
-fn sparsity(module: &Module, state: &State<f32>) -> serde_json::Map<String, serde_json::Value> {
+fn sparsity(
+    module: &Module,
+    state: &State<f32>,
+    counts: &mut ZeroCounts,
+) -> serde_json::Map<String, serde_json::Value> {
     weight_names(module)
         .map(|(i, name)| {
-            // Window by window: a tracked weight may be larger than memory.
-            let mut zeros = 0;
-            state.visit_dense_value(module, i, 1 << 20, |_, part| {
-                zeros += part.iter().filter(|&&x| x == 0.0).count();
-            });
+            let zeros = counts.count(module, state, i);
             let n = module.params[i].ty.num_elements();
             (name.to_owned(), json!(zeros as f64 / n.max(1) as f64))
         })
@@ -1239,6 +1239,7 @@ pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
     };
 
     let mut samples_this_session = 0u64;
+    let mut zero_counts = ZeroCounts::default();
     let train_started = Instant::now();
     let mut stop_reason = "completed";
     let mut last_test = (f64::NAN, f64::NAN);
@@ -1333,7 +1334,7 @@ pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
                         "kind": "step", "epoch": epoch + 1, "step": meta.step, "loss": loss,
                         "lr": lr,
                         "train_accuracy": meta.epoch_correct as f64 / meta.epoch_seen.max(1) as f64,
-                        "sparsity": sparsity(&compiled.module, &state),
+                        "sparsity": sparsity(&compiled.module, &state, &mut zero_counts),
                     }),
                     &compiled.module,
                     &state,
@@ -1365,7 +1366,7 @@ pub fn train(mut req: TrainRequest) -> Result<String, Failure> {
                 "kind": "epoch", "epoch": epoch + 1, "step": meta.step, "lr": lr,
                 "train_loss": train_loss, "train_accuracy": train_acc,
                 "test_loss": test_loss, "test_accuracy": test_acc,
-                "sparsity": sparsity(&compiled.module, &state),
+                "sparsity": sparsity(&compiled.module, &state, &mut zero_counts),
             }),
             &compiled.module,
             &state,

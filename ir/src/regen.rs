@@ -45,9 +45,22 @@ pub fn uniform_at(seed: u64, stream: u64, index: u64, lo: f32, hi: f32) -> f32 {
 
 /// Fill `out` with elements `0..out.len()` of the uniform stream `(seed, stream)`.
 pub fn fill_uniform(seed: u64, stream: u64, lo: f32, hi: f32, out: &mut [f32]) {
-    let mut rng = stream_rng(seed, stream);
-    for x in out.iter_mut() {
-        *x = word_to_f32(rng.next_u32(), lo, hi);
+    fill_words(&mut stream_rng(seed, stream), lo, hi, out);
+}
+
+/// `out` from the generator's next words, one each ([`word_to_f32`]). The words come a
+/// chunk at a time (`fill_bytes`: the same words as `next_u32`, little-endian, about twice
+/// as fast as one call per word).
+fn fill_words(rng: &mut ChaCha8Rng, lo: f32, hi: f32, out: &mut [f32]) {
+    const CHUNK: usize = 1024;
+    let mut bytes = [0u8; 4 * CHUNK];
+    for part in out.chunks_mut(CHUNK) {
+        let bytes = &mut bytes[..4 * part.len()];
+        rng.fill_bytes(bytes);
+        for (x, word) in part.iter_mut().zip(bytes.chunks_exact(4)) {
+            let word = u32::from_le_bytes([word[0], word[1], word[2], word[3]]);
+            *x = word_to_f32(word, lo, hi);
+        }
     }
 }
 
@@ -73,9 +86,7 @@ pub fn init_values_at(init: Init, seed: u64, stream: u64, start: u64, out: &mut 
         Init::Uniform { lo, hi } => {
             let mut rng = stream_rng(seed, stream);
             rng.set_word_pos(u128::from(start));
-            for x in out.iter_mut() {
-                *x = word_to_f32(rng.next_u32(), lo, hi);
-            }
+            fill_words(&mut rng, lo, hi, out);
         }
     }
 }
@@ -160,6 +171,29 @@ mod raw_words {
                 expected.to_bits(),
                 "seed {seed} stream {stream} i {index}"
             );
+        }
+    }
+
+    /// A window made in bulk (across the chunks it is made in) is the stream's words one by
+    /// one, from any start.
+    #[test]
+    fn windows_are_the_words_one_by_one() {
+        for (seed, stream, index) in cases(12) {
+            let len = 1 + (index % 3000) as usize;
+            let start = index >> 20;
+            let (lo, hi) = (-0.5f32, 0.25f32);
+            let mut got = vec![0f32; len];
+            init_values_at(Init::Uniform { lo, hi }, seed, stream, start, &mut got);
+            let mut raw = stream_rng(seed, stream);
+            raw.set_word_pos(u128::from(start));
+            for (i, x) in got.iter().enumerate() {
+                let want = word_to_f32(raw.next_u32(), lo, hi);
+                assert_eq!(
+                    x.to_bits(),
+                    want.to_bits(),
+                    "seed {seed} start {start} i {i}"
+                );
+            }
         }
     }
 }

@@ -2,7 +2,9 @@
 //! `tracked_set`, tracked parameters in the interpreter's state (O(k), overlay, capacity), and
 //! the text form of the ops.
 
-use sparsec_ir::interp::{initial_value, topk_select, Input, Interpreter, Output, State};
+use sparsec_ir::interp::{
+    initial_value, topk_select, Input, Interpreter, Output, State, TrackedValues, ZeroCounts,
+};
 use sparsec_ir::spec::{DropbackScope, Method, MethodSpec, Optimizer, Schedule, TrainSpec};
 use sparsec_ir::{
     parse_module, print_module, Func, Init, Module, Op, Param, ParamId, Storage, Type,
@@ -364,4 +366,41 @@ fn optimised_forms_agree_with_the_plain_computation() {
             close(got, g * (p % 2) as f32);
         }
     }
+}
+
+/// Zeros counted from the kept zeros of the initial value equal a count over the whole
+/// effective value: entries of zero over a zero or non-zero `w0`, entries over a zero `w0`,
+/// and a change of `init_scale` (which makes every `w0` zero here) after a count.
+#[test]
+fn zero_counts_are_those_of_the_effective_value() {
+    let m = module(6);
+    let mut st = State::<f32>::initial(&m);
+    let whole = |st: &State<f32>, p: usize| {
+        let mut zeros = 0;
+        st.visit_dense_value(&m, p, 4, |_, part| {
+            zeros += part.iter().filter(|&&x| x == 0.0).count();
+        });
+        zeros
+    };
+    let mut counts = ZeroCounts::default();
+    let entries = |indices: &[u32], values: &[f32]| TrackedValues {
+        indices: indices.to_vec(),
+        values: values.to_vec(),
+    };
+    st.tracked[0] = Some(entries(&[1, 2, 5], &[0.0, 0.25, -0.0]));
+    st.tracked[1] = Some(entries(&[0], &[3.0]));
+    for scale in [1.0, 0.0, 0.5] {
+        st.init_scale = scale;
+        for p in 0..2 {
+            assert_eq!(
+                counts.count(&m, &st, p),
+                whole(&st, p),
+                "scale {scale} param {p}"
+            );
+        }
+    }
+    // The checks see zeros of both kinds: at scale 0, every untracked `w` is zero.
+    st.init_scale = 0.0;
+    assert_eq!(counts.count(&m, &st, 0), 5);
+    assert_eq!(counts.count(&m, &st, 1), 1);
 }

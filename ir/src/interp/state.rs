@@ -194,3 +194,94 @@ impl<T: Float> State<T> {
         }
     }
 }
+
+/// How many of a parameter's effective values are exactly zero, counted without remaking a
+/// tracked parameter's initial value each time: the zeros of its scaled initial value are
+/// found once (for its seed, stream, size and scale) and kept as positions (few: a uniform
+/// draw is rarely exactly zero), and each count is those off the entries plus the entries'
+/// own. A parameter whose initial value has more zeros than [`ZeroCounts::KEPT`] is counted
+/// window by window each time instead.
+#[derive(Clone, Debug, Default)]
+pub struct ZeroCounts {
+    initial: std::collections::HashMap<usize, InitialZeros>,
+}
+
+#[derive(Clone, Debug)]
+struct InitialZeros {
+    of: (u64, u64, usize, crate::module::Init, u32),
+    positions: Option<Vec<u32>>,
+}
+
+impl ZeroCounts {
+    /// The most zero positions kept for one parameter.
+    pub const KEPT: usize = 1 << 16;
+
+    /// The number of exact zeros (either sign) in parameter `p`'s effective value.
+    pub fn count(&mut self, m: &Module, state: &State<f32>, p: usize) -> usize {
+        let Some(t) = &state.tracked[p] else {
+            return state.values[p].iter().filter(|&&x| x == 0.0).count();
+        };
+        let param = &m.params[p];
+        let n = param.ty.num_elements();
+        let of = (
+            module_seed(m),
+            param.stream,
+            n,
+            param.init,
+            state.init_scale.to_bits(),
+        );
+        let known = match self.initial.get(&p) {
+            Some(z) if z.of == of => z,
+            _ => {
+                let positions = initial_zeros(m, p, state.init_scale);
+                self.initial
+                    .entry(p)
+                    .insert_entry(InitialZeros { of, positions })
+                    .into_mut()
+            }
+        };
+        let Some(zeros) = &known.positions else {
+            let mut zeros = 0;
+            state.visit_dense_value(m, p, 1 << 20, |_, part| {
+                zeros += part.iter().filter(|&&x| x == 0.0).count();
+            });
+            return zeros;
+        };
+        let under_entries = zeros
+            .iter()
+            .filter(|z| t.indices.binary_search(z).is_ok())
+            .count();
+        let in_entries = t.values.iter().filter(|&&x| x == 0.0).count();
+        zeros.len() - under_entries + in_entries
+    }
+}
+
+/// The positions where parameter `p`'s initial value times `scale` is zero, if at most
+/// [`ZeroCounts::KEPT`]; made window by window.
+fn initial_zeros(m: &Module, p: usize, scale: f32) -> Option<Vec<u32>> {
+    let param = &m.params[p];
+    let n = param.ty.num_elements();
+    let mut raw = vec![0f32; n.min(1 << 20)];
+    let mut zeros = Vec::new();
+    let mut start = 0;
+    while start < n {
+        let len = raw.len().min(n - start);
+        regen::init_values_at(
+            param.init,
+            module_seed(m),
+            param.stream,
+            start as u64,
+            &mut raw[..len],
+        );
+        for (i, &x) in raw[..len].iter().enumerate() {
+            if x * scale == 0.0 {
+                zeros.push(u32::try_from(start + i).ok()?);
+                if zeros.len() > ZeroCounts::KEPT {
+                    return None;
+                }
+            }
+        }
+        start += len;
+    }
+    Some(zeros)
+}
