@@ -19,16 +19,19 @@ fn root() -> &'static Path {
 /// The example at stage `opt` with `batch`, or `None` when it does not compile (a method the
 /// passes do not carry out).
 fn opt_module(example: &str, batch: usize) -> Option<Module> {
+    opt_module_within(example, batch, None)
+}
+
+/// [`opt_module`] compiled within `memory_budget` bytes, if given.
+fn opt_module_within(example: &str, batch: usize, memory_budget: Option<u64>) -> Option<Module> {
     let text = std::fs::read_to_string(root().join("examples").join(example)).expect("example");
     let sets = vec![("batch".to_owned(), batch.to_string())];
     let program = program_from_source(example, text, false, &sets).ok()?;
-    compile_to(
-        &program,
-        Stage::Opt,
-        &CompileOptions::default(),
-        &mut String::new(),
-    )
-    .ok()
+    let options = CompileOptions {
+        memory_budget,
+        ..CompileOptions::default()
+    };
+    compile_to(&program, Stage::Opt, &options, &mut String::new()).ok()
 }
 
 /// Deterministic pseudo-random inputs for `func` (images in [0, 1), labels below `classes`,
@@ -446,12 +449,20 @@ fn the_lenet300_steps_run_their_products_and_chains_in_jit_code() {
         if example.contains("dropback") {
             // The step scores each tracked weight panel by panel, without a dense gradient, and
             // its forward products read the effective weights the scores need anyway (one
-            // regeneration per weight and step); evaluation regenerates inside the product.
+            // regeneration per weight and step). Without a memory budget, evaluation's
+            // products read the effective weights too, kept from run to run (regenerated once,
+            // overlaid with what changed); within one, they regenerate inside the product.
             assert!(text.contains("grad_score [host]"), "{text}");
             assert!(text.contains("grad_apply [host]"), "{text}");
             assert!(!text.contains("gemm.matmul_tn"), "{text}");
             assert!(!text.contains("matmul_nt_regen"), "{text}");
             let forward = JitProgram::new(&m, "forward", 1).expect("jit");
+            let text = forward.plan().to_string();
+            assert!(!text.contains("matmul_nt_regen"), "{text}");
+            assert!(text.contains("gemm.matmul_nt [jit]"), "{text}");
+            assert!(text.contains("overlay [host]"), "{text}");
+            let lean = opt_module_within(example, 64, Some(800_000)).expect("compiles");
+            let forward = JitProgram::new(&lean, "forward", 1).expect("jit");
             let text = forward.plan().to_string();
             assert!(text.contains("gemm.matmul_nt_regen [jit]"), "{text}");
         }

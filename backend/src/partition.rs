@@ -24,7 +24,7 @@ mod program;
 use std::collections::HashMap;
 
 use sparsec_ir::interp::{conv_geom_of, is_tracked, pool_geom_of};
-use sparsec_ir::module::Init;
+use sparsec_ir::module::{Init, MEMORY_BUDGET_HEADER};
 use sparsec_ir::{DType, Module, Op, Value};
 
 use crate::codegen::chain::EwOp;
@@ -175,6 +175,10 @@ struct Builder<'m> {
     params: HashMap<usize, usize>,
     w0: HashMap<usize, usize>,
     eff: HashMap<usize, usize>,
+    /// Whether a product may read a tracked weight's effective value, kept (with its `w0`)
+    /// from run to run, instead of remaking it inside its tiles: when the module was compiled
+    /// without a memory budget.
+    keep_weights: bool,
 }
 
 impl Builder<'_> {
@@ -264,6 +268,7 @@ pub fn partition(m: &Module, func: &str) -> Result<KernelProgram, String> {
         params: HashMap::new(),
         w0: HashMap::new(),
         eff: HashMap::new(),
+        keep_weights: m.header.iter().all(|(key, _)| key != MEMORY_BUDGET_HEADER),
     };
     let mut args = Vec::new();
     for (i, a) in f.args.iter().enumerate() {
@@ -389,7 +394,10 @@ pub fn partition(m: &Module, func: &str) -> Result<KernelProgram, String> {
                 let p = id.0 as usize;
                 let ws = m.params[p].ty.shape.clone();
                 let (mm, n, k) = (out_shape[0], out_shape[1], ws[1]);
-                if is_tracked(&m.params[p]) && matches!(m.params[p].init, Init::Uniform { .. }) {
+                let regenerated = is_tracked(&m.params[p])
+                    && matches!(m.params[p].init, Init::Uniform { .. })
+                    && !b.keep_weights;
+                if regenerated {
                     b.push(
                         Nk::GemmRegen { p, m: mm, n, k },
                         ops,
@@ -806,7 +814,8 @@ pub fn partition(m: &Module, func: &str) -> Result<KernelProgram, String> {
         })
         .collect();
     // A tracked weight whose effective value this function builds anyway (for its Dropback
-    // score or a data gradient) is read from that buffer by its forward product too, instead
+    // score or a data gradient, or because no memory budget asks for its weights to stream)
+    // is read from that buffer by its forward product too, instead
     // of being regenerated a second time inside the product's tiles: the same values, so the
     // same bits, and one ChaCha8 pass per step instead of two.
     // Likewise its data-gradient product `dy · W` and its update, instead of remaking the

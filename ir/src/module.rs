@@ -53,6 +53,10 @@ impl std::fmt::Display for Stage {
     }
 }
 
+/// The header key of the memory budget (bytes) a module at stage `opt` was compiled within:
+/// the backend streams tracked weights it may otherwise keep when the key is there.
+pub const MEMORY_BUDGET_HEADER: &str = "memory_budget";
+
 /// A whole program: graph, parameters and the training specification.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Module {

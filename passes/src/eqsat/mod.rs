@@ -17,6 +17,7 @@ use std::time::Duration;
 use analysis::ValueFacts;
 use egg::{Runner, SimpleScheduler, StopReason};
 use lang::Node;
+use sparsec_ir::module::MEMORY_BUDGET_HEADER;
 use sparsec_ir::{Module, Stage};
 
 pub use cost::CostModel;
@@ -130,7 +131,7 @@ pub fn optimize(module: &Module, options: &Options) -> Result<(Module, Vec<FuncR
         header.push((format!("cost.{k}"), v.to_string()));
     }
     if let Some(budget) = options.memory_budget {
-        header.push(("memory_budget".into(), budget.to_string()));
+        header.push((MEMORY_BUDGET_HEADER.into(), budget.to_string()));
     }
     for r in &reports {
         for p in &r.phases {
