@@ -5,7 +5,7 @@
 
 use sparsec_ir::interp::{
     conv2d_weight_grad_images_f32, eval_op, matmul_columns_f32, score_key, topk_among_runs,
-    topk_select, Input, OpArg, OpOut, GEMM_PANEL,
+    topk_select, Chosen, Input, OpArg, OpOut, GEMM_PANEL,
 };
 use sparsec_ir::module::Init;
 
@@ -77,19 +77,20 @@ unsafe fn run_parts(entry: Entry<'_>, parts: &[Args], pair: Option<&super::Pair>
 /// threads.
 const OVERLAY_SPLIT: usize = 2048;
 
-/// The new entries among the `chosen` candidates (positions from `lo`) into the front of
-/// `indices` and `values`: where the updated weight differs from `w0` (both carried), as
-/// `dropback_apply_sgd` keeps them. Returns how many.
+/// The new entries among the `candidates` a selection `chosen` (positions from `lo`) into the
+/// front of `indices` and `values`: where the updated weight differs from `w0` (both carried),
+/// as `dropback_apply_sgd` keeps them. Returns how many.
 fn new_entries(
-    chosen: &[Candidate],
+    candidates: &[Candidate],
+    chosen: Chosen,
     lo: u64,
     (indices, values): (&mut [u64], &mut [f32]),
 ) -> usize {
     let mut kept = 0;
-    for &(_, pos, (w1, w0)) in chosen {
+    for &(key, pos, (w1, w0)) in candidates {
         indices[kept] = pos - lo;
         values[kept] = w1;
-        kept += usize::from(w1.to_bits() != w0.to_bits());
+        kept += usize::from(chosen.contains(key, pos) && w1.to_bits() != w0.to_bits());
     }
     kept
 }
@@ -894,40 +895,48 @@ pub(super) fn exec(
             let mut values = std::mem::take(out_f(f_out, Loc::F(j))?);
             let indices = selection_out(s_out, *out)?;
             // The selection was made from candidates that carry the new values: no gradient
-            // to make again, only the comparison with `w0`.
+            // to make again, only the comparison with `w0`. (Candidates read apart from the
+            // score kernels carry no values: a weight with any of those is updated from its
+            // gradient.)
+            let (lo, hi) = (*offset as u64, (*offset + m * n) as u64);
+            let in_range = |run: &'_ [Candidate]| {
+                let a = run.partition_point(|c| c.1 < lo);
+                let b = run.partition_point(|c| c.1 < hi);
+                a..b
+            };
             let carried = cx.update_feed.and_then(|t| {
                 let s = &cx.selections[t];
-                Some((&s.candidates[..], weight.as_ref()?.1)).filter(|_| s.from_candidates)
+                let chosen = s.chosen.filter(|_| s.from_candidates)?;
+                let (fed, unfed) = (in_range(&s.candidates), in_range(&s.unfed));
+                let candidates = unfed.is_empty().then(|| &s.candidates[fed])?;
+                Some((candidates, chosen, weight.as_ref()?.1))
             });
-            if let Some((chosen, w0)) = carried {
+            if let Some((candidates, chosen, w0)) = carried {
                 let w0 = env.float(w0);
                 check("an initial weight", w0.len(), m * n)?;
-                let (lo, hi) = (*offset as u64, (*offset + m * n) as u64);
-                let a = chosen.partition_point(|c| c.1 < lo);
-                let b = chosen.partition_point(|c| c.1 < hi);
-                let chosen = &chosen[a..b];
-                debug_assert!(chosen
+                debug_assert!(candidates
                     .iter()
                     .all(|c| c.2 .1.to_bits() == w0[(c.1 - lo) as usize].to_bits()));
                 indices.clear();
                 values.clear();
-                indices.resize(chosen.len(), 0);
-                values.resize(chosen.len(), 0.0);
-                let half = chosen.len() / 2;
+                indices.resize(candidates.len(), 0);
+                values.resize(candidates.len(), 0.0);
+                let half = candidates.len() / 2;
                 let kept = match cx.pair {
                     Some(pair) if half >= OVERLAY_SPLIT => {
                         let (i_lo, i_hi) = indices.split_at_mut(half);
                         let (v_lo, v_hi) = values.split_at_mut(half);
+                        let (first_half, second_half) = candidates.split_at(half);
                         let (mut first, mut second) = (0, 0);
                         pair.join(
-                            || first = new_entries(&chosen[..half], lo, (i_lo, v_lo)),
-                            || second = new_entries(&chosen[half..], lo, (i_hi, v_hi)),
+                            || first = new_entries(first_half, chosen, lo, (i_lo, v_lo)),
+                            || second = new_entries(second_half, chosen, lo, (i_hi, v_hi)),
                         );
                         indices.copy_within(half..half + second, first);
                         values.copy_within(half..half + second, first);
                         first + second
                     }
-                    _ => new_entries(chosen, lo, (indices, &mut values)),
+                    _ => new_entries(candidates, chosen, lo, (indices, &mut values)),
                 };
                 indices.truncate(kept);
                 values.truncate(kept);
@@ -1306,14 +1315,15 @@ pub(super) struct Selection {
     /// Set by a selection that asked for its scores instead of selecting (its score kernels
     /// are run again, writing them, and it runs again).
     pub needs_scores: bool,
-    /// This run's selection was made from the candidates, which now hold just it.
+    /// This run's selection was made from the candidates (both runs, kept as they were), and
+    /// which of them it chose.
     pub from_candidates: bool,
+    pub chosen: Option<Chosen>,
     /// Where each operand starts (positions).
     pub offsets: Vec<u64>,
     /// This run's candidates of the operands no score kernel makes, in position order.
     pub unfed: Vec<Candidate>,
-    /// Room for the selection made from the candidates, and for their keys.
-    pub chosen: Vec<Candidate>,
+    /// Room for the candidates' keys.
     pub keys: Vec<u64>,
     /// The reach masks of the two halves a score kernel gathers from, and the candidates of
     /// the second half of its rows: kept for their room.
@@ -1330,6 +1340,7 @@ impl Selection {
         self.scores_missing = false;
         self.needs_scores = false;
         self.from_candidates = false;
+        self.chosen = None;
     }
 }
 
@@ -1377,10 +1388,8 @@ fn select_top(cx: &mut Ctx<'_>, scores: &[&[f32]], k: usize, out: &mut Vec<u64>)
                 sel.candidates.sort_by_key(|c| c.1);
             }
             let runs = (&sel.candidates[..], &sel.unfed[..]);
-            let chosen = &mut sel.chosen;
-            kth = topk_among_runs(runs, k, &mut sel.keys, chosen, out).unwrap_or(u64::MAX);
-            // The candidates hold just the selection now, in position order.
-            std::mem::swap(&mut sel.candidates, &mut sel.chosen);
+            sel.chosen = topk_among_runs(runs, k, &mut sel.keys, out);
+            kth = sel.chosen.map_or(u64::MAX, |c| c.kth);
             sel.from_candidates = true;
         }
         (false, Some(t)) if cx.selections[t].scores_missing => {

@@ -85,7 +85,7 @@ pub use kernels::{ConvGeom, PoolGeom};
 use plain::Plain;
 pub use plain::{conv_geom, conv_geom_of, pool_geom, pool_geom_of};
 pub use state::{initial_value, is_tracked, module_seed, State, TrackedValues, ZeroCounts};
-pub use topk::{score_key, topk_among, topk_among_runs, topk_select, StreamSelect, Tally};
+pub use topk::{score_key, topk_among, topk_among_runs, topk_select, Chosen, StreamSelect, Tally};
 
 use crate::types::DType;
 use gemm::GemmScratch;

@@ -266,71 +266,104 @@ pub type Ranked<P> = (u64, u64, P);
 /// floor, when at least `k` passed it).
 ///
 /// The candidates are put in position order first (unless they are: a stable sort, which
-/// merges the ascending runs a caller gathering panel by panel produces), then the `k`-th largest key is found on
-/// the keys alone, and one pass in position order keeps every larger key and, of the keys
-/// equal to it, the first ones: ties to the lower position.
+/// merges the ascending runs a caller gathering panel by panel produces), then selected by
+/// [`topk_among_runs`].
 pub fn topk_among<P: Copy>(candidates: &mut Vec<Ranked<P>>, k: usize, out: &mut Vec<u64>) {
-    out.clear();
-    let k = k.min(candidates.len());
-    if k == 0 {
-        candidates.clear();
-        return;
-    }
     if !candidates.is_sorted_by_key(|c| c.1) {
         candidates.sort_by_key(|c| c.1);
     }
-    let mut kept = Vec::with_capacity(k);
-    topk_among_runs((candidates, &[]), k, &mut Vec::new(), &mut kept, out);
-    *candidates = kept;
+    match topk_among_runs((candidates, &[]), k, &mut Vec::new(), out) {
+        Some(chosen) => candidates.retain(|c| chosen.contains(c.0, c.1)),
+        None => candidates.clear(),
+    }
+}
+
+/// Which candidates a selection among candidates chose ([`topk_among_runs`]): every key above
+/// the `k`-th largest, and of the keys equal to it those up to a position (ties go to the
+/// lower position).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Chosen {
+    /// The `k`-th largest key.
+    pub kth: u64,
+    /// The position of the last key equal to `kth` that is chosen (`u64::MAX`: all are).
+    pub last_tie: u64,
+}
+
+impl Chosen {
+    /// Whether the candidate with `key` at position `pos` is chosen.
+    #[inline(always)]
+    pub fn contains(&self, key: u64, pos: u64) -> bool {
+        // Without branches: callers test every candidate.
+        (key > self.kth) | ((key == self.kth) & (pos <= self.last_tie))
+    }
 }
 
 /// [`topk_among`] over candidates in two runs, each in position order (disjoint positions),
-/// without merging them first: the selection into `kept` in position order, its positions
-/// into `out`, and the `k`-th largest key returned (`None` for an empty selection). `keys` is
-/// scratch. A caller whose candidates come from two sources (a few gathered apart from the
-/// rest) saves a pass over all of them.
+/// without merging or copying them: the selection's positions, ascending, into `out`, and the
+/// rule that tells the chosen candidates ([`Chosen`]; `None` for an empty selection). `keys`
+/// is scratch. A caller whose candidates come from two sources (a few gathered apart from the
+/// rest) saves a pass over all of them, and one that needs the chosen candidates' payload
+/// reads them where they are, with [`Chosen::contains`].
 pub fn topk_among_runs<P: Copy>(
     (a, b): (&[Ranked<P>], &[Ranked<P>]),
     k: usize,
     keys: &mut Vec<u64>,
-    kept: &mut Vec<Ranked<P>>,
     out: &mut Vec<u64>,
-) -> Option<u64> {
-    out.clear();
-    kept.clear();
-    let k = k.min(a.len() + b.len());
+) -> Option<Chosen> {
+    let n = a.len() + b.len();
+    let k = k.min(n);
     if k == 0 {
+        out.clear();
         return None;
     }
     keys.clear();
     keys.extend(a.iter().chain(b).map(|c| c.0));
     let (_, &mut kth, _) = keys.select_nth_unstable_by(k - 1, |x, y| y.cmp(x));
-    let above = keys.iter().filter(|&&key| key > kth).count();
-    let mut ties = k - above;
-    let mut keep = |c: &Ranked<P>| {
-        let kept_here = c.0 > kth || (c.0 == kth && ties > 0);
-        if c.0 == kth && kept_here {
-            ties -= 1;
-        }
-        if kept_here {
-            kept.push(*c);
-        }
+    // Every key at or above the k-th, in position order: each candidate's position written at
+    // the next slot, and the slot kept when it is chosen (no branch on the choice). The slots
+    // are those of the last run where they can be (no clearing).
+    out.resize(n + 1, 0);
+    let mut next = 0;
+    let mut chosen = Chosen {
+        kth,
+        last_tie: u64::MAX,
     };
-    // Both runs in position order: every larger key, and the first of the keys equal to the
-    // k-th (ties to the lower position).
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() && j < b.len() {
-        if b[j].1 < a[i].1 {
-            keep(&b[j]);
-            j += 1;
-        } else {
-            keep(&a[i]);
-            i += 1;
-        }
+    in_position_order((a, b), |c| {
+        out[next] = c.1;
+        next += usize::from(chosen.contains(c.0, c.1));
+    });
+    if next > k {
+        // More keys equal the k-th than are chosen: the first of them in position order.
+        let ties = k - keys.iter().filter(|&&key| key > kth).count();
+        let mut seen = 0;
+        in_position_order((a, b), |c| {
+            seen += usize::from(c.0 == kth);
+            if c.0 == kth && seen == ties {
+                chosen.last_tie = c.1;
+            }
+        });
+        next = 0;
+        in_position_order((a, b), |c| {
+            out[next] = c.1;
+            next += usize::from(chosen.contains(c.0, c.1));
+        });
     }
-    a[i..].iter().chain(&b[j..]).for_each(keep);
-    out.extend(kept.iter().map(|c| c.1));
-    Some(kth)
+    debug_assert_eq!(next, k);
+    out.truncate(k);
+    Some(chosen)
+}
+
+/// `visit` each candidate of two runs, each in position order (disjoint positions), in
+/// position order: the long run `a` in stretches between the short run `b`'s candidates.
+fn in_position_order<P>((a, b): (&[Ranked<P>], &[Ranked<P>]), mut visit: impl FnMut(&Ranked<P>)) {
+    let mut from = 0;
+    for c in b {
+        let to = from + a[from..].partition_point(|x| x.1 < c.1);
+        a[from..to].iter().for_each(&mut visit);
+        visit(c);
+        from = to;
+    }
+    a[from..].iter().for_each(visit);
 }
 
 /// The order key of a score: [`topk_select`]'s order of `f32` values as unsigned integers
@@ -635,11 +668,18 @@ mod stream_tests {
                 assert_eq!(c.iter().map(|x| x.1).collect::<Vec<_>>(), out);
                 // The same from two runs, each in position order, interleaved (many ties).
                 let (a, b): (Vec<_>, Vec<_>) = candidates.iter().partition(|x| x.1 % 3 != 0);
-                let (mut keys, mut kept, mut from_runs) = (Vec::new(), Vec::new(), Vec::new());
-                let kth = topk_among_runs((&a, &b), k, &mut keys, &mut kept, &mut from_runs);
+                let (mut keys, mut from_runs) = (Vec::new(), Vec::new());
+                let chosen = topk_among_runs((&a, &b), k, &mut keys, &mut from_runs);
                 assert_eq!(from_runs, out, "two runs: floor {floor_score}, k {k}");
-                assert_eq!(kept, c);
-                assert_eq!(kth, c.iter().map(|x| x.0).min());
+                let chosen = chosen.expect("a selection");
+                assert_eq!(Some(chosen.kth), c.iter().map(|x| x.0).min());
+                // The rule picks exactly the selection out of the candidates.
+                let picked: Vec<u64> = candidates
+                    .iter()
+                    .filter(|x| chosen.contains(x.0, x.1))
+                    .map(|x| x.1)
+                    .collect();
+                assert_eq!(picked, out, "the rule: floor {floor_score}, k {k}");
             }
             candidates.clear();
         }
