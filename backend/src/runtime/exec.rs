@@ -96,23 +96,32 @@ fn new_entries(
 }
 
 /// The part of an overlay's buffer from position `from` on (`o`, its positions `from ..`): the
-/// last run's `written` positions put back to `w0` (kept with them), then the entries
-/// written over it, each position's `w0` kept into `kept` first (`o` holds `w0` there then,
-/// and the write brings the line in anyway), so that the next run puts it back without
-/// reading `w0`.
+/// entries written over it, and the last run's `written` positions that are no entry now put
+/// back to `w0` (kept with them); both in position order, walked together. Each entry's `w0`
+/// is kept into `kept`, from the last run's where it was written then (most entries stay from
+/// one step to the next: one write each), else from `o`, which holds `w0` there (the write
+/// brings the line in anyway); so the next run puts it back without reading `w0`.
 fn overlay_part(
     (o, from): (&mut [f32], usize),
     written: &[(u32, f32)],
     (indices, values): (&[u32], &[f32]),
     kept: &mut [(u32, f32)],
 ) {
-    for &(i, v0) in written {
-        o[i as usize - from] = v0;
-    }
+    let mut last = written.iter().peekable();
     for ((&i, &v), k) in indices.iter().zip(values).zip(kept) {
+        while let Some(&&(p, v0)) = last.peek().filter(|w| w.0 < i) {
+            o[p as usize - from] = v0;
+            last.next();
+        }
         let slot = &mut o[i as usize - from];
-        *k = (i, *slot);
+        *k = match last.next_if(|w| w.0 == i) {
+            Some(&kept_then) => kept_then,
+            None => (i, *slot),
+        };
         *slot = v;
+    }
+    for &(p, v0) in last {
+        o[p as usize - from] = v0;
     }
 }
 
