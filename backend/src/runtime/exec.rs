@@ -607,7 +607,7 @@ pub(super) fn exec(
                             (Vec::new(), Vec::new())
                         }
                     };
-                    written.clear();
+                    // Each slot is written below: last time's are not cleared.
                     written.resize(entries.0.len(), (0, 0.0));
                     // Two halves of the positions, at the middle entry: each its own part of
                     // `o`, of the last run's positions and of the entries.
@@ -926,8 +926,7 @@ pub(super) fn exec(
                 debug_assert!(candidates
                     .iter()
                     .all(|c| c.2 .1.to_bits() == w0[(c.1 - lo) as usize].to_bits()));
-                indices.clear();
-                values.clear();
+                // Every slot up to the last entry is written below: last run's are not cleared.
                 indices.resize(candidates.len(), 0);
                 values.resize(candidates.len(), 0.0);
                 let half = candidates.len() / 2;

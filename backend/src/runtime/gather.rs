@@ -128,7 +128,7 @@ impl Gathering<'_> {
         }
         let (m, cols) = (self.m, j1 - j0);
         let words = cols.div_ceil(64);
-        masks.clear();
+        // Each is made below: last time's are not cleared.
         masks.resize(words * m, 0);
         for (w, part) in masks.chunks_mut(m.max(1)).enumerate().take(words) {
             let width = (cols - 64 * w).min(64);
