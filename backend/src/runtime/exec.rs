@@ -9,7 +9,7 @@ use sparsec_ir::interp::{
 };
 use sparsec_ir::module::Init;
 
-use super::gather::{self, initial_bound, untracked_threshold, EntryRows};
+use super::gather::{self, initial_bound, untracked_threshold};
 use super::stream::Gradient;
 use super::{outer_product_splits, product_splits, Ctx, Env, SPLIT_MIN_WORK};
 use crate::abi::Args;
@@ -713,12 +713,16 @@ pub(super) fn exec(
             if let Some((t, offset, floor, cap)) = feed.filter(|_| cx.scores_private) {
                 let info = cx.params.get(*param).ok_or("internal: no such parameter")?;
                 let entries = env.state.tracked[*param].as_ref();
-                let indices = entries.map_or(&[][..], |t| &t.indices[..]);
+                if entries.is_some_and(|t| {
+                    t.values.len() != t.len()
+                        || t.indices.last().is_some_and(|&i| i as usize >= m * n)
+                }) {
+                    return Err("a tracked index out of range".into());
+                }
                 let w0_bound = initial_bound(info.init, env.state.init_scale);
                 let gathering = gather::Gathering {
                     w0,
                     entries,
-                    rows: EntryRows::new(indices, (m, n))?,
                     m,
                     n,
                     lr,

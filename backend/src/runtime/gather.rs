@@ -91,7 +91,6 @@ pub(super) fn gather_ld(n: usize) -> usize {
 pub(super) struct Gathering<'a> {
     pub w0: &'a [f32],
     pub entries: Option<&'a TrackedValues<f32>>,
-    pub rows: EntryRows,
     pub m: usize,
     pub n: usize,
     pub lr: f32,
@@ -151,9 +150,11 @@ impl Gathering<'_> {
             None => (&[][..], &[][..]),
         };
         let start = list.len();
+        // The entries are in position order: the walk goes through them as through the rows
+        // (each row's words end at its last column).
+        let end = indices.len();
+        let mut e = indices.partition_point(|&x| (x as usize) < rows.start * n);
         for i in rows {
-            let entries = self.rows.row(i);
-            let (mut e, end) = (entries.start, entries.end);
             for s in segments {
                 let (j0, j1) = s.cols;
                 let g = &s.g[i * s.ld..][..j1 - j0];
