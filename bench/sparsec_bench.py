@@ -2,8 +2,9 @@
 """sparsec's side of the peer benchmark: `sparsec train` on bench/models/*.net, one JSON line per
 configuration in the peers' format (standard library only).
 
-For each model, mode and batch: a calibration run (--set max_steps=20, or 5 from batch 64) gives the time per step,
-then a run of enough steps for about --min-seconds (capped) is measured. Throughput, compile time
+For each model, mode and batch: two calibration runs (--set max_steps=n and 4n, n = 20, or 5
+from batch 64) give the time per step (their difference, without the start-up), then a run of
+enough steps for about --min-seconds (capped) is measured. Throughput, compile time
 and peak memory are sparsec's own numbers from the run's summary.json (`samples_per_sec` over the
 training loop of the session, `compile_ms`, `peak_rss_bytes` = VmHWM). The model files hold
 8,192 synthetic samples, so runs longer than one epoch also pay, at each epoch end, a test pass
@@ -87,10 +88,18 @@ def main():
                     if args.backend == "interp" and threads != 1:
                         continue
                     try:
-                        cal, _ = train(args.binary, model_file, args.backend, batch,
-                                       20 if batch <= 16 else 5, workdir, threads,
-                                       args.memory_budget)
-                        per_step = batch / cal["samples_per_sec"]
+                        # Two calibration runs, n and 4n steps: the time per step is their
+                        # difference over 3n steps, without the first steps' start-up (a
+                        # Dropback step has no floor for its candidates until the second).
+                        n = 20 if batch <= 16 else 5
+                        seconds = []
+                        for steps in (n, 4 * n):
+                            cal, _ = train(args.binary, model_file, args.backend, batch,
+                                           steps, workdir, threads, args.memory_budget)
+                            seconds.append(steps * batch / cal["samples_per_sec"])
+                        per_step = (seconds[1] - seconds[0]) / (3 * n)
+                        if per_step <= 0:
+                            per_step = seconds[1] / (4 * n)
                         steps = int(min(args.max_steps, max(args.min_steps, math.ceil(
                             args.min_seconds / common.REPEATS / per_step))))
                         # As the peers: the fastest of REPEATS runs, all taken again (up to
