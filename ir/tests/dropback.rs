@@ -403,4 +403,20 @@ fn zero_counts_are_those_of_the_effective_value() {
     st.init_scale = 0.0;
     assert_eq!(counts.count(&m, &st, 0), 5);
     assert_eq!(counts.count(&m, &st, 1), 1);
+    // More zeros than are kept (a weight of 300 × 300 at scale 0): counted over the whole
+    // value each time instead.
+    let mut m = m.clone();
+    let big = Init::Uniform { lo: -1.0, hi: 1.0 };
+    m.add_param(param("big", &[300, 300], big, 2, 6));
+    let mut st = State::<f32>::initial(&m);
+    st.tracked[2] = Some(entries(&[7, 89_999], &[0.5, 0.0]));
+    for scale in [0.0, 1.0] {
+        st.init_scale = scale;
+        let mut zeros = 0;
+        st.visit_dense_value(&m, 2, 1000, |_, part| {
+            zeros += part.iter().filter(|&&x| x == 0.0).count();
+        });
+        assert_eq!(counts.count(&m, &st, 2), zeros, "scale {scale}");
+    }
+    assert_eq!(counts.count(&m, &st, 2), 1, "only the entry of zero");
 }

@@ -1,6 +1,8 @@
 //! The state that persists between runs, the parameters' values, and how a tracked parameter's
 //! value is held as its stored entries over a regenerated initial value.
 
+use std::ops::ControlFlow;
+
 use super::float::Float;
 use crate::module::Module;
 use crate::regen;
@@ -148,30 +150,18 @@ impl<T: Float> State<T> {
             }
             return;
         };
-        let param = &m.params[p];
-        let n = param.ty.num_elements();
-        let mut raw = vec![0f32; window.max(1).min(n)];
-        let mut out: Vec<T> = Vec::with_capacity(raw.len());
+        let mut out: Vec<T> = Vec::new();
         let mut entry = 0;
-        let mut start = 0;
-        while start < n {
-            let len = raw.len().min(n - start);
-            regen::init_values_at(
-                param.init,
-                module_seed(m),
-                param.stream,
-                start as u64,
-                &mut raw[..len],
-            );
+        let _ = initial_windows(m, p, window, |start, raw| {
             out.clear();
-            out.extend(raw[..len].iter().map(|&x| T::from_f32(x * self.init_scale)));
-            while entry < t.indices.len() && (t.indices[entry] as usize) < start + len {
+            out.extend(raw.iter().map(|&x| T::from_f32(x * self.init_scale)));
+            while entry < t.indices.len() && (t.indices[entry] as usize) < start + raw.len() {
                 out[t.indices[entry] as usize - start] = t.values[entry];
                 entry += 1;
             }
             visit(start, &out);
-            start += len;
-        }
+            ControlFlow::Continue(())
+        });
     }
 
     /// Give parameter `p` the effective value `value` (a tracked parameter keeps the entries
@@ -259,29 +249,39 @@ impl ZeroCounts {
 /// The positions where parameter `p`'s initial value times `scale` is zero, if at most
 /// [`ZeroCounts::KEPT`]; made window by window.
 fn initial_zeros(m: &Module, p: usize, scale: f32) -> Option<Vec<u32>> {
-    let param = &m.params[p];
-    let n = param.ty.num_elements();
-    let mut raw = vec![0f32; n.min(1 << 20)];
     let mut zeros = Vec::new();
-    let mut start = 0;
-    while start < n {
-        let len = raw.len().min(n - start);
-        regen::init_values_at(
-            param.init,
-            module_seed(m),
-            param.stream,
-            start as u64,
-            &mut raw[..len],
-        );
-        for (i, &x) in raw[..len].iter().enumerate() {
+    let found = initial_windows(m, p, 1 << 20, |start, raw| {
+        for (i, &x) in raw.iter().enumerate() {
             if x * scale == 0.0 {
-                zeros.push(u32::try_from(start + i).ok()?);
-                if zeros.len() > ZeroCounts::KEPT {
-                    return None;
+                match u32::try_from(start + i) {
+                    Ok(at) if zeros.len() < ZeroCounts::KEPT => zeros.push(at),
+                    _ => return ControlFlow::Break(()),
                 }
             }
         }
+        ControlFlow::Continue(())
+    });
+    found.is_continue().then_some(zeros)
+}
+
+/// Parameter `p`'s initial value (unscaled) in consecutive windows of at most `window`
+/// elements, each passed to `visit` with its start until it breaks.
+fn initial_windows(
+    m: &Module,
+    p: usize,
+    window: usize,
+    mut visit: impl FnMut(usize, &[f32]) -> ControlFlow<()>,
+) -> ControlFlow<()> {
+    let param = &m.params[p];
+    let n = param.ty.num_elements();
+    let mut raw = vec![0f32; window.max(1).min(n)];
+    let mut start = 0;
+    while start < n {
+        let len = raw.len().min(n - start);
+        let part = &mut raw[..len];
+        regen::init_values_at(param.init, module_seed(m), param.stream, start as u64, part);
+        visit(start, part)?;
         start += len;
     }
-    Some(zeros)
+    ControlFlow::Continue(())
 }
