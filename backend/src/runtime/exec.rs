@@ -712,13 +712,8 @@ pub(super) fn exec(
             // and walked row by row.
             if let Some((t, offset, floor, cap)) = feed.filter(|_| cx.scores_private) {
                 let info = cx.params.get(*param).ok_or("internal: no such parameter")?;
+                // The entries are checked (sorted, in range, with their values) before each run.
                 let entries = env.state.tracked[*param].as_ref();
-                if entries.is_some_and(|t| {
-                    t.values.len() != t.len()
-                        || t.indices.last().is_some_and(|&i| i as usize >= m * n)
-                }) {
-                    return Err("a tracked index out of range".into());
-                }
                 let w0_bound = initial_bound(info.init, env.state.init_scale);
                 let gathering = gather::Gathering {
                     w0,
@@ -919,7 +914,7 @@ pub(super) fn exec(
             };
             let carried = cx.update_feed.and_then(|t| {
                 let s = &cx.selections[t];
-                let chosen = s.chosen.filter(|_| s.from_candidates)?;
+                let chosen = s.chosen?;
                 let (fed, unfed) = (in_range(&s.candidates), in_range(&s.unfed));
                 let candidates = unfed.is_empty().then(|| &s.candidates[fed])?;
                 Some((candidates, chosen, weight.as_ref()?.1))
@@ -1315,8 +1310,8 @@ pub(super) struct Selection {
     /// How many candidates a kernel may gather before giving up on them (set with the
     /// selection's `k`).
     pub cap: usize,
-    /// Every score at or above the floor that the fed operands made this run. Once selected
-    /// from, the selection, in position order.
+    /// Every score at or above the floor that the fed operands made this run, in position
+    /// order once selected from.
     pub candidates: Vec<Candidate>,
     /// How many fed operands gathered this run, and whether one gave up.
     pub fed_this_run: usize,
@@ -1327,9 +1322,8 @@ pub(super) struct Selection {
     /// Set by a selection that asked for its scores instead of selecting (its score kernels
     /// are run again, writing them, and it runs again).
     pub needs_scores: bool,
-    /// This run's selection was made from the candidates (both runs, kept as they were), and
-    /// which of them it chose.
-    pub from_candidates: bool,
+    /// Which candidates this run's selection chose, when it was made from them (both runs are
+    /// kept as they were gathered).
     pub chosen: Option<Chosen>,
     /// Where each operand starts (positions).
     pub offsets: Vec<u64>,
@@ -1351,7 +1345,6 @@ impl Selection {
         self.overflow = false;
         self.scores_missing = false;
         self.needs_scores = false;
-        self.from_candidates = false;
         self.chosen = None;
     }
 }
@@ -1402,7 +1395,6 @@ fn select_top(cx: &mut Ctx<'_>, scores: &[&[f32]], k: usize, out: &mut Vec<u64>)
             let runs = (&sel.candidates[..], &sel.unfed[..]);
             sel.chosen = topk_among_runs(runs, k, &mut sel.keys, out);
             kth = sel.chosen.map_or(u64::MAX, |c| c.kth);
-            sel.from_candidates = true;
         }
         (false, Some(t)) if cx.selections[t].scores_missing => {
             // Every score is needed and some were not written: asked for (made again and

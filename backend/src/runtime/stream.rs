@@ -12,7 +12,6 @@ use sparsec_ir::interp::{matmul_columns_f32, StreamSelect, Tally, TrackedValues,
 use sparsec_ir::module::Init;
 
 use super::exec::{over_panels, DisjointOut};
-use super::gather::EntryRows;
 use super::{Ctx, Env, ParamInfo};
 use crate::abi::Args;
 use crate::jit::Entry;
@@ -100,6 +99,37 @@ impl<'a> WeightPanels<'a> {
                 }
             }
         }
+    }
+}
+
+/// A tracked weight's entries row by row: `start[i]..start[i + 1]` index row `i`'s.
+struct EntryRows {
+    start: Vec<usize>,
+}
+
+impl EntryRows {
+    /// The rows of `indices` (sorted, distinct) in a weight `[m, n]`.
+    fn new(indices: &[u32], (m, n): (usize, usize)) -> Result<EntryRows, String> {
+        if indices.last().is_some_and(|&i| i as usize >= m * n) {
+            return Err("a tracked index out of range".into());
+        }
+        // The indices are sorted: each row's start is where the indices reach its first
+        // position (no division per index).
+        let mut start = Vec::with_capacity(m + 1);
+        let mut e = 0;
+        for i in 0..m {
+            while e < indices.len() && (indices[e] as usize) < i * n {
+                e += 1;
+            }
+            start.push(e);
+        }
+        start.push(indices.len());
+        Ok(EntryRows { start })
+    }
+
+    /// Row `i`'s entries.
+    fn row(&self, i: usize) -> std::ops::Range<usize> {
+        self.start[i]..self.start[i + 1]
     }
 }
 
